@@ -1,0 +1,383 @@
+//! One conformance suite for every queue backend: the same cases run against the embedded
+//! SQLite queue and the real RabbitMQ. A backend's test file calls
+//! [`conformance_tests!`] with an async function that opens a fresh, private queue.
+//!
+//! Time-based cases use short real leases and backoffs (a few hundred milliseconds), because a
+//! broker's clock cannot be injected; the SQLite backend also tests its leases on a manual clock.
+
+use std::any::Any;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use videofarm_core::{
+    Enqueued, Failure, JobFilter, JobId, JobSpec, JobState, Outcome, Progress, Queue, QueueError,
+    QueueSettings, SuccessReport, WorkerInfo,
+};
+
+/// A fresh queue for one case, and whatever must live as long as it (a temporary folder, a
+/// broker connection).
+pub struct Fixture {
+    pub queue: Arc<dyn Queue>,
+    pub guard: Box<dyn Any + Send>,
+}
+
+/// A job spec whose identity is `name`.
+pub fn spec(name: &str) -> JobSpec {
+    JobSpec {
+        input: PathBuf::from(format!("/media/in/{name}.mpg")),
+        output: PathBuf::from(format!("/media/out/{name}.mkv")),
+        profile: "archive".into(),
+        key: format!("key-{name}"),
+        overwrite: false,
+        priority: 0,
+        input_size: 1000,
+        parent: None,
+    }
+}
+
+pub fn worker(name: &str) -> WorkerInfo {
+    WorkerInfo {
+        name: name.into(),
+        pid: std::process::id(),
+        host: "testhost".into(),
+        started_ms: 0,
+        concurrency: 1,
+    }
+}
+
+/// Short leases and backoffs so the time-based cases take well under a second each.
+pub fn fast_settings() -> QueueSettings {
+    QueueSettings {
+        lease: Duration::from_millis(600),
+        max_attempts: 2,
+        retry_backoff: Duration::from_millis(200),
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(3);
+const NONE_WAIT: Duration = Duration::from_millis(300);
+
+async fn state_of(q: &dyn Queue, id: &JobId) -> JobState {
+    let jobs = q
+        .jobs(&JobFilter {
+            state: None,
+            ids: Some(vec![id.clone()]),
+        })
+        .await
+        .expect("jobs");
+    assert_eq!(jobs.len(), 1, "job {id} is listed once");
+    jobs[0].state
+}
+
+fn ok() -> Outcome {
+    Outcome::Succeeded(SuccessReport::default())
+}
+
+pub async fn lease_returns_the_job_with_a_token(f: Fixture) {
+    let q = f.queue.as_ref();
+    let id = q.enqueue(spec("a"), false).await.unwrap();
+    assert!(matches!(id, Enqueued::Queued(_)));
+    let lease = q
+        .lease(&worker("w1"), WAIT)
+        .await
+        .unwrap()
+        .expect("a job is ready");
+    assert_eq!(&lease.id, id.id());
+    assert_eq!(lease.spec, spec("a"));
+    assert_eq!(lease.attempt, 1);
+    assert_eq!(state_of(q, &lease.id).await, JobState::Running);
+    q.finish(&lease, ok()).await.unwrap();
+    assert_eq!(state_of(q, &lease.id).await, JobState::Succeeded);
+    assert!(
+        q.lease(&worker("w1"), NONE_WAIT).await.unwrap().is_none(),
+        "an acknowledged job is gone"
+    );
+}
+
+pub async fn duplicates_are_not_queued_twice_but_force_requeues(f: Fixture) {
+    let q = f.queue.as_ref();
+    let first = q.enqueue(spec("a"), false).await.unwrap();
+    let again = q.enqueue(spec("a"), false).await.unwrap();
+    assert_eq!(
+        again,
+        Enqueued::Duplicate(first.id().clone(), JobState::Queued)
+    );
+    let lease = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
+    q.finish(&lease, ok()).await.unwrap();
+    let done = q.enqueue(spec("a"), false).await.unwrap();
+    assert_eq!(
+        done,
+        Enqueued::Duplicate(first.id().clone(), JobState::Succeeded)
+    );
+    assert!(q.lease(&worker("w1"), NONE_WAIT).await.unwrap().is_none());
+    let forced = q.enqueue(spec("a"), true).await.unwrap();
+    assert!(matches!(forced, Enqueued::Queued(_)));
+    let lease = q
+        .lease(&worker("w1"), WAIT)
+        .await
+        .unwrap()
+        .expect("forced job runs again");
+    assert!(
+        lease.spec.overwrite,
+        "a forced re-run may replace the old output"
+    );
+    assert_eq!(q.counts().await.unwrap().running, 1);
+}
+
+pub async fn an_empty_queue_waits_then_says_none(f: Fixture) {
+    let started = std::time::Instant::now();
+    assert!(f
+        .queue
+        .lease(&worker("w1"), NONE_WAIT)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(started.elapsed() >= NONE_WAIT / 2, "lease waited for work");
+}
+
+pub async fn a_retryable_failure_backs_off_then_fails_after_max_attempts(f: Fixture) {
+    let q = f.queue.as_ref();
+    q.enqueue(spec("a"), false).await.unwrap();
+    let first = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
+    q.finish(
+        &first,
+        Outcome::Failed(Failure::retryable("ffmpeg failed: boom", "line1\nboom")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(state_of(q, &first.id).await, JobState::Queued);
+    let second = q
+        .lease(&worker("w2"), WAIT)
+        .await
+        .unwrap()
+        .expect("retried after the backoff");
+    assert_eq!(second.attempt, 2);
+    assert_ne!(second.token, first.token);
+    q.finish(
+        &second,
+        Outcome::Failed(Failure::retryable("ffmpeg failed: boom again", "tail")),
+    )
+    .await
+    .unwrap();
+    let failed = q
+        .jobs(&JobFilter {
+            state: Some(JobState::Failed),
+            ids: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1, "max_attempts = 2 reached");
+    assert_eq!(
+        failed[0].error.as_deref(),
+        Some("ffmpeg failed: boom again")
+    );
+    assert_eq!(failed[0].stderr_tail.as_deref(), Some("tail"));
+    assert_eq!(failed[0].attempts, 2);
+    assert!(q.lease(&worker("w1"), NONE_WAIT).await.unwrap().is_none());
+}
+
+pub async fn a_permanent_failure_fails_at_once(f: Fixture) {
+    let q = f.queue.as_ref();
+    q.enqueue(spec("a"), false).await.unwrap();
+    let lease = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
+    q.finish(
+        &lease,
+        Outcome::Failed(Failure::permanent(
+            "/media/in/a.mpg: the file is empty (0 bytes)",
+        )),
+    )
+    .await
+    .unwrap();
+    assert_eq!(state_of(q, &lease.id).await, JobState::Failed);
+    assert_eq!(q.counts().await.unwrap().failed, 1);
+}
+
+pub async fn a_released_job_returns_at_once_without_counting_an_attempt(f: Fixture) {
+    let q = f.queue.as_ref();
+    q.enqueue(spec("a"), false).await.unwrap();
+    let lease = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
+    q.finish(&lease, Outcome::Released).await.unwrap();
+    let again = q
+        .lease(&worker("w2"), NONE_WAIT)
+        .await
+        .unwrap()
+        .expect("released job is ready at once");
+    assert_eq!(again.attempt, 1, "a release does not count as an attempt");
+}
+
+pub async fn a_stale_token_is_fenced_off(f: Fixture) {
+    let q = f.queue.as_ref();
+    q.enqueue(spec("a"), false).await.unwrap();
+    let lease = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
+    let mut stale = lease.clone();
+    stale.token = lease.token.wrapping_sub(1);
+    assert!(matches!(
+        q.begin_publish(&stale).await,
+        Err(QueueError::LeaseLost(_))
+    ));
+    assert!(matches!(
+        q.heartbeat(&stale, None).await,
+        Err(QueueError::LeaseLost(_))
+    ));
+    assert!(matches!(
+        q.finish(&stale, ok()).await,
+        Err(QueueError::LeaseLost(_))
+    ));
+    q.begin_publish(&lease).await.unwrap();
+    q.finish(&lease, ok()).await.unwrap();
+    assert!(
+        q.finish(&lease, ok()).await.is_err(),
+        "a lease is finished once"
+    );
+}
+
+pub async fn an_expired_lease_is_redelivered_and_the_old_holder_fenced(f: Fixture) {
+    let q = f.queue.as_ref();
+    q.enqueue(spec("a"), false).await.unwrap();
+    let first = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
+    // w1 goes silent; after the lease the job is someone else's.
+    let second = q
+        .lease(&worker("w2"), WAIT)
+        .await
+        .unwrap()
+        .expect("redelivered after the lease");
+    assert_eq!(second.id, first.id);
+    assert_ne!(second.token, first.token);
+    assert!(q.heartbeat(&first, None).await.unwrap_err().voids_lease());
+    assert!(q.begin_publish(&first).await.unwrap_err().voids_lease());
+    q.begin_publish(&second).await.unwrap();
+    q.finish(&second, ok()).await.unwrap();
+    assert_eq!(state_of(q, &second.id).await, JobState::Succeeded);
+}
+
+pub async fn heartbeats_keep_a_lease(f: Fixture) {
+    let q = f.queue.as_ref();
+    q.enqueue(spec("a"), false).await.unwrap();
+    let lease = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        q.heartbeat(&lease, None)
+            .await
+            .expect("lease renewed in time");
+    }
+    assert!(
+        q.lease(&worker("w2"), NONE_WAIT).await.unwrap().is_none(),
+        "a renewed lease is not handed out"
+    );
+    q.finish(&lease, ok()).await.unwrap();
+}
+
+pub async fn cancel_stops_queued_and_running_jobs(f: Fixture) {
+    let q = f.queue.as_ref();
+    let running = q.enqueue(spec("a"), false).await.unwrap().id().clone();
+    let lease = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
+    let queued = q.enqueue(spec("b"), false).await.unwrap().id().clone();
+    q.cancel(&[running.clone(), queued.clone()]).await.unwrap();
+    assert!(matches!(
+        q.heartbeat(&lease, None).await,
+        Err(QueueError::Cancelled(_))
+    ));
+    assert!(q.begin_publish(&lease).await.unwrap_err().voids_lease());
+    assert!(
+        q.lease(&worker("w1"), NONE_WAIT).await.unwrap().is_none(),
+        "cancelled jobs are not run"
+    );
+    assert_eq!(state_of(q, &queued).await, JobState::Cancelled);
+    assert_eq!(q.counts().await.unwrap().cancelled, 2);
+}
+
+pub async fn retry_brings_a_failed_job_back(f: Fixture) {
+    let q = f.queue.as_ref();
+    q.enqueue(spec("a"), false).await.unwrap();
+    let lease = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
+    q.finish(&lease, Outcome::Failed(Failure::permanent("bad")))
+        .await
+        .unwrap();
+    assert!(q.retry(&[JobId("does-not-exist".into())]).await.is_err());
+    let retried = q.retry_all_failed().await.unwrap();
+    assert_eq!(retried, vec![lease.id.clone()]);
+    let again = q
+        .lease(&worker("w1"), WAIT)
+        .await
+        .unwrap()
+        .expect("retried job runs");
+    assert_eq!(again.attempt, 1, "retry gives a fresh attempt budget");
+    assert!(
+        q.retry(std::slice::from_ref(&again.id)).await.is_err(),
+        "a running job cannot be retried"
+    );
+}
+
+pub async fn higher_priority_runs_first(f: Fixture) {
+    let q = f.queue.as_ref();
+    q.enqueue(spec("low"), false).await.unwrap();
+    let mut urgent = spec("high");
+    urgent.priority = 5;
+    q.enqueue(urgent, false).await.unwrap();
+    let lease = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
+    assert_eq!(lease.spec.key, "key-high");
+}
+
+pub async fn workers_show_their_active_jobs_with_progress(f: Fixture) {
+    let q = f.queue.as_ref();
+    let w = worker("w1");
+    q.register_worker(&w).await.unwrap();
+    q.enqueue(spec("a"), false).await.unwrap();
+    let lease = q.lease(&w, WAIT).await.unwrap().unwrap();
+    let progress = Progress {
+        progress: 0.5,
+        frames: 40,
+        fps: 80.0,
+        speed: 3.2,
+        eta_s: Some(1.5),
+    };
+    q.heartbeat(&lease, Some(&progress)).await.unwrap();
+    let workers = q.workers().await.unwrap();
+    let me = workers
+        .iter()
+        .find(|s| s.name == "w1")
+        .expect("w1 is listed");
+    assert_eq!(me.host, "testhost");
+    assert_eq!(me.active.len(), 1);
+    assert_eq!(me.active[0].id, lease.id);
+    assert_eq!(me.active[0].input, PathBuf::from("/media/in/a.mpg"));
+    assert!((me.active[0].progress - 0.5).abs() < 1e-9);
+    assert!((me.active[0].speed - 3.2).abs() < 1e-9);
+    q.unregister_worker(&w).await.unwrap();
+    assert!(
+        q.workers().await.unwrap().iter().all(|s| s.name != "w1"),
+        "a stopped worker is gone"
+    );
+}
+
+/// Generate one `#[tokio::test]` per conformance case. `$open` is an async fn taking
+/// [`QueueSettings`] and returning a [`Fixture`].
+#[macro_export]
+macro_rules! conformance_tests {
+    ($open:path) => {
+        $crate::conformance_tests!(@cases $open;
+            lease_returns_the_job_with_a_token,
+            duplicates_are_not_queued_twice_but_force_requeues,
+            an_empty_queue_waits_then_says_none,
+            a_retryable_failure_backs_off_then_fails_after_max_attempts,
+            a_permanent_failure_fails_at_once,
+            a_released_job_returns_at_once_without_counting_an_attempt,
+            a_stale_token_is_fenced_off,
+            an_expired_lease_is_redelivered_and_the_old_holder_fenced,
+            heartbeats_keep_a_lease,
+            cancel_stops_queued_and_running_jobs,
+            retry_brings_a_failed_job_back,
+            higher_priority_runs_first,
+            workers_show_their_active_jobs_with_progress,
+        );
+    };
+    (@cases $open:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let fixture = $open($crate::fast_settings()).await;
+                $crate::$case(fixture).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,247 @@
+//! Jobs: what is asked (a [`JobSpec`]), where it stands (a [`JobState`]), how far a running one
+//! has got (a [`Progress`]) and how an attempt ended (an [`Outcome`]).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+
+/// A job's id. Backends choose the form (SQLite uses its row id); users type it on the command
+/// line, so it stays short.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub String);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for JobId {
+    fn from(s: &str) -> Self {
+        JobId(s.to_owned())
+    }
+}
+
+/// Everything a worker needs to run a job, as queued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The source file. Never modified or deleted.
+    #[serde(with = "crate::pathser")]
+    pub input: PathBuf,
+    /// Where the verified result is renamed to.
+    #[serde(with = "crate::pathser")]
+    pub output: PathBuf,
+    /// The profile's name. Workers resolve it from their own configuration, so a message on a
+    /// shared broker can never smuggle ffmpeg arguments onto a worker.
+    pub profile: String,
+    /// The job's identity (see [`crate::identity`]): the same input and profile give the same key.
+    pub key: String,
+    /// Replace an existing output that is not this job's verified result.
+    #[serde(default)]
+    pub overwrite: bool,
+    /// Higher runs first.
+    #[serde(default)]
+    pub priority: i32,
+    /// The input's size when queued, for summaries and metrics.
+    #[serde(default)]
+    pub input_size: u64,
+    /// Reserved for chunked encodes: the job this one is a part of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<JobId>,
+}
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// A job in a terminal state is not run again unless someone asks (`retry`, `--force`).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for JobState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown job state '{s}' (expected queued, running, succeeded, failed or cancelled)")
+            })
+    }
+}
+
+/// How far a running encode has got, as ffmpeg reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// 0..1 of the input's duration.
+    pub progress: f64,
+    /// Frames encoded so far.
+    pub frames: u64,
+    pub fps: f64,
+    /// x-realtime: 2.0 means two seconds of video per second of wall time.
+    pub speed: f64,
+    /// Estimated seconds left, when the speed is known.
+    pub eta_s: Option<f64>,
+}
+
+/// What a successful attempt produced.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SuccessReport {
+    pub input_size: u64,
+    pub output_size: u64,
+    /// Media duration of the output in seconds.
+    pub duration_s: f64,
+    /// Wall time of the encode in seconds.
+    pub elapsed_s: f64,
+    /// True when a verified output was already in place and nothing was encoded.
+    pub already_done: bool,
+}
+
+/// Why an attempt failed, and so what the queue should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureKind {
+    /// Bad input or configuration that no retry can fix: fail the job now.
+    Permanent,
+    /// ffmpeg failed, verification failed, a stall or a timeout: retry with backoff until
+    /// `max_attempts`, then fail.
+    Retryable,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub kind: FailureKind,
+    /// One line, in plain words, naming the file.
+    pub reason: String,
+    /// The last lines ffmpeg wrote to stderr, when ffmpeg ran.
+    #[serde(default)]
+    pub stderr_tail: String,
+}
+
+impl Failure {
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Self {
+            kind: FailureKind::Permanent,
+            reason: reason.into(),
+            stderr_tail: String::new(),
+        }
+    }
+
+    pub fn retryable(reason: impl Into<String>, stderr_tail: impl Into<String>) -> Self {
+        Self {
+            kind: FailureKind::Retryable,
+            reason: reason.into(),
+            stderr_tail: stderr_tail.into(),
+        }
+    }
+}
+
+/// How an attempt ended, as the worker tells the queue.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Output verified and renamed into place: acknowledge.
+    Succeeded(SuccessReport),
+    Failed(Failure),
+    /// The worker is stopping: put the job back at once without counting an attempt.
+    Released,
+}
+
+/// One row of `videofarm jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub state: JobState,
+    #[serde(flatten)]
+    pub spec: JobSpec,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    /// The reason of the last failed attempt (or of the failure, for failed jobs).
+    pub error: Option<String>,
+    pub stderr_tail: Option<String>,
+    pub worker: Option<String>,
+    pub progress: Option<Progress>,
+    pub result: Option<SuccessReport>,
+    /// Milliseconds since the Unix epoch.
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+}
+
+/// One attempt in a job's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub worker: String,
+    pub started_ms: i64,
+    pub finished_ms: Option<i64>,
+    /// succeeded, failed, released, lost (the lease ran out) or running.
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+/// Job counts by state, as `videofarm status` prints them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub queued: u64,
+    pub running: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, state: JobState, n: u64) {
+        match state {
+            JobState::Queued => self.queued += n,
+            JobState::Running => self.running += n,
+            JobState::Succeeded => self.succeeded += n,
+            JobState::Failed => self.failed += n,
+            JobState::Cancelled => self.cancelled += n,
+        }
+    }
+}
+
+/// Which jobs to list.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub ids: Option<Vec<JobId>>,
+}

@@ -1,0 +1,28 @@
+//! The heart of videofarm: what a job is, what a profile is, and the contract every queue
+//! backend honours. Nothing here talks to a broker, a database or ffmpeg, so Cargo itself keeps
+//! the backends depending on the core and never the reverse.
+//!
+//! Layout:
+//! - [`job`]: job specs, states, progress, attempt outcomes and records.
+//! - [`profile`]: encoding profiles (built-in and user-defined) and what their outputs keep.
+//! - [`queue`]: the [`Queue`] trait, leases with fencing tokens, worker status.
+//! - [`identity`]: the cheap content fingerprint that makes a job's identity ("never twice").
+//! - [`clock`]: an injectable clock so lease and backoff logic is testable without sleeping.
+//! - [`pathser`]: serde for file names that are not UTF-8.
+
+pub mod clock;
+pub mod identity;
+pub mod job;
+pub mod pathser;
+pub mod profile;
+pub mod queue;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use job::{
+    AttemptRecord, Counts, Failure, FailureKind, JobFilter, JobId, JobRecord, JobSpec, JobState,
+    Outcome, Progress, SuccessReport,
+};
+pub use profile::{AudioKeep, Profile, ProfileError, Profiles, SubtitleKeep};
+pub use queue::{
+    ActiveJob, Enqueued, Lease, Queue, QueueError, QueueSettings, WorkerInfo, WorkerStatus,
+};

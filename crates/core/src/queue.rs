@@ -1,0 +1,192 @@
+//! The queue contract that every backend honours (the embedded SQLite queue, RabbitMQ).
+//!
+//! Delivery is at least once, under leases:
+//! - [`Queue::lease`] hands a job to a worker with a fresh fencing token and a deadline.
+//! - The worker renews the lease with [`Queue::heartbeat`] (which also carries progress); a job
+//!   whose lease runs out goes back to the queue, counted as an attempt.
+//! - Before it publishes an output the worker calls [`Queue::begin_publish`]: a worker that lost
+//!   its lease (paused, partitioned, cancelled) is refused, because its token is stale.
+//! - [`Queue::finish`] acknowledges a verified success, records a failed attempt (retried with
+//!   backoff until `max_attempts`) or releases the job at once without counting an attempt.
+
+use crate::job::{
+    AttemptRecord, Counts, JobFilter, JobId, JobRecord, JobSpec, JobState, Outcome, Progress,
+};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Tunables shared by every backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSettings {
+    /// How long a lease lasts without a heartbeat.
+    pub lease: Duration,
+    /// Attempts before a job is failed for good.
+    pub max_attempts: u32,
+    /// Delay before the first retry; it doubles with each further attempt.
+    pub retry_backoff: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(30),
+            max_attempts: 3,
+            retry_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+impl QueueSettings {
+    /// The delay before the retry that follows failed attempt number `attempt` (1-based).
+    pub fn backoff_after(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(10);
+        self.retry_backoff.saturating_mul(1 << doublings)
+    }
+}
+
+/// Who is asking for work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub name: String,
+    pub pid: u32,
+    pub host: String,
+    /// Milliseconds since the Unix epoch.
+    pub started_ms: i64,
+    /// How many jobs it runs at once.
+    pub concurrency: u32,
+}
+
+/// A job held by a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub id: JobId,
+    pub spec: JobSpec,
+    /// 1-based attempt number of this lease.
+    pub attempt: u32,
+    /// The fencing token: it changes every time the job is leased, and the queue refuses a
+    /// heartbeat, publish or finish that carries an old one.
+    pub token: u64,
+    /// Backend-specific handle (a delivery tag on RabbitMQ); 0 where unused.
+    pub handle: u64,
+}
+
+/// What happened to an enqueue request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Enqueued {
+    /// A new job (or a forced re-run of an old one) is queued.
+    Queued(JobId),
+    /// The same input with the same profile and output is already known: nothing was queued.
+    Duplicate(JobId, JobState),
+}
+
+impl Enqueued {
+    pub fn id(&self) -> &JobId {
+        match self {
+            Enqueued::Queued(id) | Enqueued::Duplicate(id, _) => id,
+        }
+    }
+}
+
+/// One job a worker is running, as `inspect` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActiveJob {
+    pub id: JobId,
+    #[serde(with = "crate::pathser")]
+    pub input: PathBuf,
+    #[serde(with = "crate::pathser")]
+    pub output: PathBuf,
+    pub profile: String,
+    pub progress: f64,
+    pub fps: f64,
+    pub speed: f64,
+    pub eta_s: Option<f64>,
+}
+
+/// A live worker and what it is doing, as `inspect` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub name: String,
+    pub pid: u32,
+    pub host: String,
+    /// RFC 3339 UTC time the worker started.
+    pub started: String,
+    pub concurrency: u32,
+    pub active: Vec<ActiveJob>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The worker's lease ran out and the job went to someone else, or its token is stale.
+    #[error("job {0}: the lease was lost (it ran out or the job was handed to another worker)")]
+    LeaseLost(JobId),
+    /// Someone cancelled the job while it ran.
+    #[error("job {0} was cancelled")]
+    Cancelled(JobId),
+    #[error("no job with id {0}")]
+    NotFound(JobId),
+    /// The job exists but the request does not fit its state.
+    #[error("job {id} is {state}: {what}")]
+    WrongState {
+        id: JobId,
+        state: JobState,
+        what: String,
+    },
+    /// The backend itself failed (database, broker connection): transient, try again later.
+    #[error("queue backend: {0}")]
+    Backend(String),
+}
+
+impl QueueError {
+    /// True when the worker holding the lease must stop the job and publish nothing.
+    pub fn voids_lease(&self) -> bool {
+        matches!(self, QueueError::LeaseLost(_) | QueueError::Cancelled(_))
+    }
+}
+
+/// The contract of a job queue. See the module documentation for the lease protocol.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Queue a job unless the same one is known (`force` queues it again anyway).
+    async fn enqueue(&self, spec: JobSpec, force: bool) -> Result<Enqueued, QueueError>;
+
+    /// Take the next ready job, waiting up to `wait` for one to become ready.
+    async fn lease(&self, worker: &WorkerInfo, wait: Duration)
+        -> Result<Option<Lease>, QueueError>;
+
+    /// Renew a lease and record progress.
+    async fn heartbeat(&self, lease: &Lease, progress: Option<&Progress>)
+        -> Result<(), QueueError>;
+
+    /// Ask permission to rename a verified output into place. Refused with a stale token.
+    async fn begin_publish(&self, lease: &Lease) -> Result<(), QueueError>;
+
+    /// End an attempt.
+    async fn finish(&self, lease: &Lease, outcome: Outcome) -> Result<(), QueueError>;
+
+    /// Say the worker is alive (called on start and with every heartbeat round).
+    async fn register_worker(&self, worker: &WorkerInfo) -> Result<(), QueueError>;
+
+    /// Say the worker has stopped.
+    async fn unregister_worker(&self, worker: &WorkerInfo) -> Result<(), QueueError>;
+
+    /// The live workers and their active jobs.
+    async fn workers(&self) -> Result<Vec<WorkerStatus>, QueueError>;
+
+    async fn counts(&self) -> Result<Counts, QueueError>;
+
+    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, QueueError>;
+
+    /// A job's attempts, oldest first.
+    async fn history(&self, id: &JobId) -> Result<Vec<AttemptRecord>, QueueError>;
+
+    /// Put failed or cancelled jobs back in the queue with a fresh attempt budget.
+    async fn retry(&self, ids: &[JobId]) -> Result<Vec<JobId>, QueueError>;
+
+    /// Put every failed job back in the queue.
+    async fn retry_all_failed(&self) -> Result<Vec<JobId>, QueueError>;
+
+    /// Cancel queued or running jobs (a running one stops at its next heartbeat).
+    async fn cancel(&self, ids: &[JobId]) -> Result<Vec<JobId>, QueueError>;
+}

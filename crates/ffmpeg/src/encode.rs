@@ -1,0 +1,213 @@
+//! Running one encode: argv only, progress from `-progress pipe:1`, stderr tail kept, and the
+//! process stopped on cancellation, stall or timeout. ffmpeg runs in its own process group (a
+//! Ctrl-C in the terminal reaches the worker, which stops ffmpeg itself and cleans up) and gets
+//! SIGKILL from the kernel if its worker dies, so it can never race a redelivered job.
+
+use crate::{file_url, progress::ProgressParser, tail::Tail, tools::Tools};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use videofarm_core::Progress;
+
+/// One encode to run.
+#[derive(Debug, Clone)]
+pub struct EncodeRequest<'a> {
+    pub tools: &'a Tools,
+    pub input: &'a Path,
+    /// The temporary file ffmpeg writes; its extension picks the muxer.
+    pub output: &'a Path,
+    /// The profile's arguments, between the input and the output.
+    pub args: &'a [String],
+    /// The input's duration, for progress and ETA.
+    pub duration_s: Option<f64>,
+    /// Kill ffmpeg when it has made no progress for this long.
+    pub stall_after: Duration,
+    /// Kill ffmpeg when the whole encode takes longer than this.
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("could not start ffmpeg ({path}): {source}")]
+    Spawn {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("ffmpeg failed ({status}): {reason}")]
+    Failed {
+        status: String,
+        reason: String,
+        stderr_tail: String,
+    },
+    #[error("ffmpeg made no progress for {} s and was stopped", after.as_secs())]
+    Stalled {
+        after: Duration,
+        stderr_tail: String,
+    },
+    #[error("the encode took longer than the {} s timeout and was stopped", after.as_secs())]
+    TimedOut {
+        after: Duration,
+        stderr_tail: String,
+    },
+    #[error("the encode was stopped")]
+    Cancelled,
+}
+
+impl EncodeError {
+    pub fn stderr_tail(&self) -> &str {
+        match self {
+            EncodeError::Failed { stderr_tail, .. }
+            | EncodeError::Stalled { stderr_tail, .. }
+            | EncodeError::TimedOut { stderr_tail, .. } => stderr_tail,
+            _ => "",
+        }
+    }
+
+    /// True when ffmpeg failed because the output's file system is full.
+    pub fn is_disk_full(&self) -> bool {
+        self.stderr_tail().contains("No space left on device")
+    }
+}
+
+/// The argv for an encode (without the program name).
+pub fn encode_args(req: &EncodeRequest<'_>) -> Vec<std::ffi::OsString> {
+    let mut argv: Vec<std::ffi::OsString> = [
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-nostats",
+        "-progress",
+        "pipe:1",
+        "-i",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    argv.push(file_url(req.input));
+    argv.extend(req.args.iter().map(Into::into));
+    argv.push("-y".into());
+    argv.push(file_url(req.output));
+    argv
+}
+
+/// Run the encode, sending progress snapshots to `progress`, until it ends or `cancel` fires.
+pub async fn encode(
+    req: &EncodeRequest<'_>,
+    progress: &watch::Sender<Progress>,
+    cancel: &CancellationToken,
+) -> Result<(), EncodeError> {
+    let mut command = tokio::process::Command::new(&req.tools.ffmpeg);
+    command
+        .args(encode_args(req))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    crate::tools_sys::die_with_parent(&mut command);
+    let mut child = command.spawn().map_err(|source| EncodeError::Spawn {
+        path: req.tools.ffmpeg.display().to_string(),
+        source,
+    })?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let stderr_task = tokio::spawn(drain_tail(stderr));
+
+    let mut lines = BufReader::new(stdout).lines();
+    let mut parser = ProgressParser::new(req.duration_s);
+    let started = Instant::now();
+    let mut last_advance = Instant::now();
+    let mut last_out_time = -1.0;
+    let mut last_frames = 0;
+    let mut stdout_open = true;
+    let check_every =
+        (req.stall_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(check_every);
+
+    let stop: Option<EncodeError> = loop {
+        tokio::select! {
+            line = lines.next_line(), if stdout_open => match line {
+                Ok(Some(line)) => {
+                    if let Some(snapshot) = parser.line(&line) {
+                        if parser.out_time_s() > last_out_time || snapshot.frames > last_frames {
+                            last_out_time = parser.out_time_s();
+                            last_frames = snapshot.frames;
+                            last_advance = Instant::now();
+                        }
+                        progress.send_replace(snapshot);
+                    }
+                }
+                _ => stdout_open = false,
+            },
+            status = child.wait() => {
+                let status = status.map_err(|source| EncodeError::Spawn {
+                    path: req.tools.ffmpeg.display().to_string(),
+                    source,
+                })?;
+                let tail = stderr_task.await.unwrap_or_else(|_| Tail::new(1));
+                if status.success() {
+                    return Ok(());
+                }
+                let reason = tail
+                    .last_line()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| "it printed no error".to_owned());
+                return Err(EncodeError::Failed { status: status.to_string(), reason, stderr_tail: tail.text() });
+            }
+            _ = cancel.cancelled() => break Some(EncodeError::Cancelled),
+            _ = ticker.tick() => {
+                if last_advance.elapsed() >= req.stall_after {
+                    break Some(EncodeError::Stalled { after: req.stall_after, stderr_tail: String::new() });
+                }
+                if let Some(limit) = req.timeout {
+                    if started.elapsed() >= limit {
+                        break Some(EncodeError::TimedOut { after: limit, stderr_tail: String::new() });
+                    }
+                }
+            }
+        }
+    };
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let tail = stderr_task.await.map(|t| t.text()).unwrap_or_default();
+    Err(match stop {
+        Some(EncodeError::Stalled { after, .. }) => EncodeError::Stalled {
+            after,
+            stderr_tail: tail,
+        },
+        Some(EncodeError::TimedOut { after, .. }) => EncodeError::TimedOut {
+            after,
+            stderr_tail: tail,
+        },
+        _ => EncodeError::Cancelled,
+    })
+}
+
+/// Read a stream to its end, keeping the last lines (split on `\n` and `\r`).
+async fn drain_tail<R: AsyncRead + Unpin>(mut reader: R) -> Tail {
+    let mut tail = Tail::new(30);
+    let mut buf = vec![0u8; 8192];
+    let mut line = Vec::new();
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                for &b in &buf[..n] {
+                    if b == b'\n' || b == b'\r' {
+                        tail.push(&line);
+                        line.clear();
+                    } else if line.len() < 4096 {
+                        line.push(b);
+                    }
+                }
+            }
+        }
+    }
+    tail.push(&line);
+    tail
+}

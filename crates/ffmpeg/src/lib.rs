@@ -1,0 +1,38 @@
+//! ffmpeg and ffprobe, run the way a farm needs them run.
+//!
+//! - Every process gets an argv list, never a shell, and every file name is passed with the
+//!   `file:` protocol prefix, so a name like `concat:a|b` or `-y` is only ever a file name.
+//! - stderr is drained concurrently and its tail kept for the error message.
+//! - A running encode is stopped by a cancellation token, by a stall (no progress for a set
+//!   time) or by a timeout, and it dies with its worker even on `kill -9` (Linux parent-death
+//!   signal).
+//!
+//! Layout:
+//! - [`tools`]: finding the ffmpeg and ffprobe binaries.
+//! - [`probe`]: ffprobe's view of a file, and the checks an output must pass.
+//! - [`encode`]: running one encode with progress.
+//! - [`progress`]: parsing `-progress` output.
+//! - [`tail`]: the bounded stderr tail.
+
+pub mod encode;
+pub mod probe;
+pub mod progress;
+pub mod tail;
+pub mod tools;
+mod tools_sys;
+
+pub use encode::{encode, EncodeError, EncodeRequest};
+pub use probe::{probe, verify_output, MediaInfo, ProbeError, StreamInfo};
+pub use tools::{Tools, ToolsError};
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::Path;
+
+/// `file:` + the path's bytes: ffmpeg then treats the argument as a plain file name whatever
+/// characters it holds.
+pub fn file_url(path: &Path) -> OsString {
+    let mut bytes = b"file:".to_vec();
+    bytes.extend_from_slice(path.as_os_str().as_encoded_bytes());
+    OsString::from_vec(bytes)
+}

@@ -1,0 +1,291 @@
+//! ffprobe's view of a file, and the checks an output must pass before it is published.
+
+use crate::{file_url, tools::Tools};
+use serde::Deserialize;
+use std::path::Path;
+use std::process::Stdio;
+use videofarm_core::{AudioKeep, Profile, SubtitleKeep};
+
+/// What matters about a media file for planning and verifying an encode.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MediaInfo {
+    /// Container duration in seconds, when known.
+    pub duration_s: Option<f64>,
+    pub streams: Vec<StreamInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamInfo {
+    pub index: u32,
+    /// video, audio, subtitle, data, attachment.
+    pub codec_type: String,
+    pub codec_name: String,
+    /// Cover art and other still pictures are video streams that are not the programme.
+    pub attached_pic: bool,
+}
+
+impl MediaInfo {
+    pub fn count(&self, codec_type: &str) -> usize {
+        self.streams
+            .iter()
+            .filter(|s| s.codec_type == codec_type)
+            .count()
+    }
+
+    /// Video streams that are real video, not cover art.
+    pub fn videos(&self) -> impl Iterator<Item = &StreamInfo> {
+        self.streams
+            .iter()
+            .filter(|s| s.codec_type == "video" && !s.attached_pic)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("could not run ffprobe ({path}): {source}")]
+    Spawn {
+        path: String,
+        source: std::io::Error,
+    },
+    /// ffprobe could not read the file as media.
+    #[error("{0}")]
+    Unreadable(String),
+}
+
+#[derive(Deserialize)]
+struct Raw {
+    #[serde(default)]
+    streams: Vec<RawStream>,
+    format: Option<RawFormat>,
+}
+
+#[derive(Deserialize)]
+struct RawStream {
+    index: u32,
+    #[serde(default)]
+    codec_type: String,
+    #[serde(default)]
+    codec_name: String,
+    #[serde(default)]
+    disposition: Option<RawDisposition>,
+}
+
+#[derive(Deserialize)]
+struct RawDisposition {
+    #[serde(default)]
+    attached_pic: u8,
+}
+
+#[derive(Deserialize)]
+struct RawFormat {
+    duration: Option<String>,
+}
+
+/// Run ffprobe on `path`.
+pub async fn probe(tools: &Tools, path: &Path) -> Result<MediaInfo, ProbeError> {
+    let output = tokio::process::Command::new(&tools.ffprobe)
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+        ])
+        .arg(file_url(path))
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| ProbeError::Spawn {
+            path: tools.ffprobe.display().to_string(),
+            source,
+        })?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let first_error = stderr
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(|l| strip_file_prefix(l, path))
+        .unwrap_or_else(|| "ffprobe could not read it".to_owned());
+    if !output.status.success() {
+        return Err(ProbeError::Unreadable(first_error));
+    }
+    let raw: Raw = serde_json::from_slice(&output.stdout).map_err(|e| {
+        ProbeError::Unreadable(format!("ffprobe gave output that is not JSON: {e}"))
+    })?;
+    Ok(MediaInfo {
+        duration_s: raw
+            .format
+            .and_then(|f| f.duration)
+            .and_then(|d| d.parse::<f64>().ok())
+            .filter(|d| d.is_finite() && *d > 0.0),
+        streams: raw
+            .streams
+            .into_iter()
+            .map(|s| StreamInfo {
+                index: s.index,
+                codec_type: s.codec_type,
+                codec_name: s.codec_name,
+                attached_pic: s.disposition.is_some_and(|d| d.attached_pic != 0),
+            })
+            .collect(),
+    })
+}
+
+/// ffprobe starts its messages with the URL it was given; the user knows the file already.
+fn strip_file_prefix(line: &str, path: &Path) -> String {
+    let url = file_url(path);
+    let url = url.to_string_lossy();
+    line.strip_prefix(url.as_ref())
+        .map(|rest| rest.trim_start_matches(':').trim().to_owned())
+        .unwrap_or_else(|| line.to_owned())
+}
+
+/// Seconds of slack allowed between the input's and the output's duration.
+pub fn duration_tolerance(input_s: f64) -> f64 {
+    (input_s * 0.02).max(1.0)
+}
+
+/// Check that `output` is what `profile` promises for `input`: the right video codec, the
+/// same duration (within [`duration_tolerance`]), and every stream the profile keeps.
+/// The error is one plain sentence.
+pub fn verify_output(
+    profile: &Profile,
+    input: &MediaInfo,
+    output: &MediaInfo,
+) -> Result<(), String> {
+    let videos: Vec<_> = output.videos().collect();
+    if videos.is_empty() {
+        return Err("the output has no video stream".to_owned());
+    }
+    if let Some(wrong) = videos.iter().find(|s| s.codec_name != profile.video_codec) {
+        return Err(format!(
+            "the output's video is {} but profile '{}' makes {}",
+            wrong.codec_name, profile.name, profile.video_codec
+        ));
+    }
+    if let Some(want) = input.duration_s {
+        let got = output.duration_s.unwrap_or(0.0);
+        if (got - want).abs() > duration_tolerance(want) {
+            return Err(format!(
+                "the output lasts {got:.1} s but the input lasts {want:.1} s (is the input truncated or damaged?)"
+            ));
+        }
+    }
+    let (audio_in, audio_out) = (input.count("audio"), output.count("audio"));
+    let audio_want = match profile.audio {
+        AudioKeep::All => audio_in,
+        AudioKeep::First => audio_in.min(1),
+        AudioKeep::None => 0,
+    };
+    if audio_out != audio_want {
+        return Err(format!(
+            "the output has {audio_out} audio stream(s) but should keep {audio_want} of the input's {audio_in}"
+        ));
+    }
+    if profile.subtitles == SubtitleKeep::All {
+        let (subs_in, subs_out) = (input.count("subtitle"), output.count("subtitle"));
+        if subs_out != subs_in {
+            return Err(format!(
+                "the output has {subs_out} subtitle stream(s) but the input has {subs_in}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use videofarm_core::Profiles;
+
+    fn media(duration: f64, streams: &[(&str, &str)]) -> MediaInfo {
+        MediaInfo {
+            duration_s: Some(duration),
+            streams: streams
+                .iter()
+                .enumerate()
+                .map(|(i, (t, c))| StreamInfo {
+                    index: i as u32,
+                    codec_type: (*t).into(),
+                    codec_name: (*c).into(),
+                    attached_pic: false,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn archive_output_must_keep_every_audio_and_subtitle_stream() {
+        let profiles = Profiles::default();
+        let archive = profiles.get("archive").unwrap();
+        let input = media(
+            3.0,
+            &[
+                ("video", "mpeg2video"),
+                ("audio", "mp2"),
+                ("audio", "ac3"),
+                ("subtitle", "subrip"),
+            ],
+        );
+        let good = media(
+            3.02,
+            &[
+                ("video", "h264"),
+                ("audio", "mp2"),
+                ("audio", "ac3"),
+                ("subtitle", "subrip"),
+            ],
+        );
+        assert_eq!(verify_output(archive, &input, &good), Ok(()));
+        let lost_audio = media(
+            3.0,
+            &[("video", "h264"), ("audio", "mp2"), ("subtitle", "subrip")],
+        );
+        assert!(verify_output(archive, &input, &lost_audio)
+            .unwrap_err()
+            .contains("audio"));
+        let lost_subs = media(
+            3.0,
+            &[("video", "h264"), ("audio", "mp2"), ("audio", "ac3")],
+        );
+        assert!(verify_output(archive, &input, &lost_subs)
+            .unwrap_err()
+            .contains("subtitle"));
+    }
+
+    #[test]
+    fn wrong_codec_and_short_output_are_refused() {
+        let profiles = Profiles::default();
+        let archive = profiles.get("archive").unwrap();
+        let input = media(10.0, &[("video", "mpeg2video")]);
+        let hevc = media(10.0, &[("video", "hevc")]);
+        assert!(verify_output(archive, &input, &hevc)
+            .unwrap_err()
+            .contains("hevc"));
+        let short = media(5.0, &[("video", "h264")]);
+        assert!(verify_output(archive, &input, &short)
+            .unwrap_err()
+            .contains("truncated"));
+        let no_video = media(10.0, &[("audio", "aac")]);
+        assert!(verify_output(archive, &input, &no_video).is_err());
+    }
+
+    #[test]
+    fn web_keeps_only_the_first_audio() {
+        let profiles = Profiles::default();
+        let web = profiles.get("web").unwrap();
+        let input = media(
+            3.0,
+            &[
+                ("video", "mpeg2video"),
+                ("audio", "mp2"),
+                ("audio", "ac3"),
+                ("subtitle", "subrip"),
+            ],
+        );
+        let out = media(3.0, &[("video", "h264"), ("audio", "aac")]);
+        assert_eq!(verify_output(web, &input, &out), Ok(()));
+    }
+}

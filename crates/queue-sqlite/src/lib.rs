@@ -1,0 +1,775 @@
+//! The embedded default queue: one SQLite file that every videofarm process on the machine
+//! shares (`enqueue` in one terminal, `worker` in another), with the lease and fencing contract
+//! of [`videofarm_core::Queue`].
+//!
+//! - WAL mode and a busy timeout let several processes use the file at once.
+//! - Every state change is one `BEGIN IMMEDIATE` transaction, so two workers can never lease
+//!   the same job, and a crash leaves the file consistent.
+//! - A job's `token` grows with every lease; heartbeats, publishes and finishes must carry the
+//!   current one.
+//! - Expired leases are reaped lazily by whoever asks next (a lease or a read), so no
+//!   background process is needed.
+//!
+//! Layout: [`schema`] holds the tables; this file holds the [`SqliteQueue`] operations.
+
+mod schema;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use videofarm_core::pathser::{from_bytes, to_bytes};
+use videofarm_core::{
+    ActiveJob, AttemptRecord, Clock, Counts, Enqueued, FailureKind, JobFilter, JobId, JobRecord,
+    JobSpec, JobState, Lease, Outcome, Progress, Queue, QueueError, QueueSettings, SuccessReport,
+    SystemClock, WorkerInfo, WorkerStatus,
+};
+
+/// How often `lease` looks again while it waits for a ready job.
+const POLL: Duration = Duration::from_millis(100);
+
+/// A durable job queue in one SQLite file.
+#[derive(Clone)]
+pub struct SqliteQueue {
+    conn: Arc<Mutex<Connection>>,
+    settings: QueueSettings,
+    clock: Arc<dyn Clock>,
+    /// Shown in errors so a user knows which queue file is meant.
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteQueue")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn backend(path: &Path, e: impl std::fmt::Display) -> QueueError {
+    QueueError::Backend(format!("queue file {}: {e}", path.display()))
+}
+
+impl SqliteQueue {
+    /// Open (creating if needed) the queue file at `path`.
+    pub fn open(path: &Path, settings: QueueSettings) -> Result<Self, QueueError> {
+        Self::open_with_clock(path, settings, Arc::new(SystemClock))
+    }
+
+    pub fn open_with_clock(
+        path: &Path,
+        settings: QueueSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, QueueError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| backend(path, format!("cannot create its folder: {e}")))?;
+        }
+        let conn = Connection::open(path).map_err(|e| backend(path, e))?;
+        conn.busy_timeout(Duration::from_secs(30))
+            .map_err(|e| backend(path, e))?;
+        schema::migrate(&conn).map_err(|e| backend(path, e))?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            settings,
+            clock,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `f` on the connection off the async threads.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection, &Ctx) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        let conn = self.conn.clone();
+        let ctx = Ctx {
+            now: self.clock.now_ms(),
+            settings: self.settings.clone(),
+            path: self.path.clone(),
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut conn, &ctx)
+        })
+        .await
+        .map_err(|e| QueueError::Backend(format!("queue task failed: {e}")))?
+    }
+
+    fn try_lease(
+        &self,
+        worker: WorkerInfo,
+    ) -> impl FnOnce(&mut Connection, &Ctx) -> Result<Option<Lease>, QueueError> {
+        move |conn, ctx| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| ctx.err(e))?;
+            reap(&tx, ctx)?;
+            let picked: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM jobs WHERE state = 'queued' AND not_before <= ?1
+                     ORDER BY priority DESC, id LIMIT 1",
+                    [ctx.now],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| ctx.err(e))?;
+            let Some(id) = picked else {
+                return Ok(None);
+            };
+            let lease_until = ctx.now + ctx.settings.lease.as_millis() as i64;
+            let (token, attempt): (i64, i64) = tx
+                .query_row(
+                    "UPDATE jobs SET state = 'running', token = token + 1, attempts = attempts + 1,
+                        worker = ?2, lease_until = ?3, started_ms = ?4, progress = NULL
+                     WHERE id = ?1 RETURNING token, attempts",
+                    params![id, worker.name, lease_until, ctx.now],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(|e| ctx.err(e))?;
+            tx.execute(
+                "INSERT INTO attempts (job_id, attempt, token, worker, started_ms, outcome)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running')",
+                params![id, attempt, token, worker.name, ctx.now],
+            )
+            .map_err(|e| ctx.err(e))?;
+            let spec = tx
+                .query_row("SELECT * FROM jobs WHERE id = ?1", [id], read_spec)
+                .map_err(|e| ctx.err(e))?;
+            tx.commit().map_err(|e| ctx.err(e))?;
+            Ok(Some(Lease {
+                id: JobId(id.to_string()),
+                spec,
+                attempt: attempt as u32,
+                token: token as u64,
+                handle: 0,
+            }))
+        }
+    }
+}
+
+/// What every operation needs besides the connection.
+struct Ctx {
+    now: i64,
+    settings: QueueSettings,
+    path: PathBuf,
+}
+
+impl Ctx {
+    fn err(&self, e: impl std::fmt::Display) -> QueueError {
+        backend(&self.path, e)
+    }
+}
+
+fn parse_id(id: &JobId) -> Result<i64, QueueError> {
+    id.0.parse().map_err(|_| QueueError::NotFound(id.clone()))
+}
+
+fn read_spec(row: &Row<'_>) -> rusqlite::Result<JobSpec> {
+    Ok(JobSpec {
+        input: from_bytes(row.get("input")?),
+        output: from_bytes(row.get("output")?),
+        profile: row.get("profile")?,
+        key: row.get("key")?,
+        overwrite: row.get("overwrite")?,
+        priority: row.get("priority")?,
+        input_size: row.get::<_, i64>("input_size")? as u64,
+        parent: row.get::<_, Option<String>>("parent")?.map(JobId),
+    })
+}
+
+fn read_state(row: &Row<'_>, column: &str) -> rusqlite::Result<JobState> {
+    let text: String = row.get(column)?;
+    text.parse().map_err(|e: String| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+    })
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(
+    row: &Row<'_>,
+    column: &str,
+) -> rusqlite::Result<Option<T>> {
+    let text: Option<String> = row.get(column)?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
+fn read_record(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
+    Ok(JobRecord {
+        id: JobId(row.get::<_, i64>("id")?.to_string()),
+        state: read_state(row, "state")?,
+        spec: read_spec(row)?,
+        attempts: row.get("attempts")?,
+        max_attempts: row.get("max_attempts")?,
+        error: row.get("error")?,
+        stderr_tail: row.get("stderr_tail")?,
+        worker: row.get("worker")?,
+        progress: read_json::<Progress>(row, "progress")?,
+        result: read_json::<SuccessReport>(row, "result")?,
+        created_ms: row.get("created_ms")?,
+        started_ms: row.get("started_ms")?,
+        finished_ms: row.get("finished_ms")?,
+    })
+}
+
+/// Return jobs whose lease ran out to the queue (or fail them when their attempts are spent).
+fn reap(conn: &Connection, ctx: &Ctx) -> Result<(), QueueError> {
+    conn.execute(
+        "UPDATE attempts SET outcome = 'lost', finished_ms = ?1,
+            error = 'the worker stopped answering and its lease ran out'
+         WHERE outcome = 'running' AND (job_id, token) IN
+            (SELECT id, token FROM jobs WHERE state = 'running' AND lease_until < ?1)",
+        [ctx.now],
+    )
+    .map_err(|e| ctx.err(e))?;
+    conn.execute(
+        "UPDATE jobs SET
+            state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
+            finished_ms = CASE WHEN attempts >= max_attempts THEN ?1 ELSE NULL END,
+            error = 'worker ' || coalesce(worker, '?') || ' stopped answering and its lease ran out',
+            progress = NULL, lease_until = NULL
+         WHERE state = 'running' AND lease_until < ?1",
+        [ctx.now],
+    )
+    .map_err(|e| ctx.err(e))?;
+    Ok(())
+}
+
+/// Renew the lease of a job held with `token`, or say why it cannot be.
+fn renew(
+    conn: &Connection,
+    ctx: &Ctx,
+    lease: &Lease,
+    progress: Option<&Progress>,
+) -> Result<(), QueueError> {
+    let id = parse_id(&lease.id)?;
+    let progress = progress.map(|p| serde_json::to_string(p).unwrap_or_default());
+    let changed = conn
+        .execute(
+            "UPDATE jobs SET lease_until = ?3, progress = coalesce(?4, progress)
+             WHERE id = ?1 AND token = ?2 AND state = 'running' AND lease_until >= ?5",
+            params![
+                id,
+                lease.token as i64,
+                ctx.now + ctx.settings.lease.as_millis() as i64,
+                progress,
+                ctx.now
+            ],
+        )
+        .map_err(|e| ctx.err(e))?;
+    if changed == 1 {
+        return Ok(());
+    }
+    let state: Option<JobState> = conn
+        .query_row("SELECT state FROM jobs WHERE id = ?1", [id], |r| {
+            read_state(r, "state")
+        })
+        .optional()
+        .map_err(|e| ctx.err(e))?;
+    Err(match state {
+        Some(JobState::Cancelled) => QueueError::Cancelled(lease.id.clone()),
+        _ => QueueError::LeaseLost(lease.id.clone()),
+    })
+}
+
+fn now_rfc3339(ms: i64) -> String {
+    // Civil-from-days (Howard Hinnant's algorithm): UTC without a date crate.
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[async_trait]
+impl Queue for SqliteQueue {
+    async fn enqueue(&self, spec: JobSpec, force: bool) -> Result<Enqueued, QueueError> {
+        self.with(move |conn, ctx| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| ctx.err(e))?;
+            let known: Option<(i64, JobState)> = tx
+                .query_row("SELECT id, state FROM jobs WHERE key = ?1", [&spec.key], |r| {
+                    Ok((r.get(0)?, read_state(r, "state")?))
+                })
+                .optional()
+                .map_err(|e| ctx.err(e))?;
+            let id = match known {
+                // Queued, running or done: the same work is not done twice.
+                Some((id, state)) if !force && !matches!(state, JobState::Failed | JobState::Cancelled) => {
+                    return Ok(Enqueued::Duplicate(JobId(id.to_string()), state));
+                }
+                Some((id, JobState::Running)) => {
+                    return Err(QueueError::WrongState {
+                        id: JobId(id.to_string()),
+                        state: JobState::Running,
+                        what: "it is being encoded right now; cancel it first to force a new run".into(),
+                    });
+                }
+                // A failed or cancelled job, or a forced re-run: the same row starts afresh.
+                Some((id, _)) => {
+                    tx.execute(
+                        "UPDATE jobs SET state = 'queued', attempts = 0, max_attempts = ?2, not_before = 0,
+                            error = NULL, stderr_tail = NULL, progress = NULL, result = NULL,
+                            finished_ms = NULL, overwrite = ?3, priority = ?4, created_ms = ?5
+                         WHERE id = ?1",
+                        params![id, ctx.settings.max_attempts, spec.overwrite || force, spec.priority, ctx.now],
+                    )
+                    .map_err(|e| ctx.err(e))?;
+                    id
+                }
+                None => tx
+                    .query_row(
+                        "INSERT INTO jobs (key, input, output, profile, overwrite, priority, input_size,
+                            parent, state, max_attempts, created_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, ?10) RETURNING id",
+                        params![
+                            spec.key,
+                            to_bytes(&spec.input),
+                            to_bytes(&spec.output),
+                            spec.profile,
+                            spec.overwrite,
+                            spec.priority,
+                            spec.input_size as i64,
+                            spec.parent.as_ref().map(|p| p.0.clone()),
+                            ctx.settings.max_attempts,
+                            ctx.now
+                        ],
+                        |r| r.get(0),
+                    )
+                    .map_err(|e| ctx.err(e))?,
+            };
+            tx.commit().map_err(|e| ctx.err(e))?;
+            Ok(Enqueued::Queued(JobId(id.to_string())))
+        })
+        .await
+    }
+
+    async fn lease(
+        &self,
+        worker: &WorkerInfo,
+        wait: Duration,
+    ) -> Result<Option<Lease>, QueueError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(lease) = self.with(self.try_lease(worker.clone())).await? {
+                return Ok(Some(lease));
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(POLL.min(deadline - now)).await;
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        lease: &Lease,
+        progress: Option<&Progress>,
+    ) -> Result<(), QueueError> {
+        let (lease, progress) = (lease.clone(), progress.copied());
+        self.with(move |conn, ctx| renew(conn, ctx, &lease, progress.as_ref()))
+            .await
+    }
+
+    async fn begin_publish(&self, lease: &Lease) -> Result<(), QueueError> {
+        let lease = lease.clone();
+        self.with(move |conn, ctx| renew(conn, ctx, &lease, None))
+            .await
+    }
+
+    async fn finish(&self, lease: &Lease, outcome: Outcome) -> Result<(), QueueError> {
+        let lease = lease.clone();
+        self.with(move |conn, ctx| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| ctx.err(e))?;
+            let id = parse_id(&lease.id)?;
+            let token = lease.token as i64;
+            let (changed, attempt_outcome, error) = match &outcome {
+                Outcome::Succeeded(report) => (
+                    tx.execute(
+                        "UPDATE jobs SET state = 'succeeded', finished_ms = ?3, lease_until = NULL,
+                            error = NULL, stderr_tail = NULL, result = ?4, progress = ?5
+                         WHERE id = ?1 AND token = ?2 AND state = 'running'",
+                        params![
+                            id,
+                            token,
+                            ctx.now,
+                            serde_json::to_string(report).unwrap_or_default(),
+                            serde_json::to_string(&Progress { progress: 1.0, eta_s: Some(0.0), ..Progress::default() })
+                                .unwrap_or_default()
+                        ],
+                    ),
+                    "succeeded",
+                    None,
+                ),
+                Outcome::Failed(failure)
+                    if failure.kind == FailureKind::Permanent || lease.attempt >= ctx.settings.max_attempts =>
+                {
+                    (
+                        tx.execute(
+                            "UPDATE jobs SET state = 'failed', finished_ms = ?3, lease_until = NULL,
+                                error = ?4, stderr_tail = ?5, progress = NULL
+                             WHERE id = ?1 AND token = ?2 AND state = 'running'",
+                            params![id, token, ctx.now, failure.reason, failure.stderr_tail],
+                        ),
+                        "failed",
+                        Some(failure.reason.clone()),
+                    )
+                }
+                Outcome::Failed(failure) => {
+                    let retry_at = ctx.now + ctx.settings.backoff_after(lease.attempt).as_millis() as i64;
+                    (
+                        tx.execute(
+                            "UPDATE jobs SET state = 'queued', lease_until = NULL, not_before = ?3,
+                                error = ?4, stderr_tail = ?5, progress = NULL
+                             WHERE id = ?1 AND token = ?2 AND state = 'running'",
+                            params![id, token, retry_at, failure.reason, failure.stderr_tail],
+                        ),
+                        "failed",
+                        Some(failure.reason.clone()),
+                    )
+                }
+                Outcome::Released => (
+                    tx.execute(
+                        "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), not_before = 0,
+                            lease_until = NULL, progress = NULL
+                         WHERE id = ?1 AND token = ?2 AND state = 'running'",
+                        params![id, token],
+                    ),
+                    "released",
+                    None,
+                ),
+            };
+            let changed = changed.map_err(|e| ctx.err(e))?;
+            if changed != 1 {
+                let state: Option<JobState> = tx
+                    .query_row("SELECT state FROM jobs WHERE id = ?1", [id], |r| read_state(r, "state"))
+                    .optional()
+                    .map_err(|e| ctx.err(e))?;
+                return Err(match state {
+                    Some(JobState::Cancelled) => QueueError::Cancelled(lease.id.clone()),
+                    None => QueueError::NotFound(lease.id.clone()),
+                    _ => QueueError::LeaseLost(lease.id.clone()),
+                });
+            }
+            tx.execute(
+                "UPDATE attempts SET outcome = ?3, finished_ms = ?4, error = ?5
+                 WHERE job_id = ?1 AND token = ?2",
+                params![id, token, attempt_outcome, ctx.now, error],
+            )
+            .map_err(|e| ctx.err(e))?;
+            tx.commit().map_err(|e| ctx.err(e))
+        })
+        .await
+    }
+
+    async fn register_worker(&self, worker: &WorkerInfo) -> Result<(), QueueError> {
+        let worker = worker.clone();
+        self.with(move |conn, ctx| {
+            conn.execute(
+                "INSERT INTO workers (name, pid, host, started_ms, concurrency, last_seen_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (name) DO UPDATE SET pid = ?2, host = ?3, started_ms = ?4,
+                    concurrency = ?5, last_seen_ms = ?6",
+                params![
+                    worker.name,
+                    worker.pid,
+                    worker.host,
+                    worker.started_ms,
+                    worker.concurrency,
+                    ctx.now
+                ],
+            )
+            .map_err(|e| ctx.err(e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unregister_worker(&self, worker: &WorkerInfo) -> Result<(), QueueError> {
+        let name = worker.name.clone();
+        self.with(move |conn, ctx| {
+            conn.execute("DELETE FROM workers WHERE name = ?1", [name])
+                .map_err(|e| ctx.err(e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerStatus>, QueueError> {
+        self.with(|conn, ctx| {
+            reap(conn, ctx)?;
+            let alive_since = ctx.now - ctx.settings.lease.as_millis() as i64;
+            let mut stmt = conn
+                .prepare(
+                    "SELECT name, pid, host, started_ms, concurrency FROM workers
+                     WHERE last_seen_ms >= ?1 ORDER BY name",
+                )
+                .map_err(|e| ctx.err(e))?;
+            let mut workers: Vec<WorkerStatus> = stmt
+                .query_map([alive_since], |r| {
+                    Ok(WorkerStatus {
+                        name: r.get(0)?,
+                        pid: r.get(1)?,
+                        host: r.get(2)?,
+                        started: now_rfc3339(r.get(3)?),
+                        concurrency: r.get(4)?,
+                        active: Vec::new(),
+                    })
+                })
+                .and_then(|rows| rows.collect())
+                .map_err(|e| ctx.err(e))?;
+            let mut active = conn
+                .prepare("SELECT * FROM jobs WHERE state = 'running' AND worker = ?1 ORDER BY id")
+                .map_err(|e| ctx.err(e))?;
+            for worker in &mut workers {
+                worker.active = active
+                    .query_map([&worker.name], read_record)
+                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                    .map_err(|e| ctx.err(e))?
+                    .into_iter()
+                    .map(|job| {
+                        let p = job.progress.unwrap_or_default();
+                        ActiveJob {
+                            id: job.id,
+                            input: job.spec.input,
+                            output: job.spec.output,
+                            profile: job.spec.profile,
+                            progress: p.progress,
+                            fps: p.fps,
+                            speed: p.speed,
+                            eta_s: p.eta_s,
+                        }
+                    })
+                    .collect();
+            }
+            Ok(workers)
+        })
+        .await
+    }
+
+    async fn counts(&self) -> Result<Counts, QueueError> {
+        self.with(|conn, ctx| {
+            reap(conn, ctx)?;
+            let mut stmt = conn
+                .prepare("SELECT state, count(*) FROM jobs GROUP BY state")
+                .map_err(|e| ctx.err(e))?;
+            let mut counts = Counts::default();
+            let rows = stmt
+                .query_map([], |r| Ok((read_state(r, "state")?, r.get::<_, i64>(1)?)))
+                .map_err(|e| ctx.err(e))?;
+            for row in rows {
+                let (state, n) = row.map_err(|e| ctx.err(e))?;
+                counts.add(state, n as u64);
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, QueueError> {
+        let filter = filter.clone();
+        self.with(move |conn, ctx| {
+            reap(conn, ctx)?;
+            let mut stmt = conn
+                .prepare("SELECT * FROM jobs WHERE (?1 IS NULL OR state = ?1) ORDER BY id")
+                .map_err(|e| ctx.err(e))?;
+            let records: Vec<JobRecord> = stmt
+                .query_map([filter.state.map(|s| s.as_str())], read_record)
+                .and_then(|rows| rows.collect())
+                .map_err(|e| ctx.err(e))?;
+            Ok(match filter.ids {
+                Some(ids) => records
+                    .into_iter()
+                    .filter(|r| ids.contains(&r.id))
+                    .collect(),
+                None => records,
+            })
+        })
+        .await
+    }
+
+    async fn history(&self, id: &JobId) -> Result<Vec<AttemptRecord>, QueueError> {
+        let id = id.clone();
+        self.with(move |conn, ctx| {
+            let job = parse_id(&id)?;
+            let mut stmt = conn
+                .prepare(
+                    "SELECT attempt, worker, started_ms, finished_ms, outcome, error FROM attempts
+                     WHERE job_id = ?1 ORDER BY token",
+                )
+                .map_err(|e| ctx.err(e))?;
+            let rows = stmt
+                .query_map([job], |r| {
+                    Ok(AttemptRecord {
+                        attempt: r.get(0)?,
+                        worker: r.get(1)?,
+                        started_ms: r.get(2)?,
+                        finished_ms: r.get(3)?,
+                        outcome: r.get(4)?,
+                        error: r.get(5)?,
+                    })
+                })
+                .and_then(|rows| rows.collect())
+                .map_err(|e| ctx.err(e))?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn retry(&self, ids: &[JobId]) -> Result<Vec<JobId>, QueueError> {
+        let ids = ids.to_vec();
+        self.with(move |conn, ctx| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| ctx.err(e))?;
+            for id in &ids {
+                let row = parse_id(id)?;
+                let state: JobState = tx
+                    .query_row("SELECT state FROM jobs WHERE id = ?1", [row], |r| read_state(r, "state"))
+                    .optional()
+                    .map_err(|e| ctx.err(e))?
+                    .ok_or_else(|| QueueError::NotFound(id.clone()))?;
+                if !matches!(state, JobState::Failed | JobState::Cancelled) {
+                    return Err(QueueError::WrongState {
+                        id: id.clone(),
+                        state,
+                        what: "only failed or cancelled jobs can be retried".into(),
+                    });
+                }
+                tx.execute(
+                    "UPDATE jobs SET state = 'queued', attempts = 0, max_attempts = ?2, not_before = 0,
+                        finished_ms = NULL, progress = NULL
+                     WHERE id = ?1",
+                    params![row, ctx.settings.max_attempts],
+                )
+                .map_err(|e| ctx.err(e))?;
+            }
+            tx.commit().map_err(|e| ctx.err(e))?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn retry_all_failed(&self) -> Result<Vec<JobId>, QueueError> {
+        let failed: Vec<JobId> = self
+            .jobs(&JobFilter {
+                state: Some(JobState::Failed),
+                ids: None,
+            })
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        self.retry(&failed).await
+    }
+
+    async fn cancel(&self, ids: &[JobId]) -> Result<Vec<JobId>, QueueError> {
+        let ids = ids.to_vec();
+        self.with(move |conn, ctx| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| ctx.err(e))?;
+            for id in &ids {
+                let row = parse_id(id)?;
+                let state: JobState = tx
+                    .query_row("SELECT state FROM jobs WHERE id = ?1", [row], |r| {
+                        read_state(r, "state")
+                    })
+                    .optional()
+                    .map_err(|e| ctx.err(e))?
+                    .ok_or_else(|| QueueError::NotFound(id.clone()))?;
+                if state.is_terminal() {
+                    return Err(QueueError::WrongState {
+                        id: id.clone(),
+                        state,
+                        what: "only queued or running jobs can be cancelled".into(),
+                    });
+                }
+                tx.execute(
+                    "UPDATE jobs SET state = 'cancelled', finished_ms = ?2, lease_until = NULL,
+                        error = 'cancelled by the user'
+                     WHERE id = ?1",
+                    params![row, ctx.now],
+                )
+                .map_err(|e| ctx.err(e))?;
+                tx.execute(
+                    "UPDATE attempts SET outcome = 'cancelled', finished_ms = ?2
+                     WHERE job_id = ?1 AND outcome = 'running'",
+                    params![row, ctx.now],
+                )
+                .map_err(|e| ctx.err(e))?;
+            }
+            tx.commit().map_err(|e| ctx.err(e))?;
+            Ok(ids)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use videofarm_core::ManualClock;
+
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(now_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(now_rfc3339(1_795_809_600_000), "2026-11-27T20:00:00Z");
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_reaped_and_its_token_fenced_without_sleeping() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let settings = QueueSettings {
+            lease: Duration::from_secs(30),
+            ..QueueSettings::default()
+        };
+        let q = SqliteQueue::open_with_clock(&dir.path().join("q.db"), settings, clock.clone())
+            .unwrap();
+        let spec = videofarm_conformance::spec("a");
+        q.enqueue(spec, false).await.unwrap();
+        let w = videofarm_conformance::worker("w1");
+        let first = q.lease(&w, Duration::ZERO).await.unwrap().unwrap();
+        clock.advance_ms(29_000);
+        q.heartbeat(&first, None).await.unwrap();
+        assert!(
+            q.lease(&w, Duration::ZERO).await.unwrap().is_none(),
+            "renewed lease still held"
+        );
+        clock.advance_ms(30_001);
+        let second = q
+            .lease(&w, Duration::ZERO)
+            .await
+            .unwrap()
+            .expect("expired lease is handed out again");
+        assert_eq!(second.attempt, 2);
+        assert!(matches!(
+            q.heartbeat(&first, None).await,
+            Err(QueueError::LeaseLost(_))
+        ));
+        let history = q.history(&second.id).await.unwrap();
+        assert_eq!(history[0].outcome, "lost");
+    }
+}

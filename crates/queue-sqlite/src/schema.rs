@@ -1,0 +1,66 @@
+//! The queue file's tables. `user_version` records the schema so later versions can migrate.
+
+use rusqlite::Connection;
+
+const V1: &str = "
+CREATE TABLE jobs (
+    id           INTEGER PRIMARY KEY,
+    key          TEXT NOT NULL UNIQUE,
+    input        BLOB NOT NULL,
+    output       BLOB NOT NULL,
+    profile      TEXT NOT NULL,
+    overwrite    INTEGER NOT NULL DEFAULT 0,
+    priority     INTEGER NOT NULL DEFAULT 0,
+    input_size   INTEGER NOT NULL DEFAULT 0,
+    parent       TEXT,
+    state        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    not_before   INTEGER NOT NULL DEFAULT 0,
+    token        INTEGER NOT NULL DEFAULT 0,
+    worker       TEXT,
+    lease_until  INTEGER,
+    progress     TEXT,
+    result       TEXT,
+    error        TEXT,
+    stderr_tail  TEXT,
+    created_ms   INTEGER NOT NULL,
+    started_ms   INTEGER,
+    finished_ms  INTEGER
+);
+CREATE INDEX jobs_ready ON jobs (state, priority DESC, id);
+CREATE INDEX jobs_lease ON jobs (state, lease_until);
+CREATE TABLE attempts (
+    job_id      INTEGER NOT NULL REFERENCES jobs (id),
+    attempt     INTEGER NOT NULL,
+    token       INTEGER NOT NULL,
+    worker      TEXT NOT NULL,
+    started_ms  INTEGER NOT NULL,
+    finished_ms INTEGER,
+    outcome     TEXT NOT NULL,
+    error       TEXT,
+    PRIMARY KEY (job_id, token)
+);
+CREATE INDEX attempts_running ON attempts (outcome) WHERE outcome = 'running';
+CREATE TABLE workers (
+    name         TEXT PRIMARY KEY,
+    pid          INTEGER NOT NULL,
+    host         TEXT NOT NULL,
+    started_ms   INTEGER NOT NULL,
+    concurrency  INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL
+);
+";
+
+pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Two processes may open a new file at once: the write lock makes one of them create it.
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version < 1 {
+        tx.execute_batch(V1)?;
+        tx.pragma_update(None, "user_version", 1)?;
+    }
+    tx.commit()
+}
