@@ -7,10 +7,12 @@
 //! - [`profile`]: encoding profiles (built-in and user-defined) and what their outputs keep.
 //! - [`queue`]: the [`Queue`] trait, leases with fencing tokens, worker status.
 //! - [`identity`]: the cheap content fingerprint that makes a job's identity ("never twice").
+//! - [`event`]: lifecycle events for progress bars, dashboards and `videofarm events`.
 //! - [`clock`]: an injectable clock so lease and backoff logic is testable without sleeping.
 //! - [`pathser`]: serde for file names that are not UTF-8.
 
 pub mod clock;
+pub mod event;
 pub mod identity;
 pub mod job;
 pub mod pathser;
@@ -18,6 +20,7 @@ pub mod profile;
 pub mod queue;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use event::Event;
 pub use job::{
     AttemptRecord, Counts, Failure, FailureKind, JobFilter, JobId, JobRecord, JobSpec, JobState,
     Outcome, Progress, SuccessReport,
