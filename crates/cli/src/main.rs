@@ -1,1 +1,78 @@
-fn main() {}
+//! The `videofarm` binary: parse, resolve settings, dispatch, map errors to exit codes.
+//!
+//! Layout:
+//! - [`cli`]: the command line (clap);
+//! - [`settings`]: flags + environment + config file into one validated value;
+//! - [`commands`]: one file per subcommand;
+//! - [`scan`]: folders into planned jobs; [`broker`]: opening the queue; [`ui`]: progress bars;
+//! - [`error`]: usage errors and exit statuses.
+
+mod broker;
+mod cli;
+mod commands;
+mod error;
+mod scan;
+mod settings;
+mod ui;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use error::ExitStatus;
+use settings::Settings;
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(
+        cli.global.verbose,
+        matches!(cli.command, Command::Worker(_) | Command::Watch(_)),
+    );
+    let status = match run(cli) {
+        Ok(status) => status,
+        Err(error) => {
+            eprintln!("videofarm: {error:#}");
+            ExitStatus::of_error(&error)
+        }
+    };
+    std::process::exit(status as i32);
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
+    let settings = Settings::resolve(cli.global.broker.as_deref(), cli.global.config.as_deref())?;
+    if let Command::Profiles = cli.command {
+        return Ok(commands::profiles::profiles(&settings));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => commands::run::run(&settings, args).await,
+            Command::Enqueue(args) => commands::enqueue::enqueue(&settings, args).await,
+            Command::Worker(args) => commands::worker::worker(&settings, args).await,
+            Command::Watch(args) => commands::watch::watch(&settings, args).await,
+            Command::Status(args) => commands::status::status(&settings, args).await,
+            Command::Jobs(args) => commands::jobs::jobs(&settings, args).await,
+            Command::Inspect(args) => commands::inspect::inspect(&settings, args).await,
+            Command::Retry(args) => commands::retry::retry(&settings, args).await,
+            Command::Cancel(args) => commands::cancel::cancel(&settings, args).await,
+            Command::Profiles => Ok(commands::profiles::profiles(&settings)),
+        }
+    })
+}
+
+/// Logs go to stderr. Long-running commands say what they do; the others only warn.
+/// `VIDEOFARM_LOG` (tracing filter syntax) overrides.
+fn init_logging(verbose: u8, long_running: bool) {
+    let level = match (verbose, long_running) {
+        // `run` shows failures in its own lines and summary.
+        (0, false) => "error",
+        (0, true) | (1, _) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VIDEOFARM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -45,15 +45,22 @@ pub enum Event {
         failure: Failure,
     },
     /// The worker stopped and put the job back without counting an attempt.
-    JobReleased { id: JobId, worker: String },
+    JobReleased {
+        id: JobId,
+        worker: String,
+    },
     /// The worker lost the job (its lease ran out, or it was cancelled) and published nothing.
     JobLost {
         id: JobId,
         worker: String,
         reason: String,
     },
-    WorkerOnline { worker: WorkerInfo },
-    WorkerOffline { name: String },
+    WorkerOnline {
+        worker: WorkerInfo,
+    },
+    WorkerOffline {
+        name: String,
+    },
 }
 
 impl Event {

@@ -51,6 +51,22 @@ pub fn identify(input: &Path, profile: &str, output: &Path) -> io::Result<Identi
     })
 }
 
+/// The identity of a job whose input cannot be read (missing, no permission): its path,
+/// profile and output. Such a job fails with its reason; queueing it again retries it.
+pub fn unreadable_key(input: &Path, profile: &str, output: &Path) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"videofarm-unreadable-v1\0");
+    for part in [
+        input.as_os_str().as_bytes(),
+        profile.as_bytes(),
+        output.as_os_str().as_bytes(),
+    ] {
+        hasher.update(part);
+        hasher.update(b"\0");
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
 fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {

@@ -591,20 +591,27 @@ impl Queue for SqliteQueue {
         let filter = filter.clone();
         self.with(move |conn, ctx| {
             reap(conn, ctx)?;
+            // Ids travel as one JSON array so a batch of thousands is still one indexed query.
+            let ids = filter
+                .ids
+                .map(|ids| {
+                    let rows: Vec<i64> = ids.iter().filter_map(|id| id.0.parse().ok()).collect();
+                    serde_json::to_string(&rows)
+                })
+                .transpose()
+                .map_err(|e| ctx.err(e))?;
             let mut stmt = conn
-                .prepare("SELECT * FROM jobs WHERE (?1 IS NULL OR state = ?1) ORDER BY id")
+                .prepare(
+                    "SELECT * FROM jobs WHERE (?1 IS NULL OR state = ?1)
+                       AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))
+                     ORDER BY id",
+                )
                 .map_err(|e| ctx.err(e))?;
             let records: Vec<JobRecord> = stmt
-                .query_map([filter.state.map(|s| s.as_str())], read_record)
+                .query_map(params![filter.state.map(|s| s.as_str()), ids], read_record)
                 .and_then(|rows| rows.collect())
                 .map_err(|e| ctx.err(e))?;
-            Ok(match filter.ids {
-                Some(ids) => records
-                    .into_iter()
-                    .filter(|r| ids.contains(&r.id))
-                    .collect(),
-                None => records,
-            })
+            Ok(records)
         })
         .await
     }

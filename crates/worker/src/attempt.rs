@@ -51,36 +51,61 @@ impl Attempt<'_> {
                 tracing::info!(output = %lease.spec.output.display(), already_done = report.already_done, "job succeeded");
                 (
                     Outcome::Succeeded(report.clone()),
-                    Event::JobSucceeded { id: lease.id.clone(), worker: self.worker(), report },
+                    Event::JobSucceeded {
+                        id: lease.id.clone(),
+                        worker: self.worker(),
+                        report,
+                    },
                 )
             }
             End::Failed(failure) => {
                 tracing::warn!(reason = %failure.reason, "attempt failed");
                 (
                     Outcome::Failed(failure.clone()),
-                    Event::JobFailed { id: lease.id.clone(), worker: self.worker(), attempt: lease.attempt, failure },
+                    Event::JobFailed {
+                        id: lease.id.clone(),
+                        worker: self.worker(),
+                        attempt: lease.attempt,
+                        failure,
+                    },
                 )
             }
             End::Aborted => {
                 tracing::info!("worker stopping: job released");
-                (Outcome::Released, Event::JobReleased { id: lease.id.clone(), worker: self.worker() })
+                (
+                    Outcome::Released,
+                    Event::JobReleased {
+                        id: lease.id.clone(),
+                        worker: self.worker(),
+                    },
+                )
             }
             End::Void(reason) => {
                 tracing::warn!(%reason, "job lost: nothing published");
-                self.emit(Event::JobLost { id: lease.id.clone(), worker: self.worker(), reason });
+                self.emit(Event::JobLost {
+                    id: lease.id.clone(),
+                    worker: self.worker(),
+                    reason,
+                });
                 return;
             }
         };
         match self.queue.finish(lease, outcome).await {
             Ok(()) => self.emit(event),
-            Err(e) if e.voids_lease() => {
-                self.emit(Event::JobLost { id: lease.id.clone(), worker: self.worker(), reason: e.to_string() })
-            }
+            Err(e) if e.voids_lease() => self.emit(Event::JobLost {
+                id: lease.id.clone(),
+                worker: self.worker(),
+                reason: e.to_string(),
+            }),
             Err(e) => {
                 // The lease will run out and the job will be redelivered; a verified output
                 // already in place is then recognised as done.
                 tracing::error!(error = %e, "could not report the attempt to the queue");
-                self.emit(Event::JobLost { id: lease.id.clone(), worker: self.worker(), reason: e.to_string() })
+                self.emit(Event::JobLost {
+                    id: lease.id.clone(),
+                    worker: self.worker(),
+                    reason: e.to_string(),
+                })
             }
         }
     }
@@ -90,7 +115,9 @@ impl Attempt<'_> {
         let started = Instant::now();
         let profile = match self.settings.profiles.get(&spec.profile) {
             Ok(profile) => profile,
-            Err(e) => return End::Failed(Failure::permanent(format!("{}: {e}", spec.input.display()))),
+            Err(e) => {
+                return End::Failed(Failure::permanent(format!("{}: {e}", spec.input.display())))
+            }
         };
         let input_size = match check_input(&spec.input).and_then(|size| {
             check_not_self(&spec.input, &spec.output)?;
@@ -108,7 +135,12 @@ impl Attempt<'_> {
                     spec.input.display()
                 )))
             }
-            Err(e) => return End::Failed(Failure::retryable(format!("{}: {e}", spec.input.display()), "")),
+            Err(e) => {
+                return End::Failed(Failure::retryable(
+                    format!("{}: {e}", spec.input.display()),
+                    "",
+                ))
+            }
         };
         if let Err(failure) = check_media(&spec.input, &input_info) {
             return End::Failed(failure);
@@ -130,7 +162,9 @@ impl Attempt<'_> {
                 Ok(existing) => match verify_output(profile, &input_info, &existing) {
                     Ok(()) => End::Done(SuccessReport {
                         input_size,
-                        output_size: std::fs::metadata(&spec.output).map(|m| m.len()).unwrap_or(0),
+                        output_size: std::fs::metadata(&spec.output)
+                            .map(|m| m.len())
+                            .unwrap_or(0),
                         duration_s: existing.duration_s.unwrap_or(0.0),
                         elapsed_s: started.elapsed().as_secs_f64(),
                         already_done: true,
@@ -145,7 +179,12 @@ impl Attempt<'_> {
         if removed > 0 {
             tracing::info!(removed, "removed temporary files of earlier attempts");
         }
-        let temp = match TempOutput::create(&spec.output, &self.lease.id, self.lease.token, &profile.extension) {
+        let temp = match TempOutput::create(
+            &spec.output,
+            &self.lease.id,
+            self.lease.token,
+            &profile.extension,
+        ) {
             Ok(temp) => temp,
             Err(failure) => return End::Failed(failure),
         };
@@ -156,7 +195,8 @@ impl Attempt<'_> {
         let (progress_tx, progress_rx) = watch::channel(Progress::default());
         // The heartbeat ends when the encode does (`done`) or when it voids the lease itself.
         let done = stop.child_token();
-        let heartbeat = self.heartbeat(progress_rx, done.clone(), stop.clone(), void_reason.clone());
+        let heartbeat =
+            self.heartbeat(progress_rx, done.clone(), stop.clone(), void_reason.clone());
         let request = EncodeRequest {
             tools,
             input: &spec.input,
@@ -185,7 +225,10 @@ impl Attempt<'_> {
             Err(e) => {
                 let input = spec.input.display();
                 let reason = if e.is_disk_full() {
-                    format!("{input}: the disk filled up while writing {}", spec.output.display())
+                    format!(
+                        "{input}: the disk filled up while writing {}",
+                        spec.output.display()
+                    )
                 } else {
                     format!("{input}: {e}")
                 };
@@ -200,14 +243,20 @@ impl Attempt<'_> {
             Ok(info) => info,
             Err(e) => {
                 return End::Failed(Failure::retryable(
-                    format!("{}: the encoded file could not be read back ({e})", spec.input.display()),
+                    format!(
+                        "{}: the encoded file could not be read back ({e})",
+                        spec.input.display()
+                    ),
                     "",
                 ))
             }
         };
         if let Err(why) = verify_output(profile, &input_info, &output_info) {
             return End::Failed(Failure::retryable(
-                format!("{}: the encoded file failed verification: {why}", spec.input.display()),
+                format!(
+                    "{}: the encoded file failed verification: {why}",
+                    spec.input.display()
+                ),
                 "",
             ));
         }
@@ -218,7 +267,10 @@ impl Attempt<'_> {
             return if e.voids_lease() {
                 End::Void(e.to_string())
             } else {
-                End::Failed(Failure::retryable(format!("could not confirm the lease before publishing: {e}"), ""))
+                End::Failed(Failure::retryable(
+                    format!("could not confirm the lease before publishing: {e}"),
+                    "",
+                ))
             };
         }
         if let Err(failure) = temp.publish(&spec.output, spec.overwrite) {

@@ -20,7 +20,9 @@ pub fn check_input(input: &Path) -> Result<u64, Failure> {
         return Err(Failure::permanent(format!("{shown}: not a regular file")));
     }
     if meta.len() == 0 {
-        return Err(Failure::permanent(format!("{shown}: the file is empty (0 bytes)")));
+        return Err(Failure::permanent(format!(
+            "{shown}: the file is empty (0 bytes)"
+        )));
     }
     File::open(input).map_err(|e| {
         Failure::permanent(match e.kind() {
@@ -44,7 +46,10 @@ pub fn check_media(input: &Path, info: &MediaInfo) -> Result<(), Failure> {
 
 /// The output must not be the input, whatever path spells it.
 pub fn check_not_self(input: &Path, output: &Path) -> Result<(), Failure> {
-    let same = match (std::fs::canonicalize(input), output.parent().map(std::fs::canonicalize)) {
+    let same = match (
+        std::fs::canonicalize(input),
+        output.parent().map(std::fs::canonicalize),
+    ) {
         (Ok(inp), Some(Ok(dir))) => output.file_name().is_some_and(|name| dir.join(name) == inp),
         _ => input == output,
     };

@@ -63,10 +63,16 @@ impl Worker {
     }
 
     /// Run until `drain` (finish current jobs) or `abort` (release them) fires.
-    pub async fn run(&self, drain: CancellationToken, abort: CancellationToken) -> Result<(), QueueError> {
+    pub async fn run(
+        &self,
+        drain: CancellationToken,
+        abort: CancellationToken,
+    ) -> Result<(), QueueError> {
         let info = &self.settings.info;
         self.queue.register_worker(info).await?;
-        let _ = self.events.send(Event::WorkerOnline { worker: info.clone() });
+        let _ = self.events.send(Event::WorkerOnline {
+            worker: info.clone(),
+        });
         tracing::info!(worker = %info.name, concurrency = info.concurrency, "worker online");
 
         let liveness = {
@@ -102,7 +108,9 @@ impl Worker {
         for slot in slots {
             match slot.await {
                 Ok(Err(e)) if result.is_ok() => result = Err(e),
-                Err(e) if result.is_ok() => result = Err(QueueError::Backend(format!("worker slot failed: {e}"))),
+                Err(e) if result.is_ok() => {
+                    result = Err(QueueError::Backend(format!("worker slot failed: {e}")))
+                }
                 _ => {}
             }
         }
@@ -110,7 +118,9 @@ impl Worker {
         if let Err(e) = self.queue.unregister_worker(info).await {
             tracing::warn!(error = %e, "could not unregister the worker");
         }
-        let _ = self.events.send(Event::WorkerOffline { name: info.name.clone() });
+        let _ = self.events.send(Event::WorkerOffline {
+            name: info.name.clone(),
+        });
         tracing::info!(worker = %info.name, "worker offline");
         result
     }
@@ -124,7 +134,11 @@ struct Slot {
 }
 
 impl Slot {
-    async fn run(&self, drain: CancellationToken, abort: CancellationToken) -> Result<(), QueueError> {
+    async fn run(
+        &self,
+        drain: CancellationToken,
+        abort: CancellationToken,
+    ) -> Result<(), QueueError> {
         let mut backoff = Duration::from_millis(200);
         loop {
             if drain.is_cancelled() || abort.is_cancelled() {

@@ -27,7 +27,12 @@ fn prefix(output: &Path, job: &JobId) -> Vec<u8> {
 
 impl TempOutput {
     /// Create the temporary file for attempt `token` (this also proves the folder writable).
-    pub fn create(output: &Path, job: &JobId, token: u64, extension: &str) -> Result<Self, Failure> {
+    pub fn create(
+        output: &Path,
+        job: &JobId,
+        token: u64,
+        extension: &str,
+    ) -> Result<Self, Failure> {
         let dir = output.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| folder_failure(dir, &e))?;
         let mut name = prefix(output, job);
@@ -52,7 +57,8 @@ impl TempOutput {
             .and_then(|f| f.sync_all())
             .map_err(|e| fail("flush the encoded file", e))?;
         if overwrite {
-            std::fs::rename(&self.path, output).map_err(|e| fail("move the encoded file into place", e))?;
+            std::fs::rename(&self.path, output)
+                .map_err(|e| fail("move the encoded file into place", e))?;
         } else {
             match std::fs::hard_link(&self.path, output) {
                 Ok(()) => std::fs::remove_file(&self.path).map_err(|e| fail("remove the temporary file", e))?,
@@ -115,7 +121,9 @@ fn folder_failure(dir: &Path, e: &std::io::Error) -> Failure {
         ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => {
             Failure::permanent(format!("output folder {shown} is not writable ({e})"))
         }
-        ErrorKind::StorageFull => Failure::retryable(format!("output folder {shown}: the disk is full"), ""),
+        ErrorKind::StorageFull => {
+            Failure::retryable(format!("output folder {shown}: the disk is full"), "")
+        }
         _ => Failure::retryable(format!("output folder {shown}: {e}"), ""),
     }
 }
@@ -133,14 +141,22 @@ mod tests {
         std::fs::write(tmp.path(), b"encoded").unwrap();
         tmp.publish(&out, false).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"encoded");
-        assert_eq!(std::fs::read_dir(out.parent().unwrap()).unwrap().count(), 1, "no temporary left");
+        assert_eq!(
+            std::fs::read_dir(out.parent().unwrap()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
 
         let tmp = TempOutput::create(&out, &job, 4, "mkv").unwrap();
         std::fs::write(tmp.path(), b"other").unwrap();
         let err = tmp.publish(&out, false).unwrap_err();
         assert!(err.reason.contains("--overwrite"), "{}", err.reason);
         assert_eq!(std::fs::read(&out).unwrap(), b"encoded");
-        assert_eq!(std::fs::read_dir(out.parent().unwrap()).unwrap().count(), 1, "failed publish cleaned up");
+        assert_eq!(
+            std::fs::read_dir(out.parent().unwrap()).unwrap().count(),
+            1,
+            "failed publish cleaned up"
+        );
     }
 
     #[test]

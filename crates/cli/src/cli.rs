@@ -1,0 +1,162 @@
+//! The command line, as clap parses it. Commands never see these structs directly for
+//! configuration: [`crate::settings`] resolves flags, environment and config file first.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "videofarm",
+    version,
+    about = "A video encoding farm: queue folders of captures, encode them with ffmpeg on one machine or many, and never lose, corrupt or repeat a job.",
+    after_help = "Start with: videofarm run <FOLDER> --out <DIR>"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The queue: `sqlite:<file>` (default: a file in your data folder) or
+    /// `amqp://user:pass@host:5672/vhost` for RabbitMQ.
+    #[arg(long, global = true, env = "VIDEOFARM_BROKER")]
+    pub broker: Option<String>,
+    /// A TOML config file with profiles and defaults (flags beat environment beat file).
+    #[arg(long, global = true, env = "VIDEOFARM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// More log output (-v: info, -vv: debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Encode files or folders now: queue them, run local workers with progress bars, print a
+    /// summary. Exit 0 if all succeeded, 1 if any failed, 2 for usage errors.
+    Run(RunArgs),
+    /// Only queue files or folders, for workers to pick up.
+    Enqueue(EnqueueArgs),
+    /// Take jobs from the queue and encode them until stopped (SIGTERM/Ctrl-C puts running
+    /// jobs back in the queue at once).
+    Worker(WorkerArgs),
+    /// Watch a drop folder and queue each new file once it has stopped growing.
+    Watch(WatchArgs),
+    /// Job counts by state.
+    Status(JsonArgs),
+    /// One row per job.
+    Jobs(JobsArgs),
+    /// The live workers and what each is doing right now.
+    Inspect(JsonArgs),
+    /// Queue failed or cancelled jobs again.
+    Retry(RetryArgs),
+    /// Cancel queued or running jobs (a running encode is stopped and its partial output removed).
+    Cancel(CancelArgs),
+    /// List the built-in and configured profiles.
+    Profiles,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct QueueInputs {
+    /// Files or folders (searched recursively; subfolders are mirrored under --out).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Where encoded files go.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The encoding profile (see `videofarm profiles`); default `archive`.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Higher runs first.
+    #[arg(long, default_value_t = 0)]
+    pub priority: i32,
+    /// Encode again even if this input was already done with this profile.
+    #[arg(long)]
+    pub force: bool,
+    /// Replace an existing output file that is not this job's verified result.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub inputs: QueueInputs,
+    /// Encodes at once (default: chosen from the number of cores).
+    #[arg(long)]
+    pub workers: Option<u32>,
+    /// Print JSON lines instead of progress bars and a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    #[command(flatten)]
+    pub inputs: QueueInputs,
+    /// Move each file into this folder (an atomic rename) before queueing it, like the old
+    /// producer's `encoding` folder; the job then points at the new path.
+    #[arg(long)]
+    pub move_to: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Encodes at once (default: chosen from the number of cores).
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+    /// The name `inspect` shows (default: host:pid).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The drop folder.
+    pub dir: PathBuf,
+    /// Where encoded files go.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Seconds a file must stay the same size and age before it is queued.
+    #[arg(long)]
+    pub settle: Option<f64>,
+    /// Seconds between scans of the folder.
+    #[arg(long)]
+    pub interval: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Only jobs in this state: queued, running, succeeded, failed, cancelled.
+    #[arg(long)]
+    pub state: Option<videofarm_core::JobState>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Job ids (see `videofarm jobs`).
+    #[arg(required_unless_present = "all_failed")]
+    pub ids: Vec<String>,
+    /// Every failed job.
+    #[arg(long, conflicts_with = "ids")]
+    pub all_failed: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+}

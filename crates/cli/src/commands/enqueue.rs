@@ -1,0 +1,92 @@
+//! `videofarm enqueue`: only queue. With `--move-to`, each file is first moved (an atomic
+//! rename) into that folder, as the old producer moved files from `to_encode` to `encoding`.
+
+use super::{enqueue_planned, shown};
+use crate::broker::open_queue;
+use crate::cli::EnqueueArgs;
+use crate::error::{ExitStatus, UsageError};
+use crate::scan::{self, Planned};
+use crate::settings::Settings;
+use std::path::{Path, PathBuf};
+use videofarm_core::Enqueued;
+
+pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitStatus> {
+    let profile = settings.profile(args.inputs.profile.as_deref())?.clone();
+    let mut planned = scan::plan(&args.inputs.paths, &args.inputs.out, &profile.extension)?;
+    if planned.is_empty() {
+        return Err(UsageError::new("no video files found in the given paths").into());
+    }
+    let queue = open_queue(settings).await?;
+    let mut status = ExitStatus::Success;
+    if let Some(move_to) = &args.move_to {
+        let move_to = scan::absolute(move_to)?;
+        std::fs::create_dir_all(&move_to)
+            .map_err(|e| UsageError::new(format!("{}: {e}", shown(&move_to))))?;
+        let roots: Vec<PathBuf> = args
+            .inputs
+            .paths
+            .iter()
+            .filter_map(|p| scan::absolute(p).ok())
+            .collect();
+        let mut moved = Vec::with_capacity(planned.len());
+        for job in planned {
+            match move_into(&job.input, &roots, &move_to) {
+                Ok(input) => moved.push(Planned { input, ..job }),
+                Err(e) => {
+                    eprintln!("not queued: {e}");
+                    status = ExitStatus::Failure;
+                }
+            }
+        }
+        planned = moved;
+    }
+    let results = enqueue_planned(queue.as_ref(), &planned, &profile, &args.inputs).await?;
+    let mut queued = 0;
+    for (job, result) in planned.iter().zip(&results) {
+        match result {
+            Enqueued::Queued(id) => {
+                queued += 1;
+                println!("queued {id}: {}", shown(&job.input));
+            }
+            Enqueued::Duplicate(id, state) => {
+                println!("already known as job {id} ({state}): {}", shown(&job.input))
+            }
+        }
+    }
+    eprintln!("{queued} queued, {} already known", results.len() - queued);
+    Ok(status)
+}
+
+/// Move `input` into `dest`, keeping its path relative to the root it was found under.
+fn move_into(input: &Path, roots: &[PathBuf], dest: &Path) -> Result<PathBuf, String> {
+    let relative = roots
+        .iter()
+        .filter(|root| root.is_dir())
+        .find_map(|root| input.strip_prefix(root).ok())
+        .map(Path::to_owned)
+        .or_else(|| input.file_name().map(PathBuf::from))
+        .ok_or_else(|| format!("{}: has no file name", shown(input)))?;
+    let target = dest.join(relative);
+    if target.exists() {
+        return Err(format!(
+            "{}: {} already exists; not moving over it",
+            shown(input),
+            shown(&target)
+        ));
+    }
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", shown(parent)))?;
+    }
+    std::fs::rename(input, &target).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EXDEV) {
+            format!(
+                "{}: cannot move it to {} atomically (another file system); put --move-to on the same disk",
+                shown(input),
+                shown(dest)
+            )
+        } else {
+            format!("{}: cannot move it to {}: {e}", shown(input), shown(&target))
+        }
+    })?;
+    Ok(target)
+}

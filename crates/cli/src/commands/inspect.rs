@@ -1,0 +1,43 @@
+//! `videofarm inspect`: the live workers and what each is doing, like `celery inspect active`.
+
+use super::{human_duration, shown};
+use crate::broker::open_queue;
+use crate::cli::JsonArgs;
+use crate::error::ExitStatus;
+use crate::settings::Settings;
+
+pub async fn inspect(settings: &Settings, args: JsonArgs) -> anyhow::Result<ExitStatus> {
+    let queue = open_queue(settings).await?;
+    let workers = queue.workers().await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&workers)?);
+        return Ok(ExitStatus::Success);
+    }
+    if workers.is_empty() {
+        println!("no live workers");
+    }
+    for worker in &workers {
+        println!(
+            "{} (pid {} on {}, since {}): {}/{} busy",
+            worker.name,
+            worker.pid,
+            worker.host,
+            worker.started,
+            worker.active.len(),
+            worker.concurrency
+        );
+        for job in &worker.active {
+            println!(
+                "  job {}  {:>5.1}%  {:.0} fps  {:.2}x  eta {}  {} [{}]",
+                job.id,
+                job.progress * 100.0,
+                job.fps,
+                job.speed,
+                job.eta_s.map(human_duration).unwrap_or_else(|| "-".into()),
+                shown(&job.input),
+                job.profile
+            );
+        }
+    }
+    Ok(ExitStatus::Success)
+}

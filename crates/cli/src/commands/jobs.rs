@@ -1,0 +1,57 @@
+//! `videofarm jobs`: one row per job.
+
+use super::shown;
+use crate::broker::open_queue;
+use crate::cli::JobsArgs;
+use crate::error::ExitStatus;
+use crate::settings::Settings;
+use videofarm_core::JobFilter;
+
+pub async fn jobs(settings: &Settings, args: JobsArgs) -> anyhow::Result<ExitStatus> {
+    let queue = open_queue(settings).await?;
+    let records = queue
+        .jobs(&JobFilter {
+            state: args.state,
+            ids: None,
+        })
+        .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+        return Ok(ExitStatus::Success);
+    }
+    println!(
+        "{:>6}  {:<10}  {:<8}  {:>3}  INPUT -> OUTPUT",
+        "ID", "STATE", "PROFILE", "TRY"
+    );
+    for job in &records {
+        println!(
+            "{:>6}  {:<10}  {:<8}  {:>3}  {} -> {}",
+            job.id.0,
+            job.state.as_str(),
+            job.spec.profile,
+            job.attempts,
+            shown(&job.spec.input),
+            shown(&job.spec.output)
+        );
+        if let Some(error) = job
+            .error
+            .as_deref()
+            .filter(|_| job.state != videofarm_core::JobState::Succeeded)
+        {
+            println!("        error: {error}");
+            if let Some(tail) = job.stderr_tail.as_deref().filter(|t| !t.is_empty()) {
+                for line in tail
+                    .lines()
+                    .rev()
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                {
+                    println!("        | {line}");
+                }
+            }
+        }
+    }
+    Ok(ExitStatus::Success)
+}

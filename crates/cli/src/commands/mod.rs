@@ -1,0 +1,151 @@
+//! One file per subcommand. Each takes the resolved [`crate::settings::Settings`] and its own
+//! arguments and returns the exit status.
+
+pub mod cancel;
+pub mod enqueue;
+pub mod inspect;
+pub mod jobs;
+pub mod profiles;
+pub mod retry;
+pub mod run;
+pub mod status;
+pub mod watch;
+pub mod worker;
+
+use crate::cli::QueueInputs;
+use crate::error::UsageError;
+use crate::scan::{self, Planned};
+use crate::settings::Settings;
+use std::path::Path;
+use tokio_util::sync::CancellationToken;
+use videofarm_core::{Enqueued, JobId, Profile, Queue, WorkerInfo};
+use videofarm_ffmpeg::Tools;
+use videofarm_worker::WorkerSettings;
+
+/// ffmpeg and ffprobe, or a usage error that says how to install them.
+pub fn locate_tools(settings: &Settings) -> Result<Tools, UsageError> {
+    Tools::locate(settings.ffmpeg.as_deref(), settings.ffprobe.as_deref())
+        .map_err(|e| UsageError::new(e.to_string()))
+}
+
+pub fn worker_settings(settings: &Settings, tools: Tools, info: WorkerInfo) -> WorkerSettings {
+    WorkerSettings {
+        info,
+        tools,
+        profiles: settings.profiles.clone(),
+        heartbeat: settings.heartbeat,
+        stall_after: settings.stall_after,
+        timeout: settings.timeout,
+        poll: std::time::Duration::from_millis(500),
+    }
+}
+
+/// Queue every planned job; returns each job's id and what the queue said.
+pub async fn enqueue_planned(
+    queue: &dyn Queue,
+    planned: &[Planned],
+    profile: &Profile,
+    inputs: &QueueInputs,
+) -> anyhow::Result<Vec<Enqueued>> {
+    let mut results = Vec::with_capacity(planned.len());
+    for job in planned {
+        let spec = scan::spec(
+            job,
+            profile,
+            inputs.priority,
+            inputs.overwrite || inputs.force,
+        );
+        let queued = queue
+            .enqueue(spec, inputs.force)
+            .await
+            .map_err(|e| anyhow::anyhow!("queueing {}: {e}", shown(&job.input)))?;
+        results.push(queued);
+    }
+    Ok(results)
+}
+
+/// Cancel `token` on SIGINT or SIGTERM; a second signal ends the process at once.
+pub fn stop_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot listen for signals");
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("stopping: running jobs go back to the queue");
+        token.cancel();
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        eprintln!("videofarm: second signal, quitting now");
+        std::process::exit(130);
+    });
+}
+
+/// A path for a terminal: control characters (a newline in a file name) are escaped so a name
+/// cannot break or forge a line.
+pub fn shown(path: &Path) -> String {
+    path.display()
+        .to_string()
+        .chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// Parse job ids from the command line.
+pub fn job_ids(ids: &[String]) -> Vec<JobId> {
+    ids.iter().map(|id| JobId(id.trim().to_owned())).collect()
+}
+
+/// Human sizes: 1.5 GB, 700 MB, 12 kB.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Human durations: 1:02:03, 4:05, 12.3s.
+pub fn human_duration(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return "-".to_owned();
+    }
+    if secs < 60.0 {
+        return format!("{secs:.1}s");
+    }
+    let total = secs.round() as u64;
+    let (h, m, s) = (total / 3600, total % 3600 / 60, total % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_in_names_are_escaped() {
+        assert_eq!(shown(Path::new("a\nb.mpg")), "a\\nb.mpg");
+        assert_eq!(human_size(1_500_000_000), "1.5 GB");
+        assert_eq!(human_duration(3723.0), "1:02:03");
+    }
+}

@@ -1,0 +1,105 @@
+//! `videofarm watch`: keep watching a drop folder and queue each new video once it has stopped
+//! growing. Captures are written for hours, so a file is queued only after its size and
+//! modification time have not changed for the settle time. The folder is polled, which works
+//! the same on local disks and on network mounts (where inotify sees nothing).
+
+use super::{enqueue_planned, shown, stop_on_signal};
+use crate::broker::open_queue;
+use crate::cli::{QueueInputs, WatchArgs};
+use crate::error::{ExitStatus, UsageError};
+use crate::scan;
+use crate::settings::Settings;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use videofarm_core::Enqueued;
+
+/// What a file looked like when last seen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Look {
+    size: u64,
+    modified: Option<SystemTime>,
+}
+
+pub async fn watch(settings: &Settings, args: WatchArgs) -> anyhow::Result<ExitStatus> {
+    let profile = settings.profile(args.profile.as_deref())?.clone();
+    if !args.dir.is_dir() {
+        return Err(UsageError::new(format!("{}: not a folder", shown(&args.dir))).into());
+    }
+    let settle = args
+        .settle
+        .map(Duration::from_secs_f64)
+        .unwrap_or(settings.watch_settle);
+    let interval = args
+        .interval
+        .map(Duration::from_secs_f64)
+        .unwrap_or(settings.watch_interval);
+    let queue = open_queue(settings).await?;
+    let stop = CancellationToken::new();
+    stop_on_signal(stop.clone());
+    eprintln!(
+        "watching {} (a file is queued {}s after it stops changing); stop with Ctrl-C",
+        shown(&args.dir),
+        settle.as_secs_f64()
+    );
+    let inputs = QueueInputs {
+        paths: vec![args.dir.clone()],
+        out: args.out.clone(),
+        profile: Some(profile.name.clone()),
+        priority: 0,
+        force: false,
+        overwrite: false,
+    };
+    // Path -> (last look, when it last changed, queued already for this look).
+    let mut seen: HashMap<PathBuf, (Look, Instant, bool)> = HashMap::new();
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(ExitStatus::Success),
+            _ = ticker.tick() => {}
+        }
+        let planned = scan::plan(&inputs.paths, &inputs.out, &profile.extension)?;
+        let now = Instant::now();
+        let mut ready = Vec::new();
+        for job in planned {
+            let Ok(meta) = std::fs::metadata(&job.input) else {
+                continue;
+            };
+            let look = Look {
+                size: meta.len(),
+                modified: meta.modified().ok(),
+            };
+            let entry = seen.entry(job.input.clone()).or_insert((look, now, false));
+            if entry.0 != look {
+                *entry = (look, now, false);
+            }
+            if !entry.2 && look.size > 0 && now.duration_since(entry.1) >= settle {
+                entry.2 = true;
+                ready.push(job);
+            }
+        }
+        if ready.is_empty() {
+            continue;
+        }
+        match enqueue_planned(queue.as_ref(), &ready, &profile, &inputs).await {
+            Ok(results) => {
+                for (job, result) in ready.iter().zip(results) {
+                    if let Enqueued::Queued(id) = result {
+                        println!("queued {id}: {}", shown(&job.input));
+                    }
+                }
+            }
+            Err(e) => {
+                // The queue is away (broker restarting): forget these so they are tried again.
+                eprintln!("could not queue: {e:#}; will try again");
+                for job in &ready {
+                    if let Some(entry) = seen.get_mut(&job.input) {
+                        entry.2 = false;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! `videofarm worker`: take jobs until stopped. SIGTERM or Ctrl-C stops the running encodes,
+//! removes their partial outputs and puts the jobs back in the queue at once.
+
+use super::{locate_tools, stop_on_signal, worker_settings};
+use crate::broker::{open_queue, worker_info};
+use crate::cli::WorkerArgs;
+use crate::error::ExitStatus;
+use crate::settings::Settings;
+use tokio_util::sync::CancellationToken;
+use videofarm_worker::Worker;
+
+pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<ExitStatus> {
+    let tools = locate_tools(settings)?;
+    let queue = open_queue(settings).await?;
+    let concurrency = args
+        .concurrency
+        .filter(|n| *n > 0)
+        .unwrap_or(settings.workers);
+    let info = worker_info(args.name.as_deref(), concurrency);
+    eprintln!(
+        "videofarm worker {} on {}: {} at once; stop with Ctrl-C or SIGTERM",
+        info.name,
+        settings.broker.describe(),
+        concurrency
+    );
+    let worker = Worker::new(queue, worker_settings(settings, tools, info));
+    let abort = CancellationToken::new();
+    stop_on_signal(abort.clone());
+    worker.run(CancellationToken::new(), abort).await?;
+    Ok(ExitStatus::Success)
+}

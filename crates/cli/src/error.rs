@@ -1,0 +1,45 @@
+//! Errors at the edge of the program and the exit codes they map to.
+
+use std::fmt;
+
+/// A usage or configuration error: exit code 2, nothing was queued or run.
+#[derive(Debug)]
+pub struct UsageError(String);
+
+impl UsageError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// How the program ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Everything asked for succeeded.
+    Success = 0,
+    /// Something failed (a job, the queue).
+    Failure = 1,
+    /// Usage or configuration error.
+    Usage = 2,
+    /// Stopped by a signal before the work was done.
+    Interrupted = 130,
+}
+
+impl ExitStatus {
+    /// The status for an error: usage errors anywhere in its chain give [`ExitStatus::Usage`].
+    pub fn of_error(error: &anyhow::Error) -> ExitStatus {
+        if error.chain().any(|e| e.is::<UsageError>()) {
+            ExitStatus::Usage
+        } else {
+            ExitStatus::Failure
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Turning the paths a user gives into planned jobs: folders are searched recursively for
+//! video files, subfolders are mirrored under the output folder, and every job gets its
+//! identity (see `videofarm_core::identity`).
+
+use crate::error::UsageError;
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use videofarm_core::identity::{identify, unreadable_key};
+use videofarm_core::{JobSpec, Profile};
+
+/// File extensions taken as video when a folder is searched (a file named on the command line
+/// is always taken, whatever its name).
+const VIDEO_EXTENSIONS: &[&str] = &[
+    "3gp", "asf", "avi", "dv", "dif", "flv", "m2t", "m2ts", "m2v", "m4v", "mkv", "mod", "mov",
+    "mp4", "mpeg", "mpg", "mts", "mxf", "ogv", "rm", "rmvb", "tod", "ts", "vob", "webm", "wmv",
+    "y4m",
+];
+
+/// One input and where its output goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    pub input: PathBuf,
+    pub output: PathBuf,
+}
+
+pub fn is_video_name(path: &Path) -> bool {
+    path.extension()
+        .and_then(OsStr::to_str)
+        .is_some_and(|ext| VIDEO_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
+}
+
+fn is_hidden(name: &OsStr) -> bool {
+    name.as_bytes().first() == Some(&b'.')
+}
+
+pub fn absolute(path: &Path) -> Result<PathBuf, UsageError> {
+    std::path::absolute(path).map_err(|e| UsageError::new(format!("{}: {e}", path.display())))
+}
+
+/// Plan jobs for `paths`, with outputs under `out` ending in `.{extension}`.
+pub fn plan(paths: &[PathBuf], out: &Path, extension: &str) -> Result<Vec<Planned>, UsageError> {
+    let out = absolute(out)?;
+    let mut planned = Vec::new();
+    for path in paths {
+        let path = absolute(path)?;
+        if path.is_dir() {
+            let mut found = Vec::new();
+            walk(&path, &out, &mut found);
+            found.sort();
+            for input in found {
+                let relative = input.strip_prefix(&path).unwrap_or(&input).to_owned();
+                planned.push(Planned {
+                    output: out.join(relative).with_extension(extension),
+                    input,
+                });
+            }
+        } else {
+            // A file, or a path that does not exist: the job fails with the reason, alone.
+            let name = path
+                .file_name()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("output"));
+            planned.push(Planned {
+                output: out.join(name).with_extension(extension),
+                input: path,
+            });
+        }
+    }
+    let mut by_output: BTreeMap<&Path, &Path> = BTreeMap::new();
+    for job in &planned {
+        if let Some(other) = by_output.insert(&job.output, &job.input) {
+            if other != job.input {
+                return Err(UsageError::new(format!(
+                    "{} and {} would both become {}; queue them with different --out folders",
+                    other.display(),
+                    job.input.display(),
+                    job.output.display()
+                )));
+            }
+        }
+    }
+    planned.dedup();
+    Ok(planned)
+}
+
+/// Collect video files under `dir`, skipping hidden entries, symlinked folders and `out`.
+fn walk(dir: &Path, out: &Path, found: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        tracing::warn!(folder = %dir.display(), "cannot read folder; skipped");
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if is_hidden(&entry.file_name()) || path == out {
+            continue;
+        }
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => walk(&path, out, found),
+            Ok(_) if is_video_name(&path) && path.is_file() => found.push(path),
+            _ => {}
+        }
+    }
+}
+
+/// The job for one planned input. An input that cannot be read still gets a job (with an
+/// identity made from its path), so it fails alone with its reason.
+pub fn spec(planned: &Planned, profile: &Profile, priority: i32, overwrite: bool) -> JobSpec {
+    let (key, input_size) = match identify(&planned.input, &profile.name, &planned.output) {
+        Ok(identity) => (identity.key, identity.size),
+        Err(_) => (
+            unreadable_key(&planned.input, &profile.name, &planned.output),
+            0,
+        ),
+    };
+    JobSpec {
+        input: planned.input.clone(),
+        output: planned.output.clone(),
+        profile: profile.name.clone(),
+        key,
+        overwrite,
+        priority,
+        input_size,
+        parent: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_are_mirrored_and_non_video_and_hidden_files_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("caps");
+        std::fs::create_dir_all(src.join("1998/summer")).unwrap();
+        for name in [
+            "a.mpg",
+            "1998/b.AVI",
+            "1998/summer/c.mov",
+            "notes.txt",
+            ".hidden.mpg",
+        ] {
+            std::fs::write(src.join(name), b"x").unwrap();
+        }
+        let out = dir.path().join("out");
+        let jobs = plan(std::slice::from_ref(&src), &out, "mkv").unwrap();
+        let outputs: Vec<_> = jobs
+            .iter()
+            .map(|j| j.output.strip_prefix(&out).unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            outputs,
+            vec![
+                PathBuf::from("1998/b.mkv"),
+                PathBuf::from("1998/summer/c.mkv"),
+                PathBuf::from("a.mkv")
+            ]
+        );
+    }
+
+    #[test]
+    fn two_inputs_that_would_share_an_output_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["tape.mpg", "tape.avi"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let err = plan(&[dir.path().to_owned()], &dir.path().join("out"), "mkv").unwrap_err();
+        assert!(err.to_string().contains("would both become"), "{err}");
+    }
+}

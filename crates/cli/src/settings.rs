@@ -1,0 +1,226 @@
+//! Flags, environment and the config file resolved into one validated [`Settings`] before any
+//! work starts. Precedence: flags, then environment (`VIDEOFARM_*`), then the file, then
+//! defaults.
+
+use crate::error::UsageError;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use videofarm_core::{Profile, Profiles, QueueSettings};
+
+/// Which queue to use.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Broker {
+    Sqlite(PathBuf),
+    Amqp(String),
+}
+
+impl Broker {
+    pub fn parse(text: &str) -> Result<Broker, UsageError> {
+        if let Some(path) = text.strip_prefix("sqlite:") {
+            if path.is_empty() {
+                return Err(UsageError::new(
+                    "--broker sqlite: needs a file, like sqlite:/var/lib/videofarm/queue.db",
+                ));
+            }
+            Ok(Broker::Sqlite(PathBuf::from(path)))
+        } else if text.starts_with("amqp://") || text.starts_with("amqps://") {
+            Ok(Broker::Amqp(text.to_owned()))
+        } else {
+            Err(UsageError::new(format!(
+                "unknown broker '{text}': use sqlite:<file> or amqp://user:pass@host:5672/vhost"
+            )))
+        }
+    }
+
+    /// Shown in messages; never shows a password.
+    pub fn describe(&self) -> String {
+        match self {
+            Broker::Sqlite(path) => format!("sqlite:{}", path.display()),
+            Broker::Amqp(url) => match url.split_once('@') {
+                Some((_, host)) => format!("amqp://…@{host}"),
+                None => url.clone(),
+            },
+        }
+    }
+}
+
+/// The config file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub broker: Option<String>,
+    pub ffmpeg: Option<PathBuf>,
+    pub ffprobe: Option<PathBuf>,
+    pub default_profile: Option<String>,
+    pub workers: Option<u32>,
+    pub lease_secs: Option<f64>,
+    pub heartbeat_secs: Option<f64>,
+    pub max_attempts: Option<u32>,
+    pub retry_backoff_secs: Option<f64>,
+    pub stall_secs: Option<f64>,
+    pub timeout_secs: Option<f64>,
+    pub watch_settle_secs: Option<f64>,
+    pub watch_interval_secs: Option<f64>,
+    #[serde(default)]
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+/// Everything a command needs to know, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub broker: Broker,
+    pub ffmpeg: Option<PathBuf>,
+    pub ffprobe: Option<PathBuf>,
+    pub profiles: Profiles,
+    pub default_profile: String,
+    /// Encodes at once when no flag says.
+    pub workers: u32,
+    pub queue: QueueSettings,
+    pub heartbeat: Duration,
+    pub stall_after: Duration,
+    pub timeout: Option<Duration>,
+    pub watch_settle: Duration,
+    pub watch_interval: Duration,
+}
+
+fn secs(name: &str, value: Option<f64>, default: f64) -> Result<Duration, UsageError> {
+    let value = value.unwrap_or(default);
+    if !value.is_finite() || value <= 0.0 {
+        return Err(UsageError::new(format!(
+            "{name} must be a positive number of seconds, not {value}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+/// A good default for encodes at once on this machine. x264 threads well, but at SD sizes two
+/// encodes at once beat one on two cores; beyond that each encode gets about four cores.
+pub fn default_workers() -> u32 {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    if cores <= 1 {
+        1
+    } else {
+        (cores / 4).max(2)
+    }
+}
+
+/// The default queue file: `<data dir>/videofarm/queue.db`.
+fn default_queue_file() -> PathBuf {
+    dirs::data_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("videofarm")
+        .join("queue.db")
+}
+
+impl Settings {
+    /// Resolve settings from the global flags (already merged with the environment by clap).
+    pub fn resolve(
+        broker_flag: Option<&str>,
+        config: Option<&Path>,
+    ) -> Result<Settings, UsageError> {
+        let file = match config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| UsageError::new(format!("config file {}: {e}", path.display())))?;
+                toml::from_str::<ConfigFile>(&text)
+                    .map_err(|e| UsageError::new(format!("config file {}: {e}", path.display())))?
+            }
+            None => ConfigFile::default(),
+        };
+        let broker = match broker_flag.or(file.broker.as_deref()) {
+            Some(text) => Broker::parse(text)?,
+            None => Broker::Sqlite(default_queue_file()),
+        };
+        let profiles = Profiles::new(file.profiles).map_err(|e| UsageError::new(e.to_string()))?;
+        let default_profile = file.default_profile.unwrap_or_else(|| "archive".to_owned());
+        profiles
+            .get(&default_profile)
+            .map_err(|e| UsageError::new(e.to_string()))?;
+        let lease = secs("lease_secs", file.lease_secs, 30.0)?;
+        let heartbeat = secs(
+            "heartbeat_secs",
+            file.heartbeat_secs,
+            lease.as_secs_f64() / 5.0,
+        )?;
+        if heartbeat >= lease {
+            return Err(UsageError::new(
+                "heartbeat_secs must be shorter than lease_secs",
+            ));
+        }
+        let max_attempts = file.max_attempts.unwrap_or(3);
+        if max_attempts == 0 {
+            return Err(UsageError::new("max_attempts must be at least 1"));
+        }
+        Ok(Settings {
+            broker,
+            ffmpeg: file.ffmpeg,
+            ffprobe: file.ffprobe,
+            profiles,
+            default_profile,
+            workers: file
+                .workers
+                .filter(|n| *n > 0)
+                .unwrap_or_else(default_workers),
+            queue: QueueSettings {
+                lease,
+                max_attempts,
+                retry_backoff: secs("retry_backoff_secs", file.retry_backoff_secs, 10.0)?,
+            },
+            heartbeat,
+            stall_after: secs("stall_secs", file.stall_secs, 120.0)?,
+            timeout: file
+                .timeout_secs
+                .map(|t| secs("timeout_secs", Some(t), 0.0))
+                .transpose()?,
+            watch_settle: secs("watch_settle_secs", file.watch_settle_secs, 30.0)?,
+            watch_interval: secs("watch_interval_secs", file.watch_interval_secs, 5.0)?,
+        })
+    }
+
+    /// The profile a command asked for, or the default; unknown is a usage error.
+    pub fn profile(&self, asked: Option<&str>) -> Result<&Profile, UsageError> {
+        self.profiles
+            .get(asked.unwrap_or(&self.default_profile))
+            .map_err(|e| UsageError::new(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_parse_and_hide_passwords() {
+        assert_eq!(
+            Broker::parse("sqlite:/tmp/q.db").unwrap(),
+            Broker::Sqlite("/tmp/q.db".into())
+        );
+        let amqp = Broker::parse("amqp://guest:secret@nas:5672/%2f").unwrap();
+        assert!(!amqp.describe().contains("secret"));
+        assert!(Broker::parse("redis://x").is_err());
+    }
+
+    #[test]
+    fn config_file_is_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "lease_secs = 2\nheartbeat_secs = 0.5\n[profiles.small]\nextension = \"mp4\"\nargs = [\"-c:v\", \"libx264\"]\nvideo_codec = \"h264\"\n").unwrap();
+        let s = Settings::resolve(Some("sqlite:/tmp/x.db"), Some(&path)).unwrap();
+        assert_eq!(s.queue.lease, Duration::from_secs(2));
+        assert_eq!(s.profile(Some("small")).unwrap().extension, "mp4");
+        std::fs::write(&path, "lease_secs = 1\nheartbeat_secs = 2\n").unwrap();
+        assert!(Settings::resolve(None, Some(&path))
+            .unwrap_err()
+            .to_string()
+            .contains("heartbeat_secs"));
+        std::fs::write(&path, "no_such_setting = 1\n").unwrap();
+        assert!(Settings::resolve(None, Some(&path))
+            .unwrap_err()
+            .to_string()
+            .contains("no_such_setting"));
+    }
+}
