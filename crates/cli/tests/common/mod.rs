@@ -1,0 +1,286 @@
+//! Test harness: a private farm (temporary folders, its own SQLite queue file and config) and
+//! tiny clips made by the real ffmpeg from lavfi sources.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_videofarm");
+
+/// Settings that make leases, retries and heartbeats quick enough for tests, and a `slow`
+/// profile whose `realtime` filter makes an encode last as long as its clip, so a test can act
+/// while it is running.
+pub const TEST_CONFIG: &str = r#"
+lease_secs = 2.0
+heartbeat_secs = 0.3
+retry_backoff_secs = 0.2
+max_attempts = 2
+stall_secs = 30
+workers = 2
+
+[profiles.slow]
+extension = "mkv"
+args = ["-map", "0", "-c", "copy", "-c:v", "libx264", "-preset", "ultrafast", "-vf", "realtime"]
+video_codec = "h264"
+"#;
+
+pub struct Farm {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub config: PathBuf,
+    pub input: PathBuf,
+    pub out: PathBuf,
+}
+
+impl Farm {
+    pub fn new() -> Farm {
+        Farm::with_config("")
+    }
+
+    /// A farm whose config is [`TEST_CONFIG`] with `extra` lines placed before it (top-level
+    /// keys must come before the profile tables in TOML).
+    pub fn with_config(extra: &str) -> Farm {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().to_owned();
+        let config = root.join("videofarm.toml");
+        std::fs::write(&config, format!("{extra}\n{TEST_CONFIG}")).unwrap();
+        let input = root.join("in");
+        let out = root.join("out");
+        std::fs::create_dir_all(&input).unwrap();
+        Farm {
+            db: root.join("queue.db"),
+            config,
+            input,
+            out,
+            dir,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `videofarm --broker sqlite:<db> --config <config> ARGS`, with no VIDEOFARM_* leaking in.
+    pub fn cmd<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = Command::new(BIN);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("VIDEOFARM_") {
+                cmd.env_remove(key);
+            }
+        }
+        let mut broker = std::ffi::OsString::from("sqlite:");
+        broker.push(&self.db);
+        cmd.arg("--broker").arg(broker).arg("--config").arg(&self.config);
+        cmd.args(args);
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.cmd(args).output().expect("videofarm runs")
+    }
+
+    /// `jobs --json`.
+    pub fn jobs(&self) -> Vec<Value> {
+        let out = self.run(["jobs", "--json"]);
+        assert!(out.status.success(), "jobs --json: {}", text(&out.stderr));
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("jobs --json is a JSON list")
+    }
+
+    pub fn job(&self, id: &str) -> Value {
+        self.jobs()
+            .into_iter()
+            .find(|j| j["id"] == id)
+            .unwrap_or_else(|| panic!("job {id} is listed"))
+    }
+
+    /// `status --json`.
+    pub fn status(&self) -> Value {
+        let out = self.run(["status", "--json"]);
+        assert!(out.status.success(), "status --json: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+    }
+
+    /// `inspect --json`.
+    pub fn inspect(&self) -> Vec<Value> {
+        let out = self.run(["inspect", "--json"]);
+        assert!(out.status.success(), "inspect --json: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("inspect --json is JSON")
+    }
+
+    /// Start `videofarm worker --name NAME`, its log in `<root>/NAME.log`.
+    pub fn spawn_worker(&self, name: &str, concurrency: u32) -> Child {
+        let log = std::fs::File::create(self.log_path(name)).unwrap();
+        self.cmd(["worker", "--name", name, "--concurrency", &concurrency.to_string()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("worker starts")
+    }
+
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.root().join(format!("{name}.log"))
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
+    }
+
+    /// Queue `paths` with `profile` and return the new job ids.
+    pub fn enqueue(&self, paths: &[&Path], profile: &str) -> Vec<String> {
+        let mut cmd = self.cmd(["enqueue", "--profile", profile, "--out"]);
+        cmd.arg(&self.out).args(paths);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "enqueue failed: {}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("queued "))
+            .map(|l| l.split(':').next().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Files left anywhere under the output folder, as paths relative to it.
+    pub fn outputs(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        collect(&self.out, &self.out, &mut found);
+        found.sort();
+        found
+    }
+}
+
+fn collect(root: &Path, dir: &Path, found: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect(root, &path, found);
+        } else {
+            found.push(path.strip_prefix(root).unwrap().to_owned());
+        }
+    }
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Poll `check` until it holds or `timeout` passes; panics with `what` on timeout.
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ffmpeg(args: &[&str], out: &Path) {
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(args)
+        .arg(out)
+        .stdin(Stdio::null())
+        .status()
+        .expect("ffmpeg is installed (apt-get install ffmpeg)");
+    assert!(status.success(), "ffmpeg could not make {}", out.display());
+}
+
+/// A tape-like clip: MPEG-2 video and MP2 stereo audio in MPEG-PS, `secs` long, 160x120.
+pub fn clip(path: &Path, secs: u32) {
+    let t = secs.to_string();
+    ffmpeg(
+        &[
+            "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+            "-t", &t, "-c:v", "mpeg2video", "-c:a", "mp2", "-ac", "2", "-f", "mpeg",
+        ],
+        path,
+    );
+}
+
+/// A clip of noise, which does not compress: large outputs from a short input.
+pub fn noise_clip(path: &Path, secs: u32) {
+    let t = secs.to_string();
+    ffmpeg(
+        &["-f", "lavfi", "-i", "nullsrc=size=320x240:rate=25,geq=random(1)*255:128:128", "-t", &t, "-c:v", "mpeg2video", "-q:v", "2", "-f", "mpeg"],
+        path,
+    );
+}
+
+/// Matroska with one video, two audio streams and one subtitle stream.
+pub fn multi_stream_clip(path: &Path, dir: &Path) {
+    let srt = dir.join("subs.srt");
+    std::fs::write(&srt, "1\n00:00:00,000 --> 00:00:01,500\nHello\n\n2\n00:00:01,500 --> 00:00:02,000\nTape\n").unwrap();
+    let srt = srt.to_str().unwrap();
+    ffmpeg(
+        &[
+            "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-f", "lavfi", "-i", "sine=frequency=440",
+            "-f", "lavfi", "-i", "sine=frequency=880", "-i", srt, "-t", "2",
+            "-map", "0:v", "-map", "1:a", "-map", "2:a", "-map", "3:s",
+            "-c:v", "mpeg2video", "-c:a", "mp2", "-c:s", "srt",
+        ],
+        path,
+    );
+}
+
+/// `(codec_type, codec_name)` of every stream, and the duration, by ffprobe.
+pub fn probe(path: &Path) -> (Vec<(String, String)>, f64) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-print_format", "json", "-show_streams", "-show_format"])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    assert!(out.status.success(), "ffprobe {}: {}", path.display(), text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let streams = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["codec_type"].as_str().unwrap().to_owned(), s["codec_name"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    let duration = v["format"]["duration"].as_str().unwrap_or("0").parse().unwrap();
+    (streams, duration)
+}
+
+/// Pids of the running children of `pid` whose command is `name`.
+pub fn children_named(pid: u32, name: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        // pid (comm) state ppid ...
+        let Some((comm_part, rest)) = stat.rsplit_once(')') else { continue };
+        let comm = comm_part.split_once('(').map(|(_, c)| c).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if comm == name && fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) && fields[0] != "Z" {
+            found.push(child);
+        }
+    }
+    found
+}
+
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')).unwrap_or(false))
+        .unwrap_or(false)
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap();
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+/// Stop a child process for good at the end of a test.
+pub fn reap(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}

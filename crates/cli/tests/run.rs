@@ -1,0 +1,200 @@
+//! `videofarm run` end to end with the real ffmpeg: the main job, re-runs, streams, names.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+fn run_json(farm: &Farm, extra: &[&str]) -> (i32, Vec<Value>) {
+    let mut cmd = farm.cmd(["run", "--json", "--out"]);
+    cmd.arg(&farm.out).arg(&farm.input).args(extra);
+    let out = cmd.output().unwrap();
+    let code = out.status.code().unwrap_or(-1);
+    let records = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("run --json printed JSON ({e}): {}\n{}", text(&out.stdout), text(&out.stderr)));
+    (code, records)
+}
+
+#[test]
+fn run_encodes_a_folder_mirroring_subfolders_and_a_rerun_encodes_nothing() {
+    let farm = Farm::new();
+    std::fs::create_dir_all(farm.input.join("1998/summer")).unwrap();
+    clip(&farm.input.join("a.mpg"), 1);
+    clip(&farm.input.join("1998/summer/b.mpg"), 2);
+    std::fs::write(farm.input.join("notes.txt"), "not a video, not queued").unwrap();
+    let source_before = std::fs::read(farm.input.join("a.mpg")).unwrap();
+
+    let (code, records) = run_json(&farm, &[]);
+    assert_eq!(code, 0, "{records:?}");
+    assert_eq!(records.len(), 2);
+    assert!(records.iter().all(|r| r["state"] == "succeeded" && r["attempts"] == 1), "{records:?}");
+    assert_eq!(farm.outputs(), vec![PathBuf::from("1998/summer/b.mkv"), PathBuf::from("a.mkv")]);
+    let (streams, duration) = probe(&farm.out.join("1998/summer/b.mkv"));
+    assert_eq!(streams[0], ("video".into(), "h264".into()));
+    assert!((duration - 2.0).abs() < 0.3, "duration {duration}");
+    assert_eq!(std::fs::read(farm.input.join("a.mpg")).unwrap(), source_before, "the source is untouched");
+
+    // Again: nothing is encoded (the output file is not even rewritten).
+    let written = std::fs::metadata(farm.out.join("a.mkv")).unwrap().modified().unwrap();
+    let (code, again) = run_json(&farm, &[]);
+    assert_eq!(code, 0);
+    assert!(again.iter().all(|r| r["attempts"] == 1), "not run again: {again:?}");
+    assert_eq!(std::fs::metadata(farm.out.join("a.mkv")).unwrap().modified().unwrap(), written);
+
+    // A fresh queue file still does not encode twice: the verified output is recognised.
+    std::fs::remove_file(&farm.db).unwrap();
+    let (code, fresh) = run_json(&farm, &[]);
+    assert_eq!(code, 0);
+    assert!(fresh.iter().all(|r| r["result"]["already_done"] == true), "{fresh:?}");
+    assert_eq!(std::fs::metadata(farm.out.join("a.mkv")).unwrap().modified().unwrap(), written);
+
+    // --force encodes again.
+    let (code, forced) = run_json(&farm, &["--force"]);
+    assert_eq!(code, 0);
+    assert!(forced.iter().all(|r| r["result"]["already_done"] == false), "{forced:?}");
+    assert_ne!(std::fs::metadata(farm.out.join("a.mkv")).unwrap().modified().unwrap(), written);
+    assert_eq!(farm.outputs().len(), 2, "no temporary files left");
+}
+
+#[test]
+fn the_text_summary_names_every_file_and_its_result() {
+    let farm = Farm::new();
+    clip(&farm.input.join("good.mpg"), 1);
+    std::fs::write(farm.input.join("bad.mpg"), "this is text").unwrap();
+    let mut cmd = farm.cmd(["run", "--out"]);
+    let out = cmd.arg(&farm.out).arg(&farm.input).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "a failed job makes exit 1");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("FILE") && stdout.contains("SIZE IN -> OUT"), "{stdout}");
+    let good = stdout.lines().find(|l| l.starts_with("good.mpg")).expect("good.mpg row");
+    assert!(good.contains(" ok ") && good.contains("kB ->"), "{good}");
+    assert!(stdout.contains("bad.mpg") && stdout.contains("not a video"), "{stdout}");
+}
+
+#[test]
+fn the_archive_profile_keeps_every_audio_and_subtitle_stream() {
+    let farm = Farm::new();
+    multi_stream_clip(&farm.input.join("multi.mkv"), farm.root());
+    let (code, records) = run_json(&farm, &["--profile", "archive"]);
+    assert_eq!(code, 0, "{records:?}");
+    let (streams, _) = probe(&farm.out.join("multi.mkv"));
+    let kinds: Vec<(&str, &str)> = streams.iter().map(|(t, c)| (t.as_str(), c.as_str())).collect();
+    assert_eq!(
+        kinds,
+        vec![("video", "h264"), ("audio", "mp2"), ("audio", "mp2"), ("subtitle", "subrip")],
+        "video re-encoded, audio and subtitles copied"
+    );
+}
+
+#[test]
+fn other_profiles_make_what_they_promise() {
+    let farm = Farm::new();
+    clip(&farm.input.join("tape.mpg"), 1);
+    for (profile, file, video, audio) in [
+        ("web", "tape.mp4", "h264", "aac"),
+        ("vhs", "tape.mkv", "h264", "aac"),
+        ("hevc", "tape.mkv", "hevc", "mp2"),
+        ("av1", "tape.mkv", "av1", "mp2"),
+    ] {
+        let out = farm.root().join(format!("out-{profile}"));
+        let mut cmd = farm.cmd(["run", "--json", "--profile", profile, "--out"]);
+        let result = cmd.arg(&out).arg(&farm.input).output().unwrap();
+        assert_eq!(result.status.code(), Some(0), "{profile}: {}", text(&result.stdout));
+        let (streams, _) = probe(&out.join(file));
+        assert_eq!(streams[0].1, video, "{profile}");
+        assert_eq!(streams[1].1, audio, "{profile}");
+    }
+}
+
+#[test]
+fn hostile_file_names_encode_and_execute_nothing() {
+    let farm = Farm::new();
+    let names: Vec<Vec<u8>> = vec![
+        b"with space.mpg".to_vec(),
+        b"quote \" and ' .mpg".to_vec(),
+        b"$(touch pwned).mpg".to_vec(),
+        b"semi;touch pwned2;.mpg".to_vec(),
+        b"new\nline.mpg".to_vec(),
+        b"-y.mpg".to_vec(),
+        b"concat:x|y.mpg".to_vec(),
+        b"latin1 \xe9t\xe9.mpg".to_vec(),
+    ];
+    let first = farm.input.join("seed.mpg");
+    clip(&first, 1);
+    for name in &names {
+        std::fs::copy(&first, farm.input.join(std::ffi::OsStr::from_bytes(name))).unwrap();
+    }
+    std::fs::remove_file(&first).unwrap();
+    let mut cmd = farm.cmd(["run", "--json", "--out"]);
+    let out = cmd.current_dir(farm.root()).arg(&farm.out).arg(&farm.input).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    for name in &names {
+        let stem = &name[..name.len() - 4];
+        let mut output = stem.to_vec();
+        output.extend_from_slice(b".mkv");
+        let path = farm.out.join(std::ffi::OsStr::from_bytes(&output));
+        assert!(path.is_file(), "{} was encoded", path.display());
+    }
+    for dir in [farm.root(), farm.input.as_path(), farm.out.as_path()] {
+        assert!(!dir.join("pwned").exists() && !dir.join("pwned2").exists(), "nothing was executed");
+    }
+    // `jobs` shows the non-UTF-8 name without breaking its lines.
+    let listing = text(&farm.run(["jobs"]).stdout);
+    assert!(listing.contains("new\\nline.mpg"), "{listing}");
+}
+
+#[test]
+fn an_existing_different_output_is_never_overwritten_silently() {
+    let farm = Farm::new();
+    clip(&farm.input.join("tape.mpg"), 1);
+    std::fs::create_dir_all(&farm.out).unwrap();
+    std::fs::write(farm.out.join("tape.mkv"), "precious, not ours").unwrap();
+    let (code, records) = run_json(&farm, &[]);
+    assert_eq!(code, 1);
+    let error = records[0]["error"].as_str().unwrap();
+    assert!(error.contains("already exists") && error.contains("--overwrite"), "{error}");
+    assert_eq!(std::fs::read(farm.out.join("tape.mkv")).unwrap(), b"precious, not ours");
+
+    let (code, records) = run_json(&farm, &["--overwrite"]);
+    assert_eq!(code, 0, "{records:?}");
+    assert_eq!(probe(&farm.out.join("tape.mkv")).0[0].1, "h264");
+}
+
+#[test]
+fn an_unknown_profile_is_a_usage_error_and_queues_nothing() {
+    let farm = Farm::new();
+    clip(&farm.input.join("tape.mpg"), 1);
+    let mut cmd = farm.cmd(["run", "--profile", "nonesuch", "--out"]);
+    let out = cmd.arg(&farm.out).arg(&farm.input).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("unknown profile 'nonesuch'") && stderr.contains("archive"), "{stderr}");
+    assert!(!farm.db.exists() || farm.jobs().is_empty(), "nothing queued");
+}
+
+#[test]
+fn missing_ffmpeg_is_a_usage_error_that_says_how_to_install_it() {
+    let farm = Farm::new();
+    clip(&farm.input.join("tape.mpg"), 1);
+    let mut cmd = farm.cmd(["run", "--out"]);
+    let out = cmd.arg(&farm.out).arg(&farm.input).env("PATH", "/nonexistent").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("ffmpeg was not found") && stderr.contains("apt-get install ffmpeg"), "{stderr}");
+    assert!(stderr.contains("ffmpeg = "), "names the config setting: {stderr}");
+
+    // The config setting points at a binary anywhere.
+    let ffmpeg = which("ffmpeg");
+    let ffprobe = which("ffprobe");
+    std::fs::write(&farm.config, format!("ffmpeg = {ffmpeg:?}\nffprobe = {ffprobe:?}\n{TEST_CONFIG}")).unwrap();
+    let mut cmd = farm.cmd(["run", "--json", "--out"]);
+    let out = cmd.arg(&farm.out).arg(&farm.input).env("PATH", "/nonexistent").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+fn which(tool: &str) -> String {
+    let out = std::process::Command::new("which").arg(tool).output().unwrap();
+    text(&out.stdout).trim().to_owned()
+}
