@@ -12,8 +12,13 @@ fn run_json(farm: &Farm, extra: &[&str]) -> (i32, Vec<Value>) {
     cmd.arg(&farm.out).arg(&farm.input).args(extra);
     let out = cmd.output().unwrap();
     let code = out.status.code().unwrap_or(-1);
-    let records = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("run --json printed JSON ({e}): {}\n{}", text(&out.stdout), text(&out.stderr)));
+    let records = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "run --json printed JSON ({e}): {}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        )
+    });
     (code, records)
 }
 
@@ -29,32 +34,74 @@ fn run_encodes_a_folder_mirroring_subfolders_and_a_rerun_encodes_nothing() {
     let (code, records) = run_json(&farm, &[]);
     assert_eq!(code, 0, "{records:?}");
     assert_eq!(records.len(), 2);
-    assert!(records.iter().all(|r| r["state"] == "succeeded" && r["attempts"] == 1), "{records:?}");
-    assert_eq!(farm.outputs(), vec![PathBuf::from("1998/summer/b.mkv"), PathBuf::from("a.mkv")]);
+    assert!(
+        records
+            .iter()
+            .all(|r| r["state"] == "succeeded" && r["attempts"] == 1),
+        "{records:?}"
+    );
+    assert_eq!(
+        farm.outputs(),
+        vec![PathBuf::from("1998/summer/b.mkv"), PathBuf::from("a.mkv")]
+    );
     let (streams, duration) = probe(&farm.out.join("1998/summer/b.mkv"));
     assert_eq!(streams[0], ("video".into(), "h264".into()));
     assert!((duration - 2.0).abs() < 0.3, "duration {duration}");
-    assert_eq!(std::fs::read(farm.input.join("a.mpg")).unwrap(), source_before, "the source is untouched");
+    assert_eq!(
+        std::fs::read(farm.input.join("a.mpg")).unwrap(),
+        source_before,
+        "the source is untouched"
+    );
 
     // Again: nothing is encoded (the output file is not even rewritten).
-    let written = std::fs::metadata(farm.out.join("a.mkv")).unwrap().modified().unwrap();
+    let written = std::fs::metadata(farm.out.join("a.mkv"))
+        .unwrap()
+        .modified()
+        .unwrap();
     let (code, again) = run_json(&farm, &[]);
     assert_eq!(code, 0);
-    assert!(again.iter().all(|r| r["attempts"] == 1), "not run again: {again:?}");
-    assert_eq!(std::fs::metadata(farm.out.join("a.mkv")).unwrap().modified().unwrap(), written);
+    assert!(
+        again.iter().all(|r| r["attempts"] == 1),
+        "not run again: {again:?}"
+    );
+    assert_eq!(
+        std::fs::metadata(farm.out.join("a.mkv"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        written
+    );
 
     // A fresh queue file still does not encode twice: the verified output is recognised.
     std::fs::remove_file(&farm.db).unwrap();
     let (code, fresh) = run_json(&farm, &[]);
     assert_eq!(code, 0);
-    assert!(fresh.iter().all(|r| r["result"]["already_done"] == true), "{fresh:?}");
-    assert_eq!(std::fs::metadata(farm.out.join("a.mkv")).unwrap().modified().unwrap(), written);
+    assert!(
+        fresh.iter().all(|r| r["result"]["already_done"] == true),
+        "{fresh:?}"
+    );
+    assert_eq!(
+        std::fs::metadata(farm.out.join("a.mkv"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        written
+    );
 
     // --force encodes again.
     let (code, forced) = run_json(&farm, &["--force"]);
     assert_eq!(code, 0);
-    assert!(forced.iter().all(|r| r["result"]["already_done"] == false), "{forced:?}");
-    assert_ne!(std::fs::metadata(farm.out.join("a.mkv")).unwrap().modified().unwrap(), written);
+    assert!(
+        forced.iter().all(|r| r["result"]["already_done"] == false),
+        "{forced:?}"
+    );
+    assert_ne!(
+        std::fs::metadata(farm.out.join("a.mkv"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        written
+    );
     assert_eq!(farm.outputs().len(), 2, "no temporary files left");
 }
 
@@ -67,10 +114,19 @@ fn the_text_summary_names_every_file_and_its_result() {
     let out = cmd.arg(&farm.out).arg(&farm.input).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "a failed job makes exit 1");
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("FILE") && stdout.contains("SIZE IN -> OUT"), "{stdout}");
-    let good = stdout.lines().find(|l| l.starts_with("good.mpg")).expect("good.mpg row");
+    assert!(
+        stdout.contains("FILE") && stdout.contains("SIZE IN -> OUT"),
+        "{stdout}"
+    );
+    let good = stdout
+        .lines()
+        .find(|l| l.starts_with("good.mpg"))
+        .expect("good.mpg row");
     assert!(good.contains(" ok ") && good.contains("kB ->"), "{good}");
-    assert!(stdout.contains("bad.mpg") && stdout.contains("not a video"), "{stdout}");
+    assert!(
+        stdout.contains("bad.mpg") && stdout.contains("not a video"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -80,10 +136,18 @@ fn the_archive_profile_keeps_every_audio_and_subtitle_stream() {
     let (code, records) = run_json(&farm, &["--profile", "archive"]);
     assert_eq!(code, 0, "{records:?}");
     let (streams, _) = probe(&farm.out.join("multi.mkv"));
-    let kinds: Vec<(&str, &str)> = streams.iter().map(|(t, c)| (t.as_str(), c.as_str())).collect();
+    let kinds: Vec<(&str, &str)> = streams
+        .iter()
+        .map(|(t, c)| (t.as_str(), c.as_str()))
+        .collect();
     assert_eq!(
         kinds,
-        vec![("video", "h264"), ("audio", "mp2"), ("audio", "mp2"), ("subtitle", "subrip")],
+        vec![
+            ("video", "h264"),
+            ("audio", "mp2"),
+            ("audio", "mp2"),
+            ("subtitle", "subrip")
+        ],
         "video re-encoded, audio and subtitles copied"
     );
 }
@@ -101,7 +165,12 @@ fn other_profiles_make_what_they_promise() {
         let out = farm.root().join(format!("out-{profile}"));
         let mut cmd = farm.cmd(["run", "--json", "--profile", profile, "--out"]);
         let result = cmd.arg(&out).arg(&farm.input).output().unwrap();
-        assert_eq!(result.status.code(), Some(0), "{profile}: {}", text(&result.stdout));
+        assert_eq!(
+            result.status.code(),
+            Some(0),
+            "{profile}: {}",
+            text(&result.stdout)
+        );
         let (streams, _) = probe(&out.join(file));
         assert_eq!(streams[0].1, video, "{profile}");
         assert_eq!(streams[1].1, audio, "{profile}");
@@ -128,8 +197,19 @@ fn hostile_file_names_encode_and_execute_nothing() {
     }
     std::fs::remove_file(&first).unwrap();
     let mut cmd = farm.cmd(["run", "--json", "--out"]);
-    let out = cmd.current_dir(farm.root()).arg(&farm.out).arg(&farm.input).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let out = cmd
+        .current_dir(farm.root())
+        .arg(&farm.out)
+        .arg(&farm.input)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     for name in &names {
         let stem = &name[..name.len() - 4];
         let mut output = stem.to_vec();
@@ -138,7 +218,10 @@ fn hostile_file_names_encode_and_execute_nothing() {
         assert!(path.is_file(), "{} was encoded", path.display());
     }
     for dir in [farm.root(), farm.input.as_path(), farm.out.as_path()] {
-        assert!(!dir.join("pwned").exists() && !dir.join("pwned2").exists(), "nothing was executed");
+        assert!(
+            !dir.join("pwned").exists() && !dir.join("pwned2").exists(),
+            "nothing was executed"
+        );
     }
     // `jobs` shows the non-UTF-8 name without breaking its lines.
     let listing = text(&farm.run(["jobs"]).stdout);
@@ -154,8 +237,14 @@ fn an_existing_different_output_is_never_overwritten_silently() {
     let (code, records) = run_json(&farm, &[]);
     assert_eq!(code, 1);
     let error = records[0]["error"].as_str().unwrap();
-    assert!(error.contains("already exists") && error.contains("--overwrite"), "{error}");
-    assert_eq!(std::fs::read(farm.out.join("tape.mkv")).unwrap(), b"precious, not ours");
+    assert!(
+        error.contains("already exists") && error.contains("--overwrite"),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read(farm.out.join("tape.mkv")).unwrap(),
+        b"precious, not ours"
+    );
 
     let (code, records) = run_json(&farm, &["--overwrite"]);
     assert_eq!(code, 0, "{records:?}");
@@ -170,8 +259,14 @@ fn an_unknown_profile_is_a_usage_error_and_queues_nothing() {
     let out = cmd.arg(&farm.out).arg(&farm.input).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("unknown profile 'nonesuch'") && stderr.contains("archive"), "{stderr}");
-    assert!(!farm.db.exists() || farm.jobs().is_empty(), "nothing queued");
+    assert!(
+        stderr.contains("unknown profile 'nonesuch'") && stderr.contains("archive"),
+        "{stderr}"
+    );
+    assert!(
+        !farm.db.exists() || farm.jobs().is_empty(),
+        "nothing queued"
+    );
 }
 
 #[test]
@@ -179,22 +274,45 @@ fn missing_ffmpeg_is_a_usage_error_that_says_how_to_install_it() {
     let farm = Farm::new();
     clip(&farm.input.join("tape.mpg"), 1);
     let mut cmd = farm.cmd(["run", "--out"]);
-    let out = cmd.arg(&farm.out).arg(&farm.input).env("PATH", "/nonexistent").output().unwrap();
+    let out = cmd
+        .arg(&farm.out)
+        .arg(&farm.input)
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("ffmpeg was not found") && stderr.contains("apt-get install ffmpeg"), "{stderr}");
-    assert!(stderr.contains("ffmpeg = "), "names the config setting: {stderr}");
+    assert!(
+        stderr.contains("ffmpeg was not found") && stderr.contains("apt-get install ffmpeg"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ffmpeg = "),
+        "names the config setting: {stderr}"
+    );
 
     // The config setting points at a binary anywhere.
     let ffmpeg = which("ffmpeg");
     let ffprobe = which("ffprobe");
-    std::fs::write(&farm.config, format!("ffmpeg = {ffmpeg:?}\nffprobe = {ffprobe:?}\n{TEST_CONFIG}")).unwrap();
+    std::fs::write(
+        &farm.config,
+        format!("ffmpeg = {ffmpeg:?}\nffprobe = {ffprobe:?}\n{TEST_CONFIG}"),
+    )
+    .unwrap();
     let mut cmd = farm.cmd(["run", "--json", "--out"]);
-    let out = cmd.arg(&farm.out).arg(&farm.input).env("PATH", "/nonexistent").output().unwrap();
+    let out = cmd
+        .arg(&farm.out)
+        .arg(&farm.input)
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
 fn which(tool: &str) -> String {
-    let out = std::process::Command::new("which").arg(tool).output().unwrap();
+    let out = std::process::Command::new("which")
+        .arg(tool)
+        .output()
+        .unwrap();
     text(&out.stdout).trim().to_owned()
 }

@@ -13,6 +13,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use videofarm_core::Progress;
 
+/// What ffmpeg prints when the output could not be written, whatever its exit status.
+const WRITE_FAILURES: &[&str] = &[
+    "No space left on device",
+    "Error writing trailer",
+    "Error closing file",
+];
+
 /// One encode to run.
 #[derive(Debug, Clone)]
 pub struct EncodeRequest<'a> {
@@ -150,11 +157,16 @@ pub async fn encode(
                     source,
                 })?;
                 let tail = stderr_task.await.unwrap_or_else(|_| Tail::new(1));
-                if status.success() {
+                // ffmpeg 5.1 exits 0 when writing the trailer or closing the file fails (a full
+                // disk at the very end): its own words say so.
+                let write_failed = tail.lines().any(|l| WRITE_FAILURES.iter().any(|m| l.contains(m)));
+                if status.success() && !write_failed {
                     return Ok(());
                 }
                 let reason = tail
-                    .last_line()
+                    .lines()
+                    .find(|l| WRITE_FAILURES.iter().any(|m| l.contains(m)))
+                    .or_else(|| tail.last_line())
                     .map(str::to_owned)
                     .unwrap_or_else(|| "it printed no error".to_owned());
                 return Err(EncodeError::Failed { status: status.to_string(), reason, stderr_tail: tail.text() });

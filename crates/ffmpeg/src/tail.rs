@@ -33,6 +33,10 @@ impl Tail {
         self.lines.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
+    pub fn lines(&self) -> impl Iterator<Item = &str> {
+        self.lines.iter().map(String::as_str)
+    }
+
     /// The last non-empty line: the one that usually says what went wrong.
     pub fn last_line(&self) -> Option<&str> {
         self.lines.back().map(String::as_str)

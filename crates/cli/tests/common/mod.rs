@@ -77,7 +77,10 @@ impl Farm {
         }
         let mut broker = std::ffi::OsString::from("sqlite:");
         broker.push(&self.db);
-        cmd.arg("--broker").arg(broker).arg("--config").arg(&self.config);
+        cmd.arg("--broker")
+            .arg(broker)
+            .arg("--config")
+            .arg(&self.config);
         cmd.args(args);
         cmd.stdin(Stdio::null());
         cmd
@@ -115,18 +118,28 @@ impl Farm {
     /// `inspect --json`.
     pub fn inspect(&self) -> Vec<Value> {
         let out = self.run(["inspect", "--json"]);
-        assert!(out.status.success(), "inspect --json: {}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "inspect --json: {}",
+            text(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("inspect --json is JSON")
     }
 
     /// Start `videofarm worker --name NAME`, its log in `<root>/NAME.log`.
     pub fn spawn_worker(&self, name: &str, concurrency: u32) -> Child {
         let log = std::fs::File::create(self.log_path(name)).unwrap();
-        self.cmd(["worker", "--name", name, "--concurrency", &concurrency.to_string()])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("worker starts")
+        self.cmd([
+            "worker",
+            "--name",
+            name,
+            "--concurrency",
+            &concurrency.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("worker starts")
     }
 
     pub fn log_path(&self, name: &str) -> PathBuf {
@@ -142,7 +155,11 @@ impl Farm {
         let mut cmd = self.cmd(["enqueue", "--profile", profile, "--out"]);
         cmd.arg(&self.out).args(paths);
         let out = cmd.output().unwrap();
-        assert!(out.status.success(), "enqueue failed: {}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "enqueue failed: {}",
+            text(&out.stderr)
+        );
         text(&out.stdout)
             .lines()
             .filter_map(|l| l.strip_prefix("queued "))
@@ -160,7 +177,9 @@ impl Farm {
 }
 
 fn collect(root: &Path, dir: &Path, found: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -179,7 +198,10 @@ pub fn text(bytes: &[u8]) -> String {
 pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting until {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting until {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -200,8 +222,24 @@ pub fn clip(path: &Path, secs: u32) {
     let t = secs.to_string();
     ffmpeg(
         &[
-            "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-            "-t", &t, "-c:v", "mpeg2video", "-c:a", "mp2", "-ac", "2", "-f", "mpeg",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            &t,
+            "-c:v",
+            "mpeg2video",
+            "-c:a",
+            "mp2",
+            "-ac",
+            "2",
+            "-f",
+            "mpeg",
         ],
         path,
     );
@@ -211,7 +249,20 @@ pub fn clip(path: &Path, secs: u32) {
 pub fn noise_clip(path: &Path, secs: u32) {
     let t = secs.to_string();
     ffmpeg(
-        &["-f", "lavfi", "-i", "nullsrc=size=320x240:rate=25,geq=random(1)*255:128:128", "-t", &t, "-c:v", "mpeg2video", "-q:v", "2", "-f", "mpeg"],
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "nullsrc=size=320x240:rate=25,geq=random(1)*255:128:128",
+            "-t",
+            &t,
+            "-c:v",
+            "mpeg2video",
+            "-q:v",
+            "2",
+            "-f",
+            "mpeg",
+        ],
         path,
     );
 }
@@ -219,14 +270,44 @@ pub fn noise_clip(path: &Path, secs: u32) {
 /// Matroska with one video, two audio streams and one subtitle stream.
 pub fn multi_stream_clip(path: &Path, dir: &Path) {
     let srt = dir.join("subs.srt");
-    std::fs::write(&srt, "1\n00:00:00,000 --> 00:00:01,500\nHello\n\n2\n00:00:01,500 --> 00:00:02,000\nTape\n").unwrap();
+    std::fs::write(
+        &srt,
+        "1\n00:00:00,000 --> 00:00:01,500\nHello\n\n2\n00:00:01,500 --> 00:00:02,000\nTape\n",
+    )
+    .unwrap();
     let srt = srt.to_str().unwrap();
     ffmpeg(
         &[
-            "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-f", "lavfi", "-i", "sine=frequency=440",
-            "-f", "lavfi", "-i", "sine=frequency=880", "-i", srt, "-t", "2",
-            "-map", "0:v", "-map", "1:a", "-map", "2:a", "-map", "3:s",
-            "-c:v", "mpeg2video", "-c:a", "mp2", "-c:s", "srt",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=880",
+            "-i",
+            srt,
+            "-t",
+            "2",
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+            "-map",
+            "2:a",
+            "-map",
+            "3:s",
+            "-c:v",
+            "mpeg2video",
+            "-c:a",
+            "mp2",
+            "-c:s",
+            "srt",
         ],
         path,
     );
@@ -235,19 +316,40 @@ pub fn multi_stream_clip(path: &Path, dir: &Path) {
 /// `(codec_type, codec_name)` of every stream, and the duration, by ffprobe.
 pub fn probe(path: &Path) -> (Vec<(String, String)>, f64) {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-print_format", "json", "-show_streams", "-show_format"])
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_streams",
+            "-show_format",
+        ])
         .arg(path)
         .output()
         .expect("ffprobe runs");
-    assert!(out.status.success(), "ffprobe {}: {}", path.display(), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffprobe {}: {}",
+        path.display(),
+        text(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let streams = v["streams"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["codec_type"].as_str().unwrap().to_owned(), s["codec_name"].as_str().unwrap_or("").to_owned()))
+        .map(|s| {
+            (
+                s["codec_type"].as_str().unwrap().to_owned(),
+                s["codec_name"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect();
-    let duration = v["format"]["duration"].as_str().unwrap_or("0").parse().unwrap();
+    let duration = v["format"]["duration"]
+        .as_str()
+        .unwrap_or("0")
+        .parse()
+        .unwrap();
     (streams, duration)
 }
 
@@ -255,13 +357,22 @@ pub fn probe(path: &Path) -> (Vec<(String, String)>, f64) {
 pub fn children_named(pid: u32, name: &str) -> Vec<u32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
         // pid (comm) state ppid ...
-        let Some((comm_part, rest)) = stat.rsplit_once(')') else { continue };
+        let Some((comm_part, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
         let comm = comm_part.split_once('(').map(|(_, c)| c).unwrap_or("");
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        if comm == name && fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) && fields[0] != "Z" {
+        if comm == name
+            && fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid)
+            && fields[0] != "Z"
+        {
             found.push(child);
         }
     }
@@ -270,12 +381,19 @@ pub fn children_named(pid: u32, name: &str) -> Vec<u32> {
 
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')).unwrap_or(false))
+        .map(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+                .unwrap_or(false)
+        })
         .unwrap_or(false)
 }
 
 pub fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(status.success(), "kill -{sig} {pid}");
 }
 

@@ -1,0 +1,251 @@
+//! Bad input gets a clear error, fails only its own job, and loses or leaves nothing.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+fn is_root() -> bool {
+    // SAFETY-free check: root's uid in /proc/self/status.
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
+}
+
+fn by_input<'a>(records: &'a [Value], name: &str) -> &'a Value {
+    records
+        .iter()
+        .find(|r| r["input"].as_str().is_some_and(|i| i.ends_with(name)))
+        .unwrap_or_else(|| panic!("a job for {name} in {records:?}"))
+}
+
+#[test]
+fn each_bad_input_fails_alone_with_a_plain_reason_and_the_good_one_completes() {
+    let farm = Farm::new();
+    clip(&farm.input.join("good.mpg"), 1);
+    std::fs::write(farm.input.join("empty.mpg"), b"").unwrap();
+    std::fs::write(
+        farm.input.join("text.mpg"),
+        "Dear diary, this is not a video.\n",
+    )
+    .unwrap();
+    // A truncated capture: a 3 s Matroska cut in half (its header still says 3 s).
+    let whole = farm.root().join("whole.mkv");
+    Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=25",
+            "-t",
+            "3",
+            "-c:v",
+            "mpeg2video",
+        ])
+        .arg(&whole)
+        .status()
+        .unwrap();
+    let bytes = std::fs::read(&whole).unwrap();
+    std::fs::write(farm.input.join("truncated.mkv"), &bytes[..bytes.len() / 2]).unwrap();
+    let missing = farm.root().join("gone.mpg");
+
+    let mut cmd = farm.cmd(["run", "--json", "--out"]);
+    let out = cmd
+        .arg(&farm.out)
+        .arg(&farm.input)
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let records: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(records.len(), 5);
+    assert_eq!(by_input(&records, "good.mpg")["state"], "succeeded");
+    for (name, reason, attempts) in [
+        ("empty.mpg", "the file is empty (0 bytes)", 1),
+        ("text.mpg", "not a video", 1),
+        ("gone.mpg", "the file does not exist", 1),
+        ("truncated.mkv", "truncated", 2),
+    ] {
+        let job = by_input(&records, name);
+        assert_eq!(job["state"], "failed", "{name}");
+        let error = job["error"].as_str().unwrap();
+        assert!(
+            error.contains(name) && error.contains(reason),
+            "{name}: {error}"
+        );
+        assert!(!error.contains('\n'), "one line: {error}");
+        assert_eq!(
+            job["attempts"], attempts,
+            "{name}: bad input is not retried, a failed encode is"
+        );
+    }
+    assert_eq!(farm.status()["failed"], 4);
+    assert_eq!(farm.status()["succeeded"], 1);
+    assert_eq!(
+        farm.outputs(),
+        vec![std::path::PathBuf::from("good.mkv")],
+        "no partial files"
+    );
+
+    // The `jobs` table shows each reason too.
+    let listing = text(&farm.run(["jobs", "--state", "failed"]).stdout);
+    assert!(
+        listing.contains("the file is empty (0 bytes)") && listing.contains("does not exist"),
+        "{listing}"
+    );
+}
+
+/// Runs `videofarm` as an unprivileged user when the tests run as root (root reads anything).
+fn as_unprivileged(farm: &Farm, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let mut cmd = farm.cmd(args);
+    if is_root() {
+        let inner = cmd;
+        let mut wrapped = Command::new("setpriv");
+        wrapped
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(inner.get_program());
+        wrapped.args(inner.get_args());
+        for (key, value) in inner.get_envs() {
+            match value {
+                Some(v) => wrapped.env(key, v),
+                None => wrapped.env_remove(key),
+            };
+        }
+        cmd = wrapped;
+    }
+    cmd.output().expect("videofarm runs")
+}
+
+#[test]
+fn an_unreadable_file_and_an_unwritable_output_folder_fail_their_own_jobs() {
+    let farm = Farm::new();
+    for dir in [farm.root(), farm.input.as_path()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    clip(&farm.input.join("fine.mpg"), 1);
+    clip(&farm.input.join("secret.mpg"), 1);
+    std::fs::set_permissions(
+        farm.input.join("secret.mpg"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    std::fs::create_dir_all(&farm.out).unwrap();
+    std::fs::set_permissions(&farm.out, std::fs::Permissions::from_mode(0o777)).unwrap();
+
+    let out = as_unprivileged(
+        &farm,
+        &[
+            "run".as_ref(),
+            "--json".as_ref(),
+            "--out".as_ref(),
+            farm.out.as_os_str(),
+            farm.input.as_os_str(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let records: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(by_input(&records, "fine.mpg")["state"], "succeeded");
+    let secret = by_input(&records, "secret.mpg");
+    assert_eq!(secret["state"], "failed");
+    assert!(
+        secret["error"]
+            .as_str()
+            .unwrap()
+            .contains("permission denied"),
+        "{secret}"
+    );
+
+    let read_only = farm.root().join("read-only");
+    std::fs::create_dir_all(&read_only).unwrap();
+    std::fs::set_permissions(&read_only, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let fine = farm.input.join("fine.mpg");
+    let out = as_unprivileged(
+        &farm,
+        &[
+            "run".as_ref(),
+            "--json".as_ref(),
+            "--out".as_ref(),
+            read_only.as_os_str(),
+            fine.as_os_str(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let records: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let error = records[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("not writable") && error.contains("read-only"),
+        "{error}"
+    );
+    assert_eq!(records[0]["attempts"], 1, "not retried");
+}
+
+/// Unmounts a test file system even when the test fails.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn mount_tiny_fs(at: &Path, size: &str) -> Mount {
+    std::fs::create_dir_all(at).unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(at)
+        .status()
+        .expect("mount runs");
+    assert!(
+        status.success(),
+        "this test needs root to mount a small tmpfs (CI runs as root)"
+    );
+    Mount(at.to_owned())
+}
+
+#[test]
+fn a_disk_that_fills_up_mid_encode_fails_the_job_and_leaves_no_partial_file() {
+    let farm = Farm::new();
+    noise_clip(&farm.input.join("noise.mpg"), 2);
+    clip(&farm.input.join("small.mpg"), 1);
+    let small = farm.root().join("small");
+    let _mount = mount_tiny_fs(&small, "400k");
+    let out_dir = small.join("out");
+
+    let mut cmd = farm.cmd(["run", "--json", "--workers", "1", "--out"]);
+    let out = cmd.arg(&out_dir).arg(&farm.input).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let records: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let noise = by_input(&records, "noise.mpg");
+    assert_eq!(noise["state"], "failed");
+    let error = noise["error"].as_str().unwrap();
+    assert!(
+        error.contains("the disk filled up") && error.contains("noise.mkv"),
+        "{error}"
+    );
+    assert!(noise["stderr_tail"]
+        .as_str()
+        .unwrap()
+        .contains("No space left on device"));
+    assert_eq!(
+        by_input(&records, "small.mpg")["state"],
+        "succeeded",
+        "the other job completes"
+    );
+    let left: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("small.mkv")],
+        "no partial file is left"
+    );
+}
