@@ -1,0 +1,132 @@
+//! Queueing without running: `enqueue` (with the old producer's `--move-to`), `retry`, `watch`.
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[test]
+fn enqueue_move_to_moves_each_file_atomically_and_a_separate_worker_encodes_it() {
+    let farm = Farm::new();
+    std::fs::create_dir_all(farm.input.join("box1")).unwrap();
+    clip(&farm.input.join("box1/tape.mpg"), 1);
+    let encoding = farm.root().join("encoding");
+    let mut cmd = farm.cmd(["enqueue", "--move-to"]);
+    let out = cmd
+        .arg(&encoding)
+        .arg("--out")
+        .arg(&farm.out)
+        .arg(&farm.input)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !farm.input.join("box1/tape.mpg").exists(),
+        "moved away from the drop folder"
+    );
+    assert!(
+        encoding.join("box1/tape.mpg").is_file(),
+        "moved into --move-to, keeping its subfolder"
+    );
+    let jobs = farm.jobs();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        jobs[0]["input"],
+        encoding.join("box1/tape.mpg").to_str().unwrap(),
+        "the job points at the new path"
+    );
+    assert_eq!(farm.status()["queued"], 1);
+
+    // Queueing the same file again adds nothing.
+    let mut again = farm.cmd(["enqueue", "--out"]);
+    let out = again.arg(&farm.out).arg(&encoding).output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("already known"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(farm.jobs().len(), 1);
+
+    let worker = farm.spawn_worker("w", 1);
+    wait_until("the worker encodes it", Duration::from_secs(20), || {
+        farm.status()["succeeded"] == 1
+    });
+    reap(worker);
+    assert_eq!(farm.outputs(), vec![PathBuf::from("box1/tape.mkv")]);
+}
+
+#[test]
+fn retry_brings_failed_jobs_back_and_they_succeed_once_fixed() {
+    let farm = Farm::new();
+    let tape = farm.input.join("tape.mpg");
+    std::fs::write(&tape, b"").unwrap();
+    let mut cmd = farm.cmd(["run", "--json", "--out"]);
+    let out = cmd.arg(&farm.out).arg(&tape).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let id = farm.jobs()[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(farm.job(&id)["state"], "failed");
+
+    // The capture is fixed in place; `retry` queues the same job again.
+    let out = farm.run(["retry", "--all-failed"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&id));
+    assert_eq!(farm.job(&id)["state"], "queued");
+    clip(&tape, 1);
+    let worker = farm.spawn_worker("w", 1);
+    wait_until("the retried job succeeds", Duration::from_secs(20), || {
+        farm.job(&id)["state"] == "succeeded"
+    });
+    reap(worker);
+    let bad = farm.run(["retry", "12345"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("no job with id 12345"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+#[test]
+fn watch_queues_a_file_once_and_only_after_it_stops_growing() {
+    let farm = Farm::new();
+    let drop = farm.root().join("drop");
+    std::fs::create_dir_all(&drop).unwrap();
+    let mut watch = farm.cmd(["watch", "--settle", "1.0", "--interval", "0.2", "--out"]);
+    let watcher = watch
+        .arg(&farm.out)
+        .arg(&drop)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // A capture written over two seconds in pieces: never queued while it grows.
+    let seed = farm.root().join("seed.mpg");
+    clip(&seed, 2);
+    let bytes = std::fs::read(&seed).unwrap();
+    let capture = drop.join("capture.mpg");
+    let pieces = 8;
+    for i in 0..pieces {
+        let end = bytes.len() * (i + 1) / pieces;
+        std::fs::write(&capture, &bytes[..end]).unwrap();
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(
+            !farm.db.exists() || farm.jobs().is_empty(),
+            "queued while still being written"
+        );
+    }
+    wait_until(
+        "the settled capture is queued",
+        Duration::from_secs(10),
+        || farm.db.exists() && farm.jobs().len() == 1,
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(farm.jobs().len(), 1, "queued once");
+    let job = &farm.jobs()[0];
+    assert_eq!(job["input"], capture.to_str().unwrap());
+    assert_eq!(job["input_size"], bytes.len() as u64, "the whole file");
+    signal(watcher.id(), "TERM");
+    reap(watcher);
+}
