@@ -6,6 +6,7 @@
 use crate::{file_url, progress::ProgressParser, tail::Tail, tools::Tools};
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::watch;
@@ -29,8 +30,8 @@ pub struct EncodeRequest<'a> {
     pub output: &'a Path,
     /// The profile's arguments, between the input and the output.
     pub args: &'a [String],
-    /// The input's duration, for progress and ETA.
-    pub duration_s: Option<f64>,
+    /// The input's duration, for progress and ETA; it may be set while the encode runs.
+    pub duration_s: &'a OnceLock<f64>,
     /// Kill ffmpeg when it has made no progress for this long.
     pub stall_after: Duration,
     /// Kill ffmpeg when the whole encode takes longer than this.
@@ -126,7 +127,7 @@ pub async fn encode(
     let stderr_task = tokio::spawn(drain_tail(stderr));
 
     let mut lines = BufReader::new(stdout).lines();
-    let mut parser = ProgressParser::new(req.duration_s);
+    let mut parser = ProgressParser::new(req.duration_s.get().copied());
     let started = Instant::now();
     let mut last_advance = Instant::now();
     let mut last_out_time = -1.0;
@@ -140,6 +141,7 @@ pub async fn encode(
         tokio::select! {
             line = lines.next_line(), if stdout_open => match line {
                 Ok(Some(line)) => {
+                    parser.set_duration(req.duration_s.get().copied());
                     if let Some(snapshot) = parser.line(&line) {
                         if parser.out_time_s() > last_out_time || snapshot.frames > last_frames {
                             last_out_time = parser.out_time_s();

@@ -22,6 +22,14 @@ impl ProgressParser {
         }
     }
 
+    /// The input's duration may become known after the encode has started (the input is
+    /// probed while ffmpeg already runs).
+    pub fn set_duration(&mut self, duration_s: Option<f64>) {
+        if self.duration_s.is_none() {
+            self.duration_s = duration_s.filter(|d| *d > 0.0);
+        }
+    }
+
     /// Feed one line; returns a snapshot when the line closes a block.
     pub fn line(&mut self, line: &str) -> Option<Progress> {
         let (key, value) = line.trim().split_once('=')?;

@@ -3,9 +3,9 @@
 use crate::checks::{check_input, check_media, check_not_self};
 use crate::publish::{remove_stale, TempOutput};
 use crate::WorkerSettings;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, watch, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use videofarm_core::{Event, Failure, Lease, Outcome, Progress, Queue, QueueError, SuccessReport};
@@ -21,14 +21,17 @@ enum End {
     Void(String),
 }
 
-pub struct Attempt<'a> {
-    pub queue: &'a dyn Queue,
-    pub settings: &'a WorkerSettings,
-    pub events: &'a broadcast::Sender<Event>,
-    pub lease: &'a Lease,
+pub struct Attempt {
+    pub queue: Arc<dyn Queue>,
+    pub settings: Arc<WorkerSettings>,
+    pub events: broadcast::Sender<Event>,
+    pub lease: Lease,
+    /// The right to run an encode: released as soon as ffmpeg exits, so the next job's encode
+    /// starts while this one is verified and published.
+    pub permit: Option<OwnedSemaphorePermit>,
 }
 
-impl Attempt<'_> {
+impl Attempt {
     fn emit(&self, event: Event) {
         let _ = self.events.send(event);
     }
@@ -38,14 +41,15 @@ impl Attempt<'_> {
     }
 
     /// Run the attempt to its end and report it to the queue and the event stream.
-    pub async fn run(&self, abort: &CancellationToken) {
+    pub async fn run(mut self, abort: CancellationToken) {
         let span = tracing::info_span!("job", id = %self.lease.id, attempt = self.lease.attempt);
-        self.run_in_span(abort).instrument(span).await
+        self.run_in_span(&abort).instrument(span).await
     }
 
-    async fn run_in_span(&self, abort: &CancellationToken) {
-        let lease = self.lease;
+    async fn run_in_span(&mut self, abort: &CancellationToken) {
         let end = self.execute(abort).await;
+        self.permit = None;
+        let lease = &self.lease;
         let (outcome, event) = match end {
             End::Done(report) => {
                 tracing::info!(output = %lease.spec.output.display(), already_done = report.already_done, "job succeeded");
@@ -90,7 +94,7 @@ impl Attempt<'_> {
                 return;
             }
         };
-        match self.queue.finish(lease, outcome).await {
+        match self.queue.finish(&self.lease, outcome).await {
             Ok(()) => self.emit(event),
             Err(e) if e.voids_lease() => self.emit(Event::JobLost {
                 id: lease.id.clone(),
@@ -110,10 +114,11 @@ impl Attempt<'_> {
         }
     }
 
-    async fn execute(&self, abort: &CancellationToken) -> End {
-        let spec = &self.lease.spec;
+    async fn execute(&mut self, abort: &CancellationToken) -> End {
+        let spec = self.lease.spec.clone();
         let started = Instant::now();
-        let profile = match self.settings.profiles.get(&spec.profile) {
+        let settings = self.settings.clone();
+        let profile = match settings.profiles.get(&spec.profile) {
             Ok(profile) => profile,
             Err(e) => {
                 return End::Failed(Failure::permanent(format!("{}: {e}", spec.input.display())))
@@ -126,38 +131,15 @@ impl Attempt<'_> {
             Ok(size) => size,
             Err(failure) => return End::Failed(failure),
         };
-        let tools = &self.settings.tools;
-        let input_info = match probe(tools, &spec.input).await {
-            Ok(info) => info,
-            Err(ProbeError::Unreadable(why)) => {
-                return End::Failed(Failure::permanent(format!(
-                    "{}: not a video ffprobe can read ({why})",
-                    spec.input.display()
-                )))
-            }
-            Err(e) => {
-                return End::Failed(Failure::retryable(
-                    format!("{}: {e}", spec.input.display()),
-                    "",
-                ))
-            }
-        };
-        if let Err(failure) = check_media(&spec.input, &input_info) {
-            return End::Failed(failure);
-        }
-        self.emit(Event::JobStarted {
-            id: self.lease.id.clone(),
-            worker: self.worker(),
-            input: spec.input.clone(),
-            output: spec.output.clone(),
-            profile: spec.profile.clone(),
-            attempt: self.lease.attempt,
-            duration_s: input_info.duration_s,
-        });
+        let tools = &settings.tools;
 
         // A verified output already in place means the work is done (a re-run, or an earlier
         // attempt that published but could not acknowledge).
         if !spec.overwrite && spec.output.exists() {
+            let input_info = match self.probe_input(&spec.input).await {
+                Ok(info) => info,
+                Err(failure) => return End::Failed(failure),
+            };
             return match probe(tools, &spec.output).await {
                 Ok(existing) => match verify_output(profile, &input_info, &existing) {
                     Ok(()) => End::Done(SuccessReport {
@@ -189,7 +171,8 @@ impl Attempt<'_> {
             Err(failure) => return End::Failed(failure),
         };
 
-        // The attempt stops when the worker aborts or the queue voids the lease.
+        // The attempt stops when the worker aborts, the queue voids the lease, or the input
+        // turns out not to be a video.
         let stop = abort.child_token();
         let void_reason: Arc<Mutex<Option<String>>> = Arc::default();
         let (progress_tx, progress_rx) = watch::channel(Progress::default());
@@ -197,22 +180,52 @@ impl Attempt<'_> {
         let done = stop.child_token();
         let heartbeat =
             self.heartbeat(progress_rx, done.clone(), stop.clone(), void_reason.clone());
+        let duration = OnceLock::new();
         let request = EncodeRequest {
             tools,
             input: &spec.input,
             output: temp.path(),
             args: &profile.args,
-            duration_s: input_info.duration_s,
-            stall_after: self.settings.stall_after,
-            timeout: self.settings.timeout,
+            duration_s: &duration,
+            stall_after: settings.stall_after,
+            timeout: settings.timeout,
         };
         let encoding = async {
             let result = encode(&request, &progress_tx, &stop).await;
             done.cancel();
             result
         };
-        let (encoded, ()) = tokio::join!(encoding, heartbeat);
+        // ffprobe reads the input while ffmpeg already encodes it: its start-up cost (tens of
+        // milliseconds) is hidden instead of added to every job.
+        let probing = async {
+            let probed = self.probe_input(&spec.input).await;
+            match &probed {
+                Ok(info) => {
+                    if let Some(d) = info.duration_s {
+                        let _ = duration.set(d);
+                    }
+                    self.emit(Event::JobStarted {
+                        id: self.lease.id.clone(),
+                        worker: self.worker(),
+                        input: spec.input.clone(),
+                        output: spec.output.clone(),
+                        profile: spec.profile.clone(),
+                        attempt: self.lease.attempt,
+                        duration_s: info.duration_s,
+                    });
+                }
+                Err(_) => stop.cancel(),
+            }
+            probed
+        };
+        let (encoded, (), probed) = tokio::join!(encoding, heartbeat, probing);
         stop.cancel();
+        // The encoder is free for the next job; verifying and publishing need no ffmpeg.
+        self.permit = None;
+        let input_info = match probed {
+            Ok(info) => info,
+            Err(failure) => return End::Failed(failure),
+        };
         let void = void_reason.lock().map(|v| v.clone()).unwrap_or(None);
         match encoded {
             Ok(()) => {}
@@ -239,7 +252,41 @@ impl Attempt<'_> {
             return End::Void(reason);
         }
 
-        let output_info = match probe(tools, temp.path()).await {
+        // Verification and publishing run under a heartbeat too: a slow file system must not
+        // let the lease run out unnoticed.
+        let verify_done = CancellationToken::new();
+        let verify_void: Arc<Mutex<Option<String>>> = Arc::default();
+        let (_idle_tx, idle_rx) = watch::channel(Progress {
+            progress: 1.0,
+            ..Progress::default()
+        });
+        let verify_heartbeat = self.heartbeat(
+            idle_rx,
+            verify_done.clone(),
+            CancellationToken::new(),
+            verify_void.clone(),
+        );
+        let verifying = async {
+            let end = self
+                .verify_and_publish(profile, &input_info, temp, input_size, started)
+                .await;
+            verify_done.cancel();
+            end
+        };
+        let (end, ()) = tokio::join!(verifying, verify_heartbeat);
+        end
+    }
+
+    async fn verify_and_publish(
+        &self,
+        profile: &videofarm_core::Profile,
+        input_info: &videofarm_ffmpeg::MediaInfo,
+        temp: TempOutput,
+        input_size: u64,
+        started: Instant,
+    ) -> End {
+        let spec = &self.lease.spec;
+        let output_info = match probe(&self.settings.tools, temp.path()).await {
             Ok(info) => info,
             Err(e) => {
                 return End::Failed(Failure::retryable(
@@ -251,7 +298,7 @@ impl Attempt<'_> {
                 ))
             }
         };
-        if let Err(why) = verify_output(profile, &input_info, &output_info) {
+        if let Err(why) = verify_output(profile, input_info, &output_info) {
             return End::Failed(Failure::retryable(
                 format!(
                     "{}: the encoded file failed verification: {why}",
@@ -263,7 +310,7 @@ impl Attempt<'_> {
         let output_size = std::fs::metadata(temp.path()).map(|m| m.len()).unwrap_or(0);
 
         // Fencing: only the current lease holder may publish.
-        if let Err(e) = self.queue.begin_publish(self.lease).await {
+        if let Err(e) = self.queue.begin_publish(&self.lease).await {
             return if e.voids_lease() {
                 End::Void(e.to_string())
             } else {
@@ -283,6 +330,25 @@ impl Attempt<'_> {
             elapsed_s: started.elapsed().as_secs_f64(),
             already_done: false,
         })
+    }
+
+    /// ffprobe the input: a file it cannot read, or one without video, fails the job for good.
+    async fn probe_input(
+        &self,
+        input: &std::path::Path,
+    ) -> Result<videofarm_ffmpeg::MediaInfo, Failure> {
+        let info = match probe(&self.settings.tools, input).await {
+            Ok(info) => info,
+            Err(ProbeError::Unreadable(why)) => {
+                return Err(Failure::permanent(format!(
+                    "{}: not a video ffprobe can read ({why})",
+                    input.display()
+                )))
+            }
+            Err(e) => return Err(Failure::retryable(format!("{}: {e}", input.display()), "")),
+        };
+        check_media(input, &info)?;
+        Ok(info)
     }
 
     /// Renew the lease and forward progress until `done` fires; if the queue voids the lease,
@@ -310,7 +376,7 @@ impl Attempt<'_> {
                 }
                 _ = ticker.tick() => {
                     let snapshot = *progress.borrow();
-                    match self.queue.heartbeat(self.lease, Some(&snapshot)).await {
+                    match self.queue.heartbeat(&self.lease, Some(&snapshot)).await {
                         Ok(()) => {}
                         Err(e) if e.voids_lease() => {
                             let reason = match e {

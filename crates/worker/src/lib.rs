@@ -7,7 +7,7 @@
 //!   queue without counting an attempt (SIGTERM, Ctrl-C).
 //!
 //! Layout:
-//! - this file: [`Worker`], its settings and the slot loop;
+//! - this file: [`Worker`], its settings and the loop that takes jobs;
 //! - [`attempt`]: one attempt at one job, with its heartbeat;
 //! - [`checks`]: input and output checks that fail a job in plain words;
 //! - [`publish`]: temporary files and the atomic rename into place.
@@ -18,7 +18,8 @@ pub mod publish;
 
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Semaphore};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use videofarm_core::{Event, Profiles, Queue, QueueError, WorkerInfo};
 use videofarm_ffmpeg::Tools;
@@ -93,27 +94,7 @@ impl Worker {
             })
         };
 
-        let slots: Vec<_> = (0..info.concurrency.max(1))
-            .map(|_| {
-                let slot = Slot {
-                    queue: self.queue.clone(),
-                    settings: self.settings.clone(),
-                    events: self.events.clone(),
-                };
-                let (drain, abort) = (drain.clone(), abort.clone());
-                tokio::spawn(async move { slot.run(drain, abort).await })
-            })
-            .collect();
-        let mut result = Ok(());
-        for slot in slots {
-            match slot.await {
-                Ok(Err(e)) if result.is_ok() => result = Err(e),
-                Err(e) if result.is_ok() => {
-                    result = Err(QueueError::Backend(format!("worker slot failed: {e}")))
-                }
-                _ => {}
-            }
-        }
+        let result = self.take_jobs(&drain, &abort).await;
         liveness.abort();
         if let Err(e) = self.queue.unregister_worker(info).await {
             tracing::warn!(error = %e, "could not unregister the worker");
@@ -126,40 +107,44 @@ impl Worker {
     }
 }
 
-/// One job at a time.
-struct Slot {
-    queue: Arc<dyn Queue>,
-    settings: Arc<WorkerSettings>,
-    events: broadcast::Sender<Event>,
-}
-
-impl Slot {
-    async fn run(
+impl Worker {
+    /// Lease a job whenever an encode permit is free, until a stop signal; then wait for the
+    /// running attempts. An attempt gives its permit back when ffmpeg exits, so the next encode
+    /// starts while the last one is verified and published.
+    async fn take_jobs(
         &self,
-        drain: CancellationToken,
-        abort: CancellationToken,
+        drain: &CancellationToken,
+        abort: &CancellationToken,
     ) -> Result<(), QueueError> {
+        let permits = Arc::new(Semaphore::new(
+            self.settings.info.concurrency.max(1) as usize
+        ));
+        let mut attempts = JoinSet::new();
         let mut backoff = Duration::from_millis(200);
         loop {
-            if drain.is_cancelled() || abort.is_cancelled() {
-                return Ok(());
-            }
+            // Reap finished attempts so the set does not grow over a long run.
+            while attempts.try_join_next().is_some() {}
+            let permit = tokio::select! {
+                _ = drain.cancelled() => break,
+                _ = abort.cancelled() => break,
+                permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            };
             let leased = tokio::select! {
-                _ = drain.cancelled() => return Ok(()),
-                _ = abort.cancelled() => return Ok(()),
+                _ = drain.cancelled() => break,
+                _ = abort.cancelled() => break,
                 leased = self.queue.lease(&self.settings.info, self.settings.poll) => leased,
             };
             match leased {
                 Ok(Some(lease)) => {
                     backoff = Duration::from_millis(200);
-                    attempt::Attempt {
-                        queue: self.queue.as_ref(),
-                        settings: &self.settings,
-                        events: &self.events,
-                        lease: &lease,
-                    }
-                    .run(&abort)
-                    .await;
+                    let attempt = attempt::Attempt {
+                        queue: self.queue.clone(),
+                        settings: self.settings.clone(),
+                        events: self.events.clone(),
+                        lease,
+                        permit: Some(permit),
+                    };
+                    attempts.spawn(attempt.run(abort.clone()));
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -167,12 +152,18 @@ impl Slot {
                     // try again rather than dying and leaving nobody to take the work.
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "could not take a job");
                     tokio::select! {
-                        _ = abort.cancelled() => return Ok(()),
+                        _ = abort.cancelled() => break,
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
         }
+        while let Some(joined) = attempts.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!(error = %e, "an attempt panicked");
+            }
+        }
+        Ok(())
     }
 }

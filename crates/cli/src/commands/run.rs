@@ -14,7 +14,7 @@ use crate::ui::ProgressUi;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use videofarm_core::{Enqueued, JobFilter, JobRecord, JobState};
+use videofarm_core::{Enqueued, Event, JobFilter, JobRecord, JobState};
 use videofarm_worker::Worker;
 
 pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatus> {
@@ -62,10 +62,15 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
     let records = loop {
         tokio::select! {
             event = events.recv() => {
-                if let (Ok(event), Some(ui)) = (event, ui.as_mut()) {
+                let Ok(event) = event else { continue };
+                if let Some(ui) = ui.as_mut() {
                     ui.handle(&event);
                 }
-                continue;
+                // Look at the batch as soon as a job of it ends, not at the next tick.
+                let ended = matches!(event, Event::JobSucceeded { .. } | Event::JobFailed { .. } | Event::JobLost { .. });
+                if !ended {
+                    continue;
+                }
             }
             _ = abort.cancelled() => break None,
             _ = check.tick() => {}
