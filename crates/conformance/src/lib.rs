@@ -6,7 +6,9 @@
 //! broker's clock cannot be injected; the SQLite backend also tests its leases on a manual clock.
 
 use std::any::Any;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use videofarm_core::{
@@ -19,6 +21,9 @@ use videofarm_core::{
 pub struct Fixture {
     pub queue: Arc<dyn Queue>,
     pub guard: Box<dyn Any + Send>,
+    /// Make every lease the queue handed out run out, as if its worker had died: the SQLite
+    /// backend waits out the lease, the RabbitMQ backend cuts the connection.
+    pub expire: Box<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>,
 }
 
 /// A job spec whose identity is `name`.
@@ -85,15 +90,15 @@ pub async fn lease_returns_the_job_with_a_token(f: Fixture) {
     assert_eq!(&lease.id, id.id());
     assert_eq!(lease.spec, spec("a"));
     assert_eq!(lease.attempt, 1);
-    assert_eq!(state_of(q, &lease.id).await, JobState::Running);
     q.finish(&lease, ok()).await.unwrap();
-    assert_eq!(state_of(q, &lease.id).await, JobState::Succeeded);
     assert!(
         q.lease(&worker("w1"), NONE_WAIT).await.unwrap().is_none(),
         "an acknowledged job is gone"
     );
 }
 
+/// Only for backends with a job index (SQLite): on RabbitMQ the same guarantee comes from the
+/// worker, which acknowledges a job whose verified output is already in place.
 pub async fn duplicates_are_not_queued_twice_but_force_requeues(f: Fixture) {
     let q = f.queue.as_ref();
     let first = q.enqueue(spec("a"), false).await.unwrap();
@@ -236,6 +241,7 @@ pub async fn an_expired_lease_is_redelivered_and_the_old_holder_fenced(f: Fixtur
     q.enqueue(spec("a"), false).await.unwrap();
     let first = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
     // w1 goes silent; after the lease the job is someone else's.
+    (f.expire)().await;
     let second = q
         .lease(&worker("w2"), WAIT)
         .await
@@ -243,11 +249,15 @@ pub async fn an_expired_lease_is_redelivered_and_the_old_holder_fenced(f: Fixtur
         .expect("redelivered after the lease");
     assert_eq!(second.id, first.id);
     assert_ne!(second.token, first.token);
+    assert_eq!(second.attempt, 2, "the lost attempt counts");
     assert!(q.heartbeat(&first, None).await.unwrap_err().voids_lease());
     assert!(q.begin_publish(&first).await.unwrap_err().voids_lease());
     q.begin_publish(&second).await.unwrap();
     q.finish(&second, ok()).await.unwrap();
-    assert_eq!(state_of(q, &second.id).await, JobState::Succeeded);
+    assert!(
+        q.lease(&worker("w1"), NONE_WAIT).await.unwrap().is_none(),
+        "done once"
+    );
 }
 
 pub async fn heartbeats_keep_a_lease(f: Fixture) {
@@ -269,6 +279,7 @@ pub async fn heartbeats_keep_a_lease(f: Fixture) {
 
 pub async fn cancel_stops_queued_and_running_jobs(f: Fixture) {
     let q = f.queue.as_ref();
+    q.register_worker(&worker("w1")).await.unwrap();
     let running = q.enqueue(spec("a"), false).await.unwrap().id().clone();
     let lease = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
     let queued = q.enqueue(spec("b"), false).await.unwrap().id().clone();
@@ -282,8 +293,19 @@ pub async fn cancel_stops_queued_and_running_jobs(f: Fixture) {
         q.lease(&worker("w1"), NONE_WAIT).await.unwrap().is_none(),
         "cancelled jobs are not run"
     );
-    assert_eq!(state_of(q, &queued).await, JobState::Cancelled);
-    assert_eq!(q.counts().await.unwrap().cancelled, 2);
+    let left = q
+        .jobs(&JobFilter {
+            state: None,
+            ids: Some(vec![running, queued]),
+        })
+        .await
+        .unwrap();
+    assert!(
+        left.iter()
+            .all(|r| !matches!(r.state, JobState::Queued | JobState::Running)),
+        "neither is waiting or running: {left:?}"
+    );
+    assert!(q.cancel(&[JobId("no-such-job".into())]).await.is_err());
 }
 
 pub async fn retry_brings_a_failed_job_back(f: Fixture) {
@@ -357,7 +379,6 @@ macro_rules! conformance_tests {
     ($open:path) => {
         $crate::conformance_tests!(@cases $open;
             lease_returns_the_job_with_a_token,
-            duplicates_are_not_queued_twice_but_force_requeues,
             an_empty_queue_waits_then_says_none,
             a_retryable_failure_backs_off_then_fails_after_max_attempts,
             a_permanent_failure_fails_at_once,

@@ -19,6 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use videofarm_core::clock::rfc3339;
 use videofarm_core::pathser::{from_bytes, to_bytes};
 use videofarm_core::{
     ActiveJob, AttemptRecord, Clock, Counts, Enqueued, FailureKind, JobFilter, JobId, JobRecord,
@@ -276,28 +277,6 @@ fn renew(
     })
 }
 
-fn now_rfc3339(ms: i64) -> String {
-    // Civil-from-days (Howard Hinnant's algorithm): UTC without a date crate.
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[async_trait]
 impl Queue for SqliteQueue {
     async fn enqueue(&self, spec: JobSpec, force: bool) -> Result<Enqueued, QueueError> {
@@ -532,7 +511,7 @@ impl Queue for SqliteQueue {
                         name: r.get(0)?,
                         pid: r.get(1)?,
                         host: r.get(2)?,
-                        started: now_rfc3339(r.get(3)?),
+                        started: rfc3339(r.get(3)?),
                         concurrency: r.get(4)?,
                         active: Vec::new(),
                     })
@@ -738,12 +717,6 @@ impl Queue for SqliteQueue {
 mod tests {
     use super::*;
     use videofarm_core::ManualClock;
-
-    #[test]
-    fn rfc3339_formats_utc() {
-        assert_eq!(now_rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(now_rfc3339(1_795_809_600_000), "2026-11-27T20:00:00Z");
-    }
 
     #[tokio::test]
     async fn an_expired_lease_is_reaped_and_its_token_fenced_without_sleeping() {

@@ -1,0 +1,186 @@
+//! Requests to every live worker at once, over a fanout exchange: `inspect` (what are you
+//! doing?) and `cancel` (stop these jobs). Each worker answers on the asker's private queue;
+//! the asker collects answers for a short time.
+
+use crate::{backend, Inner};
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use videofarm_core::clock::rfc3339;
+use videofarm_core::{JobId, QueueError, WorkerStatus};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Request {
+    Inspect,
+    Cancel { ids: Vec<JobId> },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Reply {
+    Status { status: WorkerStatus },
+    Cancelled { ids: Vec<JobId> },
+}
+
+/// A server-named, exclusive, auto-deleted queue on `channel`, consumed without acks.
+async fn private_queue(channel: &Channel) -> Result<(String, lapin::Consumer), QueueError> {
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(backend)?;
+    let name = queue.name().to_string();
+    let consumer = channel
+        .basic_consume(
+            name.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(backend)?;
+    Ok((name, consumer))
+}
+
+/// Answer control requests for this worker until its connection goes.
+pub(crate) async fn spawn_responder(
+    inner: Arc<Inner>,
+) -> Result<tokio::task::JoinHandle<()>, QueueError> {
+    let channel = inner.new_channel().await?;
+    let (queue, mut requests) = private_queue(&channel).await?;
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            inner.names.control.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(backend)?;
+    Ok(tokio::spawn(async move {
+        while let Some(Ok(delivery)) = requests.next().await {
+            let Some(reply_to) = delivery.properties.reply_to().clone() else {
+                continue;
+            };
+            let reply = match serde_json::from_slice::<Request>(&delivery.data) {
+                Ok(Request::Inspect) => {
+                    let Some(me) = inner.me.lock().unwrap_or_else(|p| p.into_inner()).clone()
+                    else {
+                        continue;
+                    };
+                    Reply::Status {
+                        status: WorkerStatus {
+                            name: me.name,
+                            pid: me.pid,
+                            host: me.host,
+                            started: rfc3339(me.started_ms),
+                            concurrency: me.concurrency,
+                            active: inner.active(),
+                        },
+                    }
+                }
+                Ok(Request::Cancel { ids }) => Reply::Cancelled {
+                    ids: inner.cancel_held(&ids),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignored a control message that is not ours");
+                    continue;
+                }
+            };
+            let Ok(body) = serde_json::to_vec(&reply) else {
+                continue;
+            };
+            let _ = channel
+                .basic_publish(
+                    "".into(),
+                    reply_to,
+                    BasicPublishOptions::default(),
+                    &body,
+                    BasicProperties::default(),
+                )
+                .await;
+        }
+    }))
+}
+
+/// Broadcast `request` and collect the replies that arrive within the inspect timeout.
+async fn ask(inner: &Inner, request: &Request) -> Result<Vec<Reply>, QueueError> {
+    let channel = inner.new_channel().await?;
+    let (queue, mut replies) = private_queue(&channel).await?;
+    let body = serde_json::to_vec(request).map_err(backend)?;
+    channel
+        .basic_publish(
+            inner.names.control.as_str().into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            &body,
+            BasicProperties::default().with_reply_to(queue.as_str().into()),
+        )
+        .await
+        .map_err(backend)?;
+    let deadline = tokio::time::Instant::now() + inner.settings.inspect_timeout;
+    let mut collected = Vec::new();
+    while let Ok(Some(Ok(delivery))) = tokio::time::timeout_at(deadline, replies.next()).await {
+        if let Ok(reply) = serde_json::from_slice::<Reply>(&delivery.data) {
+            collected.push(reply);
+        }
+    }
+    let _ = channel.close(200, "asked".into()).await;
+    Ok(collected)
+}
+
+pub(crate) async fn inspect(inner: &Inner) -> Result<Vec<WorkerStatus>, QueueError> {
+    let mut workers: Vec<WorkerStatus> = ask(inner, &Request::Inspect)
+        .await?
+        .into_iter()
+        .filter_map(|r| match r {
+            Reply::Status { status } => Some(status),
+            Reply::Cancelled { .. } => None,
+        })
+        .collect();
+    workers.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(workers)
+}
+
+pub(crate) async fn cancel_running(inner: &Inner, ids: &[JobId]) -> Result<Vec<JobId>, QueueError> {
+    Ok(ask(inner, &Request::Cancel { ids: ids.to_vec() })
+        .await?
+        .into_iter()
+        .flat_map(|r| match r {
+            Reply::Cancelled { ids } => ids,
+            Reply::Status { .. } => Vec::new(),
+        })
+        .collect())
+}
+
+/// Plain words for a channel error, above all RabbitMQ's `consumer_timeout`.
+pub(crate) fn explain_channel_error(error: &str) -> String {
+    if error.contains("acknowledgement") && error.contains("timed out") {
+        format!(
+            "RabbitMQ closed this worker's channel because a job stayed unacknowledged longer than the broker's \
+             consumer_timeout (30 minutes by default), which a long encode exceeds. Raise it above your longest \
+             encode: `consumer_timeout = 86400000` in rabbitmq.conf (24 h), then restart RabbitMQ. The job is \
+             redelivered with the lost attempt counted, so it cannot loop. Broker said: {error}"
+        )
+    } else {
+        format!("the connection to RabbitMQ failed: {error}")
+    }
+}

@@ -1,0 +1,61 @@
+//! The job message on the wire: JSON, versioned, carrying the spec and the attempt count (a
+//! classic queue does not count deliveries, so the message does).
+
+use serde::{Deserialize, Serialize};
+use videofarm_core::{JobId, JobSpec};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Format version; a worker refuses versions it does not know.
+    pub v: u32,
+    pub id: JobId,
+    pub spec: JobSpec,
+    /// Attempts made so far (failed or lost).
+    #[serde(default)]
+    pub attempts: u32,
+    /// The last attempt's reason, and for failed jobs the reason they failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_tail: Option<String>,
+    /// Milliseconds since the epoch when the job was queued.
+    #[serde(default)]
+    pub created_ms: i64,
+    /// When it landed in the failed queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_ms: Option<i64>,
+}
+
+pub const VERSION: u32 = 1;
+
+/// Why a message is not a job this worker can take.
+pub fn parse(data: &[u8]) -> Result<Envelope, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(data).map_err(|e| format!("the message is not JSON ({e})"))?;
+    let version = value.get("v").and_then(|v| v.as_u64());
+    if version != Some(u64::from(VERSION)) {
+        return Err(format!(
+            "the message is not a videofarm job (format version {}, expected {VERSION})",
+            version
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "missing".into())
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| format!("the job message is malformed ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn foreign_and_malformed_messages_are_refused_with_a_reason() {
+        assert!(parse(b"hello").unwrap_err().contains("not JSON"));
+        assert!(parse(br#"{"task":"encode"}"#)
+            .unwrap_err()
+            .contains("not a videofarm job"));
+        assert!(parse(br#"{"v":1,"id":"x"}"#)
+            .unwrap_err()
+            .contains("malformed"));
+    }
+}

@@ -1,0 +1,1093 @@
+//! The RabbitMQ backend (AMQP 0-9-1), honouring the same lease contract as the embedded queue.
+//!
+//! - Jobs are persistent messages in a durable queue; `enqueue` returns only after the broker
+//!   confirmed the publish (publisher confirms).
+//! - A lease is a delivery with manual acknowledgement. The worker's prefetch equals its
+//!   concurrency, so a busy worker never hoards jobs. The lease lasts as long as the worker's
+//!   connection: when a worker dies (kill -9, power, network) the broker redelivers its jobs.
+//! - Fencing: each delivery gets a token tied to the connection it arrived on. After a
+//!   reconnect, every older lease is void (the broker has already given those jobs to others):
+//!   heartbeats fail, the worker stops that encode and publishes nothing.
+//! - A redelivered message means an attempt was lost; it is re-published with its attempt count
+//!   raised (and sent to the failed queue when the attempts are spent), so a job that kills its
+//!   workers, or outlives RabbitMQ's `consumer_timeout`, cannot loop forever.
+//! - Failed attempts wait in a retry queue whose per-message TTL dead-letters them back; failed
+//!   jobs go to a failed queue with their reason, where `retry` finds them.
+//! - `inspect` and `cancel` are broadcast on a fanout exchange; every worker answers from what
+//!   it holds. Lifecycle events go to a topic exchange.
+//!
+//! Layout: [`envelope`] (the message), [`names`] (broker objects), [`control`] (broadcasts),
+//! this file (connection, leases and the [`Queue`] implementation).
+
+mod control;
+pub mod envelope;
+pub mod names;
+
+use async_trait::async_trait;
+use envelope::Envelope;
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{
+    Acker, BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind,
+};
+use names::Names;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use videofarm_core::{
+    AttemptRecord, Clock, Counts, Enqueued, Event, FailureKind, JobFilter, JobId, JobRecord,
+    JobSpec, JobState, Lease, Outcome, Progress, Queue, QueueError, QueueSettings, SystemClock,
+    WorkerInfo, WorkerStatus,
+};
+
+/// How to reach the broker and name things on it.
+#[derive(Debug, Clone)]
+pub struct AmqpSettings {
+    /// `amqp://user:pass@host:5672/vhost`.
+    pub url: String,
+    /// Prefix of every queue and exchange name (default `videofarm`).
+    pub prefix: String,
+    /// Delete the queues after this long unused (tests; production queues never expire).
+    pub queue_expires: Option<Duration>,
+    /// How long `inspect` waits for workers to answer.
+    pub inspect_timeout: Duration,
+}
+
+impl AmqpSettings {
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            prefix: "videofarm".to_owned(),
+            queue_expires: None,
+            inspect_timeout: Duration::from_millis(700),
+        }
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> QueueError {
+    QueueError::Backend(format!("RabbitMQ: {e}"))
+}
+
+/// One connection and its channels; replaced as a whole when anything about it breaks.
+struct Live {
+    connection: Connection,
+    /// Publishes with confirms; also used for declarations and browsing.
+    publish: Channel,
+}
+
+/// The consumer of one worker process, on its own channel.
+struct Consuming {
+    epoch: u64,
+    channel: Channel,
+    consumer: Consumer,
+}
+
+/// A delivery a worker holds.
+struct Held {
+    token: u64,
+    epoch: u64,
+    acker: Acker,
+    envelope: Envelope,
+    progress: Progress,
+    cancelled: bool,
+}
+
+pub(crate) struct Inner {
+    settings: AmqpSettings,
+    queue: QueueSettings,
+    names: Names,
+    clock: SystemClock,
+    live: tokio::sync::Mutex<Option<Live>>,
+    consuming: tokio::sync::Mutex<Option<Consuming>>,
+    epoch: AtomicU64,
+    next_token: AtomicU64,
+    held: Mutex<HashMap<u64, Held>>,
+    /// This process as a worker, once registered: what control replies describe.
+    me: Mutex<Option<WorkerInfo>>,
+    responder: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// A job queue on RabbitMQ.
+#[derive(Clone)]
+pub struct AmqpQueue {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AmqpQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpQueue")
+            .field("prefix", &self.inner.settings.prefix)
+            .finish()
+    }
+}
+
+fn persistent() -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+}
+
+impl AmqpQueue {
+    /// Connect and declare the farm's queues. Fails loudly when the broker is not there.
+    pub async fn connect(settings: AmqpSettings, queue: QueueSettings) -> Result<Self, QueueError> {
+        let me = Self {
+            inner: Arc::new(Inner {
+                names: Names::new(&settings.prefix),
+                settings,
+                queue,
+                clock: SystemClock,
+                live: tokio::sync::Mutex::new(None),
+                consuming: tokio::sync::Mutex::new(None),
+                epoch: AtomicU64::new(0),
+                next_token: AtomicU64::new(1),
+                held: Mutex::new(HashMap::new()),
+                me: Mutex::new(None),
+                responder: Mutex::new(None),
+            }),
+        };
+        me.inner.channel().await?;
+        Ok(me)
+    }
+
+    pub fn names(&self) -> &Names {
+        &self.inner.names
+    }
+
+    /// Close the connection abruptly, as a crash or a network cut would (tests use this to
+    /// make the broker redeliver).
+    pub async fn sever(&self) {
+        self.inner.invalidate().await;
+    }
+
+    /// Delete every queue and exchange of this farm (test clean-up).
+    pub async fn delete_everything(&self) -> Result<(), QueueError> {
+        let channel = self.inner.channel().await?;
+        let names = &self.inner.names;
+        for queue in [&names.jobs, &names.retry, &names.failed] {
+            channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .map_err(backend)?;
+        }
+        for exchange in [&names.control, &names.events] {
+            channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    /// Publish a lifecycle event (best effort: events are for watching, not for correctness).
+    pub async fn publish_event(&self, event: &Event) {
+        self.inner.publish_event(event).await;
+    }
+
+    /// A stream of the farm's lifecycle events, through a private auto-deleted queue.
+    pub async fn subscribe_events(&self) -> Result<Consumer, QueueError> {
+        let channel = self.inner.new_channel().await?;
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(backend)?;
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                self.inner.names.events.as_str().into(),
+                "#".into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(backend)?;
+        channel
+            .basic_consume(
+                queue.name().clone(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(backend)
+    }
+}
+
+impl Inner {
+    fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    fn url(&self) -> String {
+        // A dead worker's jobs come back when its connection's heartbeat fails: tie that to
+        // the lease time unless the URL sets its own.
+        let url = &self.settings.url;
+        if url.contains("heartbeat=") {
+            return url.clone();
+        }
+        let secs = (self.queue.lease.as_secs() / 2).max(1);
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}heartbeat={secs}")
+    }
+
+    fn queue_args(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        if let Some(expires) = self.settings.queue_expires {
+            args.insert(
+                "x-expires".into(),
+                AMQPValue::LongInt(expires.as_millis().min(i32::MAX as u128) as i32),
+            );
+        }
+        args
+    }
+
+    /// The publish channel, connecting (and declaring the topology) if needed.
+    async fn channel(&self) -> Result<Channel, QueueError> {
+        let mut live = self.live.lock().await;
+        if let Some(l) = live.as_ref() {
+            if l.connection.status().connected() && l.publish.status().connected() {
+                return Ok(l.publish.clone());
+            }
+        }
+        if let Some(old) = live.take() {
+            // Close it for real, so the broker hands its deliveries to other workers now.
+            let _ = old
+                .connection
+                .close(320, "videofarm: reconnecting".into())
+                .await;
+        }
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let connection = Connection::connect(
+            &self.url(),
+            ConnectionProperties::default()
+                .with_connection_name(format!("videofarm-{}", std::process::id()).into()),
+        )
+        .await
+        .map_err(|e| {
+            backend(format!(
+                "cannot connect ({e}); is the broker running and the URL right?"
+            ))
+        })?;
+        let publish = connection.create_channel().await.map_err(backend)?;
+        publish
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(backend)?;
+        self.declare(&publish).await?;
+        *live = Some(Live {
+            connection,
+            publish: publish.clone(),
+        });
+        Ok(publish)
+    }
+
+    async fn new_channel(&self) -> Result<Channel, QueueError> {
+        self.channel().await?;
+        let live = self.live.lock().await;
+        let l = live.as_ref().ok_or_else(|| backend("connection lost"))?;
+        l.connection.create_channel().await.map_err(backend)
+    }
+
+    async fn declare(&self, channel: &Channel) -> Result<(), QueueError> {
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let mut jobs_args = self.queue_args();
+        jobs_args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(9));
+        channel
+            .queue_declare(self.names.jobs.as_str().into(), durable, jobs_args)
+            .await
+            .map_err(backend)?;
+        let mut retry_args = self.queue_args();
+        retry_args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("".into()),
+        );
+        retry_args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(self.names.jobs.as_str().into()),
+        );
+        channel
+            .queue_declare(self.names.retry.as_str().into(), durable, retry_args)
+            .await
+            .map_err(backend)?;
+        channel
+            .queue_declare(
+                self.names.failed.as_str().into(),
+                durable,
+                self.queue_args(),
+            )
+            .await
+            .map_err(backend)?;
+        for (name, kind) in [
+            (&self.names.control, ExchangeKind::Fanout),
+            (&self.names.events, ExchangeKind::Topic),
+        ] {
+            channel
+                .exchange_declare(
+                    name.as_str().into(),
+                    kind,
+                    ExchangeDeclareOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    /// Forget the connection: every lease taken on it is void from now on.
+    async fn invalidate(&self) {
+        let old = self.live.lock().await.take();
+        self.consuming.lock().await.take();
+        if let Some(old) = old {
+            let _ = old
+                .connection
+                .close(320, "videofarm: reconnecting".into())
+                .await;
+        }
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Publish `body` to `queue` persistently and wait for the broker's confirm.
+    async fn publish(
+        &self,
+        queue: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), QueueError> {
+        let channel = self.channel().await?;
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .map_err(backend)?
+            .await
+            .map_err(backend)?;
+        if confirm.is_ack() {
+            Ok(())
+        } else {
+            Err(backend(format!(
+                "the broker refused the message for {queue}"
+            )))
+        }
+    }
+
+    async fn publish_envelope(
+        &self,
+        queue: &str,
+        envelope: &Envelope,
+        properties: BasicProperties,
+    ) -> Result<(), QueueError> {
+        let body = serde_json::to_vec(envelope).map_err(backend)?;
+        self.publish(queue, &body, properties).await
+    }
+
+    async fn publish_event(&self, event: &Event) {
+        let key = match event {
+            Event::JobQueued { .. } => "job.queued",
+            Event::JobStarted { .. } => "job.started",
+            Event::JobProgress { .. } => "job.progress",
+            Event::JobSucceeded { .. } => "job.succeeded",
+            Event::JobFailed { .. } => "job.failed",
+            Event::JobReleased { .. } => "job.released",
+            Event::JobLost { .. } => "job.lost",
+            Event::WorkerOnline { .. } => "worker.online",
+            Event::WorkerOffline { .. } => "worker.offline",
+        };
+        let Ok(body) = serde_json::to_vec(event) else {
+            return;
+        };
+        let Ok(channel) = self.channel().await else {
+            return;
+        };
+        // Not confirmed: an event lost in a broker restart costs a progress bar tick, nothing more.
+        let _ = channel
+            .basic_publish(
+                self.names.events.as_str().into(),
+                key.into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default().with_content_type("application/json".into()),
+            )
+            .await;
+    }
+
+    /// This worker's consumer, (re)created on the current connection.
+    async fn consumer(&self, prefetch: u16) -> Result<(), QueueError> {
+        let mut consuming = self.consuming.lock().await;
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        if let Some(c) = consuming.as_ref() {
+            if c.epoch == epoch && c.channel.status().connected() {
+                return Ok(());
+            }
+            // The channel closed under us (consumer_timeout, broker restart): start afresh.
+            drop(consuming.take());
+            drop(consuming);
+            self.invalidate().await;
+            return Box::pin(self.consumer(prefetch)).await;
+        }
+        let channel = self.new_channel().await?;
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        channel
+            .basic_qos(prefetch.max(1), BasicQosOptions::default())
+            .await
+            .map_err(backend)?;
+        let consumer = channel
+            .basic_consume(
+                self.names.jobs.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(backend)?;
+        *consuming = Some(Consuming {
+            epoch,
+            channel,
+            consumer,
+        });
+        Ok(())
+    }
+
+    /// Check a lease against what this process holds.
+    fn check(&self, lease: &Lease) -> Result<(), QueueError> {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        match held.get(&lease.handle) {
+            Some(h) if h.token == lease.token && h.epoch == self.epoch.load(Ordering::SeqCst) => {
+                if h.cancelled {
+                    Err(QueueError::Cancelled(lease.id.clone()))
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Err(QueueError::LeaseLost(lease.id.clone())),
+        }
+    }
+
+    fn take_held(&self, lease: &Lease) -> Result<Held, QueueError> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        match held.get(&lease.handle) {
+            Some(h) if h.token == lease.token && h.epoch == self.epoch.load(Ordering::SeqCst) => {
+                Ok(held.remove(&lease.handle).expect("present"))
+            }
+            _ => Err(QueueError::LeaseLost(lease.id.clone())),
+        }
+    }
+
+    /// Acknowledge a delivery; a closed channel means the lease is already void.
+    async fn ack(&self, held: &Held, id: &JobId) -> Result<(), QueueError> {
+        match held.acker.ack(BasicAckOptions::default()).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "could not acknowledge; the broker will redeliver");
+                Err(QueueError::LeaseLost(id.clone()))
+            }
+        }
+    }
+
+    fn active(&self) -> Vec<videofarm_core::ActiveJob> {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut active: Vec<_> = held
+            .values()
+            .map(|h| videofarm_core::ActiveJob {
+                id: h.envelope.id.clone(),
+                input: h.envelope.spec.input.clone(),
+                output: h.envelope.spec.output.clone(),
+                profile: h.envelope.spec.profile.clone(),
+                progress: h.progress.progress,
+                fps: h.progress.fps,
+                speed: h.progress.speed,
+                eta_s: h.progress.eta_s,
+            })
+            .collect();
+        active.sort_by(|a, b| a.id.cmp(&b.id));
+        active
+    }
+
+    /// Mark held jobs cancelled; returns those found.
+    fn cancel_held(&self, ids: &[JobId]) -> Vec<JobId> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.values_mut()
+            .filter(|h| ids.contains(&h.envelope.id))
+            .map(|h| {
+                h.cancelled = true;
+                h.envelope.id.clone()
+            })
+            .collect()
+    }
+
+    /// Read every message of `queue` without taking it (they return when the channel closes).
+    async fn browse(&self, queue: &str) -> Result<Vec<(Envelope, Option<String>)>, QueueError> {
+        let channel = self.new_channel().await?;
+        let mut found = Vec::new();
+        while let Some(message) = channel
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await
+            .map_err(backend)?
+        {
+            match envelope::parse(&message.delivery.data) {
+                Ok(env) => found.push((env, None)),
+                Err(why) => found.push((
+                    Envelope {
+                        v: envelope::VERSION,
+                        id: JobId("?".into()),
+                        spec: unknown_spec(),
+                        attempts: 0,
+                        error: Some(why.clone()),
+                        stderr_tail: None,
+                        created_ms: 0,
+                        failed_ms: None,
+                    },
+                    Some(why),
+                )),
+            }
+            if found.len() >= 100_000 {
+                break;
+            }
+        }
+        let _ = channel.close(200, "browsed".into()).await;
+        Ok(found)
+    }
+
+    /// Take the messages of `queue` whose id is in `ids` (all when `ids` is None), hand each
+    /// to `take`, acknowledge it once `take` succeeded, and leave the rest where they were.
+    async fn take_from(
+        &self,
+        queue: &str,
+        ids: Option<&[JobId]>,
+        mut take: impl FnMut(Envelope) -> Option<Envelope>,
+        requeue_to: Option<&str>,
+    ) -> Result<Vec<JobId>, QueueError> {
+        let channel = self.new_channel().await?;
+        let mut taken = Vec::new();
+        let mut seen = 0usize;
+        while let Some(message) = channel
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await
+            .map_err(backend)?
+        {
+            seen += 1;
+            let Ok(env) = envelope::parse(&message.delivery.data) else {
+                continue;
+            };
+            if ids.is_some_and(|ids| !ids.contains(&env.id)) {
+                continue;
+            }
+            let id = env.id.clone();
+            if let Some(env) = take(env) {
+                if let Some(target) = requeue_to {
+                    self.publish_envelope(
+                        target,
+                        &env,
+                        persistent().with_priority(priority(&env.spec)),
+                    )
+                    .await?;
+                }
+            }
+            message
+                .delivery
+                .ack(BasicAckOptions::default())
+                .await
+                .map_err(backend)?;
+            taken.push(id);
+            if seen >= 100_000 {
+                break;
+            }
+        }
+        // Closing the channel returns every message not acknowledged, in order.
+        let _ = channel.close(200, "done".into()).await;
+        Ok(taken)
+    }
+}
+
+fn unknown_spec() -> JobSpec {
+    JobSpec {
+        input: "?".into(),
+        output: "?".into(),
+        profile: "?".into(),
+        key: String::new(),
+        overwrite: false,
+        priority: 0,
+        input_size: 0,
+        parent: None,
+    }
+}
+
+fn priority(spec: &JobSpec) -> u8 {
+    spec.priority.clamp(0, 9) as u8
+}
+
+fn record(env: Envelope, state: JobState, max_attempts: u32) -> JobRecord {
+    JobRecord {
+        id: env.id,
+        state,
+        spec: env.spec,
+        attempts: env.attempts,
+        max_attempts,
+        error: env.error,
+        stderr_tail: env.stderr_tail,
+        worker: None,
+        progress: None,
+        result: None,
+        created_ms: env.created_ms,
+        started_ms: None,
+        finished_ms: env.failed_ms,
+    }
+}
+
+#[async_trait]
+impl Queue for AmqpQueue {
+    async fn enqueue(&self, spec: JobSpec, force: bool) -> Result<Enqueued, QueueError> {
+        // The broker keeps no index of jobs, so a known job cannot be spotted here; a worker
+        // that finds this job's verified output already in place acknowledges it as done
+        // without encoding. A forced job may replace that output.
+        let mut spec = spec;
+        spec.overwrite |= force;
+        let id = JobId(spec.key.chars().take(16).collect());
+        let env = Envelope {
+            v: envelope::VERSION,
+            id: id.clone(),
+            spec,
+            attempts: 0,
+            error: None,
+            stderr_tail: None,
+            created_ms: self.inner.now(),
+            failed_ms: None,
+        };
+        let props = persistent().with_priority(priority(&env.spec));
+        self.inner
+            .publish_envelope(&self.inner.names.jobs, &env, props)
+            .await?;
+        self.inner
+            .publish_event(&Event::JobQueued {
+                id: id.clone(),
+                input: env.spec.input.clone(),
+                profile: env.spec.profile.clone(),
+            })
+            .await;
+        Ok(Enqueued::Queued(id))
+    }
+
+    async fn lease(
+        &self,
+        worker: &WorkerInfo,
+        wait: Duration,
+    ) -> Result<Option<Lease>, QueueError> {
+        let inner = &self.inner;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            inner
+                .consumer(worker.concurrency.min(u16::MAX as u32) as u16)
+                .await?;
+            let next = {
+                let mut consuming = inner.consuming.lock().await;
+                let Some(c) = consuming.as_mut() else {
+                    continue;
+                };
+                let epoch = c.epoch;
+                match tokio::time::timeout_at(deadline, c.consumer.next()).await {
+                    Err(_) => return Ok(None),
+                    Ok(None) => Err("the broker cancelled this worker's consumer".to_owned()),
+                    Ok(Some(Err(e))) => Err(control::explain_channel_error(&e.to_string())),
+                    Ok(Some(Ok(delivery))) => Ok((epoch, delivery)),
+                }
+            };
+            let (epoch, delivery) = match next {
+                Ok(x) => x,
+                Err(why) => {
+                    tracing::error!("{why}");
+                    inner.invalidate().await;
+                    return Err(backend(why));
+                }
+            };
+            let mut env = match envelope::parse(&delivery.data) {
+                Ok(env) => env,
+                Err(why) => {
+                    // Not ours or malformed: keep it, with the reason, where people look.
+                    tracing::warn!(reason = %why, "refused a message");
+                    let mut headers = FieldTable::default();
+                    headers.insert(
+                        "x-videofarm-error".into(),
+                        AMQPValue::LongString(why.as_str().into()),
+                    );
+                    inner
+                        .publish(
+                            &inner.names.failed,
+                            &delivery.data,
+                            persistent().with_headers(headers),
+                        )
+                        .await?;
+                    delivery
+                        .ack(BasicAckOptions::default())
+                        .await
+                        .map_err(backend)?;
+                    continue;
+                }
+            };
+            if delivery.redelivered {
+                // An earlier holder lost this delivery (it died, its connection dropped, or
+                // RabbitMQ's consumer_timeout closed its channel): count that attempt.
+                env.attempts += 1;
+                env.error = Some(format!(
+                    "attempt {} was lost: its worker died or lost its connection to RabbitMQ (or the encode outlived the broker's consumer_timeout)",
+                    env.attempts
+                ));
+                let target = if env.attempts >= inner.queue.max_attempts {
+                    env.failed_ms = Some(inner.now());
+                    &inner.names.failed
+                } else {
+                    &inner.names.jobs
+                };
+                inner
+                    .publish_envelope(
+                        target,
+                        &env,
+                        persistent().with_priority(priority(&env.spec)),
+                    )
+                    .await?;
+                delivery
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map_err(backend)?;
+                continue;
+            }
+            let token = inner.next_token.fetch_add(1, Ordering::SeqCst);
+            let lease = Lease {
+                id: env.id.clone(),
+                spec: env.spec.clone(),
+                attempt: env.attempts + 1,
+                token,
+                handle: token,
+            };
+            inner.held.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                token,
+                Held {
+                    token,
+                    epoch,
+                    acker: delivery.acker,
+                    envelope: env,
+                    progress: Progress::default(),
+                    cancelled: false,
+                },
+            );
+            return Ok(Some(lease));
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        lease: &Lease,
+        progress: Option<&Progress>,
+    ) -> Result<(), QueueError> {
+        let inner = &self.inner;
+        let connected = {
+            let consuming = inner.consuming.lock().await;
+            consuming
+                .as_ref()
+                .is_some_and(|c| c.channel.status().connected())
+        };
+        if !connected {
+            inner.invalidate().await;
+        }
+        match inner.check(lease) {
+            Ok(()) => {
+                if let Some(p) = progress {
+                    if let Some(h) = inner
+                        .held
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_mut(&lease.handle)
+                    {
+                        h.progress = *p;
+                    }
+                }
+                Ok(())
+            }
+            Err(QueueError::Cancelled(id)) => {
+                // Cancelled while running: the job is over; take it off the queue for good.
+                let held = inner.take_held(lease)?;
+                let _ = inner.ack(&held, &id).await;
+                Err(QueueError::Cancelled(id))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn begin_publish(&self, lease: &Lease) -> Result<(), QueueError> {
+        self.heartbeat(lease, None).await
+    }
+
+    async fn finish(&self, lease: &Lease, outcome: Outcome) -> Result<(), QueueError> {
+        let inner = &self.inner;
+        let held = inner.take_held(lease)?;
+        let mut env = held.envelope.clone();
+        match outcome {
+            Outcome::Succeeded(_) => {}
+            Outcome::Released => {
+                // Back at once, attempts unchanged: a copy first, then the ack (a crash in
+                // between leaves a duplicate, which the output check makes harmless).
+                inner
+                    .publish_envelope(
+                        &inner.names.jobs,
+                        &env,
+                        persistent().with_priority(priority(&env.spec)),
+                    )
+                    .await?;
+            }
+            Outcome::Failed(failure) => {
+                env.attempts += 1;
+                env.error = Some(failure.reason.clone());
+                env.stderr_tail = Some(failure.stderr_tail.clone());
+                if failure.kind == FailureKind::Permanent
+                    || env.attempts >= inner.queue.max_attempts
+                {
+                    env.failed_ms = Some(inner.now());
+                    inner
+                        .publish_envelope(&inner.names.failed, &env, persistent())
+                        .await?;
+                } else {
+                    let delay = inner.queue.backoff_after(env.attempts).as_millis().max(1);
+                    let props = persistent().with_expiration(delay.to_string().into());
+                    inner
+                        .publish_envelope(&inner.names.retry, &env, props)
+                        .await?;
+                }
+            }
+        }
+        inner.ack(&held, &lease.id).await
+    }
+
+    async fn register_worker(&self, worker: &WorkerInfo) -> Result<(), QueueError> {
+        let first = {
+            let mut me = self.inner.me.lock().unwrap_or_else(|p| p.into_inner());
+            let first = me.is_none();
+            *me = Some(worker.clone());
+            first
+        };
+        let running = self
+            .inner
+            .responder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|h| !h.is_finished());
+        if !running {
+            let handle = control::spawn_responder(self.inner.clone()).await?;
+            *self
+                .inner
+                .responder
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        }
+        if first {
+            self.inner
+                .publish_event(&Event::WorkerOnline {
+                    worker: worker.clone(),
+                })
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn unregister_worker(&self, worker: &WorkerInfo) -> Result<(), QueueError> {
+        self.inner
+            .me
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(handle) = self
+            .inner
+            .responder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            handle.abort();
+        }
+        self.inner
+            .publish_event(&Event::WorkerOffline {
+                name: worker.name.clone(),
+            })
+            .await;
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerStatus>, QueueError> {
+        control::inspect(&self.inner).await
+    }
+
+    async fn counts(&self) -> Result<Counts, QueueError> {
+        let channel = self.inner.channel().await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let depth = |name: &str| {
+            let channel = channel.clone();
+            let name = name.to_owned();
+            async move {
+                channel
+                    .queue_declare(name.as_str().into(), passive, FieldTable::default())
+                    .await
+                    .map(|q| u64::from(q.message_count()))
+                    .map_err(backend)
+            }
+        };
+        let ready = depth(&self.inner.names.jobs).await?;
+        let retrying = depth(&self.inner.names.retry).await?;
+        let failed = depth(&self.inner.names.failed).await?;
+        let running = self
+            .workers()
+            .await?
+            .iter()
+            .map(|w| w.active.len() as u64)
+            .sum();
+        Ok(Counts {
+            queued: ready + retrying,
+            running,
+            succeeded: 0,
+            failed,
+            cancelled: 0,
+        })
+    }
+
+    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, QueueError> {
+        let inner = &self.inner;
+        let max = inner.queue.max_attempts;
+        let mut records = Vec::new();
+        let wants = |state: JobState| filter.state.is_none_or(|s| s == state);
+        if wants(JobState::Queued) {
+            for queue in [&inner.names.jobs, &inner.names.retry] {
+                records.extend(
+                    inner
+                        .browse(queue)
+                        .await?
+                        .into_iter()
+                        .map(|(e, _)| record(e, JobState::Queued, max)),
+                );
+            }
+        }
+        if wants(JobState::Running) {
+            for worker in self.workers().await? {
+                for job in worker.active {
+                    records.push(JobRecord {
+                        id: job.id,
+                        state: JobState::Running,
+                        spec: JobSpec {
+                            input: job.input,
+                            output: job.output,
+                            profile: job.profile,
+                            ..unknown_spec()
+                        },
+                        attempts: 0,
+                        max_attempts: max,
+                        error: None,
+                        stderr_tail: None,
+                        worker: Some(worker.name.clone()),
+                        progress: Some(Progress {
+                            progress: job.progress,
+                            frames: 0,
+                            fps: job.fps,
+                            speed: job.speed,
+                            eta_s: job.eta_s,
+                        }),
+                        result: None,
+                        created_ms: 0,
+                        started_ms: None,
+                        finished_ms: None,
+                    });
+                }
+            }
+        }
+        if wants(JobState::Failed) {
+            records.extend(
+                inner
+                    .browse(&inner.names.failed)
+                    .await?
+                    .into_iter()
+                    .map(|(e, _)| record(e, JobState::Failed, max)),
+            );
+        }
+        if let Some(ids) = &filter.ids {
+            records.retain(|r| ids.contains(&r.id));
+        }
+        Ok(records)
+    }
+
+    async fn history(&self, _id: &JobId) -> Result<Vec<AttemptRecord>, QueueError> {
+        // The broker keeps no history; the dashboard keeps one from the events.
+        Ok(Vec::new())
+    }
+
+    async fn retry(&self, ids: &[JobId]) -> Result<Vec<JobId>, QueueError> {
+        let inner = &self.inner;
+        let taken = inner
+            .take_from(
+                &inner.names.failed,
+                Some(ids),
+                |mut env| {
+                    env.attempts = 0;
+                    env.failed_ms = None;
+                    Some(env)
+                },
+                Some(&inner.names.jobs),
+            )
+            .await?;
+        if let Some(missing) = ids.iter().find(|id| !taken.contains(id)) {
+            return Err(QueueError::NotFound(missing.clone()));
+        }
+        Ok(taken)
+    }
+
+    async fn retry_all_failed(&self) -> Result<Vec<JobId>, QueueError> {
+        let inner = &self.inner;
+        inner
+            .take_from(
+                &inner.names.failed,
+                None,
+                |mut env| {
+                    env.attempts = 0;
+                    env.failed_ms = None;
+                    Some(env)
+                },
+                Some(&inner.names.jobs),
+            )
+            .await
+    }
+
+    async fn cancel(&self, ids: &[JobId]) -> Result<Vec<JobId>, QueueError> {
+        let inner = &self.inner;
+        let mut found = Vec::new();
+        for queue in [&inner.names.jobs, &inner.names.retry] {
+            found.extend(inner.take_from(queue, Some(ids), |_| None, None).await?);
+        }
+        found.extend(control::cancel_running(inner, ids).await?);
+        if let Some(missing) = ids.iter().find(|id| !found.contains(id)) {
+            return Err(QueueError::NotFound(missing.clone()));
+        }
+        Ok(found)
+    }
+}

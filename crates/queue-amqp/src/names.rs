@@ -1,0 +1,28 @@
+//! The broker objects one farm uses, all named after one prefix so that several farms (or
+//! test runs) can share a broker without meeting.
+
+#[derive(Debug, Clone)]
+pub struct Names {
+    /// Ready jobs (durable, persistent messages, priorities 0-9).
+    pub jobs: String,
+    /// Jobs waiting out their retry delay; each message's TTL dead-letters it back to `jobs`.
+    pub retry: String,
+    /// Jobs that failed for good, with their reasons, until `retry` sends them back.
+    pub failed: String,
+    /// Fanout exchange for requests to every live worker (inspect, cancel).
+    pub control: String,
+    /// Topic exchange for lifecycle events (`job.started`, `worker.online`, ...).
+    pub events: String,
+}
+
+impl Names {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            jobs: format!("{prefix}.jobs"),
+            retry: format!("{prefix}.retry"),
+            failed: format!("{prefix}.failed"),
+            control: format!("{prefix}.control"),
+            events: format!("{prefix}.events"),
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The shared queue conformance suite, on the real RabbitMQ at 127.0.0.1:5672 (guest/guest),
+//! or `VIDEOFARM_TEST_AMQP`. Each case gets its own uniquely named queues and exchanges, which
+//! are deleted afterwards (and expire by themselves if a run is killed). A broker that is not
+//! there fails the tests.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use videofarm_conformance::{conformance_tests, Fixture};
+use videofarm_core::QueueSettings;
+use videofarm_queue_amqp::{AmqpQueue, AmqpSettings};
+
+fn url() -> String {
+    std::env::var("VIDEOFARM_TEST_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// Deletes a test's broker objects when the test ends, even when it failed.
+struct Cleanup(AmqpQueue);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let queue = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), queue.delete_everything()).await;
+            });
+        })
+        .join();
+    }
+}
+
+async fn open(settings: QueueSettings) -> Fixture {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let mut amqp = AmqpSettings::new(&url());
+    amqp.prefix = format!(
+        "vftest-{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst),
+        nanos()
+    );
+    amqp.queue_expires = Some(Duration::from_secs(600));
+    amqp.inspect_timeout = Duration::from_millis(400);
+    let queue = AmqpQueue::connect(amqp, settings)
+        .await
+        .unwrap_or_else(|e| panic!("RabbitMQ must be running for these tests ({e}); start it with `rabbitmq-server -detached`"));
+    let severed = queue.clone();
+    Fixture {
+        queue: Arc::new(queue.clone()),
+        guard: Box::new(Cleanup(queue)),
+        expire: Box::new(move || {
+            let q = severed.clone();
+            Box::pin(async move { q.sever().await })
+        }),
+    }
+}
+
+fn nanos() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+}
+
+conformance_tests!(open);
