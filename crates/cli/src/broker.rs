@@ -5,6 +5,7 @@ use crate::settings::{Broker, Settings};
 use anyhow::Context;
 use std::sync::Arc;
 use videofarm_core::{Clock, Queue, SystemClock, WorkerInfo};
+use videofarm_queue_amqp::{AmqpQueue, AmqpSettings};
 use videofarm_queue_sqlite::SqliteQueue;
 
 pub async fn open_queue(settings: &Settings) -> anyhow::Result<Arc<dyn Queue>> {
@@ -15,12 +16,17 @@ pub async fn open_queue(settings: &Settings) -> anyhow::Result<Arc<dyn Queue>> {
                 .with_context(|| format!("opening the queue {}", settings.broker.describe()))?;
             Ok(Arc::new(queue))
         }
-        Broker::Amqp(_) => Err(UsageError::new(format!(
-            "the RabbitMQ backend is not in this build yet ({}); use sqlite:<file>",
-            settings.broker.describe()
-        ))
-        .into()),
+        Broker::Amqp(url) => Ok(Arc::new(open_amqp(settings, url).await?)),
     }
+}
+
+pub async fn open_amqp(settings: &Settings, url: &str) -> anyhow::Result<AmqpQueue> {
+    let mut amqp = AmqpSettings::new(url);
+    amqp.prefix = settings.amqp_prefix.clone();
+    amqp.queue_expires = settings.amqp_queue_expires;
+    AmqpQueue::connect(amqp, settings.queue.clone())
+        .await
+        .with_context(|| format!("connecting to {}", settings.broker.describe()))
 }
 
 pub fn hostname() -> String {

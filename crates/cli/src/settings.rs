@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use videofarm_core::{Profile, Profiles, QueueSettings};
+use videofarm_worker::paths::{PathMap, PathPolicy};
 
 /// Which queue to use.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,8 +64,31 @@ pub struct ConfigFile {
     pub timeout_secs: Option<f64>,
     pub watch_settle_secs: Option<f64>,
     pub watch_interval_secs: Option<f64>,
+    /// Prefix of the RabbitMQ queue and exchange names (several farms can share a broker).
+    pub amqp_prefix: Option<String>,
+    /// Let idle RabbitMQ queues expire after this long (for throwaway farms such as tests).
+    pub amqp_queue_expires_secs: Option<f64>,
+    #[serde(default)]
+    pub paths: PathsConfig,
     #[serde(default)]
     pub profiles: BTreeMap<String, Profile>,
+}
+
+/// `[paths]`: what a worker may touch, and how the producer's paths map to this machine's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsConfig {
+    #[serde(default)]
+    pub roots: Vec<PathBuf>,
+    #[serde(default)]
+    pub map: Vec<PathMapConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathMapConfig {
+    pub from: PathBuf,
+    pub to: PathBuf,
 }
 
 /// Everything a command needs to know, validated.
@@ -83,6 +107,9 @@ pub struct Settings {
     pub timeout: Option<Duration>,
     pub watch_settle: Duration,
     pub watch_interval: Duration,
+    pub amqp_prefix: String,
+    pub amqp_queue_expires: Option<Duration>,
+    pub paths: PathPolicy,
 }
 
 fn secs(name: &str, value: Option<f64>, default: f64) -> Result<Duration, UsageError> {
@@ -178,6 +205,12 @@ impl Settings {
                 .transpose()?,
             watch_settle: secs("watch_settle_secs", file.watch_settle_secs, 30.0)?,
             watch_interval: secs("watch_interval_secs", file.watch_interval_secs, 5.0)?,
+            amqp_prefix: file.amqp_prefix.unwrap_or_else(|| "videofarm".to_owned()),
+            amqp_queue_expires: file
+                .amqp_queue_expires_secs
+                .map(|t| secs("amqp_queue_expires_secs", Some(t), 0.0))
+                .transpose()?,
+            paths: paths_policy(file.paths)?,
         })
     }
 
@@ -187,6 +220,32 @@ impl Settings {
             .get(asked.unwrap_or(&self.default_profile))
             .map_err(|e| UsageError::new(e.to_string()))
     }
+}
+
+fn paths_policy(config: PathsConfig) -> Result<PathPolicy, UsageError> {
+    for path in config
+        .roots
+        .iter()
+        .chain(config.map.iter().flat_map(|m| [&m.from, &m.to]))
+    {
+        if !path.is_absolute() {
+            return Err(UsageError::new(format!(
+                "[paths]: {} must be an absolute path",
+                path.display()
+            )));
+        }
+    }
+    Ok(PathPolicy {
+        roots: config.roots,
+        map: config
+            .map
+            .into_iter()
+            .map(|m| PathMap {
+                from: m.from,
+                to: m.to,
+            })
+            .collect(),
+    })
 }
 
 #[cfg(test)]

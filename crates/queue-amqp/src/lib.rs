@@ -111,7 +111,17 @@ pub(crate) struct Inner {
     /// This process as a worker, once registered: what control replies describe.
     me: Mutex<Option<WorkerInfo>>,
     responder: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Cancelled job ids as last read from the broker, and when.
+    tombstones: Mutex<(
+        std::collections::HashSet<JobId>,
+        Option<tokio::time::Instant>,
+    )>,
 }
+
+/// How long the tombstone cache is trusted before the broker is read again.
+const TOMBSTONE_REFRESH: Duration = Duration::from_secs(5);
+/// How long a cancelled id is remembered.
+const TOMBSTONE_TTL_MS: i32 = 7 * 24 * 3600 * 1000;
 
 /// A job queue on RabbitMQ.
 #[derive(Clone)]
@@ -149,6 +159,7 @@ impl AmqpQueue {
                 held: Mutex::new(HashMap::new()),
                 me: Mutex::new(None),
                 responder: Mutex::new(None),
+                tombstones: Mutex::new((Default::default(), None)),
             }),
         };
         me.inner.channel().await?;
@@ -169,7 +180,7 @@ impl AmqpQueue {
     pub async fn delete_everything(&self) -> Result<(), QueueError> {
         let channel = self.inner.channel().await?;
         let names = &self.inner.names;
-        for queue in [&names.jobs, &names.retry, &names.failed] {
+        for queue in [&names.jobs, &names.retry, &names.failed, &names.cancelled] {
             channel
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                 .await
@@ -333,6 +344,16 @@ impl Inner {
                 self.names.failed.as_str().into(),
                 durable,
                 self.queue_args(),
+            )
+            .await
+            .map_err(backend)?;
+        let mut cancelled_args = self.queue_args();
+        cancelled_args.insert("x-message-ttl".into(), AMQPValue::LongInt(TOMBSTONE_TTL_MS));
+        channel
+            .queue_declare(
+                self.names.cancelled.as_str().into(),
+                durable,
+                cancelled_args,
             )
             .await
             .map_err(backend)?;
@@ -537,6 +558,53 @@ impl Inner {
                 h.envelope.id.clone()
             })
             .collect()
+    }
+
+    /// Remember cancelled ids locally (a cancel broadcast, or this process's own cancel).
+    pub(crate) fn add_tombstones(&self, ids: &[JobId]) {
+        let mut tombstones = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
+        tombstones.0.extend(ids.iter().cloned());
+    }
+
+    /// Whether `id` was cancelled, reading the broker's list when the cache is old. Reading it
+    /// returns its messages with the redelivered flag set, which is harmless there (it is never
+    /// consumed as jobs are).
+    async fn is_cancelled(&self, id: &JobId) -> Result<bool, QueueError> {
+        let stale = {
+            let tombstones = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
+            tombstones
+                .1
+                .is_none_or(|at| at.elapsed() >= TOMBSTONE_REFRESH)
+        };
+        if stale {
+            let channel = self.new_channel().await?;
+            let mut ids = std::collections::HashSet::new();
+            while let Some(message) = channel
+                .basic_get(
+                    self.names.cancelled.as_str().into(),
+                    BasicGetOptions::default(),
+                )
+                .await
+                .map_err(backend)?
+            {
+                ids.insert(JobId(
+                    String::from_utf8_lossy(&message.delivery.data).into_owned(),
+                ));
+                if ids.len() >= 100_000 {
+                    break;
+                }
+            }
+            let _ = channel.close(200, "read tombstones".into()).await;
+            let mut tombstones = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
+            tombstones.0.extend(ids);
+            tombstones.1 = Some(tokio::time::Instant::now());
+        }
+        Ok(self
+            .tombstones
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .contains(id))
     }
 
     /// Read every message of `queue` without taking it (they return when the channel closes).
@@ -774,6 +842,14 @@ impl Queue for AmqpQueue {
                     .map_err(backend)?;
                 continue;
             }
+            if inner.is_cancelled(&env.id).await? {
+                tracing::info!(job = %env.id, "dropped a cancelled job");
+                delivery
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map_err(backend)?;
+                continue;
+            }
             let token = inner.next_token.fetch_add(1, Ordering::SeqCst);
             let lease = Lease {
                 id: env.id.clone(),
@@ -979,17 +1055,8 @@ impl Queue for AmqpQueue {
         let max = inner.queue.max_attempts;
         let mut records = Vec::new();
         let wants = |state: JobState| filter.state.is_none_or(|s| s == state);
-        if wants(JobState::Queued) {
-            for queue in [&inner.names.jobs, &inner.names.retry] {
-                records.extend(
-                    inner
-                        .browse(queue)
-                        .await?
-                        .into_iter()
-                        .map(|(e, _)| record(e, JobState::Queued, max)),
-                );
-            }
-        }
+        // Waiting jobs are not listed one by one: reading them off the queue would return them
+        // marked as redelivered, which is how a lost attempt is recognised. `counts` has the depth.
         if wants(JobState::Running) {
             for worker in self.workers().await? {
                 for job in worker.active {
@@ -1079,15 +1146,19 @@ impl Queue for AmqpQueue {
     }
 
     async fn cancel(&self, ids: &[JobId]) -> Result<Vec<JobId>, QueueError> {
+        // A waiting job cannot be taken out of the middle of a queue: its id is recorded, and
+        // the worker that receives it drops it. A running one is stopped by its worker.
         let inner = &self.inner;
-        let mut found = Vec::new();
-        for queue in [&inner.names.jobs, &inner.names.retry] {
-            found.extend(inner.take_from(queue, Some(ids), |_| None, None).await?);
+        for id in ids {
+            inner
+                .publish(&inner.names.cancelled, id.0.as_bytes(), persistent())
+                .await?;
         }
-        found.extend(control::cancel_running(inner, ids).await?);
-        if let Some(missing) = ids.iter().find(|id| !found.contains(id)) {
-            return Err(QueueError::NotFound(missing.clone()));
+        inner.add_tombstones(ids);
+        let running = control::cancel_running(inner, ids).await?;
+        if !running.is_empty() {
+            tracing::info!(jobs = ?running, "running jobs will stop at their next heartbeat");
         }
-        Ok(found)
+        Ok(ids.to_vec())
     }
 }

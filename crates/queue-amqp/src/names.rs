@@ -9,6 +9,8 @@ pub struct Names {
     pub retry: String,
     /// Jobs that failed for good, with their reasons, until `retry` sends them back.
     pub failed: String,
+    /// Ids of cancelled jobs (kept a week): a worker drops a delivery whose id is here.
+    pub cancelled: String,
     /// Fanout exchange for requests to every live worker (inspect, cancel).
     pub control: String,
     /// Topic exchange for lifecycle events (`job.started`, `worker.online`, ...).
@@ -21,6 +23,7 @@ impl Names {
             jobs: format!("{prefix}.jobs"),
             retry: format!("{prefix}.retry"),
             failed: format!("{prefix}.failed"),
+            cancelled: format!("{prefix}.cancelled"),
             control: format!("{prefix}.control"),
             events: format!("{prefix}.events"),
         }

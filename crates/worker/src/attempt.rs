@@ -115,9 +115,22 @@ impl Attempt {
     }
 
     async fn execute(&mut self, abort: &CancellationToken) -> End {
-        let spec = self.lease.spec.clone();
         let started = Instant::now();
         let settings = self.settings.clone();
+        let (spec, rule) = match settings.paths.apply(&self.lease.spec) {
+            Ok(mapped) => mapped,
+            Err(failure) => return End::Failed(failure),
+        };
+        if let (Some(rule), false) = (rule, spec.input.exists()) {
+            // Say which mapping was tried: the usual cause is a share mounted elsewhere.
+            return End::Failed(Failure::permanent(format!(
+                "{}: this worker cannot see the input (mapped from {} by [paths] map {} -> {})",
+                spec.input.display(),
+                self.lease.spec.input.display(),
+                rule.from.display(),
+                rule.to.display()
+            )));
+        }
         let profile = match settings.profiles.get(&spec.profile) {
             Ok(profile) => profile,
             Err(e) => {
@@ -268,7 +281,7 @@ impl Attempt {
         );
         let verifying = async {
             let end = self
-                .verify_and_publish(profile, &input_info, temp, input_size, started)
+                .verify_and_publish(&spec, profile, &input_info, temp, input_size, started)
                 .await;
             verify_done.cancel();
             end
@@ -279,13 +292,13 @@ impl Attempt {
 
     async fn verify_and_publish(
         &self,
+        spec: &videofarm_core::JobSpec,
         profile: &videofarm_core::Profile,
         input_info: &videofarm_ffmpeg::MediaInfo,
         temp: TempOutput,
         input_size: u64,
         started: Instant,
     ) -> End {
-        let spec = &self.lease.spec;
         let output_info = match probe(&self.settings.tools, temp.path()).await {
             Ok(info) => info,
             Err(e) => {

@@ -10,10 +10,12 @@
 //! - this file: [`Worker`], its settings and the loop that takes jobs;
 //! - [`attempt`]: one attempt at one job, with its heartbeat;
 //! - [`checks`]: input and output checks that fail a job in plain words;
-//! - [`publish`]: temporary files and the atomic rename into place.
+//! - [`publish`]: temporary files and the atomic rename into place;
+//! - [`paths`]: path mapping between machines and the allowed roots.
 
 pub mod attempt;
 pub mod checks;
+pub mod paths;
 pub mod publish;
 
 use std::sync::Arc;
@@ -39,6 +41,8 @@ pub struct WorkerSettings {
     pub timeout: Option<Duration>,
     /// How long one `lease` call waits for work before the slot checks its stop signals.
     pub poll: Duration,
+    /// Path translation from the producer's view and the folders this worker may touch.
+    pub paths: paths::PathPolicy,
 }
 
 /// A worker process's job-running part: `concurrency` slots sharing one queue.

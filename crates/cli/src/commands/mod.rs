@@ -37,6 +37,7 @@ pub fn worker_settings(settings: &Settings, tools: Tools, info: WorkerInfo) -> W
         stall_after: settings.stall_after,
         timeout: settings.timeout,
         poll: std::time::Duration::from_millis(500),
+        paths: settings.paths.clone(),
     }
 }
 
