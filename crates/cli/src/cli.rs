@@ -56,6 +56,8 @@ pub enum Command {
     Cancel(CancelArgs),
     /// List the built-in and configured profiles.
     Profiles,
+    /// Follow the farm's lifecycle events live (RabbitMQ), like `celery events`.
+    Events(JsonArgs),
 }
 
 #[derive(Debug, Args, Clone)]

@@ -24,7 +24,10 @@ fn main() {
     let cli = Cli::parse();
     init_logging(
         cli.global.verbose,
-        matches!(cli.command, Command::Worker(_) | Command::Watch(_)),
+        matches!(
+            cli.command,
+            Command::Worker(_) | Command::Watch(_) | Command::Events(_)
+        ),
     );
     let status = match run(cli) {
         Ok(status) => status,
@@ -56,6 +59,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             Command::Retry(args) => commands::retry::retry(&settings, args).await,
             Command::Cancel(args) => commands::cancel::cancel(&settings, args).await,
             Command::Profiles => Ok(commands::profiles::profiles(&settings)),
+            Command::Events(args) => commands::events::events(&settings, args.json).await,
         }
     })
 }
@@ -69,8 +73,14 @@ fn init_logging(verbose: u8, long_running: bool) {
         (0, true) | (1, _) => "info",
         _ => "debug",
     };
+    // lapin logs every closed channel as an error; videofarm says what matters in its own words.
+    let level = if verbose >= 2 {
+        level.to_owned()
+    } else {
+        format!("{level},lapin=off")
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("VIDEOFARM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

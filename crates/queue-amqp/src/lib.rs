@@ -71,7 +71,14 @@ impl AmqpSettings {
 }
 
 fn backend(e: impl std::fmt::Display) -> QueueError {
-    QueueError::Backend(format!("RabbitMQ: {e}"))
+    let text = e.to_string();
+    if text.contains("inequivalent arg") {
+        return QueueError::Backend(format!(
+            "RabbitMQ: a queue of this farm already exists with other settings; every process of one farm \
+             must use the same amqp_prefix and amqp_* settings (or delete the old queues). Broker said: {text}"
+        ));
+    }
+    QueueError::Backend(format!("RabbitMQ: {text}"))
 }
 
 /// One connection and its channels; replaced as a whole when anything about it breaks.
@@ -200,8 +207,8 @@ impl AmqpQueue {
         self.inner.publish_event(event).await;
     }
 
-    /// A stream of the farm's lifecycle events, through a private auto-deleted queue.
-    pub async fn subscribe_events(&self) -> Result<Consumer, QueueError> {
+    /// The farm's lifecycle events, live, through a private auto-deleted queue.
+    pub async fn subscribe_events(&self) -> Result<EventStream, QueueError> {
         let channel = self.inner.new_channel().await?;
         let queue = channel
             .queue_declare(
@@ -225,7 +232,7 @@ impl AmqpQueue {
             )
             .await
             .map_err(backend)?;
-        channel
+        let consumer = channel
             .basic_consume(
                 queue.name().clone(),
                 "".into(),
@@ -236,7 +243,34 @@ impl AmqpQueue {
                 FieldTable::default(),
             )
             .await
-            .map_err(backend)
+            .map_err(backend)?;
+        Ok(EventStream {
+            consumer,
+            _channel: channel,
+        })
+    }
+}
+
+/// Lifecycle events as they are published.
+pub struct EventStream {
+    consumer: Consumer,
+    /// Keeps the channel (and so the private queue) open.
+    _channel: Channel,
+}
+
+impl EventStream {
+    /// The next event; `None` when the connection ends. Messages that are not events are skipped.
+    pub async fn next(&mut self) -> Option<Result<Event, QueueError>> {
+        loop {
+            match self.consumer.next().await? {
+                Err(e) => return Some(Err(backend(e))),
+                Ok(delivery) => {
+                    if let Ok(event) = serde_json::from_slice::<Event>(&delivery.data) {
+                        return Some(Ok(event));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -979,16 +1013,12 @@ impl Queue for AmqpQueue {
                 .unwrap_or_else(|p| p.into_inner()) = Some(handle);
         }
         if first {
-            self.inner
-                .publish_event(&Event::WorkerOnline {
-                    worker: worker.clone(),
-                })
-                .await;
+            tracing::debug!(worker = %worker.name, "answering control requests");
         }
         Ok(())
     }
 
-    async fn unregister_worker(&self, worker: &WorkerInfo) -> Result<(), QueueError> {
+    async fn unregister_worker(&self, _worker: &WorkerInfo) -> Result<(), QueueError> {
         self.inner
             .me
             .lock()
@@ -1003,11 +1033,6 @@ impl Queue for AmqpQueue {
         {
             handle.abort();
         }
-        self.inner
-            .publish_event(&Event::WorkerOffline {
-                name: worker.name.clone(),
-            })
-            .await;
         Ok(())
     }
 

@@ -42,7 +42,7 @@ pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<E
     }
     let results = enqueue_planned(queue.as_ref(), &planned, &profile, &args.inputs).await?;
     let mut queued = 0;
-    for (job, result) in planned.iter().zip(&results) {
+    for (job, (_, result)) in planned.iter().zip(&results) {
         match result {
             Enqueued::Queued(id) => {
                 queued += 1;

@@ -3,6 +3,7 @@
 
 pub mod cancel;
 pub mod enqueue;
+pub mod events;
 pub mod inspect;
 pub mod jobs;
 pub mod profiles;
@@ -18,7 +19,7 @@ use crate::scan::{self, Planned};
 use crate::settings::Settings;
 use std::path::Path;
 use tokio_util::sync::CancellationToken;
-use videofarm_core::{Enqueued, JobId, Profile, Queue, WorkerInfo};
+use videofarm_core::{Enqueued, JobId, JobSpec, Profile, Queue, WorkerInfo};
 use videofarm_ffmpeg::Tools;
 use videofarm_worker::WorkerSettings;
 
@@ -41,13 +42,13 @@ pub fn worker_settings(settings: &Settings, tools: Tools, info: WorkerInfo) -> W
     }
 }
 
-/// Queue every planned job; returns each job's id and what the queue said.
+/// Queue every planned job; returns each job's spec and what the queue said.
 pub async fn enqueue_planned(
     queue: &dyn Queue,
     planned: &[Planned],
     profile: &Profile,
     inputs: &QueueInputs,
-) -> anyhow::Result<Vec<Enqueued>> {
+) -> anyhow::Result<Vec<(JobSpec, Enqueued)>> {
     let mut results = Vec::with_capacity(planned.len());
     for job in planned {
         let spec = scan::spec(
@@ -57,12 +58,35 @@ pub async fn enqueue_planned(
             inputs.overwrite || inputs.force,
         );
         let queued = queue
-            .enqueue(spec, inputs.force)
+            .enqueue(spec.clone(), inputs.force)
             .await
             .map_err(|e| anyhow::anyhow!("queueing {}: {e}", shown(&job.input)))?;
-        results.push(queued);
+        results.push((spec, queued));
     }
     Ok(results)
+}
+
+/// On RabbitMQ, publish a worker's lifecycle events to the farm's event exchange (for
+/// `videofarm events`, dashboards and other `run`s), on a connection of their own.
+pub async fn forward_events(
+    settings: &Settings,
+    mut events: tokio::sync::broadcast::Receiver<videofarm_core::Event>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let crate::settings::Broker::Amqp(url) = &settings.broker else {
+        return Ok(None);
+    };
+    let sink = crate::broker::open_amqp(settings, url).await?;
+    Ok(Some(tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event) => sink.publish_event(&event).await,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(skipped = n, "event forwarder fell behind")
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    })))
 }
 
 /// Cancel `token` on SIGINT or SIGTERM; a second signal ends the process at once.

@@ -1,21 +1,52 @@
 //! `videofarm run`: the main job. Queue every video found, run local workers with progress
 //! bars, wait until every job of this batch is done, and print a summary.
+//!
+//! On the embedded queue the queue itself says when each job is done. On RabbitMQ, which keeps
+//! no record of finished jobs, `run` follows the farm's events (so jobs finished by workers on
+//! other machines count too) and reads the failed queue.
 
 use super::{
-    enqueue_planned, human_duration, human_size, locate_tools, shown, stop_on_signal,
-    worker_settings,
+    enqueue_planned, forward_events, human_duration, human_size, locate_tools, shown,
+    stop_on_signal, worker_settings,
 };
-use crate::broker::{open_queue, worker_info};
+use crate::broker::{open_amqp, open_queue, worker_info};
 use crate::cli::RunArgs;
 use crate::error::{ExitStatus, UsageError};
 use crate::scan;
-use crate::settings::Settings;
+use crate::settings::{Broker, Settings};
 use crate::ui::ProgressUi;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use videofarm_core::{Enqueued, Event, JobFilter, JobRecord, JobState};
+use videofarm_core::{Enqueued, Event, JobFilter, JobId, JobRecord, JobSpec, JobState};
+use videofarm_queue_amqp::EventStream;
 use videofarm_worker::Worker;
+
+/// Where `run` learns what happens to its jobs.
+enum EventSource {
+    Local(broadcast::Receiver<Event>),
+    Broker(Box<EventStream>),
+}
+
+impl EventSource {
+    async fn next(&mut self) -> Option<Event> {
+        match self {
+            EventSource::Local(rx) => loop {
+                match rx.recv().await {
+                    Ok(event) => return Some(event),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            },
+            EventSource::Broker(stream) => match stream.next().await {
+                Some(Ok(event)) => Some(event),
+                _ => None,
+            },
+        }
+    }
+}
 
 pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatus> {
     let profile = settings.profile(args.inputs.profile.as_deref())?.clone();
@@ -25,14 +56,6 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
         return Err(UsageError::new("no video files found in the given paths").into());
     }
     let queue = open_queue(settings).await?;
-    let enqueued = enqueue_planned(queue.as_ref(), &planned, &profile, &args.inputs).await?;
-    let ids: Vec<_> = enqueued.iter().map(|e| e.id().clone()).collect();
-    let already_done: std::collections::HashSet<_> = enqueued
-        .iter()
-        .filter(|e| matches!(e, Enqueued::Duplicate(_, JobState::Succeeded)))
-        .map(|e| e.id().clone())
-        .collect();
-
     let concurrency = args
         .workers
         .filter(|n| *n > 0)
@@ -43,13 +66,32 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
         queue.clone(),
         worker_settings(settings, tools, worker_info(None, concurrency)),
     ));
-    let mut events = worker.subscribe();
+    // Subscribe before anything is queued, so no event of this batch is missed.
+    let mut source = match &settings.broker {
+        Broker::Amqp(url) => EventSource::Broker(Box::new(
+            open_amqp(settings, url).await?.subscribe_events().await?,
+        )),
+        Broker::Sqlite(_) => EventSource::Local(worker.subscribe()),
+    };
+    let forwarder = forward_events(settings, worker.subscribe()).await?;
+
+    let enqueued = enqueue_planned(queue.as_ref(), &planned, &profile, &args.inputs).await?;
+    let ids: Vec<JobId> = enqueued.iter().map(|(_, e)| e.id().clone()).collect();
+    let specs: HashMap<JobId, JobSpec> = enqueued
+        .iter()
+        .map(|(s, e)| (e.id().clone(), s.clone()))
+        .collect();
+    let already_done: HashSet<JobId> = enqueued
+        .iter()
+        .filter(|(_, e)| matches!(e, Enqueued::Duplicate(_, JobState::Succeeded)))
+        .map(|(_, e)| e.id().clone())
+        .collect();
     let mut ui =
         (!args.json).then(|| ProgressUi::new(ids.iter().cloned(), already_done.len() as u64));
 
     let (drain, abort) = (CancellationToken::new(), CancellationToken::new());
     stop_on_signal(abort.clone());
-    let running = {
+    let mut running = {
         let (worker, drain, abort) = (worker.clone(), drain.clone(), abort.clone());
         tokio::spawn(async move { worker.run(drain, abort).await })
     };
@@ -58,54 +100,73 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
         state: None,
         ids: Some(ids.clone()),
     };
+    let mut finished: HashMap<JobId, JobRecord> = HashMap::new();
     let mut check = tokio::time::interval(Duration::from_millis(500));
-    let records = loop {
+    let mut source_open = true;
+    let interrupted = loop {
         tokio::select! {
-            event = events.recv() => {
-                let Ok(event) = event else { continue };
+            event = source.next(), if source_open => {
+                let Some(event) = event else {
+                    // The broker connection ended: the periodic check still sees failures.
+                    source_open = false;
+                    continue;
+                };
                 if let Some(ui) = ui.as_mut() {
                     ui.handle(&event);
                 }
-                // Look at the batch as soon as a job of it ends, not at the next tick.
-                let ended = matches!(event, Event::JobSucceeded { .. } | Event::JobFailed { .. } | Event::JobLost { .. });
-                if !ended {
+                // A success seen in the events is final; failures are read from the queue.
+                if let Event::JobSucceeded { id, worker, report } = &event {
+                    if let Some(spec) = specs.get(id) {
+                        finished.insert(id.clone(), succeeded(id, spec, worker, report));
+                    }
+                }
+                if !matches!(event, Event::JobSucceeded { .. } | Event::JobFailed { .. } | Event::JobLost { .. }) {
                     continue;
                 }
             }
-            _ = abort.cancelled() => break None,
+            _ = abort.cancelled() => break true,
             _ = check.tick() => {}
         }
-        let records = queue.jobs(&filter).await?;
-        let finished = records.iter().filter(|r| r.state.is_terminal()).count();
-        if let Some(ui) = ui.as_mut() {
-            ui.set_finished(finished as u64);
+        for record in queue.jobs(&filter).await? {
+            if record.state.is_terminal() {
+                finished.insert(record.id.clone(), record);
+            }
         }
-        if finished == ids.len() {
-            break Some(records);
+        if let Some(ui) = ui.as_mut() {
+            ui.set_finished(finished.len() as u64);
+        }
+        if ids.iter().all(|id| finished.contains_key(id)) {
+            break false;
         }
     };
     drain.cancel();
     // Keep showing events while the worker stops, so releases are shown.
-    let mut running = running;
     let stopped = loop {
         tokio::select! {
-            event = events.recv() => {
-                if let (Ok(event), Some(ui)) = (event, ui.as_mut()) {
-                    ui.handle(&event);
+            event = source.next(), if source_open => {
+                match (event, ui.as_mut()) {
+                    (Some(event), Some(ui)) => ui.handle(&event),
+                    (None, _) => source_open = false,
+                    _ => {}
                 }
             }
             stopped = &mut running => break stopped,
         }
     };
     stopped??;
+    drop(worker);
+    if let Some(forwarder) = forwarder {
+        let _ = tokio::time::timeout(Duration::from_secs(2), forwarder).await;
+    }
     if let Some(ui) = &ui {
         ui.finish();
     }
-    let interrupted = records.is_none();
-    let records = match records {
-        Some(records) => records,
-        None => queue.jobs(&filter).await?,
-    };
+    for record in queue.jobs(&filter).await? {
+        if record.state.is_terminal() || interrupted {
+            finished.insert(record.id.clone(), record);
+        }
+    }
+    let records: Vec<JobRecord> = ids.iter().filter_map(|id| finished.remove(id)).collect();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&records)?);
     } else {
@@ -121,10 +182,31 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
     })
 }
 
-fn print_summary(
-    records: &[JobRecord],
-    already_done: &std::collections::HashSet<videofarm_core::JobId>,
-) {
+/// A finished job as the events describe it (RabbitMQ keeps no record of it).
+fn succeeded(
+    id: &JobId,
+    spec: &JobSpec,
+    worker: &str,
+    report: &videofarm_core::SuccessReport,
+) -> JobRecord {
+    JobRecord {
+        id: id.clone(),
+        state: JobState::Succeeded,
+        spec: spec.clone(),
+        attempts: 0,
+        max_attempts: 0,
+        error: None,
+        stderr_tail: None,
+        worker: Some(worker.to_owned()),
+        progress: None,
+        result: Some(report.clone()),
+        created_ms: 0,
+        started_ms: None,
+        finished_ms: None,
+    }
+}
+
+fn print_summary(records: &[JobRecord], already_done: &HashSet<JobId>) {
     println!();
     println!(
         "{:<40}  {:<12}  {:>8}  {:>21}  {:>8}",

@@ -85,7 +85,7 @@ pub async fn watch(settings: &Settings, args: WatchArgs) -> anyhow::Result<ExitS
         }
         match enqueue_planned(queue.as_ref(), &ready, &profile, &inputs).await {
             Ok(results) => {
-                for (job, result) in ready.iter().zip(results) {
+                for (job, (_, result)) in ready.iter().zip(results) {
                     if let Enqueued::Queued(id) = result {
                         println!("queued {id}: {}", shown(&job.input));
                     }

@@ -28,6 +28,10 @@ video_codec = "h264"
 "#;
 
 pub struct Farm {
+    /// `--broker` for every command; None when the config file names the broker.
+    pub broker: Option<std::ffi::OsString>,
+    /// The RabbitMQ prefix of this farm, whose queues and exchanges are deleted on drop.
+    pub amqp_prefix: Option<String>,
     pub dir: tempfile::TempDir,
     pub db: PathBuf,
     pub config: PathBuf,
@@ -50,8 +54,13 @@ impl Farm {
         let input = root.join("in");
         let out = root.join("out");
         std::fs::create_dir_all(&input).unwrap();
+        let db = root.join("queue.db");
+        let mut broker = std::ffi::OsString::from("sqlite:");
+        broker.push(&db);
         Farm {
-            db: root.join("queue.db"),
+            broker: Some(broker),
+            amqp_prefix: None,
+            db,
             config,
             input,
             out,
@@ -59,11 +68,34 @@ impl Farm {
         }
     }
 
+    /// A farm on the real RabbitMQ (127.0.0.1:5672 or `VIDEOFARM_TEST_AMQP`), with queue and
+    /// exchange names of its own; `extra` config lines go before the test config.
+    pub fn amqp(extra: &str) -> Farm {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let prefix = format!(
+            "vftest-cli-{}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        let config = format!(
+            "broker = {:?}\namqp_prefix = {prefix:?}\namqp_queue_expires_secs = 600\n{extra}",
+            amqp_url()
+        );
+        let mut farm = Farm::with_config(&config);
+        farm.broker = None;
+        farm.amqp_prefix = Some(prefix);
+        farm
+    }
+
     pub fn root(&self) -> &Path {
         self.dir.path()
     }
 
-    /// `videofarm --broker sqlite:<db> --config <config> ARGS`, with no VIDEOFARM_* leaking in.
+    /// `videofarm [--broker sqlite:<db>] --config <config> ARGS`, with no VIDEOFARM_* leaking in.
     pub fn cmd<I, S>(&self, args: I) -> Command
     where
         I: IntoIterator<Item = S>,
@@ -75,12 +107,10 @@ impl Farm {
                 cmd.env_remove(key);
             }
         }
-        let mut broker = std::ffi::OsString::from("sqlite:");
-        broker.push(&self.db);
-        cmd.arg("--broker")
-            .arg(broker)
-            .arg("--config")
-            .arg(&self.config);
+        if let Some(broker) = &self.broker {
+            cmd.arg("--broker").arg(broker);
+        }
+        cmd.arg("--config").arg(&self.config);
         cmd.args(args);
         cmd.stdin(Stdio::null());
         cmd
@@ -173,6 +203,39 @@ impl Farm {
         collect(&self.out, &self.out, &mut found);
         found.sort();
         found
+    }
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("VIDEOFARM_TEST_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+impl Drop for Farm {
+    fn drop(&mut self) {
+        let Some(prefix) = self.amqp_prefix.clone() else {
+            return;
+        };
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let mut settings = videofarm_queue_amqp::AmqpSettings::new(&amqp_url());
+                settings.prefix = prefix;
+                let cleanup = async {
+                    let queue = videofarm_queue_amqp::AmqpQueue::connect(
+                        settings,
+                        videofarm_core::QueueSettings::default(),
+                    )
+                    .await?;
+                    queue.delete_everything().await
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(10), cleanup).await;
+            });
+        })
+        .join();
     }
 }
 

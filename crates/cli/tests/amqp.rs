@@ -1,0 +1,347 @@
+//! The farm across processes on the real RabbitMQ: a producer, two workers, `inspect`, events,
+//! failures and retries, and messages that are not ours. A broker that is not running fails
+//! these tests (CI starts it).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::time::Duration;
+
+/// Workers of `farm` that are encoding something, by name, with the job ids they hold.
+fn busy(farm: &Farm) -> Vec<(String, Vec<String>)> {
+    farm.inspect()
+        .iter()
+        .map(|w| {
+            let jobs = w["active"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["id"].as_str().unwrap().to_owned())
+                .collect();
+            (w["name"].as_str().unwrap().to_owned(), jobs)
+        })
+        .filter(|(_, jobs): &(String, Vec<String>)| !jobs.is_empty())
+        .collect()
+}
+
+fn failed_jobs(farm: &Farm) -> Vec<Value> {
+    let out = farm.run(["jobs", "--state", "failed", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn temporaries(farm: &Farm) -> usize {
+    farm.outputs()
+        .iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .count()
+}
+
+#[test]
+fn two_workers_one_killed_mid_encode_and_the_other_finishes_the_job() {
+    let farm = Farm::amqp("");
+    let mut events = farm.cmd(["events", "--json"]);
+    let events_log = farm.root().join("events.jsonl");
+    let tail = events
+        .stdout(std::fs::File::create(&events_log).unwrap())
+        .stderr(std::fs::File::create(farm.log_path("events")).unwrap())
+        .spawn()
+        .unwrap();
+    clip(&farm.input.join("tape.mpg"), 4);
+    let ids = farm.enqueue(&[&farm.input.join("tape.mpg")], "slow");
+    assert_eq!(ids.len(), 1, "enqueue returned once the broker had the job");
+    let one = farm.spawn_worker("one", 1);
+    let two = farm.spawn_worker("two", 1);
+    wait_until(
+        "a worker is encoding the job",
+        Duration::from_secs(20),
+        || !busy(&farm).is_empty(),
+    );
+    let holder = busy(&farm)[0].0.clone();
+    assert_eq!(busy(&farm)[0].1, ids);
+    let (mut victim, survivor, survivor_name) = if holder == "one" {
+        (one, two, "two")
+    } else {
+        (two, one, "one")
+    };
+    let ffmpeg = children_named(victim.id(), "ffmpeg");
+    assert_eq!(ffmpeg.len(), 1);
+
+    signal(victim.id(), "KILL");
+    victim.wait().unwrap();
+    wait_until("its ffmpeg dies with it", Duration::from_secs(2), || {
+        !alive(ffmpeg[0])
+    });
+    wait_until(
+        "the other worker takes the job over",
+        Duration::from_secs(10),
+        || {
+            busy(&farm)
+                .iter()
+                .any(|(name, jobs)| name == survivor_name && jobs == &ids)
+        },
+    );
+    wait_until("the output is published", Duration::from_secs(30), || {
+        farm.out.join("tape.mkv").is_file()
+    });
+    let (streams, duration) = probe(&farm.out.join("tape.mkv"));
+    assert_eq!(streams[0].1, "h264");
+    assert!((duration - 4.0).abs() < 0.5, "complete output: {duration}");
+    wait_until("the job is acknowledged", Duration::from_secs(5), || {
+        farm.status()["queued"] == 0 && busy(&farm).is_empty()
+    });
+    assert_eq!(farm.status()["failed"], 0);
+    assert_eq!(temporaries(&farm), 0, "{:?}", farm.outputs());
+
+    // `events` saw the farm: workers coming online and the survivor finishing the job.
+    let seen = || std::fs::read_to_string(&events_log).unwrap_or_default();
+    let start = std::time::Instant::now();
+    while !seen().contains("job_succeeded") {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no success event in:\n{}\nevents said: {}",
+            seen(),
+            farm.log("events")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let events: Vec<Value> = std::fs::read_to_string(&events_log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events.iter().any(|e| e["type"] == "worker_online"),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| e["type"] == "job_progress"));
+    let done = events
+        .iter()
+        .find(|e| e["type"] == "job_succeeded")
+        .unwrap();
+    assert_eq!(done["id"], ids[0].as_str());
+    assert_eq!(done["worker"], survivor_name);
+    reap(survivor);
+    reap(tail);
+}
+
+#[test]
+fn sigterm_puts_the_job_back_at_once_and_inspect_shows_both_workers() {
+    let farm = Farm::amqp("");
+    clip(&farm.input.join("a.mpg"), 6);
+    clip(&farm.input.join("b.mpg"), 6);
+    let ids = farm.enqueue(&[&farm.input], "slow");
+    assert_eq!(ids.len(), 2);
+    let first = farm.spawn_worker("first", 1);
+    let second = farm.spawn_worker("second", 1);
+    wait_until("both workers are encoding", Duration::from_secs(20), || {
+        busy(&farm).len() == 2
+    });
+    let workers = farm.inspect();
+    assert_eq!(workers.len(), 2);
+    for worker in &workers {
+        for key in ["name", "pid", "host", "started"] {
+            assert!(!worker[key].is_null(), "{key} in {worker}");
+        }
+        let job = &worker["active"][0];
+        for key in [
+            "id", "input", "output", "profile", "progress", "fps", "speed", "eta_s",
+        ] {
+            assert!(job.get(key).is_some(), "{key} in {job}");
+        }
+    }
+    assert_eq!(farm.status()["running"], 2);
+
+    let mut first = first;
+    signal(first.id(), "TERM");
+    let started = std::time::Instant::now();
+    assert!(first.wait().unwrap().success());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "stopped promptly"
+    );
+    assert_eq!(
+        farm.status()["queued"],
+        1,
+        "its job is back in the queue at once"
+    );
+    assert_eq!(
+        temporaries(&farm),
+        1,
+        "only the other worker's file is in progress: {:?}",
+        farm.outputs()
+    );
+
+    let third = farm.spawn_worker("third", 1);
+    wait_until("both jobs are done", Duration::from_secs(40), || {
+        farm.out.join("a.mkv").is_file()
+            && farm.out.join("b.mkv").is_file()
+            && busy(&farm).is_empty()
+    });
+    assert_eq!(farm.status()["failed"], 0);
+    assert_eq!(temporaries(&farm), 0);
+    reap(second);
+    reap(third);
+}
+
+#[test]
+fn a_failing_job_reaches_the_failed_queue_after_max_attempts_and_retry_brings_it_back() {
+    let farm = Farm::amqp("");
+    let tape = farm.input.join("tape.mkv");
+    // Truncated: the header says 3 s, half the data is there, so every encode fails verification.
+    let whole = farm.root().join("whole.mkv");
+    std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=25",
+            "-t",
+            "3",
+            "-c:v",
+            "mpeg2video",
+        ])
+        .arg(&whole)
+        .status()
+        .unwrap();
+    let bytes = std::fs::read(&whole).unwrap();
+    std::fs::write(&tape, &bytes[..bytes.len() / 2]).unwrap();
+    let ids = farm.enqueue(&[&tape], "archive");
+    let worker = farm.spawn_worker("w", 1);
+    wait_until("the job fails for good", Duration::from_secs(30), || {
+        !failed_jobs(&farm).is_empty()
+    });
+    let failed = failed_jobs(&farm);
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["id"], ids[0].as_str());
+    assert_eq!(failed[0]["attempts"], 2, "max_attempts = 2");
+    assert!(
+        failed[0]["error"].as_str().unwrap().contains("truncated"),
+        "{}",
+        failed[0]
+    );
+    assert_eq!(farm.status()["failed"], 1);
+
+    std::fs::copy(&whole, &tape).unwrap();
+    let out = farm.run(["retry", &ids[0]]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until("the retried job succeeds", Duration::from_secs(30), || {
+        farm.out.join("tape.mkv").is_file()
+    });
+    wait_until("and is acknowledged", Duration::from_secs(5), || {
+        farm.status()["queued"] == 0 && busy(&farm).is_empty()
+    });
+    assert_eq!(farm.status()["failed"], 0);
+    reap(worker);
+}
+
+#[test]
+fn messages_that_are_not_ours_or_are_malformed_go_to_the_failed_queue_and_never_stop_a_worker() {
+    let farm = Farm::amqp("");
+    // This worker may only touch the farm's own folder.
+    let mut config = std::fs::read_to_string(&farm.config).unwrap();
+    config.push_str(&format!("\n[paths]\nroots = [{:?}]\n", farm.root()));
+    std::fs::write(&farm.config, config).unwrap();
+    clip(&farm.input.join("good.mpg"), 1);
+    let worker = farm.spawn_worker("sturdy", 1);
+
+    let inside = farm.input.join("good.mpg");
+    let envelope = |id: &str, input: &str, profile: &str| {
+        serde_json::json!({
+            "v": 1, "id": id,
+            "spec": {"input": input, "output": farm.out.join(format!("{id}.mkv")), "profile": profile, "key": id},
+        })
+        .to_string()
+    };
+    let bad: Vec<(String, &str)> = vec![
+        ("this is not json".into(), "not JSON"),
+        (
+            r#"{"task": "tasks.encode", "args": ["/x.mpg"]}"#.into(),
+            "not a videofarm job",
+        ),
+        (r#"{"v": 1, "id": "no-spec"}"#.into(), "malformed"),
+        (
+            envelope("outside", "/etc/passwd", "archive"),
+            "outside this worker's allowed roots",
+        ),
+        (
+            envelope("nonesuch", inside.to_str().unwrap(), "nonesuch"),
+            "unknown profile 'nonesuch'",
+        ),
+    ];
+    publish_raw(
+        &farm,
+        bad.iter()
+            .map(|(body, _)| body.as_bytes().to_vec())
+            .collect(),
+    );
+    let good = farm.enqueue(&[&inside], "archive");
+    assert_eq!(good.len(), 1);
+    wait_until(
+        "the good job after them is done",
+        Duration::from_secs(20),
+        || farm.out.join("good.mkv").is_file(),
+    );
+    wait_until(
+        "every bad message is in the failed queue",
+        Duration::from_secs(10),
+        || failed_jobs(&farm).len() == bad.len(),
+    );
+    let failed = failed_jobs(&farm);
+    for (_, reason) in &bad {
+        assert!(
+            failed
+                .iter()
+                .any(|f| f["error"].as_str().is_some_and(|e| e.contains(reason))),
+            "a failed entry says {reason:?}: {failed:#?}"
+        );
+    }
+    assert!(alive(worker.id()), "the worker is still running");
+    // Nothing loops: the failed queue holds each once, and nothing is waiting.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(failed_jobs(&farm).len(), bad.len());
+    assert_eq!(farm.status()["queued"], 0);
+    assert!(!farm.out.join("outside.mkv").exists());
+    reap(worker);
+}
+
+/// Publish raw bodies to the farm's job queue, as a foreign or broken producer would.
+fn publish_raw(farm: &Farm, bodies: Vec<Vec<u8>>) {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    let queue = format!("{}.jobs", farm.amqp_prefix.as_ref().unwrap());
+    // The queue is declared by the first command that connects.
+    assert!(farm.run(["status"]).status.success());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        for body in bodies {
+            let confirm = channel
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    lapin::BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            assert!(confirm.is_ack());
+        }
+        let _ = conn.close(200, "done".into()).await;
+    });
+}
