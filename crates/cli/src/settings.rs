@@ -264,6 +264,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_deploy_config_is_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("videofarm.toml");
+        std::fs::write(&path, include_str!("../../../deploy/videofarm.toml")).unwrap();
+        let settings = Settings::resolve(None, Some(&path)).unwrap();
+        assert!(matches!(settings.broker, Broker::Amqp(_)));
+        assert_eq!(settings.paths.roots, vec![PathBuf::from("/srv/media")]);
+    }
+
+    #[test]
     fn config_file_is_validated() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");

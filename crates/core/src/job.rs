@@ -220,7 +220,11 @@ pub struct AttemptRecord {
 /// Job counts by state, as `videofarm status` prints them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
+    /// Waiting to run, including those waiting out a retry delay.
     pub queued: u64,
+    /// Of `queued`, those waiting out a retry delay after a failed attempt.
+    #[serde(default)]
+    pub retrying: u64,
     pub running: u64,
     pub succeeded: u64,
     pub failed: u64,

@@ -1068,6 +1068,7 @@ impl Queue for AmqpQueue {
             .sum();
         Ok(Counts {
             queued: ready + retrying,
+            retrying,
             running,
             succeeded: 0,
             failed,

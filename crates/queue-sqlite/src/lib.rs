@@ -561,6 +561,13 @@ impl Queue for SqliteQueue {
                 let (state, n) = row.map_err(|e| ctx.err(e))?;
                 counts.add(state, n as u64);
             }
+            counts.retrying = conn
+                .query_row(
+                    "SELECT count(*) FROM jobs WHERE state = 'queued' AND not_before > ?1",
+                    [ctx.now],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(|e| ctx.err(e))? as u64;
             Ok(counts)
         })
         .await
