@@ -24,6 +24,7 @@ pub async fn open_amqp(settings: &Settings, url: &str) -> anyhow::Result<AmqpQue
     let mut amqp = AmqpSettings::new(url);
     amqp.prefix = settings.amqp_prefix.clone();
     amqp.queue_expires = settings.amqp_queue_expires;
+    amqp.consumer_timeout = settings.amqp_consumer_timeout;
     AmqpQueue::connect(amqp, settings.queue.clone())
         .await
         .with_context(|| format!("connecting to {}", settings.broker.describe()))

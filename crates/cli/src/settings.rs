@@ -68,6 +68,8 @@ pub struct ConfigFile {
     pub amqp_prefix: Option<String>,
     /// Let idle RabbitMQ queues expire after this long (for throwaway farms such as tests).
     pub amqp_queue_expires_secs: Option<f64>,
+    /// Per-consumer acknowledgement timeout asked of RabbitMQ 3.12+ (`x-consumer-timeout`).
+    pub amqp_consumer_timeout_secs: Option<f64>,
     #[serde(default)]
     pub paths: PathsConfig,
     #[serde(default)]
@@ -109,6 +111,7 @@ pub struct Settings {
     pub watch_interval: Duration,
     pub amqp_prefix: String,
     pub amqp_queue_expires: Option<Duration>,
+    pub amqp_consumer_timeout: Option<Duration>,
     pub paths: PathPolicy,
 }
 
@@ -209,6 +212,10 @@ impl Settings {
             amqp_queue_expires: file
                 .amqp_queue_expires_secs
                 .map(|t| secs("amqp_queue_expires_secs", Some(t), 0.0))
+                .transpose()?,
+            amqp_consumer_timeout: file
+                .amqp_consumer_timeout_secs
+                .map(|t| secs("amqp_consumer_timeout_secs", Some(t), 0.0))
                 .transpose()?,
             paths: paths_policy(file.paths)?,
         })

@@ -57,6 +57,10 @@ pub struct AmqpSettings {
     pub queue_expires: Option<Duration>,
     /// How long `inspect` waits for workers to answer.
     pub inspect_timeout: Duration,
+    /// Ask the broker for this delivery-acknowledgement timeout on the worker's consumer
+    /// (`x-consumer-timeout`, honoured by RabbitMQ 3.12 and later) instead of the broker-wide
+    /// `consumer_timeout`, so long encodes need no broker configuration.
+    pub consumer_timeout: Option<Duration>,
 }
 
 impl AmqpSettings {
@@ -66,6 +70,7 @@ impl AmqpSettings {
             prefix: "videofarm".to_owned(),
             queue_expires: None,
             inspect_timeout: Duration::from_millis(700),
+            consumer_timeout: None,
         }
     }
 }
@@ -510,12 +515,17 @@ impl Inner {
             .basic_qos(prefetch.max(1), BasicQosOptions::default())
             .await
             .map_err(backend)?;
+        let mut args = FieldTable::default();
+        if let Some(timeout) = self.settings.consumer_timeout {
+            let ms = timeout.as_millis().min(i64::MAX as u128) as i64;
+            args.insert("x-consumer-timeout".into(), AMQPValue::LongLongInt(ms));
+        }
         let consumer = channel
             .basic_consume(
                 self.names.jobs.as_str().into(),
                 "".into(),
                 BasicConsumeOptions::default(),
-                FieldTable::default(),
+                args,
             )
             .await
             .map_err(backend)?;
