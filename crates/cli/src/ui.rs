@@ -1,7 +1,7 @@
 //! Progress for `videofarm run`: a bar per running encode and one for the batch on a terminal,
 //! one plain line per finished job otherwise (logs, CI, pipes).
 
-use crate::commands::{human_duration, shown};
+use crate::commands::{describe_progress, human_duration, shown};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -80,13 +80,9 @@ impl ProgressUi {
                 if let Some(bar) = self.bars.get(id) {
                     bar.set_position((progress.progress * 1000.0) as u64);
                     bar.set_message(format!(
-                        "{:.0} fps  {:.2}x  eta {}",
-                        progress.fps,
-                        progress.speed,
-                        progress
-                            .eta_s
-                            .map(human_duration)
-                            .unwrap_or_else(|| "-".into())
+                        "{} frames  {}",
+                        progress.frames,
+                        describe_progress(progress)
                     ));
                 }
                 self.speeds.insert(id.clone(), progress.speed);

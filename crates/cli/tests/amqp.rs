@@ -189,26 +189,7 @@ fn sigterm_puts_the_job_back_at_once_and_inspect_shows_both_workers() {
 fn a_failing_job_reaches_the_failed_queue_after_max_attempts_and_retry_brings_it_back() {
     let farm = Farm::amqp("");
     let tape = farm.input.join("tape.mkv");
-    // Truncated: the header says 3 s, half the data is there, so every encode fails verification.
-    let whole = farm.root().join("whole.mkv");
-    std::process::Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=160x120:rate=25",
-            "-t",
-            "3",
-            "-c:v",
-            "mpeg2video",
-        ])
-        .arg(&whole)
-        .status()
-        .unwrap();
-    let bytes = std::fs::read(&whole).unwrap();
-    std::fs::write(&tape, &bytes[..bytes.len() / 2]).unwrap();
+    let whole = truncated_clip(&tape, farm.root());
     let ids = farm.enqueue(&[&tape], "archive");
     let worker = farm.spawn_worker("w", 1);
     wait_until("the job fails for good", Duration::from_secs(30), || {

@@ -34,26 +34,7 @@ fn each_bad_input_fails_alone_with_a_plain_reason_and_the_good_one_completes() {
         "Dear diary, this is not a video.\n",
     )
     .unwrap();
-    // A truncated capture: a 3 s Matroska cut in half (its header still says 3 s).
-    let whole = farm.root().join("whole.mkv");
-    Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=160x120:rate=25",
-            "-t",
-            "3",
-            "-c:v",
-            "mpeg2video",
-        ])
-        .arg(&whole)
-        .status()
-        .unwrap();
-    let bytes = std::fs::read(&whole).unwrap();
-    std::fs::write(farm.input.join("truncated.mkv"), &bytes[..bytes.len() / 2]).unwrap();
+    truncated_clip(&farm.input.join("truncated.mkv"), farm.root());
     let missing = farm.root().join("gone.mpg");
 
     let mut cmd = farm.cmd(["run", "--json", "--out"]);

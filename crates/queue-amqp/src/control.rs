@@ -29,7 +29,9 @@ enum Reply {
 }
 
 /// A server-named, exclusive, auto-deleted queue on `channel`, consumed without acks.
-async fn private_queue(channel: &Channel) -> Result<(String, lapin::Consumer), QueueError> {
+pub(crate) async fn private_queue(
+    channel: &Channel,
+) -> Result<(String, lapin::Consumer), QueueError> {
     let queue = channel
         .queue_declare(
             "".into(),

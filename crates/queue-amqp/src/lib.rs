@@ -188,25 +188,6 @@ impl AmqpQueue {
         self.inner.invalidate().await;
     }
 
-    /// Delete every queue and exchange of this farm (test clean-up).
-    pub async fn delete_everything(&self) -> Result<(), QueueError> {
-        let channel = self.inner.channel().await?;
-        let names = &self.inner.names;
-        for queue in [&names.jobs, &names.retry, &names.failed, &names.cancelled] {
-            channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await
-                .map_err(backend)?;
-        }
-        for exchange in [&names.control, &names.events] {
-            channel
-                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-                .await
-                .map_err(backend)?;
-        }
-        Ok(())
-    }
-
     /// Publish a lifecycle event (best effort: events are for watching, not for correctness).
     pub async fn publish_event(&self, event: &Event) {
         self.inner.publish_event(event).await;
@@ -215,36 +196,13 @@ impl AmqpQueue {
     /// The farm's lifecycle events, live, through a private auto-deleted queue.
     pub async fn subscribe_events(&self) -> Result<EventStream, QueueError> {
         let channel = self.inner.new_channel().await?;
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(backend)?;
+        let (queue, consumer) = control::private_queue(&channel).await?;
         channel
             .queue_bind(
-                queue.name().clone(),
+                queue.as_str().into(),
                 self.inner.names.events.as_str().into(),
                 "#".into(),
                 Default::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(backend)?;
-        let consumer = channel
-            .basic_consume(
-                queue.name().clone(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
                 FieldTable::default(),
             )
             .await
@@ -277,6 +235,40 @@ impl EventStream {
             }
         }
     }
+}
+
+/// Delete a throwaway farm's queues and exchanges (test clean-up), blocking, from any thread and
+/// even inside an async runtime: it runs on a thread and a runtime of its own, for at most 10 s.
+pub fn delete_farm_blocking(url: &str, prefix: &str) {
+    let (url, names) = (url.to_owned(), Names::new(prefix));
+    let _ = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            // No declarations here: the farm's queues may carry arguments this call cannot know.
+            let cleanup = async {
+                let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
+                let channel = connection.create_channel().await?;
+                for queue in [&names.jobs, &names.retry, &names.failed, &names.cancelled] {
+                    channel
+                        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                        .await?;
+                }
+                for exchange in [&names.control, &names.events] {
+                    channel
+                        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                        .await?;
+                }
+                connection.close(200, "cleaned up".into()).await
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(10), cleanup).await;
+        });
+    })
+    .join();
 }
 
 impl Inner {
@@ -748,6 +740,13 @@ fn unknown_spec() -> JobSpec {
     }
 }
 
+/// A failed job sent back by `retry`: a fresh attempt budget (its last error stays for reference).
+fn fresh(mut env: Envelope) -> Envelope {
+    env.attempts = 0;
+    env.failed_ms = None;
+    env
+}
+
 fn priority(spec: &JobSpec) -> u8 {
     spec.priority.clamp(0, 9) as u8
 }
@@ -1151,11 +1150,7 @@ impl Queue for AmqpQueue {
             .take_from(
                 &inner.names.failed,
                 Some(ids),
-                |mut env| {
-                    env.attempts = 0;
-                    env.failed_ms = None;
-                    Some(env)
-                },
+                |env| Some(fresh(env)),
                 Some(&inner.names.jobs),
             )
             .await?;
@@ -1171,11 +1166,7 @@ impl Queue for AmqpQueue {
             .take_from(
                 &inner.names.failed,
                 None,
-                |mut env| {
-                    env.attempts = 0;
-                    env.failed_ms = None;
-                    Some(env)
-                },
+                |env| Some(fresh(env)),
                 Some(&inner.names.jobs),
             )
             .await

@@ -16,34 +16,24 @@ fn url() -> String {
 }
 
 /// Deletes a test's broker objects when the test ends, even when it failed.
-struct Cleanup(AmqpQueue);
+struct Cleanup(String);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let queue = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(5), queue.delete_everything()).await;
-            });
-        })
-        .join();
+        videofarm_queue_amqp::delete_farm_blocking(&url(), &self.0);
     }
 }
 
 async fn open(settings: QueueSettings) -> Fixture {
     static N: AtomicU32 = AtomicU32::new(0);
     let mut amqp = AmqpSettings::new(&url());
-    amqp.prefix = format!(
+    let prefix = format!(
         "vftest-{}-{}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::SeqCst),
         nanos()
     );
+    amqp.prefix = prefix.clone();
     amqp.queue_expires = Some(Duration::from_secs(600));
     amqp.inspect_timeout = Duration::from_millis(400);
     // Brokers before 3.12 ignore it; this proves that they still consume with it.
@@ -53,8 +43,8 @@ async fn open(settings: QueueSettings) -> Fixture {
         .unwrap_or_else(|e| panic!("RabbitMQ must be running for these tests ({e}); start it with `rabbitmq-server -detached`"));
     let severed = queue.clone();
     Fixture {
-        queue: Arc::new(queue.clone()),
-        guard: Box::new(Cleanup(queue)),
+        queue: Arc::new(queue),
+        guard: Box::new(Cleanup(prefix)),
         expire: Box::new(move || {
             let q = severed.clone();
             Box::pin(async move { q.sever().await })

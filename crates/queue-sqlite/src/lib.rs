@@ -217,6 +217,15 @@ fn read_record(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
     })
 }
 
+/// A job's state, if the job exists.
+fn state_of(conn: &Connection, ctx: &Ctx, id: i64) -> Result<Option<JobState>, QueueError> {
+    conn.query_row("SELECT state FROM jobs WHERE id = ?1", [id], |r| {
+        read_state(r, "state")
+    })
+    .optional()
+    .map_err(|e| ctx.err(e))
+}
+
 /// Return jobs whose lease ran out to the queue (or fail them when their attempts are spent).
 fn reap(conn: &Connection, ctx: &Ctx) -> Result<(), QueueError> {
     conn.execute(
@@ -265,12 +274,7 @@ fn renew(
     if changed == 1 {
         return Ok(());
     }
-    let state: Option<JobState> = conn
-        .query_row("SELECT state FROM jobs WHERE id = ?1", [id], |r| {
-            read_state(r, "state")
-        })
-        .optional()
-        .map_err(|e| ctx.err(e))?;
+    let state: Option<JobState> = state_of(conn, ctx, id)?;
     Err(match state {
         Some(JobState::Cancelled) => QueueError::Cancelled(lease.id.clone()),
         _ => QueueError::LeaseLost(lease.id.clone()),
@@ -441,10 +445,7 @@ impl Queue for SqliteQueue {
             };
             let changed = changed.map_err(|e| ctx.err(e))?;
             if changed != 1 {
-                let state: Option<JobState> = tx
-                    .query_row("SELECT state FROM jobs WHERE id = ?1", [id], |r| read_state(r, "state"))
-                    .optional()
-                    .map_err(|e| ctx.err(e))?;
+                let state: Option<JobState> = state_of(&tx, ctx, id)?;
                 return Err(match state {
                     Some(JobState::Cancelled) => QueueError::Cancelled(lease.id.clone()),
                     None => QueueError::NotFound(lease.id.clone()),
@@ -638,10 +639,7 @@ impl Queue for SqliteQueue {
                 .map_err(|e| ctx.err(e))?;
             for id in &ids {
                 let row = parse_id(id)?;
-                let state: JobState = tx
-                    .query_row("SELECT state FROM jobs WHERE id = ?1", [row], |r| read_state(r, "state"))
-                    .optional()
-                    .map_err(|e| ctx.err(e))?
+                let state: JobState = state_of(&tx, ctx, row)?
                     .ok_or_else(|| QueueError::NotFound(id.clone()))?;
                 if !matches!(state, JobState::Failed | JobState::Cancelled) {
                     return Err(QueueError::WrongState {
@@ -685,13 +683,8 @@ impl Queue for SqliteQueue {
                 .map_err(|e| ctx.err(e))?;
             for id in &ids {
                 let row = parse_id(id)?;
-                let state: JobState = tx
-                    .query_row("SELECT state FROM jobs WHERE id = ?1", [row], |r| {
-                        read_state(r, "state")
-                    })
-                    .optional()
-                    .map_err(|e| ctx.err(e))?
-                    .ok_or_else(|| QueueError::NotFound(id.clone()))?;
+                let state: JobState =
+                    state_of(&tx, ctx, row)?.ok_or_else(|| QueueError::NotFound(id.clone()))?;
                 if state.is_terminal() {
                     return Err(QueueError::WrongState {
                         id: id.clone(),

@@ -1,6 +1,6 @@
 //! `videofarm events`: a live tail of the farm's lifecycle events, like `celery events`.
 
-use super::{human_duration, shown};
+use super::{describe_progress, human_duration, shown};
 use crate::error::{ExitStatus, UsageError};
 use crate::settings::{Broker, Settings};
 use videofarm_core::Event;
@@ -51,14 +51,9 @@ fn describe(event: &Event) -> String {
             worker,
             progress,
         } => format!(
-            "progress   {id} on {worker}: {:.1}% {:.0} fps {:.2}x eta {}",
+            "progress   {id} on {worker}: {:.1}%  {}",
             progress.progress * 100.0,
-            progress.fps,
-            progress.speed,
-            progress
-                .eta_s
-                .map(human_duration)
-                .unwrap_or_else(|| "-".into())
+            describe_progress(progress)
         ),
         Event::JobSucceeded { id, worker, report } => {
             format!(

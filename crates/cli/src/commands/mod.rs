@@ -130,6 +130,19 @@ pub fn job_ids(ids: &[String]) -> Vec<JobId> {
     ids.iter().map(|id| JobId(id.trim().to_owned())).collect()
 }
 
+/// A running encode's pace: `48 fps  2.10x  eta 1:05`.
+pub fn describe_progress(progress: &videofarm_core::Progress) -> String {
+    format!(
+        "{:.0} fps  {:.2}x  eta {}",
+        progress.fps,
+        progress.speed,
+        progress
+            .eta_s
+            .map(human_duration)
+            .unwrap_or_else(|| "-".into())
+    )
+}
+
 /// Human sizes: 1.5 GB, 700 MB, 12 kB.
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];

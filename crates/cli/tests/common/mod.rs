@@ -213,29 +213,9 @@ pub fn amqp_url() -> String {
 
 impl Drop for Farm {
     fn drop(&mut self) {
-        let Some(prefix) = self.amqp_prefix.clone() else {
-            return;
-        };
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let mut settings = videofarm_queue_amqp::AmqpSettings::new(&amqp_url());
-                settings.prefix = prefix;
-                let cleanup = async {
-                    let queue = videofarm_queue_amqp::AmqpQueue::connect(
-                        settings,
-                        videofarm_core::QueueSettings::default(),
-                    )
-                    .await?;
-                    queue.delete_everything().await
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(10), cleanup).await;
-            });
-        })
-        .join();
+        if let Some(prefix) = &self.amqp_prefix {
+            videofarm_queue_amqp::delete_farm_blocking(&amqp_url(), prefix);
+        }
     }
 }
 
@@ -306,6 +286,28 @@ pub fn clip(path: &Path, secs: u32) {
         ],
         path,
     );
+}
+
+/// A truncated capture: a 3 s Matroska cut in half, whose header still says 3 s, so every
+/// encode of it fails verification. Also returns the whole file, to "repair" it with.
+pub fn truncated_clip(path: &Path, dir: &Path) -> PathBuf {
+    let whole = dir.join("whole.mkv");
+    ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=25",
+            "-t",
+            "3",
+            "-c:v",
+            "mpeg2video",
+        ],
+        &whole,
+    );
+    let bytes = std::fs::read(&whole).unwrap();
+    std::fs::write(path, &bytes[..bytes.len() / 2]).unwrap();
+    whole
 }
 
 /// A clip of noise, which does not compress: large outputs from a short input.
