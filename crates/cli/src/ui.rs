@@ -23,7 +23,7 @@ pub struct ProgressUi {
 
 const JOB_STYLE: &str = "{prefix:.bold} [{bar:32.cyan/blue}] {percent:>3}% {msg}";
 const TOTAL_STYLE: &str =
-    "{prefix:.bold} [{bar:32.green/white}] {pos}/{len} jobs  {elapsed_precise}  {msg}";
+    "{prefix:.bold} [{bar:32.green/white}] {pos}/{len} jobs  {elapsed_precise}  eta {eta}  {msg}";
 
 impl ProgressUi {
     pub fn new(batch: impl IntoIterator<Item = JobId>, already_done: u64) -> Self {
