@@ -43,3 +43,9 @@ impl ExitStatus {
         }
     }
 }
+
+impl From<videofarm_core::plan::PlanError> for UsageError {
+    fn from(e: videofarm_core::plan::PlanError) -> Self {
+        UsageError(e.0)
+    }
+}

@@ -4,14 +4,13 @@
 //! - [`cli`]: the command line (clap);
 //! - [`settings`]: flags + environment + config file into one validated value;
 //! - [`commands`]: one file per subcommand;
-//! - [`scan`]: folders into planned jobs; [`broker`]: opening the queue; [`ui`]: progress bars;
+//! - [`broker`]: opening the queue; [`ui`]: progress bars;
 //! - [`error`]: usage errors and exit statuses.
 
 mod broker;
 mod cli;
 mod commands;
 mod error;
-mod scan;
 mod settings;
 mod ui;
 

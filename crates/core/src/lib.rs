@@ -9,6 +9,7 @@
 //! - [`identity`]: the cheap content fingerprint that makes a job's identity ("never twice").
 //! - [`event`]: lifecycle events for progress bars, dashboards and `videofarm events`.
 //! - [`clock`]: an injectable clock so lease and backoff logic is testable without sleeping.
+//! - [`plan`]: files and folders into planned jobs (the scan behind `run`, `enqueue` and `watch`).
 //! - [`pathser`]: serde for file names that are not UTF-8.
 
 pub mod clock;
@@ -16,6 +17,7 @@ pub mod event;
 pub mod identity;
 pub mod job;
 pub mod pathser;
+pub mod plan;
 pub mod profile;
 pub mod queue;
 

@@ -5,21 +5,22 @@ use super::{enqueue_planned, shown};
 use crate::broker::open_queue;
 use crate::cli::EnqueueArgs;
 use crate::error::{ExitStatus, UsageError};
-use crate::scan::{self, Planned};
 use crate::settings::Settings;
 use std::path::{Path, PathBuf};
+use videofarm_core::plan::{self as scan, Planned};
 use videofarm_core::Enqueued;
 
 pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitStatus> {
     let profile = settings.profile(args.inputs.profile.as_deref())?.clone();
-    let mut planned = scan::plan(&args.inputs.paths, &args.inputs.out, &profile.extension)?;
+    let mut planned = scan::plan(&args.inputs.paths, &args.inputs.out, &profile.extension)
+        .map_err(UsageError::from)?;
     if planned.is_empty() {
         return Err(UsageError::new("no video files found in the given paths").into());
     }
     let queue = open_queue(settings).await?;
     let mut status = ExitStatus::Success;
     if let Some(move_to) = &args.move_to {
-        let move_to = scan::absolute(move_to)?;
+        let move_to = scan::absolute(move_to).map_err(UsageError::from)?;
         std::fs::create_dir_all(&move_to)
             .map_err(|e| UsageError::new(format!("{}: {e}", shown(&move_to))))?;
         let roots: Vec<PathBuf> = args

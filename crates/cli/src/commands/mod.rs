@@ -15,10 +15,10 @@ pub mod worker;
 
 use crate::cli::QueueInputs;
 use crate::error::UsageError;
-use crate::scan::{self, Planned};
 use crate::settings::Settings;
 use std::path::Path;
 use tokio_util::sync::CancellationToken;
+use videofarm_core::plan::{self as scan, Planned};
 use videofarm_core::{Enqueued, JobId, JobSpec, Profile, Queue, WorkerInfo};
 use videofarm_ffmpeg::Tools;
 use videofarm_worker::WorkerSettings;

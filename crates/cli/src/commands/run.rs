@@ -12,7 +12,6 @@ use super::{
 use crate::broker::{open_amqp, open_queue, worker_info};
 use crate::cli::RunArgs;
 use crate::error::{ExitStatus, UsageError};
-use crate::scan;
 use crate::settings::{Broker, Settings};
 use crate::ui::ProgressUi;
 use std::collections::{HashMap, HashSet};
@@ -20,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use videofarm_core::plan as scan;
 use videofarm_core::{Enqueued, Event, JobFilter, JobId, JobRecord, JobSpec, JobState};
 use videofarm_queue_amqp::EventStream;
 use videofarm_worker::Worker;
@@ -51,7 +51,8 @@ impl EventSource {
 pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatus> {
     let profile = settings.profile(args.inputs.profile.as_deref())?.clone();
     let tools = locate_tools(settings)?;
-    let planned = scan::plan(&args.inputs.paths, &args.inputs.out, &profile.extension)?;
+    let planned = scan::plan(&args.inputs.paths, &args.inputs.out, &profile.extension)
+        .map_err(UsageError::from)?;
     if planned.is_empty() {
         return Err(UsageError::new("no video files found in the given paths").into());
     }

@@ -7,13 +7,13 @@ use super::{enqueue_planned, shown, stop_on_signal};
 use crate::broker::open_queue;
 use crate::cli::{QueueInputs, WatchArgs};
 use crate::error::{ExitStatus, UsageError};
-use crate::scan;
 use crate::settings::Settings;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use videofarm_core::plan as scan;
 use videofarm_core::Enqueued;
 
 /// What a file looked like when last seen.
@@ -60,7 +60,8 @@ pub async fn watch(settings: &Settings, args: WatchArgs) -> anyhow::Result<ExitS
             _ = stop.cancelled() => return Ok(ExitStatus::Success),
             _ = ticker.tick() => {}
         }
-        let planned = scan::plan(&inputs.paths, &inputs.out, &profile.extension)?;
+        let planned =
+            scan::plan(&inputs.paths, &inputs.out, &profile.extension).map_err(UsageError::from)?;
         let now = Instant::now();
         let mut ready = Vec::new();
         for job in planned {

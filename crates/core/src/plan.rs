@@ -2,13 +2,12 @@
 //! video files, subfolders are mirrored under the output folder, and every job gets its
 //! identity (see `videofarm_core::identity`).
 
-use crate::error::UsageError;
+use crate::identity::{identify, unreadable_key};
+use crate::{JobSpec, Profile};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use videofarm_core::identity::{identify, unreadable_key};
-use videofarm_core::{JobSpec, Profile};
 
 /// File extensions taken as video when a folder is searched (a file named on the command line
 /// is always taken, whatever its name).
@@ -35,12 +34,17 @@ fn is_hidden(name: &OsStr) -> bool {
     name.as_bytes().first() == Some(&b'.')
 }
 
-pub fn absolute(path: &Path) -> Result<PathBuf, UsageError> {
-    std::path::absolute(path).map_err(|e| UsageError::new(format!("{}: {e}", path.display())))
+/// Why a set of paths cannot be planned: said in plain words, nothing was queued.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PlanError(pub String);
+
+pub fn absolute(path: &Path) -> Result<PathBuf, PlanError> {
+    std::path::absolute(path).map_err(|e| PlanError(format!("{}: {e}", path.display())))
 }
 
 /// Plan jobs for `paths`, with outputs under `out` ending in `.{extension}`.
-pub fn plan(paths: &[PathBuf], out: &Path, extension: &str) -> Result<Vec<Planned>, UsageError> {
+pub fn plan(paths: &[PathBuf], out: &Path, extension: &str) -> Result<Vec<Planned>, PlanError> {
     let out = absolute(out)?;
     let mut planned = Vec::new();
     for path in paths {
@@ -72,7 +76,7 @@ pub fn plan(paths: &[PathBuf], out: &Path, extension: &str) -> Result<Vec<Planne
     for job in &planned {
         if let Some(other) = by_output.insert(&job.output, &job.input) {
             if other != job.input {
-                return Err(UsageError::new(format!(
+                return Err(PlanError(format!(
                     "{} and {} would both become {}; queue them with different --out folders",
                     other.display(),
                     job.input.display(),
