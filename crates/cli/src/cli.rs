@@ -58,6 +58,8 @@ pub enum Command {
     Profiles,
     /// Follow the farm's lifecycle events live (RabbitMQ), like `celery events`.
     Events(JsonArgs),
+    /// Serve the dashboard, the JSON API and /metrics.
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -161,4 +163,14 @@ pub struct RetryArgs {
 pub struct CancelArgs {
     #[arg(required = true)]
     pub ids: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Anything but loopback needs a token.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Required on every request that changes something (default: `token` in the config).
+    #[arg(long, env = "VIDEOFARM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }

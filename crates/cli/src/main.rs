@@ -59,6 +59,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             Command::Cancel(args) => commands::cancel::cancel(&settings, args).await,
             Command::Profiles => Ok(commands::profiles::profiles(&settings)),
             Command::Events(args) => commands::events::events(&settings, args.json).await,
+            Command::Serve(args) => commands::serve::serve(&settings, args).await,
         }
     })
 }

@@ -70,6 +70,8 @@ pub struct ConfigFile {
     pub amqp_queue_expires_secs: Option<f64>,
     /// Per-consumer acknowledgement timeout asked of RabbitMQ 3.12+ (`x-consumer-timeout`).
     pub amqp_consumer_timeout_secs: Option<f64>,
+    /// `serve`: the token every changing request must carry.
+    pub token: Option<String>,
     #[serde(default)]
     pub paths: PathsConfig,
     #[serde(default)]
@@ -112,6 +114,7 @@ pub struct Settings {
     pub amqp_prefix: String,
     pub amqp_queue_expires: Option<Duration>,
     pub amqp_consumer_timeout: Option<Duration>,
+    pub token: Option<String>,
     pub paths: PathPolicy,
 }
 
@@ -217,6 +220,7 @@ impl Settings {
                 .amqp_consumer_timeout_secs
                 .map(|t| secs("amqp_consumer_timeout_secs", Some(t), 0.0))
                 .transpose()?,
+            token: file.token.filter(|t| !t.is_empty()),
             paths: paths_policy(file.paths)?,
         })
     }

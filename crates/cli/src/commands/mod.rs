@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod profiles;
 pub mod retry;
 pub mod run;
+pub mod serve;
 pub mod status;
 pub mod watch;
 pub mod worker;

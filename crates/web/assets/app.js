@@ -1,0 +1,178 @@
+// The videofarm pages: plain DOM, no build step, nothing from the internet. Every value from
+// the farm (file names above all) goes into the page as text, never as HTML.
+"use strict";
+const videofarm = (() => {
+  const token = new URLSearchParams(location.hash.slice(1)).get("token") || localStorage.getItem("videofarm-token");
+  if (token) localStorage.setItem("videofarm-token", token);
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") node.className = v;
+      else if (k.startsWith("data-")) node.setAttribute(k, v);
+      else if (k === "onclick") node.addEventListener("click", v);
+      else node[k] = v;
+    }
+    for (const child of children) {
+      if (child === null || child === undefined) continue;
+      node.append(typeof child === "string" || typeof child === "number" ? document.createTextNode(String(child)) : child);
+    }
+    return node;
+  }
+
+  const baseName = (path) => String(path).split("/").pop();
+  const duration = (s) => {
+    if (s === null || s === undefined || !isFinite(s)) return "-";
+    if (s < 60) return s.toFixed(1) + "s";
+    const t = Math.round(s), h = Math.floor(t / 3600), m = Math.floor((t % 3600) / 60), sec = t % 60;
+    return (h ? h + ":" + String(m).padStart(2, "0") : m) + ":" + String(sec).padStart(2, "0");
+  };
+  const size = (b) => {
+    const units = ["B", "kB", "MB", "GB", "TB"];
+    let v = b, u = 0;
+    while (v >= 1000 && u < units.length - 1) { v /= 1000; u++; }
+    return u ? v.toFixed(1) + " " + units[u] : b + " B";
+  };
+
+  async function api(path, body) {
+    const options = body === undefined ? {} : {
+      method: "POST",
+      headers: Object.assign({ "Content-Type": "application/json" }, token ? { Authorization: "Bearer " + token } : {}),
+      body: JSON.stringify(body),
+    };
+    const response = await fetch(path, options);
+    const data = await response.json();
+    if (!response.ok) throw new Error(data.error || response.statusText);
+    return data;
+  }
+
+  function showError(e) {
+    const box = document.getElementById("error");
+    box.hidden = !e;
+    box.textContent = e ? String(e.message || e) : "";
+  }
+
+  function replaceRows(table, rows, empty) {
+    const body = document.querySelector(table + " tbody");
+    body.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { class: "empty", colSpan: 6 }, empty))]));
+  }
+
+  function action(label, cls, path) {
+    return el("button", { class: cls, type: "button", onclick: async (ev) => {
+      ev.target.disabled = true;
+      try { await api(path, {}); showError(null); refresh(); } catch (e) { showError(e); ev.target.disabled = false; }
+    } }, label);
+  }
+
+  let refresh = () => {};
+
+  async function overview() {
+    refresh = async () => {
+      try {
+        const [status, workers, jobs] = await Promise.all([api("/api/status"), api("/api/workers"), api("/api/jobs")]);
+        showError(null);
+        document.getElementById("counts").replaceChildren(
+          ...["queued", "running", "succeeded", "failed", "cancelled"].map((k) => el("span", { class: "count-" + k }, k + " " + (status[k] || 0))),
+          el("span", {}, status.workers + " worker" + (status.workers === 1 ? "" : "s")));
+        const box = document.getElementById("workers");
+        box.replaceChildren(...(workers.length ? workers.map((w) => el("div", { class: "worker", "data-name": w.name },
+          el("div", {}, el("span", { class: "name" }, w.name), " on " + w.host + " (pid " + w.pid + "), " + w.active.length + "/" + w.concurrency + " busy"),
+          ...w.active.map((j) => el("div", { class: "active", "data-id": j.id },
+            el("a", { class: "file", href: "/job/" + encodeURIComponent(j.id) }, baseName(j.input)),
+            el("div", { class: "bar", title: (j.progress * 100).toFixed(1) + "%" }, el("div", { style: "width:" + (j.progress * 100).toFixed(1) + "%" })),
+            el("span", { class: "pace" }, (j.progress * 100).toFixed(1) + "%  " + j.fps.toFixed(0) + " fps  " + j.speed.toFixed(2) + "x  eta " + duration(j.eta_s)))))) :
+          [el("p", { class: "empty" }, "No live workers.")]));
+
+        const failed = jobs.filter((j) => j.state === "failed");
+        replaceRows("#failed", failed.map((j) => el("tr", { class: "failed-job", "data-id": j.id },
+          el("td", {}, el("a", { class: "file", href: "/job/" + encodeURIComponent(j.id) }, baseName(j.input))),
+          el("td", {}, el("div", { class: "reason" }, j.error || ""), j.stderr_tail ? el("details", {}, el("summary", {}, "ffmpeg said"), el("pre", {}, j.stderr_tail)) : null),
+          el("td", {}, j.attempts),
+          el("td", {}, action("Retry", "retry", "/api/jobs/" + encodeURIComponent(j.id) + "/retry")))), "Nothing failed.");
+
+        const waiting = jobs.filter((j) => j.state === "queued" || j.state === "running");
+        replaceRows("#waiting", waiting.map((j) => el("tr", { class: "waiting-job", "data-id": j.id },
+          el("td", {}, el("a", { class: "file", href: "/job/" + encodeURIComponent(j.id) }, baseName(j.input))),
+          el("td", {}, j.profile), el("td", { class: "state" }, j.state),
+          el("td", {}, action("Cancel", "cancel", "/api/jobs/" + encodeURIComponent(j.id) + "/cancel")))), "Nothing waiting.");
+
+        const done = jobs.filter((j) => j.state === "succeeded" && j.result).sort((a, b) => (b.finished_ms || 0) - (a.finished_ms || 0)).slice(0, 10);
+        replaceRows("#recent", done.map((j) => el("tr", { class: "done-job", "data-id": j.id },
+          el("td", {}, el("a", { class: "file", href: "/job/" + encodeURIComponent(j.id) }, baseName(j.input))),
+          el("td", {}, size(j.result.input_size) + " → " + size(j.result.output_size)),
+          el("td", {}, duration(j.result.elapsed_s)),
+          el("td", {}, j.result.elapsed_s > 0 ? (j.result.duration_s / j.result.elapsed_s).toFixed(2) + "x" : "-"))), "Nothing finished yet.");
+
+        // Batch ETA: what the running encodes still need, plus the waiting jobs at the recent
+        // average time per job, spread over the workers' slots.
+        const slots = Math.max(1, workers.reduce((n, w) => n + w.concurrency, 0));
+        const running = workers.flatMap((w) => w.active).reduce((s, j) => s + (j.eta_s || 0), 0);
+        const avg = done.length ? done.reduce((s, j) => s + j.result.elapsed_s, 0) / done.length : 0;
+        const queued = jobs.filter((j) => j.state === "queued").length;
+        const eta = (running + queued * avg) / slots;
+        document.getElementById("batch-eta").textContent = (queued || running) ? "batch ETA " + duration(eta) : "";
+      } catch (e) { showError(e); }
+    };
+    refresh();
+    setInterval(refresh, 1000);
+    await setupEnqueue();
+  }
+
+  async function setupEnqueue() {
+    const form = document.getElementById("enqueue");
+    const chosen = new Set();
+    try {
+      const profiles = await api("/api/profiles");
+      document.getElementById("profile").replaceChildren(...profiles.profiles.map((p) =>
+        el("option", { value: p.name, selected: p.name === profiles.default }, p.name + " (." + p.extension + ")")));
+    } catch (e) { showError(e); }
+    async function show(path) {
+      const box = document.getElementById("browser");
+      try {
+        const listing = await api("/api/browse" + (path ? "?path=" + encodeURIComponent(path) : ""));
+        box.replaceChildren(el("div", {}, listing.path ? "In " + listing.path : "Media roots"), el("ul", {}, ...listing.entries.map((e) =>
+          el("li", {}, el("input", { type: "checkbox", checked: chosen.has(e.path), onclick: (ev) => { ev.target.checked ? chosen.add(e.path) : chosen.delete(e.path); } }), " ",
+            e.dir ? el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); show(e.path); } }, e.name + "/") : el("span", {}, e.name)))));
+      } catch (e) { box.replaceChildren(el("p", { class: "empty" }, String(e.message || e))); }
+    }
+    show(null);
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const result = document.getElementById("enqueue-result");
+      try {
+        const r = await api("/api/jobs", { paths: [...chosen], out: document.getElementById("out").value, profile: document.getElementById("profile").value });
+        result.textContent = r.queued.length + " queued, " + r.already_known.length + " already known";
+        refresh();
+      } catch (e) { result.textContent = String(e.message || e); }
+    });
+  }
+
+  async function jobPage() {
+    const id = decodeURIComponent(location.pathname.split("/").pop());
+    document.getElementById("job-id").textContent = id;
+    refresh = async () => {
+      try {
+        const { job, history } = await api("/api/jobs/" + encodeURIComponent(id));
+        showError(null);
+        const rows = [["File", job.input], ["Output", job.output], ["Profile", job.profile], ["State", job.state],
+          ["Attempts", job.attempts + " of " + job.max_attempts], ["Worker", job.worker || "-"], ["Reason", job.error || "-"]];
+        if (job.result) rows.push(["Size in → out", size(job.result.input_size) + " → " + size(job.result.output_size)], ["Took", duration(job.result.elapsed_s)]);
+        document.getElementById("job").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
+        const actions = [];
+        if (job.state === "failed" || job.state === "cancelled") actions.push(action("Retry", "retry", "/api/jobs/" + encodeURIComponent(id) + "/retry"));
+        if (job.state === "queued" || job.state === "running") actions.push(action("Cancel", "cancel", "/api/jobs/" + encodeURIComponent(id) + "/cancel"));
+        document.getElementById("actions").replaceChildren(...actions);
+        const stderr = document.getElementById("stderr");
+        stderr.hidden = !job.stderr_tail;
+        stderr.textContent = job.stderr_tail || "";
+        const when = (ms) => ms ? new Date(ms).toLocaleString() : "-";
+        replaceRows("#history", history.map((a) => el("tr", {}, el("td", {}, a.attempt), el("td", {}, a.worker), el("td", {}, when(a.started_ms)),
+          el("td", {}, when(a.finished_ms)), el("td", {}, a.outcome), el("td", {}, a.error || ""))), "No attempts yet.");
+      } catch (e) { showError(e); }
+    };
+    refresh();
+    setInterval(refresh, 2000);
+  }
+
+  return { overview, jobPage };
+})();

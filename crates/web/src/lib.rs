@@ -1,0 +1,327 @@
+//! The farm's web face: an overview page, a page per job, a JSON API with the same shapes as
+//! the CLI's `--json`, and `/metrics` for Prometheus. Everything is served by the binary: no
+//! build step, nothing fetched from the internet.
+//!
+//! Safety: the server binds to loopback unless told otherwise, and then only with a token;
+//! every request that changes something must carry the token when one is set, and must be
+//! JSON (so a web page elsewhere cannot post a plain form to it). Queueing from the page
+//! accepts only paths under the configured media roots. Pages put every file name in the
+//! document as text, never as HTML.
+//!
+//! Layout: this file (state, routes, API handlers), [`roots`] (path checks), [`metrics`].
+
+pub mod metrics;
+pub mod roots;
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use videofarm_core::plan::{self, Planned};
+use videofarm_core::{Enqueued, JobFilter, JobId, JobState, Profiles, Queue, QueueError};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub queue: Arc<dyn Queue>,
+    pub profiles: Profiles,
+    pub default_profile: String,
+    /// Folders the page may list and queue from; empty means queueing from the page is off.
+    pub roots: Vec<PathBuf>,
+    /// Required on every request that changes something, when set.
+    pub token: Option<String>,
+}
+
+/// An API error: a status and one plain sentence.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        let status = match e {
+            QueueError::NotFound(_) => StatusCode::NOT_FOUND,
+            QueueError::WrongState { .. } => StatusCode::CONFLICT,
+            QueueError::LeaseLost(_) | QueueError::Cancelled(_) => StatusCode::CONFLICT,
+            QueueError::Backend(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { Html(include_str!("../assets/index.html")) }),
+        )
+        .route(
+            "/job/{id}",
+            get(|| async { Html(include_str!("../assets/job.html")) }),
+        )
+        .route(
+            "/assets/app.js",
+            get(|| async { asset("text/javascript", include_str!("../assets/app.js")) }),
+        )
+        .route(
+            "/assets/style.css",
+            get(|| async { asset("text/css", include_str!("../assets/style.css")) }),
+        )
+        .route(
+            "/api/openapi.json",
+            get(|| async { asset("application/json", include_str!("../assets/openapi.json")) }),
+        )
+        .route("/api/status", get(status))
+        .route("/api/workers", get(workers))
+        .route("/api/jobs", get(jobs).post(enqueue))
+        .route("/api/jobs/{id}", get(job))
+        .route("/api/jobs/{id}/retry", post(retry))
+        .route("/api/jobs/{id}/cancel", post(cancel))
+        .route("/api/profiles", get(profiles))
+        .route("/api/browse", get(browse))
+        .route("/metrics", get(metrics::metrics))
+        .with_state(state)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Requests that change something: the token when one is set, and a JSON body type.
+fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send JSON (Content-Type: application/json)".into(),
+        ));
+    }
+    if let Some(token) = &state.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "this farm needs its token: Authorization: Bearer <token>".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn status(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    let counts = state.queue.counts().await?;
+    let workers = state.queue.workers().await?.len();
+    let mut value = serde_json::to_value(counts)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    value["workers"] = workers.into();
+    Ok(Json(value))
+}
+
+async fn workers(
+    State(state): State<AppState>,
+) -> ApiResult<Json<Vec<videofarm_core::WorkerStatus>>> {
+    Ok(Json(state.queue.workers().await?))
+}
+
+#[derive(Deserialize)]
+struct JobsQuery {
+    state: Option<String>,
+}
+
+async fn jobs(
+    State(state): State<AppState>,
+    Query(q): Query<JobsQuery>,
+) -> ApiResult<Json<Vec<videofarm_core::JobRecord>>> {
+    let wanted = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse::<JobState>()
+                .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?,
+        ),
+    };
+    Ok(Json(
+        state
+            .queue
+            .jobs(&JobFilter {
+                state: wanted,
+                ids: None,
+            })
+            .await?,
+    ))
+}
+
+async fn job(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id = JobId(id);
+    let record = state
+        .queue
+        .jobs(&JobFilter {
+            state: None,
+            ids: Some(vec![id.clone()]),
+        })
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::from(QueueError::NotFound(id.clone())))?;
+    let history = state.queue.history(&id).await?;
+    Ok(Json(
+        serde_json::json!({ "job": record, "history": history }),
+    ))
+}
+
+async fn retry(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    authorize(&state, &headers)?;
+    let ids = state.queue.retry(&[JobId(id)]).await?;
+    Ok(Json(serde_json::json!({ "retried": ids })))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    authorize(&state, &headers)?;
+    let ids = state.queue.cancel(&[JobId(id)]).await?;
+    Ok(Json(serde_json::json!({ "cancelled": ids })))
+}
+
+async fn profiles(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let list: Vec<_> = state.profiles.iter().cloned().collect();
+    Json(serde_json::json!({ "default": state.default_profile, "profiles": list }))
+}
+
+#[derive(Deserialize)]
+struct EnqueueRequest {
+    /// Files or folders, each under a media root.
+    paths: Vec<PathBuf>,
+    /// The output folder, under a media root.
+    out: PathBuf,
+    profile: Option<String>,
+    #[serde(default)]
+    priority: i32,
+}
+
+async fn enqueue(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    authorize(&state, &headers)?;
+    let request: EnqueueRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the request is not a queue request: {e}"),
+        )
+    })?;
+    let profile = state
+        .profiles
+        .get(request.profile.as_deref().unwrap_or(&state.default_profile))
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?
+        .clone();
+    if request.paths.is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "choose at least one file or folder".into(),
+        ));
+    }
+    let mut inputs = Vec::new();
+    for path in &request.paths {
+        inputs.push(
+            roots::existing_within(&state.roots, path)
+                .map_err(|e| ApiError(StatusCode::FORBIDDEN, e))?,
+        );
+    }
+    let out = roots::within(&state.roots, &request.out)
+        .map_err(|e| ApiError(StatusCode::FORBIDDEN, e))?;
+    let planned: Vec<Planned> = plan::plan(&inputs, &out, &profile.extension)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.0))?;
+    let mut queued = Vec::new();
+    let mut known = Vec::new();
+    for job in &planned {
+        match state
+            .queue
+            .enqueue(plan::spec(job, &profile, request.priority, false), false)
+            .await?
+        {
+            Enqueued::Queued(id) => queued.push(id),
+            Enqueued::Duplicate(id, _) => known.push(id),
+        }
+    }
+    Ok(Json(
+        serde_json::json!({ "queued": queued, "already_known": known }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct BrowseQuery {
+    path: Option<PathBuf>,
+}
+
+/// The folders and video files in a folder under the roots (the roots themselves without a path).
+async fn browse(
+    State(state): State<AppState>,
+    Query(q): Query<BrowseQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Some(path) = q.path else {
+        return Ok(Json(
+            serde_json::json!({ "path": null, "entries": state.roots.iter().map(|r| serde_json::json!({"name": r, "path": r, "dir": true})).collect::<Vec<_>>() }),
+        ));
+    };
+    let dir = roots::existing_within(&state.roots, &path)
+        .map_err(|e| ApiError(StatusCode::FORBIDDEN, e))?;
+    let mut entries = Vec::new();
+    let read = std::fs::read_dir(&dir)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{}: {e}", dir.display())))?;
+    for entry in read.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir || plan::is_video_name(&entry.path()) {
+            entries.push(serde_json::json!({ "name": name.to_string_lossy(), "path": entry.path(), "dir": is_dir }));
+        }
+    }
+    entries.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Ok(Json(serde_json::json!({ "path": dir, "entries": entries })))
+}
+
+/// Serve until `shutdown` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
