@@ -1,0 +1,410 @@
+//! Every endpoint of the JSON API, on a real SQLite queue: shapes, the token, JSON-only
+//! changes, and paths outside the media roots.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+use videofarm_core::{
+    Failure, JobSpec, Outcome, Profiles, Queue, QueueSettings, SuccessReport, WorkerInfo,
+};
+use videofarm_queue_sqlite::SqliteQueue;
+use videofarm_web::{router, AppState};
+
+struct Api {
+    dir: tempfile::TempDir,
+    queue: Arc<SqliteQueue>,
+    state: AppState,
+}
+
+fn media(api: &Api) -> PathBuf {
+    api.dir.path().join("media")
+}
+
+fn api(token: Option<&str>) -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let queue =
+        Arc::new(SqliteQueue::open(&dir.path().join("q.db"), QueueSettings::default()).unwrap());
+    std::fs::create_dir_all(dir.path().join("media/tapes")).unwrap();
+    std::fs::write(dir.path().join("media/tapes/a.mpg"), b"not really a video").unwrap();
+    std::fs::write(dir.path().join("media/tapes/notes.txt"), b"x").unwrap();
+    std::os::unix::fs::symlink("/etc", dir.path().join("media/escape")).unwrap();
+    let state = AppState {
+        queue: queue.clone(),
+        profiles: Profiles::default(),
+        default_profile: "archive".into(),
+        roots: vec![dir.path().join("media")],
+        token: token.map(str::to_owned),
+    };
+    Api { dir, queue, state }
+}
+
+async fn call(
+    api: &Api,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Value, String) {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let body = match body {
+        Some(b) => Body::from(b.to_string()),
+        None => Body::empty(),
+    };
+    let response = router(api.state.clone())
+        .oneshot(request.body(body).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    )
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+fn spec(api: &Api, name: &str) -> JobSpec {
+    JobSpec {
+        input: media(api).join(format!("tapes/{name}.mpg")),
+        output: media(api).join(format!("out/{name}.mkv")),
+        profile: "archive".into(),
+        key: name.into(),
+        overwrite: false,
+        priority: 0,
+        input_size: 10,
+        parent: None,
+    }
+}
+
+fn worker() -> WorkerInfo {
+    WorkerInfo {
+        name: "w1".into(),
+        pid: 42,
+        host: "box".into(),
+        started_ms: 0,
+        concurrency: 1,
+    }
+}
+
+#[tokio::test]
+async fn read_endpoints_have_the_cli_shapes() {
+    let api = api(None);
+    let q = api.queue.as_ref();
+    q.register_worker(&worker()).await.unwrap();
+    q.enqueue(spec(&api, "done"), false).await.unwrap();
+    q.enqueue(spec(&api, "bad"), false).await.unwrap();
+    q.enqueue(spec(&api, "busy"), false).await.unwrap();
+    let l1 = q.lease(&worker(), Duration::ZERO).await.unwrap().unwrap();
+    q.finish(
+        &l1,
+        Outcome::Succeeded(SuccessReport {
+            input_size: 1000,
+            output_size: 400,
+            duration_s: 60.0,
+            elapsed_s: 20.0,
+            already_done: false,
+        }),
+    )
+    .await
+    .unwrap();
+    let l2 = q.lease(&worker(), Duration::ZERO).await.unwrap().unwrap();
+    q.finish(
+        &l2,
+        Outcome::Failed(Failure::permanent(
+            "/m/bad.mpg: the file is empty (0 bytes)",
+        )),
+    )
+    .await
+    .unwrap();
+    let _busy = q.lease(&worker(), Duration::ZERO).await.unwrap().unwrap();
+
+    let (status, body, _) = call(&api, "GET", "/api/status", None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"queued": 0, "retrying": 0, "running": 1, "succeeded": 1, "failed": 1, "cancelled": 0, "workers": 1})
+    );
+
+    let (_, workers, _) = call(&api, "GET", "/api/workers", None, &[]).await;
+    assert_eq!(workers[0]["name"], "w1");
+    assert_eq!(workers[0]["active"][0]["id"], "3");
+    for key in [
+        "progress", "fps", "speed", "eta_s", "input", "output", "profile",
+    ] {
+        assert!(workers[0]["active"][0].get(key).is_some(), "{key}");
+    }
+
+    let (_, jobs, _) = call(&api, "GET", "/api/jobs", None, &[]).await;
+    assert_eq!(jobs.as_array().unwrap().len(), 3);
+    let (_, failed, _) = call(&api, "GET", "/api/jobs?state=failed", None, &[]).await;
+    assert_eq!(
+        failed[0]["error"],
+        "/m/bad.mpg: the file is empty (0 bytes)"
+    );
+    let (status, _, _) = call(&api, "GET", "/api/jobs?state=nonsense", None, &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (status, one, _) = call(&api, "GET", "/api/jobs/1", None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one["job"]["state"], "succeeded");
+    assert_eq!(one["history"][0]["outcome"], "succeeded");
+    assert_eq!(
+        call(&api, "GET", "/api/jobs/999", None, &[]).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let (_, profiles, _) = call(&api, "GET", "/api/profiles", None, &[]).await;
+    assert_eq!(profiles["default"], "archive");
+    assert!(profiles["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "av1"));
+
+    let (status, _, metrics) = call(&api, "GET", "/metrics", None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    for line in [
+        "videofarm_jobs{state=\"failed\"} 1",
+        "videofarm_workers 1",
+        "videofarm_encode_seconds_bucket{profile=\"archive\",le=\"30\"} 1",
+        "videofarm_encode_speed_bucket{profile=\"archive\",le=\"4\"} 1",
+        "videofarm_encode_speed_sum{profile=\"archive\"} 3",
+        "videofarm_input_bytes_total{profile=\"archive\"} 1000",
+        "videofarm_output_bytes_total{profile=\"archive\"} 400",
+        "videofarm_failed_jobs{reason=\"empty\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+
+    let (status, _, html) = call(&api, "GET", "/", None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("/assets/app.js") && !html.contains("http://") && !html.contains("https://"),
+        "nothing fetched from elsewhere"
+    );
+    let (_, openapi, _) = call(&api, "GET", "/api/openapi.json", None, &[]).await;
+    assert_eq!(openapi["openapi"], "3.0.3");
+    let (status, _, _) = call(&api, "GET", "/job/1", None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn changes_need_json_and_the_token() {
+    let api = api(Some("s3cret"));
+    let q = api.queue.as_ref();
+    q.enqueue(spec(&api, "a"), false).await.unwrap();
+    let auth = ("authorization", "Bearer s3cret");
+    let wrong = ("authorization", "Bearer nope");
+    assert_eq!(
+        call(&api, "POST", "/api/jobs/1/cancel", Some(json!({})), &[])
+            .await
+            .0,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(
+        call(&api, "POST", "/api/jobs/1/cancel", Some(json!({})), &[JSON])
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(
+            &api,
+            "POST",
+            "/api/jobs/1/cancel",
+            Some(json!({})),
+            &[JSON, wrong]
+        )
+        .await
+        .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(q.counts().await.unwrap().queued, 1, "nothing changed");
+    let (status, body, _) = call(
+        &api,
+        "POST",
+        "/api/jobs/1/cancel",
+        Some(json!({})),
+        &[JSON, auth],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        call(
+            &api,
+            "POST",
+            "/api/jobs/1/cancel",
+            Some(json!({})),
+            &[JSON, auth]
+        )
+        .await
+        .0,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        call(&api, "POST", "/api/jobs/1/retry", Some(json!({})), &[JSON])
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, body, _) = call(
+        &api,
+        "POST",
+        "/api/jobs/1/retry",
+        Some(json!({})),
+        &[JSON, auth],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(q.counts().await.unwrap().queued, 1, "back in the queue");
+    assert_eq!(
+        call(
+            &api,
+            "POST",
+            "/api/jobs/77/retry",
+            Some(json!({})),
+            &[JSON, auth]
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    let out = media(&api).join("out");
+    let request = json!({"paths": [media(&api).join("tapes")], "out": out});
+    assert_eq!(
+        call(&api, "POST", "/api/jobs", Some(request.clone()), &[JSON])
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&api, "POST", "/api/jobs", Some(request), &[JSON, auth])
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // Reading needs no token.
+    assert_eq!(
+        call(&api, "GET", "/api/jobs", None, &[]).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn queueing_from_the_page_stays_inside_the_media_roots() {
+    let api = api(None);
+    let out = media(&api).join("encoded");
+    let ok = json!({"paths": [media(&api).join("tapes")], "out": out, "profile": "web"});
+    let (status, body, _) = call(&api, "POST", "/api/jobs", Some(ok.clone()), &[JSON]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["queued"].as_array().unwrap().len(),
+        1,
+        "the video, not the text file: {body}"
+    );
+    let (_, again, _) = call(&api, "POST", "/api/jobs", Some(ok), &[JSON]).await;
+    assert_eq!(again["already_known"].as_array().unwrap().len(), 1);
+    let jobs = api.queue.jobs(&Default::default()).await.unwrap();
+    assert_eq!(jobs[0].spec.output, out.join("a.mp4"));
+
+    for (paths, out, why) in [
+        (json!(["/etc"]), json!(out), "an input outside"),
+        (
+            json!([media(&api).join("escape/passwd")]),
+            json!(out),
+            "a symlink out of the roots",
+        ),
+        (
+            json!([media(&api).join("tapes")]),
+            json!("/tmp/elsewhere"),
+            "an output outside",
+        ),
+        (
+            json!([media(&api).join("tapes")]),
+            json!(media(&api).join("../x")),
+            "an output climbing out",
+        ),
+    ] {
+        let (status, body, _) = call(
+            &api,
+            "POST",
+            "/api/jobs",
+            Some(json!({"paths": paths, "out": out})),
+            &[JSON],
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{why}: {body}");
+    }
+    let (status, _, _) = call(
+        &api,
+        "POST",
+        "/api/jobs",
+        Some(json!({"paths": [media(&api).join("tapes")], "out": out, "profile": "nope"})),
+        &[JSON],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _) = call(
+        &api,
+        "POST",
+        "/api/jobs",
+        Some(json!({"nonsense": true})),
+        &[JSON],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (_, roots, _) = call(&api, "GET", "/api/browse", None, &[]).await;
+    assert_eq!(roots["entries"][0]["path"], media(&api).to_str().unwrap());
+    let (status, listing, _) = call(
+        &api,
+        "GET",
+        &format!("/api/browse?path={}", media(&api).join("tapes").display()),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<_> = listing["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["a.mpg"], "videos and folders only");
+    assert_eq!(
+        call(&api, "GET", "/api/browse?path=/etc", None, &[])
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+
+    let mut closed = api.state.clone();
+    closed.roots.clear();
+    let none = Api {
+        dir: tempfile::tempdir().unwrap(),
+        queue: api.queue.clone(),
+        state: closed,
+    };
+    let (status, body, _) = call(
+        &none,
+        "POST",
+        "/api/jobs",
+        Some(json!({"paths": [media(&api).join("tapes")], "out": out})),
+        &[JSON],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body["error"].as_str().unwrap().contains("no media roots"));
+}
