@@ -1,0 +1,217 @@
+//! The dashboard end to end in headless Chromium (Debian's `chromium` and `chromium-driver`,
+//! which CI installs): a batch is queued, the page shows the worker and its progress, failures
+//! appear with their reasons, Retry on the page queues a job again, and hostile file names are
+//! shown as text.
+
+mod common;
+
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Start `videofarm serve` on a free port; returns it and its address.
+fn serve(farm: &Farm) -> (Child, String) {
+    let mut child = farm
+        .cmd(["serve", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("serve says where it listens").unwrap();
+        if let Some(rest) = line.split("http://").nth(1) {
+            break format!("http://{}", rest.split_whitespace().next().unwrap());
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
+}
+
+fn chromedriver() -> (Child, u16) {
+    let port = free_port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver is installed (apt-get install chromium chromium-driver)");
+    wait_until("chromedriver listens", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (child, port)
+}
+
+async fn browser(port: u16, profile: &std::path::Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--window-size=1200,900", format!("--user-data-dir={}", profile.display())],
+        }),
+    );
+    ClientBuilder::rustls()
+        .expect("TLS setup")
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("chromedriver starts Chromium")
+}
+
+/// Poll `check` in the page until it holds.
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn texts(client: &Client, css: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for element in client.find_all(Locator::Css(css)).await.unwrap_or_default() {
+        out.push(element.text().await.unwrap_or_default());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_workers_progress_and_failures_and_retries_from_the_page() {
+    let farm = Farm::new();
+    let mut config = std::fs::read_to_string(&farm.config).unwrap();
+    config.push_str(&format!("\n[paths]\nroots = [{:?}]\n", farm.root()));
+    std::fs::write(&farm.config, config).unwrap();
+
+    // A batch: one real tape (slow: it takes its own length to encode) and two files that are
+    // not videos, with names that are HTML.
+    clip(&farm.input.join("tape.mpg"), 5);
+    let hostile_dir = farm.input.join("<script>alert(1)<");
+    std::fs::create_dir_all(&hostile_dir).unwrap();
+    std::fs::write(hostile_dir.join("script>.mpg"), "not a video").unwrap();
+    let img_name = "<img src=x onerror=alert(2)>.mpg";
+    std::fs::write(farm.input.join(img_name), "not a video").unwrap();
+    farm.enqueue(&[&farm.input.join("tape.mpg")], "slow");
+    let failing = farm.enqueue(&[&hostile_dir, &farm.input.join(img_name)], "archive");
+    assert_eq!(failing.len(), 2);
+
+    let (server, url) = serve(&farm);
+    let (driver, port) = chromedriver();
+    let client = browser(port, &farm.root().join("chromium")).await;
+    client.goto(&url).await.unwrap();
+    let worker = farm.spawn_worker("dash", 1);
+
+    eventually(
+        "the page shows the worker encoding with progress",
+        Duration::from_secs(30),
+        || async {
+            let paces = texts(&client, ".worker[data-name=\"dash\"] .active .pace").await;
+            paces
+                .iter()
+                .any(|p| p.contains("fps") && !p.starts_with("0.0%"))
+        },
+    )
+    .await;
+    assert_eq!(
+        texts(&client, ".worker[data-name=\"dash\"] .active .file").await,
+        vec!["tape.mpg"]
+    );
+    if let Ok(path) = std::env::var("VIDEOFARM_SCREENSHOT") {
+        std::fs::write(path, client.screenshot().await.unwrap()).unwrap();
+    }
+
+    eventually(
+        "both failures are listed with their reasons",
+        Duration::from_secs(30),
+        || async {
+            texts(&client, ".failed-job .reason")
+                .await
+                .iter()
+                .filter(|r| r.contains("not a video"))
+                .count()
+                == 2
+        },
+    )
+    .await;
+    let files = texts(&client, ".failed-job .file").await;
+    assert!(
+        files.contains(&img_name.to_owned()),
+        "the name is shown as text: {files:?}"
+    );
+    let reasons = texts(&client, ".failed-job .reason").await.join("\n");
+    assert!(
+        reasons.contains("<script>alert(1)</script>.mpg"),
+        "{reasons}"
+    );
+    // Nothing from a file name became markup or ran.
+    let injected = client
+        .execute(
+            "return document.querySelectorAll('main img, main script').length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(injected, serde_json::json!(0));
+    assert!(client.get_alert_text().await.is_err(), "no alert opened");
+
+    // Stop the worker so the retried job stays visible as queued, then retry from the page.
+    signal(worker.id(), "TERM");
+    reap(worker);
+    let row = format!(".failed-job[data-id=\"{}\"] button.retry", failing[1]);
+    client
+        .find(Locator::Css(&row))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until(
+        "the retried job is queued again",
+        Duration::from_secs(10),
+        || farm.job(&failing[1])["state"] == "queued",
+    );
+    eventually(
+        "the page lists it as waiting",
+        Duration::from_secs(10),
+        || async {
+            !texts(
+                &client,
+                &format!(".waiting-job[data-id=\"{}\"] .state", failing[1]),
+            )
+            .await
+            .is_empty()
+        },
+    )
+    .await;
+
+    client.close().await.unwrap();
+    reap(driver);
+    reap(server);
+}
+
+#[test]
+fn serving_beyond_loopback_without_a_token_is_refused() {
+    let farm = Farm::new();
+    let out = farm.run(["serve", "--listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("token"), "{}", text(&out.stderr));
+}
