@@ -72,6 +72,8 @@ pub struct ConfigFile {
     pub amqp_consumer_timeout_secs: Option<f64>,
     /// `serve`: the token every changing request must carry.
     pub token: Option<String>,
+    /// `serve` on RabbitMQ: where the job history from the events is kept.
+    pub history_file: Option<PathBuf>,
     #[serde(default)]
     pub paths: PathsConfig,
     #[serde(default)]
@@ -115,6 +117,7 @@ pub struct Settings {
     pub amqp_queue_expires: Option<Duration>,
     pub amqp_consumer_timeout: Option<Duration>,
     pub token: Option<String>,
+    pub history_file: Option<PathBuf>,
     pub paths: PathPolicy,
 }
 
@@ -221,6 +224,7 @@ impl Settings {
                 .map(|t| secs("amqp_consumer_timeout_secs", Some(t), 0.0))
                 .transpose()?,
             token: file.token.filter(|t| !t.is_empty()),
+            history_file: file.history_file,
             paths: paths_policy(file.paths)?,
         })
     }

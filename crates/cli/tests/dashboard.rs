@@ -215,3 +215,83 @@ fn serving_beyond_loopback_without_a_token_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("token"), "{}", text(&out.stderr));
 }
+
+/// GET a path from a local server, returning the body.
+fn http_get(base: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        // Chunked body: join the chunks.
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        body.to_owned()
+    }
+}
+
+#[test]
+fn on_rabbitmq_serve_keeps_finished_jobs_across_restarts() {
+    let farm = Farm::amqp("");
+    let mut config = std::fs::read_to_string(&farm.config).unwrap();
+    config = format!(
+        "history_file = {:?}\n{config}",
+        farm.root().join("history.db")
+    );
+    std::fs::write(&farm.config, config).unwrap();
+    let (mut server, url) = serve(&farm);
+    clip(&farm.input.join("tape.mpg"), 1);
+    let ids = farm.enqueue(&[&farm.input.join("tape.mpg")], "archive");
+    let worker = farm.spawn_worker("w", 1);
+    wait_until(
+        "the page's API lists the finished job",
+        Duration::from_secs(30),
+        || http_get(&url, "/api/jobs?state=succeeded").contains(&ids[0]),
+    );
+    reap(worker);
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    // A new `serve` still knows the job, its attempt and its numbers.
+    let (again, url) = serve(&farm);
+    let jobs: serde_json::Value = serde_json::from_str(&http_get(&url, "/api/jobs")).unwrap();
+    let job = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == ids[0].as_str())
+        .expect("still listed");
+    assert_eq!(job["state"], "succeeded");
+    assert!(job["result"]["output_size"].as_u64().unwrap() > 0);
+    let page: serde_json::Value =
+        serde_json::from_str(&http_get(&url, &format!("/api/jobs/{}", ids[0]))).unwrap();
+    assert_eq!(page["history"][0]["outcome"], "succeeded");
+    assert_eq!(page["history"][0]["worker"], "w");
+    let metrics = http_get(&url, "/metrics");
+    assert!(
+        metrics.contains("videofarm_encode_seconds_count{profile=\"archive\"} 1"),
+        "{metrics}"
+    );
+    reap(again);
+}

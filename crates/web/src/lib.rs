@@ -8,8 +8,10 @@
 //! accepts only paths under the configured media roots. Pages put every file name in the
 //! document as text, never as HTML.
 //!
-//! Layout: this file (state, routes, API handlers), [`roots`] (path checks), [`metrics`].
+//! Layout: this file (state, routes, API handlers), [`roots`] (path checks), [`metrics`],
+//! [`history`] (what RabbitMQ does not keep: finished jobs, fed by the events).
 
+pub mod history;
 pub mod metrics;
 pub mod roots;
 
@@ -34,6 +36,31 @@ pub struct AppState {
     pub roots: Vec<PathBuf>,
     /// Required on every request that changes something, when set.
     pub token: Option<String>,
+    /// Finished jobs and attempts seen in the events, for queues that keep none (RabbitMQ).
+    pub history: Option<Arc<history::History>>,
+}
+
+impl AppState {
+    /// The queue's jobs, plus the finished ones only the history knows.
+    pub async fn all_jobs(&self, filter: &JobFilter) -> ApiResult<Vec<videofarm_core::JobRecord>> {
+        let mut records = self.queue.jobs(filter).await?;
+        if let Some(history) = &self.history {
+            if filter.state.is_none_or(|s| s == JobState::Succeeded) {
+                let known: std::collections::HashSet<JobId> =
+                    records.iter().map(|r| r.id.clone()).collect();
+                let finished = history
+                    .succeeded(1000)
+                    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                records.extend(
+                    finished
+                        .into_iter()
+                        .filter(|r| !known.contains(&r.id))
+                        .filter(|r| filter.ids.as_ref().is_none_or(|ids| ids.contains(&r.id))),
+                );
+            }
+        }
+        Ok(records)
+    }
 }
 
 /// An API error: a status and one plain sentence.
@@ -164,8 +191,7 @@ async fn jobs(
     };
     Ok(Json(
         state
-            .queue
-            .jobs(&JobFilter {
+            .all_jobs(&JobFilter {
                 state: wanted,
                 ids: None,
             })
@@ -178,17 +204,26 @@ async fn job(
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let id = JobId(id);
-    let record = state
-        .queue
-        .jobs(&JobFilter {
+    let mut record = state
+        .all_jobs(&JobFilter {
             state: None,
             ids: Some(vec![id.clone()]),
         })
         .await?
         .into_iter()
-        .next()
-        .ok_or_else(|| ApiError::from(QueueError::NotFound(id.clone())))?;
-    let history = state.queue.history(&id).await?;
+        .next();
+    let mut history = state.queue.history(&id).await?;
+    if let Some(seen) = &state.history {
+        let internal =
+            |e: rusqlite::Error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        if record.is_none() {
+            record = seen.job(&id).map_err(internal)?;
+        }
+        if history.is_empty() {
+            history = seen.attempts(&id).map_err(internal)?;
+        }
+    }
+    let record = record.ok_or_else(|| ApiError::from(QueueError::NotFound(id.clone())))?;
     Ok(Json(
         serde_json::json!({ "job": record, "history": history }),
     ))

@@ -39,6 +39,7 @@ fn api(token: Option<&str>) -> Api {
         default_profile: "archive".into(),
         roots: vec![dir.path().join("media")],
         token: token.map(str::to_owned),
+        history: None,
     };
     Api { dir, queue, state }
 }
