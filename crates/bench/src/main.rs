@@ -1,0 +1,311 @@
+//! `queue-bench`: what the queue layer costs, per backend, through the same calls a worker
+//! makes (enqueue; lease, finish with a no-op handler), next to RabbitMQ's own ceiling for the
+//! same publish/consume/ack pattern, and lease latency against the size of the backlog.
+//!
+//! ```text
+//! cargo run --release -p videofarm-bench -- [--jobs N] [--backlogs 10,10000,100000] [--amqp URL]
+//! ```
+//! Prints a table and one JSON object on the last line. A measurement, not a test.
+
+use anyhow::{Context, Result};
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use videofarm_core::{JobSpec, Outcome, Queue, QueueSettings, SuccessReport, WorkerInfo};
+use videofarm_queue_amqp::{delete_farm_blocking, AmqpQueue, AmqpSettings};
+use videofarm_queue_sqlite::SqliteQueue;
+
+struct Args {
+    jobs: usize,
+    backlogs: Vec<usize>,
+    amqp: String,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args {
+        jobs: 2000,
+        backlogs: vec![10, 10_000, 100_000],
+        amqp: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--jobs" => a.jobs = value.parse()?,
+            "--backlogs" => {
+                a.backlogs = value.split(',').map(str::parse).collect::<Result<_, _>>()?
+            }
+            "--amqp" => a.amqp = value,
+            other => anyhow::bail!("unknown flag {other} (use --jobs, --backlogs, --amqp)"),
+        }
+    }
+    Ok(a)
+}
+
+fn spec(i: usize) -> JobSpec {
+    JobSpec {
+        input: format!("/bench/in/{i}.mpg").into(),
+        output: format!("/bench/out/{i}.mkv").into(),
+        profile: "archive".into(),
+        key: format!("bench-{i}-{}", std::process::id()),
+        overwrite: false,
+        priority: 0,
+        input_size: 0,
+        parent: None,
+    }
+}
+
+fn worker(n: usize) -> WorkerInfo {
+    WorkerInfo {
+        name: format!("bench-{n}"),
+        pid: std::process::id(),
+        host: "bench".into(),
+        started_ms: 0,
+        concurrency: 1,
+    }
+}
+
+/// A backend under test: how to open one more handle (one per consumer, as separate worker
+/// processes would have), and how to clean up.
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Amqp { url: String, prefix: String },
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Amqp { .. } => "rabbitmq",
+        }
+    }
+
+    async fn open(&self) -> Result<Arc<dyn Queue>> {
+        let settings = QueueSettings {
+            lease: Duration::from_secs(60),
+            ..QueueSettings::default()
+        };
+        Ok(match self {
+            Backend::Sqlite(dir) => {
+                Arc::new(SqliteQueue::open(&dir.path().join("q.db"), settings)?)
+            }
+            Backend::Amqp { url, prefix } => {
+                let mut s = AmqpSettings::new(url);
+                s.prefix = prefix.clone();
+                s.queue_expires = Some(Duration::from_secs(3600));
+                Arc::new(AmqpQueue::connect(s, settings).await?)
+            }
+        })
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Backend::Amqp { url, prefix } = self {
+            delete_farm_blocking(url, prefix);
+        }
+    }
+}
+
+fn fresh(kind: &str, url: &str, tag: &str) -> Result<Backend> {
+    Ok(match kind {
+        "sqlite" => Backend::Sqlite(tempfile::tempdir()?),
+        _ => Backend::Amqp {
+            url: url.into(),
+            prefix: format!("vfbench-{}-{tag}", std::process::id()),
+        },
+    })
+}
+
+/// Enqueue `jobs`, then drain them with `consumers` no-op workers. Returns (publish/s, jobs/s).
+async fn throughput(backend: &Backend, jobs: usize, consumers: usize) -> Result<(f64, f64)> {
+    let producer = backend.open().await?;
+    let start = Instant::now();
+    for i in 0..jobs {
+        producer.enqueue(spec(i), false).await?;
+    }
+    let publish = jobs as f64 / start.elapsed().as_secs_f64();
+    let mut handles = Vec::new();
+    for _ in 0..consumers {
+        handles.push(backend.open().await?);
+    }
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (n, queue) in handles.into_iter().enumerate() {
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let me = worker(n);
+            while done.load(std::sync::atomic::Ordering::SeqCst) < jobs {
+                if let Some(lease) = queue.lease(&me, Duration::from_millis(200)).await? {
+                    queue
+                        .finish(&lease, Outcome::Succeeded(SuccessReport::default()))
+                        .await?;
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok((publish, jobs as f64 / start.elapsed().as_secs_f64()))
+}
+
+/// Median and 99th percentile of lease+finish, in microseconds, with `backlog` jobs waiting.
+async fn latency(backend: &Backend, backlog: usize) -> Result<(f64, f64)> {
+    let queue = backend.open().await?;
+    for i in 0..backlog + 200 {
+        queue.enqueue(spec(i), false).await?;
+    }
+    let me = worker(0);
+    let mut samples = Vec::with_capacity(200);
+    for _ in 0..200 {
+        let t = Instant::now();
+        let lease = queue
+            .lease(&me, Duration::from_secs(1))
+            .await?
+            .context("a job is waiting")?;
+        queue
+            .finish(&lease, Outcome::Succeeded(SuccessReport::default()))
+            .await?;
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok((
+        samples[samples.len() / 2],
+        samples[samples.len() * 99 / 100],
+    ))
+}
+
+/// RabbitMQ's own ceiling for the same pattern: persistent publish with a confirm, consume with
+/// prefetch 1, ack; one or two consumers.
+async fn broker_ceiling(url: &str, jobs: usize, consumers: usize) -> Result<f64> {
+    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
+    let publish = conn.create_channel().await?;
+    publish
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let queue = format!("vfbench-ceiling-{}", std::process::id());
+    publish
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let body = serde_json::to_vec(&spec(0))?;
+    for _ in 0..jobs {
+        publish
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await?
+            .await?;
+    }
+    let start = Instant::now();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..consumers {
+        let channel = conn.create_channel().await?;
+        channel.basic_qos(1, BasicQosOptions::default()).await?;
+        let mut consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            while done.load(std::sync::atomic::Ordering::SeqCst) < jobs {
+                match tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
+                    Ok(Some(Ok(delivery))) => {
+                        delivery.ack(BasicAckOptions::default()).await?;
+                        done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Ok(_) => break,
+                    Err(_) => {}
+                }
+            }
+            anyhow::Ok(channel)
+        }));
+    }
+    for task in tasks {
+        let _ = task.await??;
+    }
+    let rate = jobs as f64 / start.elapsed().as_secs_f64();
+    publish
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await?;
+    let _ = conn.close(200, "done".into()).await;
+    Ok(rate)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<()> {
+    let args = args()?;
+    let mut report = serde_json::Map::new();
+    println!(
+        "{:<10} {:>9} {:>14} {:>14}",
+        "backend", "consumers", "publish/s", "lease+ack/s"
+    );
+    for kind in ["sqlite", "rabbitmq"] {
+        for consumers in [1, 2] {
+            let backend = fresh(kind, &args.amqp, &format!("t{consumers}"))?;
+            let (publish, rate) = throughput(&backend, args.jobs, consumers).await?;
+            println!(
+                "{:<10} {consumers:>9} {publish:>14.0} {rate:>14.0}",
+                backend.name()
+            );
+            report.insert(
+                format!("{kind}_{consumers}_consumers"),
+                json!({"publish_per_s": publish, "jobs_per_s": rate}),
+            );
+        }
+    }
+    for consumers in [1, 2] {
+        let rate = broker_ceiling(&args.amqp, args.jobs, consumers).await?;
+        println!("{:<10} {consumers:>9} {:>14} {rate:>14.0}", "raw-amqp", "-");
+        report.insert(
+            format!("broker_ceiling_{consumers}_consumers"),
+            json!({"jobs_per_s": rate}),
+        );
+    }
+    println!();
+    println!(
+        "{:<10} {:>9} {:>14} {:>14}",
+        "backend", "backlog", "median µs", "p99 µs"
+    );
+    for kind in ["sqlite", "rabbitmq"] {
+        for &backlog in &args.backlogs {
+            let backend = fresh(kind, &args.amqp, &format!("b{backlog}"))?;
+            let (median, p99) = latency(&backend, backlog).await?;
+            println!(
+                "{:<10} {backlog:>9} {median:>14.0} {p99:>14.0}",
+                backend.name()
+            );
+            report.insert(
+                format!("{kind}_latency_backlog_{backlog}"),
+                json!({"median_us": median, "p99_us": p99}),
+            );
+        }
+    }
+    println!("{}", serde_json::Value::Object(report));
+    Ok(())
+}
