@@ -117,6 +117,9 @@ pub(crate) struct Inner {
     clock: SystemClock,
     live: tokio::sync::Mutex<Option<Live>>,
     consuming: tokio::sync::Mutex<Option<Consuming>>,
+    /// The consumer's channel, readable without waiting for a `lease` that holds `consuming`
+    /// (heartbeats must never wait for the next delivery).
+    consume_channel: Mutex<Option<Channel>>,
     epoch: AtomicU64,
     next_token: AtomicU64,
     held: Mutex<HashMap<u64, Held>>,
@@ -166,6 +169,7 @@ impl AmqpQueue {
                 clock: SystemClock,
                 live: tokio::sync::Mutex::new(None),
                 consuming: tokio::sync::Mutex::new(None),
+                consume_channel: Mutex::new(None),
                 epoch: AtomicU64::new(0),
                 next_token: AtomicU64::new(1),
                 held: Mutex::new(HashMap::new()),
@@ -210,6 +214,7 @@ impl AmqpQueue {
         Ok(EventStream {
             consumer,
             _channel: channel,
+            _queue: self.clone(),
         })
     }
 }
@@ -219,6 +224,8 @@ pub struct EventStream {
     consumer: Consumer,
     /// Keeps the channel (and so the private queue) open.
     _channel: Channel,
+    /// Keeps the connection open even when the caller drops its queue handle.
+    _queue: AmqpQueue,
 }
 
 impl EventStream {
@@ -408,6 +415,10 @@ impl Inner {
     /// Forget the connection: every lease taken on it is void from now on.
     async fn invalidate(&self) {
         let old = self.live.lock().await.take();
+        self.consume_channel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         self.consuming.lock().await.take();
         if let Some(old) = old {
             let _ = old
@@ -521,6 +532,10 @@ impl Inner {
             )
             .await
             .map_err(backend)?;
+        *self
+            .consume_channel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(channel.clone());
         *consuming = Some(Consuming {
             epoch,
             channel,
@@ -922,12 +937,12 @@ impl Queue for AmqpQueue {
         progress: Option<&Progress>,
     ) -> Result<(), QueueError> {
         let inner = &self.inner;
-        let connected = {
-            let consuming = inner.consuming.lock().await;
-            consuming
-                .as_ref()
-                .is_some_and(|c| c.channel.status().connected())
-        };
+        let connected = inner
+            .consume_channel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|c| c.status().connected());
         if !connected {
             inner.invalidate().await;
         }

@@ -103,9 +103,22 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
     };
     let mut finished: HashMap<JobId, JobRecord> = HashMap::new();
     let mut check = tokio::time::interval(Duration::from_millis(500));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // RabbitMQ keeps no finished jobs: only its failed queue is worth asking (asking for running
+    // ones is a broadcast that waits for every worker).
+    let check_filter = match settings.broker {
+        Broker::Amqp(_) => JobFilter {
+            state: Some(JobState::Failed),
+            ids: Some(ids.clone()),
+        },
+        Broker::Sqlite(_) => filter.clone(),
+    };
     let mut source_open = true;
     let interrupted = loop {
         tokio::select! {
+            // Events first: a slow queue check must never let them pile up.
+            biased;
+            _ = abort.cancelled() => break true,
             event = source.next(), if source_open => {
                 let Some(event) = event else {
                     // The broker connection ended: the periodic check still sees failures.
@@ -125,10 +138,9 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
                     continue;
                 }
             }
-            _ = abort.cancelled() => break true,
             _ = check.tick() => {}
         }
-        for record in queue.jobs(&filter).await? {
+        for record in queue.jobs(&check_filter).await? {
             if record.state.is_terminal() {
                 finished.insert(record.id.clone(), record);
             }
@@ -162,7 +174,8 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
     if let Some(ui) = &ui {
         ui.finish();
     }
-    for record in queue.jobs(&filter).await? {
+    let last_look = if interrupted { &filter } else { &check_filter };
+    for record in queue.jobs(last_look).await? {
         if record.state.is_terminal() || interrupted {
             finished.insert(record.id.clone(), record);
         }
