@@ -33,8 +33,8 @@ for i in $(seq 1 "$clips"); do
   ffmpeg -v error -f lavfi -i "testsrc2=size=720x480:rate=30000/1001" -f lavfi -i "sine=frequency=$((300 + i * 40)):sample_rate=48000" \
     -t "$secs" -vf "tinterlace=mode=interleave_top" -flags +ilme+ildct -c:v mpeg2video -b:v 8M -c:a mp2 -ac 2 -f mpeg "$work/sd/clip$i.mpg"
 done
-ffmpeg -v error -f lavfi -i "testsrc=size=160x120:rate=25" -t 0.4 -c:v mpeg2video -f mpeg "$work/tiny.mpg"
-for i in $(seq 1 "$tiny"); do cp "$work/tiny.mpg" "$work/tiny/t$i.mpg"; done
+ffmpeg -v error -f lavfi -i "testsrc=size=160x120:rate=25" -t 0.4 -c:v mpeg2video "$work/tiny.mkv"
+for i in $(seq 1 "$tiny"); do cp "$work/tiny.mkv" "$work/tiny/t$i.mkv"; done
 sd=("$work"/sd/*.mpg)
 prefix="vfbench-run-$$"
 cat > "$work/farm.toml" <<TOML
@@ -63,10 +63,10 @@ for c in 1 2; do
   record "celery_${c}_worker" "$(echo "$out" | "$py" -c 'import json,sys;print(json.load(sys.stdin)["seconds"])')" "$clips"
 done
 
-echo "== tiny real jobs: ${tiny} stream copies of a 0.4 s clip"
+echo "== tiny real jobs: ${tiny} stream copies of a 0.4 s Matroska clip"
 timed farm_tiny_sqlite "$tiny" vf --broker "sqlite:$work/qt.db" run "$work/tiny" --out "$work/ft" --profile copy
 timed farm_tiny_rabbitmq "$tiny" vf --broker "$amqp" run "$work/tiny" --out "$work/ft2" --profile copy
-out=$(cd bench/celery_ref && "$py" drain.py copy 2 "$work/ct" "$work"/tiny/*.mpg)
+out=$(cd bench/celery_ref && "$py" drain.py copy 2 "$work/ct" "$work"/tiny/*.mkv)
 record celery_tiny_2_workers "$(echo "$out" | "$py" -c 'import json,sys;print(json.load(sys.stdin)["seconds"])')" "$tiny"
 
 echo "== queue alone, broker ceiling, backlog"

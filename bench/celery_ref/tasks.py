@@ -9,7 +9,11 @@ import subprocess
 
 from celery import Celery
 
-app = Celery("videofarm_reference", broker=os.environ.get("BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672//"))
+app = Celery(
+    "videofarm_reference",
+    broker=os.environ.get("BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672//"),
+    backend=os.environ.get("BENCH_RESULTS") or None,
+)
 app.conf.update(
     task_acks_late=True,
     worker_prefetch_multiplier=1,
