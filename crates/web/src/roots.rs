@@ -2,34 +2,36 @@
 
 use std::path::{Component, Path, PathBuf};
 
-fn canonical_roots(roots: &[PathBuf]) -> Vec<PathBuf> {
-    roots
+const NO_ROOTS: &str =
+    "no media roots are configured ([paths] roots in the config), so nothing can be chosen from the page";
+
+/// `resolved` (already free of symlinks) if it lies under one of the resolved `roots`.
+fn under_roots(roots: &[PathBuf], resolved: PathBuf, asked: &Path) -> Result<PathBuf, String> {
+    let inside = roots
         .iter()
         .filter_map(|r| std::fs::canonicalize(r).ok())
-        .collect()
+        .any(|root| resolved.starts_with(root));
+    if inside {
+        Ok(resolved)
+    } else {
+        Err(format!("{} is outside the media roots", asked.display()))
+    }
 }
 
 /// An existing path under one of `roots`, resolved (symlinks included) before it is checked.
 pub fn existing_within(roots: &[PathBuf], path: &Path) -> Result<PathBuf, String> {
     if roots.is_empty() {
-        return Err("no media roots are configured ([paths] roots in the config), so nothing can be chosen from the page".into());
+        return Err(NO_ROOTS.into());
     }
     let resolved = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if canonical_roots(roots)
-        .iter()
-        .any(|root| resolved.starts_with(root))
-    {
-        Ok(resolved)
-    } else {
-        Err(format!("{} is outside the media roots", path.display()))
-    }
+    under_roots(roots, resolved, path)
 }
 
 /// A path that may not exist yet (an output folder): plain, absolute, and under a root once
 /// its existing part is resolved.
 pub fn within(roots: &[PathBuf], path: &Path) -> Result<PathBuf, String> {
     if roots.is_empty() {
-        return Err("no media roots are configured ([paths] roots in the config), so nothing can be chosen from the page".into());
+        return Err(NO_ROOTS.into());
     }
     if !path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir)) {
         return Err(format!("{} is not a plain absolute path", path.display()));
@@ -53,14 +55,7 @@ pub fn within(roots: &[PathBuf], path: &Path) -> Result<PathBuf, String> {
     for name in rest.into_iter().rev() {
         resolved.push(name);
     }
-    if canonical_roots(roots)
-        .iter()
-        .any(|root| resolved.starts_with(root))
-    {
-        Ok(resolved)
-    } else {
-        Err(format!("{} is outside the media roots", path.display()))
-    }
+    under_roots(roots, resolved, path)
 }
 
 #[cfg(test)]

@@ -96,11 +96,16 @@ impl Attempt {
         };
         match self.queue.finish(&self.lease, outcome).await {
             Ok(()) => self.emit(event),
-            Err(e) if e.voids_lease() => self.emit(Event::JobLost {
-                id: lease.id.clone(),
-                worker: self.worker(),
-                reason: e.to_string(),
-            }),
+            Err(e) if e.voids_lease() => {
+                // Fenced off at the last step (the attempt ended while another worker held the
+                // job): said the same way as a lease lost during the encode.
+                tracing::warn!(reason = %e, "job lost: nothing published");
+                self.emit(Event::JobLost {
+                    id: lease.id.clone(),
+                    worker: self.worker(),
+                    reason: e.to_string(),
+                })
+            }
             Err(e) => {
                 // The lease will run out and the job will be redelivered; a verified output
                 // already in place is then recognised as done.

@@ -1,0 +1,140 @@
+//! Reading queues without consuming them as a worker does: the failed queue (for `jobs` and
+//! `retry`) and the cancelled-id tombstones. Messages read this way come back marked as
+//! redelivered, which is why the job queue itself is never read like this.
+
+use super::*;
+
+impl Inner {
+    /// Remember cancelled ids locally (a cancel broadcast, or this process's own cancel).
+    pub(crate) fn add_tombstones(&self, ids: &[JobId]) {
+        let mut tombstones = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
+        tombstones.0.extend(ids.iter().cloned());
+    }
+
+    /// Whether `id` was cancelled, reading the broker's list when the cache is old. Reading it
+    /// returns its messages with the redelivered flag set, which is harmless there (it is never
+    /// consumed as jobs are).
+    pub(crate) async fn is_cancelled(&self, id: &JobId) -> Result<bool, QueueError> {
+        let stale = {
+            let tombstones = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
+            tombstones
+                .1
+                .is_none_or(|at| at.elapsed() >= TOMBSTONE_REFRESH)
+        };
+        if stale {
+            let channel = self.new_channel().await?;
+            let mut ids = std::collections::HashSet::new();
+            while let Some(message) = channel
+                .basic_get(
+                    self.names.cancelled.as_str().into(),
+                    BasicGetOptions::default(),
+                )
+                .await
+                .map_err(backend)?
+            {
+                ids.insert(JobId(
+                    String::from_utf8_lossy(&message.delivery.data).into_owned(),
+                ));
+                if ids.len() >= 100_000 {
+                    break;
+                }
+            }
+            let _ = channel.close(200, "read tombstones".into()).await;
+            let mut tombstones = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
+            tombstones.0.extend(ids);
+            tombstones.1 = Some(tokio::time::Instant::now());
+        }
+        Ok(self
+            .tombstones
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .contains(id))
+    }
+
+    /// Read every message of `queue` without taking it (they return when the channel closes).
+    pub(crate) async fn browse(
+        &self,
+        queue: &str,
+    ) -> Result<Vec<(Envelope, Option<String>)>, QueueError> {
+        let channel = self.new_channel().await?;
+        let mut found = Vec::new();
+        while let Some(message) = channel
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await
+            .map_err(backend)?
+        {
+            match envelope::parse(&message.delivery.data) {
+                Ok(env) => found.push((env, None)),
+                Err(why) => found.push((
+                    Envelope {
+                        v: envelope::VERSION,
+                        id: JobId("?".into()),
+                        spec: unknown_spec(),
+                        attempts: 0,
+                        error: Some(why.clone()),
+                        stderr_tail: None,
+                        created_ms: 0,
+                        failed_ms: None,
+                    },
+                    Some(why),
+                )),
+            }
+            if found.len() >= 100_000 {
+                break;
+            }
+        }
+        let _ = channel.close(200, "browsed".into()).await;
+        Ok(found)
+    }
+
+    /// Take the messages of `queue` whose id is in `ids` (all when `ids` is None), hand each
+    /// to `take`, acknowledge it once `take` succeeded, and leave the rest where they were.
+    pub(crate) async fn take_from(
+        &self,
+        queue: &str,
+        ids: Option<&[JobId]>,
+        mut take: impl FnMut(Envelope) -> Option<Envelope>,
+        requeue_to: Option<&str>,
+    ) -> Result<Vec<JobId>, QueueError> {
+        let channel = self.new_channel().await?;
+        let mut taken = Vec::new();
+        let mut seen = 0usize;
+        while let Some(message) = channel
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await
+            .map_err(backend)?
+        {
+            seen += 1;
+            let Ok(env) = envelope::parse(&message.delivery.data) else {
+                continue;
+            };
+            if ids.is_some_and(|ids| !ids.contains(&env.id)) {
+                continue;
+            }
+            let id = env.id.clone();
+            if let Some(env) = take(env) {
+                if let Some(target) = requeue_to {
+                    self.publish_envelope(
+                        target,
+                        &env,
+                        persistent().with_priority(priority(&env.spec)),
+                    )
+                    .await?;
+                }
+            }
+            message
+                .delivery
+                .ack(BasicAckOptions::default())
+                .await
+                .map_err(backend)?;
+            taken.push(id);
+            if seen >= 100_000 {
+                break;
+            }
+        }
+        // Closing the channel returns every message not acknowledged, in order.
+        let _ = channel.close(200, "done".into()).await;
+        Ok(taken)
+    }
+}

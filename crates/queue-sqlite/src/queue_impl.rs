@@ -1,0 +1,435 @@
+//! The [`Queue`] contract on SQLite: every operation one transaction on the shared file.
+
+use super::*;
+
+#[async_trait]
+impl Queue for SqliteQueue {
+    async fn enqueue(&self, spec: JobSpec, force: bool) -> Result<Enqueued, QueueError> {
+        self.with(move |conn, ctx| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| ctx.err(e))?;
+            let known: Option<(i64, JobState)> = tx
+                .query_row("SELECT id, state FROM jobs WHERE key = ?1", [&spec.key], |r| {
+                    Ok((r.get(0)?, read_state(r, "state")?))
+                })
+                .optional()
+                .map_err(|e| ctx.err(e))?;
+            let id = match known {
+                // Queued, running or done: the same work is not done twice.
+                Some((id, state)) if !force && !matches!(state, JobState::Failed | JobState::Cancelled) => {
+                    return Ok(Enqueued::Duplicate(JobId(id.to_string()), state));
+                }
+                Some((id, JobState::Running)) => {
+                    return Err(QueueError::WrongState {
+                        id: JobId(id.to_string()),
+                        state: JobState::Running,
+                        what: "it is being encoded right now; cancel it first to force a new run".into(),
+                    });
+                }
+                // A failed or cancelled job, or a forced re-run: the same row starts afresh.
+                Some((id, _)) => {
+                    tx.execute(
+                        "UPDATE jobs SET state = 'queued', attempts = 0, max_attempts = ?2, not_before = 0,
+                            error = NULL, stderr_tail = NULL, progress = NULL, result = NULL,
+                            finished_ms = NULL, overwrite = ?3, priority = ?4, created_ms = ?5
+                         WHERE id = ?1",
+                        params![id, ctx.settings.max_attempts, spec.overwrite || force, spec.priority, ctx.now],
+                    )
+                    .map_err(|e| ctx.err(e))?;
+                    id
+                }
+                None => tx
+                    .query_row(
+                        "INSERT INTO jobs (key, input, output, profile, overwrite, priority, input_size,
+                            parent, state, max_attempts, created_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, ?10) RETURNING id",
+                        params![
+                            spec.key,
+                            to_bytes(&spec.input),
+                            to_bytes(&spec.output),
+                            spec.profile,
+                            spec.overwrite,
+                            spec.priority,
+                            spec.input_size as i64,
+                            spec.parent.as_ref().map(|p| p.0.clone()),
+                            ctx.settings.max_attempts,
+                            ctx.now
+                        ],
+                        |r| r.get(0),
+                    )
+                    .map_err(|e| ctx.err(e))?,
+            };
+            tx.commit().map_err(|e| ctx.err(e))?;
+            Ok(Enqueued::Queued(JobId(id.to_string())))
+        })
+        .await
+    }
+
+    async fn lease(
+        &self,
+        worker: &WorkerInfo,
+        wait: Duration,
+    ) -> Result<Option<Lease>, QueueError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(lease) = self.with(self.try_lease(worker.clone())).await? {
+                return Ok(Some(lease));
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(POLL.min(deadline - now)).await;
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        lease: &Lease,
+        progress: Option<&Progress>,
+    ) -> Result<(), QueueError> {
+        let (lease, progress) = (lease.clone(), progress.copied());
+        self.with(move |conn, ctx| renew(conn, ctx, &lease, progress.as_ref()))
+            .await
+    }
+
+    async fn begin_publish(&self, lease: &Lease) -> Result<(), QueueError> {
+        let lease = lease.clone();
+        self.with(move |conn, ctx| renew(conn, ctx, &lease, None))
+            .await
+    }
+
+    async fn finish(&self, lease: &Lease, outcome: Outcome) -> Result<(), QueueError> {
+        let lease = lease.clone();
+        self.with(move |conn, ctx| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| ctx.err(e))?;
+            let id = parse_id(&lease.id)?;
+            let token = lease.token as i64;
+            let (changed, attempt_outcome, error) = match &outcome {
+                Outcome::Succeeded(report) => (
+                    tx.execute(
+                        "UPDATE jobs SET state = 'succeeded', finished_ms = ?3, lease_until = NULL,
+                            error = NULL, stderr_tail = NULL, result = ?4, progress = ?5
+                         WHERE id = ?1 AND token = ?2 AND state = 'running'",
+                        params![
+                            id,
+                            token,
+                            ctx.now,
+                            serde_json::to_string(report).unwrap_or_default(),
+                            serde_json::to_string(&Progress { progress: 1.0, eta_s: Some(0.0), ..Progress::default() })
+                                .unwrap_or_default()
+                        ],
+                    ),
+                    "succeeded",
+                    None,
+                ),
+                Outcome::Failed(failure)
+                    if failure.kind == FailureKind::Permanent || lease.attempt >= ctx.settings.max_attempts =>
+                {
+                    (
+                        tx.execute(
+                            "UPDATE jobs SET state = 'failed', finished_ms = ?3, lease_until = NULL,
+                                error = ?4, stderr_tail = ?5, progress = NULL
+                             WHERE id = ?1 AND token = ?2 AND state = 'running'",
+                            params![id, token, ctx.now, failure.reason, failure.stderr_tail],
+                        ),
+                        "failed",
+                        Some(failure.reason.clone()),
+                    )
+                }
+                Outcome::Failed(failure) => {
+                    let retry_at = ctx.now + ctx.settings.backoff_after(lease.attempt).as_millis() as i64;
+                    (
+                        tx.execute(
+                            "UPDATE jobs SET state = 'queued', lease_until = NULL, not_before = ?3,
+                                error = ?4, stderr_tail = ?5, progress = NULL
+                             WHERE id = ?1 AND token = ?2 AND state = 'running'",
+                            params![id, token, retry_at, failure.reason, failure.stderr_tail],
+                        ),
+                        "failed",
+                        Some(failure.reason.clone()),
+                    )
+                }
+                Outcome::Released => (
+                    tx.execute(
+                        "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), not_before = 0,
+                            lease_until = NULL, progress = NULL
+                         WHERE id = ?1 AND token = ?2 AND state = 'running'",
+                        params![id, token],
+                    ),
+                    "released",
+                    None,
+                ),
+            };
+            let changed = changed.map_err(|e| ctx.err(e))?;
+            if changed != 1 {
+                let state: Option<JobState> = state_of(&tx, ctx, id)?;
+                return Err(match state {
+                    Some(JobState::Cancelled) => QueueError::Cancelled(lease.id.clone()),
+                    None => QueueError::NotFound(lease.id.clone()),
+                    _ => QueueError::LeaseLost(lease.id.clone()),
+                });
+            }
+            tx.execute(
+                "UPDATE attempts SET outcome = ?3, finished_ms = ?4, error = ?5
+                 WHERE job_id = ?1 AND token = ?2",
+                params![id, token, attempt_outcome, ctx.now, error],
+            )
+            .map_err(|e| ctx.err(e))?;
+            tx.commit().map_err(|e| ctx.err(e))
+        })
+        .await
+    }
+
+    async fn register_worker(&self, worker: &WorkerInfo) -> Result<(), QueueError> {
+        let worker = worker.clone();
+        self.with(move |conn, ctx| {
+            conn.execute(
+                "INSERT INTO workers (name, pid, host, started_ms, concurrency, last_seen_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (name) DO UPDATE SET pid = ?2, host = ?3, started_ms = ?4,
+                    concurrency = ?5, last_seen_ms = ?6",
+                params![
+                    worker.name,
+                    worker.pid,
+                    worker.host,
+                    worker.started_ms,
+                    worker.concurrency,
+                    ctx.now
+                ],
+            )
+            .map_err(|e| ctx.err(e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unregister_worker(&self, worker: &WorkerInfo) -> Result<(), QueueError> {
+        let name = worker.name.clone();
+        self.with(move |conn, ctx| {
+            conn.execute("DELETE FROM workers WHERE name = ?1", [name])
+                .map_err(|e| ctx.err(e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerStatus>, QueueError> {
+        self.with(|conn, ctx| {
+            reap(conn, ctx)?;
+            let alive_since = ctx.now - ctx.settings.lease.as_millis() as i64;
+            let mut stmt = conn
+                .prepare(
+                    "SELECT name, pid, host, started_ms, concurrency FROM workers
+                     WHERE last_seen_ms >= ?1 ORDER BY name",
+                )
+                .map_err(|e| ctx.err(e))?;
+            let mut workers: Vec<WorkerStatus> = stmt
+                .query_map([alive_since], |r| {
+                    Ok(WorkerStatus {
+                        name: r.get(0)?,
+                        pid: r.get(1)?,
+                        host: r.get(2)?,
+                        started: rfc3339(r.get(3)?),
+                        concurrency: r.get(4)?,
+                        active: Vec::new(),
+                    })
+                })
+                .and_then(|rows| rows.collect())
+                .map_err(|e| ctx.err(e))?;
+            let mut active = conn
+                .prepare("SELECT * FROM jobs WHERE state = 'running' AND worker = ?1 ORDER BY id")
+                .map_err(|e| ctx.err(e))?;
+            for worker in &mut workers {
+                worker.active = active
+                    .query_map([&worker.name], read_record)
+                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                    .map_err(|e| ctx.err(e))?
+                    .into_iter()
+                    .map(|job| {
+                        let p = job.progress.unwrap_or_default();
+                        ActiveJob {
+                            id: job.id,
+                            input: job.spec.input,
+                            output: job.spec.output,
+                            profile: job.spec.profile,
+                            progress: p.progress,
+                            fps: p.fps,
+                            speed: p.speed,
+                            eta_s: p.eta_s,
+                        }
+                    })
+                    .collect();
+            }
+            Ok(workers)
+        })
+        .await
+    }
+
+    async fn counts(&self) -> Result<Counts, QueueError> {
+        self.with(|conn, ctx| {
+            reap(conn, ctx)?;
+            let mut stmt = conn
+                .prepare("SELECT state, count(*) FROM jobs GROUP BY state")
+                .map_err(|e| ctx.err(e))?;
+            let mut counts = Counts::default();
+            let rows = stmt
+                .query_map([], |r| Ok((read_state(r, "state")?, r.get::<_, i64>(1)?)))
+                .map_err(|e| ctx.err(e))?;
+            for row in rows {
+                let (state, n) = row.map_err(|e| ctx.err(e))?;
+                counts.add(state, n as u64);
+            }
+            counts.retrying = conn
+                .query_row(
+                    "SELECT count(*) FROM jobs WHERE state = 'queued' AND not_before > ?1",
+                    [ctx.now],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(|e| ctx.err(e))? as u64;
+            Ok(counts)
+        })
+        .await
+    }
+
+    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, QueueError> {
+        let filter = filter.clone();
+        self.with(move |conn, ctx| {
+            reap(conn, ctx)?;
+            // Ids travel as one JSON array so a batch of thousands is still one indexed query.
+            let ids = filter
+                .ids
+                .map(|ids| {
+                    let rows: Vec<i64> = ids.iter().filter_map(|id| id.0.parse().ok()).collect();
+                    serde_json::to_string(&rows)
+                })
+                .transpose()
+                .map_err(|e| ctx.err(e))?;
+            let mut stmt = conn
+                .prepare(
+                    "SELECT * FROM jobs WHERE (?1 IS NULL OR state = ?1)
+                       AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))
+                     ORDER BY id",
+                )
+                .map_err(|e| ctx.err(e))?;
+            let records: Vec<JobRecord> = stmt
+                .query_map(params![filter.state.map(|s| s.as_str()), ids], read_record)
+                .and_then(|rows| rows.collect())
+                .map_err(|e| ctx.err(e))?;
+            Ok(records)
+        })
+        .await
+    }
+
+    async fn history(&self, id: &JobId) -> Result<Vec<AttemptRecord>, QueueError> {
+        let id = id.clone();
+        self.with(move |conn, ctx| {
+            let job = parse_id(&id)?;
+            let mut stmt = conn
+                .prepare(
+                    "SELECT attempt, worker, started_ms, finished_ms, outcome, error FROM attempts
+                     WHERE job_id = ?1 ORDER BY token",
+                )
+                .map_err(|e| ctx.err(e))?;
+            let rows = stmt
+                .query_map([job], |r| {
+                    Ok(AttemptRecord {
+                        attempt: r.get(0)?,
+                        worker: r.get(1)?,
+                        started_ms: r.get(2)?,
+                        finished_ms: r.get(3)?,
+                        outcome: r.get(4)?,
+                        error: r.get(5)?,
+                    })
+                })
+                .and_then(|rows| rows.collect())
+                .map_err(|e| ctx.err(e))?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn retry(&self, ids: &[JobId]) -> Result<Vec<JobId>, QueueError> {
+        let ids = ids.to_vec();
+        self.with(move |conn, ctx| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| ctx.err(e))?;
+            for id in &ids {
+                let row = parse_id(id)?;
+                let state: JobState = state_of(&tx, ctx, row)?
+                    .ok_or_else(|| QueueError::NotFound(id.clone()))?;
+                if !matches!(state, JobState::Failed | JobState::Cancelled) {
+                    return Err(QueueError::WrongState {
+                        id: id.clone(),
+                        state,
+                        what: "only failed or cancelled jobs can be retried".into(),
+                    });
+                }
+                tx.execute(
+                    "UPDATE jobs SET state = 'queued', attempts = 0, max_attempts = ?2, not_before = 0,
+                        finished_ms = NULL, progress = NULL
+                     WHERE id = ?1",
+                    params![row, ctx.settings.max_attempts],
+                )
+                .map_err(|e| ctx.err(e))?;
+            }
+            tx.commit().map_err(|e| ctx.err(e))?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn retry_all_failed(&self) -> Result<Vec<JobId>, QueueError> {
+        let failed: Vec<JobId> = self
+            .jobs(&JobFilter {
+                state: Some(JobState::Failed),
+                ids: None,
+            })
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        self.retry(&failed).await
+    }
+
+    async fn cancel(&self, ids: &[JobId]) -> Result<Vec<JobId>, QueueError> {
+        let ids = ids.to_vec();
+        self.with(move |conn, ctx| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| ctx.err(e))?;
+            for id in &ids {
+                let row = parse_id(id)?;
+                let state: JobState =
+                    state_of(&tx, ctx, row)?.ok_or_else(|| QueueError::NotFound(id.clone()))?;
+                if state.is_terminal() {
+                    return Err(QueueError::WrongState {
+                        id: id.clone(),
+                        state,
+                        what: "only queued or running jobs can be cancelled".into(),
+                    });
+                }
+                tx.execute(
+                    "UPDATE jobs SET state = 'cancelled', finished_ms = ?2, lease_until = NULL,
+                        error = 'cancelled by the user'
+                     WHERE id = ?1",
+                    params![row, ctx.now],
+                )
+                .map_err(|e| ctx.err(e))?;
+                tx.execute(
+                    "UPDATE attempts SET outcome = 'cancelled', finished_ms = ?2
+                     WHERE job_id = ?1 AND outcome = 'running'",
+                    params![row, ctx.now],
+                )
+                .map_err(|e| ctx.err(e))?;
+            }
+            tx.commit().map_err(|e| ctx.err(e))?;
+            Ok(ids)
+        })
+        .await
+    }
+}
