@@ -3,8 +3,13 @@
 //! same publish/consume/ack pattern, and lease latency against the size of the backlog.
 //!
 //! ```text
-//! cargo run --release -p videofarm-bench -- [--jobs N] [--backlogs 10,10000,100000] [--amqp URL]
+//! cargo run --release -p videofarm-bench -- [--jobs N] [--rounds 3] [--backlogs 10,10000,100000]
+//!     [--amqp URL] [--only CASE]
 //! ```
+//! Cases: sqlite-1, sqlite-2, rabbitmq-1, rabbitmq-2 (the farm's queue layer with 1 or 2
+//! consumers), raw-amqp-1/2, raw-prio10-1/2 and raw-prio3-1/2 (the broker's ceiling on a plain
+//! queue and on priority queues of ten and of three levels; the farm's job queue has three), sqlite-latency-N and rabbitmq-latency-N (backlog N).
+//!
 //! Prints a table and one JSON object on the last line. A measurement, not a test.
 
 use anyhow::{Context, Result};
@@ -13,7 +18,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +30,15 @@ struct Args {
     jobs: usize,
     backlogs: Vec<usize>,
     amqp: String,
+    /// Run only the cases whose name contains this (e.g. `rabbitmq-1`, `raw-amqp`, `latency`).
+    only: Option<String>,
+    rounds: usize,
+}
+
+impl Args {
+    fn wants(&self, case: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| case.contains(only))
+    }
 }
 
 fn args() -> Result<Args> {
@@ -32,6 +46,8 @@ fn args() -> Result<Args> {
         jobs: 2000,
         backlogs: vec![10, 10_000, 100_000],
         amqp: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+        only: None,
+        rounds: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -42,7 +58,11 @@ fn args() -> Result<Args> {
                 a.backlogs = value.split(',').map(str::parse).collect::<Result<_, _>>()?
             }
             "--amqp" => a.amqp = value,
-            other => anyhow::bail!("unknown flag {other} (use --jobs, --backlogs, --amqp)"),
+            "--only" => a.only = Some(value),
+            "--rounds" => a.rounds = value.parse::<usize>()?.max(1),
+            other => anyhow::bail!(
+                "unknown flag {other} (use --jobs, --rounds, --backlogs, --amqp, --only)"
+            ),
         }
     }
     Ok(a)
@@ -186,14 +206,24 @@ async fn latency(backend: &Backend, backlog: usize) -> Result<(f64, f64)> {
 }
 
 /// RabbitMQ's own ceiling for the same pattern: persistent publish with a confirm, consume with
-/// prefetch 1, ack; one or two consumers.
-async fn broker_ceiling(url: &str, jobs: usize, consumers: usize) -> Result<f64> {
+/// prefetch 1, ack; one or two consumers; on a plain queue or on a priority queue
+/// (`x-max-priority`, as the farm's job queue has).
+async fn broker_ceiling(
+    url: &str,
+    jobs: usize,
+    consumers: usize,
+    max_priority: Option<u8>,
+) -> Result<f64> {
     let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
     let publish = conn.create_channel().await?;
     publish
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     let queue = format!("vfbench-ceiling-{}", std::process::id());
+    let mut queue_args = FieldTable::default();
+    if let Some(max) = max_priority {
+        queue_args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(max));
+    }
     publish
         .queue_declare(
             queue.as_str().into(),
@@ -201,7 +231,7 @@ async fn broker_ceiling(url: &str, jobs: usize, consumers: usize) -> Result<f64>
                 durable: true,
                 ..Default::default()
             },
-            FieldTable::default(),
+            queue_args,
         )
         .await?;
     let body = serde_json::to_vec(&spec(0))?;
@@ -257,34 +287,137 @@ async fn broker_ceiling(url: &str, jobs: usize, consumers: usize) -> Result<f64>
     Ok(rate)
 }
 
+/// One throughput case: the farm's queue layer on a backend, or the broker's own ceiling.
+enum Case {
+    Farm {
+        kind: &'static str,
+        consumers: usize,
+    },
+    Ceiling {
+        max_priority: Option<u8>,
+        consumers: usize,
+    },
+}
+
+impl Case {
+    fn label(&self) -> &'static str {
+        match self {
+            Case::Farm { kind, .. } => kind,
+            Case::Ceiling {
+                max_priority: None, ..
+            } => "raw-amqp",
+            Case::Ceiling { .. } => "raw-prio",
+        }
+    }
+
+    fn consumers(&self) -> usize {
+        match self {
+            Case::Farm { consumers, .. } | Case::Ceiling { consumers, .. } => *consumers,
+        }
+    }
+
+    /// What `--only` matches: `rabbitmq-1`, `raw-prio-2`, ...
+    fn name(&self) -> String {
+        format!("{}-{}", self.label(), self.consumers())
+    }
+
+    /// The key in the JSON report.
+    fn key(&self) -> String {
+        let consumers = self.consumers();
+        match self {
+            Case::Farm { kind, .. } => format!("{kind}_{consumers}_consumers"),
+            Case::Ceiling {
+                max_priority: None, ..
+            } => format!("broker_ceiling_{consumers}_consumers"),
+            Case::Ceiling {
+                max_priority: Some(max),
+                ..
+            } => format!(
+                "broker_ceiling_{}_priorities_{consumers}_consumers",
+                max + 1
+            ),
+        }
+    }
+
+    /// (publish/s, lease+ack/s); a ceiling has no publish figure (0).
+    async fn run(&self, args: &Args, round: usize) -> Result<(f64, f64)> {
+        match *self {
+            Case::Farm { kind, consumers } => {
+                let backend = fresh(kind, &args.amqp, &format!("t{consumers}r{round}"))?;
+                throughput(&backend, args.jobs, consumers).await
+            }
+            Case::Ceiling {
+                max_priority,
+                consumers,
+            } => Ok((
+                0.0,
+                broker_ceiling(&args.amqp, args.jobs, consumers, max_priority).await?,
+            )),
+        }
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     let args = args()?;
     let mut report = serde_json::Map::new();
-    println!(
-        "{:<10} {:>9} {:>14} {:>14}",
-        "backend", "consumers", "publish/s", "lease+ack/s"
-    );
+    // Throughput cases, run in alternating rounds (each round starts one case later), so a
+    // slow spell of this shared machine lands on every case alike; medians are reported.
+    let mut cases: Vec<Case> = Vec::new();
     for kind in ["sqlite", "rabbitmq"] {
         for consumers in [1, 2] {
-            let backend = fresh(kind, &args.amqp, &format!("t{consumers}"))?;
-            let (publish, rate) = throughput(&backend, args.jobs, consumers).await?;
-            println!(
-                "{:<10} {consumers:>9} {publish:>14.0} {rate:>14.0}",
-                backend.name()
-            );
-            report.insert(
-                format!("{kind}_{consumers}_consumers"),
-                json!({"publish_per_s": publish, "jobs_per_s": rate}),
-            );
+            cases.push(Case::Farm { kind, consumers });
         }
     }
-    for consumers in [1, 2] {
-        let rate = broker_ceiling(&args.amqp, args.jobs, consumers).await?;
-        println!("{:<10} {consumers:>9} {:>14} {rate:>14.0}", "raw-amqp", "-");
+    for max_priority in [None, Some(9), Some(2)] {
+        for consumers in [1, 2] {
+            cases.push(Case::Ceiling {
+                max_priority,
+                consumers,
+            });
+        }
+    }
+    cases.retain(|c| args.wants(&c.name()));
+    let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); cases.len()];
+    for round in 0..args.rounds {
+        for k in 0..cases.len() {
+            let i = (k + round) % cases.len();
+            samples[i].push(cases[i].run(&args, round).await?);
+        }
+    }
+    println!(
+        "{:<12} {:>9} {:>12} {:>14}   (median of {} rounds; min-max)",
+        "case", "consumers", "publish/s", "lease+ack/s", args.rounds
+    );
+    for (case, runs) in cases.iter().zip(&samples) {
+        let publish = median(runs.iter().map(|r| r.0).collect());
+        let rates: Vec<f64> = runs.iter().map(|r| r.1).collect();
+        let (lo, hi) = (
+            rates.iter().copied().fold(f64::INFINITY, f64::min),
+            rates.iter().copied().fold(0.0, f64::max),
+        );
+        let rate = median(rates);
+        let publish_text = if publish > 0.0 {
+            format!("{publish:.0}")
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<12} {:>9} {publish_text:>12} {rate:>14.0}   {lo:.0}-{hi:.0}",
+            case.label(),
+            case.consumers(),
+        );
         report.insert(
-            format!("broker_ceiling_{consumers}_consumers"),
-            json!({"jobs_per_s": rate}),
+            case.key(),
+            json!({"publish_per_s": publish, "jobs_per_s": rate, "min": lo, "max": hi, "rounds": runs.len()}),
         );
     }
     println!();
@@ -294,6 +427,9 @@ async fn main() -> Result<()> {
     );
     for kind in ["sqlite", "rabbitmq"] {
         for &backlog in &args.backlogs {
+            if !args.wants(&format!("{kind}-latency-{backlog}")) {
+                continue;
+            }
             let backend = fresh(kind, &args.amqp, &format!("b{backlog}"))?;
             let (median, p99) = latency(&backend, backlog).await?;
             println!(

@@ -334,12 +334,23 @@ pub async fn retry_brings_a_failed_job_back(f: Fixture) {
 
 pub async fn higher_priority_runs_first(f: Fixture) {
     let q = f.queue.as_ref();
-    q.enqueue(spec("low"), false).await.unwrap();
+    let mut background = spec("background");
+    background.priority = -3;
+    q.enqueue(background, false).await.unwrap();
+    q.enqueue(spec("normal"), false).await.unwrap();
     let mut urgent = spec("high");
     urgent.priority = 5;
     q.enqueue(urgent, false).await.unwrap();
-    let lease = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
-    assert_eq!(lease.spec.key, "key-high");
+    let w = worker("w1");
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let lease = q.lease(&w, WAIT).await.unwrap().unwrap();
+        order.push(lease.spec.key.clone());
+        q.finish(&lease, Outcome::Succeeded(SuccessReport::default()))
+            .await
+            .unwrap();
+    }
+    assert_eq!(order, ["key-high", "key-normal", "key-background"]);
 }
 
 pub async fn workers_show_their_active_jobs_with_progress(f: Fixture) {
