@@ -3,7 +3,8 @@
 //! Ctrl-C in the terminal reaches the worker, which stops ffmpeg itself and cleans up) and gets
 //! SIGKILL from the kernel if its worker dies, so it can never race a redelivered job.
 
-use crate::{file_url, progress::ProgressParser, tail::Tail, tools::Tools};
+use crate::header::HeaderReader;
+use crate::{file_url, progress::ProgressParser, tail::Tail, tools::Tools, MediaInfo};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::OnceLock;
@@ -32,6 +33,10 @@ pub struct EncodeRequest<'a> {
     pub args: &'a [String],
     /// The input's duration, for progress and ETA; it may be set while the encode runs.
     pub duration_s: &'a OnceLock<f64>,
+    /// Where the input's description from ffmpeg's own header goes, as soon as ffmpeg has
+    /// printed it: `Some(info)`, or `None` inside when it could not be read (use ffprobe then).
+    /// The sender is dropped when the encode ends without a header.
+    pub input_info: Option<watch::Sender<Option<Option<MediaInfo>>>>,
     /// Kill ffmpeg when it has made no progress for this long.
     pub stall_after: Duration,
     /// Kill ffmpeg when the whole encode takes longer than this.
@@ -86,8 +91,10 @@ pub fn encode_args(req: &EncodeRequest<'_>) -> Vec<std::ffi::OsString> {
     let mut argv: Vec<std::ffi::OsString> = [
         "-hide_banner",
         "-nostdin",
+        // Every line tagged with its level: the input's header is read from the `info` lines
+        // and only `error` and worse are kept for the failure message.
         "-loglevel",
-        "error",
+        "level+info",
         "-nostats",
         "-progress",
         "pipe:1",
@@ -124,7 +131,12 @@ pub async fn encode(
     })?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
-    let stderr_task = tokio::spawn(drain_tail(stderr));
+    let url = file_url(req.input);
+    let stderr_task = tokio::spawn(drain_stderr(
+        stderr,
+        HeaderReader::new(url.as_encoded_bytes()),
+        req.input_info.clone(),
+    ));
 
     let mut lines = BufReader::new(stdout).lines();
     let mut parser = ProgressParser::new(req.duration_s.get().copied());
@@ -202,18 +214,27 @@ pub async fn encode(
     })
 }
 
-/// Read a stream to its end, keeping the last lines (split on `\n` and `\r`).
-async fn drain_tail<R: AsyncRead + Unpin>(mut reader: R) -> Tail {
+/// Read ffmpeg's stderr to its end: hand the input's header to `header_out` as soon as it is
+/// complete, and keep the last error lines (split on `\n` and `\r`) for the failure message.
+async fn drain_stderr<R: AsyncRead + Unpin>(
+    mut reader: R,
+    mut header: HeaderReader,
+    header_out: Option<watch::Sender<Option<Option<MediaInfo>>>>,
+) -> Tail {
     let mut tail = Tail::new(30);
     let mut buf = vec![0u8; 8192];
     let mut line = Vec::new();
+    let mut keeping = false;
     loop {
         match reader.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                if let (Some(out), Some(info)) = (&header_out, header.feed(&buf[..n])) {
+                    out.send_replace(Some(info));
+                }
                 for &b in &buf[..n] {
                     if b == b'\n' || b == b'\r' {
-                        tail.push(&line);
+                        push_error_line(&mut tail, &mut keeping, &line);
                         line.clear();
                     } else if line.len() < 4096 {
                         line.push(b);
@@ -222,6 +243,68 @@ async fn drain_tail<R: AsyncRead + Unpin>(mut reader: R) -> Tail {
             }
         }
     }
-    tail.push(&line);
+    push_error_line(&mut tail, &mut keeping, &line);
     tail
+}
+
+/// Keep a line for the failure message if it is an error (or worse), without its level tag:
+/// `[libx264 @ 0x..] [error] text` -> `[libx264 @ 0x..] text`. A line without a tag continues
+/// the message before it, and is kept when that one was.
+fn push_error_line(tail: &mut Tail, keeping: &mut bool, line: &[u8]) {
+    // The tag comes first, or after one `[context @ 0x..] ` prefix.
+    let (prefix, rest) = match line.windows(2).position(|w| w == b"] ") {
+        Some(end) if line.starts_with(b"[") && line[..end].windows(3).any(|w| w == b" @ ") => {
+            line.split_at(end + 2)
+        }
+        _ => (&line[..0], line),
+    };
+    let level_end = rest
+        .starts_with(b"[")
+        .then(|| rest.windows(2).position(|w| w == b"] "))
+        .flatten();
+    let Some(end) = level_end else {
+        if *keeping {
+            tail.push(line);
+        }
+        return;
+    };
+    *keeping = matches!(&rest[1..end], b"error" | b"fatal" | b"panic");
+    if *keeping {
+        let mut kept = prefix.to_vec();
+        kept.extend_from_slice(&rest[end + 2..]);
+        tail.push(&kept);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(lines: &[&str]) -> String {
+        let mut tail = Tail::new(30);
+        let mut keeping = false;
+        for line in lines {
+            push_error_line(&mut tail, &mut keeping, line.as_bytes());
+        }
+        tail.text()
+    }
+
+    #[test]
+    fn only_errors_reach_the_failure_message() {
+        assert_eq!(
+            kept(&[
+                "[info] Input #0, mpeg, from 'file:/a [error] b.mpg':",
+                "[libx264 @ 0x55a4] [info] using SAR=1/1",
+                "[warning] Multiple -c options",
+                "      continuation of a warning",
+                "[error] file:/a.mpg: Invalid data found when processing input",
+                "second line of that error",
+                "[mp4 @ 0x1] [fatal] could not write header",
+                "[info] video:400kB audio:94kB",
+            ]),
+            "file:/a.mpg: Invalid data found when processing input\n\
+             second line of that error\n\
+             [mp4 @ 0x1] could not write header"
+        );
+    }
 }

@@ -11,10 +11,12 @@
 //! - [`tools`]: finding the ffmpeg and ffprobe binaries.
 //! - [`probe`]: ffprobe's view of a file, and the checks an output must pass.
 //! - [`encode`]: running one encode with progress.
+//! - `header`: the input's description read from ffmpeg's own header.
 //! - [`progress`]: parsing `-progress` output.
 //! - [`tail`]: the bounded stderr tail.
 
 pub mod encode;
+mod header;
 pub mod probe;
 pub mod progress;
 pub mod tail;

@@ -37,7 +37,7 @@ pub fn check_input(input: &Path) -> Result<u64, Failure> {
 pub fn check_media(input: &Path, info: &MediaInfo) -> Result<(), Failure> {
     if info.videos().next().is_none() {
         return Err(Failure::permanent(format!(
-            "{}: not a video (ffprobe found no video stream in it)",
+            "{}: not a video (it has no video stream)",
             input.display()
         )));
     }
