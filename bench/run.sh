@@ -2,14 +2,23 @@
 # One command for every figure of bench/README.md, side by side with the Celery reference, in
 # one run on this machine: prints a table and writes bench/out/latest.json.
 #
-#   bench/run.sh            (CLIPS=8 SECS=20 TINY=500 ROUNDS=1 by default)
+#   bench/run.sh        (CLIPS=8 SECS=20 TINY=500 ROUNDS=3 QUEUE_JOBS=3000 by default)
 #
-# Needs ffmpeg, RabbitMQ on 127.0.0.1:5672 (guest/guest), python3 (Celery is installed into
-# bench/.venv). Takes about a quarter of an hour on two cores.
+# Every variant runs once per round, and each round starts one variant later than the one
+# before, so a slow spell of this shared machine lands on all of them alike; the table gives
+# medians, and each ratio is the median of the ratios within a round.
+#
+# Needs ffmpeg, RabbitMQ on 127.0.0.1:5672 (guest/guest) and python3 (Celery 5 is installed
+# into bench/.venv on first use). Takes about 25 minutes on two cores with the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-clips=${CLIPS:-8}; secs=${SECS:-20}; tiny=${TINY:-500}
+clips=${CLIPS:-8}; secs=${SECS:-20}; tiny=${TINY:-500}; rounds=${ROUNDS:-3}
+queue_jobs=${QUEUE_JOBS:-3000}
 amqp=${BENCH_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
+if pgrep -f 'celery -A tasks worker' >/dev/null; then
+  echo "a Celery worker from an earlier run is still alive; stop it first (pkill -f 'celery -A tasks worker')" >&2
+  exit 1
+fi
 cargo build --release --quiet -p videofarm -p videofarm-bench
 bin=$PWD/target/release/videofarm
 if [ ! -x bench/.venv/bin/python ]; then
@@ -23,12 +32,8 @@ mkdir -p bench/out "$work/sd" "$work/tiny"
 results="$work/results.jsonl"
 : > "$results"
 
-now() { date +%s.%N; }
-record() { printf '{"name": "%s", "seconds": %s, "jobs": %s}\n' "$1" "$2" "$3" >> "$results"; printf '%-34s %8.2f s  %5s jobs\n' "$1" "$2" "$3"; }
-timed() { local name=$1 jobs=$2; shift 2; local t0; t0=$(now); "$@" >/dev/null 2>&1; record "$name" "$(echo "$(now) - $t0" | bc -l)" "$jobs"; }
-
-# Inputs: SD captures like a tape (720x480 interlaced MPEG-2 with stereo audio), and a tiny clip
-# copied many times for the per-job cost.
+# Inputs: SD captures like a tape (720x480 interlaced MPEG-2 with stereo audio), and a tiny
+# Matroska clip copied many times for the per-job cost.
 for i in $(seq 1 "$clips"); do
   ffmpeg -v error -f lavfi -i "testsrc2=size=720x480:rate=30000/1001" -f lavfi -i "sine=frequency=$((300 + i * 40)):sample_rate=48000" \
     -t "$secs" -vf "tinterlace=mode=interleave_top" -flags +ilme+ildct -c:v mpeg2video -b:v 8M -c:a mp2 -ac 2 -f mpeg "$work/sd/clip$i.mpg"
@@ -47,54 +52,126 @@ video_codec = "mpeg2video"
 TOML
 vf() { "$bin" --config "$work/farm.toml" "$@"; }
 archive=(-max_muxing_queue_size 1000 -map 0 -c copy -c:v libx264 -crf 17)
+seconds_of() { "$py" -c 'import json,sys;print(json.load(sys.stdin)["seconds"])'; }
 
-echo "== encode: ${clips} x ${secs} s SD, archive profile"
-plain_one() { mkdir -p "$work/p1"; for f in "${sd[@]}"; do ffmpeg -hide_banner -nostdin -loglevel error -i "$f" "${archive[@]}" -y "$work/p1/$(basename "$f" .mpg).mkv"; done; }
-plain_two() { mkdir -p "$work/p2"; printf '%s\0' "${sd[@]}" | xargs -0 -P2 -I{} ffmpeg -hide_banner -nostdin -loglevel error -i {} "${archive[@]}" -y {}.p2.mkv; rm -f "$work"/sd/*.p2.mkv; }
-timed plain_ffmpeg_one_at_a_time "$clips" plain_one
-timed plain_ffmpeg_two_at_a_time "$clips" plain_two
-timed farm_sqlite_1_worker "$clips" vf --broker "sqlite:$work/q1.db" run "$work/sd" --out "$work/f1" --workers 1
-timed farm_sqlite_2_workers "$clips" vf --broker "sqlite:$work/q2.db" run "$work/sd" --out "$work/f2" --workers 2
-timed farm_sqlite_default "$clips" vf --broker "sqlite:$work/q3.db" run "$work/sd" --out "$work/f3"
-timed farm_rabbitmq_1_worker "$clips" vf --broker "$amqp" run "$work/sd" --out "$work/f4" --workers 1
-timed farm_rabbitmq_2_workers "$clips" vf --broker "$amqp" run "$work/sd" --out "$work/f5" --workers 2
-for c in 1 2; do
-  out=$(cd bench/celery_ref && "$py" drain.py encode "$c" "$work/c$c" "${sd[@]}")
-  record "celery_${c}_worker" "$(echo "$out" | "$py" -c 'import json,sys;print(json.load(sys.stdin)["seconds"])')" "$clips"
-done
+# Each variant: `name jobs command...`, run in a fresh folder ($out) that is removed after.
+plain_one() { for f in "${sd[@]}"; do ffmpeg -hide_banner -nostdin -loglevel error -i "$f" "${archive[@]}" -y "$out/$(basename "$f" .mpg).mkv"; done; }
+plain_two() {
+  printf '%s\0' "${sd[@]}" | xargs -0 -P2 -I{} sh -c \
+    'f=$1; o=$2; shift 2; ffmpeg -hide_banner -nostdin -loglevel error -i "$f" "$@" -y "$o/$(basename "$f" .mpg).mkv"' \
+    sh {} "$out" "${archive[@]}"
+}
+celery() { (cd bench/celery_ref && "$py" drain.py "$@") | seconds_of > "$out/seconds"; }
+encode_variants=(
+  "plain_ffmpeg_one_at_a_time|plain_one"
+  "plain_ffmpeg_two_at_a_time|plain_two"
+  "farm_sqlite_1_worker|vf --broker sqlite:\$out/q.db run $work/sd --out \$out/o --workers 1"
+  "farm_sqlite_2_workers|vf --broker sqlite:\$out/q.db run $work/sd --out \$out/o --workers 2"
+  "farm_sqlite_default|vf --broker sqlite:\$out/q.db run $work/sd --out \$out/o"
+  "farm_rabbitmq_1_worker|vf --broker $amqp run $work/sd --out \$out/o --workers 1"
+  "farm_rabbitmq_2_workers|vf --broker $amqp run $work/sd --out \$out/o --workers 2"
+  "celery_1_worker|celery encode 1 \$out/o ${sd[*]}"
+  "celery_2_workers|celery encode 2 \$out/o ${sd[*]}"
+)
+tiny_variants=(
+  "tiny_farm_sqlite_default|vf --broker sqlite:\$out/q.db run $work/tiny --out \$out/o --profile copy"
+  "tiny_farm_rabbitmq_default|vf --broker $amqp run $work/tiny --out \$out/o --profile copy"
+  "tiny_celery_2_workers|celery copy 2 \$out/o $work/tiny/*.mkv"
+)
 
-echo "== tiny real jobs: ${tiny} stream copies of a 0.4 s Matroska clip"
-timed farm_tiny_sqlite "$tiny" vf --broker "sqlite:$work/qt.db" run "$work/tiny" --out "$work/ft" --profile copy
-timed farm_tiny_rabbitmq "$tiny" vf --broker "$amqp" run "$work/tiny" --out "$work/ft2" --profile copy
-out=$(cd bench/celery_ref && "$py" drain.py copy 2 "$work/ct" "$work"/tiny/*.mkv)
-record celery_tiny_2_workers "$(echo "$out" | "$py" -c 'import json,sys;print(json.load(sys.stdin)["seconds"])')" "$tiny"
+# run_rounds JOBS VARIANT...: every variant once per round, rotating the starting one.
+run_rounds() {
+  local jobs=$1; shift
+  local variants=("$@") n=$# r k i name cmd t0 took
+  for r in $(seq 0 $((rounds - 1))); do
+    for k in $(seq 0 $((n - 1))); do
+      i=$(((k + r) % n)); name=${variants[$i]%%|*}; cmd=${variants[$i]#*|}
+      out="$work/run"; rm -rf "$out"; mkdir -p "$out"
+      t0=$(date +%s.%N)
+      if ! eval "$cmd" >"$work/last.log" 2>&1; then
+        echo "$name failed:" >&2; tail -20 "$work/last.log" >&2; exit 1
+      fi
+      took=$(echo "$(date +%s.%N) - $t0" | bc -l)
+      # Celery's time is its driver's (publish to last result), not the Python start-up.
+      [ -f "$out/seconds" ] && took=$(cat "$out/seconds")
+      printf '{"name": "%s", "round": %d, "seconds": %s, "jobs": %d}\n' "$name" "$r" "$took" "$jobs" >> "$results"
+      printf '  round %d  %-30s %8.2f s\n' "$r" "$name" "$took"
+    done
+  done
+}
 
+echo "== encode: ${clips} x ${secs} s SD, archive profile, ${rounds} rounds"
+run_rounds "$clips" "${encode_variants[@]}"
+echo "== tiny real jobs: ${tiny} stream copies of a 0.4 s Matroska clip, ${rounds} rounds"
+run_rounds "$tiny" "${tiny_variants[@]}"
 echo "== queue alone, broker ceiling, backlog"
-qb=$(./target/release/queue-bench --jobs 2000 | tail -1)
+./target/release/queue-bench --jobs "$queue_jobs" --rounds "$rounds" | tee "$work/queue.txt"
 echo "== footprint"
-fp=$(bash bench/footprint.sh 2>/dev/null | paste -sd, -)
-"$py" - "$results" "$qb" "[$fp]" <<'PY' | tee bench/out/latest.json
-import json, subprocess, sys
+bash bench/footprint.sh | tee "$work/footprint.txt"
+
+"$py" - "$results" "$work/queue.txt" "$work/footprint.txt" <<'PY' | tee bench/out/latest.txt
+import json, statistics, subprocess, sys
+from collections import defaultdict
+
 rows = [json.loads(l) for l in open(sys.argv[1])]
-out = {
-    "machine": {"cores": int(subprocess.run(["nproc"], capture_output=True, text=True).stdout),
-                "ffmpeg": subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split("\n")[0],
-                "rabbitmq": subprocess.run(["rabbitmqctl", "version"], capture_output=True, text=True).stdout.strip()},
-    "runs": rows, "queue": json.loads(sys.argv[2]), "footprint": json.loads(sys.argv[3]),
+queue = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])
+footprint = [json.loads(l) for l in open(sys.argv[3]) if l.startswith("{")]
+first = lambda cmd: subprocess.run(cmd, capture_output=True, text=True).stdout.strip().splitlines()[0]
+machine = {
+    "cores": int(first(["nproc"])),
+    "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"),
+    "ffmpeg": first(["ffmpeg", "-version"]),
+    "rabbitmq": first(["rabbitmqctl", "version"]),
+    "date": first(["date", "-u", "+%Y-%m-%d %H:%M UTC"]),
 }
-by = {r["name"]: r["seconds"] for r in rows}
-plain1, plain2 = by["plain_ffmpeg_one_at_a_time"], by["plain_ffmpeg_two_at_a_time"]
-out["ratios"] = {
-    "farm_sqlite_1/plain_1": by["farm_sqlite_1_worker"] / plain1,
-    "farm_sqlite_2/plain_2": by["farm_sqlite_2_workers"] / plain2,
-    "farm_rabbitmq_1/plain_1": by["farm_rabbitmq_1_worker"] / plain1,
-    "farm_rabbitmq_2/plain_2": by["farm_rabbitmq_2_workers"] / plain2,
-    "farm_default/best_plain": by["farm_sqlite_default"] / min(plain1, plain2),
-    "celery_1/plain_1": by["celery_1_worker"] / plain1,
-    "celery_2/plain_2": by["celery_2_worker"] / plain2,
-    "tiny_jobs_per_s_farm_sqlite": len(open(sys.argv[1]).readlines()) and [r for r in rows if r["name"] == "farm_tiny_sqlite"][0]["jobs"] / by["farm_tiny_sqlite"],
-    "tiny_jobs_per_s_farm_rabbitmq": [r for r in rows if r["name"] == "farm_tiny_rabbitmq"][0]["jobs"] / by["farm_tiny_rabbitmq"],
-    "tiny_jobs_per_s_celery": [r for r in rows if r["name"] == "celery_tiny_2_workers"][0]["jobs"] / by["celery_tiny_2_workers"],
+by = defaultdict(dict)
+for r in rows:
+    by[r["name"]][r["round"]] = r["seconds"]
+median = {name: statistics.median(runs.values()) for name, runs in by.items()}
+
+def ratio(a, b):
+    """Median over rounds of a/b, each pair from the same round."""
+    rounds = sorted(set(by[a]) & set(by[b]))
+    return statistics.median(by[a][r] / by[b][r] for r in rounds)
+
+def best_plain(name):
+    rounds = sorted(by[name])
+    return statistics.median(
+        by[name][r] / min(by["plain_ffmpeg_one_at_a_time"][r], by["plain_ffmpeg_two_at_a_time"][r]) for r in rounds)
+
+ratios = {
+    "farm_sqlite_1/plain_1": ratio("farm_sqlite_1_worker", "plain_ffmpeg_one_at_a_time"),
+    "farm_sqlite_2/plain_2": ratio("farm_sqlite_2_workers", "plain_ffmpeg_two_at_a_time"),
+    "farm_rabbitmq_1/plain_1": ratio("farm_rabbitmq_1_worker", "plain_ffmpeg_one_at_a_time"),
+    "farm_rabbitmq_2/plain_2": ratio("farm_rabbitmq_2_workers", "plain_ffmpeg_two_at_a_time"),
+    "farm_default/best_plain": best_plain("farm_sqlite_default"),
+    "celery_1/plain_1": ratio("celery_1_worker", "plain_ffmpeg_one_at_a_time"),
+    "celery_2/plain_2": ratio("celery_2_workers", "plain_ffmpeg_two_at_a_time"),
+    "farm_rabbitmq_2/celery_2": ratio("farm_rabbitmq_2_workers", "celery_2_workers"),
+    "tiny_farm_sqlite/celery": ratio("tiny_farm_sqlite_default", "tiny_celery_2_workers"),
+    "tiny_farm_rabbitmq/celery": ratio("tiny_farm_rabbitmq_default", "tiny_celery_2_workers"),
 }
-print(json.dumps(out, indent=2))
+jobs = {r["name"]: r["jobs"] for r in rows}
+per_s = {name: jobs[name] / median[name] for name in median if name.startswith("tiny_")}
+celery_noop = next((f for f in footprint if "celery_noop_jobs_per_s" in f), {})
+out = {"machine": machine, "rounds": max(r["round"] for r in rows) + 1, "runs": rows,
+       "median_seconds": median, "ratios": ratios, "tiny_jobs_per_s": per_s,
+       "queue": queue, "footprint": footprint}
+json.dump(out, open("bench/out/latest.json", "w"), indent=2)
+
+print(f"\nmachine: {machine['cores']} cores, {machine['cpu']}; {machine['ffmpeg']}; RabbitMQ {machine['rabbitmq']}; {machine['date']}")
+print(f"\n{'run':<32} {'median s':>9}   {'rounds'}")
+for name in by:
+    print(f"{name:<32} {median[name]:>9.2f}   " + " ".join(f"{by[name][r]:.2f}" for r in sorted(by[name])))
+print(f"\n{'ratio (median of per-round ratios)':<36} {'value':>7}")
+for name, value in ratios.items():
+    print(f"{name:<36} {value:>7.3f}")
+print()
+for name, value in per_s.items():
+    print(f"{name:<36} {value:>7.1f} jobs/s")
+if celery_noop:
+    farm = queue.get("rabbitmq_1_consumers", {}).get("jobs_per_s", 0)
+    print(f"\nno-op jobs/s, 1 consumer: videofarm on RabbitMQ {farm:.0f}, Celery {celery_noop['celery_noop_jobs_per_s']:.0f} "
+          f"(x{farm / celery_noop['celery_noop_jobs_per_s']:.1f}); broker ceiling {queue.get('broker_ceiling_1_consumers', {}).get('jobs_per_s', 0):.0f}")
+print("\nwritten: bench/out/latest.json")
 PY

@@ -26,21 +26,27 @@ def main():
         os.makedirs(out_dir, exist_ok=True)
         ext = ".mkv"
         calls = [(f, os.path.join(out_dir, os.path.splitext(os.path.basename(f))[0] + ext)) for f in sys.argv[4:]]
-    results = [app.send_task(task, args=list(args), queue=queue) for args in calls]
+    # The clock includes publishing, as `videofarm run`'s time includes its enqueueing.
     start = time.monotonic()
+    results = [app.send_task(task, args=list(args), queue=queue) for args in calls]
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", queue, "-c", str(concurrency),
          "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "warning"],
         cwd=os.path.dirname(__file__), env=dict(os.environ, BENCH_RESULTS="rpc://"), stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    for result in results:
-        result.get(timeout=3600)
-    elapsed = time.monotonic() - start
-    worker.terminate()
-    worker.wait()
-    with app.connection_for_write() as conn:
-        conn.channel().queue_delete(queue)
+    try:
+        for result in results:
+            result.get(timeout=3600)
+        elapsed = time.monotonic() - start
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        with app.connection_for_write() as conn:
+            conn.channel().queue_delete(queue)
     print(json.dumps({"task": task, "concurrency": concurrency, "jobs": len(calls), "seconds": elapsed}))
 
 
