@@ -24,7 +24,7 @@ t1=$(now)
 sleep 2
 idle=$(rss "$pid")
 kill -TERM "$pid"; wait "$pid" || true
-echo "{\"videofarm_first_job_s\": $(echo "$t1 - $t0" | bc -l), \"videofarm_idle_rss_kb\": $idle}"
+echo "{\"videofarm_first_job_s\": $(printf '%.4f' "$(echo "$t1 - $t0" | bc -l)"), \"videofarm_idle_rss_kb\": $idle}"
 
 # Under load: a worker encoding (its own memory, not ffmpeg's).
 ffmpeg -v error -f lavfi -i "testsrc2=size=720x480:rate=30000/1001" -t 20 -c:v mpeg2video -b:v 8M -f mpeg "$work/load.mpg"

@@ -2,7 +2,7 @@
 # One command for every figure of bench/README.md, side by side with the Celery reference, in
 # one run on this machine: prints a table and writes bench/out/latest.json.
 #
-#   bench/run.sh        (CLIPS=8 SECS=20 TINY=500 ROUNDS=3 QUEUE_JOBS=3000 by default)
+#   bench/run.sh        (CLIPS=8 SECS=20 TINY=500 ROUNDS=3 QUEUE_JOBS=3000 BACKLOGS=10,10000,100000)
 #
 # Every variant runs once per round, and each round starts one variant later than the one
 # before, so a slow spell of this shared machine lands on all of them alike; the table gives
@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clips=${CLIPS:-8}; secs=${SECS:-20}; tiny=${TINY:-500}; rounds=${ROUNDS:-3}
-queue_jobs=${QUEUE_JOBS:-3000}
+queue_jobs=${QUEUE_JOBS:-3000}; backlogs=${BACKLOGS:-10,10000,100000}
 amqp=${BENCH_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 if pgrep -f 'celery -A tasks worker' >/dev/null; then
   echo "a Celery worker from an earlier run is still alive; stop it first (pkill -f 'celery -A tasks worker')" >&2
@@ -77,6 +77,7 @@ tiny_variants=(
   "tiny_farm_sqlite_default|vf --broker sqlite:\$out/q.db run $work/tiny --out \$out/o --profile copy"
   "tiny_farm_rabbitmq_default|vf --broker $amqp run $work/tiny --out \$out/o --profile copy"
   "tiny_celery_2_workers|celery copy 2 \$out/o $work/tiny/*.mkv"
+  "tiny_celery_verified_2_workers|celery copy_verified 2 \$out/o $work/tiny/*.mkv"
 )
 
 # run_rounds JOBS VARIANT...: every variant once per round, rotating the starting one.
@@ -94,6 +95,7 @@ run_rounds() {
       took=$(echo "$(date +%s.%N) - $t0" | bc -l)
       # Celery's time is its driver's (publish to last result), not the Python start-up.
       [ -f "$out/seconds" ] && took=$(cat "$out/seconds")
+      took=$(printf '%.4f' "$took")
       printf '{"name": "%s", "round": %d, "seconds": %s, "jobs": %d}\n' "$name" "$r" "$took" "$jobs" >> "$results"
       printf '  round %d  %-30s %8.2f s\n' "$r" "$name" "$took"
     done
@@ -105,7 +107,7 @@ run_rounds "$clips" "${encode_variants[@]}"
 echo "== tiny real jobs: ${tiny} stream copies of a 0.4 s Matroska clip, ${rounds} rounds"
 run_rounds "$tiny" "${tiny_variants[@]}"
 echo "== queue alone, broker ceiling, backlog"
-./target/release/queue-bench --jobs "$queue_jobs" --rounds "$rounds" | tee "$work/queue.txt"
+./target/release/queue-bench --jobs "$queue_jobs" --rounds "$rounds" --backlogs "$backlogs" | tee "$work/queue.txt"
 echo "== footprint"
 bash bench/footprint.sh | tee "$work/footprint.txt"
 
@@ -150,6 +152,7 @@ ratios = {
     "farm_rabbitmq_2/celery_2": ratio("farm_rabbitmq_2_workers", "celery_2_workers"),
     "tiny_farm_sqlite/celery": ratio("tiny_farm_sqlite_default", "tiny_celery_2_workers"),
     "tiny_farm_rabbitmq/celery": ratio("tiny_farm_rabbitmq_default", "tiny_celery_2_workers"),
+    "tiny_farm_sqlite/celery_verified": ratio("tiny_farm_sqlite_default", "tiny_celery_verified_2_workers"),
 }
 jobs = {r["name"]: r["jobs"] for r in rows}
 per_s = {name: jobs[name] / median[name] for name in median if name.startswith("tiny_")}

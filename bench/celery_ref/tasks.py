@@ -43,3 +43,14 @@ def copy(src, out):
         ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-i", src, "-map", "0", "-c", "copy", "-y", out],
         check=True,
     )
+
+
+@app.task(name="copy_verified")
+def copy_verified(src, out):
+    """`copy`, then read the output back with ffprobe, as videofarm does before it counts a job
+    done: the like-for-like reference for the farm's per-job work."""
+    copy(src, out)
+    subprocess.run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", out],
+        check=True, stdout=subprocess.DEVNULL,
+    )

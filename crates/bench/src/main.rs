@@ -300,13 +300,17 @@ enum Case {
 }
 
 impl Case {
-    fn label(&self) -> &'static str {
+    fn label(&self) -> String {
         match self {
-            Case::Farm { kind, .. } => kind,
+            Case::Farm { kind, .. } => kind.to_string(),
             Case::Ceiling {
                 max_priority: None, ..
-            } => "raw-amqp",
-            Case::Ceiling { .. } => "raw-prio",
+            } => "raw-amqp".into(),
+            // Named by the number of levels: x-max-priority 2 is three levels (0, 1, 2).
+            Case::Ceiling {
+                max_priority: Some(max),
+                ..
+            } => format!("raw-prio{}", max + 1),
         }
     }
 
@@ -316,7 +320,7 @@ impl Case {
         }
     }
 
-    /// What `--only` matches: `rabbitmq-1`, `raw-prio-2`, ...
+    /// What `--only` matches: `rabbitmq-1`, `raw-prio3-2`, ...
     fn name(&self) -> String {
         format!("{}-{}", self.label(), self.consumers())
     }
