@@ -8,7 +8,8 @@
 //! ```
 //! Cases: sqlite-1, sqlite-2, rabbitmq-1, rabbitmq-2 (the farm's queue layer with 1 or 2
 //! consumers), raw-amqp-1/2, raw-prio10-1/2 and raw-prio3-1/2 (the broker's ceiling on a plain
-//! queue and on priority queues of ten and of three levels; the farm's job queue has three), sqlite-latency-N and rabbitmq-latency-N (backlog N).
+//! queue and on priority queues of ten and of three levels; the farm's job queue has three),
+//! raw-sqlite-1/2 (SQLite's own ceiling for a claim and an ack per job), sqlite-latency-N and rabbitmq-latency-N (backlog N).
 //!
 //! Prints a table and one JSON object on the last line. A measurement, not a test.
 
@@ -297,6 +298,9 @@ enum Case {
         max_priority: Option<u8>,
         consumers: usize,
     },
+    /// SQLite's own limit for the same pattern: a minimal claim transaction and an ack per job
+    /// on a WAL file with the farm's settings.
+    SqliteCeiling { consumers: usize },
 }
 
 impl Case {
@@ -311,12 +315,15 @@ impl Case {
                 max_priority: Some(max),
                 ..
             } => format!("raw-prio{}", max + 1),
+            Case::SqliteCeiling { .. } => "raw-sqlite".into(),
         }
     }
 
     fn consumers(&self) -> usize {
         match self {
-            Case::Farm { consumers, .. } | Case::Ceiling { consumers, .. } => *consumers,
+            Case::Farm { consumers, .. }
+            | Case::Ceiling { consumers, .. }
+            | Case::SqliteCeiling { consumers } => *consumers,
         }
     }
 
@@ -340,6 +347,7 @@ impl Case {
                 "broker_ceiling_{}_priorities_{consumers}_consumers",
                 max + 1
             ),
+            Case::SqliteCeiling { .. } => format!("sqlite_ceiling_{consumers}_consumers"),
         }
     }
 
@@ -357,8 +365,79 @@ impl Case {
                 0.0,
                 broker_ceiling(&args.amqp, args.jobs, consumers, max_priority).await?,
             )),
+            Case::SqliteCeiling { consumers } => {
+                let jobs = args.jobs;
+                Ok((
+                    0.0,
+                    tokio::task::spawn_blocking(move || sqlite_ceiling(jobs, consumers)).await??,
+                ))
+            }
         }
     }
+}
+
+/// SQLite's ceiling: `jobs` rows, then `consumers` threads (each its own connection, WAL,
+/// synchronous=NORMAL, as the farm's file) that claim the next row in one immediate
+/// transaction and mark it done in another, with statements prepared once.
+fn sqlite_ceiling(jobs: usize, consumers: usize) -> Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("ceiling.db");
+    let open = |path: &std::path::Path| -> Result<rusqlite::Connection> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(conn)
+    };
+    let mut conn = open(&path)?;
+    conn.execute_batch(
+        "CREATE TABLE jobs (id INTEGER PRIMARY KEY, state TEXT NOT NULL, body BLOB NOT NULL);
+         CREATE INDEX jobs_state ON jobs (state, id);",
+    )?;
+    let body = serde_json::to_vec(&spec(0))?;
+    let tx = conn.transaction()?;
+    for _ in 0..jobs {
+        tx.execute(
+            "INSERT INTO jobs (state, body) VALUES ('queued', ?1)",
+            [&body],
+        )?;
+    }
+    tx.commit()?;
+    let start = Instant::now();
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..consumers)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    let mut conn = open(&path)?;
+                    loop {
+                        let tx = conn
+                            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                        let claimed: Option<(i64, Vec<u8>)> = {
+                            let mut stmt = tx.prepare_cached(
+                                "UPDATE jobs SET state = 'running' WHERE id =
+                                   (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1)
+                                 RETURNING id, body",
+                            )?;
+                            rusqlite::OptionalExtension::optional(
+                                stmt.query_row([], |r| Ok((r.get(0)?, r.get(1)?))),
+                            )?
+                        };
+                        tx.commit()?;
+                        let Some((id, _body)) = claimed else {
+                            return Ok(());
+                        };
+                        conn.prepare_cached("UPDATE jobs SET state = 'done' WHERE id = ?1")?
+                            .execute([id])?;
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().expect("a ceiling thread panicked")?;
+        }
+        Ok(())
+    })?;
+    Ok(jobs as f64 / start.elapsed().as_secs_f64())
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -388,6 +467,9 @@ async fn main() -> Result<()> {
                 consumers,
             });
         }
+    }
+    for consumers in [1, 2] {
+        cases.push(Case::SqliteCeiling { consumers });
     }
     cases.retain(|c| args.wants(&c.name()));
     let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); cases.len()];

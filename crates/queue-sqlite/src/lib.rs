@@ -19,6 +19,7 @@ mod schema;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use videofarm_core::clock::rfc3339;
@@ -40,6 +41,8 @@ pub struct SqliteQueue {
     clock: Arc<dyn Clock>,
     /// Shown in errors so a user knows which queue file is meant.
     path: PathBuf,
+    /// When this process last returned expired leases to the queue (clock ms).
+    last_reap_ms: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for SqliteQueue {
@@ -78,6 +81,7 @@ impl SqliteQueue {
             settings,
             clock,
             path: path.to_owned(),
+            last_reap_ms: Arc::new(AtomicI64::new(i64::MIN)),
         })
     }
 
@@ -95,6 +99,7 @@ impl SqliteQueue {
             now: self.clock.now_ms(),
             settings: self.settings.clone(),
             path: self.path.clone(),
+            last_reap_ms: self.last_reap_ms.clone(),
         };
         tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -112,38 +117,41 @@ impl SqliteQueue {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| ctx.err(e))?;
-            reap(&tx, ctx)?;
-            let picked: Option<i64> = tx
-                .query_row(
-                    "SELECT id FROM jobs WHERE state = 'queued' AND not_before <= ?1
-                     ORDER BY priority DESC, id LIMIT 1",
-                    [ctx.now],
-                    |r| r.get(0),
+            if ctx.reap_due() {
+                reap(&tx, ctx)?;
+            }
+            // Pick, lease and read the job in one statement (prepared once per connection):
+            // this runs for every job, so its cost is the queue's cost.
+            let lease_until = ctx.now + ctx.settings.lease.as_millis() as i64;
+            let leased = tx
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'running', token = token + 1, attempts = attempts + 1,
+                        worker = ?1, lease_until = ?2, started_ms = ?3, progress = NULL
+                     WHERE id = (SELECT id FROM jobs WHERE state = 'queued' AND not_before <= ?3
+                                 ORDER BY priority DESC, id LIMIT 1)
+                     RETURNING *",
                 )
-                .optional()
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![worker.name, lease_until, ctx.now], |r| {
+                        Ok((
+                            r.get::<_, i64>("id")?,
+                            r.get::<_, i64>("token")?,
+                            r.get::<_, i64>("attempts")?,
+                            read_spec(r)?,
+                        ))
+                    })
+                    .optional()
+                })
                 .map_err(|e| ctx.err(e))?;
-            let Some(id) = picked else {
+            let Some((id, token, attempt, spec)) = leased else {
                 return Ok(None);
             };
-            let lease_until = ctx.now + ctx.settings.lease.as_millis() as i64;
-            let (token, attempt): (i64, i64) = tx
-                .query_row(
-                    "UPDATE jobs SET state = 'running', token = token + 1, attempts = attempts + 1,
-                        worker = ?2, lease_until = ?3, started_ms = ?4, progress = NULL
-                     WHERE id = ?1 RETURNING token, attempts",
-                    params![id, worker.name, lease_until, ctx.now],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .map_err(|e| ctx.err(e))?;
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO attempts (job_id, attempt, token, worker, started_ms, outcome)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'running')",
-                params![id, attempt, token, worker.name, ctx.now],
             )
+            .and_then(|mut stmt| stmt.execute(params![id, attempt, token, worker.name, ctx.now]))
             .map_err(|e| ctx.err(e))?;
-            let spec = tx
-                .query_row("SELECT * FROM jobs WHERE id = ?1", [id], read_spec)
-                .map_err(|e| ctx.err(e))?;
             tx.commit().map_err(|e| ctx.err(e))?;
             Ok(Some(Lease {
                 id: JobId(id.to_string()),
@@ -161,11 +169,25 @@ struct Ctx {
     now: i64,
     settings: QueueSettings,
     path: PathBuf,
+    last_reap_ms: Arc<AtomicI64>,
 }
 
 impl Ctx {
     fn err(&self, e: impl std::fmt::Display) -> QueueError {
         backend(&self.path, e)
+    }
+
+    /// Leasing reaps expired leases at most every quarter lease (and every second at most):
+    /// a lease runs out over tens of seconds, and checking on every lease doubled its cost.
+    fn reap_due(&self) -> bool {
+        let every = (self.settings.lease.as_millis() as i64 / 4).clamp(1, 1000);
+        let last = self.last_reap_ms.load(Ordering::Relaxed);
+        if self.now >= last.saturating_add(every) || self.now < last {
+            self.last_reap_ms.store(self.now, Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -228,9 +250,15 @@ fn state_of(conn: &Connection, ctx: &Ctx, id: i64) -> Result<Option<JobState>, Q
     .map_err(|e| ctx.err(e))
 }
 
+/// Run a statement prepared once per connection (the hot paths run the same few for every job).
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
 /// Return jobs whose lease ran out to the queue (or fail them when their attempts are spent).
 fn reap(conn: &Connection, ctx: &Ctx) -> Result<(), QueueError> {
-    conn.execute(
+    exec(
+        conn,
         "UPDATE attempts SET outcome = 'lost', finished_ms = ?1,
             error = 'the worker stopped answering and its lease ran out'
          WHERE outcome = 'running' AND (job_id, token) IN
@@ -238,7 +266,8 @@ fn reap(conn: &Connection, ctx: &Ctx) -> Result<(), QueueError> {
         [ctx.now],
     )
     .map_err(|e| ctx.err(e))?;
-    conn.execute(
+    exec(
+        conn,
         "UPDATE jobs SET
             state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
             finished_ms = CASE WHEN attempts >= max_attempts THEN ?1 ELSE NULL END,
@@ -260,19 +289,19 @@ fn renew(
 ) -> Result<(), QueueError> {
     let id = parse_id(&lease.id)?;
     let progress = progress.map(|p| serde_json::to_string(p).unwrap_or_default());
-    let changed = conn
-        .execute(
-            "UPDATE jobs SET lease_until = ?3, progress = coalesce(?4, progress)
+    let changed = exec(
+        conn,
+        "UPDATE jobs SET lease_until = ?3, progress = coalesce(?4, progress)
              WHERE id = ?1 AND token = ?2 AND state = 'running' AND lease_until >= ?5",
-            params![
-                id,
-                lease.token as i64,
-                ctx.now + ctx.settings.lease.as_millis() as i64,
-                progress,
-                ctx.now
-            ],
-        )
-        .map_err(|e| ctx.err(e))?;
+        params![
+            id,
+            lease.token as i64,
+            ctx.now + ctx.settings.lease.as_millis() as i64,
+            progress,
+            ctx.now
+        ],
+    )
+    .map_err(|e| ctx.err(e))?;
     if changed == 1 {
         return Ok(());
     }

@@ -110,7 +110,8 @@ impl Queue for SqliteQueue {
             let token = lease.token as i64;
             let (changed, attempt_outcome, error) = match &outcome {
                 Outcome::Succeeded(report) => (
-                    tx.execute(
+                    exec(
+                        &tx,
                         "UPDATE jobs SET state = 'succeeded', finished_ms = ?3, lease_until = NULL,
                             error = NULL, stderr_tail = NULL, result = ?4, progress = ?5
                          WHERE id = ?1 AND token = ?2 AND state = 'running'",
@@ -130,7 +131,8 @@ impl Queue for SqliteQueue {
                     if failure.kind == FailureKind::Permanent || lease.attempt >= ctx.settings.max_attempts =>
                 {
                     (
-                        tx.execute(
+                        exec(
+                        &tx,
                             "UPDATE jobs SET state = 'failed', finished_ms = ?3, lease_until = NULL,
                                 error = ?4, stderr_tail = ?5, progress = NULL
                              WHERE id = ?1 AND token = ?2 AND state = 'running'",
@@ -143,7 +145,8 @@ impl Queue for SqliteQueue {
                 Outcome::Failed(failure) => {
                     let retry_at = ctx.now + ctx.settings.backoff_after(lease.attempt).as_millis() as i64;
                     (
-                        tx.execute(
+                        exec(
+                        &tx,
                             "UPDATE jobs SET state = 'queued', lease_until = NULL, not_before = ?3,
                                 error = ?4, stderr_tail = ?5, progress = NULL
                              WHERE id = ?1 AND token = ?2 AND state = 'running'",
@@ -154,7 +157,8 @@ impl Queue for SqliteQueue {
                     )
                 }
                 Outcome::Released => (
-                    tx.execute(
+                    exec(
+                        &tx,
                         "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), not_before = 0,
                             lease_until = NULL, progress = NULL
                          WHERE id = ?1 AND token = ?2 AND state = 'running'",
@@ -173,7 +177,8 @@ impl Queue for SqliteQueue {
                     _ => QueueError::LeaseLost(lease.id.clone()),
                 });
             }
-            tx.execute(
+            exec(
+                        &tx,
                 "UPDATE attempts SET outcome = ?3, finished_ms = ?4, error = ?5
                  WHERE job_id = ?1 AND token = ?2",
                 params![id, token, attempt_outcome, ctx.now, error],
