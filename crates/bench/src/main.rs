@@ -1,6 +1,6 @@
 //! `queue-bench`: what the queue layer costs, per backend, through the same calls a worker
-//! makes (enqueue; lease, finish with a no-op handler), next to RabbitMQ's own ceiling for the
-//! same publish/consume/ack pattern, and lease latency against the size of the backlog.
+//! makes (enqueue; lease, finish with a no-op handler), next to RabbitMQ's and SQLite's own
+//! ceilings for the same pattern, and lease latency against the size of the backlog.
 //!
 //! ```text
 //! cargo run --release -p videofarm-bench -- [--jobs N] [--rounds 3] [--backlogs 10,10000,100000]
@@ -9,7 +9,8 @@
 //! Cases: sqlite-1, sqlite-2, rabbitmq-1, rabbitmq-2 (the farm's queue layer with 1 or 2
 //! consumers), raw-amqp-1/2, raw-prio10-1/2 and raw-prio3-1/2 (the broker's ceiling on a plain
 //! queue and on priority queues of ten and of three levels; the farm's job queue has three),
-//! raw-sqlite-1/2 (SQLite's own ceiling for a claim and an ack per job), sqlite-latency-N and rabbitmq-latency-N (backlog N).
+//! raw-sqlite-1/2 (SQLite's own ceiling for a claim and an ack per job), sqlite-latency-N and
+//! rabbitmq-latency-N (backlog N).
 //!
 //! Prints a table and one JSON object on the last line. A measurement, not a test.
 
