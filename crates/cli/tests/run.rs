@@ -152,6 +152,44 @@ fn the_archive_profile_keeps_every_audio_and_subtitle_stream() {
     );
 }
 
+/// The input is described from ffmpeg's own header; ffprobe runs once per job, on the encoded
+/// temporary file, to verify it before it is published.
+#[test]
+fn each_job_runs_ffprobe_only_to_verify_its_output() {
+    let staging = tempfile::tempdir().unwrap();
+    let log = staging.path().join("ffprobe.log");
+    let wrapper = staging.path().join("ffprobe");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            log.display(),
+            which("ffprobe")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let farm = Farm::with_config(&format!("ffprobe = \"{}\"", wrapper.display()));
+    clip(&farm.input.join("tape.mpg"), 1);
+    multi_stream_clip(&farm.input.join("multi.mkv"), farm.root());
+    let (code, records) = run_json(&farm, &["--profile", "archive"]);
+    assert_eq!(code, 0, "{records:?}");
+    assert_eq!(farm.outputs().len(), 2);
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let calls: Vec<&str> = calls.lines().collect();
+    assert_eq!(calls.len(), 2, "one ffprobe run per job: {calls:#?}");
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.contains(".part.") && !c.contains("/in/")),
+        "ffprobe reads only the encoded temporary files: {calls:#?}"
+    );
+}
+
 #[test]
 fn other_profiles_make_what_they_promise() {
     let farm = Farm::new();
