@@ -152,10 +152,11 @@ fn the_archive_profile_keeps_every_audio_and_subtitle_stream() {
     );
 }
 
-/// The input is described from ffmpeg's own header; ffprobe runs once per job, on the encoded
-/// temporary file, to verify it before it is published.
+/// The input is described from ffmpeg's own header and a Matroska output is read back
+/// in-process, so an `archive` job starts no ffprobe at all; other containers (the `web`
+/// profile's MP4) are verified by ffprobe, once per job, on the encoded temporary file.
 #[test]
-fn each_job_runs_ffprobe_only_to_verify_its_output() {
+fn ffprobe_runs_only_to_verify_outputs_that_are_not_matroska() {
     let staging = tempfile::tempdir().unwrap();
     let log = staging.path().join("ffprobe.log");
     let wrapper = staging.path().join("ffprobe");
@@ -176,16 +177,37 @@ fn each_job_runs_ffprobe_only_to_verify_its_output() {
     let farm = Farm::with_config(&format!("ffprobe = \"{}\"", wrapper.display()));
     clip(&farm.input.join("tape.mpg"), 1);
     multi_stream_clip(&farm.input.join("multi.mkv"), farm.root());
+    let calls = || -> Vec<String> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+
     let (code, records) = run_json(&farm, &["--profile", "archive"]);
     assert_eq!(code, 0, "{records:?}");
     assert_eq!(farm.outputs().len(), 2);
-    let calls = std::fs::read_to_string(&log).unwrap();
-    let calls: Vec<&str> = calls.lines().collect();
-    assert_eq!(calls.len(), 2, "one ffprobe run per job: {calls:#?}");
+    assert_eq!(
+        calls(),
+        Vec::<String>::new(),
+        "no ffprobe for Matroska outputs"
+    );
+
+    let web_out = farm.root().join("web");
+    let out = farm
+        .cmd(["run", "--json", "--profile", "web", "--out"])
+        .arg(&web_out)
+        .arg(&farm.input)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let calls = calls();
+    assert_eq!(calls.len(), 2, "one ffprobe run per MP4 job: {calls:#?}");
     assert!(
         calls
             .iter()
-            .all(|c| c.contains(".part.") && !c.contains("/in/")),
+            .all(|c| c.contains(".part.mp4") && !c.contains("/in/")),
         "ffprobe reads only the encoded temporary files: {calls:#?}"
     );
 }

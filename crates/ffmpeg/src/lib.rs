@@ -12,11 +12,13 @@
 //! - [`probe`]: ffprobe's view of a file, and the checks an output must pass.
 //! - [`encode`]: running one encode with progress.
 //! - `header`: the input's description read from ffmpeg's own header.
+//! - [`matroska`]: an encoded Matroska file's duration and tracks, read in-process.
 //! - [`progress`]: parsing `-progress` output.
 //! - [`tail`]: the bounded stderr tail.
 
 pub mod encode;
 mod header;
+pub mod matroska;
 pub mod probe;
 pub mod progress;
 pub mod tail;
@@ -24,7 +26,7 @@ pub mod tools;
 mod tools_sys;
 
 pub use encode::{encode, EncodeError, EncodeRequest};
-pub use probe::{probe, verify_output, MediaInfo, ProbeError, StreamInfo};
+pub use probe::{probe, probe_output, verify_output, MediaInfo, ProbeError, StreamInfo};
 pub use tools::{Tools, ToolsError};
 
 use std::ffi::OsString;

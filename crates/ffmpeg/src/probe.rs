@@ -133,6 +133,24 @@ pub async fn probe(tools: &Tools, path: &Path) -> Result<MediaInfo, ProbeError> 
     })
 }
 
+/// What an encoded file holds, to verify it: read in-process from a Matroska file's head
+/// ([`crate::matroska`], which reads what ffprobe would), by ffprobe for any other container or
+/// whenever that reader is not certain.
+pub async fn probe_output(tools: &Tools, path: &Path) -> Result<MediaInfo, ProbeError> {
+    let matroska = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("mkv"));
+    if matroska {
+        let owned = path.to_owned();
+        if let Ok(Some(info)) =
+            tokio::task::spawn_blocking(move || crate::matroska::read(&owned)).await
+        {
+            return Ok(info);
+        }
+    }
+    probe(tools, path).await
+}
+
 /// ffprobe starts its messages with the URL it was given; the user knows the file already.
 fn strip_file_prefix(line: &str, path: &Path) -> String {
     let url = file_url(path);

@@ -9,7 +9,9 @@ use tokio::sync::{broadcast, watch, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use videofarm_core::{Event, Failure, Lease, Outcome, Progress, Queue, QueueError, SuccessReport};
-use videofarm_ffmpeg::{encode, probe, verify_output, EncodeError, EncodeRequest, ProbeError};
+use videofarm_ffmpeg::{
+    encode, probe, probe_output, verify_output, EncodeError, EncodeRequest, ProbeError,
+};
 
 /// How an attempt ended, before the queue is told.
 enum End {
@@ -158,7 +160,7 @@ impl Attempt {
                 Ok(info) => info,
                 Err(failure) => return End::Failed(failure),
             };
-            return match probe(tools, &spec.output).await {
+            return match probe_output(tools, &spec.output).await {
                 Ok(existing) => match verify_output(profile, &input_info, &existing) {
                     Ok(()) => End::Done(SuccessReport {
                         input_size,
@@ -316,7 +318,7 @@ impl Attempt {
         input_size: u64,
         started: Instant,
     ) -> End {
-        let output_info = match probe(&self.settings.tools, temp.path()).await {
+        let output_info = match probe_output(&self.settings.tools, temp.path()).await {
             Ok(info) => info,
             Err(e) => {
                 return End::Failed(Failure::retryable(
