@@ -47,8 +47,8 @@ def copy(src, out):
 
 @app.task(name="copy_verified")
 def copy_verified(src, out):
-    """`copy`, then read the output back with ffprobe, as videofarm does before it counts a job
-    done: the like-for-like reference for the farm's per-job work."""
+    """`copy`, then read the output back with ffprobe: the check videofarm makes before it
+    counts a job done, made the usual way."""
     copy(src, out)
     subprocess.run(
         ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", out],
