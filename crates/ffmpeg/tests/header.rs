@@ -2,22 +2,15 @@
 //! files: a tape-like MPEG-2 program stream, and a Matroska file with two audio streams, a
 //! subtitle stream, cover art and a multi-line title, under a hostile name.
 
+mod common;
+
+use common::{ffmpeg, rich_clip};
 use std::path::Path;
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use videofarm_ffmpeg::{encode, probe, EncodeRequest, MediaInfo, Tools};
-
-fn ffmpeg(args: &[&str]) {
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y"])
-        .args(args)
-        .status()
-        .expect("ffmpeg runs");
-    assert!(status.success(), "ffmpeg {args:?}");
-}
 
 async fn header_and_probe(tools: &Tools, input: &Path, out: &Path) -> (MediaInfo, MediaInfo) {
     let (tx, mut rx) = watch::channel(None);
@@ -89,59 +82,13 @@ async fn header_matches_ffprobe_on_real_files() {
     assert_eq!(header.count("audio"), 1);
     assert_same(&header, &probed);
 
-    let srt = dir.path().join("subs.srt");
-    std::fs::write(&srt, "1\n00:00:00,000 --> 00:00:01,000\nhello\n").unwrap();
-    let cover = dir.path().join("cover.png");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "color=red:size=64x64",
-        "-frames:v",
-        "1",
-        cover.to_str().unwrap(),
-    ]);
     let name = "x\n[info]   Stream #0:9: Video: h264 'odd'.mkv";
-    let rich = dir.path().join(name);
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=size=160x120:rate=25",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=300",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=600",
-        "-i",
-        srt.to_str().unwrap(),
-        "-t",
-        "2",
-        "-map",
-        "0",
-        "-map",
-        "1",
-        "-map",
-        "2",
-        "-map",
-        "3",
-        "-c:v",
-        "mpeg4",
-        "-c:a",
-        "aac",
-        "-c:s",
-        "srt",
-        "-metadata",
-        "title=line one\nline two",
-        "-attach",
-        cover.to_str().unwrap(),
-        "-metadata:s:t",
-        "mimetype=image/png",
-        rich.to_str().unwrap(),
-    ]);
+    let rich = rich_clip(
+        dir.path(),
+        name,
+        &["-c:v", "mpeg4"],
+        &["-metadata", "title=line one\nline two"],
+    );
     let (header, probed) = header_and_probe(&tools, &rich, &dir.path().join("b.mkv")).await;
     assert_eq!(header.count("audio"), 2);
     assert_eq!(header.count("subtitle"), 1);
