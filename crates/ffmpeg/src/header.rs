@@ -58,8 +58,20 @@ pub(crate) fn parse(stderr: &[u8], url: &[u8]) -> Option<Option<MediaInfo>> {
     let mut needle = b" from '".to_vec();
     needle.extend_from_slice(url);
     needle.extend_from_slice(b"':\n");
-    let start = find(stderr, b"[info] Input #0, ")?;
-    let body_at = start + find(&stderr[start..], &needle)? + needle.len();
+    // ffmpeg prints some names differently (control characters become '?'): once the header
+    // is over without our URL in it, say so now, so ffprobe runs while ffmpeg encodes.
+    let over = || {
+        (find(stderr, b"\n[info] Stream mapping:").is_some()
+            || find(stderr, b"\n[info] Output #").is_some())
+        .then_some(None)
+    };
+    let Some(start) = find(stderr, b"[info] Input #0, ") else {
+        return over();
+    };
+    let Some(at) = find(&stderr[start..], &needle) else {
+        return over();
+    };
+    let body_at = start + at + needle.len();
     let body = &stderr[body_at..];
     let mut info = MediaInfo::default();
     let mut complete = false;
@@ -215,6 +227,17 @@ mod tests {
         assert_eq!(info.duration_s, None);
         assert_eq!(info.streams.len(), 1);
         assert_eq!(info.streams[0].codec_type, "audio");
+    }
+
+    #[test]
+    fn a_name_ffmpeg_prints_differently_is_given_up_on_at_the_end_of_the_header() {
+        // ffmpeg shows the control character in the name as '?'.
+        let url = b"file:/in/a\x01b.mpg";
+        let text =
+            b"[info] Input #0, mpeg, from 'file:/in/a?b.mpg':\n[info]   Stream #0:0: Video: h264\n";
+        let mut reader = HeaderReader::new(url);
+        assert_eq!(reader.feed(text), None, "not over yet");
+        assert_eq!(reader.feed(b"[info] Stream mapping:\n"), Some(None));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 #[derive(Debug, Clone)]
 pub struct Names {
-    /// Ready jobs (durable, persistent messages, priorities 0-9).
+    /// Ready jobs (durable, persistent messages, priorities 0-2).
     pub jobs: String,
     /// Jobs waiting out their retry delay; each message's TTL dead-letters it back to `jobs`.
     pub retry: String,
