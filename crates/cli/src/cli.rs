@@ -89,7 +89,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub inputs: QueueInputs,
     /// Encodes at once (default: chosen from the number of cores).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub workers: Option<u32>,
     /// Print JSON lines instead of progress bars and a table.
     #[arg(long)]
@@ -109,7 +109,7 @@ pub struct EnqueueArgs {
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
     /// Encodes at once (default: chosen from the number of cores).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: Option<u32>,
     /// The name `inspect` shows (default: host:pid).
     #[arg(long)]
@@ -126,11 +126,11 @@ pub struct WatchArgs {
     #[arg(long)]
     pub profile: Option<String>,
     /// Seconds a file must stay the same size and age before it is queued.
-    #[arg(long)]
-    pub settle: Option<f64>,
+    #[arg(long, value_parser = crate::settings::parse_secs)]
+    pub settle: Option<std::time::Duration>,
     /// Seconds between scans of the folder.
-    #[arg(long)]
-    pub interval: Option<f64>,
+    #[arg(long, value_parser = crate::settings::parse_secs)]
+    pub interval: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]

@@ -121,14 +121,44 @@ pub struct Settings {
     pub paths: PathPolicy,
 }
 
-fn secs(name: &str, value: Option<f64>, default: f64) -> Result<Duration, UsageError> {
-    let value = value.unwrap_or(default);
+/// The longest time any setting may say: about 31 years, far past any encode, and far below
+/// what makes a timer overflow.
+const MAX_SECS: f64 = 1e9;
+
+/// A number of seconds from a flag, from 1 ms to [`MAX_SECS`].
+pub fn parse_secs(text: &str) -> Result<Duration, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    bounded_secs(value, 0.001).map_err(|why| format!("{text}: {why}"))
+}
+
+fn bounded_secs(value: f64, min: f64) -> Result<Duration, String> {
     if !value.is_finite() || value <= 0.0 {
-        return Err(UsageError::new(format!(
-            "{name} must be a positive number of seconds, not {value}"
-        )));
+        return Err("must be a positive number of seconds".into());
+    }
+    if value < min {
+        return Err(format!("must be at least {min} s"));
+    }
+    if value > MAX_SECS {
+        return Err(format!("must be at most {MAX_SECS} s"));
     }
     Ok(Duration::from_secs_f64(value))
+}
+
+fn secs(name: &str, value: Option<f64>, default: f64) -> Result<Duration, UsageError> {
+    secs_at_least(name, value, default, 0.001)
+}
+
+fn secs_at_least(
+    name: &str,
+    value: Option<f64>,
+    default: f64,
+    min: f64,
+) -> Result<Duration, UsageError> {
+    let value = value.unwrap_or(default);
+    bounded_secs(value, min).map_err(|why| UsageError::new(format!("{name} {why}, not {value}")))
 }
 
 /// A good default for encodes at once on this machine. x264 threads well, but at SD sizes two
@@ -176,7 +206,8 @@ impl Settings {
         profiles
             .get(&default_profile)
             .map_err(|e| UsageError::new(e.to_string()))?;
-        let lease = secs("lease_secs", file.lease_secs, 30.0)?;
+        // Below a second a lease runs out between two heartbeats of a busy machine.
+        let lease = secs_at_least("lease_secs", file.lease_secs, 30.0, 1.0)?;
         let heartbeat = secs(
             "heartbeat_secs",
             file.heartbeat_secs,
@@ -185,6 +216,11 @@ impl Settings {
         if heartbeat >= lease {
             return Err(UsageError::new(
                 "heartbeat_secs must be shorter than lease_secs",
+            ));
+        }
+        if file.workers == Some(0) {
+            return Err(UsageError::new(
+                "workers must be at least 1 (leave it out to choose from the number of cores)",
             ));
         }
         let max_attempts = file.max_attempts.unwrap_or(3);
@@ -197,10 +233,7 @@ impl Settings {
             ffprobe: file.ffprobe,
             profiles,
             default_profile,
-            workers: file
-                .workers
-                .filter(|n| *n > 0)
-                .unwrap_or_else(default_workers),
+            workers: file.workers.unwrap_or_else(default_workers),
             queue: QueueSettings {
                 lease,
                 max_attempts,

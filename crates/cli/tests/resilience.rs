@@ -92,6 +92,16 @@ fn kill_9_mid_encode_kills_its_ffmpeg_and_another_worker_finishes_after_the_leas
 
 #[test]
 fn sigterm_mid_encode_puts_the_job_back_at_once_with_no_partial_file() {
+    stop_mid_encode_puts_the_job_back("TERM");
+}
+
+/// A closed terminal or a dropped SSH session (SIGHUP) stops a worker as cleanly as SIGTERM.
+#[test]
+fn sighup_mid_encode_puts_the_job_back_at_once_with_no_partial_file() {
+    stop_mid_encode_puts_the_job_back("HUP");
+}
+
+fn stop_mid_encode_puts_the_job_back(sig: &str) {
     let farm = Farm::new();
     clip(&farm.input.join("tape.mpg"), 6);
     let ids = farm.enqueue(&[&farm.input.join("tape.mpg")], "slow");
@@ -103,7 +113,7 @@ fn sigterm_mid_encode_puts_the_job_back_at_once_with_no_partial_file() {
     );
 
     let stopped_at = Instant::now();
-    signal(worker.id(), "TERM");
+    signal(worker.id(), sig);
     let status = worker.wait().unwrap();
     assert!(status.success(), "a clean stop");
     assert!(

@@ -163,7 +163,10 @@ fn ffprobe_runs_only_to_verify_outputs_that_are_not_matroska() {
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            // Each call with where its file really is (workers hand ffprobe open files).
+            "#!/bin/sh\nfor a in \"$@\"; do last=$a; done\n\
+             printf '%s -> %s\\n' \"$*\" \"$(readlink -f \"${{last#file:}}\")\" >> '{}'\n\
+             exec '{}' \"$@\"\n",
             log.display(),
             which("ffprobe")
         ),
@@ -309,6 +312,47 @@ fn an_existing_different_output_is_never_overwritten_silently() {
     let (code, records) = run_json(&farm, &["--overwrite"]);
     assert_eq!(code, 0, "{records:?}");
     assert_eq!(probe(&farm.out.join("tape.mkv")).0[0].1, "h264");
+}
+
+/// Numbers no one means are usage errors that say which setting, never a panic or a silent
+/// replacement.
+#[test]
+fn nonsense_numbers_are_usage_errors_not_panics() {
+    let farm = Farm::new();
+    let dir = farm.input.to_str().unwrap().to_owned();
+    let out = farm.out.to_str().unwrap().to_owned();
+    for (args, says) in [
+        (
+            vec!["watch", &dir, "--out", &out, "--interval", "0"],
+            "positive",
+        ),
+        (
+            vec!["watch", &dir, "--out", &out, "--interval", "nan"],
+            "positive",
+        ),
+        (
+            vec!["watch", &dir, "--out", &out, "--settle", "1e300"],
+            "at most",
+        ),
+        (vec!["run", &dir, "--out", &out, "--workers", "0"], "0"),
+        (vec!["worker", "--concurrency", "0"], "0"),
+    ] {
+        let output = farm.run(&args);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    for (line, says) in [
+        ("stall_secs = 1e20", "stall_secs must be at most"),
+        ("lease_secs = 0.0001", "lease_secs must be at least 1"),
+        ("workers = 0", "workers must be at least 1"),
+    ] {
+        let bad = Farm::with_config(line);
+        let output = bad.run(["status"]);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{line}: {stderr}");
+        assert!(stderr.contains(says), "{line}: {stderr}");
+    }
 }
 
 #[test]

@@ -10,9 +10,11 @@
 //! - [`event`]: lifecycle events for progress bars, dashboards and `videofarm events`.
 //! - [`clock`]: an injectable clock so lease and backoff logic is testable without sleeping.
 //! - [`plan`]: files and folders into planned jobs (the scan behind `run`, `enqueue` and `watch`).
+//! - [`confine`]: confinement to the media roots, checked on open files, not on paths.
 //! - [`pathser`]: serde for file names that are not UTF-8.
 
 pub mod clock;
+pub mod confine;
 pub mod event;
 pub mod identity;
 pub mod job;

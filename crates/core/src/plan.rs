@@ -89,7 +89,9 @@ pub fn plan(paths: &[PathBuf], out: &Path, extension: &str) -> Result<Vec<Planne
     Ok(planned)
 }
 
-/// Collect video files under `dir`, skipping hidden entries, symlinked folders and `out`.
+/// Collect video files under `dir`, skipping hidden entries, symlinked folders and `out`. A link
+/// with a video's name is taken even when it leads nowhere (broken, or a loop): its job then
+/// fails with that reason instead of the file vanishing from the batch.
 fn walk(dir: &Path, out: &Path, found: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         tracing::warn!(folder = %dir.display(), "cannot read folder; skipped");
@@ -102,6 +104,13 @@ fn walk(dir: &Path, out: &Path, found: &mut Vec<PathBuf>) {
         }
         match entry.file_type() {
             Ok(t) if t.is_dir() => walk(&path, out, found),
+            Ok(t)
+                if t.is_symlink()
+                    && is_video_name(&path)
+                    && (path.is_file() || std::fs::metadata(&path).is_err()) =>
+            {
+                found.push(path)
+            }
             Ok(_) if is_video_name(&path) && path.is_file() => found.push(path),
             _ => {}
         }

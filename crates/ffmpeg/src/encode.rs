@@ -27,8 +27,10 @@ const WRITE_FAILURES: &[&str] = &[
 pub struct EncodeRequest<'a> {
     pub tools: &'a Tools,
     pub input: &'a Path,
-    /// The temporary file ffmpeg writes; its extension picks the muxer.
+    /// The temporary file ffmpeg writes; its extension picks the muxer unless `format` does.
     pub output: &'a Path,
+    /// The muxer (`-f`), for an output path without a telling extension.
+    pub format: Option<&'a str>,
     /// The profile's arguments, between the input and the output.
     pub args: &'a [String],
     /// The input's duration, for progress and ETA; it may be set while the encode runs.
@@ -105,6 +107,10 @@ pub fn encode_args(req: &EncodeRequest<'_>) -> Vec<std::ffi::OsString> {
     .collect();
     argv.push(file_url(req.input));
     argv.extend(req.args.iter().map(Into::into));
+    if let Some(format) = req.format {
+        argv.push("-f".into());
+        argv.push(format.into());
+    }
     argv.push("-y".into());
     argv.push(file_url(req.output));
     argv

@@ -40,3 +40,22 @@ pub fn file_url(path: &Path) -> OsString {
     bytes.extend_from_slice(path.as_os_str().as_encoded_bytes());
     OsString::from_vec(bytes)
 }
+
+/// ffmpeg's muxer for an output file extension, for when the file it writes is named by a path
+/// without one (an open descriptor). `None`: let ffmpeg guess from the name.
+pub fn muxer_for(extension: &str) -> Option<&'static str> {
+    Some(match extension.to_ascii_lowercase().as_str() {
+        "mkv" | "mka" | "mks" => "matroska",
+        "webm" => "webm",
+        "mp4" | "m4v" | "m4a" => "mp4",
+        "mov" => "mov",
+        "ts" | "m2ts" | "mts" => "mpegts",
+        "mpg" | "mpeg" | "vob" => "vob",
+        "avi" => "avi",
+        "nut" => "nut",
+        "flv" => "flv",
+        "ogv" | "ogg" => "ogg",
+        "mxf" => "mxf",
+        _ => return None,
+    })
+}

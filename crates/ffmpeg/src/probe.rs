@@ -135,11 +135,14 @@ pub async fn probe(tools: &Tools, path: &Path) -> Result<MediaInfo, ProbeError> 
 
 /// What an encoded file holds, to verify it: read in-process from a Matroska file's head
 /// ([`crate::matroska`], which reads what ffprobe would), by ffprobe for any other container or
-/// whenever that reader is not certain.
-pub async fn probe_output(tools: &Tools, path: &Path) -> Result<MediaInfo, ProbeError> {
-    let matroska = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("mkv"));
+/// whenever that reader is not certain. `extension` is the output's (the path itself may be an
+/// open descriptor's, without one).
+pub async fn probe_output(
+    tools: &Tools,
+    path: &Path,
+    extension: &str,
+) -> Result<MediaInfo, ProbeError> {
+    let matroska = extension.eq_ignore_ascii_case("mkv");
     if matroska {
         let owned = path.to_owned();
         if let Ok(Some(info)) =

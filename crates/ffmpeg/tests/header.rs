@@ -22,6 +22,7 @@ async fn header_and_probe(tools: &Tools, input: &Path, out: &Path) -> (MediaInfo
     let request = EncodeRequest {
         tools,
         input,
+        format: None,
         output: out,
         args: &args,
         duration_s: &duration,

@@ -8,12 +8,11 @@
 //! accepts only paths under the configured media roots. Pages put every file name in the
 //! document as text, never as HTML.
 //!
-//! Layout: this file (state, routes, API handlers), [`roots`] (path checks), [`metrics`],
+//! Layout: this file (state, routes, API handlers), `videofarm_core::confine` (path checks), [`metrics`],
 //! [`history`] (what RabbitMQ does not keep: finished jobs, fed by the events).
 
 pub mod history;
 pub mod metrics;
-pub mod roots;
 
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -23,6 +22,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
+use videofarm_core::confine::{self, ConfineError};
 use videofarm_core::plan::{self, Planned};
 use videofarm_core::{Enqueued, JobFilter, JobId, JobState, Profiles, Queue, QueueError};
 
@@ -132,6 +132,22 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// Requests that change something: the token when one is set, and a JSON body type.
+/// A path refused by the media roots. Without roots nothing can be chosen from the page (the
+/// core's confinement takes "no roots" as "anywhere", which a server must never do).
+fn forbidden(e: ConfineError) -> ApiError {
+    ApiError(StatusCode::FORBIDDEN, e.to_string())
+}
+
+fn require_roots(state: &AppState) -> ApiResult<()> {
+    if state.roots.is_empty() {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "no media roots are configured ([paths] roots in the config), so nothing can be chosen from the page".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
     let json = headers
         .get(header::CONTENT_TYPE)
@@ -288,19 +304,34 @@ async fn enqueue(
             "choose at least one file or folder".into(),
         ));
     }
+    require_roots(&state)?;
     let mut inputs = Vec::new();
     for path in &request.paths {
-        inputs.push(
-            roots::existing_within(&state.roots, path)
-                .map_err(|e| ApiError(StatusCode::FORBIDDEN, e))?,
-        );
+        inputs.push(confine::existing_within(&state.roots, path).map_err(forbidden)?);
     }
-    let out = roots::within(&state.roots, &request.out)
-        .map_err(|e| ApiError(StatusCode::FORBIDDEN, e))?;
+    let out = confine::within(&state.roots, &request.out).map_err(forbidden)?;
     let planned: Vec<Planned> = plan::plan(&inputs, &out, &profile.extension)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.0))?;
+    // A folder may hold links: each file found is checked where it really is, and queued as
+    // that real file.
     let mut queued = Vec::new();
     let mut known = Vec::new();
+    let mut refused = Vec::new();
+    let planned: Vec<Planned> = planned
+        .into_iter()
+        .filter_map(
+            |job| match confine::existing_within(&state.roots, &job.input) {
+                Ok(real) => Some(Planned {
+                    input: real,
+                    output: job.output,
+                }),
+                Err(e) => {
+                    refused.push(serde_json::json!({ "path": job.input, "reason": e.to_string() }));
+                    None
+                }
+            },
+        )
+        .collect();
     for job in &planned {
         match state
             .queue
@@ -312,7 +343,7 @@ async fn enqueue(
         }
     }
     Ok(Json(
-        serde_json::json!({ "queued": queued, "already_known": known }),
+        serde_json::json!({ "queued": queued, "already_known": known, "refused": refused }),
     ))
 }
 
@@ -331,8 +362,8 @@ async fn browse(
             serde_json::json!({ "path": null, "entries": state.roots.iter().map(|r| serde_json::json!({"name": r, "path": r, "dir": true})).collect::<Vec<_>>() }),
         ));
     };
-    let dir = roots::existing_within(&state.roots, &path)
-        .map_err(|e| ApiError(StatusCode::FORBIDDEN, e))?;
+    require_roots(&state)?;
+    let dir = confine::existing_within(&state.roots, &path).map_err(forbidden)?;
     let mut entries = Vec::new();
     let read = std::fs::read_dir(&dir)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{}: {e}", dir.display())))?;
@@ -341,8 +372,12 @@ async fn browse(
         if name.to_string_lossy().starts_with('.') {
             continue;
         }
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if is_dir || plan::is_video_name(&entry.path()) {
+        // Links are shown only where they lead inside the roots, as what they lead to.
+        let Ok(real) = confine::existing_within(&state.roots, &entry.path()) else {
+            continue;
+        };
+        let is_dir = real.is_dir();
+        if is_dir || (real.is_file() && plan::is_video_name(&entry.path())) {
             entries.push(serde_json::json!({ "name": name.to_string_lossy(), "path": entry.path(), "dir": is_dir }));
         }
     }

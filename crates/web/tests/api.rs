@@ -33,6 +33,14 @@ fn api(token: Option<&str>) -> Api {
     std::fs::write(dir.path().join("media/tapes/a.mpg"), b"not really a video").unwrap();
     std::fs::write(dir.path().join("media/tapes/notes.txt"), b"x").unwrap();
     std::os::unix::fs::symlink("/etc", dir.path().join("media/escape")).unwrap();
+    // A file inside a folder that is really outside the roots.
+    std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+    std::fs::write(dir.path().join("outside/secret.mpg"), b"secret").unwrap();
+    std::os::unix::fs::symlink(
+        dir.path().join("outside/secret.mpg"),
+        dir.path().join("media/tapes/link.mpg"),
+    )
+    .unwrap();
     let state = AppState {
         queue: queue.clone(),
         profiles: Profiles::default(),
@@ -312,7 +320,18 @@ async fn queueing_from_the_page_stays_inside_the_media_roots() {
     assert_eq!(
         body["queued"].as_array().unwrap().len(),
         1,
-        "the video, not the text file: {body}"
+        "the video, not the text file, nor the link out of the roots: {body}"
+    );
+    assert_eq!(
+        body["refused"][0]["path"],
+        media(&api).join("tapes/link.mpg").to_str().unwrap()
+    );
+    assert!(
+        body["refused"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("outside"),
+        "{body}"
     );
     let (_, again, _) = call(&api, "POST", "/api/jobs", Some(ok), &[JSON]).await;
     assert_eq!(again["already_known"].as_array().unwrap().len(), 1);
@@ -383,12 +402,23 @@ async fn queueing_from_the_page_stays_inside_the_media_roots() {
         .iter()
         .map(|e| e["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, vec!["a.mpg"], "videos and folders only");
     assert_eq!(
-        call(&api, "GET", "/api/browse?path=/etc", None, &[])
-            .await
-            .0,
-        StatusCode::FORBIDDEN
+        names,
+        vec!["a.mpg"],
+        "videos and folders only, and no link out of the roots"
+    );
+    let (status, exists, _) = call(&api, "GET", "/api/browse?path=/etc", None, &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, missing, _) =
+        call(&api, "GET", "/api/browse?path=/no/such/folder", None, &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        exists["error"].as_str().unwrap().replace("/etc", "X"),
+        missing["error"]
+            .as_str()
+            .unwrap()
+            .replace("/no/such/folder", "X"),
+        "the answer tells nothing about what exists outside the roots"
     );
 
     let mut closed = api.state.clone();

@@ -1,6 +1,7 @@
 //! One attempt at one job: check, probe, encode under a heartbeat, verify, publish, acknowledge.
 
 use crate::checks::{check_input, check_media, check_not_self};
+use crate::paths::Confined;
 use crate::publish::{remove_stale, TempOutput};
 use crate::WorkerSettings;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -124,28 +125,22 @@ impl Attempt {
     async fn execute(&mut self, abort: &CancellationToken) -> End {
         let started = Instant::now();
         let settings = self.settings.clone();
-        let (spec, rule) = match settings.paths.apply(&self.lease.spec) {
-            Ok(mapped) => mapped,
+        // Every read and write below goes through what is opened and checked here.
+        let place = match settings.paths.confine(&self.lease.spec) {
+            Ok(place) => place,
             Err(failure) => return End::Failed(failure),
         };
-        if let (Some(rule), false) = (rule, spec.input.exists()) {
-            // Say which mapping was tried: the usual cause is a share mounted elsewhere.
-            return End::Failed(Failure::permanent(format!(
-                "{}: this worker cannot see the input (mapped from {} by [paths] map {} -> {})",
-                spec.input.display(),
-                self.lease.spec.input.display(),
-                rule.from.display(),
-                rule.to.display()
-            )));
-        }
+        let spec = place.spec.clone();
+        let input_io = place.input_io();
+        let output_io = place.output_io();
         let profile = match settings.profiles.get(&spec.profile) {
             Ok(profile) => profile,
             Err(e) => {
                 return End::Failed(Failure::permanent(format!("{}: {e}", spec.input.display())))
             }
         };
-        let input_size = match check_input(&spec.input).and_then(|size| {
-            check_not_self(&spec.input, &spec.output)?;
+        let input_size = match check_input(&spec.input, place.input_file()).and_then(|size| {
+            check_not_self(place.input_file(), &output_io, &spec.output)?;
             Ok(size)
         }) {
             Ok(size) => size,
@@ -155,18 +150,22 @@ impl Attempt {
 
         // A verified output already in place means the work is done (a re-run, or an earlier
         // attempt that published but could not acknowledge).
-        if !spec.overwrite && spec.output.exists() {
-            let input_info = match self.probe_input(&spec.input).await {
+        if let (false, Ok(meta)) = (spec.overwrite, std::fs::symlink_metadata(&output_io)) {
+            if meta.file_type().is_symlink() {
+                return End::Failed(exists_failure(
+                    &spec.output,
+                    "it is a symbolic link, which is never followed",
+                ));
+            }
+            let input_info = match self.probe_input(&input_io, &spec.input).await {
                 Ok(info) => info,
                 Err(failure) => return End::Failed(failure),
             };
-            return match probe_output(tools, &spec.output).await {
+            return match probe_output(tools, &output_io, &profile.extension).await {
                 Ok(existing) => match verify_output(profile, &input_info, &existing) {
                     Ok(()) => End::Done(SuccessReport {
                         input_size,
-                        output_size: std::fs::metadata(&spec.output)
-                            .map(|m| m.len())
-                            .unwrap_or(0),
+                        output_size: meta.len(),
                         duration_s: existing.duration_s.unwrap_or(0.0),
                         elapsed_s: started.elapsed().as_secs_f64(),
                         already_done: true,
@@ -177,11 +176,13 @@ impl Attempt {
             };
         }
 
-        let removed = remove_stale(&spec.output, &self.lease.id);
+        let removed = remove_stale(&place.dir_io(), place.name(), &self.lease.id);
         if removed > 0 {
             tracing::info!(removed, "removed temporary files of earlier attempts");
         }
         let temp = match TempOutput::create(
+            &place.dir_io(),
+            place.name(),
             &spec.output,
             &self.lease.id,
             self.lease.token,
@@ -189,6 +190,24 @@ impl Attempt {
         ) {
             Ok(temp) => temp,
             Err(failure) => return End::Failed(failure),
+        };
+        // ffmpeg writes through the open temporary file when the extension names a muxer it
+        // can be told; otherwise through its name in the checked folder.
+        let format = videofarm_ffmpeg::muxer_for(&profile.extension);
+        let temp_io = match format {
+            Some(_) => temp.io_path(),
+            None => temp.path().to_owned(),
+        };
+        // ffmpeg's messages name the paths it was given: show the user's instead.
+        let shown = |text: &str| {
+            text.replace(
+                &*input_io.to_string_lossy(),
+                &spec.input.display().to_string(),
+            )
+            .replace(
+                &*temp_io.to_string_lossy(),
+                &spec.output.display().to_string(),
+            )
         };
 
         // The attempt stops when the worker aborts, the queue voids the lease, or the input
@@ -204,8 +223,9 @@ impl Attempt {
         let (header_tx, mut header_rx) = watch::channel(None);
         let request = EncodeRequest {
             tools,
-            input: &spec.input,
-            output: temp.path(),
+            input: &input_io,
+            output: &temp_io,
+            format,
             args: &profile.args,
             duration_s: &duration,
             input_info: Some(header_tx),
@@ -229,7 +249,7 @@ impl Attempt {
             };
             let probed = match header {
                 Some(info) => check_media(&spec.input, &info).map(|()| info),
-                None => self.probe_input(&spec.input).await,
+                None => self.probe_input(&input_io, &spec.input).await,
             };
             match &probed {
                 Ok(info) => {
@@ -275,9 +295,9 @@ impl Attempt {
                         spec.output.display()
                     )
                 } else {
-                    format!("{input}: {e}")
+                    format!("{input}: {}", shown(&e.to_string()))
                 };
-                return End::Failed(Failure::retryable(reason, e.stderr_tail()));
+                return End::Failed(Failure::retryable(reason, shown(e.stderr_tail())));
             }
         }
         if let Some(reason) = void {
@@ -300,7 +320,7 @@ impl Attempt {
         );
         let verifying = async {
             let end = self
-                .verify_and_publish(&spec, profile, &input_info, temp, input_size, started)
+                .verify_and_publish(&place, profile, &input_info, temp, input_size, started)
                 .await;
             verify_done.cancel();
             end
@@ -311,25 +331,27 @@ impl Attempt {
 
     async fn verify_and_publish(
         &self,
-        spec: &videofarm_core::JobSpec,
+        place: &Confined,
         profile: &videofarm_core::Profile,
         input_info: &videofarm_ffmpeg::MediaInfo,
         temp: TempOutput,
         input_size: u64,
         started: Instant,
     ) -> End {
-        let output_info = match probe_output(&self.settings.tools, temp.path()).await {
-            Ok(info) => info,
-            Err(e) => {
-                return End::Failed(Failure::retryable(
-                    format!(
-                        "{}: the encoded file could not be read back ({e})",
-                        spec.input.display()
-                    ),
-                    "",
-                ))
-            }
-        };
+        let spec = &place.spec;
+        let output_info =
+            match probe_output(&self.settings.tools, &temp.io_path(), &profile.extension).await {
+                Ok(info) => info,
+                Err(e) => {
+                    return End::Failed(Failure::retryable(
+                        format!(
+                            "{}: the encoded file could not be read back ({e})",
+                            spec.input.display()
+                        ),
+                        "",
+                    ))
+                }
+            };
         if let Err(why) = verify_output(profile, input_info, &output_info) {
             return End::Failed(Failure::retryable(
                 format!(
@@ -339,7 +361,9 @@ impl Attempt {
                 "",
             ));
         }
-        let output_size = std::fs::metadata(temp.path()).map(|m| m.len()).unwrap_or(0);
+        let output_size = std::fs::metadata(temp.io_path())
+            .map(|m| m.len())
+            .unwrap_or(0);
 
         // Fencing: only the current lease holder may publish.
         if let Err(e) = self.queue.begin_publish(&self.lease).await {
@@ -352,7 +376,7 @@ impl Attempt {
                 ))
             };
         }
-        if let Err(failure) = temp.publish(&spec.output, spec.overwrite) {
+        if let Err(failure) = temp.publish(&place.output_io(), &spec.output, spec.overwrite) {
             return End::Failed(failure);
         }
         End::Done(SuccessReport {
@@ -364,20 +388,31 @@ impl Attempt {
         })
     }
 
-    /// ffprobe the input: a file it cannot read, or one without video, fails the job for good.
+    /// ffprobe the input (read through `io`, named `input`): a file it cannot read, or one
+    /// without video, fails the job for good.
     async fn probe_input(
         &self,
+        io: &std::path::Path,
         input: &std::path::Path,
     ) -> Result<videofarm_ffmpeg::MediaInfo, Failure> {
-        let info = match probe(&self.settings.tools, input).await {
+        let info = match probe(&self.settings.tools, io).await {
             Ok(info) => info,
             Err(ProbeError::Unreadable(why)) => {
+                let why = why.replace(&*io.to_string_lossy(), &input.display().to_string());
                 return Err(Failure::permanent(format!(
                     "{}: not a video ffprobe can read ({why})",
                     input.display()
-                )))
+                )));
             }
-            Err(e) => return Err(Failure::retryable(format!("{}: {e}", input.display()), "")),
+            Err(e) => {
+                let why = e
+                    .to_string()
+                    .replace(&*io.to_string_lossy(), &input.display().to_string());
+                return Err(Failure::retryable(
+                    format!("{}: {why}", input.display()),
+                    "",
+                ));
+            }
         };
         check_media(input, &info)?;
         Ok(info)

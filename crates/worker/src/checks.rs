@@ -1,35 +1,28 @@
 //! Checks that fail a job at once, in plain words that name the file, when no retry can help.
 
 use std::fs::File;
-use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use videofarm_core::Failure;
 use videofarm_ffmpeg::MediaInfo;
 
-/// The input must exist, be a readable regular file, and not be empty.
-pub fn check_input(input: &Path) -> Result<u64, Failure> {
-    let shown = input.display();
-    let meta = std::fs::metadata(input).map_err(|e| {
-        Failure::permanent(match e.kind() {
-            ErrorKind::NotFound => format!("{shown}: the file does not exist"),
-            ErrorKind::PermissionDenied => format!("{shown}: cannot read it (permission denied)"),
-            _ => format!("{shown}: cannot read it ({e})"),
-        })
-    })?;
+/// The opened input must be a regular file and not be empty; `shown` names it.
+pub fn check_input(shown: &Path, input: &File) -> Result<u64, Failure> {
+    let meta = input
+        .metadata()
+        .map_err(|e| Failure::permanent(format!("{}: cannot read it ({e})", shown.display())))?;
     if !meta.is_file() {
-        return Err(Failure::permanent(format!("{shown}: not a regular file")));
+        return Err(Failure::permanent(format!(
+            "{}: not a regular file",
+            shown.display()
+        )));
     }
     if meta.len() == 0 {
         return Err(Failure::permanent(format!(
-            "{shown}: the file is empty (0 bytes)"
+            "{}: the file is empty (0 bytes)",
+            shown.display()
         )));
     }
-    File::open(input).map_err(|e| {
-        Failure::permanent(match e.kind() {
-            ErrorKind::PermissionDenied => format!("{shown}: cannot read it (permission denied)"),
-            _ => format!("{shown}: cannot read it ({e})"),
-        })
-    })?;
     Ok(meta.len())
 }
 
@@ -44,19 +37,17 @@ pub fn check_media(input: &Path, info: &MediaInfo) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The output must not be the input, whatever path spells it.
-pub fn check_not_self(input: &Path, output: &Path) -> Result<(), Failure> {
-    let same = match (
-        std::fs::canonicalize(input),
-        output.parent().map(std::fs::canonicalize),
-    ) {
-        (Ok(inp), Some(Ok(dir))) => output.file_name().is_some_and(|name| dir.join(name) == inp),
-        _ => input == output,
+/// The output (`output`, a name in the checked folder) must not be the input, whatever path
+/// spells it; `shown` names the output.
+pub fn check_not_self(input: &File, output: &Path, shown: &Path) -> Result<(), Failure> {
+    let same = match (input.metadata(), std::fs::metadata(output)) {
+        (Ok(inp), Ok(out)) => (inp.dev(), inp.ino()) == (out.dev(), out.ino()),
+        _ => false,
     };
     if same {
         return Err(Failure::permanent(format!(
             "{}: the output would overwrite its own input",
-            output.display()
+            shown.display()
         )));
     }
     Ok(())

@@ -5,77 +5,137 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use videofarm_core::{Failure, JobId};
 
 /// A temporary output that is removed when dropped unless it was published.
 #[derive(Debug)]
 pub struct TempOutput {
+    /// Its name in the (checked) output folder.
     path: PathBuf,
+    /// The file itself, open: ffmpeg writes through it, so swapping the name for a link
+    /// cannot redirect the write.
+    file: std::fs::File,
     armed: bool,
 }
 
-/// The hidden name prefix shared by every attempt of one job at one output.
-fn prefix(output: &Path, job: &JobId) -> Vec<u8> {
-    let name = output.file_name().unwrap_or(OsStr::new("output"));
+/// The longest file name most file systems take (ext4, XFS, Btrfs, ZFS, NTFS via Samba).
+const NAME_MAX: usize = 255;
+
+/// The hidden name prefix shared by every attempt of one job at one output. A long output name
+/// is shortened (with a hash of it, so two long names never share a prefix): the temporary
+/// name must fit where the output's name fits.
+fn prefix(name: &OsStr, job: &JobId) -> Vec<u8> {
+    let suffix = format!(".videofarm-{job}-");
+    // Room for the prefix's own parts and the longest "TOKEN.part.EXT" that follows.
+    let room = NAME_MAX.saturating_sub(1 + suffix.len() + 20 + 6 + 16);
     let mut prefix = b".".to_vec();
-    prefix.extend_from_slice(name.as_bytes());
-    prefix.extend_from_slice(format!(".videofarm-{job}-").as_bytes());
+    if name.len() <= room {
+        prefix.extend_from_slice(name.as_bytes());
+    } else {
+        let hash = blake3::hash(name.as_bytes()).to_hex();
+        prefix.extend_from_slice(&name.as_bytes()[..room.saturating_sub(17)]);
+        prefix.push(b'~');
+        prefix.extend_from_slice(&hash.as_bytes()[..16]);
+    }
+    prefix.extend_from_slice(suffix.as_bytes());
     prefix
 }
 
 impl TempOutput {
-    /// Create the temporary file for attempt `token` (this also proves the folder writable).
+    /// Create the temporary file for attempt `token` in `dir` (this also proves the folder
+    /// writable); `shown` is the output as the user named it, for messages.
     pub fn create(
-        output: &Path,
+        dir: &Path,
+        name: &OsStr,
+        shown: &Path,
         job: &JobId,
         token: u64,
         extension: &str,
     ) -> Result<Self, Failure> {
-        let dir = output.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| folder_failure(dir, &e))?;
-        let mut name = prefix(output, job);
-        name.extend_from_slice(format!("{token}.part.{extension}").as_bytes());
-        let path = dir.join(OsString::from_vec(name));
-        std::fs::File::create_new(&path).map_err(|e| folder_failure(dir, &e))?;
-        Ok(Self { path, armed: true })
+        let shown_dir = shown.parent().unwrap_or(Path::new("."));
+        if name.len() > NAME_MAX {
+            return Err(Failure::permanent(format!(
+                "{}: the output's file name is {} bytes long; file systems take at most {NAME_MAX}",
+                shown.display(),
+                name.len()
+            )));
+        }
+        let mut temp = prefix(name, job);
+        temp.extend_from_slice(format!("{token}.part.{extension}").as_bytes());
+        let path = dir.join(OsString::from_vec(temp));
+        let file = std::fs::File::create_new(&path).map_err(|e| folder_failure(shown_dir, &e))?;
+        Ok(Self {
+            path,
+            file,
+            armed: true,
+        })
     }
 
+    /// The temporary file's name in the output folder.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Flush the file to disk and move it to `output`. Without `overwrite` an existing output
-    /// is never replaced (a hard link refuses to; on file systems without links the rename
-    /// goes ahead only after checking).
-    pub fn publish(mut self, output: &Path, overwrite: bool) -> Result<(), Failure> {
+    /// A path to the open temporary file itself, for ffmpeg to write and verification to read.
+    pub fn io_path(&self) -> PathBuf {
+        PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            self.file.as_raw_fd()
+        ))
+    }
+
+    /// Flush the file to disk and move it to `output` (a name in the same folder); `shown` is
+    /// the output as the user named it. Without `overwrite` an existing output is never
+    /// replaced (a hard link refuses to; on file systems without links the rename goes ahead
+    /// only after checking). The name must still be our file: one swapped for anything else
+    /// is not published.
+    pub fn publish(mut self, output: &Path, shown: &Path, overwrite: bool) -> Result<(), Failure> {
         let fail = |what: &str, e: std::io::Error| {
-            Failure::retryable(format!("{}: could not {what}: {e}", output.display()), "")
+            Failure::retryable(format!("{}: could not {what}: {e}", shown.display()), "")
         };
-        std::fs::File::open(&self.path)
-            .and_then(|f| f.sync_all())
+        self.file
+            .sync_all()
             .map_err(|e| fail("flush the encoded file", e))?;
+        let ours = self
+            .file
+            .metadata()
+            .map_err(|e| fail("read the encoded file", e))?;
+        let named =
+            std::fs::symlink_metadata(&self.path).map_err(|e| fail("find the encoded file", e))?;
+        if (named.dev(), named.ino()) != (ours.dev(), ours.ino()) {
+            return Err(Failure::retryable(
+                format!(
+                    "{}: the temporary file was replaced while encoding; not publishing it",
+                    shown.display()
+                ),
+                "",
+            ));
+        }
+        let appeared = || {
+            Failure::permanent(format!(
+                "{}: a file appeared at the output while encoding; not replacing it (use --overwrite)",
+                shown.display()
+            ))
+        };
         if overwrite {
             std::fs::rename(&self.path, output)
                 .map_err(|e| fail("move the encoded file into place", e))?;
         } else {
             match std::fs::hard_link(&self.path, output) {
-                Ok(()) => std::fs::remove_file(&self.path).map_err(|e| fail("remove the temporary file", e))?,
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    return Err(Failure::permanent(format!(
-                        "{}: a file appeared at the output while encoding; not replacing it (use --overwrite)",
-                        output.display()
-                    )))
-                }
+                Ok(()) => std::fs::remove_file(&self.path)
+                    .map_err(|e| fail("remove the temporary file", e))?,
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(appeared()),
                 Err(_) => {
-                    if output.exists() {
-                        return Err(Failure::permanent(format!(
-                            "{}: a file appeared at the output while encoding; not replacing it (use --overwrite)",
-                            output.display()
-                        )));
+                    if std::fs::symlink_metadata(output).is_ok() {
+                        return Err(appeared());
                     }
-                    std::fs::rename(&self.path, output).map_err(|e| fail("move the encoded file into place", e))?;
+                    std::fs::rename(&self.path, output)
+                        .map_err(|e| fail("move the encoded file into place", e))?;
                 }
             }
         }
@@ -100,11 +160,10 @@ impl Drop for TempOutput {
     }
 }
 
-/// Remove temporary files that earlier attempts of this job left behind (a worker killed with
-/// `kill -9` cannot clean up after itself). Returns how many were removed.
-pub fn remove_stale(output: &Path, job: &JobId) -> usize {
-    let dir = output.parent().unwrap_or(Path::new("."));
-    let prefix = prefix(output, job);
+/// Remove temporary files that earlier attempts of this job left behind in `dir` (a worker
+/// killed with `kill -9` cannot clean up after itself). Returns how many were removed.
+pub fn remove_stale(dir: &Path, name: &OsStr, job: &JobId) -> usize {
+    let prefix = prefix(name, job);
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -124,6 +183,10 @@ fn folder_failure(dir: &Path, e: &std::io::Error) -> Failure {
         ErrorKind::StorageFull => {
             Failure::retryable(format!("output folder {shown}: the disk is full"), "")
         }
+        // A name too long can never be written, however often it is tried.
+        _ if e.raw_os_error() == Some(36) => {
+            Failure::permanent(format!("output folder {shown}: {e}"))
+        }
         _ => Failure::retryable(format!("output folder {shown}: {e}"), ""),
     }
 }
@@ -132,42 +195,106 @@ fn folder_failure(dir: &Path, e: &std::io::Error) -> Failure {
 mod tests {
     use super::*;
 
+    fn create(out: &Path, job: &str, token: u64) -> TempOutput {
+        TempOutput::create(
+            out.parent().unwrap(),
+            out.file_name().unwrap(),
+            out,
+            &JobId(job.into()),
+            token,
+            "mkv",
+        )
+        .unwrap()
+    }
+
     #[test]
     fn publish_moves_into_place_and_never_replaces_without_overwrite() {
         let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("sub").join("tape.mkv");
-        let job = JobId("7".into());
-        let tmp = TempOutput::create(&out, &job, 3, "mkv").unwrap();
-        std::fs::write(tmp.path(), b"encoded").unwrap();
-        tmp.publish(&out, false).unwrap();
+        let out = dir.path().join("tape.mkv");
+        let tmp = create(&out, "7", 3);
+        std::fs::write(tmp.io_path(), b"encoded").unwrap();
+        tmp.publish(&out, &out, false).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"encoded");
         assert_eq!(
-            std::fs::read_dir(out.parent().unwrap()).unwrap().count(),
+            std::fs::read_dir(dir.path()).unwrap().count(),
             1,
             "no temporary left"
         );
 
-        let tmp = TempOutput::create(&out, &job, 4, "mkv").unwrap();
-        std::fs::write(tmp.path(), b"other").unwrap();
-        let err = tmp.publish(&out, false).unwrap_err();
+        let tmp = create(&out, "7", 4);
+        std::fs::write(tmp.io_path(), b"other").unwrap();
+        let err = tmp.publish(&out, &out, false).unwrap_err();
         assert!(err.reason.contains("--overwrite"), "{}", err.reason);
         assert_eq!(std::fs::read(&out).unwrap(), b"encoded");
         assert_eq!(
-            std::fs::read_dir(out.parent().unwrap()).unwrap().count(),
+            std::fs::read_dir(dir.path()).unwrap().count(),
             1,
             "failed publish cleaned up"
         );
     }
 
     #[test]
+    fn a_temporary_swapped_for_a_link_is_neither_written_through_nor_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim.conf");
+        std::fs::write(&victim, b"precious").unwrap();
+        let out = dir.path().join("enc").join("tape.mkv");
+        std::fs::create_dir(out.parent().unwrap()).unwrap();
+        let tmp = create(&out, "7", 1);
+        std::fs::remove_file(tmp.path()).unwrap();
+        std::os::unix::fs::symlink(&victim, tmp.path()).unwrap();
+        std::fs::write(tmp.io_path(), b"encoded").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        let err = tmp.publish(&out, &out, true).unwrap_err();
+        assert!(err.reason.contains("replaced"), "{}", err.reason);
+        assert!(!out.exists());
+    }
+
+    #[test]
+    fn a_long_output_name_gets_a_temporary_name_that_fits() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = "t".repeat(246) + ".mkv";
+        let out = dir.path().join(&long);
+        let tmp = create(&out, "123456", 99);
+        assert!(tmp.path().file_name().unwrap().len() <= NAME_MAX);
+        std::fs::write(tmp.io_path(), b"encoded").unwrap();
+        tmp.publish(&out, &out, false).unwrap();
+        assert!(out.exists());
+        let stale = create(&out.with_file_name("u".repeat(250) + ".mkv"), "1", 1);
+        std::mem::forget(stale);
+        assert_eq!(
+            remove_stale(
+                dir.path(),
+                OsStr::new(&("u".repeat(250) + ".mkv")),
+                &JobId("1".into())
+            ),
+            1
+        );
+        let too_long = dir.path().join("x".repeat(256));
+        let err = TempOutput::create(
+            dir.path(),
+            too_long.file_name().unwrap(),
+            &too_long,
+            &JobId("1".into()),
+            1,
+            "mkv",
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, videofarm_core::FailureKind::Permanent);
+        assert!(err.reason.contains("255"), "{}", err.reason);
+    }
+
+    #[test]
     fn stale_temporaries_of_the_job_are_removed_and_others_kept() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("tape.mkv");
-        let job = JobId("7".into());
-        let stale = TempOutput::create(&out, &job, 1, "mkv").unwrap();
+        let stale = create(&out, "7", 1);
         std::mem::forget(stale); // as if the worker had been killed
-        let other_job = TempOutput::create(&out, &JobId("8".into()), 1, "mkv").unwrap();
-        assert_eq!(remove_stale(&out, &job), 1);
+        let other_job = create(&out, "8", 1);
+        assert_eq!(
+            remove_stale(dir.path(), OsStr::new("tape.mkv"), &JobId("7".into())),
+            1
+        );
         assert!(other_job.path().exists());
     }
 }

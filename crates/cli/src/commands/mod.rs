@@ -17,6 +17,7 @@ pub mod worker;
 use crate::cli::QueueInputs;
 use crate::error::UsageError;
 use crate::settings::Settings;
+use std::io::Write;
 use std::path::Path;
 use tokio_util::sync::CancellationToken;
 use videofarm_core::plan::{self as scan, Planned};
@@ -90,22 +91,25 @@ pub async fn forward_events(
     })))
 }
 
-/// Cancel `token` on SIGINT or SIGTERM; a second signal ends the process at once.
+/// Cancel `token` on SIGINT, SIGTERM or SIGHUP (a closed terminal or a dropped SSH session
+/// stops the work as cleanly as Ctrl-C); a second signal ends the process at once.
 pub fn stop_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
         ) else {
             tracing::error!("cannot listen for signals");
             return;
         };
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {}, _ = hup.recv() => {} }
         tracing::info!("stopping: running jobs go back to the queue");
         token.cancel();
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        eprintln!("videofarm: second signal, quitting now");
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {}, _ = hup.recv() => {} }
+        // stderr may be a closed pipe: never let the message stop the exit.
+        let _ = writeln!(std::io::stderr(), "videofarm: second signal, quitting now");
         std::process::exit(130);
     });
 }

@@ -59,7 +59,6 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
     let queue = open_queue(settings).await?;
     let concurrency = args
         .workers
-        .filter(|n| *n > 0)
         .unwrap_or(settings.workers)
         .min(planned.len() as u32)
         .max(1);

@@ -10,7 +10,7 @@ use crate::error::{ExitStatus, UsageError};
 use crate::settings::Settings;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use videofarm_core::plan as scan;
@@ -28,14 +28,8 @@ pub async fn watch(settings: &Settings, args: WatchArgs) -> anyhow::Result<ExitS
     if !args.dir.is_dir() {
         return Err(UsageError::new(format!("{}: not a folder", shown(&args.dir))).into());
     }
-    let settle = args
-        .settle
-        .map(Duration::from_secs_f64)
-        .unwrap_or(settings.watch_settle);
-    let interval = args
-        .interval
-        .map(Duration::from_secs_f64)
-        .unwrap_or(settings.watch_interval);
+    let settle = args.settle.unwrap_or(settings.watch_settle);
+    let interval = args.interval.unwrap_or(settings.watch_interval);
     let queue = open_queue(settings).await?;
     let stop = CancellationToken::new();
     stop_on_signal(stop.clone());

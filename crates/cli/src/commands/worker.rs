@@ -12,10 +12,7 @@ use videofarm_worker::Worker;
 pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<ExitStatus> {
     let tools = locate_tools(settings)?;
     let queue = open_queue(settings).await?;
-    let concurrency = args
-        .concurrency
-        .filter(|n| *n > 0)
-        .unwrap_or(settings.workers);
+    let concurrency = args.concurrency.unwrap_or(settings.workers);
     let info = worker_info(args.name.as_deref(), concurrency);
     eprintln!(
         "videofarm worker {} on {}: {} at once; stop with Ctrl-C or SIGTERM",
