@@ -252,6 +252,14 @@ fn messages_that_are_not_ours_or_are_malformed_go_to_the_failed_queue_and_never_
             envelope("nonesuch", inside.to_str().unwrap(), "nonesuch"),
             "unknown profile 'nonesuch'",
         ),
+        (
+            envelope("../../x", inside.to_str().unwrap(), "archive"),
+            "not a job id",
+        ),
+        (
+            envelope("huge", inside.to_str().unwrap(), &"p".repeat(1 << 20)),
+            "a job message is at most",
+        ),
     ];
     publish_raw(
         &farm,
@@ -272,6 +280,12 @@ fn messages_that_are_not_ours_or_are_malformed_go_to_the_failed_queue_and_never_
         || failed_jobs(&farm).len() == bad.len(),
     );
     let failed = failed_jobs(&farm);
+    let listed = serde_json::to_string(&failed).unwrap();
+    assert!(
+        listed.len() < 200_000,
+        "a refused message is kept only in part ({} bytes listed)",
+        listed.len()
+    );
     for (_, reason) in &bad {
         assert!(
             failed

@@ -336,6 +336,8 @@ fn nonsense_numbers_are_usage_errors_not_panics() {
         ),
         (vec!["run", &dir, "--out", &out, "--workers", "0"], "0"),
         (vec!["worker", "--concurrency", "0"], "0"),
+        (vec!["cancel", "zz/../x"], "not a job id"),
+        (vec!["retry", "../../x"], "not a job id"),
     ] {
         let output = farm.run(&args);
         let stderr = text(&output.stderr);

@@ -17,6 +17,55 @@ impl fmt::Display for JobId {
     }
 }
 
+/// Bounds on what a job may carry: a message on a shared broker is hostile input.
+pub mod limits {
+    /// A job id: letters, digits, `-`, `_`, `.`, `:`; never starting with `.`.
+    pub const ID: usize = 64;
+    /// A profile name: letters, digits, `-`, `_`.
+    pub const PROFILE: usize = 64;
+    /// An identity key.
+    pub const KEY: usize = 128;
+    /// A path, in bytes (Linux's PATH_MAX).
+    pub const PATH: usize = 4096;
+    /// A reason or a stderr tail carried along with a job.
+    pub const TEXT: usize = 8192;
+}
+
+impl JobId {
+    /// Why this id is not one videofarm makes, or `Ok`. Ids name files and queues and are
+    /// typed on command lines: no slashes, no dot-dot, no control characters, short.
+    pub fn check(&self) -> Result<(), String> {
+        let id = &self.0;
+        let ok = !id.is_empty()
+            && id.len() <= limits::ID
+            && !id.starts_with('.')
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{:?} is not a job id (at most {} letters, digits, '-', '_', '.' or ':')",
+                truncate(id, 80),
+                limits::ID
+            ))
+        }
+    }
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, with "…" when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 impl From<&str> for JobId {
     fn from(s: &str) -> Self {
         JobId(s.to_owned())
@@ -49,6 +98,47 @@ pub struct JobSpec {
     /// Reserved for chunked encodes: the job this one is a part of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<JobId>,
+}
+
+impl JobSpec {
+    /// Why this spec cannot be a job, or `Ok`: every field bounded and of its form.
+    pub fn check(&self) -> Result<(), String> {
+        let profile_ok = !self.profile.is_empty()
+            && self.profile.len() <= limits::PROFILE
+            && self
+                .profile
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+        if !profile_ok {
+            return Err(format!(
+                "{:?} is not a profile name (at most {} letters, digits, '-' or '_')",
+                truncate(&self.profile, 80),
+                limits::PROFILE
+            ));
+        }
+        if self.key.is_empty()
+            || self.key.len() > limits::KEY
+            || self.key.chars().any(char::is_control)
+        {
+            return Err(format!(
+                "the job key is empty, too long or not printable (at most {} bytes)",
+                limits::KEY
+            ));
+        }
+        for (what, path) in [("input", &self.input), ("output", &self.output)] {
+            let bytes = path.as_os_str().len();
+            if bytes == 0 || bytes > limits::PATH {
+                return Err(format!(
+                    "the {what} path is {bytes} bytes long (1 to {} allowed)",
+                    limits::PATH
+                ));
+            }
+        }
+        if let Some(parent) = &self.parent {
+            parent.check()?;
+        }
+        Ok(())
+    }
 }
 
 /// Where a job stands.

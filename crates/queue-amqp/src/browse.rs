@@ -66,19 +66,34 @@ impl Inner {
         {
             match envelope::parse(&message.delivery.data) {
                 Ok(env) => found.push((env, None)),
-                Err(why) => found.push((
-                    Envelope {
-                        v: envelope::VERSION,
-                        id: JobId("?".into()),
-                        spec: unknown_spec(),
-                        attempts: 0,
-                        error: Some(why.clone()),
-                        stderr_tail: None,
-                        created_ms: 0,
-                        failed_ms: None,
-                    },
-                    Some(why),
-                )),
+                Err(parsed) => {
+                    // The reason the worker gave when it refused the message, if it did (a
+                    // message kept only in part no longer shows why by itself).
+                    let why = message
+                        .delivery
+                        .properties
+                        .headers()
+                        .as_ref()
+                        .and_then(|h| h.inner().get("x-videofarm-error").cloned())
+                        .and_then(|v| match v {
+                            AMQPValue::LongString(s) => Some(s.to_string()),
+                            _ => None,
+                        })
+                        .unwrap_or(parsed);
+                    found.push((
+                        Envelope {
+                            v: envelope::VERSION,
+                            id: JobId("?".into()),
+                            spec: unknown_spec(),
+                            attempts: 0,
+                            error: Some(why.clone()),
+                            stderr_tail: None,
+                            created_ms: 0,
+                            failed_ms: None,
+                        },
+                        Some(why),
+                    ))
+                }
             }
             if found.len() >= 100_000 {
                 break;

@@ -28,8 +28,22 @@ pub struct Envelope {
 
 pub const VERSION: u32 = 1;
 
-/// Why a message is not a job this worker can take.
+/// The largest job message a worker reads: a real one is well under 10 KiB.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// Why a message is not a job this worker can take. The reason is bounded whatever the message
+/// holds.
 pub fn parse(data: &[u8]) -> Result<Envelope, String> {
+    if data.len() > MAX_MESSAGE {
+        return Err(format!(
+            "the message is {} bytes; a job message is at most {MAX_MESSAGE}",
+            data.len()
+        ));
+    }
+    parse_bounded(data).map_err(|why| videofarm_core::job::truncate(&why, 500))
+}
+
+fn parse_bounded(data: &[u8]) -> Result<Envelope, String> {
     let value: serde_json::Value =
         serde_json::from_slice(data).map_err(|e| format!("the message is not JSON ({e})"))?;
     let version = value.get("v").and_then(|v| v.as_u64());
@@ -41,7 +55,13 @@ pub fn parse(data: &[u8]) -> Result<Envelope, String> {
                 .unwrap_or_else(|| "missing".into())
         ));
     }
-    serde_json::from_value(value).map_err(|e| format!("the job message is malformed ({e})"))
+    let env: Envelope =
+        serde_json::from_value(value).map_err(|e| format!("the job message is malformed ({e})"))?;
+    env.id
+        .check()
+        .and_then(|()| env.spec.check())
+        .map_err(|why| format!("the job message is malformed: {why}"))?;
+    Ok(env)
 }
 
 #[cfg(test)]
@@ -57,5 +77,23 @@ mod tests {
         assert!(parse(br#"{"v":1,"id":"x"}"#)
             .unwrap_err()
             .contains("malformed"));
+        let job = |id: &str, profile: &str| {
+            serde_json::json!({"v": 1, "id": id, "spec": {"input": "/m/a.mpg", "output": "/m/a.mkv", "profile": profile, "key": "k"}}).to_string()
+        };
+        assert!(parse(job("abc-1", "archive").as_bytes()).is_ok());
+        for (id, profile, says) in [
+            ("../../x", "archive", "not a job id"),
+            ("zz/../x", "archive", "not a job id"),
+            ("ok", "../../etc", "not a profile name"),
+        ] {
+            let why = parse(job(id, profile).as_bytes()).unwrap_err();
+            assert!(why.contains(says), "{id} {profile}: {why}");
+        }
+        let huge = job("ok", &"p".repeat(10 << 20));
+        let why = parse(huge.as_bytes()).unwrap_err();
+        assert!(why.contains("at most") && why.len() < 200, "{why}");
+        let long_profile = job("ok", &"p".repeat(20_000));
+        let why = parse(long_profile.as_bytes()).unwrap_err();
+        assert!(why.len() < 600, "bounded: {} bytes", why.len());
     }
 }

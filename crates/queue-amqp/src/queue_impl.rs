@@ -79,10 +79,12 @@ impl Queue for AmqpQueue {
                         "x-videofarm-error".into(),
                         AMQPValue::LongString(why.as_str().into()),
                     );
+                    // An oversized message is kept only in part: refusing it must not copy it.
+                    let kept = &delivery.data[..delivery.data.len().min(envelope::MAX_MESSAGE)];
                     inner
                         .publish(
                             &inner.names.failed,
-                            &delivery.data,
+                            kept,
                             persistent().with_headers(headers),
                         )
                         .await?;

@@ -131,8 +131,13 @@ pub fn shown(path: &Path) -> String {
 }
 
 /// Parse job ids from the command line.
-pub fn job_ids(ids: &[String]) -> Vec<JobId> {
-    ids.iter().map(|id| JobId(id.trim().to_owned())).collect()
+pub fn job_ids(ids: &[String]) -> Result<Vec<JobId>, UsageError> {
+    ids.iter()
+        .map(|id| {
+            let id = JobId(id.trim().to_owned());
+            id.check().map(|()| id).map_err(UsageError::new)
+        })
+        .collect()
 }
 
 /// A running encode's pace: `48 fps  2.10x  eta 1:05`.

@@ -11,7 +11,7 @@ pub async fn retry(settings: &Settings, args: RetryArgs) -> anyhow::Result<ExitS
     let retried = if args.all_failed {
         queue.retry_all_failed().await?
     } else {
-        queue.retry(&job_ids(&args.ids)).await?
+        queue.retry(&job_ids(&args.ids)?).await?
     };
     println!(
         "queued again: {}",
