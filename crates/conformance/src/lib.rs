@@ -213,6 +213,39 @@ pub async fn a_released_job_returns_at_once_without_counting_an_attempt(f: Fixtu
     assert_eq!(again.attempt, 1, "a release does not count as an attempt");
 }
 
+pub async fn a_deferred_job_returns_after_its_wait_without_counting_an_attempt(f: Fixture) {
+    let q = f.queue.as_ref();
+    q.enqueue(spec("a"), false).await.unwrap();
+    let lease = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
+    let deferred_at = std::time::Instant::now();
+    q.finish(
+        &lease,
+        Outcome::Deferred {
+            after: Duration::from_millis(400),
+            progress: Progress {
+                progress: 0.5,
+                ..Progress::default()
+            },
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(q.counts().await.unwrap().failed, 0);
+    let again = q
+        .lease(&worker("w2"), WAIT)
+        .await
+        .unwrap()
+        .expect("the deferred job comes back");
+    assert!(
+        deferred_at.elapsed() >= Duration::from_millis(350),
+        "not before its wait: {:?}",
+        deferred_at.elapsed()
+    );
+    assert_eq!(again.attempt, 1, "a wait does not count as an attempt");
+    assert_eq!(again.spec, lease.spec);
+    q.finish(&again, ok()).await.unwrap();
+}
+
 pub async fn a_stale_token_is_fenced_off(f: Fixture) {
     let q = f.queue.as_ref();
     q.enqueue(spec("a"), false).await.unwrap();
@@ -396,6 +429,7 @@ macro_rules! conformance_tests {
             a_retryable_failure_backs_off_then_fails_after_max_attempts,
             a_permanent_failure_fails_at_once,
             a_released_job_returns_at_once_without_counting_an_attempt,
+            a_deferred_job_returns_after_its_wait_without_counting_an_attempt,
             a_stale_token_is_fenced_off,
             an_expired_lease_is_redelivered_and_the_old_holder_fenced,
             heartbeats_keep_a_lease,

@@ -272,6 +272,12 @@ pub enum Outcome {
     Failed(Failure),
     /// The worker is stopping: put the job back at once without counting an attempt.
     Released,
+    /// Not ready yet (a split tape waiting for its chunks): put the job back, available again
+    /// after `after`, without counting an attempt, keeping `progress` for the records.
+    Deferred {
+        after: std::time::Duration,
+        progress: Progress,
+    },
 }
 
 /// One row of `videofarm jobs`.

@@ -213,6 +213,14 @@ impl Queue for AmqpQueue {
                     )
                     .await?;
             }
+            Outcome::Deferred { after, .. } => {
+                // Back after the wait through the retry queue, attempts unchanged.
+                let delay = after.as_millis().max(1);
+                let props = persistent().with_expiration(delay.to_string().into());
+                inner
+                    .publish_envelope(&inner.names.retry, &env, props)
+                    .await?;
+            }
             Outcome::Failed(failure) => {
                 env.attempts += 1;
                 env.error = Some(failure.reason.clone());

@@ -156,6 +156,22 @@ impl Queue for SqliteQueue {
                         Some(failure.reason.clone()),
                     )
                 }
+                Outcome::Deferred { after, progress } => (
+                    exec(
+                        &tx,
+                        "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), not_before = ?3,
+                            lease_until = NULL, progress = ?4
+                         WHERE id = ?1 AND token = ?2 AND state = 'running'",
+                        params![
+                            id,
+                            token,
+                            ctx.now + after.as_millis() as i64,
+                            serde_json::to_string(progress).unwrap_or_default()
+                        ],
+                    ),
+                    "deferred",
+                    None,
+                ),
                 Outcome::Released => (
                     exec(
                         &tx,
@@ -177,12 +193,21 @@ impl Queue for SqliteQueue {
                     _ => QueueError::LeaseLost(lease.id.clone()),
                 });
             }
-            exec(
-                        &tx,
-                "UPDATE attempts SET outcome = ?3, finished_ms = ?4, error = ?5
-                 WHERE job_id = ?1 AND token = ?2",
-                params![id, token, attempt_outcome, ctx.now, error],
-            )
+            if attempt_outcome == "deferred" {
+                // A wait is not an attempt: it leaves no row in the history.
+                exec(
+                    &tx,
+                    "DELETE FROM attempts WHERE job_id = ?1 AND token = ?2",
+                    params![id, token],
+                )
+            } else {
+                exec(
+                    &tx,
+                    "UPDATE attempts SET outcome = ?3, finished_ms = ?4, error = ?5
+                     WHERE job_id = ?1 AND token = ?2",
+                    params![id, token, attempt_outcome, ctx.now, error],
+                )
+            }
             .map_err(|e| ctx.err(e))?;
             tx.commit().map_err(|e| ctx.err(e))
         })
