@@ -80,6 +80,8 @@ fn spec(i: usize) -> JobSpec {
         priority: 0,
         input_size: 0,
         parent: None,
+        split: Default::default(),
+        chunk: None,
     }
 }
 

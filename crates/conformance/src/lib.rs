@@ -37,6 +37,8 @@ pub fn spec(name: &str) -> JobSpec {
         priority: 0,
         input_size: 1000,
         parent: None,
+        split: Default::default(),
+        chunk: None,
     }
 }
 
@@ -246,6 +248,31 @@ pub async fn a_deferred_job_returns_after_its_wait_without_counting_an_attempt(f
     q.finish(&again, ok()).await.unwrap();
 }
 
+pub async fn a_chunk_job_comes_back_with_its_parent_split_and_frames(f: Fixture) {
+    let q = f.queue.as_ref();
+    let mut parent = spec("tape");
+    parent.split = videofarm_core::Split::Every(90.0);
+    let parent_id = q.enqueue(parent.clone(), false).await.unwrap().id().clone();
+    let lease = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
+    assert_eq!(lease.spec, parent, "the split setting travels with the job");
+    let mut chunk = spec("tape-chunk-1");
+    chunk.parent = Some(parent_id.clone());
+    chunk.chunk = Some(videofarm_core::Chunk {
+        index: 1,
+        count: 3,
+        first: 2250,
+        end: 4500,
+        seek_s: Some(89.5),
+        window: (89.9, Some(180.1)),
+        keep: (90.0, Some(180.0)),
+    });
+    q.enqueue(chunk.clone(), false).await.unwrap();
+    q.finish(&lease, ok()).await.unwrap();
+    let leased = q.lease(&worker("w2"), WAIT).await.unwrap().unwrap();
+    assert_eq!(leased.spec, chunk, "parent and frames travel with a chunk");
+    q.finish(&leased, ok()).await.unwrap();
+}
+
 pub async fn a_stale_token_is_fenced_off(f: Fixture) {
     let q = f.queue.as_ref();
     q.enqueue(spec("a"), false).await.unwrap();
@@ -430,6 +457,7 @@ macro_rules! conformance_tests {
             a_permanent_failure_fails_at_once,
             a_released_job_returns_at_once_without_counting_an_attempt,
             a_deferred_job_returns_after_its_wait_without_counting_an_attempt,
+            a_chunk_job_comes_back_with_its_parent_split_and_frames,
             a_stale_token_is_fenced_off,
             an_expired_lease_is_redelivered_and_the_old_holder_fenced,
             heartbeats_keep_a_lease,

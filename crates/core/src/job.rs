@@ -1,6 +1,7 @@
 //! Jobs: what is asked (a [`JobSpec`]), where it stands (a [`JobState`]), how far a running one
 //! has got (a [`Progress`]) and how an attempt ended (an [`Outcome`]).
 
+use crate::split::{Chunk, Split};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::PathBuf;
@@ -95,9 +96,15 @@ pub struct JobSpec {
     /// The input's size when queued, for summaries and metrics.
     #[serde(default)]
     pub input_size: u64,
-    /// Reserved for chunked encodes: the job this one is a part of.
+    /// For a chunk job: the job it is a part of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<JobId>,
+    /// Whether a long input may be split across workers (see [`crate::split`]).
+    #[serde(default, skip_serializing_if = "Split::is_off")]
+    pub split: Split,
+    /// For a chunk job: the frames of the input it encodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<Chunk>,
 }
 
 impl JobSpec {
@@ -136,6 +143,9 @@ impl JobSpec {
         }
         if let Some(parent) = &self.parent {
             parent.check()?;
+        }
+        if let Some(chunk) = &self.chunk {
+            chunk.check()?;
         }
         Ok(())
     }

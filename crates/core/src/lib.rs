@@ -11,6 +11,7 @@
 //! - [`clock`]: an injectable clock so lease and backoff logic is testable without sleeping.
 //! - [`plan`]: files and folders into planned jobs (the scan behind `run`, `enqueue` and `watch`).
 //! - [`confine`]: confinement to the media roots, checked on open files, not on paths.
+//! - [`split`]: one long input encoded by many workers: the setting, chunks, work folders.
 //! - [`pathser`]: serde for file names that are not UTF-8.
 
 pub mod clock;
@@ -22,6 +23,7 @@ pub mod pathser;
 pub mod plan;
 pub mod profile;
 pub mod queue;
+pub mod split;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use event::Event;
@@ -33,3 +35,4 @@ pub use profile::{AudioKeep, Profile, ProfileError, Profiles, SubtitleKeep};
 pub use queue::{
     ActiveJob, Enqueued, Lease, Queue, QueueError, QueueSettings, WorkerInfo, WorkerStatus,
 };
+pub use split::{Chunk, Split};

@@ -136,6 +136,8 @@ pub fn spec(planned: &Planned, profile: &Profile, priority: i32, overwrite: bool
         priority,
         input_size,
         parent: None,
+        split: Default::default(),
+        chunk: None,
     }
 }
 

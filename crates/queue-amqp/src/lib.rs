@@ -630,6 +630,8 @@ fn unknown_spec() -> JobSpec {
         priority: 0,
         input_size: 0,
         parent: None,
+        split: Default::default(),
+        chunk: None,
     }
 }
 

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use videofarm_core::clock::rfc3339;
 use videofarm_core::pathser::{from_bytes, to_bytes};
+use videofarm_core::Split;
 use videofarm_core::{
     ActiveJob, AttemptRecord, Clock, Counts, Enqueued, FailureKind, JobFilter, JobId, JobRecord,
     JobSpec, JobState, Lease, Outcome, Progress, Queue, QueueError, QueueSettings, SuccessReport,
@@ -205,7 +206,19 @@ fn read_spec(row: &Row<'_>) -> rusqlite::Result<JobSpec> {
         priority: row.get("priority")?,
         input_size: row.get::<_, i64>("input_size")? as u64,
         parent: row.get::<_, Option<String>>("parent")?.map(JobId),
+        split: match row.get::<_, Option<String>>("split")? {
+            Some(text) => text.parse().map_err(|e: String| conversion(e))?,
+            None => Split::Off,
+        },
+        chunk: match row.get::<_, Option<String>>("chunk")? {
+            Some(text) => Some(serde_json::from_str(&text).map_err(|e| conversion(e.to_string()))?),
+            None => None,
+        },
     })
+}
+
+fn conversion(e: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
 }
 
 fn read_state(row: &Row<'_>, column: &str) -> rusqlite::Result<JobState> {

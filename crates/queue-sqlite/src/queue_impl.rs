@@ -42,8 +42,8 @@ impl Queue for SqliteQueue {
                 None => tx
                     .query_row(
                         "INSERT INTO jobs (key, input, output, profile, overwrite, priority, input_size,
-                            parent, state, max_attempts, created_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, ?10) RETURNING id",
+                            parent, state, max_attempts, created_ms, split, chunk)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, ?10, ?11, ?12) RETURNING id",
                         params![
                             spec.key,
                             to_bytes(&spec.input),
@@ -54,7 +54,9 @@ impl Queue for SqliteQueue {
                             spec.input_size as i64,
                             spec.parent.as_ref().map(|p| p.0.clone()),
                             ctx.settings.max_attempts,
-                            ctx.now
+                            ctx.now,
+                            (!spec.split.is_off()).then(|| spec.split.to_string()),
+                            spec.chunk.as_ref().map(|c| serde_json::to_string(c).unwrap_or_default())
                         ],
                         |r| r.get(0),
                     )

@@ -52,6 +52,14 @@ CREATE TABLE workers (
 );
 ";
 
+/// Split encoding: a job's split setting, a chunk job's frames (JSON), and finding a parent's
+/// chunks.
+const V2: &str = "
+ALTER TABLE jobs ADD COLUMN split TEXT;
+ALTER TABLE jobs ADD COLUMN chunk TEXT;
+CREATE INDEX jobs_parent ON jobs (parent) WHERE parent IS NOT NULL;
+";
+
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -61,6 +69,10 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if version < 1 {
         tx.execute_batch(V1)?;
         tx.pragma_update(None, "user_version", 1)?;
+    }
+    if version < 2 {
+        tx.execute_batch(V2)?;
+        tx.pragma_update(None, "user_version", 2)?;
     }
     tx.commit()
 }

@@ -197,6 +197,8 @@ fn read(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
             priority: 0,
             input_size: 0,
             parent: None,
+            split: Default::default(),
+            chunk: None,
         },
         attempts: row.get("attempts")?,
         max_attempts: 0,

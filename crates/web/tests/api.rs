@@ -93,6 +93,8 @@ fn spec(api: &Api, name: &str) -> JobSpec {
         priority: 0,
         input_size: 10,
         parent: None,
+        split: Default::default(),
+        chunk: None,
     }
 }
 

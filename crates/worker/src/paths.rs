@@ -179,6 +179,8 @@ mod tests {
             priority: 0,
             input_size: 0,
             parent: None,
+            split: Default::default(),
+            chunk: None,
         }
     }
 
