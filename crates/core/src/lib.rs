@@ -31,7 +31,7 @@ pub use job::{
     AttemptRecord, Counts, Failure, FailureKind, JobFilter, JobId, JobRecord, JobSpec, JobState,
     Outcome, Progress, SuccessReport,
 };
-pub use profile::{AudioKeep, Profile, ProfileError, Profiles, SubtitleKeep};
+pub use profile::{AudioKeep, Profile, ProfileError, Profiles, SplitArgs, SubtitleKeep};
 pub use queue::{
     ActiveJob, Enqueued, Lease, Queue, QueueError, QueueSettings, WorkerInfo, WorkerStatus,
 };

@@ -42,6 +42,56 @@ pub struct Profile {
     pub audio: AudioKeep,
     #[serde(default)]
     pub subtitles: SubtitleKeep,
+    /// How a long input is encoded in chunks with this profile; a profile without it is never
+    /// split (the safe default for profiles written by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<SplitArgs>,
+}
+
+/// A profile's recipe for split encoding: the first video stream is encoded in chunks with
+/// `filter` and `video`, every other stream once, at the join, with `streams`. Together they
+/// must mean what `args` means for the whole file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitArgs {
+    /// The video filter chain (the value of `-vf`), or empty.
+    #[serde(default)]
+    pub filter: String,
+    /// Frames of context the filter reads on each side of a frame (a deinterlacer looks at its
+    /// neighbours): chunks decode this many more frames before and after their range.
+    #[serde(default = "default_context")]
+    pub context_frames: u32,
+    /// Output frames per input frame (2 for a deinterlacer that sends one frame per field).
+    #[serde(default = "one")]
+    pub frames_per_frame: u32,
+    /// Encoder arguments for the video chunks (`-c:v ...`).
+    pub video: Vec<String>,
+    /// Arguments for every other stream at the join, where input 1 is the source (`-map 1:a?
+    /// -c:a aac`...); the joined video is input 0 and is copied.
+    #[serde(default)]
+    pub streams: Vec<String>,
+}
+
+fn default_context() -> u32 {
+    2
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Every stream of the source but its video, copied.
+fn copy_other_streams() -> Vec<String> {
+    args(&["-map", "1", "-map", "-1:v", "-c", "copy"])
+}
+
+fn split_video(filter: &str, frames_per_frame: u32, video: &[&str], streams: Vec<String>) -> Option<SplitArgs> {
+    Some(SplitArgs {
+        filter: filter.into(),
+        context_frames: default_context(),
+        frames_per_frame,
+        video: args(video),
+        streams,
+    })
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -67,6 +117,7 @@ pub fn builtins() -> Vec<Profile> {
             video_codec: "h264".into(),
             audio: AudioKeep::All,
             subtitles: SubtitleKeep::All,
+            split: split_video("", 1, &["-c:v", "libx264", "-crf", "17"], copy_other_streams()),
         },
         Profile {
             name: "vhs".into(),
@@ -82,6 +133,12 @@ pub fn builtins() -> Vec<Profile> {
             video_codec: "h264".into(),
             audio: AudioKeep::All,
             subtitles: SubtitleKeep::All,
+            split: split_video(
+                "bwdif=mode=send_field:parity=auto:deint=all",
+                2,
+                &["-c:v", "libx264", "-crf", "18", "-preset", "medium"],
+                args(&["-map", "1:a?", "-map", "1:s?", "-c:a", "aac", "-b:a", "192k", "-c:s", "copy"]),
+            ),
         },
         Profile {
             name: "web".into(),
@@ -95,6 +152,12 @@ pub fn builtins() -> Vec<Profile> {
             video_codec: "h264".into(),
             audio: AudioKeep::First,
             subtitles: SubtitleKeep::None,
+            split: split_video(
+                "",
+                1,
+                &["-c:v", "libx264", "-crf", "23", "-preset", "medium", "-pix_fmt", "yuv420p"],
+                args(&["-map", "1:a:0?", "-c:a", "aac", "-b:a", "160k", "-movflags", "+faststart"]),
+            ),
         },
         Profile {
             name: "hevc".into(),
@@ -104,6 +167,7 @@ pub fn builtins() -> Vec<Profile> {
             video_codec: "hevc".into(),
             audio: AudioKeep::All,
             subtitles: SubtitleKeep::All,
+            split: split_video("", 1, &["-c:v", "libx265", "-crf", "22", "-preset", "medium"], copy_other_streams()),
         },
         Profile {
             name: "av1".into(),
@@ -113,6 +177,12 @@ pub fn builtins() -> Vec<Profile> {
             video_codec: "av1".into(),
             audio: AudioKeep::All,
             subtitles: SubtitleKeep::All,
+            split: split_video(
+                "",
+                1,
+                &["-c:v", "libsvtav1", "-crf", "30", "-preset", "8", "-pix_fmt", "yuv420p"],
+                copy_other_streams(),
+            ),
         },
     ]
 }
@@ -184,11 +254,21 @@ fn validate(p: &Profile) -> Result<(), ProfileError> {
     }
     // The worker owns the input, the output and progress reporting; a profile that set them
     // would write somewhere the worker does not verify or clean up.
-    for forbidden in ["-i", "-y", "-n", "-progress", "-f"] {
-        if p.args.iter().any(|a| a == forbidden) {
-            return Err(invalid(&format!(
-                "args must not contain '{forbidden}': videofarm sets it"
-            )));
+    let split_lists = p.split.iter().flat_map(|s| [&s.video, &s.streams]);
+    for list in std::iter::once(&p.args).chain(split_lists) {
+        for forbidden in ["-i", "-y", "-n", "-progress", "-f"] {
+            if list.iter().any(|a| a == forbidden) {
+                return Err(invalid(&format!(
+                    "args must not contain '{forbidden}': videofarm sets it"
+                )));
+            }
+        }
+    }
+    if let Some(split) = &p.split {
+        if split.frames_per_frame == 0 || split.frames_per_frame > 4 || split.context_frames > 50 {
+            return Err(invalid(
+                "split.frames_per_frame must be 1 to 4 and split.context_frames at most 50",
+            ));
         }
     }
     Ok(())
@@ -232,6 +312,7 @@ mod tests {
                 video_codec: "h264".into(),
                 audio: AudioKeep::All,
                 subtitles: SubtitleKeep::All,
+                split: None,
             },
         );
         assert!(matches!(

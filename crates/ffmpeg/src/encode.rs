@@ -26,6 +26,8 @@ const WRITE_FAILURES: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct EncodeRequest<'a> {
     pub tools: &'a Tools,
+    /// Options for the input, placed before its `-i` (`-ss`, `-copyts`, `-f concat`).
+    pub input_args: &'a [String],
     pub input: &'a Path,
     /// The temporary file ffmpeg writes; its extension picks the muxer unless `format` does.
     pub output: &'a Path,
@@ -100,11 +102,12 @@ pub fn encode_args(req: &EncodeRequest<'_>) -> Vec<std::ffi::OsString> {
         "-nostats",
         "-progress",
         "pipe:1",
-        "-i",
     ]
     .iter()
     .map(Into::into)
     .collect();
+    argv.extend(req.input_args.iter().map(Into::into));
+    argv.push("-i".into());
     argv.push(file_url(req.input));
     argv.extend(req.args.iter().map(Into::into));
     if let Some(format) = req.format {

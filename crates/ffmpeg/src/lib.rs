@@ -13,12 +13,14 @@
 //! - [`encode`]: running one encode with progress.
 //! - `header`: the input's description read from ffmpeg's own header.
 //! - [`matroska`]: an encoded Matroska file's duration and tracks, read in-process.
+//! - [`packets`]: the first video stream's packets and clocks, for split encoding.
 //! - [`progress`]: parsing `-progress` output.
 //! - [`tail`]: the bounded stderr tail.
 
 pub mod encode;
 mod header;
 pub mod matroska;
+pub mod packets;
 pub mod probe;
 pub mod progress;
 pub mod tail;

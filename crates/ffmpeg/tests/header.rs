@@ -21,6 +21,7 @@ async fn header_and_probe(tools: &Tools, input: &Path, out: &Path) -> (MediaInfo
         .to_vec();
     let request = EncodeRequest {
         tools,
+        input_args: &[],
         input,
         format: None,
         output: out,

@@ -223,6 +223,7 @@ impl Attempt {
         let (header_tx, mut header_rx) = watch::channel(None);
         let request = EncodeRequest {
             tools,
+            input_args: &[],
             input: &input_io,
             output: &temp_io,
             format,

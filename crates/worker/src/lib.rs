@@ -12,11 +12,13 @@
 //! - [`checks`]: input and output checks that fail a job in plain words;
 //! - [`publish`]: temporary files and the atomic rename into place;
 //! - [`paths`]: path mapping between machines and the allowed roots.
+//! - [`split`]: one long input encoded in chunks by many workers: planning, argv, work folder.
 
 pub mod attempt;
 pub mod checks;
 pub mod paths;
 pub mod publish;
+pub mod split;
 
 use std::sync::Arc;
 use std::time::Duration;
