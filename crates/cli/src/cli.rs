@@ -82,6 +82,10 @@ pub struct QueueInputs {
     /// Replace an existing output file that is not this job's verified result.
     #[arg(long)]
     pub overwrite: bool,
+    /// Split long inputs across workers: auto (inputs of 10 minutes or more, in chunks of
+    /// about 2 minutes), off, or a chunk length in seconds (default: config `split`, or auto).
+    #[arg(long, value_name = "auto|off|SECONDS")]
+    pub split: Option<videofarm_core::Split>,
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +135,9 @@ pub struct WatchArgs {
     /// Seconds between scans of the folder.
     #[arg(long, value_parser = crate::settings::parse_secs)]
     pub interval: Option<std::time::Duration>,
+    /// Split long inputs across workers: auto, off, or a chunk length in seconds.
+    #[arg(long, value_name = "auto|off|SECONDS")]
+    pub split: Option<videofarm_core::Split>,
 }
 
 #[derive(Debug, Args)]
@@ -145,6 +152,9 @@ pub struct JobsArgs {
     /// Only jobs in this state: queued, running, succeeded, failed, cancelled.
     #[arg(long)]
     pub state: Option<videofarm_core::JobState>,
+    /// Also list the chunk jobs of split tapes.
+    #[arg(long)]
+    pub all: bool,
     #[arg(long)]
     pub json: bool,
 }

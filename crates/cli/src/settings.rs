@@ -56,6 +56,8 @@ pub struct ConfigFile {
     pub ffprobe: Option<PathBuf>,
     pub default_profile: Option<String>,
     pub workers: Option<u32>,
+    /// auto, off, or a chunk length in seconds.
+    pub split: Option<videofarm_core::Split>,
     pub lease_secs: Option<f64>,
     pub heartbeat_secs: Option<f64>,
     pub max_attempts: Option<u32>,
@@ -105,6 +107,8 @@ pub struct Settings {
     pub ffprobe: Option<PathBuf>,
     pub profiles: Profiles,
     pub default_profile: String,
+    /// Whether long inputs are split across workers, when no flag says.
+    pub split: videofarm_core::Split,
     /// Encodes at once when no flag says.
     pub workers: u32,
     pub queue: QueueSettings,
@@ -233,6 +237,7 @@ impl Settings {
             ffprobe: file.ffprobe,
             profiles,
             default_profile,
+            split: file.split.unwrap_or(videofarm_core::Split::Auto),
             workers: file.workers.unwrap_or_else(default_workers),
             queue: QueueSettings {
                 lease,

@@ -68,6 +68,7 @@ async fn failed_ids(q: &dyn Queue) -> Vec<JobId> {
     q.jobs(&JobFilter {
         state: Some(JobState::Failed),
         ids: None,
+        chunks: false,
     })
     .await
     .expect("jobs")
@@ -173,6 +174,7 @@ pub async fn a_retryable_failure_backs_off_then_fails_after_max_attempts(f: Fixt
         .jobs(&JobFilter {
             state: Some(JobState::Failed),
             ids: None,
+            chunks: false,
         })
         .await
         .unwrap();
@@ -360,6 +362,7 @@ pub async fn cancel_stops_queued_and_running_jobs(f: Fixture) {
         .jobs(&JobFilter {
             state: None,
             ids: Some(vec![running, queued]),
+            chunks: false,
         })
         .await
         .unwrap();

@@ -354,4 +354,6 @@ impl Counts {
 pub struct JobFilter {
     pub state: Option<JobState>,
     pub ids: Option<Vec<JobId>>,
+    /// Also the chunk jobs of split tapes (a user sees a tape as one job).
+    pub chunks: bool,
 }

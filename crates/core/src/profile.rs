@@ -84,7 +84,12 @@ fn copy_other_streams() -> Vec<String> {
     args(&["-map", "1", "-map", "-1:v", "-c", "copy"])
 }
 
-fn split_video(filter: &str, frames_per_frame: u32, video: &[&str], streams: Vec<String>) -> Option<SplitArgs> {
+fn split_video(
+    filter: &str,
+    frames_per_frame: u32,
+    video: &[&str],
+    streams: Vec<String>,
+) -> Option<SplitArgs> {
     Some(SplitArgs {
         filter: filter.into(),
         context_frames: default_context(),

@@ -27,14 +27,14 @@ const WRITE_FAILURES: &[&str] = &[
 pub struct EncodeRequest<'a> {
     pub tools: &'a Tools,
     /// Options for the input, placed before its `-i` (`-ss`, `-copyts`, `-f concat`).
-    pub input_args: &'a [String],
+    pub input_args: &'a [std::ffi::OsString],
     pub input: &'a Path,
     /// The temporary file ffmpeg writes; its extension picks the muxer unless `format` does.
     pub output: &'a Path,
     /// The muxer (`-f`), for an output path without a telling extension.
     pub format: Option<&'a str>,
     /// The profile's arguments, between the input and the output.
-    pub args: &'a [String],
+    pub args: &'a [std::ffi::OsString],
     /// The input's duration, for progress and ETA; it may be set while the encode runs.
     pub duration_s: &'a OnceLock<f64>,
     /// Where the input's description from ffmpeg's own header goes, as soon as ffmpeg has

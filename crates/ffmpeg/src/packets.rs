@@ -119,8 +119,9 @@ pub async fn video_packets(tools: &Tools, path: &Path) -> Result<VideoPackets, P
         path,
     )
     .await?;
-    let info: RawInfo = serde_json::from_slice(&info)
-        .map_err(|e| ProbeError::Unreadable(format!("ffprobe gave output that is not JSON: {e}")))?;
+    let info: RawInfo = serde_json::from_slice(&info).map_err(|e| {
+        ProbeError::Unreadable(format!("ffprobe gave output that is not JSON: {e}"))
+    })?;
     let videos: Vec<&RawStream> = info
         .streams
         .iter()
@@ -197,8 +198,9 @@ fn parse_packets(json: &[u8]) -> Result<Vec<Packet>, ProbeError> {
         #[serde(default)]
         flags: String,
     }
-    let raw: Raw = serde_json::from_slice(json)
-        .map_err(|e| ProbeError::Unreadable(format!("ffprobe gave output that is not JSON: {e}")))?;
+    let raw: Raw = serde_json::from_slice(json).map_err(|e| {
+        ProbeError::Unreadable(format!("ffprobe gave output that is not JSON: {e}"))
+    })?;
     Ok(raw
         .packets
         .into_iter()
@@ -252,6 +254,27 @@ pub async fn frame_rate(tools: &Tools, path: &Path) -> Result<Rational, ProbeErr
         .ok_or_else(|| ProbeError::Unreadable(format!("no frame rate ({})", text.trim())))
 }
 
+/// A hash of the first video stream's codec headers (extradata): chunks that are to be joined
+/// must all have the same.
+pub async fn extradata_hash(tools: &Tools, path: &Path) -> Result<String, ProbeError> {
+    let out = ffprobe(
+        tools,
+        &[
+            "-select_streams",
+            "V:0",
+            "-show_data_hash",
+            "md5",
+            "-show_entries",
+            "stream=extradata_hash",
+            "-of",
+            "default=nw=1:nk=1",
+        ],
+        path,
+    )
+    .await?;
+    Ok(String::from_utf8_lossy(&out).trim().to_owned())
+}
+
 /// Where a chunk's frames start and end in the joined video: its first timestamp and its length
 /// (the last packet's end), in seconds.
 pub async fn video_span(tools: &Tools, path: &Path) -> Result<(f64, f64), ProbeError> {
@@ -279,8 +302,9 @@ pub async fn video_span(tools: &Tools, path: &Path) -> Result<(f64, f64), ProbeE
         pts: Option<i64>,
         duration: Option<i64>,
     }
-    let span: Span = serde_json::from_slice(&info)
-        .map_err(|e| ProbeError::Unreadable(format!("ffprobe gave output that is not JSON: {e}")))?;
+    let span: Span = serde_json::from_slice(&info).map_err(|e| {
+        ProbeError::Unreadable(format!("ffprobe gave output that is not JSON: {e}"))
+    })?;
     let tb = span
         .streams
         .first()
@@ -313,9 +337,21 @@ mod tests {
         assert_eq!(
             parse_packets(json).unwrap(),
             vec![
-                Packet { pts: Some(3003), dts: Some(0), key: true },
-                Packet { pts: Some(9009), dts: Some(3003), key: false },
-                Packet { pts: None, dts: Some(6006), key: true },
+                Packet {
+                    pts: Some(3003),
+                    dts: Some(0),
+                    key: true
+                },
+                Packet {
+                    pts: Some(9009),
+                    dts: Some(3003),
+                    key: false
+                },
+                Packet {
+                    pts: None,
+                    dts: Some(6006),
+                    key: true
+                },
             ]
         );
         assert_eq!(Rational::parse("1/90000").unwrap().seconds(90000), 1.0);

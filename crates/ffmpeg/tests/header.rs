@@ -16,8 +16,8 @@ async fn header_and_probe(tools: &Tools, input: &Path, out: &Path) -> (MediaInfo
     let (tx, mut rx) = watch::channel(None);
     let duration = OnceLock::new();
     // Video re-encoded (an MPEG-2 program stream cannot be stream-copied into Matroska).
-    let args: Vec<String> = ["-map", "0", "-c", "copy", "-c:v", "mpeg4"]
-        .map(String::from)
+    let args: Vec<std::ffi::OsString> = ["-map", "0", "-c", "copy", "-c:v", "mpeg4"]
+        .map(Into::into)
         .to_vec();
     let request = EncodeRequest {
         tools,

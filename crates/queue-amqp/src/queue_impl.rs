@@ -335,6 +335,7 @@ impl Queue for AmqpQueue {
         let max = inner.queue.max_attempts;
         let mut records = Vec::new();
         let wants = |state: JobState| filter.state.is_none_or(|s| s == state);
+        // Chunk jobs are shown only when asked for: a user sees a split tape as one job.
         // Waiting jobs are not listed one by one: reading them off the queue would return them
         // marked as redelivered, which is how a lost attempt is recognised. `counts` has the depth.
         if wants(JobState::Running) {

@@ -304,12 +304,19 @@ impl Queue for SqliteQueue {
     async fn counts(&self) -> Result<Counts, QueueError> {
         self.with(|conn, ctx| {
             reap(conn, ctx)?;
+            // A split tape is one job: its chunks are not counted, and while any of them
+            // encodes the tape counts as running (not as waiting or retrying).
             let mut stmt = conn
-                .prepare("SELECT state, count(*) FROM jobs GROUP BY state")
+                .prepare(
+                    "SELECT CASE WHEN j.state = 'queued' AND EXISTS (SELECT 1 FROM jobs c
+                                WHERE c.parent = CAST(j.id AS TEXT) AND c.state = 'running')
+                             THEN 'running' ELSE j.state END AS shown, count(*)
+                     FROM jobs j WHERE j.parent IS NULL GROUP BY shown",
+                )
                 .map_err(|e| ctx.err(e))?;
             let mut counts = Counts::default();
             let rows = stmt
-                .query_map([], |r| Ok((read_state(r, "state")?, r.get::<_, i64>(1)?)))
+                .query_map([], |r| Ok((read_state(r, "shown")?, r.get::<_, i64>(1)?)))
                 .map_err(|e| ctx.err(e))?;
             for row in rows {
                 let (state, n) = row.map_err(|e| ctx.err(e))?;
@@ -317,7 +324,9 @@ impl Queue for SqliteQueue {
             }
             counts.retrying = conn
                 .query_row(
-                    "SELECT count(*) FROM jobs WHERE state = 'queued' AND not_before > ?1",
+                    "SELECT count(*) FROM jobs j WHERE state = 'queued' AND not_before > ?1
+                       AND parent IS NULL
+                       AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent = CAST(j.id AS TEXT))",
                     [ctx.now],
                     |r| r.get::<_, i64>(0),
                 )
@@ -342,15 +351,38 @@ impl Queue for SqliteQueue {
                 .map_err(|e| ctx.err(e))?;
             let mut stmt = conn
                 .prepare(
-                    "SELECT * FROM jobs WHERE (?1 IS NULL OR state = ?1)
+                    "SELECT * FROM jobs WHERE (?1 IS NULL OR state = ?1
+                           OR (?1 IN ('queued', 'running') AND state IN ('queued', 'running')))
                        AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))
+                       AND (?3 OR parent IS NULL)
                      ORDER BY id",
                 )
                 .map_err(|e| ctx.err(e))?;
-            let records: Vec<JobRecord> = stmt
-                .query_map(params![filter.state.map(|s| s.as_str()), ids], read_record)
+            let mut records: Vec<JobRecord> = stmt
+                .query_map(
+                    params![filter.state.map(|s| s.as_str()), ids, filter.chunks],
+                    read_record,
+                )
                 .and_then(|rows| rows.collect())
                 .map_err(|e| ctx.err(e))?;
+            // A tape waiting for its chunks is running while any chunk is.
+            let mut busy = conn
+                .prepare_cached(
+                    "SELECT DISTINCT parent FROM jobs WHERE parent IS NOT NULL AND state = 'running'",
+                )
+                .map_err(|e| ctx.err(e))?;
+            let busy: std::collections::HashSet<String> = busy
+                .query_map([], |r| r.get(0))
+                .and_then(|rows| rows.collect())
+                .map_err(|e| ctx.err(e))?;
+            for record in &mut records {
+                if record.state == JobState::Queued && busy.contains(&record.id.0) {
+                    record.state = JobState::Running;
+                }
+            }
+            if let Some(state) = filter.state {
+                records.retain(|r| r.state == state);
+            }
             Ok(records)
         })
         .await
@@ -420,6 +452,7 @@ impl Queue for SqliteQueue {
             .jobs(&JobFilter {
                 state: Some(JobState::Failed),
                 ids: None,
+                chunks: false,
             })
             .await?
             .into_iter()

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use videofarm_core::confine::{self, ConfineError};
 use videofarm_core::plan::{self, Planned};
-use videofarm_core::{Enqueued, JobFilter, JobId, JobState, Profiles, Queue, QueueError};
+use videofarm_core::{Enqueued, JobFilter, JobId, JobSpec, JobState, Profiles, Queue, QueueError};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -32,6 +32,8 @@ pub struct AppState {
     pub queue: Arc<dyn Queue>,
     pub profiles: Profiles,
     pub default_profile: String,
+    /// Whether long inputs queued from the page are split across workers.
+    pub split: videofarm_core::Split,
     /// Folders the page may list and queue from; empty means queueing from the page is off.
     pub roots: Vec<PathBuf>,
     /// Required on every request that changes something, when set.
@@ -210,6 +212,7 @@ async fn jobs(
             .all_jobs(&JobFilter {
                 state: wanted,
                 ids: None,
+                chunks: false,
             })
             .await?,
     ))
@@ -224,6 +227,7 @@ async fn job(
         .all_jobs(&JobFilter {
             state: None,
             ids: Some(vec![id.clone()]),
+            chunks: false,
         })
         .await?
         .into_iter()
@@ -335,7 +339,13 @@ async fn enqueue(
     for job in &planned {
         match state
             .queue
-            .enqueue(plan::spec(job, &profile, request.priority, false), false)
+            .enqueue(
+                JobSpec {
+                    split: state.split,
+                    ..plan::spec(job, &profile, request.priority, false)
+                },
+                false,
+            )
             .await?
         {
             Enqueued::Queued(id) => queued.push(id),

@@ -45,6 +45,7 @@ fn api(token: Option<&str>) -> Api {
         queue: queue.clone(),
         profiles: Profiles::default(),
         default_profile: "archive".into(),
+        split: Default::default(),
         roots: vec![dir.path().join("media")],
         token: token.map(str::to_owned),
         history: None,

@@ -1,6 +1,7 @@
 //! One attempt at one job: check, probe, encode under a heartbeat, verify, publish, acknowledge.
 
 use crate::checks::{check_input, check_media, check_not_self};
+use crate::parent::{mark_failed, Check, Step};
 use crate::paths::Confined;
 use crate::publish::{remove_stale, TempOutput};
 use crate::WorkerSettings;
@@ -9,14 +10,18 @@ use std::time::Instant;
 use tokio::sync::{broadcast, watch, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use videofarm_core::{Event, Failure, Lease, Outcome, Progress, Queue, QueueError, SuccessReport};
+use videofarm_core::{
+    Event, Failure, FailureKind, Lease, Outcome, Progress, Queue, QueueError, SuccessReport,
+};
 use videofarm_ffmpeg::{
     encode, probe, probe_output, verify_output, EncodeError, EncodeRequest, ProbeError,
 };
 
 /// How an attempt ended, before the queue is told.
-enum End {
+pub(crate) enum End {
     Done(SuccessReport),
+    /// Not ready (a split tape waiting for its chunks): back after the wait.
+    Deferred(std::time::Duration, Progress),
     Failed(Failure),
     /// The worker is stopping: release the job.
     Aborted,
@@ -77,6 +82,17 @@ impl Attempt {
                     },
                 )
             }
+            End::Deferred(after, progress) => {
+                tracing::debug!(done = progress.progress, "waiting for the chunks");
+                (
+                    Outcome::Deferred { after, progress },
+                    Event::JobProgress {
+                        id: lease.id.clone(),
+                        worker: self.worker(),
+                        progress,
+                    },
+                )
+            }
             End::Aborted => {
                 tracing::info!("worker stopping: job released");
                 (
@@ -123,13 +139,26 @@ impl Attempt {
     }
 
     async fn execute(&mut self, abort: &CancellationToken) -> End {
-        let started = Instant::now();
-        let settings = self.settings.clone();
         // Every read and write below goes through what is opened and checked here.
-        let place = match settings.paths.confine(&self.lease.spec) {
+        let place = match self.settings.paths.confine(&self.lease.spec) {
             Ok(place) => place,
             Err(failure) => return End::Failed(failure),
         };
+        let end = self.execute_in(&place, abort).await;
+        if let (End::Failed(failure), Some(chunk)) = (&end, &place.spec.chunk) {
+            // A chunk that failed for good fails its tape: say so where the parent looks.
+            if failure.kind == FailureKind::Permanent
+                || self.lease.attempt >= self.settings.max_attempts
+            {
+                mark_failed(&place, chunk, &failure.reason);
+            }
+        }
+        end
+    }
+
+    async fn execute_in(&mut self, place: &Confined, abort: &CancellationToken) -> End {
+        let started = Instant::now();
+        let settings = self.settings.clone();
         let spec = place.spec.clone();
         let input_io = place.input_io();
         let output_io = place.output_io();
@@ -157,6 +186,17 @@ impl Attempt {
                     "it is a symbolic link, which is never followed",
                 ));
             }
+            if let Some(chunk) = &spec.chunk {
+                // A chunk already published (it is only published once verified).
+                let _ = chunk;
+                return End::Done(SuccessReport {
+                    input_size,
+                    output_size: meta.len(),
+                    duration_s: 0.0,
+                    elapsed_s: started.elapsed().as_secs_f64(),
+                    already_done: true,
+                });
+            }
             let input_info = match self.probe_input(&input_io, &spec.input).await {
                 Ok(info) => info,
                 Err(failure) => return End::Failed(failure),
@@ -176,6 +216,13 @@ impl Attempt {
             };
         }
 
+        // The whole file, a chunk of it, or the join of its chunks; or a split tape's parent
+        // that has queued its chunks and waits for them.
+        let work = match self.step(place, profile).await {
+            Step::Run(work) => work,
+            Step::End(end) => return end,
+        };
+
         let removed = remove_stale(&place.dir_io(), place.name(), &self.lease.id);
         if removed > 0 {
             tracing::info!(removed, "removed temporary files of earlier attempts");
@@ -186,14 +233,14 @@ impl Attempt {
             &spec.output,
             &self.lease.id,
             self.lease.token,
-            &profile.extension,
+            &work.extension,
         ) {
             Ok(temp) => temp,
             Err(failure) => return End::Failed(failure),
         };
         // ffmpeg writes through the open temporary file when the extension names a muxer it
         // can be told; otherwise through its name in the checked folder.
-        let format = videofarm_ffmpeg::muxer_for(&profile.extension);
+        let format = videofarm_ffmpeg::muxer_for(&work.extension);
         let temp_io = match format {
             Some(_) => temp.io_path(),
             None => temp.path().to_owned(),
@@ -220,14 +267,17 @@ impl Attempt {
         let heartbeat =
             self.heartbeat(progress_rx, done.clone(), stop.clone(), void_reason.clone());
         let duration = OnceLock::new();
+        if let Some(known) = work.duration_s {
+            let _ = duration.set(known);
+        }
         let (header_tx, mut header_rx) = watch::channel(None);
         let request = EncodeRequest {
             tools,
-            input_args: &[],
-            input: &input_io,
+            input_args: &work.input_args,
+            input: &work.input,
             output: &temp_io,
             format,
-            args: &profile.args,
+            args: &work.args,
             duration_s: &duration,
             input_info: Some(header_tx),
             stall_after: settings.stall_after,
@@ -257,6 +307,7 @@ impl Attempt {
                     if let Some(d) = info.duration_s {
                         let _ = duration.set(d);
                     }
+                    let duration_s = duration.get().copied().or(info.duration_s);
                     self.emit(Event::JobStarted {
                         id: self.lease.id.clone(),
                         worker: self.worker(),
@@ -264,7 +315,7 @@ impl Attempt {
                         output: spec.output.clone(),
                         profile: spec.profile.clone(),
                         attempt: self.lease.attempt,
-                        duration_s: info.duration_s,
+                        duration_s,
                     });
                 }
                 Err(_) => stop.cancel(),
@@ -321,7 +372,15 @@ impl Attempt {
         );
         let verifying = async {
             let end = self
-                .verify_and_publish(&place, profile, &input_info, temp, input_size, started)
+                .verify_and_publish(
+                    place,
+                    profile,
+                    &work.check,
+                    &input_info,
+                    temp,
+                    input_size,
+                    started,
+                )
                 .await;
             verify_done.cancel();
             end
@@ -330,10 +389,12 @@ impl Attempt {
         end
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn verify_and_publish(
         &self,
         place: &Confined,
         profile: &videofarm_core::Profile,
+        check: &Check,
         input_info: &videofarm_ffmpeg::MediaInfo,
         temp: TempOutput,
         input_size: u64,
@@ -353,7 +414,10 @@ impl Attempt {
                     ))
                 }
             };
-        if let Err(why) = verify_output(profile, input_info, &output_info) {
+        if let Err(why) = self
+            .verify(profile, check, place, input_info, &output_info, &temp)
+            .await
+        {
             return End::Failed(Failure::retryable(
                 format!(
                     "{}: the encoded file failed verification: {why}",
@@ -380,6 +444,12 @@ impl Attempt {
         if let Err(failure) = temp.publish(&place.output_io(), &spec.output, spec.overwrite) {
             return End::Failed(failure);
         }
+        if let Check::Join { work, .. } = check {
+            // The tape is in place: its chunks are no longer needed.
+            if let Err(e) = std::fs::remove_dir_all(work) {
+                tracing::warn!(error = %e, "could not remove the split work folder");
+            }
+        }
         End::Done(SuccessReport {
             input_size,
             output_size,
@@ -387,6 +457,57 @@ impl Attempt {
             elapsed_s: started.elapsed().as_secs_f64(),
             already_done: false,
         })
+    }
+
+    /// Check an encoded file as `check` says; the error is one plain sentence.
+    async fn verify(
+        &self,
+        profile: &videofarm_core::Profile,
+        check: &Check,
+        place: &Confined,
+        input_info: &videofarm_ffmpeg::MediaInfo,
+        output_info: &videofarm_ffmpeg::MediaInfo,
+        temp: &TempOutput,
+    ) -> Result<(), String> {
+        let tools = &self.settings.tools;
+        let count = || async {
+            videofarm_ffmpeg::packets::count_video_frames(tools, &temp.io_path())
+                .await
+                .map_err(|e| format!("its frames could not be counted ({e})"))
+        };
+        match check {
+            Check::Whole => verify_output(profile, input_info, output_info),
+            Check::Chunk { frames } => {
+                let codec = output_info.videos().next().map(|v| v.codec_name.as_str());
+                if codec != Some(profile.video_codec.as_str()) {
+                    return Err(format!(
+                        "the chunk's video is {}, not {}",
+                        codec.unwrap_or("missing"),
+                        profile.video_codec
+                    ));
+                }
+                let got = count().await?;
+                if got != *frames {
+                    return Err(format!("the chunk has {got} frames, not {frames}"));
+                }
+                Ok(())
+            }
+            Check::Join { frames, .. } => {
+                // The tape against its source, not against the chunk list ffmpeg read first.
+                let source = self
+                    .probe_input(&place.input_io(), &place.spec.input)
+                    .await
+                    .map_err(|f| f.reason)?;
+                verify_output(profile, &source, output_info)?;
+                let got = count().await?;
+                if got != *frames {
+                    return Err(format!(
+                        "the joined video has {got} frames, the source gives {frames}"
+                    ));
+                }
+                Ok(())
+            }
+        }
     }
 
     /// ffprobe the input (read through `io`, named `input`): a file it cannot read, or one

@@ -12,10 +12,12 @@
 //! - [`checks`]: input and output checks that fail a job in plain words;
 //! - [`publish`]: temporary files and the atomic rename into place;
 //! - [`paths`]: path mapping between machines and the allowed roots.
+//! - [`parent`]: what an attempt runs (whole, chunk, join) and a split tape's waiting.
 //! - [`split`]: one long input encoded in chunks by many workers: planning, argv, work folder.
 
 pub mod attempt;
 pub mod checks;
+mod parent;
 pub mod paths;
 pub mod publish;
 pub mod split;
@@ -45,6 +47,10 @@ pub struct WorkerSettings {
     pub poll: Duration,
     /// Path translation from the producer's view and the folders this worker may touch.
     pub paths: paths::PathPolicy,
+    /// The queue's attempt limit: a chunk that reaches it fails its tape.
+    pub max_attempts: u32,
+    /// How long a split tape's parent waits between looks at its chunks.
+    pub split_poll: Duration,
 }
 
 /// A worker process's job-running part: `concurrency` slots sharing one queue.

@@ -408,7 +408,10 @@ mod tests {
         // Opened one frame before the keyframe at or before frame 48 (the keyframe at dts 1.6 s).
         assert!((second.seek_s.unwrap() - 1.56).abs() < 1e-9, "{second:?}");
         assert_eq!(plan.chunks[0].seek_s, None);
-        assert_eq!(plan.chunks[4].keep.1, None, "the last chunk runs to the end");
+        assert_eq!(
+            plan.chunks[4].keep.1, None,
+            "the last chunk runs to the end"
+        );
         let (before, after) = chunk_args(second, &args(2));
         assert_eq!(before, vec!["-ss", "1.560000", "-copyts"]);
         assert!(after.contains(&"trim=start=1.990000:end=4.150000,trim=start=2.070000:end=4.070000,setpts=PTS-STARTPTS".to_owned()), "{after:?}");
@@ -421,14 +424,22 @@ mod tests {
         assert!(plan(&gap, 2.0, &args(2), "k").unwrap_err().contains("gaps"));
         let mut missing = packets(250);
         missing.packets[7].pts = None;
-        assert!(plan(&missing, 2.0, &args(2), "k").unwrap_err().contains("no timestamp"));
+        assert!(plan(&missing, 2.0, &args(2), "k")
+            .unwrap_err()
+            .contains("no timestamp"));
         let mut two = packets(250);
         two.video_streams = 2;
-        assert!(plan(&two, 2.0, &args(2), "k").unwrap_err().contains("video streams"));
+        assert!(plan(&two, 2.0, &args(2), "k")
+            .unwrap_err()
+            .contains("video streams"));
         let mut back = packets(250);
         back.packets[120].dts = Some(0);
-        assert!(plan(&back, 2.0, &args(2), "k").unwrap_err().contains("backwards"));
-        assert!(plan(&packets(60), 2.0, &args(2), "k").unwrap_err().contains("too short"));
+        assert!(plan(&back, 2.0, &args(2), "k")
+            .unwrap_err()
+            .contains("backwards"));
+        assert!(plan(&packets(60), 2.0, &args(2), "k")
+            .unwrap_err()
+            .contains("too short"));
     }
 
     #[test]

@@ -41,7 +41,8 @@ pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<E
         }
         planned = moved;
     }
-    let results = enqueue_planned(queue.as_ref(), &planned, &profile, &args.inputs).await?;
+    let results =
+        enqueue_planned(queue.as_ref(), &planned, &profile, &args.inputs, settings).await?;
     let mut queued = 0;
     for (job, (_, result)) in planned.iter().zip(&results) {
         match result {

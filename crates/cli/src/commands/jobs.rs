@@ -13,6 +13,7 @@ pub async fn jobs(settings: &Settings, args: JobsArgs) -> anyhow::Result<ExitSta
         .jobs(&JobFilter {
             state: args.state,
             ids: None,
+            chunks: args.all,
         })
         .await?;
     if args.json {

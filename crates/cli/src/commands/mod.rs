@@ -41,6 +41,9 @@ pub fn worker_settings(settings: &Settings, tools: Tools, info: WorkerInfo) -> W
         timeout: settings.timeout,
         poll: std::time::Duration::from_millis(500),
         paths: settings.paths.clone(),
+        max_attempts: settings.queue.max_attempts,
+        // A look at a tape's chunks is a lease and a put-back: cheap, so often.
+        split_poll: std::time::Duration::from_secs(1).min(settings.queue.lease / 4),
     }
 }
 
@@ -50,15 +53,17 @@ pub async fn enqueue_planned(
     planned: &[Planned],
     profile: &Profile,
     inputs: &QueueInputs,
+    settings: &Settings,
 ) -> anyhow::Result<Vec<(JobSpec, Enqueued)>> {
     let mut results = Vec::with_capacity(planned.len());
     for job in planned {
-        let spec = scan::spec(
+        let mut spec = scan::spec(
             job,
             profile,
             inputs.priority,
             inputs.overwrite || inputs.force,
         );
+        spec.split = inputs.split.unwrap_or(settings.split);
         let queued = queue
             .enqueue(spec.clone(), inputs.force)
             .await

@@ -60,7 +60,11 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
     let concurrency = args
         .workers
         .unwrap_or(settings.workers)
-        .min(planned.len() as u32)
+        // More encodes than files only help when a file may be split into chunks.
+        .min(match args.inputs.split.unwrap_or(settings.split) {
+            videofarm_core::Split::Off => planned.len() as u32,
+            _ => u32::MAX,
+        })
         .max(1);
     let worker = Arc::new(Worker::new(
         queue.clone(),
@@ -75,7 +79,8 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
     };
     let forwarder = forward_events(settings, worker.subscribe()).await?;
 
-    let enqueued = enqueue_planned(queue.as_ref(), &planned, &profile, &args.inputs).await?;
+    let enqueued =
+        enqueue_planned(queue.as_ref(), &planned, &profile, &args.inputs, settings).await?;
     let ids: Vec<JobId> = enqueued.iter().map(|(_, e)| e.id().clone()).collect();
     let specs: HashMap<JobId, JobSpec> = enqueued
         .iter()
@@ -99,6 +104,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
     let filter = JobFilter {
         state: None,
         ids: Some(ids.clone()),
+        chunks: false,
     };
     let mut finished: HashMap<JobId, JobRecord> = HashMap::new();
     let mut check = tokio::time::interval(Duration::from_millis(500));
@@ -109,6 +115,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
         Broker::Amqp(_) => JobFilter {
             state: Some(JobState::Failed),
             ids: Some(ids.clone()),
+            chunks: false,
         },
         Broker::Sqlite(_) => filter.clone(),
     };

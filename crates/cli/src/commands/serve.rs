@@ -36,6 +36,7 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitS
         queue,
         profiles: settings.profiles.clone(),
         default_profile: settings.default_profile.clone(),
+        split: settings.split,
         roots: settings.paths.roots.clone(),
         token,
         history: match &settings.broker {

@@ -45,6 +45,7 @@ pub async fn watch(settings: &Settings, args: WatchArgs) -> anyhow::Result<ExitS
         priority: 0,
         force: false,
         overwrite: false,
+        split: args.split,
     };
     // Path -> (last look, when it last changed, queued already for this look).
     let mut seen: HashMap<PathBuf, (Look, Instant, bool)> = HashMap::new();
@@ -78,7 +79,7 @@ pub async fn watch(settings: &Settings, args: WatchArgs) -> anyhow::Result<ExitS
         if ready.is_empty() {
             continue;
         }
-        match enqueue_planned(queue.as_ref(), &ready, &profile, &inputs).await {
+        match enqueue_planned(queue.as_ref(), &ready, &profile, &inputs, settings).await {
             Ok(results) => {
                 for (job, (_, result)) in ready.iter().zip(results) {
                     if let Enqueued::Queued(id) = result {

@@ -1,0 +1,294 @@
+//! One tape encoded in chunks by several workers: the result is frame for frame the unsplit
+//! encode (a lossless profile makes that checkable), audio in sync, nothing left behind.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Lossless x264 so decoded frames can be compared exactly; `deint` runs the `vhs` profile's
+/// deinterlacer, which needs frames on both sides of a cut.
+const PROFILES: &str = r#"
+[profiles.exact]
+extension = "mkv"
+args = ["-max_muxing_queue_size", "1000", "-map", "0:v:0", "-map", "0:a?", "-c:v", "libx264", "-qp", "0", "-preset", "ultrafast", "-c:a", "copy"]
+video_codec = "h264"
+[profiles.exact.split]
+video = ["-c:v", "libx264", "-qp", "0", "-preset", "ultrafast"]
+streams = ["-map", "1:a?", "-c:a", "copy"]
+
+[profiles.deint]
+extension = "mkv"
+args = ["-max_muxing_queue_size", "1000", "-map", "0:v:0", "-map", "0:a?", "-vf", "bwdif=mode=send_field:parity=auto:deint=all", "-c:v", "libx264", "-qp", "0", "-preset", "ultrafast", "-c:a", "aac", "-b:a", "128k"]
+video_codec = "h264"
+[profiles.deint.split]
+filter = "bwdif=mode=send_field:parity=auto:deint=all"
+frames_per_frame = 2
+video = ["-c:v", "libx264", "-qp", "0", "-preset", "ultrafast"]
+streams = ["-map", "1:a?", "-c:a", "aac", "-b:a", "128k"]
+"#;
+
+fn farm() -> Farm {
+    let farm = Farm::new();
+    let mut config = std::fs::read_to_string(&farm.config).unwrap();
+    config.push_str(PROFILES);
+    std::fs::write(&farm.config, config).unwrap();
+    farm
+}
+
+fn make(args: &[&str], out: &Path) {
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(args)
+        .arg(out)
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "could not make {}", out.display());
+}
+
+/// A camcorder-like capture: interlaced MPEG-2 with open GOPs and B-frames in MPEG-PS, audio
+/// starting 0.3 s after the video.
+fn interlaced_tape(path: &Path, secs: u32) {
+    let t = secs.to_string();
+    make(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30000/1001",
+            "-itsoffset",
+            "0.3",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            &t,
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+            "-c:v",
+            "mpeg2video",
+            "-flags",
+            "+ilme+ildct",
+            "-top",
+            "1",
+            "-g",
+            "15",
+            "-bf",
+            "2",
+            "-b:v",
+            "3M",
+            "-c:a",
+            "mp2",
+            "-ac",
+            "2",
+            "-f",
+            "mpeg",
+        ],
+        path,
+    );
+}
+
+/// Progressive H.264 with B-frames and AAC in MP4.
+fn progressive_tape(path: &Path, secs: u32) {
+    let t = secs.to_string();
+    make(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=330:sample_rate=48000",
+            "-t",
+            &t,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-bf",
+            "2",
+            "-g",
+            "50",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "96k",
+        ],
+        path,
+    );
+}
+
+/// `run --json` for one file; the records.
+fn run(farm: &Farm, input: &Path, out: &Path, profile: &str, split: &str) -> Vec<Value> {
+    let output = farm
+        .cmd([
+            "run",
+            "--json",
+            "--workers",
+            "2",
+            "--profile",
+            profile,
+            "--split",
+            split,
+            "--out",
+        ])
+        .arg(out)
+        .arg(input)
+        .output()
+        .unwrap();
+    let records: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "run --json ({e}): {}\n{}",
+            text(&output.stdout),
+            text(&output.stderr)
+        )
+    });
+    assert!(
+        output.status.success(),
+        "{records:#?}\n{}",
+        text(&output.stderr)
+    );
+    records
+}
+
+/// The hash of every decoded frame of the first video stream.
+fn frame_hashes(path: &Path) -> Vec<String> {
+    column(
+        &[
+            "-map",
+            "0:v:0",
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "framemd5",
+            "-",
+        ],
+        path,
+    )
+}
+
+/// Every audio packet's timestamp and hash (the audio encoded once, in sync).
+fn audio_packets(path: &Path) -> Vec<String> {
+    column(&["-map", "0:a", "-c", "copy", "-f", "framemd5", "-"], path)
+}
+
+fn column(args: &[&str], path: &Path) -> Vec<String> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').map(str::trim).collect();
+            // pts and hash for audio (timing matters); hash alone for video frames.
+            if args.contains(&"0:a") {
+                format!("{} {}", f[2], f[5])
+            } else {
+                f[5].to_owned()
+            }
+        })
+        .collect()
+}
+
+/// Each stream's type and start time.
+fn starts(path: &Path) -> String {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,start_time",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    text(&out.stdout)
+}
+
+fn leftovers(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect()
+}
+
+fn split_equals_whole(make_tape: fn(&Path, u32), name: &str, profile: &str, per_frame: usize) {
+    let farm = farm();
+    let tape = farm.input.join(name);
+    make_tape(&tape, 5);
+    let source_frames = frame_hashes(&tape).len();
+    let (split_out, whole_out) = (farm.root().join("split"), farm.root().join("whole"));
+
+    let records = run(&farm, &tape, &split_out, profile, "1");
+    assert_eq!(records.len(), 1, "one job to the user: {records:#?}");
+    assert_eq!(records[0]["state"], "succeeded");
+    run(&farm, &tape, &whole_out, profile, "off");
+
+    let stem = Path::new(name).with_extension("mkv");
+    let (split, whole) = (split_out.join(&stem), whole_out.join(&stem));
+    let split_frames = frame_hashes(&split);
+    assert_eq!(
+        split_frames.len(),
+        source_frames * per_frame,
+        "every frame, once"
+    );
+    assert!(
+        split_frames == frame_hashes(&whole),
+        "the split encode decodes to exactly the unsplit encode's frames"
+    );
+    assert_eq!(
+        audio_packets(&split),
+        audio_packets(&whole),
+        "audio intact and in sync"
+    );
+    assert_eq!(
+        starts(&split),
+        starts(&whole),
+        "every stream starts where it did"
+    );
+    assert_eq!(
+        leftovers(&split_out),
+        Vec::<PathBuf>::new(),
+        "no work folder left"
+    );
+
+    // It really was split: the chunk jobs ran (and are not what the user is shown).
+    let chunks: Vec<Value> = all_jobs(&farm)
+        .into_iter()
+        .filter(|j| j["parent"].is_string())
+        .collect();
+    assert!(chunks.len() >= 4, "chunks of about a second: {chunks:#?}");
+}
+
+/// Every job the queue holds, chunks included.
+fn all_jobs(farm: &Farm) -> Vec<Value> {
+    let out = farm.run(["jobs", "--json", "--all"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn an_interlaced_tape_split_through_the_deinterlacer_is_frame_for_frame_the_unsplit_encode() {
+    split_equals_whole(interlaced_tape, "tape.mpg", "deint", 2);
+}
+
+#[test]
+fn a_progressive_tape_split_is_frame_for_frame_the_unsplit_encode() {
+    split_equals_whole(progressive_tape, "camcorder.mp4", "exact", 1);
+}

@@ -1,0 +1,345 @@
+//! What one attempt runs: the whole file, one chunk of it, or the join of its chunks; and for
+//! a split tape's parent job, planning, queueing its chunks and waiting for them.
+
+use crate::attempt::{Attempt, End};
+use crate::paths::Confined;
+use crate::split::{self, Plan, CHUNK_EXTENSION};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use videofarm_core::split::{chunk_key, chunk_path, Chunk};
+use videofarm_core::{Failure, JobSpec, Profile, Progress, SplitArgs};
+use videofarm_ffmpeg::{file_url, packets};
+
+/// The encode an attempt runs.
+pub(crate) struct Encode {
+    pub input_args: Vec<OsString>,
+    /// The path ffmpeg opens as its first input.
+    pub input: PathBuf,
+    pub args: Vec<OsString>,
+    /// The temporary output's extension (its muxer).
+    pub extension: String,
+    /// The length of what is encoded, when known before ffmpeg says (for progress).
+    pub duration_s: Option<f64>,
+    pub check: Check,
+}
+
+/// How the result is verified.
+pub(crate) enum Check {
+    /// Like every output: codec, duration, the streams the profile keeps.
+    Whole,
+    /// A chunk: the video codec and exactly this many frames.
+    Chunk { frames: u64 },
+    /// The joined tape: like a whole output, plus the frame count of the plan; the work folder
+    /// goes once it is published.
+    Join { frames: u64, work: PathBuf },
+}
+
+/// What a parent job does now.
+pub(crate) enum Step {
+    Run(Encode),
+    End(End),
+}
+
+fn os(list: &[String]) -> Vec<OsString> {
+    list.iter().map(OsString::from).collect()
+}
+
+impl Attempt {
+    /// Decide what this attempt encodes.
+    pub(crate) async fn step(&self, place: &Confined, profile: &Profile) -> Step {
+        let spec = &place.spec;
+        let whole = || {
+            Step::Run(Encode {
+                input_args: Vec::new(),
+                input: place.input_io(),
+                args: os(&profile.args),
+                extension: profile.extension.clone(),
+                duration_s: None,
+                check: Check::Whole,
+            })
+        };
+        let Some(args) = &profile.split else {
+            return match &spec.chunk {
+                Some(_) => Step::End(End::Failed(Failure::permanent(format!(
+                    "{}: profile '{}' cannot be split on this worker",
+                    spec.input.display(),
+                    profile.name
+                )))),
+                None => whole(),
+            };
+        };
+        if let Some(chunk) = &spec.chunk {
+            let (before, after) = split::chunk_args(chunk, args);
+            return Step::Run(Encode {
+                input_args: os(&before),
+                input: place.input_io(),
+                args: os(&after),
+                extension: CHUNK_EXTENSION.into(),
+                duration_s: chunk.keep.1.map(|end| end - chunk.keep.0),
+                check: Check::Chunk {
+                    frames: chunk.frames() * u64::from(args.frames_per_frame),
+                },
+            });
+        }
+        if spec.split.is_off() {
+            return whole();
+        }
+        let work = split::work_in(&place.dir_io(), &spec.output);
+        match split::read_plan(&work) {
+            Some(plan) if plan.key == spec.key => {
+                return self.wait_or_join(place, profile, args, plan, work).await
+            }
+            Some(_) => {
+                // A plan for another input or profile: its chunks are not this job's.
+                let _ = std::fs::remove_dir_all(&work);
+            }
+            None => {}
+        }
+        match self.plan(place, args).await {
+            Ok(plan) => self.start_split(place, plan, &work).await,
+            Err(reason) => {
+                tracing::info!(%reason, "encoding the whole file, not split");
+                whole()
+            }
+        }
+    }
+
+    /// Plan the chunks, or say why the input is encoded whole.
+    async fn plan(&self, place: &Confined, args: &SplitArgs) -> Result<Plan, String> {
+        let spec = &place.spec;
+        let size = place.input_file().metadata().map(|m| m.len()).unwrap_or(0);
+        if spec.split == videofarm_core::Split::Auto && size < split::MIN_SPLIT_BYTES {
+            return Err("it is small".into());
+        }
+        let tools = &self.settings.tools;
+        let info = videofarm_ffmpeg::probe(tools, &place.input_io())
+            .await
+            .map_err(|e| format!("it could not be probed ({e})"))?;
+        let duration = info.duration_s.unwrap_or(0.0);
+        let Some(chunk_secs) = spec.split.chunk_secs(duration) else {
+            return Err(format!("it is {duration:.0} s long"));
+        };
+        let packets = packets::video_packets(tools, &place.input_io())
+            .await
+            .map_err(|e| format!("its packets could not be read ({e})"))?;
+        split::plan(&packets, chunk_secs, args, &spec.key)
+    }
+
+    /// Write the plan, queue the chunks, and wait for them.
+    async fn start_split(&self, place: &Confined, mut plan: Plan, work: &Path) -> Step {
+        let spec = &place.spec;
+        if let Err(e) = std::fs::create_dir(work) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Step::End(End::Failed(Failure::retryable(
+                    format!(
+                        "{}: could not create the split work folder: {e}",
+                        spec.output.display()
+                    ),
+                    "",
+                )));
+            }
+        }
+        if let Err(e) = split::write_plan(work, &plan) {
+            return Step::End(End::Failed(Failure::retryable(
+                format!(
+                    "{}: could not write the split plan: {e}",
+                    spec.output.display()
+                ),
+                "",
+            )));
+        }
+        tracing::info!(
+            chunks = plan.chunks.len(),
+            frames = plan.frames,
+            "split into chunks"
+        );
+        if let Err(end) = self.queue_chunks(&plan.chunks, false).await {
+            return Step::End(end);
+        }
+        plan.queued = true;
+        let _ = split::write_plan(work, &plan);
+        Step::End(self.wait(0, plan.chunks.len()))
+    }
+
+    /// Queue chunk jobs (`force`: again, after they failed).
+    async fn queue_chunks(&self, chunks: &[Chunk], force: bool) -> Result<(), End> {
+        let parent = &self.lease.spec;
+        for chunk in chunks {
+            let spec = JobSpec {
+                input: parent.input.clone(),
+                output: chunk_path(&parent.output, chunk.index).with_extension(CHUNK_EXTENSION),
+                profile: parent.profile.clone(),
+                key: chunk_key(&parent.key, chunk.index),
+                overwrite: false,
+                priority: parent.priority,
+                input_size: parent.input_size,
+                parent: Some(self.lease.id.clone()),
+                split: Default::default(),
+                chunk: Some(chunk.clone()),
+            };
+            if let Err(e) = self.queue.enqueue(spec, force).await {
+                return Err(End::Failed(Failure::retryable(
+                    format!(
+                        "{}: could not queue chunk {}: {e}",
+                        parent.input.display(),
+                        chunk.index
+                    ),
+                    "",
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn wait(&self, done: usize, count: usize) -> End {
+        End::Deferred(
+            self.settings.split_poll,
+            Progress {
+                progress: done as f64 / count.max(1) as f64,
+                ..Progress::default()
+            },
+        )
+    }
+
+    /// The chunks so far: fail on one that failed for good, queue again the ones a retry asks
+    /// for, wait for the rest, or join them all.
+    async fn wait_or_join(
+        &self,
+        place: &Confined,
+        profile: &Profile,
+        args: &SplitArgs,
+        plan: Plan,
+        work: PathBuf,
+    ) -> Step {
+        let spec = &place.spec;
+        let count = plan.chunks.len();
+        if !plan.queued {
+            // The worker that planned died while queueing: queue them all (duplicates are
+            // harmless, a finished chunk is recognised as done).
+            let mut plan = plan.clone();
+            if let Err(end) = self.queue_chunks(&plan.chunks, false).await {
+                return Step::End(end);
+            }
+            plan.queued = true;
+            let _ = split::write_plan(&work, &plan);
+            return Step::End(self.wait(0, count));
+        }
+        let failed = split::chunks_marked(&work, "failed");
+        if !failed.is_empty() {
+            let reasons: Vec<String> = failed
+                .iter()
+                .map(|i| {
+                    let why = std::fs::read_to_string(work.join(split::failed_name(*i, false)))
+                        .unwrap_or_default();
+                    let _ = std::fs::rename(
+                        work.join(split::failed_name(*i, false)),
+                        work.join(split::failed_name(*i, true)),
+                    );
+                    format!("chunk {} of {count}: {}", i + 1, why.trim())
+                })
+                .collect();
+            return Step::End(End::Failed(Failure::permanent(format!(
+                "{}: {} of its {count} chunks failed ({}); `retry` encodes only those again",
+                spec.input.display(),
+                failed.len(),
+                reasons.join("; ")
+            ))));
+        }
+        let reported = split::chunks_marked(&work, "reported");
+        if !reported.is_empty() {
+            // A retry of the parent: queue again only the chunks that failed.
+            let again: Vec<Chunk> = plan
+                .chunks
+                .iter()
+                .filter(|c| reported.contains(&c.index))
+                .cloned()
+                .collect();
+            if let Err(end) = self.queue_chunks(&again, true).await {
+                return Step::End(end);
+            }
+            for i in &reported {
+                let _ = std::fs::remove_file(work.join(split::failed_name(*i, true)));
+            }
+            tracing::info!(chunks = again.len(), "queued the failed chunks again");
+        }
+        let done = split::chunks_marked(&work, CHUNK_EXTENSION);
+        if done.len() < count {
+            return Step::End(self.wait(done.len(), count));
+        }
+        match self.join(place, profile, args, &plan, &work).await {
+            Ok(encode) => Step::Run(encode),
+            Err(failure) => Step::End(End::Failed(failure)),
+        }
+    }
+
+    /// The join of every chunk: the concat list, the offsets, the argv.
+    async fn join(
+        &self,
+        place: &Confined,
+        profile: &Profile,
+        args: &SplitArgs,
+        plan: &Plan,
+        work: &Path,
+    ) -> Result<Encode, Failure> {
+        let spec = &place.spec;
+        let tools = &self.settings.tools;
+        let fail =
+            |what: String| Failure::retryable(format!("{}: {what}", spec.input.display()), "");
+        let mut spans = Vec::with_capacity(plan.chunks.len());
+        let mut headers = None;
+        for chunk in &plan.chunks {
+            let name = split::chunk_name(chunk.index);
+            let path = work.join(&name);
+            let (_, length) = packets::video_span(tools, &path)
+                .await
+                .map_err(|e| fail(format!("chunk {} cannot be read ({e})", chunk.index + 1)))?;
+            // Every chunk must carry the same codec headers: the join keeps the first's.
+            let hash = packets::extradata_hash(tools, &path)
+                .await
+                .map_err(|e| fail(format!("chunk {} cannot be read ({e})", chunk.index + 1)))?;
+            match &headers {
+                None => headers = Some(hash),
+                Some(first) if *first != hash => {
+                    // Encoded with other settings (another ffmpeg build on another worker):
+                    // this chunk is encoded again.
+                    let _ = std::fs::remove_file(&path);
+                    let _ = self.queue_chunks(std::slice::from_ref(chunk), true).await;
+                    return Err(fail(format!(
+                        "chunk {} was encoded with other codec settings than chunk 1 (workers with different ffmpeg builds?); it is queued again",
+                        chunk.index + 1
+                    )));
+                }
+                Some(_) => {}
+            }
+            spans.push((name, length));
+        }
+        let list = split::concat_list(&spans);
+        split::write_atomically(work, "list.ffconcat", list.as_bytes())
+            .map_err(|e| fail(format!("could not write the chunk list ({e})")))?;
+        let rate = packets::frame_rate(tools, &work.join(split::chunk_name(0)))
+            .await
+            .map_err(|e| fail(format!("chunk 1 cannot be read ({e})")))?;
+        let (before, after) = split::join_args(plan, rate, file_url(&place.input_io()), args);
+        tracing::info!(chunks = plan.chunks.len(), "joining the chunks");
+        Ok(Encode {
+            input_args: before,
+            input: work.join("list.ffconcat"),
+            args: after,
+            extension: profile.extension.clone(),
+            duration_s: None,
+            check: Check::Join {
+                frames: plan.output_frames(),
+                work: work.to_owned(),
+            },
+        })
+    }
+}
+
+/// Record that chunk `chunk` failed for good, for its parent to see.
+pub fn mark_failed(place: &Confined, chunk: &Chunk, reason: &str) {
+    let _ = split::write_atomically(
+        &place.dir_io(),
+        &split::failed_name(chunk.index, false),
+        reason.as_bytes(),
+    );
+}
