@@ -81,8 +81,11 @@ fn init_logging(verbose: u8, long_running: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("VIDEOFARM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&level));
+    // Colours only for a terminal: a log file or a journal gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }

@@ -31,7 +31,10 @@ streams = ["-map", "1:a?", "-c:a", "aac", "-b:a", "128k"]
 "#;
 
 fn farm() -> Farm {
-    let farm = Farm::new();
+    with_profiles(Farm::new())
+}
+
+fn with_profiles(farm: Farm) -> Farm {
     let mut config = std::fs::read_to_string(&farm.config).unwrap();
     config.push_str(PROFILES);
     std::fs::write(&farm.config, config).unwrap();
@@ -127,9 +130,10 @@ fn progressive_tape(path: &Path, secs: u32) {
 }
 
 /// `run --json` for one file; the records.
-fn run(farm: &Farm, input: &Path, out: &Path, profile: &str, split: &str) -> Vec<Value> {
+fn run(farm: &Farm, input: &Path, out: &Path, profile: &str, split: &str) -> (Vec<Value>, String) {
     let output = farm
         .cmd([
+            "-v",
             "run",
             "--json",
             "--workers",
@@ -156,7 +160,7 @@ fn run(farm: &Farm, input: &Path, out: &Path, profile: &str, split: &str) -> Vec
         "{records:#?}\n{}",
         text(&output.stderr)
     );
-    records
+    (records, text(&output.stderr))
 }
 
 /// The hash of every decoded frame of the first video stream.
@@ -228,17 +232,25 @@ fn leftovers(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-fn split_equals_whole(make_tape: fn(&Path, u32), name: &str, profile: &str, per_frame: usize) {
-    let farm = farm();
+fn split_equals_whole(
+    farm: Farm,
+    make_tape: fn(&Path, u32),
+    name: &str,
+    profile: &str,
+    per_frame: usize,
+) {
     let tape = farm.input.join(name);
     make_tape(&tape, 5);
     let source_frames = frame_hashes(&tape).len();
     let (split_out, whole_out) = (farm.root().join("split"), farm.root().join("whole"));
 
-    let records = run(&farm, &tape, &split_out, profile, "1");
+    let (records, log) = run(&farm, &tape, &split_out, profile, "1");
     assert_eq!(records.len(), 1, "one job to the user: {records:#?}");
     assert_eq!(records[0]["state"], "succeeded");
-    run(&farm, &tape, &whole_out, profile, "off");
+    assert!(log.contains("split into chunks chunks=5"), "{log}");
+    assert!(log.contains("joining the chunks"), "{log}");
+    let (_, log) = run(&farm, &tape, &whole_out, profile, "off");
+    assert!(!log.contains("split into chunks"), "{log}");
 
     let stem = Path::new(name).with_extension("mkv");
     let (split, whole) = (split_out.join(&stem), whole_out.join(&stem));
@@ -267,28 +279,43 @@ fn split_equals_whole(make_tape: fn(&Path, u32), name: &str, profile: &str, per_
         Vec::<PathBuf>::new(),
         "no work folder left"
     );
-
-    // It really was split: the chunk jobs ran (and are not what the user is shown).
-    let chunks: Vec<Value> = all_jobs(&farm)
-        .into_iter()
-        .filter(|j| j["parent"].is_string())
-        .collect();
-    assert!(chunks.len() >= 4, "chunks of about a second: {chunks:#?}");
-}
-
-/// Every job the queue holds, chunks included.
-fn all_jobs(farm: &Farm) -> Vec<Value> {
-    let out = farm.run(["jobs", "--json", "--all"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
 fn an_interlaced_tape_split_through_the_deinterlacer_is_frame_for_frame_the_unsplit_encode() {
-    split_equals_whole(interlaced_tape, "tape.mpg", "deint", 2);
+    split_equals_whole(farm(), interlaced_tape, "tape.mpg", "deint", 2);
 }
 
 #[test]
 fn a_progressive_tape_split_is_frame_for_frame_the_unsplit_encode() {
-    split_equals_whole(progressive_tape, "camcorder.mp4", "exact", 1);
+    split_equals_whole(farm(), progressive_tape, "camcorder.mp4", "exact", 1);
+}
+
+#[test]
+fn a_tape_split_on_rabbitmq_is_frame_for_frame_the_unsplit_encode() {
+    split_equals_whole(
+        with_profiles(Farm::amqp("")),
+        interlaced_tape,
+        "tape.mpg",
+        "deint",
+        2,
+    );
+}
+
+#[test]
+fn chunks_are_listed_only_when_asked_and_the_tape_counts_once() {
+    let farm = farm();
+    let tape = farm.input.join("tape.mpg");
+    interlaced_tape(&tape, 3);
+    run(&farm, &tape, &farm.out, "deint", "1");
+    let jobs = |args: &[&str]| -> Vec<Value> {
+        let out = farm.run(args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(jobs(&["jobs", "--json"]).len(), 1);
+    let all = jobs(&["jobs", "--json", "--all"]);
+    assert_eq!(all.len(), 4, "the tape and its three chunks: {all:#?}");
+    assert!(all[1..].iter().all(|j| j["parent"] == all[0]["id"]));
+    assert_eq!(farm.status()["succeeded"], 1);
 }
