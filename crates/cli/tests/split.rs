@@ -7,6 +7,7 @@ use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// Lossless x264 so decoded frames can be compared exactly; `deint` runs the `vhs` profile's
 /// deinterlacer, which needs frames on both sides of a cut.
@@ -318,4 +319,251 @@ fn chunks_are_listed_only_when_asked_and_the_tape_counts_once() {
     assert_eq!(all.len(), 4, "the tape and its three chunks: {all:#?}");
     assert!(all[1..].iter().all(|j| j["parent"] == all[0]["id"]));
     assert_eq!(farm.status()["succeeded"], 1);
+}
+
+/// A split profile whose chunks encode in real time, so a test can act while they run.
+const SLOW_SPLIT: &str = r#"
+[profiles.slowsplit]
+extension = "mkv"
+args = ["-map", "0:v:0", "-map", "0:a?", "-vf", "realtime", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "copy"]
+video_codec = "h264"
+[profiles.slowsplit.split]
+filter = "realtime"
+video = ["-c:v", "libx264", "-preset", "ultrafast"]
+streams = ["-map", "1:a?", "-c:a", "copy"]
+"#;
+
+fn slow_farm() -> Farm {
+    let farm = farm();
+    let mut config = std::fs::read_to_string(&farm.config).unwrap();
+    config.push_str(SLOW_SPLIT);
+    std::fs::write(&farm.config, config).unwrap();
+    farm
+}
+
+fn enqueue_split(farm: &Farm, tape: &Path, chunk_secs: &str) -> String {
+    let out = farm
+        .cmd([
+            "enqueue",
+            "--profile",
+            "slowsplit",
+            "--split",
+            chunk_secs,
+            "--out",
+        ])
+        .arg(&farm.out)
+        .arg(tape)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("queued "))
+        .map(|l| l.split(':').next().unwrap().to_owned())
+        .expect("queued")
+}
+
+fn work_folder(farm: &Farm, stem: &str) -> PathBuf {
+    farm.out.join(format!(".{stem}.videofarm-split"))
+}
+
+fn chunk_files(work: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(work)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("chunk-") && n.ends_with(".nut"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn killing_every_worker_mid_tape_loses_only_the_chunks_in_flight_and_the_join_runs_once() {
+    let farm = slow_farm();
+    let tape = farm.input.join("tape.mpg");
+    interlaced_tape(&tape, 8);
+    let id = enqueue_split(&farm, &tape, "2");
+    let work = work_folder(&farm, "tape.mkv");
+
+    let mut first = farm.spawn_worker("first", 2);
+    wait_until(
+        "a chunk is done and others are encoding",
+        Duration::from_secs(30),
+        || {
+            chunk_files(&work).len() == 2
+                && farm
+                    .inspect()
+                    .iter()
+                    .any(|w| w["active"].as_array().is_some_and(|a| !a.is_empty()))
+        },
+    );
+    let ffmpegs = children_named(first.id(), "ffmpeg");
+    signal(first.id(), "KILL");
+    first.wait().unwrap();
+    let done_before = chunk_files(&work);
+    assert!(
+        !done_before.is_empty() && done_before.len() < 4,
+        "{done_before:?}"
+    );
+    wait_until("its ffmpegs die with it", Duration::from_secs(5), || {
+        ffmpegs.iter().all(|pid| !alive(*pid))
+    });
+
+    let second = farm.spawn_worker("second", 2);
+    wait_until("the tape is done", Duration::from_secs(60), || {
+        farm.job(&id)["state"] == "succeeded"
+    });
+    reap(second);
+
+    let out = farm.run(["jobs", "--json", "--all"]);
+    let jobs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let chunks: Vec<&Value> = jobs.iter().filter(|j| j["parent"] == id.as_str()).collect();
+    assert_eq!(chunks.len(), 4, "{jobs:#?}");
+    for chunk in &chunks {
+        let name = Path::new(chunk["output"].as_str().unwrap())
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(chunk["state"], "succeeded");
+        if done_before.contains(&name) {
+            assert_eq!(
+                chunk["attempts"], 1,
+                "{name} finished before the kill: not again"
+            );
+        }
+    }
+    assert!(
+        chunks.iter().any(|c| c["attempts"] == 2),
+        "a chunk killed mid-encode was retried alone: {chunks:#?}"
+    );
+    let joins = farm.log("first").matches("joining the chunks").count()
+        + farm.log("second").matches("joining the chunks").count();
+    assert_eq!(joins, 1, "the join runs exactly once");
+    assert_eq!(
+        frame_hashes(&farm.out.join("tape.mkv")).len(),
+        frame_hashes(&tape).len(),
+        "every frame, once"
+    );
+    assert!(!work.exists(), "no work folder left");
+    assert_eq!(leftovers(&farm.out), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn cancelling_a_tape_cancels_its_chunks_and_leaves_no_work_folder() {
+    let farm = slow_farm();
+    let tape = farm.input.join("tape.mpg");
+    interlaced_tape(&tape, 8);
+    let id = enqueue_split(&farm, &tape, "2");
+    let work = work_folder(&farm, "tape.mkv");
+    let worker = farm.spawn_worker("w", 1);
+    wait_until("a chunk is encoding", Duration::from_secs(30), || {
+        farm.inspect()
+            .iter()
+            .any(|w| w["active"].as_array().is_some_and(|a| !a.is_empty()))
+            && work.exists()
+    });
+    let out = farm.run(["cancel", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(farm.job(&id)["state"], "cancelled");
+    let out = farm.run(["jobs", "--json", "--all"]);
+    let jobs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        jobs.iter()
+            .filter(|j| j["parent"] == id.as_str())
+            .all(|j| j["state"] == "cancelled"),
+        "{jobs:#?}"
+    );
+    wait_until("the worker is idle", Duration::from_secs(10), || {
+        farm.inspect()
+            .iter()
+            .all(|w| w["active"].as_array().is_some_and(|a| a.is_empty()))
+    });
+    assert!(!work.exists(), "the work folder is gone");
+    assert!(farm.outputs().is_empty(), "{:?}", farm.outputs());
+    reap(worker);
+}
+
+#[test]
+fn a_chunk_that_fails_for_good_fails_its_tape_and_retry_encodes_only_the_failed_chunks() {
+    // An ffmpeg that fails every chunk but the first (those open the input with -ss) while
+    // the file `broken` exists.
+    let staging = tempfile::tempdir().unwrap();
+    let broken = staging.path().join("broken");
+    std::fs::write(&broken, b"").unwrap();
+    let wrapper = staging.path().join("ffmpeg");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ -e '{}' ]; then for a in \"$@\"; do [ \"$a\" = -ss ] && \
+             {{ echo '[error] simulated encoder crash' >&2; exit 1; }}; done; fi\nexec ffmpeg \"$@\"\n",
+            broken.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let farm = with_profiles(Farm::with_config(&format!(
+        "ffmpeg = \"{}\"",
+        wrapper.display()
+    )));
+    let tape = farm.input.join("tape.mpg");
+    interlaced_tape(&tape, 4);
+    let (records, _) = {
+        let output = farm
+            .cmd([
+                "run",
+                "--json",
+                "--profile",
+                "deint",
+                "--split",
+                "1",
+                "--out",
+            ])
+            .arg(&farm.out)
+            .arg(&tape)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+        let records: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+        (records, ())
+    };
+    assert_eq!(records.len(), 1);
+    let error = records[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("3 of its 4 chunks failed") && error.contains("simulated encoder crash"),
+        "{error}"
+    );
+    let id = records[0]["id"].as_str().unwrap().to_owned();
+
+    std::fs::remove_file(&broken).unwrap();
+    assert!(farm.run(["retry", &id]).status.success());
+    let worker = farm.spawn_worker("w", 2);
+    wait_until("the tape is done", Duration::from_secs(60), || {
+        farm.job(&id)["state"] == "succeeded"
+    });
+    reap(worker);
+    let out = farm.run(["jobs", "--json", "--all"]);
+    let jobs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let first_chunk = jobs
+        .iter()
+        .find(|j| {
+            j["parent"] == id.as_str() && j["output"].as_str().unwrap().ends_with("chunk-00000.nut")
+        })
+        .unwrap();
+    assert_eq!(
+        first_chunk["attempts"], 1,
+        "the chunk that worked is not encoded again"
+    );
+    assert_eq!(
+        frame_hashes(&farm.out.join("tape.mkv")).len(),
+        2 * frame_hashes(&tape).len()
+    );
+    assert_eq!(leftovers(&farm.out), Vec::<PathBuf>::new());
 }

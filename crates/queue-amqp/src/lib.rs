@@ -611,7 +611,14 @@ impl Inner {
     fn cancel_held(&self, ids: &[JobId]) -> Vec<JobId> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         held.values_mut()
-            .filter(|h| ids.contains(&h.envelope.id))
+            .filter(|h| {
+                ids.contains(&h.envelope.id)
+                    || h.envelope
+                        .spec
+                        .parent
+                        .as_ref()
+                        .is_some_and(|p| ids.contains(p))
+            })
             .map(|h| {
                 h.cancelled = true;
                 h.envelope.id.clone()

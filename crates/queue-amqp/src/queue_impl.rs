@@ -122,7 +122,11 @@ impl Queue for AmqpQueue {
                     .map_err(backend)?;
                 continue;
             }
-            if inner.is_cancelled(&env.id).await? {
+            let parent_cancelled = match &env.spec.parent {
+                Some(parent) => inner.is_cancelled(parent).await?,
+                None => false,
+            };
+            if parent_cancelled || inner.is_cancelled(&env.id).await? {
                 tracing::info!(job = %env.id, "dropped a cancelled job");
                 delivery
                     .ack(BasicAckOptions::default())

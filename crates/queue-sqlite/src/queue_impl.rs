@@ -491,6 +491,21 @@ impl Queue for SqliteQueue {
                     params![row, ctx.now],
                 )
                 .map_err(|e| ctx.err(e))?;
+                // A split tape's chunks go with it.
+                tx.execute(
+                    "UPDATE attempts SET outcome = 'cancelled', finished_ms = ?2
+                     WHERE outcome = 'running' AND job_id IN
+                        (SELECT id FROM jobs WHERE parent = ?1 AND state IN ('queued', 'running'))",
+                    params![id.0, ctx.now],
+                )
+                .map_err(|e| ctx.err(e))?;
+                tx.execute(
+                    "UPDATE jobs SET state = 'cancelled', finished_ms = ?2, lease_until = NULL,
+                        error = 'its tape was cancelled'
+                     WHERE parent = ?1 AND state IN ('queued', 'running')",
+                    params![id.0, ctx.now],
+                )
+                .map_err(|e| ctx.err(e))?;
             }
             tx.commit().map_err(|e| ctx.err(e))?;
             Ok(ids)
