@@ -567,3 +567,39 @@ fn a_chunk_that_fails_for_good_fails_its_tape_and_retry_encodes_only_the_failed_
     );
     assert_eq!(leftovers(&farm.out), Vec::<PathBuf>::new());
 }
+
+#[test]
+fn an_input_that_cannot_be_cut_exactly_is_encoded_whole_and_the_job_says_why() {
+    let farm = farm();
+    let tape = farm.input.join("vfr.mkv");
+    // 25 fps, then 29.97 fps: a variable frame rate.
+    make(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x120:rate=25:duration=2",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x120:rate=30000/1001:duration=2",
+            "-filter_complex",
+            "[0:v][1:v]concat=n=2:v=1:a=0",
+            "-fps_mode",
+            "vfr",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+        &tape,
+    );
+    let (records, log) = run(&farm, &tape, &farm.out, "exact", "1");
+    assert_eq!(records[0]["state"], "succeeded");
+    assert!(!log.contains("split into chunks"), "{log}");
+    let note = records[0]["result"]["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("not split") && note.contains("frame rate varies"),
+        "{records:#?}"
+    );
+}

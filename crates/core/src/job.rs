@@ -233,6 +233,9 @@ pub struct SuccessReport {
     pub elapsed_s: f64,
     /// True when a verified output was already in place and nothing was encoded.
     pub already_done: bool,
+    /// What the user should know about how it was encoded (why a long input was not split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Why an attempt failed, and so what the queue should do next.

@@ -126,6 +126,7 @@ async fn read_endpoints_have_the_cli_shapes() {
             duration_s: 60.0,
             elapsed_s: 20.0,
             already_done: false,
+            ..Default::default()
         }),
     )
     .await

@@ -1,7 +1,7 @@
 //! One attempt at one job: check, probe, encode under a heartbeat, verify, publish, acknowledge.
 
 use crate::checks::{check_input, check_media, check_not_self};
-use crate::parent::{mark_failed, Check, Step};
+use crate::parent::{mark_failed, Check, Encode, Step};
 use crate::paths::Confined;
 use crate::publish::{remove_stale, TempOutput};
 use crate::WorkerSettings;
@@ -195,6 +195,7 @@ impl Attempt {
                     duration_s: 0.0,
                     elapsed_s: started.elapsed().as_secs_f64(),
                     already_done: true,
+                    note: None,
                 });
             }
             let input_info = match self.probe_input(&input_io, &spec.input).await {
@@ -209,6 +210,7 @@ impl Attempt {
                         duration_s: existing.duration_s.unwrap_or(0.0),
                         elapsed_s: started.elapsed().as_secs_f64(),
                         already_done: true,
+                        note: None,
                     }),
                     Err(why) => End::Failed(exists_failure(&spec.output, &why)),
                 },
@@ -375,7 +377,7 @@ impl Attempt {
                 .verify_and_publish(
                     place,
                     profile,
-                    &work.check,
+                    &work,
                     &input_info,
                     temp,
                     input_size,
@@ -394,26 +396,31 @@ impl Attempt {
         &self,
         place: &Confined,
         profile: &videofarm_core::Profile,
-        check: &Check,
+        work: &Encode,
         input_info: &videofarm_ffmpeg::MediaInfo,
         temp: TempOutput,
         input_size: u64,
         started: Instant,
     ) -> End {
+        let (check, note) = (&work.check, &work.note);
         let spec = &place.spec;
-        let output_info =
-            match probe_output(&self.settings.tools, &temp.io_path(), &profile.extension).await {
-                Ok(info) => info,
-                Err(e) => {
-                    return End::Failed(Failure::retryable(
-                        format!(
-                            "{}: the encoded file could not be read back ({e})",
-                            spec.input.display()
-                        ),
-                        "",
-                    ))
-                }
-            };
+        let extension = match check {
+            Check::Chunk { .. } => crate::split::CHUNK_EXTENSION,
+            _ => profile.extension.as_str(),
+        };
+        let output_info = match probe_output(&self.settings.tools, &temp.io_path(), extension).await
+        {
+            Ok(info) => info,
+            Err(e) => {
+                return End::Failed(Failure::retryable(
+                    format!(
+                        "{}: the encoded file could not be read back ({e})",
+                        spec.input.display()
+                    ),
+                    "",
+                ))
+            }
+        };
         if let Err(why) = self
             .verify(profile, check, place, input_info, &output_info, &temp)
             .await
@@ -456,6 +463,7 @@ impl Attempt {
             duration_s: output_info.duration_s.unwrap_or(0.0),
             elapsed_s: started.elapsed().as_secs_f64(),
             already_done: false,
+            note: note.clone(),
         })
     }
 

@@ -21,6 +21,8 @@ pub(crate) struct Encode {
     /// The length of what is encoded, when known before ffmpeg says (for progress).
     pub duration_s: Option<f64>,
     pub check: Check,
+    /// Said on the job when it succeeds (why a long input was encoded whole).
+    pub note: Option<String>,
 }
 
 /// How the result is verified.
@@ -32,6 +34,13 @@ pub(crate) enum Check {
     /// The joined tape: like a whole output, plus the frame count of the plan; the work folder
     /// goes once it is published.
     Join { frames: u64, work: PathBuf },
+}
+
+/// Why a job is encoded whole: too short to be worth it, or it cannot be cut exactly (said on
+/// the job).
+enum Unsplit {
+    Short(String),
+    Cannot(String),
 }
 
 /// What a parent job does now.
@@ -48,7 +57,7 @@ impl Attempt {
     /// Decide what this attempt encodes.
     pub(crate) async fn step(&self, place: &Confined, profile: &Profile) -> Step {
         let spec = &place.spec;
-        let whole = || {
+        let whole = |note: Option<String>| {
             Step::Run(Encode {
                 input_args: Vec::new(),
                 input: place.input_io(),
@@ -56,6 +65,7 @@ impl Attempt {
                 extension: profile.extension.clone(),
                 duration_s: None,
                 check: Check::Whole,
+                note,
             })
         };
         let Some(args) = &profile.split else {
@@ -65,7 +75,7 @@ impl Attempt {
                     spec.input.display(),
                     profile.name
                 )))),
-                None => whole(),
+                None => whole(None),
             };
         };
         if let Some(chunk) = &spec.chunk {
@@ -79,10 +89,11 @@ impl Attempt {
                 check: Check::Chunk {
                     frames: chunk.frames() * u64::from(args.frames_per_frame),
                 },
+                note: None,
             });
         }
         if spec.split.is_off() {
-            return whole();
+            return whole(None);
         }
         let work = split::work_in(&place.dir_io(), &spec.output);
         match split::read_plan(&work) {
@@ -97,32 +108,42 @@ impl Attempt {
         }
         match self.plan(place, args).await {
             Ok(plan) => self.start_split(place, plan, &work).await,
-            Err(reason) => {
+            Err(Unsplit::Short(reason)) => {
+                tracing::debug!(%reason, "encoding the whole file");
+                whole(None)
+            }
+            Err(Unsplit::Cannot(reason)) => {
                 tracing::info!(%reason, "encoding the whole file, not split");
-                whole()
+                whole(Some(format!("not split: {reason}")))
             }
         }
     }
 
     /// Plan the chunks, or say why the input is encoded whole.
-    async fn plan(&self, place: &Confined, args: &SplitArgs) -> Result<Plan, String> {
+    async fn plan(&self, place: &Confined, args: &SplitArgs) -> Result<Plan, Unsplit> {
         let spec = &place.spec;
         let size = place.input_file().metadata().map(|m| m.len()).unwrap_or(0);
         if spec.split == videofarm_core::Split::Auto && size < split::MIN_SPLIT_BYTES {
-            return Err("it is small".into());
+            return Err(Unsplit::Short("it is small".into()));
         }
         let tools = &self.settings.tools;
         let info = videofarm_ffmpeg::probe(tools, &place.input_io())
             .await
-            .map_err(|e| format!("it could not be probed ({e})"))?;
+            .map_err(|e| Unsplit::Cannot(format!("it could not be probed ({e})")))?;
         let duration = info.duration_s.unwrap_or(0.0);
         let Some(chunk_secs) = spec.split.chunk_secs(duration) else {
-            return Err(format!("it is {duration:.0} s long"));
+            return Err(Unsplit::Short(format!("it is {duration:.0} s long")));
         };
         let packets = packets::video_packets(tools, &place.input_io())
             .await
-            .map_err(|e| format!("its packets could not be read ({e})"))?;
-        split::plan(&packets, chunk_secs, args, &spec.key)
+            .map_err(|e| Unsplit::Cannot(format!("its packets could not be read ({e})")))?;
+        split::plan(&packets, chunk_secs, args, &spec.key).map_err(|why| {
+            if why.contains("too short") {
+                Unsplit::Short(why)
+            } else {
+                Unsplit::Cannot(why)
+            }
+        })
     }
 
     /// Write the plan, queue the chunks, and wait for them.
@@ -331,6 +352,7 @@ impl Attempt {
                 frames: plan.output_frames(),
                 work: work.to_owned(),
             },
+            note: None,
         })
     }
 }
