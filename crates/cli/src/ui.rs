@@ -16,6 +16,10 @@ pub struct ProgressUi {
     batch: std::collections::HashSet<JobId>,
     /// Live speeds (x-realtime) of running jobs, summed for the batch bar.
     speeds: HashMap<JobId, f64>,
+    /// Chunks of split tapes: chunk id -> (tape id, index).
+    chunks: HashMap<JobId, (JobId, u32)>,
+    /// Each split tape's chunks: how far each one is (1.0 once done).
+    tapes: HashMap<JobId, Vec<f64>>,
     terminal: bool,
     done: u64,
     total_jobs: u64,
@@ -49,6 +53,8 @@ impl ProgressUi {
             bars: HashMap::new(),
             batch,
             speeds: HashMap::new(),
+            chunks: HashMap::new(),
+            tapes: HashMap::new(),
             terminal,
             done: already_done,
             total_jobs,
@@ -57,24 +63,39 @@ impl ProgressUi {
 
     pub fn handle(&mut self, event: &Event) {
         let Some(id) = event.job_id() else { return };
+        if let Event::JobStarted {
+            part: Some(part),
+            input,
+            ..
+        } = event
+        {
+            if self.batch.contains(&part.parent) {
+                self.chunks
+                    .insert(id.clone(), (part.parent.clone(), part.index));
+                self.tapes
+                    .entry(part.parent.clone())
+                    .or_insert_with(|| vec![0.0; part.count as usize]);
+                if !self.bars.contains_key(&part.parent) {
+                    self.add_bar(&part.parent, input);
+                }
+            }
+        }
+        if let Some((tape, index)) = self.chunks.get(id).cloned() {
+            self.handle_chunk(id, &tape, index, event);
+            return;
+        }
         if !self.batch.contains(id) {
             return;
         }
         match event {
             Event::JobStarted { input, .. } => {
-                let bar = self
-                    .multi
-                    .insert_before(&self.total, ProgressBar::new(1000));
-                bar.set_style(
-                    ProgressStyle::with_template(JOB_STYLE)
-                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                );
-                let name = input
-                    .file_name()
-                    .map(|n| shown(n.as_ref()))
-                    .unwrap_or_default();
-                bar.set_prefix(truncate(&name, 28));
-                self.bars.insert(id.clone(), bar);
+                if self.tapes.contains_key(id) {
+                    if let Some(bar) = self.bars.get(id) {
+                        bar.set_message("joining the chunks");
+                    }
+                } else {
+                    self.add_bar(id, input);
+                }
             }
             Event::JobProgress { progress, .. } => {
                 if let Some(bar) = self.bars.get(id) {
@@ -106,6 +127,70 @@ impl ProgressUi {
             Event::JobLost { reason, .. } => self.end(id, &format!("stopped: {reason}")),
             _ => {}
         }
+    }
+
+    fn add_bar(&mut self, id: &JobId, input: &std::path::Path) {
+        let bar = self
+            .multi
+            .insert_before(&self.total, ProgressBar::new(1000));
+        bar.set_style(
+            ProgressStyle::with_template(JOB_STYLE)
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let name = input
+            .file_name()
+            .map(|n| shown(n.as_ref()))
+            .unwrap_or_default();
+        bar.set_prefix(truncate(&name, 28));
+        self.bars.insert(id.clone(), bar);
+    }
+
+    /// A chunk's progress moves its tape's bar: the tape is one job to the user.
+    fn handle_chunk(&mut self, id: &JobId, tape: &JobId, index: u32, event: &Event) {
+        let slot = |ui: &mut Self, value: f64| {
+            if let Some(parts) = ui.tapes.get_mut(tape) {
+                if let Some(part) = parts.get_mut(index as usize) {
+                    *part = value;
+                }
+            }
+        };
+        match event {
+            Event::JobProgress { progress, .. } => {
+                slot(self, progress.progress.min(0.999));
+                self.speeds.insert(id.clone(), progress.speed);
+            }
+            Event::JobSucceeded { .. } => {
+                slot(self, 1.0);
+                self.speeds.remove(id);
+            }
+            Event::JobFailed { .. } | Event::JobReleased { .. } | Event::JobLost { .. } => {
+                slot(self, 0.0);
+                self.speeds.remove(id);
+            }
+            _ => {}
+        }
+        let Some(parts) = self.tapes.get(tape) else {
+            return;
+        };
+        let done = parts.iter().filter(|p| **p >= 1.0).count();
+        let running = parts.iter().filter(|p| **p > 0.0 && **p < 1.0).count();
+        let fraction = parts.iter().sum::<f64>() / parts.len().max(1) as f64;
+        let speed: f64 = self
+            .chunks
+            .iter()
+            .filter(|(_, (t, _))| t == tape)
+            .filter_map(|(c, _)| self.speeds.get(c))
+            .sum();
+        if let Some(bar) = self.bars.get(tape) {
+            bar.set_position((fraction * 1000.0) as u64);
+            bar.set_message(format!(
+                "chunks {done}/{} done, {running} encoding  {speed:.2}x",
+                parts.len()
+            ));
+        }
+        let total: f64 = self.speeds.values().sum();
+        self.total
+            .set_message(format!("{} running  {total:.2}x", self.speeds.len()));
     }
 
     /// Record that a job reached a final state without an event from this process (another

@@ -24,8 +24,11 @@ pub enum Event {
         output: PathBuf,
         profile: String,
         attempt: u32,
-        /// Media duration of the input, when ffprobe knows it.
+        /// Media duration of what is encoded, when known.
         duration_s: Option<f64>,
+        /// For a chunk of a split tape: the tape's job and the chunk's place in it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        part: Option<Part>,
     },
     JobProgress {
         id: JobId,
@@ -61,6 +64,14 @@ pub enum Event {
     WorkerOffline {
         name: String,
     },
+}
+
+/// Where a chunk job belongs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Part {
+    pub parent: JobId,
+    pub index: u32,
+    pub count: u32,
 }
 
 impl Event {

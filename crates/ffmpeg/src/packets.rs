@@ -212,6 +212,43 @@ fn parse_packets(json: &[u8]) -> Result<Vec<Packet>, ProbeError> {
         .collect())
 }
 
+/// The timestamp of every frame the decoder outputs for the first video stream (a decode pass:
+/// for files whose packets do not all carry one). A frame without any timestamp is an error.
+pub async fn decoded_frames(tools: &Tools, path: &Path) -> Result<Vec<i64>, ProbeError> {
+    let json = ffprobe(
+        tools,
+        &[
+            "-select_streams",
+            "V:0",
+            "-show_entries",
+            "frame=best_effort_timestamp",
+            "-of",
+            "json",
+        ],
+        path,
+    )
+    .await?;
+    #[derive(Deserialize)]
+    struct Raw {
+        #[serde(default)]
+        frames: Vec<RawFrame>,
+    }
+    #[derive(Deserialize)]
+    struct RawFrame {
+        best_effort_timestamp: Option<i64>,
+    }
+    let raw: Raw = serde_json::from_slice(&json).map_err(|e| {
+        ProbeError::Unreadable(format!("ffprobe gave output that is not JSON: {e}"))
+    })?;
+    raw.frames
+        .into_iter()
+        .map(|f| {
+            f.best_effort_timestamp
+                .ok_or_else(|| ProbeError::Unreadable("a decoded frame has no timestamp".into()))
+        })
+        .collect()
+}
+
 /// How many packets (frames) the first video stream of `path` has.
 pub async fn count_video_frames(tools: &Tools, path: &Path) -> Result<u64, ProbeError> {
     let out = ffprobe(

@@ -318,6 +318,13 @@ impl Attempt {
                         profile: spec.profile.clone(),
                         attempt: self.lease.attempt,
                         duration_s,
+                        part: spec.chunk.as_ref().zip(spec.parent.as_ref()).map(
+                            |(chunk, parent)| videofarm_core::event::Part {
+                                parent: parent.clone(),
+                                index: chunk.index,
+                                count: chunk.count,
+                            },
+                        ),
                     });
                 }
                 Err(_) => stop.cancel(),
@@ -461,7 +468,17 @@ impl Attempt {
             input_size,
             output_size,
             duration_s: output_info.duration_s.unwrap_or(0.0),
-            elapsed_s: started.elapsed().as_secs_f64(),
+            elapsed_s: match check {
+                // A split tape took from its split to its join, across every worker.
+                Check::Join { started_ms, .. } if *started_ms > 0 => {
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as i64)
+                        .unwrap_or(0);
+                    (now_ms - started_ms).max(0) as f64 / 1000.0
+                }
+                _ => started.elapsed().as_secs_f64(),
+            },
             already_done: false,
             note: note.clone(),
         })

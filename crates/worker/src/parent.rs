@@ -33,7 +33,12 @@ pub(crate) enum Check {
     Chunk { frames: u64 },
     /// The joined tape: like a whole output, plus the frame count of the plan; the work folder
     /// goes once it is published.
-    Join { frames: u64, work: PathBuf },
+    Join {
+        frames: u64,
+        work: PathBuf,
+        /// When the tape was split: the tape's wall time counts from there.
+        started_ms: i64,
+    },
 }
 
 /// Why a job is encoded whole: too short to be worth it, or it cannot be cut exactly (said on
@@ -137,7 +142,14 @@ impl Attempt {
         let packets = packets::video_packets(tools, &place.input_io())
             .await
             .map_err(|e| Unsplit::Cannot(format!("its packets could not be read ({e})")))?;
-        split::plan(&packets, chunk_secs, args, &spec.key).map_err(|why| {
+        let frames = match split::frames_from_packets(&packets) {
+            Ok(frames) => frames,
+            // Packets without timestamps: ask the decoder (about 40 s for an hour of SD).
+            Err(_) => packets::decoded_frames(tools, &place.input_io())
+                .await
+                .map_err(|e| Unsplit::Cannot(format!("its frames could not be read ({e})")))?,
+        };
+        split::plan(&packets, &frames, chunk_secs, args, &spec.key).map_err(|why| {
             if why.contains("too short") {
                 Unsplit::Short(why)
             } else {
@@ -246,6 +258,12 @@ impl Attempt {
             return Step::End(self.wait(0, count));
         }
         let failed = split::chunks_marked(&work, "failed");
+        let done = split::chunks_marked(&work, CHUNK_EXTENSION);
+        // A chunk failed for good: the tape fails, once every other chunk has ended too (their
+        // work is kept for the retry, and every failure is named at once).
+        if !failed.is_empty() && done.len() + failed.len() < count {
+            return Step::End(self.wait(done.len(), count));
+        }
         if !failed.is_empty() {
             let reasons: Vec<String> = failed
                 .iter()
@@ -283,7 +301,6 @@ impl Attempt {
             }
             tracing::info!(chunks = again.len(), "queued the failed chunks again");
         }
-        let done = split::chunks_marked(&work, CHUNK_EXTENSION);
         if done.len() < count {
             return Step::End(self.wait(done.len(), count));
         }
@@ -351,6 +368,7 @@ impl Attempt {
             check: Check::Join {
                 frames: plan.output_frames(),
                 work: work.to_owned(),
+                started_ms: plan.started_ms,
             },
             note: None,
         })

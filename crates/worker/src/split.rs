@@ -54,6 +54,9 @@ pub struct Plan {
     /// Every chunk job was queued (a worker that died while queueing leaves this false).
     #[serde(default)]
     pub queued: bool,
+    /// When the tape was split (ms since the epoch): its encode's wall time counts from here.
+    #[serde(default)]
+    pub started_ms: i64,
 }
 
 impl Plan {
@@ -69,8 +72,34 @@ pub type Unsplittable = String;
 /// Plan the chunks of an input from its packets. Inputs that cannot be cut exactly (no or
 /// repeated timestamps, variable frame rate, gaps, discontinuities, several video streams) are
 /// refused with the reason, and encoded whole.
+/// The frames a decoder outputs, by timestamp, read from the packets alone: from the first
+/// keyframe on, without the leading pictures of an open GOP that start before it. `Err` when a
+/// packet has no timestamp (MPEG-PS often leaves it out): the frames then come from a decode
+/// pass ([`videofarm_ffmpeg::packets::decoded_frames`]).
+pub fn frames_from_packets(packets: &VideoPackets) -> Result<Vec<i64>, Unsplittable> {
+    let first_key = packets
+        .packets
+        .iter()
+        .position(|p| p.key && p.pts.is_some())
+        .ok_or("no keyframe has a timestamp".to_owned())?;
+    let key_pts = packets.packets[first_key].pts.unwrap_or_default();
+    let mut pts = Vec::with_capacity(packets.packets.len());
+    for p in &packets.packets[first_key..] {
+        let Some(t) = p.pts else {
+            return Err("a video frame has no timestamp".into());
+        };
+        if t >= key_pts {
+            pts.push(t);
+        }
+    }
+    Ok(pts)
+}
+
+/// Plan the chunks of an input from its packets and its frames' timestamps (see
+/// [`frames_from_packets`]).
 pub fn plan(
     packets: &VideoPackets,
+    frames: &[i64],
     chunk_secs: f64,
     args: &SplitArgs,
     key: &str,
@@ -90,29 +119,16 @@ pub fn plan(
     if !d.is_finite() || d <= 0.0 {
         return Err("its frame rate is unusable".into());
     }
-    // The frames a decoder outputs: from the first keyframe on, without the leading pictures
-    // of an open GOP that start before it.
-    let first_key = packets
-        .packets
-        .iter()
-        .position(|p| p.key && p.pts.is_some())
-        .ok_or("no keyframe has a timestamp".to_owned())?;
-    let key_pts = packets.packets[first_key].pts.unwrap_or_default();
-    let mut pts = Vec::with_capacity(packets.packets.len());
+    let mut pts = frames.to_vec();
+    if pts.is_empty() {
+        return Err("it has no video frames".into());
+    }
     let mut last_dts = None;
-    for p in &packets.packets[first_key..] {
-        let Some(t) = p.pts else {
-            return Err("a video frame has no timestamp".into());
-        };
-        if t >= key_pts {
-            pts.push(t);
+    for dts in packets.packets.iter().filter_map(|p| p.dts) {
+        if last_dts.is_some_and(|last| dts < last) {
+            return Err("its timestamps go backwards (a discontinuity)".into());
         }
-        if let Some(dts) = p.dts {
-            if last_dts.is_some_and(|last| dts < last) {
-                return Err("its timestamps go backwards (a discontinuity)".into());
-            }
-            last_dts = Some(dts);
-        }
+        last_dts = Some(dts);
     }
     pts.sort_unstable();
     if pts.windows(2).any(|w| w[0] == w[1]) {
@@ -192,6 +208,10 @@ pub fn plan(
         start_us,
         nudge: discontinuous && start_us == container_us,
         queued: false,
+        started_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
     })
 }
 
@@ -390,7 +410,8 @@ mod tests {
 
     #[test]
     fn chunks_cover_every_frame_once_with_context_around_them() {
-        let plan = plan(&packets(250), 2.0, &args(2), "k").unwrap();
+        let p = packets(250);
+        let plan = plan(&p, &frames_from_packets(&p).unwrap(), 2.0, &args(2), "k").unwrap();
         assert_eq!(plan.frames, 250);
         assert_eq!(plan.chunks.len(), 5);
         let mut next = 0;
@@ -417,29 +438,36 @@ mod tests {
         assert!(after.contains(&"trim=start=1.990000:end=4.150000,trim=start=2.070000:end=4.070000,setpts=PTS-STARTPTS".to_owned()), "{after:?}");
     }
 
+    fn try_plan(p: &VideoPackets) -> Result<Plan, String> {
+        plan(p, &frames_from_packets(p)?, 2.0, &args(2), "k")
+    }
+
+    #[test]
+    fn leading_pictures_of_an_open_gop_before_the_first_keyframe_are_not_frames() {
+        let mut p = packets(250);
+        // Two B-frames shown before the first keyframe, which a decoder drops.
+        p.packets[1].pts = Some(0);
+        p.packets[2].pts = Some(40);
+        let frames = frames_from_packets(&p).unwrap();
+        assert_eq!(frames.len(), 248);
+        assert!(frames.iter().all(|t| *t >= 80));
+    }
+
     #[test]
     fn inputs_that_cannot_be_cut_exactly_are_refused_with_the_reason() {
         let mut gap = packets(250);
         gap.packets[100].pts = Some(40 * 100 + 80 + 20);
-        assert!(plan(&gap, 2.0, &args(2), "k").unwrap_err().contains("gaps"));
+        assert!(try_plan(&gap).unwrap_err().contains("gaps"));
         let mut missing = packets(250);
         missing.packets[7].pts = None;
-        assert!(plan(&missing, 2.0, &args(2), "k")
-            .unwrap_err()
-            .contains("no timestamp"));
+        assert!(try_plan(&missing).unwrap_err().contains("no timestamp"));
         let mut two = packets(250);
         two.video_streams = 2;
-        assert!(plan(&two, 2.0, &args(2), "k")
-            .unwrap_err()
-            .contains("video streams"));
+        assert!(try_plan(&two).unwrap_err().contains("video streams"));
         let mut back = packets(250);
         back.packets[120].dts = Some(0);
-        assert!(plan(&back, 2.0, &args(2), "k")
-            .unwrap_err()
-            .contains("backwards"));
-        assert!(plan(&packets(60), 2.0, &args(2), "k")
-            .unwrap_err()
-            .contains("too short"));
+        assert!(try_plan(&back).unwrap_err().contains("backwards"));
+        assert!(try_plan(&packets(60)).unwrap_err().contains("too short"));
     }
 
     #[test]
