@@ -214,6 +214,14 @@ fn serving_beyond_loopback_without_a_token_is_refused() {
     let out = farm.run(["serve", "--listen", "0.0.0.0:0"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("token"), "{}", text(&out.stderr));
+    // A token anyone could guess is refused too.
+    let out = farm.run(["serve", "--listen", "0.0.0.0:0", "--token", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("at least 16 characters"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// GET a path from a local server, returning the body.

@@ -35,9 +35,11 @@ const videofarm = (() => {
   };
 
   async function api(path, body) {
-    const options = body === undefined ? {} : {
+    // The token goes with every request: off loopback, reads need it too.
+    const auth = token ? { Authorization: "Bearer " + token } : {};
+    const options = body === undefined ? { headers: auth } : {
       method: "POST",
-      headers: Object.assign({ "Content-Type": "application/json" }, token ? { Authorization: "Bearer " + token } : {}),
+      headers: Object.assign({ "Content-Type": "application/json" }, auth),
       body: JSON.stringify(body),
     };
     const response = await fetch(path, options);
@@ -176,3 +178,6 @@ const videofarm = (() => {
 
   return { overview, jobPage };
 })();
+// Started from here, not from an inline script: the page's Content-Security-Policy allows
+// scripts from this server only.
+(videofarm[document.body.dataset.page] || (() => {}))();

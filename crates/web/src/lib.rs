@@ -119,7 +119,91 @@ pub fn router(state: AppState) -> Router {
         .route("/api/profiles", get(profiles))
         .route("/api/browse", get(browse))
         .route("/metrics", get(metrics::metrics))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+/// What every request passes and every response carries:
+/// - without a token (the server is on loopback), only requests addressed to a loopback name
+///   are answered, so a web page cannot reach the dashboard by DNS rebinding;
+/// - with a token (the server may be off loopback), reads of the API and the metrics need it
+///   too: only the page itself and its assets are served to anyone;
+/// - headers that stop sniffing, framing and any script not served from here.
+async fn guard(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let path = request.uri().path();
+    let refusal = match &state.token {
+        None if !loopback_host(headers) => Some(ApiError(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this dashboard answers only at a loopback address (localhost, 127.0.0.1, [::1]); set a token to serve it to other names".into(),
+        )),
+        Some(token)
+            if (path.starts_with("/api/") || path == "/metrics")
+                && path != "/api/openapi.json"
+                && bearer(headers) != Some(token.as_str()) =>
+        {
+            Some(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "this farm needs its token: Authorization: Bearer <token>".into(),
+            ))
+        }
+        _ => None,
+    };
+    let mut response = match refusal {
+        Some(refused) => refused.into_response(),
+        None => next.run(request).await,
+    };
+    let out = response.headers_mut();
+    out.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    out.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    out.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
+    out.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// True when the request names a loopback host (or, like a client that is not a browser, none).
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    // Strip the port: `[::1]:8080`, `127.0.0.1:8080`, `localhost:8080`.
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -162,11 +246,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
         ));
     }
     if let Some(token) = &state.token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
+        if bearer(headers) != Some(token.as_str()) {
             return Err(ApiError(
                 StatusCode::UNAUTHORIZED,
                 "this farm needs its token: Authorization: Bearer <token>".into(),

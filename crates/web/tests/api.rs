@@ -220,7 +220,7 @@ async fn changes_need_json_and_the_token() {
     let auth = ("authorization", "Bearer s3cret");
     let wrong = ("authorization", "Bearer nope");
     assert_eq!(
-        call(&api, "POST", "/api/jobs/1/cancel", Some(json!({})), &[])
+        call(&api, "POST", "/api/jobs/1/cancel", Some(json!({})), &[auth])
             .await
             .0,
         StatusCode::UNSUPPORTED_MEDIA_TYPE
@@ -307,10 +307,74 @@ async fn changes_need_json_and_the_token() {
             .0,
         StatusCode::OK
     );
-    // Reading needs no token.
-    assert_eq!(
-        call(&api, "GET", "/api/jobs", None, &[]).await.0,
-        StatusCode::OK
+    // With a token (a server off loopback), reading needs it too; the page itself does not.
+    for path in ["/api/jobs", "/api/status", "/api/browse", "/metrics"] {
+        assert_eq!(
+            call(&api, "GET", path, None, &[]).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        assert_eq!(
+            call(&api, "GET", path, None, &[wrong]).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        assert_eq!(
+            call(&api, "GET", path, None, &[auth]).await.0,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    assert_eq!(call(&api, "GET", "/", None, &[]).await.0, StatusCode::OK);
+}
+
+/// DNS rebinding: a page on another site whose name resolves to 127.0.0.1 must not reach a
+/// loopback dashboard; and every answer forbids sniffing, framing and foreign scripts.
+#[tokio::test]
+async fn a_loopback_dashboard_answers_only_loopback_names_with_safe_headers() {
+    let api = api(None);
+    for host in [
+        "evil.example",
+        "evil.example:8080",
+        "127.0.0.1.evil.example",
+    ] {
+        let (status, _, _) = call(&api, "GET", "/api/jobs", None, &[("host", host)]).await;
+        assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{host}");
+        let (status, _, _) = call(
+            &api,
+            "POST",
+            "/api/jobs/1/cancel",
+            Some(json!({})),
+            &[JSON, ("host", host)],
+        )
+        .await;
+        assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{host}");
+    }
+    for host in [
+        "localhost:8080",
+        "127.0.0.1:8080",
+        "[::1]:8080",
+        "LOCALHOST",
+    ] {
+        let (status, _, _) = call(&api, "GET", "/api/jobs", None, &[("host", host)]).await;
+        assert_eq!(status, StatusCode::OK, "{host}");
+    }
+    let response = router(api.state.clone())
+        .oneshot(Request::builder().uri("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let headers = response.headers();
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    let page = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        !String::from_utf8_lossy(&page).contains("<script>"),
+        "no inline script for the policy to block"
     );
 }
 

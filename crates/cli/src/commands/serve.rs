@@ -11,6 +11,9 @@ use tokio_util::sync::CancellationToken;
 use videofarm_web::history::History;
 use videofarm_web::AppState;
 
+/// A token anyone could guess protects nothing.
+const MIN_TOKEN: usize = 16;
+
 pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitStatus> {
     let token = args
         .token
@@ -22,6 +25,15 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitS
             args.listen
         ))
         .into());
+    }
+    if let Some(token) = &token {
+        if token.chars().count() < MIN_TOKEN {
+            return Err(UsageError::new(format!(
+                "the token must be at least {MIN_TOKEN} characters (it is {}); for example: openssl rand -hex 16",
+                token.chars().count()
+            ))
+            .into());
+        }
     }
     let queue = open_queue(settings).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
