@@ -87,5 +87,8 @@ fn init_logging(verbose: u8, long_running: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
+        // A log line that cannot be written (stderr is a closed pipe) is dropped: reporting
+        // that failure on stderr too would panic the task that logged.
+        .log_internal_errors(false)
         .init();
 }

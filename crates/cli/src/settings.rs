@@ -58,6 +58,11 @@ pub struct ConfigFile {
     pub workers: Option<u32>,
     /// auto, off, or a chunk length in seconds.
     pub split: Option<videofarm_core::Split>,
+    /// What decoder errors in an input make of its job: "warn" (the default) or "fail".
+    pub decode_errors: Option<String>,
+    /// Attempts lost with their worker before a job fails (default: twice max_attempts, at
+    /// least 6).
+    pub max_lost_attempts: Option<u32>,
     pub lease_secs: Option<f64>,
     pub heartbeat_secs: Option<f64>,
     pub max_attempts: Option<u32>,
@@ -109,6 +114,8 @@ pub struct Settings {
     pub default_profile: String,
     /// Whether long inputs are split across workers, when no flag says.
     pub split: videofarm_core::Split,
+    /// Fail jobs whose input made the decoder report errors (else: warn).
+    pub fail_on_damage: bool,
     /// Encodes at once when no flag says.
     pub workers: u32,
     pub queue: QueueSettings,
@@ -238,10 +245,24 @@ impl Settings {
             profiles,
             default_profile,
             split: file.split.unwrap_or(videofarm_core::Split::Auto),
+            fail_on_damage: match file.decode_errors.as_deref() {
+                None | Some("warn") => false,
+                Some("fail") => true,
+                Some(other) => {
+                    return Err(UsageError::new(format!(
+                        "decode_errors must be \"warn\" or \"fail\", not {other:?}"
+                    )))
+                }
+            },
             workers: file.workers.unwrap_or_else(default_workers),
             queue: QueueSettings {
                 lease,
                 max_attempts,
+                max_lost: match file.max_lost_attempts {
+                    Some(0) => return Err(UsageError::new("max_lost_attempts must be at least 1")),
+                    Some(n) => n,
+                    None => (max_attempts * 2).max(6),
+                },
                 retry_backoff: secs("retry_backoff_secs", file.retry_backoff_secs, 10.0)?,
             },
             heartbeat,

@@ -230,3 +230,56 @@ fn a_disk_that_fills_up_mid_encode_fails_the_job_and_leaves_no_partial_file() {
         "no partial file is left"
     );
 }
+
+/// A capture with garbage in the middle (a dropout, a bad sector): its encode succeeds, but
+/// the job says the input is damaged, and with `decode_errors = "fail"` it fails instead.
+#[test]
+fn damage_inside_an_input_is_reported_and_can_fail_the_job() {
+    let make = |farm: &Farm| {
+        let tape = farm.input.join("dropout.mpg");
+        clip(&tape, 3);
+        let mut bytes = std::fs::read(&tape).unwrap();
+        let (start, len) = (bytes.len() / 2, bytes.len() / 8);
+        let mut x: u32 = 12345;
+        for b in &mut bytes[start..start + len] {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            *b = (x >> 16) as u8;
+        }
+        std::fs::write(&tape, bytes).unwrap();
+    };
+    let run = |farm: &Farm| -> (Option<i32>, Vec<Value>) {
+        let out = farm
+            .cmd(["run", "--json", "--out"])
+            .arg(&farm.out)
+            .arg(&farm.input)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            serde_json::from_slice(&out.stdout).unwrap(),
+        )
+    };
+    let farm = Farm::new();
+    make(&farm);
+    let (code, records) = run(&farm);
+    assert_eq!(code, Some(0), "{records:#?}");
+    let warnings = records[0]["result"]["warnings"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        warnings.contains("errors while reading the input"),
+        "{records:#?}"
+    );
+
+    let strict = Farm::with_config("decode_errors = \"fail\"");
+    make(&strict);
+    let (code, records) = run(&strict);
+    assert_eq!(code, Some(1), "{records:#?}");
+    let error = records[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("dropout.mpg") && error.contains("damaged"),
+        "{error}"
+    );
+    assert_eq!(records[0]["attempts"], 1, "damage is not retried");
+    assert!(strict.outputs().is_empty(), "{:?}", strict.outputs());
+}

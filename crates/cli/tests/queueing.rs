@@ -130,3 +130,56 @@ fn watch_queues_a_file_once_and_only_after_it_stops_growing() {
     signal(watcher.id(), "TERM");
     reap(watcher);
 }
+
+/// `watch ... 2>&1 | head -1`: once the reader is gone every write fails; the watch goes on
+/// and still stops on SIGTERM. A watched folder that disappears is said, and so is its return.
+#[test]
+fn watch_survives_a_closed_pipe_stops_on_sigterm_and_says_when_its_folder_is_gone() {
+    let farm = Farm::new();
+    let drop_dir = farm.root().join("drop");
+    std::fs::create_dir_all(&drop_dir).unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut watch = farm
+        .cmd(["watch", "--interval", "0.1", "--settle", "0.1", "--out"])
+        .arg(&farm.out)
+        .arg(&drop_dir)
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    drop(reader);
+    clip(&drop_dir.join("tape.mpg"), 1);
+    wait_until("the file is queued", Duration::from_secs(10), || {
+        farm.jobs().len() == 1
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(watch.try_wait().unwrap().is_none(), "still watching");
+    signal(watch.id(), "TERM");
+    wait_until("it stops", Duration::from_secs(5), || {
+        watch.try_wait().unwrap().is_some()
+    });
+
+    let log = farm.root().join("watch.log");
+    let mut watch = farm
+        .cmd(["watch", "--interval", "0.1", "--out"])
+        .arg(&farm.out)
+        .arg(&drop_dir)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_dir_all(&drop_dir).unwrap();
+    wait_until("it says the folder is gone", Duration::from_secs(5), || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("the watched folder is gone")
+    });
+    std::fs::create_dir_all(&drop_dir).unwrap();
+    wait_until("it says the folder is back", Duration::from_secs(5), || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("the watched folder is back")
+    });
+    signal(watch.id(), "TERM");
+    watch.wait().unwrap();
+}

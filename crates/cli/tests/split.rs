@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 /// Lossless x264 so decoded frames can be compared exactly; `deint` runs the `vhs` profile's
@@ -42,22 +42,11 @@ fn with_profiles(farm: Farm) -> Farm {
     farm
 }
 
-fn make(args: &[&str], out: &Path) {
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y"])
-        .args(args)
-        .arg(out)
-        .stdin(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "could not make {}", out.display());
-}
-
 /// A camcorder-like capture: interlaced MPEG-2 with open GOPs and B-frames in MPEG-PS, audio
 /// starting 0.3 s after the video.
 fn interlaced_tape(path: &Path, secs: u32) {
     let t = secs.to_string();
-    make(
+    ffmpeg(
         &[
             "-f",
             "lavfi",
@@ -101,7 +90,7 @@ fn interlaced_tape(path: &Path, secs: u32) {
 /// Progressive H.264 with B-frames and AAC in MP4.
 fn progressive_tape(path: &Path, secs: u32) {
     let t = secs.to_string();
-    make(
+    ffmpeg(
         &[
             "-f",
             "lavfi",
@@ -573,7 +562,7 @@ fn an_input_that_cannot_be_cut_exactly_is_encoded_whole_and_the_job_says_why() {
     let farm = farm();
     let tape = farm.input.join("vfr.mkv");
     // 25 fps, then 29.97 fps: a variable frame rate.
-    make(
+    ffmpeg(
         &[
             "-f",
             "lavfi",

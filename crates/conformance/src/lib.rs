@@ -57,6 +57,7 @@ pub fn fast_settings() -> QueueSettings {
     QueueSettings {
         lease: Duration::from_millis(600),
         max_attempts: 2,
+        max_lost: 3,
         retry_backoff: Duration::from_millis(200),
     }
 }
@@ -325,6 +326,55 @@ pub async fn an_expired_lease_is_redelivered_and_the_old_holder_fenced(f: Fixtur
     );
 }
 
+pub async fn attempts_lost_with_their_worker_are_counted_apart_with_a_limit_of_their_own(
+    f: Fixture,
+) {
+    let q = f.queue.as_ref();
+    let settings = fast_settings();
+    q.enqueue(spec("a"), false).await.unwrap();
+    // More losses than failed attempts allowed: the job keeps coming back...
+    for lost in 0..settings.max_lost - 1 {
+        let lease = q
+            .lease(&worker("w"), WAIT)
+            .await
+            .unwrap()
+            .expect("back after a loss");
+        assert_eq!((lease.attempt, lease.lost), (lost + 1, lost));
+        assert_eq!(lease.failures(), 0);
+        (f.expire)().await;
+    }
+    assert!(settings.max_lost > settings.max_attempts);
+    // ...until the losses reach their own limit.
+    let lease = q
+        .lease(&worker("w"), WAIT)
+        .await
+        .unwrap()
+        .expect("one more");
+    assert_eq!(lease.lost, settings.max_lost - 1);
+    (f.expire)().await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !failed_ids(q).await.contains(&lease.id) {
+        // On RabbitMQ the loss is seen when the job is next delivered.
+        let _ = q.lease(&worker("w"), NONE_WAIT).await.unwrap();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "failed after the losses"
+        );
+    }
+    let record = &q
+        .jobs(&JobFilter {
+            state: Some(JobState::Failed),
+            ids: None,
+            chunks: false,
+        })
+        .await
+        .unwrap()[0];
+    assert!(
+        record.error.as_deref().unwrap_or_default().contains("lost"),
+        "{record:?}"
+    );
+}
+
 pub async fn heartbeats_keep_a_lease(f: Fixture) {
     let q = f.queue.as_ref();
     q.enqueue(spec("a"), false).await.unwrap();
@@ -463,6 +513,7 @@ macro_rules! conformance_tests {
             a_chunk_job_comes_back_with_its_parent_split_and_frames,
             a_stale_token_is_fenced_off,
             an_expired_lease_is_redelivered_and_the_old_holder_fenced,
+            attempts_lost_with_their_worker_are_counted_apart_with_a_limit_of_their_own,
             heartbeats_keep_a_lease,
             cancel_stops_queued_and_running_jobs,
             retry_brings_a_failed_job_back,

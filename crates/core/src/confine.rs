@@ -93,17 +93,43 @@ impl Opened {
     /// A path naming exactly this open file (or, for a folder, this folder: join names to it),
     /// valid for this process and the processes it starts while `self` lives.
     pub fn io_path(&self) -> PathBuf {
-        PathBuf::from(format!(
-            "/proc/{}/fd/{}",
-            std::process::id(),
-            self.file.as_raw_fd()
-        ))
+        fd_path(&self.file)
     }
 
     /// True when `self` lies under one of `roots` (no roots: anywhere).
     pub fn is_within(&self, roots: &[PathBuf]) -> bool {
         is_within(roots, &self.real)
     }
+}
+
+/// A path naming exactly the open file `file`, valid for this process and the processes it
+/// starts while `file` is open.
+pub fn fd_path(file: &File) -> PathBuf {
+    PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        file.as_raw_fd()
+    ))
+}
+
+/// The longest part of `path` that exists (links not followed), and the names below it that
+/// do not, nearest first.
+fn existing_prefix(path: &Path) -> Result<(PathBuf, Vec<std::ffi::OsString>), ConfineError> {
+    let mut existing = path.to_path_buf();
+    let mut missing = Vec::new();
+    while std::fs::symlink_metadata(&existing).is_err() {
+        match (
+            existing.file_name().map(|n| n.to_owned()),
+            existing.parent(),
+        ) {
+            (Some(name), Some(parent)) => {
+                missing.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => return Err(ConfineError::Outside(path.display().to_string())),
+        }
+    }
+    Ok((existing, missing))
 }
 
 /// True when the resolved path `real` lies under one of `roots`, each resolved too (a root
@@ -137,20 +163,7 @@ pub fn open_within(roots: &[PathBuf], path: &Path) -> Result<Opened, ConfineErro
 pub fn open_dir_within(roots: &[PathBuf], dir: &Path) -> Result<Opened, ConfineError> {
     plain_absolute(dir)?;
     // The longest part of `dir` that exists; the rest is created below it.
-    let mut existing = dir.to_path_buf();
-    let mut missing = Vec::new();
-    while std::fs::symlink_metadata(&existing).is_err() {
-        match (
-            existing.file_name().map(|n| n.to_owned()),
-            existing.parent(),
-        ) {
-            (Some(name), Some(parent)) => {
-                missing.push(name);
-                existing = parent.to_path_buf();
-            }
-            _ => return Err(ConfineError::Outside(dir.display().to_string())),
-        }
-    }
+    let (existing, missing) = existing_prefix(dir)?;
     let mut opened = open_within(roots, &existing)?;
     for name in missing.into_iter().rev() {
         let next = opened.io_path().join(&name);
@@ -190,20 +203,7 @@ pub fn existing_within(roots: &[PathBuf], path: &Path) -> Result<PathBuf, Confin
 /// its existing part is resolved. Returns the resolved path.
 pub fn within(roots: &[PathBuf], path: &Path) -> Result<PathBuf, ConfineError> {
     plain_absolute(path)?;
-    let mut existing = path.to_path_buf();
-    let mut rest = Vec::new();
-    while std::fs::symlink_metadata(&existing).is_err() {
-        match (
-            existing.file_name().map(|n| n.to_owned()),
-            existing.parent(),
-        ) {
-            (Some(name), Some(parent)) => {
-                rest.push(name);
-                existing = parent.to_path_buf();
-            }
-            _ => return Err(ConfineError::Outside(path.display().to_string())),
-        }
-    }
+    let (existing, rest) = existing_prefix(path)?;
     let mut resolved = std::fs::canonicalize(&existing)
         .map_err(|_| ConfineError::Outside(path.display().to_string()))?;
     if !is_within(roots, &resolved) {

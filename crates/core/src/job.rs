@@ -233,9 +233,36 @@ pub struct SuccessReport {
     pub elapsed_s: f64,
     /// True when a verified output was already in place and nothing was encoded.
     pub already_done: bool,
+    /// Video frames written.
+    #[serde(default)]
+    pub frames: u64,
     /// What the user should know about how it was encoded (why a long input was not split).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Damage seen in the input while encoding it (decoder errors): the output is whole, but the
+    /// tape may be worth capturing again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl SuccessReport {
+    /// A finished job's progress: all of it, with the frames, the average rate and speed.
+    pub fn final_progress(&self) -> Progress {
+        let per_second = |n: f64| {
+            if self.elapsed_s > 0.0 {
+                n / self.elapsed_s
+            } else {
+                0.0
+            }
+        };
+        Progress {
+            progress: 1.0,
+            frames: self.frames,
+            fps: per_second(self.frames as f64),
+            speed: per_second(self.duration_s),
+            eta_s: Some(0.0),
+        }
+    }
 }
 
 /// Why an attempt failed, and so what the queue should do next.

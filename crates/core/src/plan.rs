@@ -72,6 +72,14 @@ pub fn plan(paths: &[PathBuf], out: &Path, extension: &str) -> Result<Vec<Planne
             });
         }
     }
+    // A file that another input becomes (`run src --out src` a second time) is a result, not
+    // an input.
+    let produced: std::collections::BTreeSet<PathBuf> = planned
+        .iter()
+        .filter(|q| q.output != q.input)
+        .map(|q| q.output.clone())
+        .collect();
+    planned.retain(|p| !produced.contains(&p.input));
     let mut by_output: BTreeMap<&Path, &Path> = BTreeMap::new();
     for job in &planned {
         if let Some(other) = by_output.insert(&job.output, &job.input) {
@@ -173,6 +181,17 @@ mod tests {
                 PathBuf::from("a.mkv")
             ]
         );
+    }
+
+    #[test]
+    fn outputs_of_an_earlier_run_into_the_same_folder_are_not_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.mpg", "a.mkv", "b.mkv"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let jobs = plan(&[dir.path().to_owned()], dir.path(), "mkv").unwrap();
+        let inputs: Vec<_> = jobs.iter().map(|j| j.input.file_name().unwrap()).collect();
+        assert_eq!(inputs, vec!["a.mpg", "b.mkv"], "{jobs:?}");
     }
 
     #[test]

@@ -22,8 +22,12 @@ use std::time::Duration;
 pub struct QueueSettings {
     /// How long a lease lasts without a heartbeat.
     pub lease: Duration,
-    /// Attempts before a job is failed for good.
+    /// Failed attempts before a job is failed for good.
     pub max_attempts: u32,
+    /// Attempts lost with their worker (killed, disconnected) before a job is failed for good:
+    /// counted apart, because the job is rarely to blame, yet a job that brings down every
+    /// worker that takes it must stop somewhere.
+    pub max_lost: u32,
     /// Delay before the first retry; it doubles with each further attempt.
     pub retry_backoff: Duration,
 }
@@ -33,6 +37,7 @@ impl Default for QueueSettings {
         Self {
             lease: Duration::from_secs(30),
             max_attempts: 3,
+            max_lost: 6,
             retry_backoff: Duration::from_secs(10),
         }
     }
@@ -63,13 +68,27 @@ pub struct WorkerInfo {
 pub struct Lease {
     pub id: JobId,
     pub spec: JobSpec,
-    /// 1-based attempt number of this lease.
+    /// 1-based attempt number of this lease (failed and lost attempts before it included).
     pub attempt: u32,
+    /// How many of the attempts before this one were lost with their worker.
+    pub lost: u32,
     /// The fencing token: it changes every time the job is leased, and the queue refuses a
     /// heartbeat, publish or finish that carries an old one.
     pub token: u64,
     /// Backend-specific handle (a delivery tag on RabbitMQ); 0 where unused.
     pub handle: u64,
+}
+
+impl Lease {
+    /// Attempts before this one that failed (lost ones are counted apart).
+    pub fn failures(&self) -> u32 {
+        self.attempt.saturating_sub(1).saturating_sub(self.lost)
+    }
+
+    /// True when failing this attempt fails the job for good.
+    pub fn is_last_try(&self, max_attempts: u32) -> bool {
+        self.failures() + 1 >= max_attempts
+    }
 }
 
 /// What happened to an enqueue request.

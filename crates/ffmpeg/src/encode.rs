@@ -119,12 +119,22 @@ pub fn encode_args(req: &EncodeRequest<'_>) -> Vec<std::ffi::OsString> {
     argv
 }
 
+/// A finished encode, and what ffmpeg complained about on the way: errors it printed although
+/// it finished are damage in the input (a decoder that skipped broken data).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Encoded {
+    /// Error lines in all.
+    pub errors: u64,
+    /// The last of them.
+    pub error_tail: String,
+}
+
 /// Run the encode, sending progress snapshots to `progress`, until it ends or `cancel` fires.
 pub async fn encode(
     req: &EncodeRequest<'_>,
     progress: &watch::Sender<Progress>,
     cancel: &CancellationToken,
-) -> Result<(), EncodeError> {
+) -> Result<Encoded, EncodeError> {
     let mut command = tokio::process::Command::new(&req.tools.ffmpeg);
     command
         .args(encode_args(req))
@@ -184,7 +194,7 @@ pub async fn encode(
                 // disk at the very end): its own words say so.
                 let write_failed = tail.lines().any(|l| WRITE_FAILURES.iter().any(|m| l.contains(m)));
                 if status.success() && !write_failed {
-                    return Ok(());
+                    return Ok(Encoded { errors: tail.count(), error_tail: tail.text() });
                 }
                 let reason = tail
                     .lines()

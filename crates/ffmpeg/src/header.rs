@@ -74,6 +74,9 @@ pub(crate) fn parse(stderr: &[u8], url: &[u8]) -> Option<Option<MediaInfo>> {
     let body_at = start + at + needle.len();
     let body = &stderr[body_at..];
     let mut info = MediaInfo::default();
+    // "Input #0, FORMAT, from '...'": the demuxer's name.
+    let format = &stderr[start + b"[info] Input #0, ".len()..start + at];
+    info.format_name = std::str::from_utf8(format).ok().map(str::to_owned);
     let mut complete = false;
     let mut ok = true;
     for line in body.split(|&b| b == b'\n') {

@@ -57,6 +57,7 @@ pub fn read(path: &Path) -> Option<MediaInfo> {
         }
     }
     Some(MediaInfo {
+        format_name: Some("matroska,webm".into()),
         duration_s: duration,
         streams: streams?,
     })

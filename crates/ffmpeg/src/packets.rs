@@ -2,11 +2,10 @@
 //! decoded): what a split needs to cut a file frame-exactly, and how a chunk's frames are
 //! counted.
 
-use crate::probe::ProbeError;
-use crate::{file_url, tools::Tools};
+use crate::probe::{ffprobe, ProbeError};
+use crate::tools::Tools;
 use serde::Deserialize;
 use std::path::Path;
-use std::process::Stdio;
 
 /// A rational number of seconds per tick, like ffmpeg's `AVRational`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,29 +80,6 @@ struct RawDisposition {
 struct RawFormat {
     start_time: Option<String>,
     format_name: Option<String>,
-}
-
-async fn ffprobe(tools: &Tools, args: &[&str], path: &Path) -> Result<Vec<u8>, ProbeError> {
-    let output = tokio::process::Command::new(&tools.ffprobe)
-        .args(["-v", "error"])
-        .args(args)
-        .arg(file_url(path))
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|source| ProbeError::Spawn {
-            path: tools.ffprobe.display().to_string(),
-            source,
-        })?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let first = stderr.lines().map(str::trim).find(|l| !l.is_empty());
-        return Err(ProbeError::Unreadable(
-            first.unwrap_or("ffprobe could not read it").to_owned(),
-        ));
-    }
-    Ok(output.stdout)
 }
 
 /// Read the first video stream's packets of `path` (a demux pass: fast, I/O bound).

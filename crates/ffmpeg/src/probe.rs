@@ -12,6 +12,8 @@ pub struct MediaInfo {
     /// Container duration in seconds, when known.
     pub duration_s: Option<f64>,
     pub streams: Vec<StreamInfo>,
+    /// The demuxer ffmpeg chose (`mpeg`, `matroska,webm`, `jpeg_pipe`...), when known.
+    pub format_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +27,14 @@ pub struct StreamInfo {
 }
 
 impl MediaInfo {
+    /// True when the file is a still picture (a JPEG or PNG with a video's name), which ffmpeg
+    /// would happily turn into a one-frame "video".
+    pub fn is_still_image(&self) -> bool {
+        self.format_name
+            .as_deref()
+            .is_some_and(|f| f == "image2" || f.ends_with("_pipe"))
+    }
+
     pub fn count(&self, codec_type: &str) -> usize {
         self.streams
             .iter()
@@ -79,19 +89,19 @@ struct RawDisposition {
 #[derive(Deserialize)]
 struct RawFormat {
     duration: Option<String>,
+    format_name: Option<String>,
 }
 
-/// Run ffprobe on `path`.
-pub async fn probe(tools: &Tools, path: &Path) -> Result<MediaInfo, ProbeError> {
+/// Run ffprobe with `args` on `path` (quiet but for errors); its standard output, or the first
+/// error it printed (without the file name, which the caller's message already has).
+pub(crate) async fn ffprobe(
+    tools: &Tools,
+    args: &[&str],
+    path: &Path,
+) -> Result<Vec<u8>, ProbeError> {
     let output = tokio::process::Command::new(&tools.ffprobe)
-        .args([
-            "-v",
-            "error",
-            "-print_format",
-            "json",
-            "-show_format",
-            "-show_streams",
-        ])
+        .args(["-v", "error"])
+        .args(args)
         .arg(file_url(path))
         .stdin(Stdio::null())
         .kill_on_drop(true)
@@ -101,20 +111,33 @@ pub async fn probe(tools: &Tools, path: &Path) -> Result<MediaInfo, ProbeError> 
             path: tools.ffprobe.display().to_string(),
             source,
         })?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let first_error = stderr
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .map(|l| strip_file_prefix(l, path))
-        .unwrap_or_else(|| "ffprobe could not read it".to_owned());
     if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let first_error = stderr
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(|l| strip_file_prefix(l, path))
+            .unwrap_or_else(|| "ffprobe could not read it".to_owned());
         return Err(ProbeError::Unreadable(first_error));
     }
-    let raw: Raw = serde_json::from_slice(&output.stdout).map_err(|e| {
+    Ok(output.stdout)
+}
+
+/// Run ffprobe on `path`.
+pub async fn probe(tools: &Tools, path: &Path) -> Result<MediaInfo, ProbeError> {
+    let stdout = ffprobe(
+        tools,
+        &["-print_format", "json", "-show_format", "-show_streams"],
+        path,
+    )
+    .await?;
+    let raw: Raw = serde_json::from_slice(&stdout).map_err(|e| {
         ProbeError::Unreadable(format!("ffprobe gave output that is not JSON: {e}"))
     })?;
+    let format_name = raw.format.as_ref().and_then(|f| f.format_name.clone());
     Ok(MediaInfo {
+        format_name,
         duration_s: raw
             .format
             .and_then(|f| f.duration)
@@ -223,6 +246,7 @@ mod tests {
 
     fn media(duration: f64, streams: &[(&str, &str)]) -> MediaInfo {
         MediaInfo {
+            format_name: None,
             duration_s: Some(duration),
             streams: streams
                 .iter()

@@ -7,6 +7,8 @@ use std::collections::VecDeque;
 pub struct Tail {
     lines: VecDeque<String>,
     max_lines: usize,
+    /// Every line pushed, kept or not.
+    pushed: u64,
 }
 
 impl Tail {
@@ -14,6 +16,7 @@ impl Tail {
         Self {
             lines: VecDeque::with_capacity(max_lines),
             max_lines,
+            pushed: 0,
         }
     }
 
@@ -22,6 +25,7 @@ impl Tail {
         if text.is_empty() {
             return;
         }
+        self.pushed += 1;
         if self.lines.len() == self.max_lines {
             self.lines.pop_front();
         }
@@ -35,6 +39,11 @@ impl Tail {
 
     pub fn lines(&self) -> impl Iterator<Item = &str> {
         self.lines.iter().map(String::as_str)
+    }
+
+    /// How many lines were pushed in all (the tail keeps only the last of them).
+    pub fn count(&self) -> u64 {
+        self.pushed
     }
 
     /// The last non-empty line: the one that usually says what went wrong.
@@ -55,5 +64,6 @@ mod tests {
         }
         assert_eq!(tail.text(), "two\nthree");
         assert_eq!(tail.last_line(), Some("three"));
+        assert_eq!(tail.count(), 3);
     }
 }

@@ -86,6 +86,7 @@ impl Inner {
                             id: JobId("?".into()),
                             spec: unknown_spec(),
                             attempts: 0,
+                            lost: 0,
                             error: Some(why.clone()),
                             stderr_tail: None,
                             created_ms: 0,

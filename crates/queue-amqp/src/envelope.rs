@@ -13,6 +13,9 @@ pub struct Envelope {
     /// Attempts made so far (failed or lost).
     #[serde(default)]
     pub attempts: u32,
+    /// Of those, the ones lost with their worker (counted apart from failures).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lost: u32,
     /// The last attempt's reason, and for failed jobs the reason they failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -27,6 +30,10 @@ pub struct Envelope {
 }
 
 pub const VERSION: u32 = 1;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
 
 /// The largest job message a worker reads: a real one is well under 10 KiB.
 pub const MAX_MESSAGE: usize = 64 * 1024;

@@ -645,6 +645,7 @@ fn unknown_spec() -> JobSpec {
 /// A failed job sent back by `retry`: a fresh attempt budget (its last error stays for reference).
 fn fresh(mut env: Envelope) -> Envelope {
     env.attempts = 0;
+    env.lost = 0;
     env.failed_ms = None;
     env
 }

@@ -18,6 +18,7 @@ impl Queue for AmqpQueue {
             id: id.clone(),
             spec,
             attempts: 0,
+            lost: 0,
             error: None,
             stderr_tail: None,
             created_ms: self.inner.now(),
@@ -99,11 +100,19 @@ impl Queue for AmqpQueue {
                 // An earlier holder lost this delivery (it died, its connection dropped, or
                 // RabbitMQ's consumer_timeout closed its channel): count that attempt.
                 env.attempts += 1;
-                env.error = Some(format!(
-                    "attempt {} was lost: its worker died or lost its connection to RabbitMQ (or the encode outlived the broker's consumer_timeout)",
-                    env.attempts
-                ));
-                let target = if env.attempts >= inner.queue.max_attempts {
+                env.lost += 1;
+                env.error = Some(if env.lost >= inner.queue.max_lost {
+                    format!(
+                        "lost {} times: every worker that took it died or lost its connection to RabbitMQ (or the encode outlived the broker's consumer_timeout); it may be what brings them down",
+                        env.lost
+                    )
+                } else {
+                    format!(
+                        "attempt {} was lost: its worker died or lost its connection to RabbitMQ (or the encode outlived the broker's consumer_timeout)",
+                        env.attempts
+                    )
+                });
+                let target = if env.lost >= inner.queue.max_lost {
                     env.failed_ms = Some(inner.now());
                     &inner.names.failed
                 } else {
@@ -139,6 +148,7 @@ impl Queue for AmqpQueue {
                 id: env.id.clone(),
                 spec: env.spec.clone(),
                 attempt: env.attempts + 1,
+                lost: env.lost,
                 token,
                 handle: token,
             };
@@ -230,14 +240,18 @@ impl Queue for AmqpQueue {
                 env.error = Some(failure.reason.clone());
                 env.stderr_tail = Some(failure.stderr_tail.clone());
                 if failure.kind == FailureKind::Permanent
-                    || env.attempts >= inner.queue.max_attempts
+                    || env.attempts.saturating_sub(env.lost) >= inner.queue.max_attempts
                 {
                     env.failed_ms = Some(inner.now());
                     inner
                         .publish_envelope(&inner.names.failed, &env, persistent())
                         .await?;
                 } else {
-                    let delay = inner.queue.backoff_after(env.attempts).as_millis().max(1);
+                    let delay = inner
+                        .queue
+                        .backoff_after(env.attempts.saturating_sub(env.lost))
+                        .as_millis()
+                        .max(1);
                     let props = persistent().with_expiration(delay.to_string().into());
                     inner
                         .publish_envelope(&inner.names.retry, &env, props)

@@ -138,13 +138,14 @@ impl SqliteQueue {
                             r.get::<_, i64>("id")?,
                             r.get::<_, i64>("token")?,
                             r.get::<_, i64>("attempts")?,
+                            r.get::<_, i64>("lost")?,
                             read_spec(r)?,
                         ))
                     })
                     .optional()
                 })
                 .map_err(|e| ctx.err(e))?;
-            let Some((id, token, attempt, spec)) = leased else {
+            let Some((id, token, attempt, lost, spec)) = leased else {
                 return Ok(None);
             };
             tx.prepare_cached(
@@ -158,6 +159,7 @@ impl SqliteQueue {
                 id: JobId(id.to_string()),
                 spec,
                 attempt: attempt as u32,
+                lost: lost as u32,
                 token: token as u64,
                 handle: 0,
             }))
@@ -282,12 +284,15 @@ fn reap(conn: &Connection, ctx: &Ctx) -> Result<(), QueueError> {
     exec(
         conn,
         "UPDATE jobs SET
-            state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
-            finished_ms = CASE WHEN attempts >= max_attempts THEN ?1 ELSE NULL END,
-            error = 'worker ' || coalesce(worker, '?') || ' stopped answering and its lease ran out',
+            state = CASE WHEN lost + 1 >= ?2 THEN 'failed' ELSE 'queued' END,
+            finished_ms = CASE WHEN lost + 1 >= ?2 THEN ?1 ELSE NULL END,
+            error = CASE WHEN lost + 1 >= ?2
+                THEN 'lost ' || (lost + 1) || ' times: every worker that took it stopped answering (the last was ' || coalesce(worker, '?') || '); it may be what brings them down'
+                ELSE 'worker ' || coalesce(worker, '?') || ' stopped answering and its lease ran out' END,
+            lost = lost + 1,
             progress = NULL, lease_until = NULL
          WHERE state = 'running' AND lease_until < ?1",
-        [ctx.now],
+        params![ctx.now, ctx.settings.max_lost],
     )
     .map_err(|e| ctx.err(e))?;
     Ok(())

@@ -30,7 +30,7 @@ impl Queue for SqliteQueue {
                 // A failed or cancelled job, or a forced re-run: the same row starts afresh.
                 Some((id, _)) => {
                     tx.execute(
-                        "UPDATE jobs SET state = 'queued', attempts = 0, max_attempts = ?2, not_before = 0,
+                        "UPDATE jobs SET state = 'queued', attempts = 0, lost = 0, max_attempts = ?2, not_before = 0,
                             error = NULL, stderr_tail = NULL, progress = NULL, result = NULL,
                             finished_ms = NULL, overwrite = ?3, priority = ?4, created_ms = ?5
                          WHERE id = ?1",
@@ -122,15 +122,14 @@ impl Queue for SqliteQueue {
                             token,
                             ctx.now,
                             serde_json::to_string(report).unwrap_or_default(),
-                            serde_json::to_string(&Progress { progress: 1.0, eta_s: Some(0.0), ..Progress::default() })
-                                .unwrap_or_default()
+                            serde_json::to_string(&report.final_progress()).unwrap_or_default()
                         ],
                     ),
                     "succeeded",
                     None,
                 ),
                 Outcome::Failed(failure)
-                    if failure.kind == FailureKind::Permanent || lease.attempt >= ctx.settings.max_attempts =>
+                    if failure.kind == FailureKind::Permanent || lease.is_last_try(ctx.settings.max_attempts) =>
                 {
                     (
                         exec(
@@ -145,7 +144,7 @@ impl Queue for SqliteQueue {
                     )
                 }
                 Outcome::Failed(failure) => {
-                    let retry_at = ctx.now + ctx.settings.backoff_after(lease.attempt).as_millis() as i64;
+                    let retry_at = ctx.now + ctx.settings.backoff_after(lease.failures() + 1).as_millis() as i64;
                     (
                         exec(
                         &tx,
@@ -434,7 +433,7 @@ impl Queue for SqliteQueue {
                     });
                 }
                 tx.execute(
-                    "UPDATE jobs SET state = 'queued', attempts = 0, max_attempts = ?2, not_before = 0,
+                    "UPDATE jobs SET state = 'queued', attempts = 0, lost = 0, max_attempts = ?2, not_before = 0,
                         finished_ms = NULL, progress = NULL
                      WHERE id = ?1",
                     params![row, ctx.settings.max_attempts],

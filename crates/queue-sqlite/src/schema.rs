@@ -60,6 +60,9 @@ ALTER TABLE jobs ADD COLUMN chunk TEXT;
 CREATE INDEX jobs_parent ON jobs (parent) WHERE parent IS NOT NULL;
 ";
 
+/// Attempts lost with their worker, counted apart from failed ones.
+const V3: &str = "ALTER TABLE jobs ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;";
+
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -73,6 +76,10 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if version < 2 {
         tx.execute_batch(V2)?;
         tx.pragma_update(None, "user_version", 2)?;
+    }
+    if version < 3 {
+        tx.execute_batch(V3)?;
+        tx.pragma_update(None, "user_version", 3)?;
     }
     tx.commit()
 }

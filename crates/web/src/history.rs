@@ -184,7 +184,9 @@ fn end_attempt(
 
 fn read(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
     let state: String = row.get("state")?;
-    let result: Option<String> = row.get("result")?;
+    let result: Option<SuccessReport> = row
+        .get::<_, Option<String>>("result")?
+        .and_then(|r| serde_json::from_str(&r).ok());
     Ok(JobRecord {
         id: JobId(row.get("id")?),
         state: state.parse().unwrap_or(JobState::Queued),
@@ -205,8 +207,8 @@ fn read(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
         error: row.get("error")?,
         stderr_tail: row.get("stderr_tail")?,
         worker: row.get("worker")?,
-        progress: None,
-        result: result.and_then(|r| serde_json::from_str::<SuccessReport>(&r).ok()),
+        progress: result.as_ref().map(SuccessReport::final_progress),
+        result,
         created_ms: row.get("created_ms")?,
         started_ms: row.get("started_ms")?,
         finished_ms: row.get("finished_ms")?,

@@ -1,7 +1,7 @@
 //! One attempt at one job: check, probe, encode under a heartbeat, verify, publish, acknowledge.
 
 use crate::checks::{check_input, check_media, check_not_self};
-use crate::parent::{mark_failed, Check, Encode, Step};
+use crate::parent::{mark_damaged, mark_failed, Check, Encode, Step};
 use crate::paths::Confined;
 use crate::publish::{remove_stale, TempOutput};
 use crate::WorkerSettings;
@@ -148,7 +148,7 @@ impl Attempt {
         if let (End::Failed(failure), Some(chunk)) = (&end, &place.spec.chunk) {
             // A chunk that failed for good fails its tape: say so where the parent looks.
             if failure.kind == FailureKind::Permanent
-                || self.lease.attempt >= self.settings.max_attempts
+                || self.lease.is_last_try(self.settings.max_attempts)
             {
                 mark_failed(&place, chunk, &failure.reason);
             }
@@ -196,6 +196,8 @@ impl Attempt {
                     elapsed_s: started.elapsed().as_secs_f64(),
                     already_done: true,
                     note: None,
+                    warnings: Vec::new(),
+                    frames: 0,
                 });
             }
             let input_info = match self.probe_input(&input_io, &spec.input).await {
@@ -211,6 +213,8 @@ impl Attempt {
                         elapsed_s: started.elapsed().as_secs_f64(),
                         already_done: true,
                         note: None,
+                        warnings: Vec::new(),
+                        frames: 0,
                     }),
                     Err(why) => End::Failed(exists_failure(&spec.output, &why)),
                 },
@@ -340,8 +344,16 @@ impl Attempt {
             Err(failure) => return End::Failed(failure),
         };
         let void = void_reason.lock().map(|v| v.clone()).unwrap_or(None);
-        match encoded {
-            Ok(()) => {}
+        let damage = match encoded {
+            Ok(encoded) if encoded.errors > 0 => Some(format!(
+                "ffmpeg reported {} errors while reading the input (damaged or cut data): {}",
+                encoded.errors,
+                shown(&encoded.error_tail)
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+            )),
+            Ok(_) => None,
             Err(EncodeError::Cancelled) => {
                 return match void {
                     Some(reason) => End::Void(reason),
@@ -360,10 +372,20 @@ impl Attempt {
                 };
                 return End::Failed(Failure::retryable(reason, shown(e.stderr_tail())));
             }
-        }
+        };
         if let Some(reason) = void {
             return End::Void(reason);
         }
+        if let (Some(damage), true) = (&damage, settings.fail_on_damage) {
+            return End::Failed(Failure::permanent(format!(
+                "{}: the input is damaged: {damage} (decode_errors = \"fail\")",
+                spec.input.display()
+            )));
+        }
+        let warnings = [work.warnings.clone(), damage]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>();
 
         // Verification and publishing run under a heartbeat too: a slow file system must not
         // let the lease run out unnoticed.
@@ -385,6 +407,7 @@ impl Attempt {
                     place,
                     profile,
                     &work,
+                    warnings,
                     &input_info,
                     temp,
                     input_size,
@@ -394,7 +417,10 @@ impl Attempt {
             verify_done.cancel();
             end
         };
-        let (end, ()) = tokio::join!(verifying, verify_heartbeat);
+        let (mut end, ()) = tokio::join!(verifying, verify_heartbeat);
+        if let End::Done(report) = &mut end {
+            report.frames = progress_tx.borrow().frames;
+        }
         end
     }
 
@@ -404,6 +430,7 @@ impl Attempt {
         place: &Confined,
         profile: &videofarm_core::Profile,
         work: &Encode,
+        warnings: Vec<String>,
         input_info: &videofarm_ffmpeg::MediaInfo,
         temp: TempOutput,
         input_size: u64,
@@ -455,6 +482,11 @@ impl Attempt {
                 ))
             };
         }
+        if let (Check::Chunk { .. }, Some(chunk), false) = (check, &spec.chunk, warnings.is_empty())
+        {
+            // Before the chunk appears: its tape's join must find the damage it saw.
+            mark_damaged(place, chunk, &warnings);
+        }
         if let Err(failure) = temp.publish(&place.output_io(), &spec.output, spec.overwrite) {
             return End::Failed(failure);
         }
@@ -481,6 +513,8 @@ impl Attempt {
             },
             already_done: false,
             note: note.clone(),
+            warnings,
+            frames: 0,
         })
     }
 

@@ -26,8 +26,15 @@ pub fn check_input(shown: &Path, input: &File) -> Result<u64, Failure> {
     Ok(meta.len())
 }
 
-/// The input must be something ffprobe reads as video.
+/// The input must be something ffprobe reads as video, not a still picture.
 pub fn check_media(input: &Path, info: &MediaInfo) -> Result<(), Failure> {
+    if info.is_still_image() {
+        return Err(Failure::permanent(format!(
+            "{}: not a video (it is a still picture, {})",
+            input.display(),
+            info.format_name.as_deref().unwrap_or("an image")
+        )));
+    }
     if info.videos().next().is_none() {
         return Err(Failure::permanent(format!(
             "{}: not a video (it has no video stream)",

@@ -51,6 +51,8 @@ pub struct WorkerSettings {
     pub max_attempts: u32,
     /// How long a split tape's parent waits between looks at its chunks.
     pub split_poll: Duration,
+    /// Fail a job whose input made the decoder report errors, instead of warning about it.
+    pub fail_on_damage: bool,
 }
 
 /// A worker process's job-running part: `concurrency` slots sharing one queue.

@@ -23,6 +23,8 @@ pub(crate) struct Encode {
     pub check: Check,
     /// Said on the job when it succeeds (why a long input was encoded whole).
     pub note: Option<String>,
+    /// Damage already seen (a split tape's chunks').
+    pub warnings: Option<String>,
 }
 
 /// How the result is verified.
@@ -71,6 +73,7 @@ impl Attempt {
                 duration_s: None,
                 check: Check::Whole,
                 note,
+                warnings: None,
             })
         };
         let Some(args) = &profile.split else {
@@ -95,6 +98,7 @@ impl Attempt {
                     frames: chunk.frames() * u64::from(args.frames_per_frame),
                 },
                 note: None,
+                warnings: None,
             });
         }
         if spec.split.is_off() {
@@ -351,6 +355,21 @@ impl Attempt {
             }
             spans.push((name, length));
         }
+        // Damage a chunk saw in its part of the input is the tape's.
+        let warnings: Vec<String> = plan
+            .chunks
+            .iter()
+            .filter_map(|c| {
+                let text =
+                    std::fs::read_to_string(work.join(split::warnings_name(c.index))).ok()?;
+                Some(format!(
+                    "chunk {} of {}: {}",
+                    c.index + 1,
+                    plan.chunks.len(),
+                    text.trim()
+                ))
+            })
+            .collect();
         let list = split::concat_list(&spans);
         split::write_atomically(work, "list.ffconcat", list.as_bytes())
             .map_err(|e| fail(format!("could not write the chunk list ({e})")))?;
@@ -371,8 +390,18 @@ impl Attempt {
                 started_ms: plan.started_ms,
             },
             note: None,
+            warnings: (!warnings.is_empty()).then(|| warnings.join("; ")),
         })
     }
+}
+
+/// Record the damage a chunk saw in its part of the input, for its tape's report.
+pub fn mark_damaged(place: &Confined, chunk: &Chunk, warnings: &[String]) {
+    let _ = split::write_atomically(
+        &place.dir_io(),
+        &split::warnings_name(chunk.index),
+        warnings.join("; ").as_bytes(),
+    );
 }
 
 /// Record that chunk `chunk` failed for good, for its parent to see.

@@ -5,7 +5,6 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::ErrorKind;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -82,11 +81,7 @@ impl TempOutput {
 
     /// A path to the open temporary file itself, for ffmpeg to write and verification to read.
     pub fn io_path(&self) -> PathBuf {
-        PathBuf::from(format!(
-            "/proc/{}/fd/{}",
-            std::process::id(),
-            self.file.as_raw_fd()
-        ))
+        videofarm_core::confine::fd_path(&self.file)
     }
 
     /// Flush the file to disk and move it to `output` (a name in the same folder); `shown` is

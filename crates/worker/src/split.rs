@@ -320,6 +320,11 @@ pub fn failed_name(index: u32, reported: bool) -> String {
     )
 }
 
+/// Where a chunk's warnings (damage in its part of the input) wait for the join.
+pub fn warnings_name(index: u32) -> String {
+    format!("chunk-{index:05}.warnings")
+}
+
 /// The work folder's name beside an output named `name`.
 pub fn work_name(output: &Path) -> OsString {
     videofarm_core::split::work_dir(output)

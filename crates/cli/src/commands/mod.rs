@@ -44,6 +44,7 @@ pub fn worker_settings(settings: &Settings, tools: Tools, info: WorkerInfo) -> W
         max_attempts: settings.queue.max_attempts,
         // A look at a tape's chunks is a lease and a put-back: cheap, so often.
         split_poll: std::time::Duration::from_secs(1).min(settings.queue.lease / 4),
+        fail_on_damage: settings.fail_on_damage,
     }
 }
 
@@ -110,8 +111,9 @@ pub fn stop_on_signal(token: CancellationToken) {
             return;
         };
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {}, _ = hup.recv() => {} }
-        tracing::info!("stopping: running jobs go back to the queue");
+        // Stop first: saying so may fail (stderr can be a closed pipe).
         token.cancel();
+        tracing::info!("stopping: running jobs go back to the queue");
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {}, _ = hup.recv() => {} }
         // stderr may be a closed pipe: never let the message stop the exit.
         let _ = writeln!(std::io::stderr(), "videofarm: second signal, quitting now");

@@ -218,7 +218,7 @@ fn succeeded(
         error: None,
         stderr_tail: None,
         worker: Some(worker.to_owned()),
-        progress: None,
+        progress: Some(report.final_progress()),
         result: Some(report.clone()),
         created_ms: 0,
         started_ms: None,
@@ -244,6 +244,8 @@ fn print_summary(records: &[JobRecord], already_done: &HashSet<JobId>) {
             (JobState::Succeeded, Some(r)) => (
                 if r.already_done || already_done.contains(&job.id) {
                     "already done"
+                } else if !r.warnings.is_empty() {
+                    "ok, damaged"
                 } else {
                     "ok"
                 }
@@ -264,6 +266,13 @@ fn print_summary(records: &[JobRecord], already_done: &HashSet<JobId>) {
             ),
         };
         println!("{name:<40}  {result:<12}  {duration:>8}  {sizes:>21}  {time:>8}");
+        for line in job
+            .result
+            .iter()
+            .flat_map(|r| r.note.iter().chain(&r.warnings))
+        {
+            println!("    {line}");
+        }
         if job.state != JobState::Succeeded {
             failed += 1;
             if let Some(error) = &job.error {

@@ -9,6 +9,7 @@ use crate::cli::{QueueInputs, WatchArgs};
 use crate::error::{ExitStatus, UsageError};
 use crate::settings::Settings;
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::SystemTime;
 use tokio::time::Instant;
@@ -33,11 +34,20 @@ pub async fn watch(settings: &Settings, args: WatchArgs) -> anyhow::Result<ExitS
     let queue = open_queue(settings).await?;
     let stop = CancellationToken::new();
     stop_on_signal(stop.clone());
-    eprintln!(
+    // Output may go to a pipe that closes (`watch ... | head -1`): never let a write stop the
+    // watch, which only a signal does.
+    let say = |line: String| {
+        let _ = writeln!(std::io::stdout(), "{line}");
+    };
+    let warn = |line: String| {
+        let _ = writeln!(std::io::stderr(), "{line}");
+    };
+    warn(format!(
         "watching {} (a file is queued {}s after it stops changing); stop with Ctrl-C",
         shown(&args.dir),
         settle.as_secs_f64()
-    );
+    ));
+    let mut folder_gone = false;
     let inputs = QueueInputs {
         paths: vec![args.dir.clone()],
         out: args.out.clone(),
@@ -54,6 +64,20 @@ pub async fn watch(settings: &Settings, args: WatchArgs) -> anyhow::Result<ExitS
         tokio::select! {
             _ = stop.cancelled() => return Ok(ExitStatus::Success),
             _ = ticker.tick() => {}
+        }
+        if !args.dir.is_dir() {
+            if !folder_gone {
+                warn(format!(
+                    "{}: the watched folder is gone; waiting for it to come back",
+                    shown(&args.dir)
+                ));
+                folder_gone = true;
+            }
+            continue;
+        }
+        if folder_gone {
+            warn(format!("{}: the watched folder is back", shown(&args.dir)));
+            folder_gone = false;
         }
         let planned =
             scan::plan(&inputs.paths, &inputs.out, &profile.extension).map_err(UsageError::from)?;
@@ -83,13 +107,13 @@ pub async fn watch(settings: &Settings, args: WatchArgs) -> anyhow::Result<ExitS
             Ok(results) => {
                 for (job, (_, result)) in ready.iter().zip(results) {
                     if let Enqueued::Queued(id) = result {
-                        println!("queued {id}: {}", shown(&job.input));
+                        say(format!("queued {id}: {}", shown(&job.input)));
                     }
                 }
             }
             Err(e) => {
                 // The queue is away (broker restarting): forget these so they are tried again.
-                eprintln!("could not queue: {e:#}; will try again");
+                warn(format!("could not queue: {e:#}; will try again"));
                 for job in &ready {
                     if let Some(entry) = seen.get_mut(&job.input) {
                         entry.2 = false;

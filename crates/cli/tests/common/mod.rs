@@ -249,7 +249,8 @@ pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
     }
 }
 
-fn ffmpeg(args: &[&str], out: &Path) {
+/// Make `out` with ffmpeg and `args` (lavfi sources and the like).
+pub fn ffmpeg(args: &[&str], out: &Path) {
     let status = Command::new("ffmpeg")
         .args(["-v", "error", "-y"])
         .args(args)
