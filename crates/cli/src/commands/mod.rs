@@ -43,7 +43,7 @@ pub fn worker_settings(settings: &Settings, tools: Tools, info: WorkerInfo) -> W
         paths: settings.paths.clone(),
         max_attempts: settings.queue.max_attempts,
         // A look at a tape's chunks is a lease and a put-back: cheap, so often.
-        split_poll: std::time::Duration::from_secs(1).min(settings.queue.lease / 4),
+        split_poll: std::time::Duration::from_millis(500).min(settings.queue.lease / 4),
         fail_on_damage: settings.fail_on_damage,
     }
 }
