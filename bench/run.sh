@@ -9,7 +9,8 @@
 # medians, and each ratio is the median of the ratios within a round.
 #
 # Needs ffmpeg, RabbitMQ on 127.0.0.1:5672 (guest/guest) and python3 (Celery 5 is installed
-# into bench/.venv on first use). Takes about 25 minutes on two cores with the defaults.
+# into bench/.venv on first use). Takes about 25 minutes on two cores with the defaults, then
+# bench/split.sh (one tape split across both cores) about 8 more.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clips=${CLIPS:-8}; secs=${SECS:-20}; tiny=${TINY:-500}; rounds=${ROUNDS:-3}
@@ -178,3 +179,7 @@ if celery_noop:
           f"(x{farm / celery_noop['celery_noop_jobs_per_s']:.1f}); broker ceiling {queue.get('broker_ceiling_1_consumers', {}).get('jobs_per_s', 0):.0f}")
 print("\nwritten: bench/out/latest.json")
 PY
+
+# One long tape split across cores as if they were machines (bench/split.sh, also runnable
+# alone): its figures go to bench/out/split.json.
+bench/split.sh

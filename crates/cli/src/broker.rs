@@ -4,6 +4,8 @@ use crate::error::UsageError;
 use crate::settings::{Broker, Settings};
 use anyhow::Context;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use videofarm_core::{Clock, Queue, SystemClock, WorkerInfo};
 use videofarm_queue_amqp::{AmqpQueue, AmqpSettings};
 use videofarm_queue_sqlite::SqliteQueue;
@@ -18,6 +20,52 @@ pub async fn open_queue(settings: &Settings) -> anyhow::Result<Arc<dyn Queue>> {
         }
         Broker::Amqp(url) => Ok(Arc::new(open_amqp(settings, url).await?)),
     }
+}
+
+/// Open the queue; a broker that is not up (yet) is waited for, said once, until `stop` fires
+/// (then `None`). Wrong credentials or a wrong vhost are not waited for.
+pub async fn open_queue_waiting(
+    settings: &Settings,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<Arc<dyn Queue>>> {
+    let mut said = false;
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match open_queue(settings).await {
+            Ok(queue) => {
+                if said {
+                    eprintln!("connected to {}", settings.broker.describe());
+                }
+                return Ok(Some(queue));
+            }
+            Err(e) if is_unreachable(&e) => {
+                if !said {
+                    eprintln!(
+                        "waiting for {} ({}); retrying until it answers (Ctrl-C to stop)",
+                        settings.broker.describe(),
+                        e.root_cause()
+                    );
+                    said = true;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// True for a broker that is down or restarting (worth waiting for), not for one that refused
+/// us.
+fn is_unreachable(e: &anyhow::Error) -> bool {
+    let text = format!("{e:#}");
+    text.contains("cannot connect")
+        && !["ACCESS_REFUSED", "NOT_ALLOWED", "access to vhost"]
+            .iter()
+            .any(|refused| text.contains(refused))
 }
 
 pub async fn open_amqp(settings: &Settings, url: &str) -> anyhow::Result<AmqpQueue> {

@@ -340,3 +340,77 @@ fn publish_raw(farm: &Farm, bodies: Vec<Vec<u8>>) {
         let _ = conn.close(200, "done".into()).await;
     });
 }
+
+/// A worker started before its broker is up waits for it, says so once, and works once it is.
+#[test]
+fn a_worker_started_before_the_broker_waits_for_it() {
+    let relay = Relay::new(false);
+    let farm = Farm::amqp_at(&relay.url(), "");
+    clip(&farm.input.join("early.mpg"), 1);
+    let worker = farm.spawn_worker("early", 1);
+    wait_until("it says it is waiting", Duration::from_secs(10), || {
+        farm.log("early").contains("waiting for")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(alive(worker.id()), "still waiting: {}", farm.log("early"));
+    relay.up();
+    farm.enqueue(&[&farm.input.join("early.mpg")], "archive");
+    wait_until("the job is done", Duration::from_secs(30), || {
+        farm.out.join("early.mkv").is_file()
+    });
+    assert_eq!(
+        farm.log("early").matches("waiting for").count(),
+        1,
+        "said once"
+    );
+    reap(worker);
+}
+
+/// `run` on RabbitMQ rides out a broker outage of several seconds mid-batch and finishes.
+#[test]
+fn run_rides_out_a_broker_outage_and_finishes_its_batch() {
+    let relay = Relay::new(true);
+    let farm = Farm::amqp_at(&relay.url(), "");
+    for name in ["a.mpg", "b.mpg", "c.mpg"] {
+        clip(&farm.input.join(name), 2);
+    }
+    let run = farm
+        .cmd([
+            "run",
+            "--json",
+            "--workers",
+            "1",
+            "--profile",
+            "slow",
+            "--out",
+        ])
+        .arg(&farm.out)
+        .arg(&farm.input)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the first job is done", Duration::from_secs(30), || {
+        farm.out.join("a.mkv").is_file()
+    });
+    relay.down();
+    std::thread::sleep(Duration::from_secs(8));
+    relay.up();
+    let out = run.wait_with_output().unwrap();
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&out.stdout), text(&out.stderr)));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{records:#?}\n{}",
+        text(&out.stderr)
+    );
+    assert_eq!(records.len(), 3);
+    assert!(
+        records.iter().all(|r| r["state"] == "succeeded"),
+        "{records:#?}"
+    );
+    for name in ["a.mkv", "b.mkv", "c.mkv"] {
+        assert!(farm.out.join(name).is_file(), "{name}");
+    }
+}

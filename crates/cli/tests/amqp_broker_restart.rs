@@ -47,6 +47,18 @@ fn a_broker_restart_mid_run_loses_no_job_and_the_worker_resumes_by_itself() {
         farm.status()["queued"] == 0
     });
     assert_eq!(farm.status()["failed"], 0);
+    // The attempt that lost its lease at the restart is not shown as running forever.
+    wait_until(
+        "no job is listed as running",
+        Duration::from_secs(5),
+        || {
+            farm.status()["running"] == 0
+                && farm
+                    .inspect()
+                    .iter()
+                    .all(|w| w["active"].as_array().is_some_and(|a| a.is_empty()))
+        },
+    );
     for name in ["a.mkv", "b.mkv"] {
         let (streams, duration) = probe(&farm.out.join(name));
         assert_eq!(streams[0].1, "h264");

@@ -326,7 +326,7 @@ impl Inner {
                 .close(320, "videofarm: reconnecting".into())
                 .await;
         }
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.next_epoch();
         let connection = Connection::connect(
             &self.url(),
             ConnectionProperties::default()
@@ -434,7 +434,17 @@ impl Inner {
                 .close(320, "videofarm: reconnecting".into())
                 .await;
         }
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.next_epoch();
+    }
+
+    /// A new connection: deliveries of the old one are void (the broker hands them out again),
+    /// so they are no longer this worker's, and `inspect` must not list them as running.
+    fn next_epoch(&self) {
+        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, h| h.epoch == epoch);
     }
 
     /// Publish `body` to `queue` persistently and wait for the broker's confirm.

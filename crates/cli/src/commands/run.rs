@@ -15,22 +15,30 @@ use crate::error::{ExitStatus, UsageError};
 use crate::settings::{Broker, Settings};
 use crate::ui::ProgressUi;
 use std::collections::{HashMap, HashSet};
+use std::io::Write;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use videofarm_core::plan as scan;
-use videofarm_core::{Enqueued, Event, JobFilter, JobId, JobRecord, JobSpec, JobState};
+use videofarm_core::{Enqueued, Event, JobFilter, JobId, JobRecord, JobSpec, JobState, QueueError};
 use videofarm_queue_amqp::EventStream;
 use videofarm_worker::Worker;
 
 /// Where `run` learns what happens to its jobs.
 enum EventSource {
     Local(broadcast::Receiver<Event>),
-    Broker(Box<EventStream>),
+    /// The farm's events on RabbitMQ, plus this process's own workers' (which need no broker:
+    /// what they finish is seen even while the broker is away).
+    Broker {
+        stream: Option<Box<EventStream>>,
+        local: broadcast::Receiver<Event>,
+    },
 }
 
 impl EventSource {
+    /// The next event; `None` once the local workers are gone. A lost broker stream is
+    /// followed again by [`EventSource::reconnect`].
     async fn next(&mut self) -> Option<Event> {
         match self {
             EventSource::Local(rx) => loop {
@@ -40,10 +48,43 @@ impl EventSource {
                     Err(broadcast::error::RecvError::Closed) => return None,
                 }
             },
-            EventSource::Broker(stream) => match stream.next().await {
-                Some(Ok(event)) => Some(event),
-                _ => None,
+            EventSource::Broker { stream, local } => loop {
+                let Some(remote) = stream.as_mut() else {
+                    return match local.recv().await {
+                        Ok(event) => Some(event),
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => None,
+                    };
+                };
+                tokio::select! {
+                    event = remote.next() => match event {
+                        Some(Ok(event)) => return Some(event),
+                        _ => {
+                            *stream = None;
+                            continue;
+                        }
+                    },
+                    event = local.recv() => match event {
+                        // Seen on the broker stream too while it is up.
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                }
             },
+        }
+    }
+
+    /// Follow the broker's events again after a lost connection (events published meanwhile
+    /// are missed: finished jobs are then recognised by their published output).
+    async fn reconnect(&mut self, settings: &Settings, url: &str) {
+        if let EventSource::Broker { stream, .. } = self {
+            if stream.is_none() {
+                if let Ok(queue) = open_amqp(settings, url).await {
+                    if let Ok(events) = queue.subscribe_events().await {
+                        *stream = Some(Box::new(events));
+                    }
+                }
+            }
         }
     }
 }
@@ -72,11 +113,15 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
     ));
     // Subscribe before anything is queued, so no event of this batch is missed.
     let mut source = match &settings.broker {
-        Broker::Amqp(url) => EventSource::Broker(Box::new(
-            open_amqp(settings, url).await?.subscribe_events().await?,
-        )),
+        Broker::Amqp(url) => EventSource::Broker {
+            stream: Some(Box::new(
+                open_amqp(settings, url).await?.subscribe_events().await?,
+            )),
+            local: worker.subscribe(),
+        },
         Broker::Sqlite(_) => EventSource::Local(worker.subscribe()),
     };
+    let batch_started = std::time::SystemTime::now();
     let forwarder = forward_events(settings, worker.subscribe()).await?;
 
     let enqueued =
@@ -120,6 +165,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
         Broker::Sqlite(_) => filter.clone(),
     };
     let mut source_open = true;
+    let mut outage: Option<Instant> = None;
     let interrupted = loop {
         tokio::select! {
             // Events first: a slow queue check must never let them pile up.
@@ -146,10 +192,51 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
             }
             _ = check.tick() => {}
         }
-        for record in queue.jobs(&check_filter).await? {
-            if record.state.is_terminal() {
-                finished.insert(record.id.clone(), record);
+        if let Broker::Amqp(url) = &settings.broker {
+            source.reconnect(settings, url).await;
+            // A verified output that appeared since the batch started is a finished job, even
+            // if its event was lost in a broker outage (outputs appear only once verified).
+            for (id, spec) in &specs {
+                if finished.contains_key(id) {
+                    continue;
+                }
+                let fresh = std::fs::metadata(&spec.output)
+                    .ok()
+                    .filter(|m| m.modified().is_ok_and(|t| t >= batch_started));
+                if let Some(meta) = fresh {
+                    let report = videofarm_core::SuccessReport {
+                        input_size: spec.input_size,
+                        output_size: meta.len(),
+                        ..Default::default()
+                    };
+                    finished.insert(id.clone(), succeeded(id, spec, "?", &report));
+                }
             }
+        }
+        // A broker outage is ridden out: the local workers reconnect by themselves, and the
+        // batch is looked at again once the broker answers.
+        match queue.jobs(&check_filter).await {
+            Ok(records) => {
+                if outage.take().is_some() {
+                    let _ = writeln!(std::io::stderr(), "the queue answers again");
+                }
+                for record in records {
+                    if record.state.is_terminal() {
+                        finished.insert(record.id.clone(), record);
+                    }
+                }
+            }
+            Err(QueueError::Backend(why)) => {
+                if outage.is_none() {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "the queue does not answer ({why}); waiting for it"
+                    );
+                    outage = Some(Instant::now());
+                }
+                continue;
+            }
+            Err(e) => return Err(e.into()),
         }
         if let Some(ui) = ui.as_mut() {
             ui.set_finished(finished.len() as u64);

@@ -2,7 +2,7 @@
 //! removes their partial outputs and puts the jobs back in the queue at once.
 
 use super::{locate_tools, stop_on_signal, worker_settings};
-use crate::broker::{open_queue, worker_info};
+use crate::broker::{open_queue_waiting, worker_info};
 use crate::cli::WorkerArgs;
 use crate::error::ExitStatus;
 use crate::settings::Settings;
@@ -11,7 +11,11 @@ use videofarm_worker::Worker;
 
 pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<ExitStatus> {
     let tools = locate_tools(settings)?;
-    let queue = open_queue(settings).await?;
+    let abort = CancellationToken::new();
+    stop_on_signal(abort.clone());
+    let Some(queue) = open_queue_waiting(settings, &abort).await? else {
+        return Ok(ExitStatus::Success);
+    };
     let concurrency = args.concurrency.unwrap_or(settings.workers);
     let info = worker_info(args.name.as_deref(), concurrency);
     eprintln!(
@@ -22,8 +26,6 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
     );
     let worker = Worker::new(queue, worker_settings(settings, tools, info));
     let forwarder = super::forward_events(settings, worker.subscribe()).await?;
-    let abort = CancellationToken::new();
-    stop_on_signal(abort.clone());
     worker.run(CancellationToken::new(), abort).await?;
     drop(worker);
     if let Some(forwarder) = forwarder {

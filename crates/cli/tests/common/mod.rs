@@ -71,6 +71,11 @@ impl Farm {
     /// A farm on the real RabbitMQ (127.0.0.1:5672 or `VIDEOFARM_TEST_AMQP`), with queue and
     /// exchange names of its own; `extra` config lines go before the test config.
     pub fn amqp(extra: &str) -> Farm {
+        Farm::amqp_at(&amqp_url(), extra)
+    }
+
+    /// Like [`Farm::amqp`], with the broker at `url` (a [`Relay`] to it, for outages).
+    pub fn amqp_at(url: &str, extra: &str) -> Farm {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let prefix = format!(
             "vftest-cli-{}-{}-{}",
@@ -82,8 +87,7 @@ impl Farm {
                 .subsec_nanos()
         );
         let config = format!(
-            "broker = {:?}\namqp_prefix = {prefix:?}\namqp_queue_expires_secs = 600\n{extra}",
-            amqp_url()
+            "broker = {url:?}\namqp_prefix = {prefix:?}\namqp_queue_expires_secs = 600\n{extra}"
         );
         let mut farm = Farm::with_config(&config);
         farm.broker = None;
@@ -216,6 +220,66 @@ impl Drop for Farm {
         if let Some(prefix) = &self.amqp_prefix {
             videofarm_queue_amqp::delete_farm_blocking(&amqp_url(), prefix);
         }
+    }
+}
+
+/// A TCP relay to the test broker that can be taken down and brought back: a broker outage for
+/// one test, without stopping the broker every other test uses.
+pub struct Relay {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    pub fn new(up: bool) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let relay = Relay {
+            port,
+            up: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(up)),
+            open: Default::default(),
+        };
+        let (up, open) = (relay.up.clone(), relay.open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                // Down: the connection is dropped at once, as by a broker that is not there.
+                if !up.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(broker) = std::net::TcpStream::connect("127.0.0.1:5672") else {
+                    continue;
+                };
+                let mut open = open.lock().unwrap();
+                for (from, to) in [(&client, &broker), (&broker, &client)] {
+                    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                open.push(client);
+                open.push(broker);
+            }
+        });
+        relay
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Cut every connection and refuse new ones.
+    pub fn down(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn up(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
