@@ -414,3 +414,40 @@ fn run_rides_out_a_broker_outage_and_finishes_its_batch() {
         assert!(farm.out.join(name).is_file(), "{name}");
     }
 }
+
+/// A broker does not deduplicate: the same file queued again while it encodes is a second
+/// message. It waits for the first attempt instead of encoding the same output at the same
+/// time (and removing its temporary file), then finds the output done.
+#[test]
+fn the_same_job_queued_twice_while_it_runs_is_encoded_once() {
+    let farm = Farm::amqp("");
+    let tape = farm.input.join("twice.mpg");
+    clip(&tape, 4);
+    let one = farm.spawn_worker("one", 1);
+    let two = farm.spawn_worker("two", 1);
+    farm.enqueue(&[&tape], "slow");
+    wait_until("it is encoding", Duration::from_secs(20), || {
+        farm.inspect()
+            .iter()
+            .any(|w| w["active"].as_array().is_some_and(|a| !a.is_empty()))
+    });
+    farm.enqueue(&[&tape], "slow");
+    wait_until("the output is in place", Duration::from_secs(30), || {
+        farm.out.join("twice.mkv").is_file()
+    });
+    wait_until("both copies are done", Duration::from_secs(20), || {
+        let logs = farm.log("one") + &farm.log("two");
+        logs.matches("job succeeded").count() == 2
+    });
+    let logs = farm.log("one") + &farm.log("two");
+    assert_eq!(
+        logs.matches("already_done=false").count(),
+        1,
+        "encoded once: {logs}"
+    );
+    assert!(logs.contains("already_done=true"), "{logs}");
+    assert!(!logs.contains("attempt failed"), "{logs}");
+    assert_eq!(farm.outputs(), vec![std::path::PathBuf::from("twice.mkv")]);
+    reap(one);
+    reap(two);
+}

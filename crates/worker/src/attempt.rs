@@ -3,7 +3,7 @@
 use crate::checks::{check_input, check_media, check_not_self};
 use crate::parent::{mark_damaged, mark_failed, Check, Encode, Step};
 use crate::paths::Confined;
-use crate::publish::{remove_stale, TempOutput};
+use crate::publish::{remove_stale, OutputLock, TempOutput};
 use crate::WorkerSettings;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -221,6 +221,17 @@ impl Attempt {
                 Err(e) => End::Failed(exists_failure(&spec.output, &e.to_string())),
             };
         }
+
+        // One attempt at a time on one output: a copy of this job queued twice (a broker does
+        // not deduplicate) waits for this one, then finds its output done.
+        let _lock = match OutputLock::try_take(&place.dir_io(), place.name(), &spec.output) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                tracing::info!("another attempt is working on this output; waiting for it");
+                return End::Deferred(settings.heartbeat * 2, Progress::default());
+            }
+            Err(failure) => return End::Failed(failure),
+        };
 
         // The whole file, a chunk of it, or the join of its chunks; or a split tape's parent
         // that has queued its chunks and waits for them.

@@ -28,20 +28,62 @@ const NAME_MAX: usize = 255;
 /// is shortened (with a hash of it, so two long names never share a prefix): the temporary
 /// name must fit where the output's name fits.
 fn prefix(name: &OsStr, job: &JobId) -> Vec<u8> {
-    let suffix = format!(".videofarm-{job}-");
-    // Room for the prefix's own parts and the longest "TOKEN.part.EXT" that follows.
-    let room = NAME_MAX.saturating_sub(1 + suffix.len() + 20 + 6 + 16);
-    let mut prefix = b".".to_vec();
+    // Room for the longest "TOKEN.part.EXT" that follows.
+    hidden(name, &format!(".videofarm-{job}-"), 20 + 6 + 16)
+}
+
+/// `.NAME` + `suffix`, with NAME shortened (and a hash of it added, so two long names never
+/// meet) so that `reserve` more bytes still fit in a file name.
+fn hidden(name: &OsStr, suffix: &str, reserve: usize) -> Vec<u8> {
+    let room = NAME_MAX.saturating_sub(1 + suffix.len() + reserve);
+    let mut hidden = b".".to_vec();
     if name.len() <= room {
-        prefix.extend_from_slice(name.as_bytes());
+        hidden.extend_from_slice(name.as_bytes());
     } else {
         let hash = blake3::hash(name.as_bytes()).to_hex();
-        prefix.extend_from_slice(&name.as_bytes()[..room.saturating_sub(17)]);
-        prefix.push(b'~');
-        prefix.extend_from_slice(&hash.as_bytes()[..16]);
+        hidden.extend_from_slice(&name.as_bytes()[..room.saturating_sub(17)]);
+        hidden.push(b'~');
+        hidden.extend_from_slice(&hash.as_bytes()[..16]);
     }
-    prefix.extend_from_slice(suffix.as_bytes());
-    prefix
+    hidden.extend_from_slice(suffix.as_bytes());
+    hidden
+}
+
+/// The right to work on one output: an exclusive lock on a hidden file beside it, held by the
+/// attempt for as long as it runs (the kernel, or the file server, lets go of it when the
+/// worker dies). A second copy of the same job (queued twice on a broker while the first runs)
+/// finds it taken and waits instead of encoding the same file at the same time, and cleaning
+/// up after earlier attempts can never touch a live attempt's file.
+#[derive(Debug)]
+pub struct OutputLock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl OutputLock {
+    /// Take the lock for output `name` in `dir`, or `None` when another attempt holds it.
+    pub fn try_take(dir: &Path, name: &OsStr, shown: &Path) -> Result<Option<Self>, Failure> {
+        let path = dir.join(OsString::from_vec(hidden(name, ".videofarm-lock", 0)));
+        let shown_dir = shown.parent().unwrap_or(Path::new("."));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| folder_failure(shown_dir, &e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Self { path, _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(folder_failure(shown_dir, &e)),
+        }
+    }
+}
+
+impl Drop for OutputLock {
+    fn drop(&mut self) {
+        // Gone with its holder: a lock file left behind would only be clutter.
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 impl TempOutput {
@@ -277,6 +319,26 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.kind, videofarm_core::FailureKind::Permanent);
         assert!(err.reason.contains("255"), "{}", err.reason);
+    }
+
+    #[test]
+    fn one_attempt_at_a_time_works_on_an_output_and_leaves_no_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("tape.mkv");
+        let name = out.file_name().unwrap();
+        let first = OutputLock::try_take(dir.path(), name, &out).unwrap();
+        assert!(first.is_some());
+        assert!(
+            OutputLock::try_take(dir.path(), name, &out)
+                .unwrap()
+                .is_none(),
+            "a second attempt waits"
+        );
+        drop(first);
+        let again = OutputLock::try_take(dir.path(), name, &out).unwrap();
+        assert!(again.is_some(), "free once the first is done");
+        drop(again);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
