@@ -31,10 +31,11 @@ fn failed_jobs(farm: &Farm) -> Vec<Value> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Temporary encode files (an attempt's `.NAME.videofarm-JOB-TOKEN.part.EXT`).
 fn temporaries(farm: &Farm) -> usize {
     farm.outputs()
         .iter()
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .filter(|p| p.file_name().unwrap().to_string_lossy().contains(".part."))
         .count()
 }
 
@@ -374,7 +375,7 @@ fn run_rides_out_a_broker_outage_and_finishes_its_batch() {
     for name in ["a.mpg", "b.mpg", "c.mpg"] {
         clip(&farm.input.join(name), 2);
     }
-    let run = farm
+    let mut run = farm
         .cmd([
             "run",
             "--json",
@@ -396,6 +397,14 @@ fn run_rides_out_a_broker_outage_and_finishes_its_batch() {
     relay.down();
     std::thread::sleep(Duration::from_secs(8));
     relay.up();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while run.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = run.kill();
+            panic!("run never finished after the outage");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let out = run.wait_with_output().unwrap();
     let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&out.stdout), text(&out.stderr)));

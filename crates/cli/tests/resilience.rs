@@ -32,12 +32,13 @@ fn worker_mid_encode(farm: &Farm, name: &str) -> (std::process::Child, u32) {
     (worker, ffmpeg[0])
 }
 
+/// Temporary encode files (an attempt's `.NAME.videofarm-JOB-TOKEN.part.EXT`).
 fn temporaries(farm: &Farm) -> Vec<PathBuf> {
     farm.outputs()
         .into_iter()
         .filter(|p| {
             p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                .is_some_and(|n| n.to_string_lossy().contains(".part."))
         })
         .collect()
 }

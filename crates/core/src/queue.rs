@@ -141,6 +141,8 @@ pub enum QueueError {
     #[error("job {0}: the lease was lost (it ran out or the job was handed to another worker)")]
     LeaseLost(JobId),
     /// Someone cancelled the job while it ran.
+    /// The job was cancelled: the id is the one the user cancelled (the job's own, or, for a
+    /// chunk, its split tape's).
     #[error("job {0} was cancelled")]
     Cancelled(JobId),
     #[error("no job with id {0}")]

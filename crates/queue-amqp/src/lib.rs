@@ -112,7 +112,8 @@ struct Held {
     acker: Acker,
     envelope: Envelope,
     progress: Progress,
-    cancelled: bool,
+    /// Cancelled: the id the user cancelled (the job's own, or its split tape's).
+    cancelled: Option<JobId>,
 }
 
 pub(crate) struct Inner {
@@ -321,10 +322,7 @@ impl Inner {
         }
         if let Some(old) = live.take() {
             // Close it for real, so the broker hands its deliveries to other workers now.
-            let _ = old
-                .connection
-                .close(320, "videofarm: reconnecting".into())
-                .await;
+            close_within(&old.connection).await;
         }
         self.next_epoch();
         let connection = Connection::connect(
@@ -429,10 +427,7 @@ impl Inner {
             .take();
         self.consuming.lock().await.take();
         if let Some(old) = old {
-            let _ = old
-                .connection
-                .close(320, "videofarm: reconnecting".into())
-                .await;
+            close_within(&old.connection).await;
         }
         self.next_epoch();
     }
@@ -567,8 +562,8 @@ impl Inner {
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         match held.get(&lease.handle) {
             Some(h) if h.token == lease.token && h.epoch == self.epoch.load(Ordering::SeqCst) => {
-                if h.cancelled {
-                    Err(QueueError::Cancelled(lease.id.clone()))
+                if let Some(by) = &h.cancelled {
+                    Err(QueueError::Cancelled(by.clone()))
                 } else {
                     Ok(())
                 }
@@ -630,10 +625,26 @@ impl Inner {
                         .is_some_and(|p| ids.contains(p))
             })
             .map(|h| {
-                h.cancelled = true;
+                let by = match &h.envelope.spec.parent {
+                    Some(parent) if ids.contains(parent) => parent.clone(),
+                    _ => h.envelope.id.clone(),
+                };
+                h.cancelled = Some(by);
                 h.envelope.id.clone()
             })
             .collect()
+    }
+}
+
+/// Close a connection we are leaving, but never wait long for the broker to agree: on a
+/// connection that died without a word (a network cut) the close handshake never ends.
+async fn close_within(connection: &Connection) {
+    let closing = connection.close(320, "videofarm: reconnecting".into());
+    if tokio::time::timeout(Duration::from_secs(2), closing)
+        .await
+        .is_err()
+    {
+        tracing::debug!("the old connection did not close in time; leaving it");
     }
 }
 

@@ -160,7 +160,7 @@ impl Queue for AmqpQueue {
                     acker: delivery.acker,
                     envelope: env,
                     progress: Progress::default(),
-                    cancelled: false,
+                    cancelled: None,
                 },
             );
             return Ok(Some(lease));
@@ -196,11 +196,11 @@ impl Queue for AmqpQueue {
                 }
                 Ok(())
             }
-            Err(QueueError::Cancelled(id)) => {
+            Err(QueueError::Cancelled(by)) => {
                 // Cancelled while running: the job is over; take it off the queue for good.
                 let held = inner.take_held(lease)?;
-                let _ = inner.ack(&held, &id).await;
-                Err(QueueError::Cancelled(id))
+                let _ = inner.ack(&held, &lease.id).await;
+                Err(QueueError::Cancelled(by))
             }
             Err(e) => Err(e),
         }

@@ -17,6 +17,9 @@ use videofarm_ffmpeg::{
     encode, probe, probe_output, verify_output, EncodeError, EncodeRequest, ProbeError,
 };
 
+/// Why a chunk's lease ended when the user cancelled its tape.
+const TAPE_CANCELLED: &str = "its tape was cancelled";
+
 /// How an attempt ended, before the queue is told.
 pub(crate) enum End {
     Done(SuccessReport),
@@ -145,6 +148,12 @@ impl Attempt {
             Err(failure) => return End::Failed(failure),
         };
         let end = self.execute_in(&place, abort).await;
+        if let (End::Void(reason), Some(_)) = (&end, &place.spec.chunk) {
+            if reason == TAPE_CANCELLED {
+                // Its tape was cancelled: the chunks' work folder goes (whoever sees it first).
+                place.remove_dir();
+            }
+        }
         if let (End::Failed(failure), Some(chunk)) = (&end, &place.spec.chunk) {
             // A chunk that failed for good fails its tape: say so where the parent looks.
             if failure.kind == FailureKind::Permanent
@@ -639,6 +648,9 @@ impl Attempt {
                         Ok(()) => {}
                         Err(e) if e.voids_lease() => {
                             let reason = match e {
+                                QueueError::Cancelled(by) if self.lease.spec.parent.as_ref() == Some(&by) => {
+                                    TAPE_CANCELLED.to_owned()
+                                }
                                 QueueError::Cancelled(_) => "cancelled by the user".to_owned(),
                                 other => other.to_string(),
                             };

@@ -152,6 +152,17 @@ impl Confined {
         &self.name
     }
 
+    /// Remove the output folder and the files in it (a split tape's work folder, once its
+    /// tape is cancelled): the files through the checked folder, then the folder itself.
+    pub fn remove_dir(&self) {
+        if let Ok(entries) = std::fs::read_dir(self.dir_io()) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(self.dir_io().join(entry.file_name()));
+            }
+        }
+        let _ = std::fs::remove_dir(self.dir.real());
+    }
+
     /// The output, through the checked folder.
     pub fn output_io(&self) -> PathBuf {
         self.dir.io_path().join(&self.name)
