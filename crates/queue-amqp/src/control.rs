@@ -99,9 +99,14 @@ pub(crate) async fn spawn_responder(
                         },
                     }
                 }
-                Ok(Request::Cancel { ids }) => Reply::Cancelled {
-                    ids: inner.cancel_held(&ids),
-                },
+                Ok(Request::Cancel { ids }) => {
+                    // Remembered at once: a waiting chunk of a cancelled tape must not start
+                    // before the next read of the broker's list.
+                    inner.add_tombstones(&ids);
+                    Reply::Cancelled {
+                        ids: inner.cancel_held(&ids),
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "ignored a control message that is not ours");
                     continue;

@@ -40,6 +40,8 @@ pub struct Attempt {
     /// The right to run an encode: released as soon as ffmpeg exits, so the next job's encode
     /// starts while this one is verified and published.
     pub permit: Option<OwnedSemaphorePermit>,
+    /// The lock on the output, once taken: every heartbeat marks it alive.
+    pub(crate) lock: Mutex<Option<std::fs::File>>,
 }
 
 impl Attempt {
@@ -233,14 +235,23 @@ impl Attempt {
 
         // One attempt at a time on one output: a copy of this job queued twice (a broker does
         // not deduplicate) waits for this one, then finds its output done.
-        let _lock = match OutputLock::try_take(&place.dir_io(), place.name(), &spec.output) {
-            Ok(Some(lock)) => lock,
-            Ok(None) => {
-                tracing::info!("another attempt is working on this output; waiting for it");
-                return End::Deferred(settings.heartbeat * 2, Progress::default());
-            }
-            Err(failure) => return End::Failed(failure),
-        };
+        // A holder that stopped marking the lock alive (a paused or frozen worker, whose lease
+        // the queue has taken back) does not hold anyone up.
+        let silent_after = settings.heartbeat * 8;
+        let _lock =
+            match OutputLock::try_take(&place.dir_io(), place.name(), &spec.output, silent_after) {
+                Ok(Some(lock)) => {
+                    if let Ok(mut slot) = self.lock.lock() {
+                        *slot = lock.handle();
+                    }
+                    Some(lock)
+                }
+                Ok(None) => {
+                    tracing::info!("another attempt is working on this output; waiting for it");
+                    return End::Deferred(settings.heartbeat * 2, Progress::default());
+                }
+                Err(failure) => return End::Failed(failure),
+            };
 
         // The whole file, a chunk of it, or the join of its chunks; or a split tape's parent
         // that has queued its chunks and waits for them.
@@ -494,7 +505,7 @@ impl Attempt {
         // Fencing: only the current lease holder may publish.
         if let Err(e) = self.queue.begin_publish(&self.lease).await {
             return if e.voids_lease() {
-                End::Void(e.to_string())
+                End::Void(self.void_reason(e))
             } else {
                 End::Failed(Failure::retryable(
                     format!("could not confirm the lease before publishing: {e}"),
@@ -536,6 +547,18 @@ impl Attempt {
             warnings,
             frames: 0,
         })
+    }
+
+    /// Why a lease the queue voided is gone, in words (a chunk's tape cancelled is its own case:
+    /// its work folder goes).
+    fn void_reason(&self, e: QueueError) -> String {
+        match e {
+            QueueError::Cancelled(by) if self.lease.spec.parent.as_ref() == Some(&by) => {
+                TAPE_CANCELLED.to_owned()
+            }
+            QueueError::Cancelled(_) => "cancelled by the user".to_owned(),
+            other => other.to_string(),
+        }
     }
 
     /// Check an encoded file as `check` says; the error is one plain sentence.
@@ -643,17 +666,14 @@ impl Attempt {
                     self.emit(Event::JobProgress { id: self.lease.id.clone(), worker: self.worker(), progress: snapshot });
                 }
                 _ = ticker.tick() => {
+                    if let Some(lock) = self.lock.lock().ok().as_ref().and_then(|l| l.as_ref()) {
+                        let _ = lock.set_modified(std::time::SystemTime::now());
+                    }
                     let snapshot = *progress.borrow();
                     match self.queue.heartbeat(&self.lease, Some(&snapshot)).await {
                         Ok(()) => {}
                         Err(e) if e.voids_lease() => {
-                            let reason = match e {
-                                QueueError::Cancelled(by) if self.lease.spec.parent.as_ref() == Some(&by) => {
-                                    TAPE_CANCELLED.to_owned()
-                                }
-                                QueueError::Cancelled(_) => "cancelled by the user".to_owned(),
-                                other => other.to_string(),
-                            };
+                            let reason = self.void_reason(e);
                             if let Ok(mut slot) = void_reason.lock() {
                                 *slot = Some(reason);
                             }

@@ -157,6 +157,7 @@ impl Worker {
                         events: self.events.clone(),
                         lease,
                         permit: Some(permit),
+                        lock: Default::default(),
                     };
                     attempts.spawn(attempt.run(abort.clone()));
                 }

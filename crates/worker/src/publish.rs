@@ -57,12 +57,21 @@ fn hidden(name: &OsStr, suffix: &str, reserve: usize) -> Vec<u8> {
 #[derive(Debug)]
 pub struct OutputLock {
     path: PathBuf,
-    _file: std::fs::File,
+    file: std::fs::File,
+    /// False when taken over from a silent holder: the file is then not ours to remove.
+    owned: bool,
 }
 
 impl OutputLock {
-    /// Take the lock for output `name` in `dir`, or `None` when another attempt holds it.
-    pub fn try_take(dir: &Path, name: &OsStr, shown: &Path) -> Result<Option<Self>, Failure> {
+    /// Take the lock for output `name` in `dir`, or `None` when another attempt holds it and
+    /// marked it alive (its modification time) within `silent_after`. A holder silent longer
+    /// is paused or cut off, and its lease is no longer its own: the lock is then passed by.
+    pub fn try_take(
+        dir: &Path,
+        name: &OsStr,
+        shown: &Path,
+        silent_after: std::time::Duration,
+    ) -> Result<Option<Self>, Failure> {
         let path = dir.join(OsString::from_vec(hidden(name, ".videofarm-lock", 0)));
         let shown_dir = shown.parent().unwrap_or(Path::new("."));
         let file = std::fs::OpenOptions::new()
@@ -72,17 +81,43 @@ impl OutputLock {
             .open(&path)
             .map_err(|e| folder_failure(shown_dir, &e))?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(Self { path, _file: file })),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Ok(()) => {
+                let _ = file.set_modified(std::time::SystemTime::now());
+                Ok(Some(Self {
+                    path,
+                    file,
+                    owned: true,
+                }))
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let silent = file
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > silent_after);
+                Ok(silent.then_some(Self {
+                    path,
+                    file,
+                    owned: false,
+                }))
+            }
             Err(std::fs::TryLockError::Error(e)) => Err(folder_failure(shown_dir, &e)),
         }
+    }
+
+    /// The lock file, to mark it alive while the attempt runs.
+    pub fn handle(&self) -> Option<std::fs::File> {
+        self.file.try_clone().ok()
     }
 }
 
 impl Drop for OutputLock {
     fn drop(&mut self) {
         // Gone with its holder: a lock file left behind would only be clutter.
-        let _ = std::fs::remove_file(&self.path);
+        if self.owned {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -326,16 +361,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("tape.mkv");
         let name = out.file_name().unwrap();
-        let first = OutputLock::try_take(dir.path(), name, &out).unwrap();
+        let patience = std::time::Duration::from_secs(60);
+        let first = OutputLock::try_take(dir.path(), name, &out, patience).unwrap();
         assert!(first.is_some());
         assert!(
-            OutputLock::try_take(dir.path(), name, &out)
+            OutputLock::try_take(dir.path(), name, &out, patience)
                 .unwrap()
                 .is_none(),
             "a second attempt waits"
         );
+        // A holder that stopped marking it alive is passed by.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        let handle = first.as_ref().unwrap().handle().unwrap();
+        handle.set_modified(old).unwrap();
+        let past = OutputLock::try_take(dir.path(), name, &out, patience).unwrap();
+        assert!(past.is_some(), "a silent holder does not hold anyone up");
+        drop(past);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "not ours to remove"
+        );
         drop(first);
-        let again = OutputLock::try_take(dir.path(), name, &out).unwrap();
+        let again = OutputLock::try_take(dir.path(), name, &out, patience).unwrap();
         assert!(again.is_some(), "free once the first is done");
         drop(again);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
