@@ -2,7 +2,7 @@
 //! decoded): what a split needs to cut a file frame-exactly, and how a chunk's frames are
 //! counted.
 
-use crate::probe::{ffprobe, ProbeError};
+use crate::probe::{ffprobe, ProbeError, RawDisposition};
 use crate::tools::Tools;
 use serde::Deserialize;
 use std::path::Path;
@@ -68,12 +68,6 @@ struct RawStream {
     start_time: Option<String>,
     #[serde(default)]
     disposition: Option<RawDisposition>,
-}
-
-#[derive(Deserialize)]
-struct RawDisposition {
-    #[serde(default)]
-    attached_pic: u8,
 }
 
 #[derive(Deserialize)]

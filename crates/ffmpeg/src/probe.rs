@@ -80,10 +80,11 @@ struct RawStream {
     disposition: Option<RawDisposition>,
 }
 
+/// ffprobe's `disposition` of a stream: whether it is cover art.
 #[derive(Deserialize)]
-struct RawDisposition {
+pub(crate) struct RawDisposition {
     #[serde(default)]
-    attached_pic: u8,
+    pub(crate) attached_pic: u8,
 }
 
 #[derive(Deserialize)]

@@ -18,13 +18,17 @@
 //!
 //! Layout: [`envelope`] (the message), [`names`] (broker objects), [`control`] (broadcasts),
 //! `queue_impl` (the [`Queue`] implementation), `browse` (failed queue and tombstones), this
-//! file (settings, connection, consumer, held deliveries, events).
+//! `events` (following lifecycle events), this file (settings, connection, consumer, held
+//! deliveries, publishing events).
 
 mod browse;
 mod control;
 pub mod envelope;
+mod events;
 pub mod names;
 mod queue_impl;
+
+pub use events::EventStream;
 
 use async_trait::async_trait;
 use envelope::Envelope;
@@ -222,31 +226,6 @@ impl AmqpQueue {
             _channel: channel,
             _queue: self.clone(),
         })
-    }
-}
-
-/// Lifecycle events as they are published.
-pub struct EventStream {
-    consumer: Consumer,
-    /// Keeps the channel (and so the private queue) open.
-    _channel: Channel,
-    /// Keeps the connection open even when the caller drops its queue handle.
-    _queue: AmqpQueue,
-}
-
-impl EventStream {
-    /// The next event; `None` when the connection ends. Messages that are not events are skipped.
-    pub async fn next(&mut self) -> Option<Result<Event, QueueError>> {
-        loop {
-            match self.consumer.next().await? {
-                Err(e) => return Some(Err(backend(e))),
-                Ok(delivery) => {
-                    if let Ok(event) = serde_json::from_slice::<Event>(&delivery.data) {
-                        return Some(Ok(event));
-                    }
-                }
-            }
-        }
     }
 }
 
