@@ -460,3 +460,28 @@ fn the_same_job_queued_twice_while_it_runs_is_encoded_once() {
     reap(one);
     reap(two);
 }
+
+/// Cancelling a waiting job does not ban its file forever: queued again, it is encoded.
+#[test]
+fn a_file_cancelled_while_waiting_can_be_queued_again() {
+    let farm = Farm::amqp("");
+    let tape = farm.input.join("again.mpg");
+    clip(&tape, 1);
+    let ids = farm.enqueue(&[&tape], "archive");
+    assert!(farm.run(["cancel", &ids[0]]).status.success());
+    std::thread::sleep(Duration::from_millis(20));
+    let again = farm.enqueue(&[&tape], "archive");
+    assert_eq!(again, ids, "the same job");
+    let worker = farm.spawn_worker("later", 1);
+    wait_until(
+        "the file queued again is encoded",
+        Duration::from_secs(20),
+        || farm.out.join("again.mkv").is_file(),
+    );
+    assert!(
+        farm.log("later").contains("dropped a cancelled job"),
+        "the cancelled copy was dropped: {}",
+        farm.log("later")
+    );
+    reap(worker);
+}

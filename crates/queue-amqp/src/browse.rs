@@ -6,15 +6,23 @@ use super::*;
 
 impl Inner {
     /// Remember cancelled ids locally (a cancel broadcast, or this process's own cancel).
-    pub(crate) fn add_tombstones(&self, ids: &[JobId]) {
+    pub(crate) fn add_tombstones(&self, ids: &[JobId], at_ms: i64) {
         let mut tombstones = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
-        tombstones.0.extend(ids.iter().cloned());
+        for id in ids {
+            let at = tombstones.0.entry(id.clone()).or_insert(at_ms);
+            *at = (*at).max(at_ms);
+        }
     }
 
-    /// Whether `id` was cancelled, reading the broker's list when the cache is old. Reading it
-    /// returns its messages with the redelivered flag set, which is harmless there (it is never
-    /// consumed as jobs are).
-    pub(crate) async fn is_cancelled(&self, id: &JobId) -> Result<bool, QueueError> {
+    /// Whether the job `id` queued at `queued_ms` was cancelled after that (the same file queued
+    /// again after a cancel is a new job), reading the broker's list when the cache is old.
+    /// Reading it returns its messages with the redelivered flag set, which is harmless there
+    /// (it is never consumed as jobs are).
+    pub(crate) async fn is_cancelled(
+        &self,
+        id: &JobId,
+        queued_ms: i64,
+    ) -> Result<bool, QueueError> {
         let stale = {
             let tombstones = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
             tombstones
@@ -23,7 +31,7 @@ impl Inner {
         };
         if stale {
             let channel = self.new_channel().await?;
-            let mut ids = std::collections::HashSet::new();
+            let mut ids = Vec::new();
             while let Some(message) = channel
                 .basic_get(
                     self.names.cancelled.as_str().into(),
@@ -32,24 +40,31 @@ impl Inner {
                 .await
                 .map_err(backend)?
             {
-                ids.insert(JobId(
-                    String::from_utf8_lossy(&message.delivery.data).into_owned(),
-                ));
+                // "ID\tWHEN"; a tombstone without a time (older versions) cancels any copy.
+                let body = String::from_utf8_lossy(&message.delivery.data).into_owned();
+                let (id, at) = match body.split_once('\t') {
+                    Some((id, at)) => (id.to_owned(), at.parse().unwrap_or(i64::MAX)),
+                    None => (body, i64::MAX),
+                };
+                ids.push((JobId(id), at));
                 if ids.len() >= 100_000 {
                     break;
                 }
             }
             let _ = channel.close(200, "read tombstones".into()).await;
-            let mut tombstones = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
-            tombstones.0.extend(ids);
-            tombstones.1 = Some(tokio::time::Instant::now());
+            for (id, at) in ids {
+                self.add_tombstones(&[id], at);
+            }
+            self.tombstones.lock().unwrap_or_else(|p| p.into_inner()).1 =
+                Some(tokio::time::Instant::now());
         }
         Ok(self
             .tombstones
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .0
-            .contains(id))
+            .get(id)
+            .is_some_and(|at| queued_ms <= *at))
     }
 
     /// Read every message of `queue` without taking it (they return when the channel closes).

@@ -102,7 +102,7 @@ pub(crate) async fn spawn_responder(
                 Ok(Request::Cancel { ids }) => {
                     // Remembered at once: a waiting chunk of a cancelled tape must not start
                     // before the next read of the broker's list.
-                    inner.add_tombstones(&ids);
+                    inner.add_tombstones(&ids, inner.now());
                     Reply::Cancelled {
                         ids: inner.cancel_held(&ids),
                     }

@@ -136,11 +136,9 @@ pub(crate) struct Inner {
     /// This process as a worker, once registered: what control replies describe.
     me: Mutex<Option<WorkerInfo>>,
     responder: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Cancelled job ids as last read from the broker, and when.
-    tombstones: Mutex<(
-        std::collections::HashSet<JobId>,
-        Option<tokio::time::Instant>,
-    )>,
+    /// Cancelled job ids with when they were cancelled (ms), as last read from the broker, and
+    /// when that was.
+    tombstones: Mutex<(HashMap<JobId, i64>, Option<tokio::time::Instant>)>,
 }
 
 /// How long the tombstone cache is trusted before the broker is read again.

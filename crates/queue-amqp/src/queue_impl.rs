@@ -132,10 +132,10 @@ impl Queue for AmqpQueue {
                 continue;
             }
             let parent_cancelled = match &env.spec.parent {
-                Some(parent) => inner.is_cancelled(parent).await?,
+                Some(parent) => inner.is_cancelled(parent, env.created_ms).await?,
                 None => false,
             };
-            if parent_cancelled || inner.is_cancelled(&env.id).await? {
+            if parent_cancelled || inner.is_cancelled(&env.id, env.created_ms).await? {
                 tracing::info!(job = %env.id, "dropped a cancelled job");
                 delivery
                     .ack(BasicAckOptions::default())
@@ -440,12 +440,18 @@ impl Queue for AmqpQueue {
         // A waiting job cannot be taken out of the middle of a queue: its id is recorded, and
         // the worker that receives it drops it. A running one is stopped by its worker.
         let inner = &self.inner;
+        // Recorded with the time: a copy of the job queued after this cancel is not dropped.
+        let at = inner.now();
         for id in ids {
             inner
-                .publish(&inner.names.cancelled, id.0.as_bytes(), persistent())
+                .publish(
+                    &inner.names.cancelled,
+                    format!("{id}\t{at}").as_bytes(),
+                    persistent(),
+                )
                 .await?;
         }
-        inner.add_tombstones(ids);
+        inner.add_tombstones(ids, at);
         let running = control::cancel_running(inner, ids).await?;
         if !running.is_empty() {
             tracing::info!(jobs = ?running, "running jobs will stop at their next heartbeat");
