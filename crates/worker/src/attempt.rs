@@ -255,7 +255,8 @@ impl Attempt {
 
         // The whole file, a chunk of it, or the join of its chunks; or a split tape's parent
         // that has queued its chunks and waits for them.
-        let work = match self.step(place, profile).await {
+        // Planning a long tape reads all of it: under a heartbeat, like any long step.
+        let work = match self.under_heartbeat(0.0, self.step(place, profile)).await {
             Step::Run(work) => work,
             Step::End(end) => return end,
         };
@@ -420,35 +421,17 @@ impl Attempt {
 
         // Verification and publishing run under a heartbeat too: a slow file system must not
         // let the lease run out unnoticed.
-        let verify_done = CancellationToken::new();
-        let verify_void: Arc<Mutex<Option<String>>> = Arc::default();
-        let (_idle_tx, idle_rx) = watch::channel(Progress {
-            progress: 1.0,
-            ..Progress::default()
-        });
-        let verify_heartbeat = self.heartbeat(
-            idle_rx,
-            verify_done.clone(),
-            CancellationToken::new(),
-            verify_void.clone(),
+        let verifying = self.verify_and_publish(
+            place,
+            profile,
+            &work,
+            warnings,
+            &input_info,
+            temp,
+            input_size,
+            started,
         );
-        let verifying = async {
-            let end = self
-                .verify_and_publish(
-                    place,
-                    profile,
-                    &work,
-                    warnings,
-                    &input_info,
-                    temp,
-                    input_size,
-                    started,
-                )
-                .await;
-            verify_done.cancel();
-            end
-        };
-        let (mut end, ()) = tokio::join!(verifying, verify_heartbeat);
+        let mut end = self.under_heartbeat(1.0, verifying).await;
         if let End::Done(report) = &mut end {
             report.frames = progress_tx.borrow().frames;
         }
@@ -547,6 +530,29 @@ impl Attempt {
             warnings,
             frames: 0,
         })
+    }
+
+    /// Run `step` while the lease is renewed (planning a split, verifying, publishing): a slow
+    /// step must not let the lease run out unnoticed. A lease lost meanwhile shows at the next
+    /// queue call (publishing or finishing is fenced).
+    async fn under_heartbeat<T>(
+        &self,
+        progress: f64,
+        step: impl std::future::Future<Output = T>,
+    ) -> T {
+        let done = CancellationToken::new();
+        let (_keep, idle) = watch::channel(Progress {
+            progress,
+            ..Progress::default()
+        });
+        let beating = self.heartbeat(idle, done.clone(), CancellationToken::new(), Arc::default());
+        let working = async {
+            let out = step.await;
+            done.cancel();
+            out
+        };
+        let (out, ()) = tokio::join!(working, beating);
+        out
     }
 
     /// Why a lease the queue voided is gone, in words (a chunk's tape cancelled is its own case:
