@@ -118,6 +118,8 @@ struct Held {
     progress: Progress,
     /// Cancelled: the id the user cancelled (the job's own, or its split tape's).
     cancelled: Option<JobId>,
+    /// The publish was granted: a cancel no longer takes it (it ends succeeded).
+    publishing: bool,
 }
 
 pub(crate) struct Inner {
@@ -593,6 +595,7 @@ impl Inner {
     fn cancel_held(&self, ids: &[JobId]) -> Vec<JobId> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         held.values_mut()
+            .filter(|h| !h.publishing)
             .filter(|h| {
                 ids.contains(&h.envelope.id)
                     || h.envelope

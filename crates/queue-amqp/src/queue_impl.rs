@@ -161,6 +161,7 @@ impl Queue for AmqpQueue {
                     envelope: env,
                     progress: Progress::default(),
                     cancelled: None,
+                    publishing: false,
                 },
             );
             return Ok(Some(lease));
@@ -207,7 +208,19 @@ impl Queue for AmqpQueue {
     }
 
     async fn begin_publish(&self, lease: &Lease) -> Result<(), QueueError> {
-        self.heartbeat(lease, None).await
+        self.heartbeat(lease, None).await?;
+        // Granted: from here a cancel broadcast passes this delivery by.
+        let mut held = self.inner.held.lock().unwrap_or_else(|p| p.into_inner());
+        match held.get_mut(&lease.handle) {
+            Some(h) if h.cancelled.is_none() => {
+                h.publishing = true;
+                Ok(())
+            }
+            Some(h) => Err(QueueError::Cancelled(
+                h.cancelled.clone().unwrap_or_else(|| lease.id.clone()),
+            )),
+            None => Err(QueueError::LeaseLost(lease.id.clone())),
+        }
     }
 
     async fn finish(&self, lease: &Lease, outcome: Outcome) -> Result<(), QueueError> {

@@ -276,7 +276,7 @@ fn reap(conn: &Connection, ctx: &Ctx) -> Result<(), QueueError> {
         conn,
         "UPDATE attempts SET outcome = 'lost', finished_ms = ?1,
             error = 'the worker stopped answering and its lease ran out'
-         WHERE outcome = 'running' AND (job_id, token) IN
+         WHERE outcome IN ('running', 'publishing') AND (job_id, token) IN
             (SELECT id, token FROM jobs WHERE state = 'running' AND lease_until < ?1)",
         [ctx.now],
     )
@@ -334,6 +334,53 @@ fn renew(
 mod tests {
     use super::*;
     use videofarm_core::ManualClock;
+
+    /// Once the publish is granted, a cancel no longer takes the job: it ends succeeded with
+    /// its output in place, never cancelled with it.
+    #[tokio::test]
+    async fn a_cancel_that_lands_while_the_output_is_published_leaves_the_job_succeeded() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = SqliteQueue::open(&dir.path().join("q.db"), QueueSettings::default()).unwrap();
+        let spec = plain_spec();
+        let id = q.enqueue(spec, false).await.unwrap().id().clone();
+        let worker = WorkerInfo {
+            name: "w".into(),
+            pid: 1,
+            host: "h".into(),
+            started_ms: 0,
+            concurrency: 1,
+        };
+        let lease = q
+            .lease(&worker, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .unwrap();
+        q.begin_publish(&lease).await.unwrap();
+        assert_eq!(
+            q.cancel(std::slice::from_ref(&id)).await.unwrap(),
+            Vec::<JobId>::new()
+        );
+        q.finish(&lease, Outcome::Succeeded(Default::default()))
+            .await
+            .unwrap();
+        assert_eq!(q.counts().await.unwrap().succeeded, 1);
+        assert_eq!(q.counts().await.unwrap().cancelled, 0);
+    }
+
+    fn plain_spec() -> JobSpec {
+        JobSpec {
+            input: "/m/a.mpg".into(),
+            output: "/m/a.mkv".into(),
+            profile: "archive".into(),
+            key: "k".into(),
+            overwrite: false,
+            priority: 0,
+            input_size: 0,
+            parent: None,
+            split: Default::default(),
+            chunk: None,
+        }
+    }
 
     #[tokio::test]
     async fn an_expired_lease_is_reaped_and_its_token_fenced_without_sleeping() {

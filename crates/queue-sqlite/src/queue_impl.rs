@@ -98,8 +98,23 @@ impl Queue for SqliteQueue {
 
     async fn begin_publish(&self, lease: &Lease) -> Result<(), QueueError> {
         let lease = lease.clone();
-        self.with(move |conn, ctx| renew(conn, ctx, &lease, None))
-            .await
+        // Granted and marked in one transaction: from here on a cancel no longer takes the job,
+        // so it ends succeeded with its output in place, never cancelled with it.
+        self.with(move |conn, ctx| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| ctx.err(e))?;
+            renew(&tx, ctx, &lease, None)?;
+            exec(
+                &tx,
+                "UPDATE attempts SET outcome = 'publishing'
+                 WHERE job_id = ?1 AND token = ?2 AND outcome = 'running'",
+                params![parse_id(&lease.id)?, lease.token as i64],
+            )
+            .map_err(|e| ctx.err(e))?;
+            tx.commit().map_err(|e| ctx.err(e))
+        })
+        .await
     }
 
     async fn finish(&self, lease: &Lease, outcome: Outcome) -> Result<(), QueueError> {
@@ -466,6 +481,7 @@ impl Queue for SqliteQueue {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| ctx.err(e))?;
+            let mut cancelled = Vec::new();
             for id in &ids {
                 let row = parse_id(id)?;
                 let state: JobState =
@@ -476,6 +492,18 @@ impl Queue for SqliteQueue {
                         state,
                         what: "only queued or running jobs can be cancelled".into(),
                     });
+                }
+                let publishing: bool = tx
+                    .query_row(
+                        "SELECT EXISTS (SELECT 1 FROM attempts
+                            WHERE job_id = ?1 AND outcome = 'publishing')",
+                        [row],
+                        |r| r.get(0),
+                    )
+                    .map_err(|e| ctx.err(e))?;
+                if publishing {
+                    // Too late: its verified output is being put in place.
+                    continue;
                 }
                 tx.execute(
                     "UPDATE jobs SET state = 'cancelled', finished_ms = ?2, lease_until = NULL,
@@ -505,9 +533,10 @@ impl Queue for SqliteQueue {
                     params![id.0, ctx.now],
                 )
                 .map_err(|e| ctx.err(e))?;
+                cancelled.push(id.clone());
             }
             tx.commit().map_err(|e| ctx.err(e))?;
-            Ok(ids)
+            Ok(cancelled)
         })
         .await
     }

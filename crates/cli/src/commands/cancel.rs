@@ -26,10 +26,23 @@ pub async fn cancel(settings: &Settings, args: CancelArgs) -> anyhow::Result<Exi
         .map(|r| work_dir(&r.spec.output))
         .collect();
     let cancelled = queue.cancel(&ids).await?;
-    println!(
-        "cancelled: {} (a running encode stops within a heartbeat and its partial output is removed)",
-        cancelled.iter().map(|id| id.0.as_str()).collect::<Vec<_>>().join(" ")
-    );
+    if !cancelled.is_empty() {
+        println!(
+            "cancelled: {} (a running encode stops within a heartbeat and its partial output is removed)",
+            cancelled.iter().map(|id| id.0.as_str()).collect::<Vec<_>>().join(" ")
+        );
+    }
+    let late: Vec<&str> = ids
+        .iter()
+        .filter(|id| !cancelled.contains(id))
+        .map(|id| id.0.as_str())
+        .collect();
+    if !late.is_empty() {
+        println!(
+            "too late to cancel: {} (verified and being put in place; it ends succeeded)",
+            late.join(" ")
+        );
+    }
     if !tapes.is_empty() {
         // A chunk encoding right now stops at its next heartbeat and removes its temporary
         // file; look again until then.
