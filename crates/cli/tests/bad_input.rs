@@ -283,3 +283,37 @@ fn damage_inside_an_input_is_reported_and_can_fail_the_job() {
     assert_eq!(records[0]["attempts"], 1, "damage is not retried");
     assert!(strict.outputs().is_empty(), "{:?}", strict.outputs());
 }
+
+/// A still picture with a video's name is refused, not turned into a one-frame "video".
+#[test]
+fn a_picture_named_like_a_video_is_refused() {
+    let farm = Farm::new();
+    let picture = farm.root().join("photo.jpg");
+    ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120",
+            "-frames:v",
+            "1",
+        ],
+        &picture,
+    );
+    std::fs::rename(&picture, farm.input.join("holiday.avi")).unwrap();
+    let out = farm
+        .cmd(["run", "--json", "--out"])
+        .arg(&farm.out)
+        .arg(&farm.input)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let records: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let error = records[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("holiday.avi") && error.contains("still picture"),
+        "{error}"
+    );
+    assert_eq!(records[0]["attempts"], 1);
+    assert!(farm.outputs().is_empty(), "{:?}", farm.outputs());
+}

@@ -74,7 +74,7 @@ impl From<&str> for JobId {
 }
 
 /// Everything a worker needs to run a job, as queued.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     /// The source file. Never modified or deleted.
     #[serde(with = "crate::pathser")]

@@ -76,7 +76,9 @@ pub(crate) fn parse(stderr: &[u8], url: &[u8]) -> Option<Option<MediaInfo>> {
     let mut info = MediaInfo::default();
     // "Input #0, FORMAT, from '...'": the demuxer's name.
     let format = &stderr[start + b"[info] Input #0, ".len()..start + at];
-    info.format_name = std::str::from_utf8(format).ok().map(str::to_owned);
+    info.format_name = std::str::from_utf8(format)
+        .ok()
+        .map(|f| f.trim_end_matches(',').trim().to_owned());
     let mut complete = false;
     let mut ok = true;
     for line in body.split(|&b| b == b'\n') {
@@ -186,6 +188,11 @@ mod tests {
         );
         let info = parse(&text, URL).unwrap().unwrap();
         assert_eq!(info.duration_s, Some(62.5));
+        assert_eq!(
+            info.format_name.as_deref(),
+            Some("mpeg"),
+            "the demuxer, without its comma"
+        );
         let kinds: Vec<_> = info
             .streams
             .iter()

@@ -373,12 +373,7 @@ mod tests {
             output: "/m/a.mkv".into(),
             profile: "archive".into(),
             key: "k".into(),
-            overwrite: false,
-            priority: 0,
-            input_size: 0,
-            parent: None,
-            split: Default::default(),
-            chunk: None,
+            ..JobSpec::default()
         }
     }
 
