@@ -477,6 +477,19 @@ fn cancelling_a_tape(farm: Farm, records: bool) {
             .any(|w| w["active"].as_array().is_some_and(|a| !a.is_empty()))
             && work.exists()
     });
+    if records {
+        // One job to the user: the tape runs while a chunk of it does.
+        let status = farm.status();
+        assert_eq!(
+            (
+                status["running"].as_u64(),
+                status["queued"].as_u64(),
+                status["retrying"].as_u64()
+            ),
+            (Some(1), Some(0), Some(0)),
+            "{status}"
+        );
+    }
     let out = farm.run(["cancel", &id]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     if records {
