@@ -17,6 +17,19 @@ fn is_root() -> bool {
         .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
 }
 
+/// `run --json` over the farm's input folder: the exit code and the records.
+fn run_json(farm: &Farm) -> (Option<i32>, Vec<Value>) {
+    let out = farm
+        .cmd(["run", "--json", "--out"])
+        .arg(&farm.out)
+        .arg(&farm.input)
+        .output()
+        .unwrap();
+    let records = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&out.stdout), text(&out.stderr)));
+    (out.status.code(), records)
+}
+
 fn by_input<'a>(records: &'a [Value], name: &str) -> &'a Value {
     records
         .iter()
@@ -247,21 +260,9 @@ fn damage_inside_an_input_is_reported_and_can_fail_the_job() {
         }
         std::fs::write(&tape, bytes).unwrap();
     };
-    let run = |farm: &Farm| -> (Option<i32>, Vec<Value>) {
-        let out = farm
-            .cmd(["run", "--json", "--out"])
-            .arg(&farm.out)
-            .arg(&farm.input)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            serde_json::from_slice(&out.stdout).unwrap(),
-        )
-    };
     let farm = Farm::new();
     make(&farm);
-    let (code, records) = run(&farm);
+    let (code, records) = run_json(&farm);
     assert_eq!(code, Some(0), "{records:#?}");
     let warnings = records[0]["result"]["warnings"][0]
         .as_str()
@@ -273,7 +274,7 @@ fn damage_inside_an_input_is_reported_and_can_fail_the_job() {
 
     let strict = Farm::with_config("decode_errors = \"fail\"");
     make(&strict);
-    let (code, records) = run(&strict);
+    let (code, records) = run_json(&strict);
     assert_eq!(code, Some(1), "{records:#?}");
     let error = records[0]["error"].as_str().unwrap();
     assert!(
@@ -301,14 +302,8 @@ fn a_picture_named_like_a_video_is_refused() {
         &picture,
     );
     std::fs::rename(&picture, farm.input.join("holiday.avi")).unwrap();
-    let out = farm
-        .cmd(["run", "--json", "--out"])
-        .arg(&farm.out)
-        .arg(&farm.input)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    let records: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, records) = run_json(&farm);
+    assert_eq!(code, Some(1), "{records:#?}");
     let error = records[0]["error"].as_str().unwrap();
     assert!(
         error.contains("holiday.avi") && error.contains("still picture"),

@@ -13,6 +13,7 @@
 //! - [`publish`]: temporary files and the atomic rename into place;
 //! - [`paths`]: path mapping between machines and the allowed roots.
 //! - [`parent`]: what an attempt runs (whole, chunk, join) and a split tape's waiting.
+//! - `verify`: what an encoded file must prove before it is published, and publishing it.
 //! - [`split`]: one long input encoded in chunks by many workers: planning, argv, work folder.
 
 pub mod attempt;
@@ -21,6 +22,7 @@ mod parent;
 pub mod paths;
 pub mod publish;
 pub mod split;
+mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;
