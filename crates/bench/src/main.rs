@@ -24,7 +24,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use videofarm_core::{JobSpec, Outcome, Queue, QueueSettings, SuccessReport, WorkerInfo};
+use videofarm_core::{JobSpec, Outcome, QueueSettings, SuccessReport, WorkerInfo};
 use videofarm_queue_amqp::{delete_farm_blocking, AmqpQueue, AmqpSettings};
 use videofarm_queue_sqlite::SqliteQueue;
 
@@ -110,7 +110,7 @@ impl Backend {
         }
     }
 
-    async fn open(&self) -> Result<Arc<dyn Queue>> {
+    async fn open(&self) -> Result<Arc<dyn videofarm_core::Backend>> {
         let settings = QueueSettings {
             lease: Duration::from_secs(60),
             ..QueueSettings::default()

@@ -6,11 +6,11 @@ use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use videofarm_core::{Clock, Queue, SystemClock, WorkerInfo};
+use videofarm_core::{Backend, Clock, SystemClock, WorkerInfo};
 use videofarm_queue_amqp::{AmqpQueue, AmqpSettings};
 use videofarm_queue_sqlite::SqliteQueue;
 
-pub async fn open_queue(settings: &Settings) -> anyhow::Result<Arc<dyn Queue>> {
+pub async fn open_queue(settings: &Settings) -> anyhow::Result<Arc<dyn Backend>> {
     match &settings.broker {
         Broker::Sqlite(path) => {
             let queue = SqliteQueue::open(path, settings.queue.clone())
@@ -27,7 +27,7 @@ pub async fn open_queue(settings: &Settings) -> anyhow::Result<Arc<dyn Queue>> {
 pub async fn open_queue_waiting(
     settings: &Settings,
     stop: &CancellationToken,
-) -> anyhow::Result<Option<Arc<dyn Queue>>> {
+) -> anyhow::Result<Option<Arc<dyn Backend>>> {
     let mut said = false;
     let mut pause = Duration::from_millis(500);
     loop {
@@ -73,9 +73,39 @@ pub async fn open_amqp(settings: &Settings, url: &str) -> anyhow::Result<AmqpQue
     amqp.prefix = settings.amqp_prefix.clone();
     amqp.queue_expires = settings.amqp_queue_expires;
     amqp.consumer_timeout = settings.amqp_consumer_timeout;
+    amqp.records_file = Some(
+        settings
+            .records_file
+            .clone()
+            .unwrap_or_else(|| default_records_file(settings)),
+    );
     AmqpQueue::connect(amqp, settings.queue.clone())
         .await
         .with_context(|| format!("connecting to {}", settings.broker.describe()))
+}
+
+/// One records file per farm: per broker (host, port and vhost, never the password) and prefix.
+fn default_records_file(settings: &Settings) -> std::path::PathBuf {
+    // FNV-1a: stable across builds, which std's hasher does not promise.
+    let farm = settings.broker.describe();
+    let hash = farm.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let prefix: String = settings
+        .amqp_prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dirs::data_dir()
+        .unwrap_or_else(|| std::path::PathBuf::from("."))
+        .join("videofarm")
+        .join(format!("records-{prefix}-{:08x}.db", hash as u32))
 }
 
 pub fn hostname() -> String {

@@ -79,8 +79,10 @@ pub struct ConfigFile {
     pub amqp_consumer_timeout_secs: Option<f64>,
     /// `serve`: the token every changing request must carry.
     pub token: Option<String>,
-    /// `serve` on RabbitMQ: where the job history from the events is kept.
-    pub history_file: Option<PathBuf>,
+    /// On RabbitMQ: where this machine keeps its copy of the farm's records (read from the
+    /// records stream). `history_file` is the name earlier versions gave it.
+    #[serde(alias = "history_file")]
+    pub records_file: Option<PathBuf>,
     #[serde(default)]
     pub paths: PathsConfig,
     #[serde(default)]
@@ -128,7 +130,7 @@ pub struct Settings {
     pub amqp_queue_expires: Option<Duration>,
     pub amqp_consumer_timeout: Option<Duration>,
     pub token: Option<String>,
-    pub history_file: Option<PathBuf>,
+    pub records_file: Option<PathBuf>,
     pub paths: PathPolicy,
 }
 
@@ -283,7 +285,7 @@ impl Settings {
                 .map(|t| secs("amqp_consumer_timeout_secs", Some(t), 0.0))
                 .transpose()?,
             token: file.token.filter(|t| !t.is_empty()),
-            history_file: file.history_file,
+            records_file: file.records_file,
             paths: paths_policy(file.paths)?,
         })
     }

@@ -59,6 +59,15 @@ fn a_broker_restart_mid_run_loses_no_job_and_the_worker_resumes_by_itself() {
                     .all(|w| w["active"].as_array().is_some_and(|a| a.is_empty()))
         },
     );
+    // The records are exact after the restart: both succeeded, each with the attempt that was
+    // lost at the restart (if it was running then) and the one that finished.
+    let status = farm.status();
+    assert_eq!(status["succeeded"], 2, "{status}");
+    let out = farm.cmd(["jobs", "--json"]).output().unwrap();
+    let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let jobs = jobs.as_array().unwrap();
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    assert!(jobs.iter().all(|j| j["state"] == "succeeded"), "{jobs:?}");
     for name in ["a.mkv", "b.mkv"] {
         let (streams, duration) = probe(&farm.out.join(name));
         assert_eq!(streams[0].1, "h264");

@@ -260,38 +260,63 @@ fn http_get(base: &str, path: &str) -> String {
 }
 
 #[test]
-fn on_rabbitmq_serve_keeps_finished_jobs_across_restarts() {
+fn on_rabbitmq_jobs_that_finished_while_nothing_watched_are_in_every_record() {
+    // No `serve` runs while the batch is encoded: one job succeeds, one fails for good, one
+    // is cancelled before any worker takes it.
     let farm = Farm::amqp("");
-    let mut config = std::fs::read_to_string(&farm.config).unwrap();
-    config = format!(
-        "history_file = {:?}\n{config}",
-        farm.root().join("history.db")
-    );
-    std::fs::write(&farm.config, config).unwrap();
-    let (mut server, url) = serve(&farm);
     clip(&farm.input.join("tape.mpg"), 1);
-    let ids = farm.enqueue(&[&farm.input.join("tape.mpg")], "archive");
-    let worker = farm.spawn_worker("w", 1);
-    wait_until(
-        "the page's API lists the finished job",
-        Duration::from_secs(30),
-        || http_get(&url, "/api/jobs?state=succeeded").contains(&ids[0]),
+    std::fs::write(farm.input.join("broken.mpg"), b"not a video at all").unwrap();
+    clip(&farm.input.join("later.mpg"), 1);
+    let later = farm.enqueue(&[&farm.input.join("later.mpg")], "archive");
+    let out = farm.cmd(["cancel", later[0].as_str()]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let ids = farm.enqueue(
+        &[&farm.input.join("tape.mpg"), &farm.input.join("broken.mpg")],
+        "archive",
+    );
+    let worker = farm.spawn_worker("w", 1);
+    wait_until("both jobs have ended", Duration::from_secs(60), || {
+        let status = farm.status();
+        status["succeeded"] == 1 && status["failed"] == 1
+    });
     reap(worker);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    let status = farm.status();
+    assert_eq!(
+        (
+            status["queued"].as_u64(),
+            status["running"].as_u64(),
+            status["cancelled"].as_u64()
+        ),
+        (Some(0), Some(0), Some(1)),
+        "{status}"
+    );
 
-    // A new `serve` still knows the job, its attempt and its numbers.
-    let (again, url) = serve(&farm);
+    // A machine that never followed the farm (no records file yet) reads the same from the
+    // broker: the dashboard started now lists every job, its attempts and its numbers.
+    std::fs::remove_file(farm.root().join("records.db")).unwrap();
+    let (server, url) = serve(&farm);
     let jobs: serde_json::Value = serde_json::from_str(&http_get(&url, "/api/jobs")).unwrap();
-    let job = jobs
-        .as_array()
+    let state_of = |id: &str| {
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["id"] == id)
+            .unwrap_or_else(|| panic!("{id} is listed: {jobs}"))
+            .clone()
+    };
+    let done = state_of(&ids[0]);
+    assert_eq!(done["state"], "succeeded");
+    assert!(done["result"]["output_size"].as_u64().unwrap() > 0);
+    assert_eq!(state_of(&ids[1])["state"], "failed");
+    assert!(state_of(&ids[1])["error"]
+        .as_str()
         .unwrap()
-        .iter()
-        .find(|j| j["id"] == ids[0].as_str())
-        .expect("still listed");
-    assert_eq!(job["state"], "succeeded");
-    assert!(job["result"]["output_size"].as_u64().unwrap() > 0);
+        .contains("broken.mpg"));
+    assert_eq!(state_of(&later[0])["state"], "cancelled");
     let page: serde_json::Value =
         serde_json::from_str(&http_get(&url, &format!("/api/jobs/{}", ids[0]))).unwrap();
     assert_eq!(page["history"][0]["outcome"], "succeeded");
@@ -301,5 +326,14 @@ fn on_rabbitmq_serve_keeps_finished_jobs_across_restarts() {
         metrics.contains("videofarm_encode_seconds_count{profile=\"archive\"} 1"),
         "{metrics}"
     );
-    reap(again);
+    assert!(
+        metrics.contains("videofarm_jobs{state=\"succeeded\"} 1"),
+        "{metrics}"
+    );
+    reap(server);
+
+    // `jobs` on the command line says the same.
+    let out = farm.cmd(["jobs", "--json"]).output().unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
 }

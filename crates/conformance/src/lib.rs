@@ -12,14 +12,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use videofarm_core::{
-    Enqueued, Failure, JobFilter, JobId, JobSpec, JobState, Outcome, Progress, Queue, QueueError,
+    Backend, Enqueued, Failure, JobFilter, JobId, JobSpec, JobState, Outcome, Progress, QueueError,
     QueueSettings, SuccessReport, WorkerInfo,
 };
 
 /// A fresh queue for one case, and whatever must live as long as it (a temporary folder, a
 /// broker connection).
 pub struct Fixture {
-    pub queue: Arc<dyn Queue>,
+    pub queue: Arc<dyn Backend>,
     pub guard: Box<dyn Any + Send>,
     /// Make every lease the queue handed out run out, as if its worker had died: the SQLite
     /// backend waits out the lease, the RabbitMQ backend cuts the connection.
@@ -65,7 +65,7 @@ pub fn fast_settings() -> QueueSettings {
 const WAIT: Duration = Duration::from_secs(3);
 const NONE_WAIT: Duration = Duration::from_millis(300);
 
-async fn failed_ids(q: &dyn Queue) -> Vec<JobId> {
+async fn failed_ids(q: &dyn Backend) -> Vec<JobId> {
     q.jobs(&JobFilter {
         state: Some(JobState::Failed),
         ids: None,
@@ -498,6 +498,101 @@ pub async fn workers_show_their_active_jobs_with_progress(f: Fixture) {
     );
 }
 
+/// The records keep every job that ever finished, failed or was cancelled, with its attempts,
+/// and the counts are exact (the same on every backend after the same operations).
+pub async fn records_list_every_job_with_its_attempts_and_exact_counts(f: Fixture) {
+    let q = f.queue.as_ref();
+    let w = worker("w1");
+    let a = q.enqueue(spec("a"), false).await.unwrap().id().clone();
+    let lease = q.lease(&w, WAIT).await.unwrap().unwrap();
+    q.begin_publish(&lease).await.unwrap();
+    q.finish(&lease, Outcome::Succeeded(SuccessReport::default()))
+        .await
+        .unwrap();
+    let b = q.enqueue(spec("b"), false).await.unwrap().id().clone();
+    let lease = q.lease(&w, WAIT).await.unwrap().unwrap();
+    q.finish(
+        &lease,
+        Outcome::Failed(Failure::permanent("the input is not video")),
+    )
+    .await
+    .unwrap();
+    let c = q.enqueue(spec("c"), false).await.unwrap().id().clone();
+    q.cancel(std::slice::from_ref(&c)).await.unwrap();
+    q.enqueue(spec("d"), false).await.unwrap();
+
+    let counts = q.counts().await.unwrap();
+    assert_eq!(
+        (
+            counts.queued,
+            counts.running,
+            counts.succeeded,
+            counts.failed,
+            counts.cancelled
+        ),
+        (1, 0, 1, 1, 1),
+        "{counts:?}"
+    );
+    let mut listed: Vec<(String, JobState, u32)> = q
+        .jobs(&JobFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.spec.input.display().to_string(), r.state, r.attempts))
+        .collect();
+    listed.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        listed,
+        vec![
+            ("/media/in/a.mpg".into(), JobState::Succeeded, 1),
+            ("/media/in/b.mpg".into(), JobState::Failed, 1),
+            ("/media/in/c.mpg".into(), JobState::Cancelled, 0),
+            ("/media/in/d.mpg".into(), JobState::Queued, 0),
+        ]
+    );
+    let outcomes = |h: Vec<videofarm_core::AttemptRecord>| {
+        h.into_iter()
+            .map(|a| (a.attempt, a.worker, a.outcome, a.finished_ms.is_some()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        outcomes(q.history(&a).await.unwrap()),
+        vec![(1, "w1".to_string(), "succeeded".to_string(), true)]
+    );
+    let failed = q.history(&b).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].outcome, "failed");
+    assert_eq!(failed[0].error.as_deref(), Some("the input is not video"));
+    let record = q
+        .jobs(&JobFilter {
+            ids: Some(vec![b.clone()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(record[0].error.as_deref(), Some("the input is not video"));
+
+    // Finished jobs cannot be cancelled; unknown ones are not found.
+    assert!(matches!(
+        q.cancel(std::slice::from_ref(&a)).await,
+        Err(QueueError::WrongState { .. })
+    ));
+    assert!(matches!(
+        q.cancel(&[JobId("999999".into())]).await,
+        Err(QueueError::NotFound(_))
+    ));
+    // A failed and a cancelled job come back; one running is counted as running.
+    q.retry(&[b.clone(), c.clone()]).await.unwrap();
+    let counts = q.counts().await.unwrap();
+    assert_eq!((counts.queued, counts.failed, counts.cancelled), (3, 0, 0));
+    let lease = q.lease(&w, WAIT).await.unwrap().unwrap();
+    let counts = q.counts().await.unwrap();
+    assert_eq!((counts.queued, counts.running), (2, 1), "{counts:?}");
+    q.finish(&lease, Outcome::Released).await.unwrap();
+    let counts = q.counts().await.unwrap();
+    assert_eq!((counts.queued, counts.running), (3, 0), "{counts:?}");
+}
+
 /// Generate one `#[tokio::test]` per conformance case. `$open` is an async fn taking
 /// [`QueueSettings`] and returning a [`Fixture`].
 #[macro_export]
@@ -519,6 +614,7 @@ macro_rules! conformance_tests {
             retry_brings_a_failed_job_back,
             higher_priority_runs_first,
             workers_show_their_active_jobs_with_progress,
+            records_list_every_job_with_its_attempts_and_exact_counts,
         );
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {

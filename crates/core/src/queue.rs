@@ -9,6 +9,7 @@
 //! - [`Queue::finish`] acknowledges a verified success, records a failed attempt (retried with
 //!   backoff until `max_attempts`) or releases the job at once without counting an attempt.
 
+use crate::event::Event;
 use crate::job::{
     AttemptRecord, Counts, JobFilter, JobId, JobRecord, JobSpec, JobState, Outcome, Progress,
 };
@@ -166,7 +167,9 @@ impl QueueError {
     }
 }
 
-/// The contract of a job queue. See the module documentation for the lease protocol.
+/// The worker and producer protocol of a job queue. See the module documentation for the
+/// lease protocol. What a farm keeps about its jobs is [`Records`]; what a user can change is
+/// [`Control`]; a command that needs all three takes a [`Backend`].
 #[async_trait]
 pub trait Queue: Send + Sync {
     /// Queue a job unless the same one is known (`force` queues it again anyway).
@@ -192,9 +195,25 @@ pub trait Queue: Send + Sync {
     /// Say the worker has stopped.
     async fn unregister_worker(&self, worker: &WorkerInfo) -> Result<(), QueueError>;
 
+    /// Tell whoever follows the farm's events what a worker is doing (best effort: events are
+    /// for watching, never for correctness). A backend without a shared event stream keeps
+    /// them to the process, which is the default.
+    async fn publish_event(&self, _event: &Event) {}
+}
+
+/// What a farm keeps about its jobs and workers: exact on every backend.
+#[async_trait]
+pub trait Records: Send + Sync {
     /// The live workers and their active jobs.
     async fn workers(&self) -> Result<Vec<WorkerStatus>, QueueError>;
 
+    /// How many workers are live: the same as `workers().len()`, where a backend may know it
+    /// without asking each worker.
+    async fn worker_count(&self) -> Result<usize, QueueError> {
+        Ok(self.workers().await?.len())
+    }
+
+    /// Job counts by state; a split tape counts as one job.
     async fn counts(&self) -> Result<Counts, QueueError>;
 
     async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, QueueError>;
@@ -202,6 +221,23 @@ pub trait Queue: Send + Sync {
     /// A job's attempts, oldest first.
     async fn history(&self, id: &JobId) -> Result<Vec<AttemptRecord>, QueueError>;
 
+    /// The farm's lifecycle events as they happen, from every worker; `None` where the backend
+    /// has no shared event stream (the embedded queue: only a process's own worker is seen).
+    async fn subscribe_events(&self) -> Result<Option<Box<dyn EventFeed>>, QueueError> {
+        Ok(None)
+    }
+}
+
+/// A live feed of lifecycle events.
+#[async_trait]
+pub trait EventFeed: Send {
+    /// The next event; `None` when the feed ended (the connection closed): subscribe again.
+    async fn next(&mut self) -> Option<Result<Event, QueueError>>;
+}
+
+/// What a user changes: retries and cancels.
+#[async_trait]
+pub trait Control: Send + Sync {
     /// Put failed or cancelled jobs back in the queue with a fresh attempt budget.
     async fn retry(&self, ids: &[JobId]) -> Result<Vec<JobId>, QueueError>;
 
@@ -211,3 +247,9 @@ pub trait Queue: Send + Sync {
     /// Cancel queued or running jobs (a running one stops at its next heartbeat).
     async fn cancel(&self, ids: &[JobId]) -> Result<Vec<JobId>, QueueError>;
 }
+
+/// A whole backend: the protocol, the records and control. The commands and the dashboard
+/// hold one of these and never ask which backend it is.
+pub trait Backend: Queue + Records + Control {}
+
+impl<T: Queue + Records + Control> Backend for T {}

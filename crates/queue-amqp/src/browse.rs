@@ -67,58 +67,6 @@ impl Inner {
             .is_some_and(|at| queued_ms <= *at))
     }
 
-    /// Read every message of `queue` without taking it (they return when the channel closes).
-    pub(crate) async fn browse(
-        &self,
-        queue: &str,
-    ) -> Result<Vec<(Envelope, Option<String>)>, QueueError> {
-        let channel = self.new_channel().await?;
-        let mut found = Vec::new();
-        while let Some(message) = channel
-            .basic_get(queue.into(), BasicGetOptions::default())
-            .await
-            .map_err(backend)?
-        {
-            match envelope::parse(&message.delivery.data) {
-                Ok(env) => found.push((env, None)),
-                Err(parsed) => {
-                    // The reason the worker gave when it refused the message, if it did (a
-                    // message kept only in part no longer shows why by itself).
-                    let why = message
-                        .delivery
-                        .properties
-                        .headers()
-                        .as_ref()
-                        .and_then(|h| h.inner().get("x-videofarm-error").cloned())
-                        .and_then(|v| match v {
-                            AMQPValue::LongString(s) => Some(s.to_string()),
-                            _ => None,
-                        })
-                        .unwrap_or(parsed);
-                    found.push((
-                        Envelope {
-                            v: envelope::VERSION,
-                            id: JobId("?".into()),
-                            spec: unknown_spec(),
-                            attempts: 0,
-                            lost: 0,
-                            error: Some(why.clone()),
-                            stderr_tail: None,
-                            created_ms: 0,
-                            failed_ms: None,
-                        },
-                        Some(why),
-                    ))
-                }
-            }
-            if found.len() >= 100_000 {
-                break;
-            }
-        }
-        let _ = channel.close(200, "browsed".into()).await;
-        Ok(found)
-    }
-
     /// Take the messages of `queue` whose id is in `ids` (all when `ids` is None), hand each
     /// to `take`, acknowledge it once `take` succeeded, and leave the rest where they were.
     pub(crate) async fn take_from(

@@ -27,6 +27,10 @@ pub struct Envelope {
     /// When it landed in the failed queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_ms: Option<i64>,
+    /// A split tape back from a wait for its chunks: the attempt that planned it is still open,
+    /// so leasing it again starts no new attempt in the records.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub waiting: bool,
 }
 
 pub const VERSION: u32 = 1;

@@ -26,3 +26,10 @@ impl EventStream {
         }
     }
 }
+
+#[async_trait]
+impl EventFeed for EventStream {
+    async fn next(&mut self) -> Option<Result<Event, QueueError>> {
+        EventStream::next(self).await
+    }
+}

@@ -25,8 +25,10 @@ mod browse;
 mod control;
 pub mod envelope;
 mod events;
+mod follow;
 pub mod names;
 mod queue_impl;
+pub mod records;
 
 pub use events::EventStream;
 
@@ -48,9 +50,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use videofarm_core::{
-    AttemptRecord, Clock, Counts, Enqueued, Event, FailureKind, JobFilter, JobId, JobRecord,
-    JobSpec, JobState, Lease, Outcome, Progress, Queue, QueueError, QueueSettings, SystemClock,
-    WorkerInfo, WorkerStatus,
+    AttemptRecord, Clock, Control, Counts, Enqueued, Event, EventFeed, FailureKind, JobFilter,
+    JobId, JobRecord, JobSpec, JobState, Lease, Outcome, Progress, Queue, QueueError,
+    QueueSettings, Records, SystemClock, WorkerInfo, WorkerStatus,
 };
 
 /// How to reach the broker and name things on it.
@@ -68,6 +70,9 @@ pub struct AmqpSettings {
     /// (`x-consumer-timeout`, honoured by RabbitMQ 3.12 and later) instead of the broker-wide
     /// `consumer_timeout`, so long encodes need no broker configuration.
     pub consumer_timeout: Option<Duration>,
+    /// The local copy of the farm's records (an SQLite file); `None` keeps it in memory, read
+    /// from the records stream by each process.
+    pub records_file: Option<std::path::PathBuf>,
 }
 
 impl AmqpSettings {
@@ -78,6 +83,7 @@ impl AmqpSettings {
             queue_expires: None,
             inspect_timeout: Duration::from_millis(700),
             consumer_timeout: None,
+            records_file: None,
         }
     }
 }
@@ -120,6 +126,8 @@ struct Held {
     cancelled: Option<JobId>,
     /// The publish was granted: a cancel no longer takes it (it ends succeeded).
     publishing: bool,
+    /// The worker holding it, as the records name it.
+    worker: String,
 }
 
 pub(crate) struct Inner {
@@ -141,7 +149,19 @@ pub(crate) struct Inner {
     /// Cancelled job ids with when they were cancelled (ms), as last read from the broker, and
     /// when that was.
     tombstones: Mutex<(HashMap<JobId, i64>, Option<tokio::time::Instant>)>,
+    /// The records stream, followed into a local cache by the processes that read it.
+    follower: follow::Follower,
+    /// The last answer to an inspect broadcast, and when it came: the dashboard's polls are
+    /// answered from it while a fresh one is asked for in the background.
+    workers_seen: Mutex<Option<(tokio::time::Instant, Vec<WorkerStatus>)>>,
+    workers_asking: std::sync::atomic::AtomicBool,
 }
+
+/// How long the records stream keeps a fact (every process that follows it keeps its own copy
+/// for good): a year.
+const RECORDS_MAX_AGE: &str = "365D";
+/// The most the records stream keeps: 5 GB, some ten million facts.
+const RECORDS_MAX_BYTES: i64 = 5_000_000_000;
 
 /// How long the tombstone cache is trusted before the broker is read again.
 const TOMBSTONE_REFRESH: Duration = Duration::from_secs(5);
@@ -171,6 +191,18 @@ fn persistent() -> BasicProperties {
 impl AmqpQueue {
     /// Connect and declare the farm's queues. Fails loudly when the broker is not there.
     pub async fn connect(settings: AmqpSettings, queue: QueueSettings) -> Result<Self, QueueError> {
+        let store =
+            records::RecordStore::open(settings.records_file.as_deref(), queue.max_attempts)
+                .map_err(|e| {
+                    QueueError::Backend(format!(
+                        "the records file {}: {e}",
+                        settings
+                            .records_file
+                            .as_deref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_else(|| "in memory".into())
+                    ))
+                })?;
         let me = Self {
             inner: Arc::new(Inner {
                 names: Names::new(&settings.prefix),
@@ -186,6 +218,9 @@ impl AmqpQueue {
                 me: Mutex::new(None),
                 responder: Mutex::new(None),
                 tombstones: Mutex::new((Default::default(), None)),
+                follower: follow::Follower::new(store),
+                workers_seen: Mutex::new(None),
+                workers_asking: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         me.inner.channel().await?;
@@ -245,7 +280,13 @@ pub fn delete_farm_blocking(url: &str, prefix: &str) {
             let cleanup = async {
                 let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
                 let channel = connection.create_channel().await?;
-                for queue in [&names.jobs, &names.retry, &names.failed, &names.cancelled] {
+                for queue in [
+                    &names.jobs,
+                    &names.retry,
+                    &names.failed,
+                    &names.cancelled,
+                    &names.records,
+                ] {
                     channel
                         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                         .await?;
@@ -380,6 +421,7 @@ impl Inner {
             )
             .await
             .map_err(backend)?;
+        self.declare_records(channel).await?;
         for (name, kind) in [
             (&self.names.control, ExchangeKind::Fanout),
             (&self.names.events, ExchangeKind::Topic),
@@ -394,6 +436,36 @@ impl Inner {
                 .await
                 .map_err(backend)?;
         }
+        Ok(())
+    }
+
+    /// The records stream: durable, kept for [`RECORDS_MAX_AGE`] and at most
+    /// [`RECORDS_MAX_BYTES`] (whole old segments are dropped first).
+    async fn declare_records(&self, channel: &Channel) -> Result<(), QueueError> {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("stream".into()),
+        );
+        args.insert(
+            "x-max-age".into(),
+            AMQPValue::LongString(RECORDS_MAX_AGE.into()),
+        );
+        args.insert(
+            "x-max-length-bytes".into(),
+            AMQPValue::LongLongInt(RECORDS_MAX_BYTES),
+        );
+        channel
+            .queue_declare(
+                self.names.records.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                args,
+            )
+            .await
+            .map_err(backend)?;
         Ok(())
     }
 
@@ -616,6 +688,92 @@ impl Inner {
     }
 }
 
+impl Held {
+    /// The fact that this attempt ended as `outcome`, leaving the job in `state`.
+    fn ended(
+        &self,
+        outcome: &str,
+        state: JobState,
+        result: Option<videofarm_core::SuccessReport>,
+        error: Option<String>,
+    ) -> records::Fact {
+        records::Fact::Ended {
+            id: self.envelope.id.clone(),
+            worker: Some(self.worker.clone()),
+            outcome: outcome.into(),
+            state,
+            attempts: self.envelope.attempts + 1,
+            error,
+            stderr_tail: None,
+            result,
+            not_before: None,
+        }
+    }
+}
+
+impl Inner {
+    /// Bring the records up to date, then read them off the async threads.
+    async fn read_records<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&records::RecordStore) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        self.sync_records().await?;
+        let store = self.follower.store.clone();
+        tokio::task::spawn_blocking(move || read(&store))
+            .await
+            .map_err(backend)?
+            .map_err(|e| backend(format!("the records file: {e}")))
+    }
+
+    /// The live workers. The first question in a process asks every worker; later ones are
+    /// answered from the last answer while it is under [`WORKERS_FRESH`] old, and from an
+    /// older one (up to [`WORKERS_STALE`]) while a fresh one is asked for in the background.
+    async fn workers(self: &Arc<Self>) -> Result<Vec<WorkerStatus>, QueueError> {
+        let seen = self
+            .workers_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some((at, list)) = seen {
+            let age = at.elapsed();
+            if age < WORKERS_FRESH {
+                return Ok(list);
+            }
+            if age < WORKERS_STALE {
+                if !self.workers_asking.swap(true, Ordering::SeqCst) {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let _ = me.ask_workers().await;
+                        me.workers_asking.store(false, Ordering::SeqCst);
+                    });
+                }
+                return Ok(list);
+            }
+        }
+        self.ask_workers().await
+    }
+
+    /// This process's own worker changed: the last answer about the workers is out of date.
+    fn forget_workers(&self) {
+        self.workers_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+
+    async fn ask_workers(&self) -> Result<Vec<WorkerStatus>, QueueError> {
+        let list = control::inspect(self).await?;
+        *self.workers_seen.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((tokio::time::Instant::now(), list.clone()));
+        Ok(list)
+    }
+}
+
+/// How long an answer about the live workers is served as it is.
+const WORKERS_FRESH: Duration = Duration::from_millis(1500);
+/// How long an older answer is served while a fresh one is asked for.
+const WORKERS_STALE: Duration = Duration::from_secs(10);
+
 /// Close a connection we are leaving, but never wait long for the broker to agree: on a
 /// connection that died without a word (a network cut) the close handshake never ends.
 async fn close_within(connection: &Connection) {
@@ -625,21 +783,6 @@ async fn close_within(connection: &Connection) {
         .is_err()
     {
         tracing::debug!("the old connection did not close in time; leaving it");
-    }
-}
-
-fn unknown_spec() -> JobSpec {
-    JobSpec {
-        input: "?".into(),
-        output: "?".into(),
-        profile: "?".into(),
-        key: String::new(),
-        overwrite: false,
-        priority: 0,
-        input_size: 0,
-        parent: None,
-        split: Default::default(),
-        chunk: None,
     }
 }
 
@@ -662,23 +805,5 @@ fn priority(spec: &JobSpec) -> u8 {
         -1 => 0,
         0 => 1,
         _ => MAX_PRIORITY,
-    }
-}
-
-fn record(env: Envelope, state: JobState, max_attempts: u32) -> JobRecord {
-    JobRecord {
-        id: env.id,
-        state,
-        spec: env.spec,
-        attempts: env.attempts,
-        max_attempts,
-        error: env.error,
-        stderr_tail: env.stderr_tail,
-        worker: None,
-        progress: None,
-        result: None,
-        created_ms: env.created_ms,
-        started_ms: None,
-        finished_ms: env.failed_ms,
     }
 }

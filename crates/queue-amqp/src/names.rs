@@ -15,6 +15,8 @@ pub struct Names {
     pub control: String,
     /// Topic exchange for lifecycle events (`job.started`, `worker.online`, ...).
     pub events: String,
+    /// Stream of the facts behind the farm's records (every job's states and attempts).
+    pub records: String,
 }
 
 impl Names {
@@ -26,6 +28,7 @@ impl Names {
             cancelled: format!("{prefix}.cancelled"),
             control: format!("{prefix}.control"),
             events: format!("{prefix}.events"),
+            records: format!("{prefix}.records"),
         }
     }
 }

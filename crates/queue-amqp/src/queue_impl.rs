@@ -3,6 +3,7 @@
 //! failed queue behind `jobs`, `retry` and `cancel`.
 
 use super::*;
+use records::Fact;
 
 #[async_trait]
 impl Queue for AmqpQueue {
@@ -23,10 +24,17 @@ impl Queue for AmqpQueue {
             stderr_tail: None,
             created_ms: self.inner.now(),
             failed_ms: None,
+            waiting: false,
         };
         let props = persistent().with_priority(priority(&env.spec));
         self.inner
             .publish_envelope(&self.inner.names.jobs, &env, props)
+            .await?;
+        self.inner
+            .record(Fact::Queued {
+                id: id.clone(),
+                spec: env.spec.clone(),
+            })
             .await?;
         self.inner
             .publish_event(&Event::JobQueued {
@@ -89,6 +97,7 @@ impl Queue for AmqpQueue {
                             persistent().with_headers(headers),
                         )
                         .await?;
+                    inner.record(Fact::Refused { reason: why }).await?;
                     delivery
                         .ack(BasicAckOptions::default())
                         .await
@@ -125,6 +134,23 @@ impl Queue for AmqpQueue {
                         persistent().with_priority(priority(&env.spec)),
                     )
                     .await?;
+                inner
+                    .record(Fact::Ended {
+                        id: env.id.clone(),
+                        worker: None,
+                        outcome: "lost".into(),
+                        state: if env.failed_ms.is_some() {
+                            JobState::Failed
+                        } else {
+                            JobState::Queued
+                        },
+                        attempts: env.attempts,
+                        error: env.error.clone(),
+                        stderr_tail: None,
+                        result: None,
+                        not_before: None,
+                    })
+                    .await?;
                 delivery
                     .ack(BasicAckOptions::default())
                     .await
@@ -142,6 +168,26 @@ impl Queue for AmqpQueue {
                     .await
                     .map_err(backend)?;
                 continue;
+            }
+            if !env.waiting {
+                let started = inner
+                    .record(Fact::Started {
+                        id: env.id.clone(),
+                        spec: env.spec.clone(),
+                        attempt: env.attempts + 1,
+                        worker: worker.name.clone(),
+                    })
+                    .await;
+                if let Err(e) = started {
+                    // Not recorded, not taken: back to the queue for whoever can record it.
+                    let _ = delivery
+                        .nack(lapin::options::BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await;
+                    return Err(e);
+                }
             }
             let token = inner.next_token.fetch_add(1, Ordering::SeqCst);
             let lease = Lease {
@@ -162,6 +208,7 @@ impl Queue for AmqpQueue {
                     progress: Progress::default(),
                     cancelled: None,
                     publishing: false,
+                    worker: worker.name.clone(),
                 },
             );
             return Ok(Some(lease));
@@ -200,6 +247,18 @@ impl Queue for AmqpQueue {
             Err(QueueError::Cancelled(by)) => {
                 // Cancelled while running: the job is over; take it off the queue for good.
                 let held = inner.take_held(lease)?;
+                inner
+                    .record(held.ended(
+                        "cancelled",
+                        JobState::Cancelled,
+                        None,
+                        Some(if by == lease.id {
+                            "cancelled by the user".into()
+                        } else {
+                            "its tape was cancelled".into()
+                        }),
+                    ))
+                    .await?;
                 let _ = inner.ack(&held, &lease.id).await;
                 Err(QueueError::Cancelled(by))
             }
@@ -227,11 +286,14 @@ impl Queue for AmqpQueue {
         let inner = &self.inner;
         let held = inner.take_held(lease)?;
         let mut env = held.envelope.clone();
-        match outcome {
-            Outcome::Succeeded(_) => {}
+        let fact = match outcome {
+            Outcome::Succeeded(report) => {
+                Some(held.ended("succeeded", JobState::Succeeded, Some(report), None))
+            }
             Outcome::Released => {
                 // Back at once, attempts unchanged: a copy first, then the ack (a crash in
                 // between leaves a duplicate, which the output check makes harmless).
+                env.waiting = false;
                 inner
                     .publish_envelope(
                         &inner.names.jobs,
@@ -239,43 +301,70 @@ impl Queue for AmqpQueue {
                         persistent().with_priority(priority(&env.spec)),
                     )
                     .await?;
+                let mut fact = held.ended("released", JobState::Queued, None, None);
+                if let Fact::Ended { attempts, .. } = &mut fact {
+                    *attempts = env.attempts;
+                }
+                Some(fact)
             }
             Outcome::Deferred { after, .. } => {
-                // Back after the wait through the retry queue, attempts unchanged.
+                // Back after the wait through the retry queue, attempts unchanged; the records
+                // see one attempt from planning to join.
+                env.waiting = true;
                 let delay = after.as_millis().max(1);
                 let props = persistent().with_expiration(delay.to_string().into());
                 inner
                     .publish_envelope(&inner.names.retry, &env, props)
                     .await?;
+                None
             }
             Outcome::Failed(failure) => {
                 env.attempts += 1;
+                env.waiting = false;
                 env.error = Some(failure.reason.clone());
                 env.stderr_tail = Some(failure.stderr_tail.clone());
-                if failure.kind == FailureKind::Permanent
+                let state = if failure.kind == FailureKind::Permanent
                     || env.attempts.saturating_sub(env.lost) >= inner.queue.max_attempts
                 {
                     env.failed_ms = Some(inner.now());
                     inner
                         .publish_envelope(&inner.names.failed, &env, persistent())
                         .await?;
+                    (JobState::Failed, None)
                 } else {
                     let delay = inner
                         .queue
-                        .backoff_after(env.attempts.saturating_sub(env.lost))
-                        .as_millis()
-                        .max(1);
-                    let props = persistent().with_expiration(delay.to_string().into());
+                        .backoff_after(env.attempts.saturating_sub(env.lost));
+                    let ms = delay.as_millis().max(1);
+                    let props = persistent().with_expiration(ms.to_string().into());
                     inner
                         .publish_envelope(&inner.names.retry, &env, props)
                         .await?;
-                }
+                    (JobState::Queued, Some(inner.now() + ms as i64))
+                };
+                Some(Fact::Ended {
+                    id: env.id.clone(),
+                    worker: Some(held.worker.clone()),
+                    outcome: "failed".into(),
+                    state: state.0,
+                    attempts: env.attempts,
+                    error: env.error.clone(),
+                    stderr_tail: env.stderr_tail.clone(),
+                    result: None,
+                    not_before: state.1,
+                })
             }
+        };
+        // Recorded before the ack: a fact lost with the connection leaves the job unacknowledged,
+        // so it comes back and is recorded then.
+        if let Some(fact) = fact {
+            inner.record(fact).await?;
         }
         inner.ack(&held, &lease.id).await
     }
 
     async fn register_worker(&self, worker: &WorkerInfo) -> Result<(), QueueError> {
+        self.inner.forget_workers();
         let first = {
             let mut me = self.inner.me.lock().unwrap_or_else(|p| p.into_inner());
             let first = me.is_none();
@@ -303,7 +392,12 @@ impl Queue for AmqpQueue {
         Ok(())
     }
 
+    async fn publish_event(&self, event: &Event) {
+        self.inner.publish_event(event).await;
+    }
+
     async fn unregister_worker(&self, _worker: &WorkerInfo) -> Result<(), QueueError> {
+        self.inner.forget_workers();
         self.inner
             .me
             .lock()
@@ -320,109 +414,77 @@ impl Queue for AmqpQueue {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl Records for AmqpQueue {
     async fn workers(&self) -> Result<Vec<WorkerStatus>, QueueError> {
-        control::inspect(&self.inner).await
+        self.inner.workers().await
+    }
+
+    async fn worker_count(&self) -> Result<usize, QueueError> {
+        // Every worker process consumes the job queue once: the broker knows how many do.
+        let channel = self.inner.channel().await?;
+        let declared = channel
+            .queue_declare(
+                self.inner.names.jobs.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(backend)?;
+        Ok(declared.consumer_count() as usize)
     }
 
     async fn counts(&self) -> Result<Counts, QueueError> {
-        let channel = self.inner.channel().await?;
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        let depth = |name: &str| {
-            let channel = channel.clone();
-            let name = name.to_owned();
-            async move {
-                channel
-                    .queue_declare(name.as_str().into(), passive, FieldTable::default())
-                    .await
-                    .map(|q| u64::from(q.message_count()))
-                    .map_err(backend)
-            }
-        };
-        let ready = depth(&self.inner.names.jobs).await?;
-        let retrying = depth(&self.inner.names.retry).await?;
-        let failed = depth(&self.inner.names.failed).await?;
-        let running = self
-            .workers()
-            .await?
-            .iter()
-            .map(|w| w.active.len() as u64)
-            .sum();
-        Ok(Counts {
-            queued: ready + retrying,
-            retrying,
-            running,
-            succeeded: 0,
-            failed,
-            cancelled: 0,
-        })
+        let now = self.inner.now();
+        self.inner
+            .read_records(move |store| store.counts(now))
+            .await
     }
 
     async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, QueueError> {
-        let inner = &self.inner;
-        let max = inner.queue.max_attempts;
-        let mut records = Vec::new();
-        let wants = |state: JobState| filter.state.is_none_or(|s| s == state);
-        // Chunk jobs are shown only when asked for: a user sees a split tape as one job.
-        // Waiting jobs are not listed one by one: reading them off the queue would return them
-        // marked as redelivered, which is how a lost attempt is recognised. `counts` has the depth.
-        if wants(JobState::Running) {
-            for worker in self.workers().await? {
-                for job in worker.active {
-                    records.push(JobRecord {
-                        id: job.id,
-                        state: JobState::Running,
-                        spec: JobSpec {
-                            input: job.input,
-                            output: job.output,
-                            profile: job.profile,
-                            ..unknown_spec()
-                        },
-                        attempts: 0,
-                        max_attempts: max,
-                        error: None,
-                        stderr_tail: None,
-                        worker: Some(worker.name.clone()),
-                        progress: Some(Progress {
-                            progress: job.progress,
-                            frames: 0,
-                            fps: job.fps,
-                            speed: job.speed,
-                            eta_s: job.eta_s,
-                        }),
-                        result: None,
-                        created_ms: 0,
-                        started_ms: None,
-                        finished_ms: None,
-                    });
-                }
-            }
-        }
-        if wants(JobState::Failed) {
-            records.extend(
-                inner
-                    .browse(&inner.names.failed)
-                    .await?
-                    .into_iter()
-                    .map(|(e, _)| record(e, JobState::Failed, max)),
-            );
-        }
-        if let Some(ids) = &filter.ids {
-            records.retain(|r| ids.contains(&r.id));
-        }
-        Ok(records)
+        let filter = filter.clone();
+        self.inner
+            .read_records(move |store| store.jobs(&filter))
+            .await
     }
 
-    async fn history(&self, _id: &JobId) -> Result<Vec<AttemptRecord>, QueueError> {
-        // The broker keeps no history; the dashboard keeps one from the events.
-        Ok(Vec::new())
+    async fn history(&self, id: &JobId) -> Result<Vec<AttemptRecord>, QueueError> {
+        let id = id.clone();
+        self.inner
+            .read_records(move |store| store.history(&id))
+            .await
     }
 
+    async fn subscribe_events(&self) -> Result<Option<Box<dyn EventFeed>>, QueueError> {
+        Ok(Some(Box::new(AmqpQueue::subscribe_events(self).await?)))
+    }
+}
+
+#[async_trait]
+impl Control for AmqpQueue {
     async fn retry(&self, ids: &[JobId]) -> Result<Vec<JobId>, QueueError> {
         let inner = &self.inner;
+        let mut specs = Vec::new();
+        for id in ids {
+            let wanted = id.clone();
+            let (state, spec) = inner
+                .read_records(move |store| store.state(&wanted))
+                .await?
+                .ok_or_else(|| QueueError::NotFound(id.clone()))?;
+            if !matches!(state, JobState::Failed | JobState::Cancelled) {
+                return Err(QueueError::WrongState {
+                    id: id.clone(),
+                    state,
+                    what: "only failed or cancelled jobs can be retried".into(),
+                });
+            }
+            specs.push((id.clone(), spec));
+        }
         let taken = inner
             .take_from(
                 &inner.names.failed,
@@ -431,28 +493,64 @@ impl Queue for AmqpQueue {
                 Some(&inner.names.jobs),
             )
             .await?;
-        if let Some(missing) = ids.iter().find(|id| !taken.contains(id)) {
-            return Err(QueueError::NotFound(missing.clone()));
+        // Cancelled jobs (and failed ones no longer in the failed queue) are queued afresh from
+        // their records: later than their cancel, so workers take them.
+        for (id, spec) in specs.into_iter().filter(|(id, _)| !taken.contains(id)) {
+            let env = Envelope {
+                v: envelope::VERSION,
+                id,
+                spec,
+                attempts: 0,
+                lost: 0,
+                error: None,
+                stderr_tail: None,
+                created_ms: inner.now(),
+                failed_ms: None,
+                waiting: false,
+            };
+            let props = persistent().with_priority(priority(&env.spec));
+            inner
+                .publish_envelope(&inner.names.jobs, &env, props)
+                .await?;
         }
-        Ok(taken)
+        inner.record(Fact::Retried { ids: ids.to_vec() }).await?;
+        Ok(ids.to_vec())
     }
 
     async fn retry_all_failed(&self) -> Result<Vec<JobId>, QueueError> {
         let inner = &self.inner;
-        inner
+        let taken = inner
             .take_from(
                 &inner.names.failed,
                 None,
                 |env| Some(fresh(env)),
                 Some(&inner.names.jobs),
             )
-            .await
+            .await?;
+        if !taken.is_empty() {
+            inner.record(Fact::Retried { ids: taken.clone() }).await?;
+        }
+        Ok(taken)
     }
 
     async fn cancel(&self, ids: &[JobId]) -> Result<Vec<JobId>, QueueError> {
+        let inner = &self.inner;
+        for id in ids {
+            let wanted = id.clone();
+            let (state, _) = inner
+                .read_records(move |store| store.state(&wanted))
+                .await?
+                .ok_or_else(|| QueueError::NotFound(id.clone()))?;
+            if state.is_terminal() {
+                return Err(QueueError::WrongState {
+                    id: id.clone(),
+                    state,
+                    what: "only queued or running jobs can be cancelled".into(),
+                });
+            }
+        }
         // A waiting job cannot be taken out of the middle of a queue: its id is recorded, and
         // the worker that receives it drops it. A running one is stopped by its worker.
-        let inner = &self.inner;
         // Recorded with the time: a copy of the job queued after this cancel is not dropped.
         let at = inner.now();
         for id in ids {
@@ -465,6 +563,7 @@ impl Queue for AmqpQueue {
                 .await?;
         }
         inner.add_tombstones(ids, at);
+        inner.record(Fact::Cancelled { ids: ids.to_vec() }).await?;
         let running = control::cancel_running(inner, ids).await?;
         if !running.is_empty() {
             tracing::info!(jobs = ?running, "running jobs will stop at their next heartbeat");

@@ -26,9 +26,9 @@ use videofarm_core::clock::rfc3339;
 use videofarm_core::pathser::{from_bytes, to_bytes};
 use videofarm_core::Split;
 use videofarm_core::{
-    ActiveJob, AttemptRecord, Clock, Counts, Enqueued, FailureKind, JobFilter, JobId, JobRecord,
-    JobSpec, JobState, Lease, Outcome, Progress, Queue, QueueError, QueueSettings, SuccessReport,
-    SystemClock, WorkerInfo, WorkerStatus,
+    ActiveJob, AttemptRecord, Clock, Control, Counts, Enqueued, FailureKind, JobFilter, JobId,
+    JobRecord, JobSpec, JobState, Lease, Outcome, Progress, Queue, QueueError, QueueSettings,
+    Records, SuccessReport, SystemClock, WorkerInfo, WorkerStatus,
 };
 
 /// How often `lease` looks again while it waits for a ready job.

@@ -262,7 +262,10 @@ impl Queue for SqliteQueue {
         })
         .await
     }
+}
 
+#[async_trait]
+impl Records for SqliteQueue {
     async fn workers(&self) -> Result<Vec<WorkerStatus>, QueueError> {
         self.with(|conn, ctx| {
             reap(conn, ctx)?;
@@ -429,7 +432,10 @@ impl Queue for SqliteQueue {
         })
         .await
     }
+}
 
+#[async_trait]
+impl Control for SqliteQueue {
     async fn retry(&self, ids: &[JobId]) -> Result<Vec<JobId>, QueueError> {
         let ids = ids.to_vec();
         self.with(move |conn, ctx| {

@@ -8,10 +8,9 @@
 //! accepts only paths under the configured media roots. Pages put every file name in the
 //! document as text, never as HTML.
 //!
-//! Layout: this file (state, routes, API handlers), `videofarm_core::confine` (path checks), [`metrics`],
-//! [`history`] (what RabbitMQ does not keep: finished jobs, fed by the events).
+//! Layout: this file (state, routes, API handlers), `videofarm_core::confine` (path checks), [`metrics`].
+//! Every backend keeps its own records: the handlers never ask which one they talk to.
 
-pub mod history;
 pub mod metrics;
 
 use axum::extract::{Path as UrlPath, Query, State};
@@ -24,12 +23,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use videofarm_core::confine::{self, ConfineError};
 use videofarm_core::plan::{self, Planned};
-use videofarm_core::{Enqueued, JobFilter, JobId, JobSpec, JobState, Profiles, Queue, QueueError};
+use videofarm_core::{
+    Backend, Enqueued, JobFilter, JobId, JobSpec, JobState, Profiles, QueueError,
+};
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    pub queue: Arc<dyn Queue>,
+    pub queue: Arc<dyn Backend>,
     pub profiles: Profiles,
     pub default_profile: String,
     /// Whether long inputs queued from the page are split across workers.
@@ -38,31 +39,6 @@ pub struct AppState {
     pub roots: Vec<PathBuf>,
     /// Required on every request that changes something, when set.
     pub token: Option<String>,
-    /// Finished jobs and attempts seen in the events, for queues that keep none (RabbitMQ).
-    pub history: Option<Arc<history::History>>,
-}
-
-impl AppState {
-    /// The queue's jobs, plus the finished ones only the history knows.
-    pub async fn all_jobs(&self, filter: &JobFilter) -> ApiResult<Vec<videofarm_core::JobRecord>> {
-        let mut records = self.queue.jobs(filter).await?;
-        if let Some(history) = &self.history {
-            if filter.state.is_none_or(|s| s == JobState::Succeeded) {
-                let known: std::collections::HashSet<JobId> =
-                    records.iter().map(|r| r.id.clone()).collect();
-                let finished = history
-                    .succeeded(1000)
-                    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-                records.extend(
-                    finished
-                        .into_iter()
-                        .filter(|r| !known.contains(&r.id))
-                        .filter(|r| filter.ids.as_ref().is_none_or(|ids| ids.contains(&r.id))),
-                );
-            }
-        }
-        Ok(records)
-    }
 }
 
 /// An API error: a status and one plain sentence.
@@ -258,7 +234,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
 
 async fn status(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
     let counts = state.queue.counts().await?;
-    let workers = state.queue.workers().await?.len();
+    let workers = state.queue.worker_count().await?;
     let mut value = serde_json::to_value(counts)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     value["workers"] = workers.into();
@@ -289,7 +265,8 @@ async fn jobs(
     };
     Ok(Json(
         state
-            .all_jobs(&JobFilter {
+            .queue
+            .jobs(&JobFilter {
                 state: wanted,
                 ids: None,
                 chunks: false,
@@ -303,8 +280,9 @@ async fn job(
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let id = JobId(id);
-    let mut record = state
-        .all_jobs(&JobFilter {
+    let record = state
+        .queue
+        .jobs(&JobFilter {
             state: None,
             ids: Some(vec![id.clone()]),
             chunks: false,
@@ -312,17 +290,7 @@ async fn job(
         .await?
         .into_iter()
         .next();
-    let mut history = state.queue.history(&id).await?;
-    if let Some(seen) = &state.history {
-        let internal =
-            |e: rusqlite::Error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-        if record.is_none() {
-            record = seen.job(&id).map_err(internal)?;
-        }
-        if history.is_empty() {
-            history = seen.attempts(&id).map_err(internal)?;
-        }
-    }
+    let history = state.queue.history(&id).await?;
     let record = record.ok_or_else(|| ApiError::from(QueueError::NotFound(id.clone())))?;
     Ok(Json(
         serde_json::json!({ "job": record, "history": history }),

@@ -176,8 +176,8 @@ pub fn render(counts: &videofarm_core::Counts, workers: usize, jobs: &[JobRecord
 
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let counts = state.queue.counts().await?;
-    let workers = state.queue.workers().await?.len();
-    let jobs = state.all_jobs(&JobFilter::default()).await?;
+    let workers = state.queue.worker_count().await?;
+    let jobs = state.queue.jobs(&JobFilter::default()).await?;
     Ok((
         [(
             header::CONTENT_TYPE,

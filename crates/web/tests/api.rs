@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
 use videofarm_core::{
-    Failure, JobSpec, Outcome, Profiles, Queue, QueueSettings, SuccessReport, WorkerInfo,
+    Failure, JobSpec, Outcome, Profiles, Queue, QueueSettings, Records, SuccessReport, WorkerInfo,
 };
 use videofarm_queue_sqlite::SqliteQueue;
 use videofarm_web::{router, AppState};
@@ -48,7 +48,6 @@ fn api(token: Option<&str>) -> Api {
         split: Default::default(),
         roots: vec![dir.path().join("media")],
         token: token.map(str::to_owned),
-        history: None,
     };
     Api { dir, queue, state }
 }

@@ -87,6 +87,8 @@ impl Worker {
     ) -> Result<(), QueueError> {
         let info = &self.settings.info;
         self.queue.register_worker(info).await?;
+        let forwarding = CancellationToken::new();
+        let forwarder = self.forward_events(forwarding.clone());
         let _ = self.events.send(Event::WorkerOnline {
             worker: info.clone(),
         });
@@ -118,8 +120,40 @@ impl Worker {
         let _ = self.events.send(Event::WorkerOffline {
             name: info.name.clone(),
         });
+        forwarding.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), forwarder).await;
         tracing::info!(worker = %info.name, "worker offline");
         result
+    }
+
+    /// Hand this worker's events to the queue, for whoever follows the farm (on RabbitMQ:
+    /// `videofarm events`, dashboards, other `run`s). After `done`, what is left is sent, then
+    /// the task ends.
+    fn forward_events(&self, done: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let (queue, mut events) = (self.queue.clone(), self.events.subscribe());
+        tokio::spawn(async move {
+            use broadcast::error::{RecvError, TryRecvError};
+            loop {
+                let event = tokio::select! {
+                    event = events.recv() => event,
+                    _ = done.cancelled() => break,
+                };
+                match event {
+                    Ok(event) => queue.publish_event(&event).await,
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::debug!(skipped = n, "the event forwarder fell behind")
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+            loop {
+                match events.try_recv() {
+                    Ok(event) => queue.publish_event(&event).await,
+                    Err(TryRecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                }
+            }
+        })
     }
 }
 

@@ -1,32 +1,61 @@
 //! `videofarm events`: a live tail of the farm's lifecycle events, like `celery events`.
 
-use super::{describe_progress, human_duration, shown};
+use super::{describe_progress, human_duration, shown, stop_on_signal};
+use crate::broker::open_queue;
 use crate::error::{ExitStatus, UsageError};
-use crate::settings::{Broker, Settings};
+use crate::settings::Settings;
+use std::io::Write;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use videofarm_core::Event;
 
 pub async fn events(settings: &Settings, json: bool) -> anyhow::Result<ExitStatus> {
-    let Broker::Amqp(url) = &settings.broker else {
+    let stop = CancellationToken::new();
+    stop_on_signal(stop.clone());
+    let queue = open_queue(settings).await?;
+    let Some(mut feed) = queue.subscribe_events().await? else {
         return Err(UsageError::new(
-            "`events` follows a RabbitMQ farm (--broker amqp://...); with the embedded queue use `inspect` and `status`",
+            "the embedded queue has no shared event stream (each `run` and `worker` shows its own); use `inspect` and `status`, or a RabbitMQ farm (--broker amqp://...)",
         )
         .into());
     };
-    let queue = crate::broker::open_amqp(settings, url).await?;
-    let mut stream = queue.subscribe_events().await?;
     eprintln!(
         "following events on {}; stop with Ctrl-C",
         settings.broker.describe()
     );
-    while let Some(event) = stream.next().await {
-        let event = event.map_err(|e| anyhow::anyhow!("the broker connection ended: {e}"))?;
-        if json {
-            println!("{}", serde_json::to_string(&event)?);
-        } else {
-            println!("{}", describe(&event));
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => return Ok(ExitStatus::Success),
+            event = feed.next() => event,
+        };
+        match event {
+            Some(Ok(event)) => {
+                let line = if json {
+                    serde_json::to_string(&event)?
+                } else {
+                    describe(&event)
+                };
+                // A closed pipe (`| head`) ends the tail quietly.
+                if writeln!(std::io::stdout(), "{line}").is_err() {
+                    return Ok(ExitStatus::Success);
+                }
+            }
+            Some(Err(_)) | None => {
+                // A broker restart or a closed connection: follow again once it answers.
+                eprintln!("lost the event stream; following it again when the broker answers");
+                feed = loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(ExitStatus::Success),
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                    if let Ok(Some(feed)) = queue.subscribe_events().await {
+                        eprintln!("following events again (what happened meanwhile is in `jobs`)");
+                        break feed;
+                    }
+                };
+            }
         }
     }
-    Ok(ExitStatus::Success)
 }
 
 fn describe(event: &Event) -> String {

@@ -21,7 +21,7 @@ use std::io::Write;
 use std::path::Path;
 use tokio_util::sync::CancellationToken;
 use videofarm_core::plan::{self as scan, Planned};
-use videofarm_core::{Enqueued, JobId, JobSpec, Profile, Queue, WorkerInfo};
+use videofarm_core::{Backend, Enqueued, JobId, JobSpec, Profile, WorkerInfo};
 use videofarm_ffmpeg::Tools;
 use videofarm_worker::WorkerSettings;
 
@@ -50,7 +50,7 @@ pub fn worker_settings(settings: &Settings, tools: Tools, info: WorkerInfo) -> W
 
 /// Queue every planned job; returns each job's spec and what the queue said.
 pub async fn enqueue_planned(
-    queue: &dyn Queue,
+    queue: &dyn Backend,
     planned: &[Planned],
     profile: &Profile,
     inputs: &QueueInputs,
@@ -72,29 +72,6 @@ pub async fn enqueue_planned(
         results.push((spec, queued));
     }
     Ok(results)
-}
-
-/// On RabbitMQ, publish a worker's lifecycle events to the farm's event exchange (for
-/// `videofarm events`, dashboards and other `run`s), on a connection of their own.
-pub async fn forward_events(
-    settings: &Settings,
-    mut events: tokio::sync::broadcast::Receiver<videofarm_core::Event>,
-) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
-    let crate::settings::Broker::Amqp(url) = &settings.broker else {
-        return Ok(None);
-    };
-    let sink = crate::broker::open_amqp(settings, url).await?;
-    Ok(Some(tokio::spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(event) => sink.publish_event(&event).await,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::debug!(skipped = n, "event forwarder fell behind")
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-            }
-        }
-    })))
 }
 
 /// Cancel `token` on SIGINT, SIGTERM or SIGHUP (a closed terminal or a dropped SSH session

@@ -1,18 +1,17 @@
 //! `videofarm run`: the main job. Queue every video found, run local workers with progress
 //! bars, wait until every job of this batch is done, and print a summary.
 //!
-//! On the embedded queue the queue itself says when each job is done. On RabbitMQ, which keeps
-//! no record of finished jobs, `run` follows the farm's events (so jobs finished by workers on
-//! other machines count too) and reads the failed queue.
+//! The queue's records say when each job is done, whichever worker ran it; events (the farm's
+//! where the backend shares them) drive the progress display.
 
 use super::{
-    enqueue_planned, forward_events, human_duration, human_size, locate_tools, shown,
-    stop_on_signal, worker_settings,
+    enqueue_planned, human_duration, human_size, locate_tools, shown, stop_on_signal,
+    worker_settings,
 };
-use crate::broker::{open_amqp, open_queue, worker_info};
+use crate::broker::{open_queue, worker_info};
 use crate::cli::RunArgs;
 use crate::error::{ExitStatus, UsageError};
-use crate::settings::{Broker, Settings};
+use crate::settings::Settings;
 use crate::ui::ProgressUi;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -21,69 +20,69 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use videofarm_core::plan as scan;
-use videofarm_core::{Enqueued, Event, JobFilter, JobId, JobRecord, JobSpec, JobState, QueueError};
-use videofarm_queue_amqp::EventStream;
+use videofarm_core::{
+    Backend, Enqueued, Event, EventFeed, JobFilter, JobId, JobRecord, JobSpec, JobState, QueueError,
+};
 use videofarm_worker::Worker;
 
-/// Where `run` learns what happens to its jobs.
-enum EventSource {
-    Local(broadcast::Receiver<Event>),
-    /// The farm's events on RabbitMQ, plus this process's own workers' (which need no broker:
-    /// what they finish is seen even while the broker is away).
-    Broker {
-        stream: Option<Box<EventStream>>,
-        local: broadcast::Receiver<Event>,
-    },
+/// Where `run` learns what happens to its jobs as it happens: its own workers' events and,
+/// where the backend has a shared event stream, the whole farm's (so jobs that workers on
+/// other machines run show too). When a job is done is read from the queue's records.
+struct EventSource {
+    queue: Arc<dyn Backend>,
+    shared: Option<Box<dyn EventFeed>>,
+    /// The backend has a shared stream: follow it again after a lost connection.
+    has_shared: bool,
+    local: broadcast::Receiver<Event>,
 }
 
 impl EventSource {
-    /// The next event; `None` once the local workers are gone. A lost broker stream is
-    /// followed again by [`EventSource::reconnect`].
+    async fn open(
+        queue: Arc<dyn Backend>,
+        local: broadcast::Receiver<Event>,
+    ) -> anyhow::Result<Self> {
+        let shared = queue.subscribe_events().await?;
+        Ok(Self {
+            queue,
+            has_shared: shared.is_some(),
+            shared,
+            local,
+        })
+    }
+
+    /// The next event; `None` once the local workers are gone.
     async fn next(&mut self) -> Option<Event> {
-        match self {
-            EventSource::Local(rx) => loop {
-                match rx.recv().await {
-                    Ok(event) => return Some(event),
+        loop {
+            let Some(remote) = self.shared.as_mut() else {
+                return match self.local.recv().await {
+                    Ok(event) => Some(event),
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            },
-            EventSource::Broker { stream, local } => loop {
-                let Some(remote) = stream.as_mut() else {
-                    return match local.recv().await {
-                        Ok(event) => Some(event),
-                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(broadcast::error::RecvError::Closed) => None,
-                    };
+                    Err(broadcast::error::RecvError::Closed) => None,
                 };
-                tokio::select! {
-                    event = remote.next() => match event {
-                        Some(Ok(event)) => return Some(event),
-                        _ => {
-                            *stream = None;
-                            continue;
-                        }
-                    },
-                    event = local.recv() => match event {
-                        // Seen on the broker stream too while it is up.
-                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    },
-                }
-            },
+            };
+            tokio::select! {
+                event = remote.next() => match event {
+                    Some(Ok(event)) => return Some(event),
+                    _ => {
+                        self.shared = None;
+                        continue;
+                    }
+                },
+                event = self.local.recv() => match event {
+                    // Seen on the shared stream too while it is up.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+            }
         }
     }
 
-    /// Follow the broker's events again after a lost connection (events published meanwhile
-    /// are missed: finished jobs are then recognised by their published output).
-    async fn reconnect(&mut self, settings: &Settings, url: &str) {
-        if let EventSource::Broker { stream, .. } = self {
-            if stream.is_none() {
-                if let Ok(queue) = open_amqp(settings, url).await {
-                    if let Ok(events) = queue.subscribe_events().await {
-                        *stream = Some(Box::new(events));
-                    }
-                }
+    /// Follow the shared events again after a lost connection (what was published meanwhile
+    /// is missed by the progress display only: the records have it).
+    async fn reconnect(&mut self) {
+        if self.has_shared && self.shared.is_none() {
+            if let Ok(feed) = self.queue.subscribe_events().await {
+                self.shared = feed;
             }
         }
     }
@@ -112,17 +111,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
         worker_settings(settings, tools, worker_info(None, concurrency)),
     ));
     // Subscribe before anything is queued, so no event of this batch is missed.
-    let mut source = match &settings.broker {
-        Broker::Amqp(url) => EventSource::Broker {
-            stream: Some(Box::new(
-                open_amqp(settings, url).await?.subscribe_events().await?,
-            )),
-            local: worker.subscribe(),
-        },
-        Broker::Sqlite(_) => EventSource::Local(worker.subscribe()),
-    };
-    let batch_started = std::time::SystemTime::now();
-    let forwarder = forward_events(settings, worker.subscribe()).await?;
+    let mut source = EventSource::open(queue.clone(), worker.subscribe()).await?;
 
     let enqueued =
         enqueue_planned(queue.as_ref(), &planned, &profile, &args.inputs, settings).await?;
@@ -154,16 +143,6 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
     let mut finished: HashMap<JobId, JobRecord> = HashMap::new();
     let mut check = tokio::time::interval(Duration::from_millis(500));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // RabbitMQ keeps no finished jobs: only its failed queue is worth asking (asking for running
-    // ones is a broadcast that waits for every worker).
-    let check_filter = match settings.broker {
-        Broker::Amqp(_) => JobFilter {
-            state: Some(JobState::Failed),
-            ids: Some(ids.clone()),
-            chunks: false,
-        },
-        Broker::Sqlite(_) => filter.clone(),
-    };
     let mut source_open = true;
     let mut outage: Option<Instant> = None;
     let interrupted = loop {
@@ -192,30 +171,10 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
             }
             _ = check.tick() => {}
         }
-        if let Broker::Amqp(url) = &settings.broker {
-            source.reconnect(settings, url).await;
-            // A verified output that appeared since the batch started is a finished job, even
-            // if its event was lost in a broker outage (outputs appear only once verified).
-            for (id, spec) in &specs {
-                if finished.contains_key(id) {
-                    continue;
-                }
-                let fresh = std::fs::metadata(&spec.output)
-                    .ok()
-                    .filter(|m| m.modified().is_ok_and(|t| t >= batch_started));
-                if let Some(meta) = fresh {
-                    let report = videofarm_core::SuccessReport {
-                        input_size: spec.input_size,
-                        output_size: meta.len(),
-                        ..Default::default()
-                    };
-                    finished.insert(id.clone(), succeeded(id, spec, "?", &report));
-                }
-            }
-        }
+        source.reconnect().await;
         // A broker outage is ridden out: the local workers reconnect by themselves, and the
         // batch is looked at again once the broker answers.
-        match queue.jobs(&check_filter).await {
+        match queue.jobs(&filter).await {
             Ok(records) => {
                 if outage.take().is_some() {
                     let _ = writeln!(std::io::stderr(), "the queue answers again");
@@ -261,14 +220,10 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
     };
     stopped??;
     drop(worker);
-    if let Some(forwarder) = forwarder {
-        let _ = tokio::time::timeout(Duration::from_secs(2), forwarder).await;
-    }
     if let Some(ui) = &ui {
         ui.finish();
     }
-    let last_look = if interrupted { &filter } else { &check_filter };
-    for record in queue.jobs(last_look).await? {
+    for record in queue.jobs(&filter).await? {
         if record.state.is_terminal() || interrupted {
             finished.insert(record.id.clone(), record);
         }
@@ -289,7 +244,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
     })
 }
 
-/// A finished job as the events describe it (RabbitMQ keeps no record of it).
+/// A finished job as its event describes it, until the records are read again.
 fn succeeded(
     id: &JobId,
     spec: &JobSpec,

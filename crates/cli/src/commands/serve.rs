@@ -4,11 +4,8 @@ use super::stop_on_signal;
 use crate::broker::open_queue;
 use crate::cli::ServeArgs;
 use crate::error::{ExitStatus, UsageError};
-use crate::settings::{Broker, Settings};
-use std::sync::Arc;
-use std::time::Duration;
+use crate::settings::Settings;
 use tokio_util::sync::CancellationToken;
-use videofarm_web::history::History;
 use videofarm_web::AppState;
 
 /// A token anyone could guess protects nothing.
@@ -51,53 +48,9 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitS
         split: settings.split,
         roots: settings.paths.roots.clone(),
         token,
-        history: match &settings.broker {
-            Broker::Amqp(url) => Some(follow_events(settings, url).await?),
-            Broker::Sqlite(_) => None,
-        },
     };
     let shutdown = CancellationToken::new();
     stop_on_signal(shutdown.clone());
     videofarm_web::serve(listener, state, shutdown).await?;
     Ok(ExitStatus::Success)
-}
-
-/// RabbitMQ keeps no record of finished jobs: keep one from the farm's events, in an SQLite
-/// file (`history_file`, default next to the default queue file, one per farm prefix), so it
-/// survives restarts.
-async fn follow_events(settings: &Settings, url: &str) -> anyhow::Result<Arc<History>> {
-    let path = settings.history_file.clone().unwrap_or_else(|| {
-        dirs::data_dir()
-            .unwrap_or_else(|| std::path::PathBuf::from("."))
-            .join("videofarm")
-            .join(format!("history-{}.db", settings.amqp_prefix))
-    });
-    let history = Arc::new(
-        History::open(&path)
-            .map_err(|e| UsageError::new(format!("history file {}: {e}", path.display())))?,
-    );
-    let queue = crate::broker::open_amqp(settings, url).await?;
-    // Follow from before the page is up, so nothing that happens after is missed.
-    let mut events = queue.subscribe_events().await?;
-    let recorder = history.clone();
-    tokio::spawn(async move {
-        loop {
-            while let Some(Ok(event)) = events.next().await {
-                if let Err(e) = recorder.record(&event) {
-                    tracing::warn!(error = %e, "could not record an event in the history");
-                }
-            }
-            tracing::warn!("lost the farm's events; following them again");
-            let mut backoff = Duration::from_millis(500);
-            events = loop {
-                tokio::time::sleep(backoff).await;
-                match queue.subscribe_events().await {
-                    Ok(events) => break events,
-                    Err(e) => tracing::warn!(error = %e, "cannot follow the farm's events yet"),
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            };
-        }
-    });
-    Ok(history)
 }

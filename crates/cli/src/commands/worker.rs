@@ -25,12 +25,6 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
         concurrency
     );
     let worker = Worker::new(queue, worker_settings(settings, tools, info));
-    let forwarder = super::forward_events(settings, worker.subscribe()).await?;
     worker.run(CancellationToken::new(), abort).await?;
-    drop(worker);
-    if let Some(forwarder) = forwarder {
-        // Let the last events (offline) reach the broker.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), forwarder).await;
-    }
     Ok(ExitStatus::Success)
 }

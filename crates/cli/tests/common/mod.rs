@@ -90,6 +90,10 @@ impl Farm {
             "broker = {url:?}\namqp_prefix = {prefix:?}\namqp_queue_expires_secs = 600\n{extra}"
         );
         let mut farm = Farm::with_config(&config);
+        // This farm's copy of the records, in its own folder (the default is per user).
+        let text = std::fs::read_to_string(&farm.config).unwrap();
+        let records = farm.root().join("records.db");
+        std::fs::write(&farm.config, format!("records_file = {records:?}\n{text}")).unwrap();
         farm.broker = None;
         farm.amqp_prefix = Some(prefix);
         farm

@@ -1,0 +1,227 @@
+//! Writing facts to the records stream and following it into the local [`RecordStore`].
+//!
+//! A process that reads the records starts one follower: a consumer of the stream on a
+//! connection of its own (its outages never touch the leases of a worker in the same process),
+//! from the offset after the last one its cache applied. A read waits until the cache holds
+//! everything this process wrote and, the first time after each (re)connection, until a mark
+//! it wrote has come back: then it has read everything anyone wrote before the question.
+
+use super::*;
+use records::{Fact, RecordStore, Stamped};
+use std::sync::atomic::AtomicBool;
+use tokio::sync::watch;
+
+/// How long a read waits for the stream before it says the records do not answer.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(15);
+/// Facts applied in one transaction at most.
+const BATCH: usize = 1000;
+
+pub(crate) struct Follower {
+    pub(crate) store: Arc<RecordStore>,
+    /// This process's mark on the facts it writes.
+    origin: u64,
+    /// Facts this process has written (confirmed by the broker).
+    written: AtomicU64,
+    /// The highest of this process's facts the cache holds.
+    seen: watch::Sender<u64>,
+    /// The follower has read back a mark written since it (re)connected.
+    caught_up: AtomicBool,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// One mark at a time.
+    marking: tokio::sync::Mutex<()>,
+}
+
+impl Follower {
+    pub(crate) fn new(store: RecordStore) -> Self {
+        let origin = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ (u64::from(std::process::id()) << 32);
+        Self {
+            store: Arc::new(store),
+            origin,
+            written: AtomicU64::new(0),
+            seen: watch::channel(0).0,
+            caught_up: AtomicBool::new(false),
+            task: Mutex::new(None),
+            marking: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl Inner {
+    /// Write a fact to the records stream and wait for the broker's confirm.
+    pub(crate) async fn record(&self, fact: Fact) -> Result<(), QueueError> {
+        // One sequence number per fact, confirmed in order on the one publish channel.
+        let seq = self.follower.written.fetch_add(1, Ordering::SeqCst) + 1;
+        let stamped = Stamped {
+            origin: self.follower.origin,
+            seq,
+            at: self.now(),
+            fact,
+        };
+        let body = serde_json::to_vec(&stamped).map_err(backend)?;
+        self.publish(&self.names.records, &body, persistent()).await
+    }
+
+    /// Bring the local records up to date (see the module documentation).
+    pub(crate) async fn sync_records(self: &Arc<Self>) -> Result<&RecordStore, QueueError> {
+        let follower = &self.follower;
+        self.ensure_follower();
+        let wait = async {
+            if !follower.caught_up.load(Ordering::SeqCst) {
+                let _one = follower.marking.lock().await;
+                if !follower.caught_up.load(Ordering::SeqCst) {
+                    self.record(Fact::Mark).await?;
+                    let target = follower.written.load(Ordering::SeqCst);
+                    let mut seen = follower.seen.subscribe();
+                    seen.wait_for(|s| *s >= target)
+                        .await
+                        .map_err(|_| backend("the records follower stopped"))?;
+                    follower.caught_up.store(true, Ordering::SeqCst);
+                }
+            }
+            let target = follower.written.load(Ordering::SeqCst);
+            let mut seen = follower.seen.subscribe();
+            seen.wait_for(|s| *s >= target)
+                .await
+                .map_err(|_| backend("the records follower stopped"))?;
+            Ok::<_, QueueError>(())
+        };
+        match tokio::time::timeout(SYNC_TIMEOUT, wait).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(backend(format!(
+                    "the records stream {} did not answer within {} s",
+                    self.names.records,
+                    SYNC_TIMEOUT.as_secs()
+                )))
+            }
+        }
+        Ok(&follower.store)
+    }
+
+    fn ensure_follower(self: &Arc<Self>) {
+        let mut task = self.follower.task.lock().unwrap_or_else(|p| p.into_inner());
+        if task.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        *task = Some(tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let result = follow(&inner).await;
+                inner.follower.caught_up.store(false, Ordering::SeqCst);
+                match result {
+                    Ok(()) => return,
+                    Err(e) => tracing::debug!(error = %e, "following the records stream again"),
+                }
+                drop(inner);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }));
+    }
+}
+
+/// Consume the stream into the cache until the connection ends (an error) or the queue handle
+/// is dropped (`Ok`).
+async fn follow(inner: &Arc<Inner>) -> Result<(), QueueError> {
+    let connection = Connection::connect(&inner.url(), ConnectionProperties::default())
+        .await
+        .map_err(backend)?;
+    let result = follow_on(inner, &connection).await;
+    close_within(&connection).await;
+    result
+}
+
+async fn follow_on(inner: &Arc<Inner>, connection: &Connection) -> Result<(), QueueError> {
+    let channel = connection.create_channel().await.map_err(backend)?;
+    inner.declare_records(&channel).await?;
+    channel
+        .basic_qos(BATCH as u16, BasicQosOptions::default())
+        .await
+        .map_err(backend)?;
+    let store = inner.follower.store.clone();
+    let from = store.offset().map_err(backend)?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-stream-offset".into(),
+        match from {
+            Some(offset) => AMQPValue::LongLongInt(offset as i64 + 1),
+            None => AMQPValue::LongString("first".into()),
+        },
+    );
+    let mut consumer = channel
+        .basic_consume(
+            inner.names.records.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            args,
+        )
+        .await
+        .map_err(backend)?;
+    loop {
+        let Some(delivery) = consumer.next().await else {
+            return Err(backend("the records stream consumer ended"));
+        };
+        let mut batch = vec![delivery.map_err(backend)?];
+        // Take whatever else is already here, so a catch-up is a few large transactions.
+        while batch.len() < BATCH {
+            match tokio::time::timeout(Duration::ZERO, consumer.next()).await {
+                Ok(Some(delivery)) => batch.push(delivery.map_err(backend)?),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let mut facts = Vec::with_capacity(batch.len());
+        for delivery in &batch {
+            let Some(offset) = stream_offset(&delivery.properties) else {
+                continue;
+            };
+            match serde_json::from_slice::<Stamped>(&delivery.data) {
+                Ok(stamped) => facts.push((offset, stamped)),
+                Err(e) => tracing::warn!(offset, error = %e, "skipped a record that is not a fact"),
+            }
+        }
+        let store_now = store.clone();
+        let applied = facts.clone();
+        tokio::task::spawn_blocking(move || store_now.apply(&applied))
+            .await
+            .map_err(backend)?
+            .map_err(backend)?;
+        let mine = facts
+            .iter()
+            .filter(|(_, s)| s.origin == inner.follower.origin)
+            .map(|(_, s)| s.seq)
+            .max();
+        if let Some(mine) = mine {
+            inner.follower.seen.send_if_modified(|seen| {
+                let newer = mine > *seen;
+                *seen = (*seen).max(mine);
+                newer
+            });
+        }
+        if let Some(last) = batch.last() {
+            last.acker
+                .ack(BasicAckOptions { multiple: true })
+                .await
+                .map_err(backend)?;
+        }
+        if Arc::strong_count(inner) <= 1 {
+            return Ok(());
+        }
+    }
+}
+
+fn stream_offset(properties: &BasicProperties) -> Option<u64> {
+    let headers = properties.headers().as_ref()?;
+    match headers.inner().get("x-stream-offset")? {
+        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongUInt(n) => Some(u64::from(*n)),
+        AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::Timestamp(n) => Some(*n),
+        _ => None,
+    }
+}

@@ -1,0 +1,507 @@
+//! The farm's records on RabbitMQ: what happened to every job, kept durably on the broker and
+//! read back into a local SQLite cache.
+//!
+//! The broker forgets a message once it is acknowledged, so every change of a job's state is
+//! also written as a [`Fact`] to a durable stream (`PREFIX.records`, `x-queue-type: stream`),
+//! confirmed by the broker *before* the step it describes is acknowledged. Any process that
+//! needs the records (`status`, `jobs`, the dashboard) follows the stream into a [`RecordStore`]
+//! (an SQLite file that remembers the last offset it applied), so jobs that finished while
+//! nothing watched are there too, after any restart of anything.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Mutex;
+use videofarm_core::{
+    AttemptRecord, Counts, JobFilter, JobId, JobRecord, JobSpec, JobState, SuccessReport,
+};
+
+/// One change, as written to the stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stamped {
+    /// The writing process (random per process) and its running count of facts: how a process
+    /// knows that the facts it wrote are in its cache (read your own writes).
+    pub origin: u64,
+    pub seq: u64,
+    /// Milliseconds since the epoch, on the writer's clock.
+    pub at: i64,
+    #[serde(flatten)]
+    pub fact: Fact,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "fact", rename_all = "snake_case")]
+pub enum Fact {
+    /// A job was queued (or queued again).
+    Queued { id: JobId, spec: JobSpec },
+    /// A worker took it.
+    Started {
+        id: JobId,
+        spec: JobSpec,
+        attempt: u32,
+        worker: String,
+    },
+    /// An attempt ended, and the job is now in `state`.
+    Ended {
+        id: JobId,
+        /// The worker whose attempt ended; `None` when the attempt was lost with its worker
+        /// (the worker that noticed is not the one that held it).
+        worker: Option<String>,
+        /// succeeded, failed, released, lost or cancelled.
+        outcome: String,
+        state: JobState,
+        /// Attempts counted so far.
+        attempts: u32,
+        error: Option<String>,
+        stderr_tail: Option<String>,
+        result: Option<SuccessReport>,
+        /// For a job waiting out a retry delay: when it may run again.
+        not_before: Option<i64>,
+    },
+    /// A user cancelled these jobs (and the chunks of these tapes).
+    Cancelled { ids: Vec<JobId> },
+    /// A user put these failed or cancelled jobs back with a fresh attempt budget.
+    Retried { ids: Vec<JobId> },
+    /// A message on the job queue that is not a job this farm can take (kept in the failed
+    /// queue with the reason): listed as a failed job, so it is seen.
+    Refused { reason: String },
+    /// Changes nothing: a process writes one and waits to read it back to know it has read
+    /// everything written before.
+    Mark,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id          TEXT PRIMARY KEY,
+    spec        TEXT NOT NULL,
+    parent      TEXT,
+    state       TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    not_before  INTEGER NOT NULL DEFAULT 0,
+    worker      TEXT,
+    error       TEXT,
+    stderr_tail TEXT,
+    result      TEXT,
+    created_ms  INTEGER NOT NULL,
+    started_ms  INTEGER,
+    finished_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+CREATE TABLE IF NOT EXISTS attempts (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id      TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    worker      TEXT NOT NULL,
+    started_ms  INTEGER NOT NULL,
+    finished_ms INTEGER,
+    outcome     TEXT NOT NULL,
+    error       TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_job ON attempts (job_id);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+";
+
+/// The local copy of the records.
+pub struct RecordStore {
+    conn: Mutex<Connection>,
+    max_attempts: u32,
+}
+
+impl RecordStore {
+    /// Open (or create) the cache at `path`; `None` keeps it in memory (read from the stream's
+    /// start by each process).
+    pub fn open(path: Option<&Path>, max_attempts: u32) -> rusqlite::Result<Self> {
+        let conn = match path {
+            Some(path) => {
+                if let Some(dir) = path.parent() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                let conn = Connection::open(path)?;
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+                conn.busy_timeout(std::time::Duration::from_secs(10))?;
+                conn
+            }
+            None => Connection::open_in_memory()?,
+        };
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            max_attempts,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The last stream offset applied, if any.
+    pub fn offset(&self) -> rusqlite::Result<Option<u64>> {
+        self.lock()
+            .query_row("SELECT value FROM meta WHERE key = 'offset'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|o| o.map(|o| o as u64))
+    }
+
+    /// Apply facts read at their stream offsets, in one transaction; facts at or below the
+    /// offset already applied (by this process or another sharing the file) are skipped.
+    pub fn apply(&self, facts: &[(u64, Stamped)]) -> rusqlite::Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let done: Option<i64> = tx
+            .query_row("SELECT value FROM meta WHERE key = 'offset'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let mut last = done;
+        for (offset, stamped) in facts {
+            if done.is_some_and(|d| *offset as i64 <= d) {
+                continue;
+            }
+            apply_one(&tx, stamped)?;
+            last = Some(*offset as i64);
+        }
+        if let Some(last) = last {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('offset', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = ?1",
+                [last],
+            )?;
+        }
+        tx.commit()
+    }
+
+    /// What a job is known as, if it is known.
+    pub fn state(&self, id: &JobId) -> rusqlite::Result<Option<(JobState, JobSpec)>> {
+        self.lock()
+            .query_row("SELECT state, spec FROM jobs WHERE id = ?1", [&id.0], |r| {
+                Ok((state(r, "state")?, spec(r)?))
+            })
+            .optional()
+    }
+
+    pub fn counts(&self, now: i64) -> rusqlite::Result<Counts> {
+        let conn = self.lock();
+        // A split tape is one job: its chunks are not counted, and while any of them encodes
+        // the tape counts as running.
+        let mut stmt = conn.prepare_cached(
+            "SELECT CASE WHEN j.state = 'queued' AND EXISTS (SELECT 1 FROM jobs c
+                        WHERE c.parent = j.id AND c.state = 'running')
+                     THEN 'running' ELSE j.state END AS shown, count(*)
+             FROM jobs j WHERE j.parent IS NULL GROUP BY shown",
+        )?;
+        let mut counts = Counts::default();
+        let rows = stmt.query_map([], |r| Ok((state(r, "shown")?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (state, n) = row?;
+            counts.add(state, n as u64);
+        }
+        counts.retrying = conn.query_row(
+            "SELECT count(*) FROM jobs j WHERE state = 'queued' AND not_before > ?1 AND parent IS NULL
+               AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent = j.id)",
+            [now],
+            |r| r.get::<_, i64>(0),
+        )? as u64;
+        Ok(counts)
+    }
+
+    pub fn jobs(&self, filter: &JobFilter) -> rusqlite::Result<Vec<JobRecord>> {
+        let conn = self.lock();
+        let ids = filter
+            .ids
+            .as_ref()
+            .map(|ids| serde_json::to_string(&ids.iter().map(|i| &i.0).collect::<Vec<_>>()))
+            .transpose()
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT * FROM jobs WHERE (?1 IS NULL OR state = ?1
+                   OR (?1 IN ('queued', 'running') AND state IN ('queued', 'running')))
+               AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))
+               AND (?3 OR parent IS NULL)
+             ORDER BY created_ms, id",
+        )?;
+        let mut records: Vec<JobRecord> = stmt
+            .query_map(
+                params![filter.state.map(|s| s.as_str()), ids, filter.chunks],
+                |r| self.read(r),
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        // A tape waiting for its chunks is running while any chunk is.
+        let mut busy = conn.prepare_cached(
+            "SELECT DISTINCT parent FROM jobs WHERE parent IS NOT NULL AND state = 'running'",
+        )?;
+        let busy: std::collections::HashSet<String> = busy
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for record in &mut records {
+            if record.state == JobState::Queued && busy.contains(&record.id.0) {
+                record.state = JobState::Running;
+            }
+        }
+        if let Some(wanted) = filter.state {
+            records.retain(|r| r.state == wanted);
+        }
+        Ok(records)
+    }
+
+    pub fn history(&self, id: &JobId) -> rusqlite::Result<Vec<AttemptRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT attempt, worker, started_ms, finished_ms, outcome, error FROM attempts
+             WHERE job_id = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt
+            .query_map([&id.0], |r| {
+                Ok(AttemptRecord {
+                    attempt: r.get(0)?,
+                    worker: r.get(1)?,
+                    started_ms: r.get(2)?,
+                    finished_ms: r.get(3)?,
+                    outcome: r.get(4)?,
+                    error: r.get(5)?,
+                })
+            })?
+            .collect();
+        rows
+    }
+
+    fn read(&self, row: &Row<'_>) -> rusqlite::Result<JobRecord> {
+        let result: Option<SuccessReport> = row
+            .get::<_, Option<String>>("result")?
+            .and_then(|r| serde_json::from_str(&r).ok());
+        Ok(JobRecord {
+            id: JobId(row.get("id")?),
+            state: state(row, "state")?,
+            spec: spec(row)?,
+            attempts: row.get("attempts")?,
+            max_attempts: self.max_attempts,
+            error: row.get("error")?,
+            stderr_tail: row.get("stderr_tail")?,
+            worker: row.get("worker")?,
+            progress: result.as_ref().map(SuccessReport::final_progress),
+            result,
+            created_ms: row.get("created_ms")?,
+            started_ms: row.get("started_ms")?,
+            finished_ms: row.get("finished_ms")?,
+        })
+    }
+}
+
+fn state(row: &Row<'_>, column: &str) -> rusqlite::Result<JobState> {
+    let text: String = row.get(column)?;
+    text.parse().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unknown job state {text:?}").into(),
+        )
+    })
+}
+
+fn spec(row: &Row<'_>) -> rusqlite::Result<JobSpec> {
+    let text: String = row.get("spec")?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+    })
+}
+
+fn apply_one(tx: &rusqlite::Transaction<'_>, stamped: &Stamped) -> rusqlite::Result<()> {
+    let at = stamped.at;
+    match &stamped.fact {
+        Fact::Queued { id, spec } => {
+            // A copy queued while the job runs does not make it look waiting.
+            tx.execute(
+                "INSERT INTO jobs (id, spec, parent, state, created_ms) VALUES (?1, ?2, ?3, 'queued', ?4)
+                 ON CONFLICT (id) DO UPDATE SET spec = ?2, state = 'queued', attempts = 0, not_before = 0,
+                    error = NULL, stderr_tail = NULL, result = NULL, finished_ms = NULL, created_ms = ?4
+                 WHERE state != 'running'",
+                params![id.0, json(spec), spec.parent.as_ref().map(|p| &p.0), at],
+            )?;
+        }
+        Fact::Started {
+            id,
+            spec,
+            attempt,
+            worker,
+        } => {
+            tx.execute(
+                "INSERT INTO jobs (id, spec, parent, state, attempts, worker, created_ms, started_ms)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?6)
+                 ON CONFLICT (id) DO UPDATE SET state = 'running', attempts = ?4, worker = ?5,
+                    started_ms = ?6, finished_ms = NULL, not_before = 0",
+                params![id.0, json(spec), spec.parent.as_ref().map(|p| &p.0), attempt, worker, at],
+            )?;
+            tx.execute(
+                "INSERT INTO attempts (job_id, attempt, worker, started_ms, outcome)
+                 VALUES (?1, ?2, ?3, ?4, 'running')",
+                params![id.0, attempt, worker, at],
+            )?;
+        }
+        Fact::Ended {
+            id,
+            worker,
+            outcome,
+            state,
+            attempts,
+            error,
+            stderr_tail,
+            result,
+            not_before,
+        } => {
+            let finished = state.is_terminal().then_some(at);
+            tx.execute(
+                "UPDATE jobs SET state = ?2, attempts = ?3, error = ?4, stderr_tail = ?5,
+                    result = coalesce(?6, result), finished_ms = ?7, not_before = ?8,
+                    worker = coalesce(?9, worker)
+                 WHERE id = ?1",
+                params![
+                    id.0,
+                    state.as_str(),
+                    attempts,
+                    error,
+                    stderr_tail,
+                    result.as_ref().map(json),
+                    finished,
+                    not_before.unwrap_or(0),
+                    worker
+                ],
+            )?;
+            tx.execute(
+                "UPDATE attempts SET outcome = ?2, finished_ms = ?3, error = ?4
+                 WHERE job_id = ?1 AND outcome = 'running' AND (?5 IS NULL OR worker = ?5)",
+                params![id.0, outcome, at, error, worker],
+            )?;
+        }
+        Fact::Cancelled { ids } => {
+            for id in ids {
+                tx.execute(
+                    "UPDATE jobs SET state = 'cancelled', finished_ms = ?2, error = 'cancelled by the user'
+                     WHERE id = ?1 AND state IN ('queued', 'running')",
+                    params![id.0, at],
+                )?;
+                tx.execute(
+                    "UPDATE jobs SET state = 'cancelled', finished_ms = ?2, error = 'its tape was cancelled'
+                     WHERE parent = ?1 AND state IN ('queued', 'running')",
+                    params![id.0, at],
+                )?;
+            }
+        }
+        Fact::Retried { ids } => {
+            for id in ids {
+                tx.execute(
+                    "UPDATE jobs SET state = 'queued', attempts = 0, not_before = 0, finished_ms = NULL
+                     WHERE id = ?1 AND state IN ('failed', 'cancelled')",
+                    params![id.0],
+                )?;
+            }
+        }
+        Fact::Refused { reason } => {
+            let spec = JobSpec {
+                input: "?".into(),
+                output: "?".into(),
+                profile: "?".into(),
+                ..Default::default()
+            };
+            tx.execute(
+                "INSERT OR IGNORE INTO jobs (id, spec, state, error, created_ms, finished_ms)
+                 VALUES (?1, ?2, 'failed', ?3, ?4, ?4)",
+                params![
+                    format!("refused-{:x}-{}", stamped.origin, stamped.seq),
+                    json(&spec),
+                    reason,
+                    at
+                ],
+            )?;
+        }
+        Fact::Mark => {}
+    }
+    Ok(())
+}
+
+/// A value stored as JSON text.
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str) -> JobSpec {
+        JobSpec {
+            input: format!("/m/{name}.mpg").into(),
+            output: format!("/m/{name}.mkv").into(),
+            profile: "archive".into(),
+            key: name.into(),
+            ..Default::default()
+        }
+    }
+
+    fn fact(seq: u64, fact: Fact) -> (u64, Stamped) {
+        (
+            seq,
+            Stamped {
+                origin: 1,
+                seq,
+                at: seq as i64 * 1000,
+                fact,
+            },
+        )
+    }
+
+    #[test]
+    fn facts_make_records_and_a_replay_changes_nothing() {
+        let store = RecordStore::open(None, 3).unwrap();
+        let a = JobId("a".into());
+        let facts = vec![
+            fact(
+                0,
+                Fact::Queued {
+                    id: a.clone(),
+                    spec: spec("a"),
+                },
+            ),
+            fact(
+                1,
+                Fact::Started {
+                    id: a.clone(),
+                    spec: spec("a"),
+                    attempt: 1,
+                    worker: "w1".into(),
+                },
+            ),
+            fact(
+                2,
+                Fact::Ended {
+                    id: a.clone(),
+                    worker: Some("w1".into()),
+                    outcome: "succeeded".into(),
+                    state: JobState::Succeeded,
+                    attempts: 1,
+                    error: None,
+                    stderr_tail: None,
+                    result: Some(SuccessReport::default()),
+                    not_before: None,
+                },
+            ),
+        ];
+        store.apply(&facts).unwrap();
+        // The same facts read again (another process, a reconnect) are skipped.
+        store.apply(&facts).unwrap();
+        let counts = store.counts(0).unwrap();
+        assert_eq!((counts.succeeded, counts.queued, counts.running), (1, 0, 0));
+        let history = store.history(&a).unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].outcome, "succeeded");
+        assert_eq!(store.offset().unwrap(), Some(2));
+        let jobs = store.jobs(&JobFilter::default()).unwrap();
+        assert_eq!(jobs[0].spec.input, std::path::PathBuf::from("/m/a.mpg"));
+        assert_eq!(jobs[0].finished_ms, Some(2000));
+    }
+}
