@@ -175,6 +175,21 @@ pub trait Queue: Send + Sync {
     /// Queue a job unless the same one is known (`force` queues it again anyway).
     async fn enqueue(&self, spec: JobSpec, force: bool) -> Result<Enqueued, QueueError>;
 
+    /// Queue a batch, in order, with one answer per job; `Err` only when the queue itself
+    /// failed. A backend makes a batch cheaper than as many single calls (one transaction, one
+    /// round of confirms).
+    async fn enqueue_many(
+        &self,
+        specs: Vec<JobSpec>,
+        force: bool,
+    ) -> Result<Vec<Result<Enqueued, QueueError>>, QueueError> {
+        let mut done = Vec::with_capacity(specs.len());
+        for spec in specs {
+            done.push(self.enqueue(spec, force).await);
+        }
+        Ok(done)
+    }
+
     /// Take the next ready job, waiting up to `wait` for one to become ready.
     async fn lease(&self, worker: &WorkerInfo, wait: Duration)
         -> Result<Option<Lease>, QueueError>;

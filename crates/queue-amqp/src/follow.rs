@@ -13,8 +13,12 @@ use tokio::sync::watch;
 
 /// How long a read waits for the stream before it says the records do not answer.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(15);
-/// Facts applied in one transaction at most.
+/// Facts written in one message at most (a fact is well under 2 KiB).
+const FACTS_PER_MESSAGE: usize = 500;
+/// Messages applied in one transaction at most.
 const BATCH: usize = 1000;
+/// Facts the broker may send ahead of the acknowledgements.
+const PREFETCH: u16 = 10_000;
 
 pub(crate) struct Follower {
     pub(crate) store: Arc<RecordStore>,
@@ -53,16 +57,31 @@ impl Follower {
 impl Inner {
     /// Write a fact to the records stream and wait for the broker's confirm.
     pub(crate) async fn record(&self, fact: Fact) -> Result<(), QueueError> {
-        // One sequence number per fact, confirmed in order on the one publish channel.
-        let seq = self.follower.written.fetch_add(1, Ordering::SeqCst) + 1;
-        let stamped = Stamped {
-            origin: self.follower.origin,
-            seq,
-            at: self.now(),
-            fact,
-        };
-        let body = serde_json::to_vec(&stamped).map_err(backend)?;
-        self.publish(&self.names.records, &body, persistent()).await
+        self.record_all(vec![fact]).await
+    }
+
+    /// Write facts to the records stream, as few messages as will hold them (the stream reads
+    /// back per message, so a batch in one message reads back fast), and wait for the confirms.
+    pub(crate) async fn record_all(&self, facts: Vec<Fact>) -> Result<(), QueueError> {
+        let at = self.now();
+        let mut facts = facts.into_iter().peekable();
+        while facts.peek().is_some() {
+            let message: Vec<Stamped> = facts
+                .by_ref()
+                .take(FACTS_PER_MESSAGE)
+                .map(|fact| Stamped {
+                    origin: self.follower.origin,
+                    // One sequence number per fact, confirmed in order on the one publish channel.
+                    seq: self.follower.written.fetch_add(1, Ordering::SeqCst) + 1,
+                    at,
+                    fact,
+                })
+                .collect();
+            let body = serde_json::to_vec(&message).map_err(backend)?;
+            self.publish(&self.names.records, &body, persistent())
+                .await?;
+        }
+        Ok(())
     }
 
     /// Bring the local records up to date (see the module documentation).
@@ -141,7 +160,7 @@ async fn follow_on(inner: &Arc<Inner>, connection: &Connection) -> Result<(), Qu
     let channel = connection.create_channel().await.map_err(backend)?;
     inner.declare_records(&channel).await?;
     channel
-        .basic_qos(BATCH as u16, BasicQosOptions::default())
+        .basic_qos(PREFETCH, BasicQosOptions::default())
         .await
         .map_err(backend)?;
     let store = inner.follower.store.clone();
@@ -151,7 +170,7 @@ async fn follow_on(inner: &Arc<Inner>, connection: &Connection) -> Result<(), Qu
         "x-stream-offset".into(),
         match from {
             Some(offset) => AMQPValue::LongLongInt(offset as i64 + 1),
-            None => AMQPValue::LongString("first".into()),
+            None => AMQPValue::LongLongInt(0),
         },
     );
     let mut consumer = channel
@@ -180,8 +199,8 @@ async fn follow_on(inner: &Arc<Inner>, connection: &Connection) -> Result<(), Qu
             let Some(offset) = stream_offset(&delivery.properties) else {
                 continue;
             };
-            match serde_json::from_slice::<Stamped>(&delivery.data) {
-                Ok(stamped) => facts.push((offset, stamped)),
+            match serde_json::from_slice::<Vec<Stamped>>(&delivery.data) {
+                Ok(stamped) => facts.extend(stamped.into_iter().map(|s| (offset, s))),
                 Err(e) => tracing::warn!(offset, error = %e, "skipped a record that is not a fact"),
             }
         }

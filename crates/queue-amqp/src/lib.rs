@@ -522,6 +522,44 @@ impl Inner {
         }
     }
 
+    /// Publish persistent messages to `queue` in order, then wait for every confirm: one answer
+    /// per message; `Err` when nothing could be sent.
+    async fn publish_many(
+        &self,
+        queue: &str,
+        messages: Vec<(Vec<u8>, BasicProperties)>,
+    ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
+        let channel = self.channel().await?;
+        let mut pending = Vec::with_capacity(messages.len());
+        for (body, properties) in messages {
+            let sent = channel
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    properties,
+                )
+                .await
+                .map_err(backend);
+            pending.push(sent);
+        }
+        let mut done = Vec::with_capacity(pending.len());
+        for sent in pending {
+            done.push(match sent {
+                Err(e) => Err(e),
+                Ok(confirm) => match confirm.await {
+                    Ok(c) if c.is_ack() => Ok(()),
+                    Ok(_) => Err(backend(format!(
+                        "the broker refused the message for {queue}"
+                    ))),
+                    Err(e) => Err(backend(e)),
+                },
+            });
+        }
+        Ok(done)
+    }
+
     async fn publish_envelope(
         &self,
         queue: &str,

@@ -8,42 +8,71 @@ use records::Fact;
 #[async_trait]
 impl Queue for AmqpQueue {
     async fn enqueue(&self, spec: JobSpec, force: bool) -> Result<Enqueued, QueueError> {
+        let mut done = self.enqueue_many(vec![spec], force).await?;
+        done.pop()
+            .unwrap_or_else(|| Err(QueueError::Backend("nothing was queued".into())))
+    }
+
+    async fn enqueue_many(
+        &self,
+        specs: Vec<JobSpec>,
+        force: bool,
+    ) -> Result<Vec<Result<Enqueued, QueueError>>, QueueError> {
         // The broker keeps no index of jobs, so a known job cannot be spotted here; a worker
         // that finds this job's verified output already in place acknowledges it as done
         // without encoding. A forced job may replace that output.
-        let mut spec = spec;
-        spec.overwrite |= force;
-        let id = JobId(spec.key.chars().take(16).collect());
-        let env = Envelope {
-            v: envelope::VERSION,
-            id: id.clone(),
-            spec,
-            attempts: 0,
-            lost: 0,
-            error: None,
-            stderr_tail: None,
-            created_ms: self.inner.now(),
-            failed_ms: None,
-            waiting: false,
-        };
-        let props = persistent().with_priority(priority(&env.spec));
-        self.inner
-            .publish_envelope(&self.inner.names.jobs, &env, props)
-            .await?;
-        self.inner
-            .record(Fact::Queued {
-                id: id.clone(),
+        let inner = &self.inner;
+        let created_ms = inner.now();
+        let envelopes: Vec<Envelope> = specs
+            .into_iter()
+            .map(|mut spec| {
+                spec.overwrite |= force;
+                Envelope {
+                    v: envelope::VERSION,
+                    id: JobId(spec.key.chars().take(16).collect()),
+                    spec,
+                    attempts: 0,
+                    lost: 0,
+                    error: None,
+                    stderr_tail: None,
+                    created_ms,
+                    failed_ms: None,
+                    waiting: false,
+                }
+            })
+            .collect();
+        // All published before any confirm is awaited (in order, on one channel), then the
+        // facts of those the broker took, in one message.
+        let mut messages = Vec::with_capacity(envelopes.len());
+        for env in &envelopes {
+            let body = serde_json::to_vec(env).map_err(backend)?;
+            messages.push((body, persistent().with_priority(priority(&env.spec))));
+        }
+        let confirmed = inner.publish_many(&inner.names.jobs, messages).await?;
+        let facts = envelopes
+            .iter()
+            .zip(&confirmed)
+            .filter(|(_, ok)| ok.is_ok())
+            .map(|(env, _)| Fact::Queued {
+                id: env.id.clone(),
                 spec: env.spec.clone(),
             })
-            .await?;
-        self.inner
-            .publish_event(&Event::JobQueued {
-                id: id.clone(),
-                input: env.spec.input.clone(),
-                profile: env.spec.profile.clone(),
-            })
-            .await;
-        Ok(Enqueued::Queued(id))
+            .collect();
+        inner.record_all(facts).await?;
+        let mut done = Vec::with_capacity(envelopes.len());
+        for (env, confirmed) in envelopes.into_iter().zip(confirmed) {
+            if confirmed.is_ok() {
+                inner
+                    .publish_event(&Event::JobQueued {
+                        id: env.id.clone(),
+                        input: env.spec.input.clone(),
+                        profile: env.spec.profile.clone(),
+                    })
+                    .await;
+            }
+            done.push(confirmed.map(|()| Enqueued::Queued(env.id)));
+        }
+        Ok(done)
     }
 
     async fn lease(

@@ -149,8 +149,9 @@ impl RecordStore {
             .map(|o| o.map(|o| o as u64))
     }
 
-    /// Apply facts read at their stream offsets, in one transaction; facts at or below the
-    /// offset already applied (by this process or another sharing the file) are skipped.
+    /// Apply facts read at their stream offsets (the facts of one message share its offset), in
+    /// one transaction; facts at or below the offset already applied (by this process or
+    /// another sharing the file) are skipped.
     pub fn apply(&self, facts: &[(u64, Stamped)]) -> rusqlite::Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;

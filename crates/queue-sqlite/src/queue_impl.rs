@@ -5,65 +5,27 @@ use super::*;
 #[async_trait]
 impl Queue for SqliteQueue {
     async fn enqueue(&self, spec: JobSpec, force: bool) -> Result<Enqueued, QueueError> {
+        let mut done = self.enqueue_many(vec![spec], force).await?;
+        done.pop()
+            .unwrap_or_else(|| Err(QueueError::Backend("nothing was queued".into())))
+    }
+
+    async fn enqueue_many(
+        &self,
+        specs: Vec<JobSpec>,
+        force: bool,
+    ) -> Result<Vec<Result<Enqueued, QueueError>>, QueueError> {
+        // One transaction for the whole batch: a library of 100,000 files is queued in seconds.
         self.with(move |conn, ctx| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| ctx.err(e))?;
-            let known: Option<(i64, JobState)> = tx
-                .query_row("SELECT id, state FROM jobs WHERE key = ?1", [&spec.key], |r| {
-                    Ok((r.get(0)?, read_state(r, "state")?))
-                })
-                .optional()
-                .map_err(|e| ctx.err(e))?;
-            let id = match known {
-                // Queued, running or done: the same work is not done twice.
-                Some((id, state)) if !force && !matches!(state, JobState::Failed | JobState::Cancelled) => {
-                    return Ok(Enqueued::Duplicate(JobId(id.to_string()), state));
-                }
-                Some((id, JobState::Running)) => {
-                    return Err(QueueError::WrongState {
-                        id: JobId(id.to_string()),
-                        state: JobState::Running,
-                        what: "it is being encoded right now; cancel it first to force a new run".into(),
-                    });
-                }
-                // A failed or cancelled job, or a forced re-run: the same row starts afresh.
-                Some((id, _)) => {
-                    tx.execute(
-                        "UPDATE jobs SET state = 'queued', attempts = 0, lost = 0, max_attempts = ?2, not_before = 0,
-                            error = NULL, stderr_tail = NULL, progress = NULL, result = NULL,
-                            finished_ms = NULL, overwrite = ?3, priority = ?4, created_ms = ?5
-                         WHERE id = ?1",
-                        params![id, ctx.settings.max_attempts, spec.overwrite || force, spec.priority, ctx.now],
-                    )
-                    .map_err(|e| ctx.err(e))?;
-                    id
-                }
-                None => tx
-                    .query_row(
-                        "INSERT INTO jobs (key, input, output, profile, overwrite, priority, input_size,
-                            parent, state, max_attempts, created_ms, split, chunk)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, ?10, ?11, ?12) RETURNING id",
-                        params![
-                            spec.key,
-                            to_bytes(&spec.input),
-                            to_bytes(&spec.output),
-                            spec.profile,
-                            spec.overwrite,
-                            spec.priority,
-                            spec.input_size as i64,
-                            spec.parent.as_ref().map(|p| p.0.clone()),
-                            ctx.settings.max_attempts,
-                            ctx.now,
-                            (!spec.split.is_off()).then(|| spec.split.to_string()),
-                            spec.chunk.as_ref().map(|c| serde_json::to_string(c).unwrap_or_default())
-                        ],
-                        |r| r.get(0),
-                    )
-                    .map_err(|e| ctx.err(e))?,
-            };
+            let done = specs
+                .iter()
+                .map(|spec| enqueue_one(&tx, ctx, spec, force))
+                .collect();
             tx.commit().map_err(|e| ctx.err(e))?;
-            Ok(Enqueued::Queued(JobId(id.to_string())))
+            Ok(done)
         })
         .await
     }
@@ -546,4 +508,71 @@ impl Control for SqliteQueue {
         })
         .await
     }
+}
+
+/// Queue one job inside the caller's transaction.
+fn enqueue_one(
+    tx: &rusqlite::Transaction<'_>,
+    ctx: &Ctx,
+    spec: &JobSpec,
+    force: bool,
+) -> Result<Enqueued, QueueError> {
+    let known: Option<(i64, JobState)> = tx
+        .query_row(
+            "SELECT id, state FROM jobs WHERE key = ?1",
+            [&spec.key],
+            |r| Ok((r.get(0)?, read_state(r, "state")?)),
+        )
+        .optional()
+        .map_err(|e| ctx.err(e))?;
+    let id = match known {
+        // Queued, running or done: the same work is not done twice.
+        Some((id, state)) if !force && !matches!(state, JobState::Failed | JobState::Cancelled) => {
+            return Ok(Enqueued::Duplicate(JobId(id.to_string()), state));
+        }
+        Some((id, JobState::Running)) => {
+            return Err(QueueError::WrongState {
+                id: JobId(id.to_string()),
+                state: JobState::Running,
+                what: "it is being encoded right now; cancel it first to force a new run".into(),
+            });
+        }
+        // A failed or cancelled job, or a forced re-run: the same row starts afresh.
+        Some((id, _)) => {
+            tx.execute(
+                "UPDATE jobs SET state = 'queued', attempts = 0, lost = 0, max_attempts = ?2, not_before = 0,
+                    error = NULL, stderr_tail = NULL, progress = NULL, result = NULL,
+                    finished_ms = NULL, overwrite = ?3, priority = ?4, created_ms = ?5
+                 WHERE id = ?1",
+                params![id, ctx.settings.max_attempts, spec.overwrite || force, spec.priority, ctx.now],
+            )
+            .map_err(|e| ctx.err(e))?;
+            id
+        }
+        None => tx
+            .query_row(
+                "INSERT INTO jobs (key, input, output, profile, overwrite, priority, input_size,
+                    parent, state, max_attempts, created_ms, split, chunk)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, ?10, ?11, ?12) RETURNING id",
+                params![
+                    spec.key,
+                    to_bytes(&spec.input),
+                    to_bytes(&spec.output),
+                    spec.profile,
+                    spec.overwrite,
+                    spec.priority,
+                    spec.input_size as i64,
+                    spec.parent.as_ref().map(|p| p.0.clone()),
+                    ctx.settings.max_attempts,
+                    ctx.now,
+                    (!spec.split.is_off()).then(|| spec.split.to_string()),
+                    spec.chunk
+                        .as_ref()
+                        .map(|c| serde_json::to_string(c).unwrap_or_default())
+                ],
+                |r| r.get(0),
+            )
+            .map_err(|e| ctx.err(e))?,
+    };
+    Ok(Enqueued::Queued(JobId(id.to_string())))
 }

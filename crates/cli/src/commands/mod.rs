@@ -48,6 +48,9 @@ pub fn worker_settings(settings: &Settings, tools: Tools, info: WorkerInfo) -> W
     }
 }
 
+/// Jobs queued in one call to the queue.
+const ENQUEUE_BATCH: usize = 1000;
+
 /// Queue every planned job; returns each job's spec and what the queue said.
 pub async fn enqueue_planned(
     queue: &dyn Backend,
@@ -57,19 +60,30 @@ pub async fn enqueue_planned(
     settings: &Settings,
 ) -> anyhow::Result<Vec<(JobSpec, Enqueued)>> {
     let mut results = Vec::with_capacity(planned.len());
-    for job in planned {
-        let mut spec = scan::spec(
-            job,
-            profile,
-            inputs.priority,
-            inputs.overwrite || inputs.force,
-        );
-        spec.split = inputs.split.unwrap_or(settings.split);
-        let queued = queue
-            .enqueue(spec.clone(), inputs.force)
+    // In batches: one transaction or one round of broker confirms each.
+    for batch in planned.chunks(ENQUEUE_BATCH) {
+        let specs: Vec<JobSpec> = batch
+            .iter()
+            .map(|job| {
+                let mut spec = scan::spec(
+                    job,
+                    profile,
+                    inputs.priority,
+                    inputs.overwrite || inputs.force,
+                );
+                spec.split = inputs.split.unwrap_or(settings.split);
+                spec
+            })
+            .collect();
+        let answers = queue
+            .enqueue_many(specs.clone(), inputs.force)
             .await
-            .map_err(|e| anyhow::anyhow!("queueing {}: {e}", shown(&job.input)))?;
-        results.push((spec, queued));
+            .map_err(|e| anyhow::anyhow!("queueing {} files: {e}", batch.len()))?;
+        for ((job, spec), queued) in batch.iter().zip(specs).zip(answers) {
+            let queued =
+                queued.map_err(|e| anyhow::anyhow!("queueing {}: {e}", shown(&job.input)))?;
+            results.push((spec, queued));
+        }
     }
     Ok(results)
 }
