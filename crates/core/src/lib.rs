@@ -33,7 +33,7 @@ pub use job::{
 };
 pub use profile::{AudioKeep, Profile, ProfileError, Profiles, SplitArgs, SubtitleKeep};
 pub use queue::{
-    ActiveJob, Backend, Control, Enqueued, EventFeed, Lease, Queue, QueueError, QueueSettings,
-    Records, WorkerInfo, WorkerStatus,
+    ActiveJob, AfterFailure, Backend, Control, Enqueued, EventFeed, Lease, Queue, QueueError,
+    QueueSettings, Records, WorkerInfo, WorkerStatus,
 };
 pub use split::{Chunk, Split};

@@ -11,7 +11,8 @@
 
 use crate::event::Event;
 use crate::job::{
-    AttemptRecord, Counts, JobFilter, JobId, JobRecord, JobSpec, JobState, Outcome, Progress,
+    AttemptRecord, Counts, FailureKind, JobFilter, JobId, JobRecord, JobSpec, JobState, Outcome,
+    Progress,
 };
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,33 @@ impl QueueSettings {
         let doublings = attempt.saturating_sub(1).min(10);
         self.retry_backoff.saturating_mul(1 << doublings)
     }
+
+    /// What becomes of a job whose attempt failed, after `failures_before` failed attempts
+    /// (lost ones not counted): the one rule every backend follows.
+    pub fn after_failure(&self, failures_before: u32, kind: FailureKind) -> AfterFailure {
+        let failures = failures_before + 1;
+        if kind == FailureKind::Permanent || failures >= self.max_attempts {
+            AfterFailure::Fail
+        } else {
+            AfterFailure::Retry {
+                after: self.backoff_after(failures),
+            }
+        }
+    }
+
+    /// True when a job lost with its worker `lost` times must stop being handed out.
+    pub fn lost_too_often(&self, lost: u32) -> bool {
+        lost >= self.max_lost
+    }
+}
+
+/// What becomes of a job after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Back in the queue once `after` has passed.
+    Retry { after: Duration },
+    /// Failed for good.
+    Fail,
 }
 
 /// Who is asking for work.

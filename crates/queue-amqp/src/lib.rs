@@ -50,7 +50,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use videofarm_core::{
-    AttemptRecord, Clock, Control, Counts, Enqueued, Event, EventFeed, FailureKind, JobFilter,
+    AfterFailure, AttemptRecord, Clock, Control, Counts, Enqueued, Event, EventFeed, JobFilter,
     JobId, JobRecord, JobSpec, JobState, Lease, Outcome, Progress, Queue, QueueError,
     QueueSettings, Records, SystemClock, WorkerInfo, WorkerStatus,
 };

@@ -139,7 +139,7 @@ impl Queue for AmqpQueue {
                 // RabbitMQ's consumer_timeout closed its channel): count that attempt.
                 env.attempts += 1;
                 env.lost += 1;
-                env.error = Some(if env.lost >= inner.queue.max_lost {
+                env.error = Some(if inner.queue.lost_too_often(env.lost) {
                     format!(
                         "lost {} times: every worker that took it died or lost its connection to RabbitMQ (or the encode outlived the broker's consumer_timeout); it may be what brings them down",
                         env.lost
@@ -150,7 +150,7 @@ impl Queue for AmqpQueue {
                         env.attempts
                     )
                 });
-                let target = if env.lost >= inner.queue.max_lost {
+                let target = if inner.queue.lost_too_often(env.lost) {
                     env.failed_ms = Some(inner.now());
                     &inner.names.failed
                 } else {
@@ -348,28 +348,29 @@ impl Queue for AmqpQueue {
                 None
             }
             Outcome::Failed(failure) => {
+                let after = inner
+                    .queue
+                    .after_failure(env.attempts.saturating_sub(env.lost), failure.kind);
                 env.attempts += 1;
                 env.waiting = false;
                 env.error = Some(failure.reason.clone());
                 env.stderr_tail = Some(failure.stderr_tail.clone());
-                let state = if failure.kind == FailureKind::Permanent
-                    || env.attempts.saturating_sub(env.lost) >= inner.queue.max_attempts
-                {
-                    env.failed_ms = Some(inner.now());
-                    inner
-                        .publish_envelope(&inner.names.failed, &env, persistent())
-                        .await?;
-                    (JobState::Failed, None)
-                } else {
-                    let delay = inner
-                        .queue
-                        .backoff_after(env.attempts.saturating_sub(env.lost));
-                    let ms = delay.as_millis().max(1);
-                    let props = persistent().with_expiration(ms.to_string().into());
-                    inner
-                        .publish_envelope(&inner.names.retry, &env, props)
-                        .await?;
-                    (JobState::Queued, Some(inner.now() + ms as i64))
+                let state = match after {
+                    AfterFailure::Fail => {
+                        env.failed_ms = Some(inner.now());
+                        inner
+                            .publish_envelope(&inner.names.failed, &env, persistent())
+                            .await?;
+                        (JobState::Failed, None)
+                    }
+                    AfterFailure::Retry { after } => {
+                        let ms = after.as_millis().max(1);
+                        let props = persistent().with_expiration(ms.to_string().into());
+                        inner
+                            .publish_envelope(&inner.names.retry, &env, props)
+                            .await?;
+                        (JobState::Queued, Some(inner.now() + ms as i64))
+                    }
                 };
                 Some(Fact::Ended {
                     id: env.id.clone(),

@@ -26,7 +26,7 @@ use videofarm_core::clock::rfc3339;
 use videofarm_core::pathser::{from_bytes, to_bytes};
 use videofarm_core::Split;
 use videofarm_core::{
-    ActiveJob, AttemptRecord, Clock, Control, Counts, Enqueued, FailureKind, JobFilter, JobId,
+    ActiveJob, AfterFailure, AttemptRecord, Clock, Control, Counts, Enqueued, JobFilter, JobId,
     JobRecord, JobSpec, JobState, Lease, Outcome, Progress, Queue, QueueError, QueueSettings,
     Records, SuccessReport, SystemClock, WorkerInfo, WorkerStatus,
 };

@@ -105,12 +105,10 @@ impl Queue for SqliteQueue {
                     "succeeded",
                     None,
                 ),
-                Outcome::Failed(failure)
-                    if failure.kind == FailureKind::Permanent || lease.is_last_try(ctx.settings.max_attempts) =>
-                {
-                    (
+                Outcome::Failed(failure) => match ctx.settings.after_failure(lease.failures(), failure.kind) {
+                    AfterFailure::Fail => (
                         exec(
-                        &tx,
+                            &tx,
                             "UPDATE jobs SET state = 'failed', finished_ms = ?3, lease_until = NULL,
                                 error = ?4, stderr_tail = ?5, progress = NULL
                              WHERE id = ?1 AND token = ?2 AND state = 'running'",
@@ -118,22 +116,25 @@ impl Queue for SqliteQueue {
                         ),
                         "failed",
                         Some(failure.reason.clone()),
-                    )
-                }
-                Outcome::Failed(failure) => {
-                    let retry_at = ctx.now + ctx.settings.backoff_after(lease.failures() + 1).as_millis() as i64;
-                    (
+                    ),
+                    AfterFailure::Retry { after } => (
                         exec(
-                        &tx,
+                            &tx,
                             "UPDATE jobs SET state = 'queued', lease_until = NULL, not_before = ?3,
                                 error = ?4, stderr_tail = ?5, progress = NULL
                              WHERE id = ?1 AND token = ?2 AND state = 'running'",
-                            params![id, token, retry_at, failure.reason, failure.stderr_tail],
+                            params![
+                                id,
+                                token,
+                                ctx.now + after.as_millis() as i64,
+                                failure.reason,
+                                failure.stderr_tail
+                            ],
                         ),
                         "failed",
                         Some(failure.reason.clone()),
-                    )
-                }
+                    ),
+                },
                 Outcome::Deferred { after, progress } => (
                     exec(
                         &tx,

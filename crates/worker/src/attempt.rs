@@ -1,7 +1,7 @@
 //! One attempt at one job: check, probe, encode under a heartbeat, verify, publish, acknowledge.
 
 use crate::checks::{check_input, check_media, check_not_self};
-use crate::parent::{mark_failed, Step};
+use crate::parent::{mark_failed, Encode, Step};
 use crate::paths::Confined;
 use crate::publish::{remove_stale, OutputLock, TempOutput};
 use crate::WorkerSettings;
@@ -11,12 +11,36 @@ use tokio::sync::{broadcast, watch, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use videofarm_core::{
-    Event, Failure, FailureKind, Lease, Outcome, Progress, Queue, QueueError, SuccessReport,
+    Event, Failure, FailureKind, Lease, Outcome, Profile, Progress, Queue, QueueError,
+    SuccessReport,
 };
 use videofarm_ffmpeg::{encode, probe_output, verify_output, EncodeError, EncodeRequest};
 
 /// Why a chunk's lease ended when the user cancelled its tape.
 const TAPE_CANCELLED: &str = "its tape was cancelled";
+
+/// What an encode left for verification.
+struct Encoded {
+    temp: TempOutput,
+    input_info: videofarm_ffmpeg::MediaInfo,
+    warnings: Vec<String>,
+    frames: u64,
+}
+
+/// The profile and the input's size, once the job's inputs are checked (nothing read yet).
+fn prepare<'a>(
+    settings: &'a WorkerSettings,
+    place: &Confined,
+) -> Result<(&'a Profile, u64), Failure> {
+    let spec = &place.spec;
+    let profile = settings
+        .profiles
+        .get(&spec.profile)
+        .map_err(|e| Failure::permanent(format!("{}: {e}", spec.input.display())))?;
+    let size = check_input(&spec.input, place.input_file())?;
+    check_not_self(place.input_file(), &place.output_io(), &spec.output)?;
+    Ok((profile, size))
+}
 
 /// How an attempt ended, before the queue is told.
 pub(crate) enum End {
@@ -165,115 +189,165 @@ impl Attempt {
         end
     }
 
+    /// The steps of an attempt, in order; each may end it.
     async fn execute_in(&mut self, place: &Confined, abort: &CancellationToken) -> End {
         let started = Instant::now();
         let settings = self.settings.clone();
-        let spec = place.spec.clone();
-        let input_io = place.input_io();
-        let output_io = place.output_io();
-        let profile = match settings.profiles.get(&spec.profile) {
-            Ok(profile) => profile,
-            Err(e) => {
-                return End::Failed(Failure::permanent(format!("{}: {e}", spec.input.display())))
-            }
-        };
-        let input_size = match check_input(&spec.input, place.input_file()).and_then(|size| {
-            check_not_self(place.input_file(), &output_io, &spec.output)?;
-            Ok(size)
-        }) {
-            Ok(size) => size,
+        let (profile, input_size) = match prepare(&settings, place) {
+            Ok(ready) => ready,
             Err(failure) => return End::Failed(failure),
         };
-        let tools = &settings.tools;
-
-        // A verified output already in place means the work is done (a re-run, or an earlier
-        // attempt that published but could not acknowledge).
-        if let (false, Ok(meta)) = (spec.overwrite, std::fs::symlink_metadata(&output_io)) {
-            if meta.file_type().is_symlink() {
-                return End::Failed(exists_failure(
-                    &spec.output,
-                    "it is a symbolic link, which is never followed",
-                ));
-            }
-            if let Some(chunk) = &spec.chunk {
-                // A chunk already published (it is only published once verified).
-                let _ = chunk;
-                return End::Done(SuccessReport {
-                    input_size,
-                    output_size: meta.len(),
-                    duration_s: 0.0,
-                    elapsed_s: started.elapsed().as_secs_f64(),
-                    already_done: true,
-                    note: None,
-                    warnings: Vec::new(),
-                    frames: 0,
-                });
-            }
-            let input_info = match self.probe_input(&input_io, &spec.input).await {
-                Ok(info) => info,
-                Err(failure) => return End::Failed(failure),
-            };
-            return match probe_output(tools, &output_io, &profile.extension).await {
-                Ok(existing) => match verify_output(profile, &input_info, &existing) {
-                    Ok(()) => End::Done(SuccessReport {
-                        input_size,
-                        output_size: meta.len(),
-                        duration_s: existing.duration_s.unwrap_or(0.0),
-                        elapsed_s: started.elapsed().as_secs_f64(),
-                        already_done: true,
-                        note: None,
-                        warnings: Vec::new(),
-                        frames: 0,
-                    }),
-                    Err(why) => End::Failed(exists_failure(&spec.output, &why)),
-                },
-                Err(e) => End::Failed(exists_failure(&spec.output, &e.to_string())),
-            };
+        if let Some(end) = self.already_done(place, profile, input_size, started).await {
+            return end;
         }
-
-        // One attempt at a time on one output: a copy of this job queued twice (a broker does
-        // not deduplicate) waits for this one, then finds its output done.
-        // A holder that stopped marking the lock alive (a paused or frozen worker, whose lease
-        // the queue has taken back) does not hold anyone up.
-        let silent_after = settings.heartbeat * 8;
-        let _lock =
-            match OutputLock::try_take(&place.dir_io(), place.name(), &spec.output, silent_after) {
-                Ok(Some(lock)) => {
-                    if let Ok(mut slot) = self.lock.lock() {
-                        *slot = lock.handle();
-                    }
-                    Some(lock)
-                }
-                Ok(None) => {
-                    tracing::info!("another attempt is working on this output; waiting for it");
-                    return End::Deferred(settings.heartbeat * 2, Progress::default());
-                }
-                Err(failure) => return End::Failed(failure),
-            };
-
+        let _lock = match self.lock_output(place) {
+            Ok(lock) => lock,
+            Err(end) => return end,
+        };
         // The whole file, a chunk of it, or the join of its chunks; or a split tape's parent
-        // that has queued its chunks and waits for them.
-        // Planning a long tape reads all of it: under a heartbeat, like any long step.
+        // that has queued its chunks and waits for them. Planning a long tape reads all of it:
+        // under a heartbeat, like any long step.
         let work = match self.under_heartbeat(0.0, self.step(place, profile)).await {
             Step::Run(work) => work,
             Step::End(end) => return end,
         };
+        let encoded = self.encode_under_lease(place, &work, abort).await;
+        // The encoder is free for the next job; verifying and publishing need no ffmpeg.
+        self.permit = None;
+        let Encoded {
+            temp,
+            input_info,
+            warnings,
+            frames,
+        } = match encoded {
+            Ok(encoded) => encoded,
+            Err(end) => return end,
+        };
+        // Verification and publishing run under a heartbeat too: a slow file system must not
+        // let the lease run out unnoticed.
+        let verifying = self.verify_and_publish(
+            place,
+            profile,
+            &work,
+            warnings,
+            &input_info,
+            temp,
+            input_size,
+            started,
+        );
+        let mut end = self.under_heartbeat(1.0, verifying).await;
+        if let End::Done(report) = &mut end {
+            report.frames = frames;
+        }
+        end
+    }
 
+    /// A verified output already in place means the work is done (a re-run, or an earlier
+    /// attempt that published but could not acknowledge); `None` when there is work to do.
+    async fn already_done(
+        &self,
+        place: &Confined,
+        profile: &Profile,
+        input_size: u64,
+        started: Instant,
+    ) -> Option<End> {
+        let spec = &place.spec;
+        let output_io = place.output_io();
+        if spec.overwrite {
+            return None;
+        }
+        let meta = std::fs::symlink_metadata(&output_io).ok()?;
+        if meta.file_type().is_symlink() {
+            return Some(End::Failed(exists_failure(
+                &spec.output,
+                "it is a symbolic link, which is never followed",
+            )));
+        }
+        let done = |duration_s: f64| {
+            End::Done(SuccessReport {
+                input_size,
+                output_size: meta.len(),
+                duration_s,
+                elapsed_s: started.elapsed().as_secs_f64(),
+                already_done: true,
+                note: None,
+                warnings: Vec::new(),
+                frames: 0,
+            })
+        };
+        if spec.chunk.is_some() {
+            // A chunk already published (it is only published once verified).
+            return Some(done(0.0));
+        }
+        let input_info = match self.probe_input(&place.input_io(), &spec.input).await {
+            Ok(info) => info,
+            Err(failure) => return Some(End::Failed(failure)),
+        };
+        Some(
+            match probe_output(&self.settings.tools, &output_io, &profile.extension).await {
+                Ok(existing) => match verify_output(profile, &input_info, &existing) {
+                    Ok(()) => done(existing.duration_s.unwrap_or(0.0)),
+                    Err(why) => End::Failed(exists_failure(&spec.output, &why)),
+                },
+                Err(e) => End::Failed(exists_failure(&spec.output, &e.to_string())),
+            },
+        )
+    }
+
+    /// One attempt at a time on one output: a copy of this job queued twice (a broker does not
+    /// deduplicate) waits for this one, then finds its output done. A holder that stopped
+    /// marking the lock alive (a paused or frozen worker, whose lease the queue has taken back)
+    /// does not hold anyone up.
+    fn lock_output(&self, place: &Confined) -> Result<OutputLock, End> {
+        let silent_after = self.settings.heartbeat * 8;
+        match OutputLock::try_take(
+            &place.dir_io(),
+            place.name(),
+            &place.spec.output,
+            silent_after,
+        ) {
+            Ok(Some(lock)) => {
+                if let Ok(mut slot) = self.lock.lock() {
+                    *slot = lock.handle();
+                }
+                Ok(lock)
+            }
+            Ok(None) => {
+                tracing::info!("another attempt is working on this output; waiting for it");
+                Err(End::Deferred(
+                    self.settings.heartbeat * 2,
+                    Progress::default(),
+                ))
+            }
+            Err(failure) => Err(End::Failed(failure)),
+        }
+    }
+
+    /// Run ffmpeg into a fresh temporary file while the lease is renewed; the input is
+    /// described from ffmpeg's own header as it starts. Ends the attempt when ffmpeg fails, the
+    /// worker stops, or the queue voids the lease.
+    async fn encode_under_lease(
+        &self,
+        place: &Confined,
+        work: &Encode,
+        abort: &CancellationToken,
+    ) -> Result<Encoded, End> {
+        let settings = &self.settings;
+        let spec = &place.spec;
+        let input_io = place.input_io();
         let removed = remove_stale(&place.dir_io(), place.name(), &self.lease.id);
         if removed > 0 {
             tracing::info!(removed, "removed temporary files of earlier attempts");
         }
-        let temp = match TempOutput::create(
+        let temp = TempOutput::create(
             &place.dir_io(),
             place.name(),
             &spec.output,
             &self.lease.id,
             self.lease.token,
             &work.extension,
-        ) {
-            Ok(temp) => temp,
-            Err(failure) => return End::Failed(failure),
-        };
+        )
+        .map_err(End::Failed)?;
         // ffmpeg writes through the open temporary file when the extension names a muxer it
         // can be told; otherwise through its name in the checked folder.
         let format = videofarm_ffmpeg::muxer_for(&work.extension);
@@ -293,22 +367,20 @@ impl Attempt {
             )
         };
 
-        // The attempt stops when the worker aborts, the queue voids the lease, or the input
+        // The encode stops when the worker aborts, the queue voids the lease, or the input
         // turns out not to be a video.
         let stop = abort.child_token();
-        let void_reason: Arc<Mutex<Option<String>>> = Arc::default();
         let (progress_tx, progress_rx) = watch::channel(Progress::default());
         // The heartbeat ends when the encode does (`done`) or when it voids the lease itself.
         let done = stop.child_token();
-        let heartbeat =
-            self.heartbeat(progress_rx, done.clone(), stop.clone(), void_reason.clone());
+        let heartbeat = self.heartbeat(progress_rx, done.clone(), stop.clone());
         let duration = OnceLock::new();
         if let Some(known) = work.duration_s {
             let _ = duration.set(known);
         }
         let (header_tx, mut header_rx) = watch::channel(None);
         let request = EncodeRequest {
-            tools,
+            tools: &settings.tools,
             input_args: &work.input_args,
             input: &work.input,
             output: &temp_io,
@@ -343,37 +415,15 @@ impl Attempt {
                     if let Some(d) = info.duration_s {
                         let _ = duration.set(d);
                     }
-                    let duration_s = duration.get().copied().or(info.duration_s);
-                    self.emit(Event::JobStarted {
-                        id: self.lease.id.clone(),
-                        worker: self.worker(),
-                        input: spec.input.clone(),
-                        output: spec.output.clone(),
-                        profile: spec.profile.clone(),
-                        attempt: self.lease.attempt,
-                        duration_s,
-                        part: spec.chunk.as_ref().zip(spec.parent.as_ref()).map(
-                            |(chunk, parent)| videofarm_core::event::Part {
-                                parent: parent.clone(),
-                                index: chunk.index,
-                                count: chunk.count,
-                            },
-                        ),
-                    });
+                    self.started(spec, duration.get().copied().or(info.duration_s));
                 }
                 Err(_) => stop.cancel(),
             }
             probed
         };
-        let (encoded, (), probed) = tokio::join!(encoding, heartbeat, probing);
+        let (encoded, void, probed) = tokio::join!(encoding, heartbeat, probing);
         stop.cancel();
-        // The encoder is free for the next job; verifying and publishing need no ffmpeg.
-        self.permit = None;
-        let input_info = match probed {
-            Ok(info) => info,
-            Err(failure) => return End::Failed(failure),
-        };
-        let void = void_reason.lock().map(|v| v.clone()).unwrap_or(None);
+        let input_info = probed.map_err(End::Failed)?;
         let damage = match encoded {
             Ok(encoded) if encoded.errors > 0 => Some(format!(
                 "ffmpeg reported {} errors while reading the input (damaged or cut data): {}",
@@ -385,10 +435,10 @@ impl Attempt {
             )),
             Ok(_) => None,
             Err(EncodeError::Cancelled) => {
-                return match void {
+                return Err(match void {
                     Some(reason) => End::Void(reason),
                     None => End::Aborted,
-                }
+                })
             }
             Err(e) => {
                 let input = spec.input.display();
@@ -400,40 +450,53 @@ impl Attempt {
                 } else {
                     format!("{input}: {}", shown(&e.to_string()))
                 };
-                return End::Failed(Failure::retryable(reason, shown(e.stderr_tail())));
+                return Err(End::Failed(Failure::retryable(
+                    reason,
+                    shown(e.stderr_tail()),
+                )));
             }
         };
         if let Some(reason) = void {
-            return End::Void(reason);
+            return Err(End::Void(reason));
         }
         if let (Some(damage), true) = (&damage, settings.fail_on_damage) {
-            return End::Failed(Failure::permanent(format!(
+            return Err(End::Failed(Failure::permanent(format!(
                 "{}: the input is damaged: {damage} (decode_errors = \"fail\")",
                 spec.input.display()
-            )));
+            ))));
         }
-        let warnings = [work.warnings.clone(), damage]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>();
-
-        // Verification and publishing run under a heartbeat too: a slow file system must not
-        // let the lease run out unnoticed.
-        let verifying = self.verify_and_publish(
-            place,
-            profile,
-            &work,
-            warnings,
-            &input_info,
+        let frames = progress_tx.borrow().frames;
+        Ok(Encoded {
             temp,
-            input_size,
-            started,
-        );
-        let mut end = self.under_heartbeat(1.0, verifying).await;
-        if let End::Done(report) = &mut end {
-            report.frames = progress_tx.borrow().frames;
-        }
-        end
+            input_info,
+            warnings: [work.warnings.clone(), damage]
+                .into_iter()
+                .flatten()
+                .collect(),
+            frames,
+        })
+    }
+
+    /// Say that the encode has started, with what is known of the input.
+    fn started(&self, spec: &videofarm_core::JobSpec, duration_s: Option<f64>) {
+        self.emit(Event::JobStarted {
+            id: self.lease.id.clone(),
+            worker: self.worker(),
+            input: spec.input.clone(),
+            output: spec.output.clone(),
+            profile: spec.profile.clone(),
+            attempt: self.lease.attempt,
+            duration_s,
+            part: spec
+                .chunk
+                .as_ref()
+                .zip(spec.parent.as_ref())
+                .map(|(chunk, parent)| videofarm_core::event::Part {
+                    parent: parent.clone(),
+                    index: chunk.index,
+                    count: chunk.count,
+                }),
+        });
     }
 
     /// Run `step` while the lease is renewed (planning a split, verifying, publishing): a slow
@@ -449,13 +512,13 @@ impl Attempt {
             progress,
             ..Progress::default()
         });
-        let beating = self.heartbeat(idle, done.clone(), CancellationToken::new(), Arc::default());
+        let beating = self.heartbeat(idle, done.clone(), CancellationToken::new());
         let working = async {
             let out = step.await;
             done.cancel();
             out
         };
-        let (out, ()) = tokio::join!(working, beating);
+        let (out, _) = tokio::join!(working, beating);
         out
     }
 
@@ -472,20 +535,19 @@ impl Attempt {
     }
 
     /// Renew the lease and forward progress until `done` fires; if the queue voids the lease,
-    /// record why and fire `stop` so the encode ends.
+    /// fire `stop` so the encode ends, and return why.
     async fn heartbeat(
         &self,
         mut progress: watch::Receiver<Progress>,
         done: CancellationToken,
         stop: CancellationToken,
-        void_reason: Arc<Mutex<Option<String>>>,
-    ) {
+    ) -> Option<String> {
         let mut ticker = tokio::time::interval(self.settings.heartbeat);
         ticker.tick().await;
         let mut progress_open = true;
         loop {
             tokio::select! {
-                _ = done.cancelled() => return,
+                _ = done.cancelled() => return None,
                 changed = progress.changed(), if progress_open => {
                     if changed.is_err() {
                         progress_open = false;
@@ -502,12 +564,8 @@ impl Attempt {
                     match self.queue.heartbeat(&self.lease, Some(&snapshot)).await {
                         Ok(()) => {}
                         Err(e) if e.voids_lease() => {
-                            let reason = self.void_reason(e);
-                            if let Ok(mut slot) = void_reason.lock() {
-                                *slot = Some(reason);
-                            }
                             stop.cancel();
-                            return;
+                            return Some(self.void_reason(e));
                         }
                         Err(e) => tracing::warn!(error = %e, "heartbeat failed; will try again"),
                     }
