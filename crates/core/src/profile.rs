@@ -214,6 +214,14 @@ impl Profiles {
             .collect();
         for (name, mut profile) in configured {
             profile.name = name.clone();
+            if by_name.contains_key(&name) {
+                // Replacing a built-in silently would change what every farm document and
+                // every queued job means by that name.
+                return Err(ProfileError::Invalid {
+                    name,
+                    reason: "a built-in profile has this name; give yours another one (`videofarm profiles` lists the built-ins)".into(),
+                });
+            }
             validate(&profile)?;
             by_name.insert(name, profile);
         }
@@ -269,6 +277,13 @@ fn validate(p: &Profile) -> Result<(), ProfileError> {
             }
         }
     }
+    for list in std::iter::once(&p.args).chain(p.split.iter().flat_map(|s| [&s.video, &s.streams])) {
+        if let Some(path) = bare_output(list) {
+            return Err(invalid(&format!(
+                "args must not name a file ('{path}' would be a second output that videofarm neither verifies nor cleans up): videofarm sets the output"
+            )));
+        }
+    }
     if let Some(split) = &p.split {
         if split.frames_per_frame == 0 || split.frames_per_frame > 4 || split.context_frames > 50 {
             return Err(invalid(
@@ -279,9 +294,60 @@ fn validate(p: &Profile) -> Result<(), ProfileError> {
     Ok(())
 }
 
+/// ffmpeg options that take no value (the others take the next argument as theirs).
+const FLAGS: &[&str] = &[
+    "-an", "-vn", "-sn", "-dn", "-shortest", "-copyts", "-start_at_zero", "-nostdin",
+    "-hide_banner", "-stats", "-nostats", "-accurate_seek", "-noaccurate_seek", "-re",
+    "-ignore_unknown", "-copy_unknown", "-xerror", "-autorotate", "-noautorotate",
+    "-autoscale", "-noautoscale", "-fix_sub_duration", "-benchmark", "-dump", "-hex",
+    "-vstats", "-intra", "-stdin", "-bitexact",
+];
+
+/// An argument ffmpeg would take as an output file: one that is not an option and not an
+/// option's value. An option not known to be a flag takes the next argument as its value,
+/// unless that looks like another option (a negative number is a value).
+fn bare_output(args: &[String]) -> Option<&str> {
+    let is_option = |a: &str| a.starts_with('-') && a.len() > 1 && a.parse::<f64>().is_err();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = args[i].as_str();
+        if !is_option(arg) {
+            return Some(arg);
+        }
+        let flag = FLAGS.contains(&arg);
+        i += 1;
+        if !flag && args.get(i).is_some_and(|next| !is_option(next)) {
+            i += 1;
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_named_in_args_or_a_built_in_name_is_refused() {
+        let args = |a: &str| a.split(' ').map(String::from).collect::<Vec<_>>();
+        assert_eq!(bare_output(&args("-c:v libx264 -crf 17 /tmp/x.mkv")), Some("/tmp/x.mkv"));
+        assert_eq!(bare_output(&args("-an /tmp/x.mkv")), Some("/tmp/x.mkv"));
+        assert_eq!(bare_output(&args("-map 0 -c copy -shortest -itsoffset -0.5 -sn")), None);
+        for builtin in builtins() {
+            validate(&builtin).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let mut configured = BTreeMap::new();
+        let mut archive = Profiles::default().get("archive").unwrap().clone();
+        archive.args.push("-an".into());
+        configured.insert("archive".to_owned(), archive.clone());
+        let err = Profiles::new(configured).unwrap_err().to_string();
+        assert!(err.contains("built-in"), "{err}");
+        let mut configured = BTreeMap::new();
+        archive.args.push("/tmp/second.mkv".into());
+        configured.insert("mine".to_owned(), archive);
+        let err = Profiles::new(configured).unwrap_err().to_string();
+        assert!(err.contains("/tmp/second.mkv") && err.contains("mine"), "{err}");
+    }
 
     #[test]
     fn archive_is_exactly_the_old_command() {
