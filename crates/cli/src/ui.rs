@@ -1,11 +1,13 @@
 //! Progress for `videofarm run`: a bar per running encode and one for the batch on a terminal,
-//! one plain line per finished job otherwise (logs, CI, pipes).
+//! one plain line per finished job otherwise (logs, CI, pipes), or with `--json` each event of
+//! the batch as a JSON line as it happens.
 
 use crate::commands::{describe_progress, human_duration, shown};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
-use std::io::IsTerminal;
-use std::time::Duration;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 use videofarm_core::{Event, JobId};
 
 pub struct ProgressUi {
@@ -21,33 +23,56 @@ pub struct ProgressUi {
     /// Each split tape's chunks: how far each one is (1.0 once done).
     tapes: HashMap<JobId, Vec<f64>>,
     terminal: bool,
+    /// JSON lines on stdout instead of bars and lines on stderr.
+    json: bool,
     done: u64,
     total_jobs: u64,
+    /// Each job's input file name, for the lines that say how it ended.
+    names: HashMap<JobId, String>,
+    /// Each running job's progress (0 to 1), for the batch's.
+    fractions: HashMap<JobId, f64>,
+    /// When each running job's encode started: ffmpeg's first speed readouts are noise.
+    started: HashMap<JobId, Instant>,
+    batch_started: Instant,
 }
 
 const JOB_STYLE: &str = "{prefix:.bold} [{bar:32.cyan/blue}] {percent:>3}% {msg}";
-const TOTAL_STYLE: &str =
-    "{prefix:.bold} [{bar:32.green/white}] {pos}/{len} jobs  {elapsed_precise}  eta {eta}  {msg}";
+const TOTAL_STYLE: &str = "{prefix:.bold} [{bar:32.green/white}] {msg}";
+/// How long an encode runs before its speed is shown.
+const SPEED_SETTLES: Duration = Duration::from_secs(2);
 
 impl ProgressUi {
-    pub fn new(batch: impl IntoIterator<Item = JobId>, already_done: u64) -> Self {
-        let terminal = std::io::stderr().is_terminal();
+    pub fn new(
+        batch: impl IntoIterator<Item = (JobId, PathBuf)>,
+        already_done: u64,
+        json: bool,
+    ) -> Self {
+        let terminal = std::io::stderr().is_terminal() && !json;
         let multi = MultiProgress::with_draw_target(if terminal {
             ProgressDrawTarget::stderr_with_hz(4)
         } else {
             ProgressDrawTarget::hidden()
         });
-        let batch: std::collections::HashSet<JobId> = batch.into_iter().collect();
+        let names: HashMap<JobId, String> = batch
+            .into_iter()
+            .map(|(id, input)| {
+                let name = input
+                    .file_name()
+                    .map(|n| shown(n.as_ref()))
+                    .unwrap_or_else(|| shown(&input));
+                (id, name)
+            })
+            .collect();
+        let batch: std::collections::HashSet<JobId> = names.keys().cloned().collect();
         let total_jobs = batch.len() as u64;
-        let total = multi.add(ProgressBar::new(total_jobs));
+        let total = multi.add(ProgressBar::new(total_jobs * 1000));
         total.set_style(
             ProgressStyle::with_template(TOTAL_STYLE)
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         total.set_prefix("batch");
-        total.set_position(already_done);
         total.enable_steady_tick(Duration::from_millis(500));
-        Self {
+        let ui = Self {
             multi,
             total,
             bars: HashMap::new(),
@@ -56,13 +81,75 @@ impl ProgressUi {
             chunks: HashMap::new(),
             tapes: HashMap::new(),
             terminal,
+            json,
             done: already_done,
             total_jobs,
+            names,
+            fractions: HashMap::new(),
+            started: HashMap::new(),
+            batch_started: Instant::now(),
+        };
+        ui.show_batch();
+        ui
+    }
+
+    /// The batch bar: jobs done, running, the batch's speed and, once it means something, an
+    /// estimate of the time left from the progress of the whole batch.
+    fn show_batch(&self) {
+        let running: f64 = self.fractions.values().sum::<f64>()
+            + self
+                .tapes
+                .values()
+                .map(|parts| parts.iter().sum::<f64>() / parts.len().max(1) as f64)
+                .sum::<f64>();
+        let fraction = ((self.done as f64 + running) / self.total_jobs.max(1) as f64).min(1.0);
+        self.total
+            .set_position((fraction * (self.total_jobs * 1000) as f64) as u64);
+        let mut message = format!("{}/{} jobs done", self.done, self.total_jobs);
+        let busy = self.speeds.len();
+        if busy > 0 {
+            message.push_str(&format!("  {busy} running"));
+        }
+        let speed: f64 = self.speeds.values().sum();
+        if speed > 0.0 {
+            message.push_str(&format!("  {speed:.2}x"));
+        }
+        let elapsed = self.batch_started.elapsed().as_secs_f64();
+        if fraction > 0.02 && fraction < 1.0 && elapsed > SPEED_SETTLES.as_secs_f64() {
+            let left = elapsed * (1.0 - fraction) / fraction;
+            message.push_str(&format!("  about {} left", human_duration(left)));
+        }
+        self.total.set_message(message);
+    }
+
+    /// The live speed to show for a job: none until its encode has settled.
+    fn settled_speed(&self, id: &JobId, speed: f64) -> f64 {
+        match self.started.get(id) {
+            Some(at) if at.elapsed() >= SPEED_SETTLES => speed,
+            _ => 0.0,
         }
     }
 
     pub fn handle(&mut self, event: &Event) {
         let Some(id) = event.job_id() else { return };
+        if self.json {
+            let chunk_of_batch = match event {
+                Event::JobStarted {
+                    part: Some(part), ..
+                } => self.batch.contains(&part.parent),
+                _ => false,
+            };
+            if chunk_of_batch {
+                self.chunks.insert(id.clone(), (JobId(String::new()), 0));
+            }
+            if self.batch.contains(id) || self.chunks.contains_key(id) {
+                if let Ok(line) = serde_json::to_string(event) {
+                    // A closed pipe must not stop the batch: the summary is in the records.
+                    let _ = writeln!(std::io::stdout(), "{line}");
+                }
+            }
+            return;
+        }
         if let Event::JobStarted {
             part: Some(part),
             input,
@@ -89,6 +176,7 @@ impl ProgressUi {
         }
         match event {
             Event::JobStarted { input, .. } => {
+                self.started.insert(id.clone(), Instant::now());
                 if self.tapes.contains_key(id) {
                     if let Some(bar) = self.bars.get(id) {
                         bar.set_message("joining the chunks");
@@ -98,21 +186,28 @@ impl ProgressUi {
                 }
             }
             Event::JobProgress { progress, .. } => {
+                let speed = self.settled_speed(id, progress.speed);
                 if let Some(bar) = self.bars.get(id) {
                     bar.set_position((progress.progress * 1000.0) as u64);
+                    let mut shown = *progress;
+                    shown.speed = speed;
+                    if speed == 0.0 {
+                        shown.fps = 0.0;
+                        shown.eta_s = None;
+                    }
                     bar.set_message(format!(
                         "{} frames  {}",
                         progress.frames,
-                        describe_progress(progress)
+                        describe_progress(&shown)
                     ));
                 }
-                self.speeds.insert(id.clone(), progress.speed);
-                let speed: f64 = self.speeds.values().sum();
-                self.total
-                    .set_message(format!("{} running  {speed:.2}x", self.speeds.len()));
+                self.speeds.insert(id.clone(), speed);
+                self.fractions
+                    .insert(id.clone(), progress.progress.min(1.0));
+                self.show_batch();
             }
             Event::JobSucceeded { report, .. } => {
-                self.done += 1;
+                self.done = (self.done + 1).min(self.total_jobs);
                 let note = if report.already_done {
                     "already done".to_owned()
                 } else {
@@ -155,9 +250,13 @@ impl ProgressUi {
             }
         };
         match event {
+            Event::JobStarted { .. } => {
+                self.started.insert(id.clone(), Instant::now());
+            }
             Event::JobProgress { progress, .. } => {
                 slot(self, progress.progress.min(0.999));
-                self.speeds.insert(id.clone(), progress.speed);
+                let speed = self.settled_speed(id, progress.speed);
+                self.speeds.insert(id.clone(), speed);
             }
             Event::JobSucceeded { .. } => {
                 slot(self, 1.0);
@@ -188,29 +287,34 @@ impl ProgressUi {
                 parts.len()
             ));
         }
-        let total: f64 = self.speeds.values().sum();
-        self.total
-            .set_message(format!("{} running  {total:.2}x", self.speeds.len()));
+        self.show_batch();
     }
 
     /// Record that a job reached a final state without an event from this process (another
     /// worker finished it, or it failed for good after a retry here).
     pub fn set_finished(&mut self, finished: u64) {
-        self.done = finished;
-        self.total.set_position(finished.min(self.total_jobs));
+        self.done = finished.min(self.total_jobs);
+        self.show_batch();
     }
 
     fn end(&mut self, id: &JobId, note: &str) {
         self.speeds.remove(id);
+        self.fractions.remove(id);
+        self.started.remove(id);
         if let Some(bar) = self.bars.remove(id) {
             bar.finish_and_clear();
             self.multi.remove(&bar);
         }
-        self.total.set_position(self.done.min(self.total_jobs));
+        self.show_batch();
+        let name = self
+            .names
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| id.to_string());
         if !self.terminal {
-            eprintln!("job {id}: {note}");
+            eprintln!("{name}: {note}");
         } else {
-            let _ = self.multi.println(format!("job {id}: {note}"));
+            let _ = self.multi.println(format!("{name}: {note}"));
         }
     }
 

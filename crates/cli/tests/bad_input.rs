@@ -25,7 +25,7 @@ fn run_json(farm: &Farm) -> (Option<i32>, Vec<Value>) {
         .arg(&farm.input)
         .output()
         .unwrap();
-    let records = serde_json::from_slice(&out.stdout)
+    let records = run_results(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&out.stdout), text(&out.stderr)));
     (out.status.code(), records)
 }
@@ -58,7 +58,7 @@ fn each_bad_input_fails_alone_with_a_plain_reason_and_the_good_one_completes() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    let records: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let records: Vec<Value> = run_results(&out.stdout).unwrap();
     assert_eq!(records.len(), 5);
     assert_eq!(by_input(&records, "good.mpg")["state"], "succeeded");
     for (name, reason, attempts) in [
@@ -144,7 +144,7 @@ fn an_unreadable_file_and_an_unwritable_output_folder_fail_their_own_jobs() {
         ],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    let records: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let records: Vec<Value> = run_results(&out.stdout).unwrap();
     assert_eq!(by_input(&records, "fine.mpg")["state"], "succeeded");
     let secret = by_input(&records, "secret.mpg");
     assert_eq!(secret["state"], "failed");
@@ -171,7 +171,7 @@ fn an_unreadable_file_and_an_unwritable_output_folder_fail_their_own_jobs() {
         ],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    let records: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let records: Vec<Value> = run_results(&out.stdout).unwrap();
     let error = records[0]["error"].as_str().unwrap();
     assert!(
         error.contains("not writable") && error.contains("read-only"),
@@ -215,7 +215,7 @@ fn a_disk_that_fills_up_mid_encode_fails_the_job_and_leaves_no_partial_file() {
     let mut cmd = farm.cmd(["run", "--json", "--workers", "1", "--out"]);
     let out = cmd.arg(&out_dir).arg(&farm.input).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    let records: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let records: Vec<Value> = run_results(&out.stdout).unwrap();
     let noise = by_input(&records, "noise.mpg");
     assert_eq!(noise["state"], "failed");
     let error = noise["error"].as_str().unwrap();

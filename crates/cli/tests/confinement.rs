@@ -14,7 +14,7 @@ fn run(farm: &Farm, out: &Path, paths: &[&Path], extra: &[&str]) -> (i32, Vec<Va
     let mut cmd = farm.cmd(["run", "--json", "--out"]);
     cmd.arg(out).args(paths).args(extra);
     let output = cmd.output().unwrap();
-    let records = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+    let records = run_results(&output.stdout).unwrap_or_else(|e| {
         panic!(
             "run --json printed JSON ({e}): {}\n{}",
             text(&output.stdout),

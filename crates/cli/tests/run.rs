@@ -12,7 +12,7 @@ fn run_json(farm: &Farm, extra: &[&str]) -> (i32, Vec<Value>) {
     cmd.arg(&farm.out).arg(&farm.input).args(extra);
     let out = cmd.output().unwrap();
     let code = out.status.code().unwrap_or(-1);
-    let records = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+    let records = run_results(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "run --json printed JSON ({e}): {}\n{}",
             text(&out.stdout),
@@ -428,4 +428,39 @@ fn which(tool: &str) -> String {
         .output()
         .unwrap();
     text(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn run_json_prints_each_event_as_a_line_as_it_happens_then_one_result_per_job() {
+    let farm = Farm::new();
+    clip(&farm.input.join("a.mpg"), 1);
+    clip(&farm.input.join("b.mpg"), 1);
+    let mut cmd = farm.cmd(["run", "--json", "--workers", "1", "--out"]);
+    let out = cmd.arg(&farm.out).arg(&farm.input).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let kinds: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+    // The first job has ended (its event printed) before the second one starts.
+    let first_end = kinds.iter().position(|k| *k == "job_succeeded").unwrap();
+    let second_start = kinds.iter().rposition(|k| *k == "job_started").unwrap();
+    assert!(first_end < second_start, "{kinds:?}");
+    assert!(kinds.contains(&"job_progress"), "{kinds:?}");
+    assert_eq!(&kinds[kinds.len() - 2..], ["result", "result"], "{kinds:?}");
+    assert!(lines[lines.len() - 2..]
+        .iter()
+        .all(|r| r["state"] == "succeeded"));
+}
+
+#[test]
+fn without_a_terminal_run_says_how_each_file_ended_by_its_name() {
+    let farm = Farm::new();
+    clip(&farm.input.join("wedding 1994.mpg"), 1);
+    let mut cmd = farm.cmd(["run", "--out"]);
+    let out = cmd.arg(&farm.out).arg(&farm.input).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    assert!(said.contains("wedding 1994.mpg: done in"), "{said}");
 }

@@ -138,7 +138,7 @@ fn run(farm: &Farm, input: &Path, out: &Path, profile: &str, split: &str) -> (Ve
         .arg(input)
         .output()
         .unwrap();
-    let records: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+    let records: Vec<Value> = run_results(&output.stdout).unwrap_or_else(|e| {
         panic!(
             "run --json ({e}): {}\n{}",
             text(&output.stdout),
@@ -579,7 +579,7 @@ fn a_chunk_that_fails_for_good_fails_its_tape_and_retry_encodes_only_the_failed_
             .output()
             .unwrap();
         assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
-        let records: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+        let records: Vec<Value> = run_results(&output.stdout).unwrap();
         (records, ())
     };
     assert_eq!(records.len(), 1);

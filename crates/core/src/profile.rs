@@ -277,7 +277,8 @@ fn validate(p: &Profile) -> Result<(), ProfileError> {
             }
         }
     }
-    for list in std::iter::once(&p.args).chain(p.split.iter().flat_map(|s| [&s.video, &s.streams])) {
+    for list in std::iter::once(&p.args).chain(p.split.iter().flat_map(|s| [&s.video, &s.streams]))
+    {
         if let Some(path) = bare_output(list) {
             return Err(invalid(&format!(
                 "args must not name a file ('{path}' would be a second output that videofarm neither verifies nor cleans up): videofarm sets the output"
@@ -296,11 +297,35 @@ fn validate(p: &Profile) -> Result<(), ProfileError> {
 
 /// ffmpeg options that take no value (the others take the next argument as theirs).
 const FLAGS: &[&str] = &[
-    "-an", "-vn", "-sn", "-dn", "-shortest", "-copyts", "-start_at_zero", "-nostdin",
-    "-hide_banner", "-stats", "-nostats", "-accurate_seek", "-noaccurate_seek", "-re",
-    "-ignore_unknown", "-copy_unknown", "-xerror", "-autorotate", "-noautorotate",
-    "-autoscale", "-noautoscale", "-fix_sub_duration", "-benchmark", "-dump", "-hex",
-    "-vstats", "-intra", "-stdin", "-bitexact",
+    "-an",
+    "-vn",
+    "-sn",
+    "-dn",
+    "-shortest",
+    "-copyts",
+    "-start_at_zero",
+    "-nostdin",
+    "-hide_banner",
+    "-stats",
+    "-nostats",
+    "-accurate_seek",
+    "-noaccurate_seek",
+    "-re",
+    "-ignore_unknown",
+    "-copy_unknown",
+    "-xerror",
+    "-autorotate",
+    "-noautorotate",
+    "-autoscale",
+    "-noautoscale",
+    "-fix_sub_duration",
+    "-benchmark",
+    "-dump",
+    "-hex",
+    "-vstats",
+    "-intra",
+    "-stdin",
+    "-bitexact",
 ];
 
 /// An argument ffmpeg would take as an output file: one that is not an option and not an
@@ -330,9 +355,15 @@ mod tests {
     #[test]
     fn a_file_named_in_args_or_a_built_in_name_is_refused() {
         let args = |a: &str| a.split(' ').map(String::from).collect::<Vec<_>>();
-        assert_eq!(bare_output(&args("-c:v libx264 -crf 17 /tmp/x.mkv")), Some("/tmp/x.mkv"));
+        assert_eq!(
+            bare_output(&args("-c:v libx264 -crf 17 /tmp/x.mkv")),
+            Some("/tmp/x.mkv")
+        );
         assert_eq!(bare_output(&args("-an /tmp/x.mkv")), Some("/tmp/x.mkv"));
-        assert_eq!(bare_output(&args("-map 0 -c copy -shortest -itsoffset -0.5 -sn")), None);
+        assert_eq!(
+            bare_output(&args("-map 0 -c copy -shortest -itsoffset -0.5 -sn")),
+            None
+        );
         for builtin in builtins() {
             validate(&builtin).unwrap_or_else(|e| panic!("{e}"));
         }
@@ -346,7 +377,10 @@ mod tests {
         archive.args.push("/tmp/second.mkv".into());
         configured.insert("mine".to_owned(), archive);
         let err = Profiles::new(configured).unwrap_err().to_string();
-        assert!(err.contains("/tmp/second.mkv") && err.contains("mine"), "{err}");
+        assert!(
+            err.contains("/tmp/second.mkv") && err.contains("mine"),
+            "{err}"
+        );
     }
 
     #[test]

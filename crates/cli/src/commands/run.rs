@@ -125,8 +125,13 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
         .filter(|(_, e)| matches!(e, Enqueued::Duplicate(_, JobState::Succeeded)))
         .map(|(_, e)| e.id().clone())
         .collect();
-    let mut ui =
-        (!args.json).then(|| ProgressUi::new(ids.iter().cloned(), already_done.len() as u64));
+    let mut ui = Some(ProgressUi::new(
+        enqueued
+            .iter()
+            .map(|(spec, e)| (e.id().clone(), spec.input.clone())),
+        already_done.len() as u64,
+        args.json,
+    ));
 
     let (drain, abort) = (CancellationToken::new(), CancellationToken::new());
     stop_on_signal(abort.clone());
@@ -230,7 +235,12 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
     }
     let records: Vec<JobRecord> = ids.iter().filter_map(|id| finished.remove(id)).collect();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&records)?);
+        // One line per job as it ended, after the batch's event lines.
+        for record in &records {
+            let mut line = serde_json::to_value(record)?;
+            line["type"] = "result".into();
+            println!("{line}");
+        }
     } else {
         print_summary(&records, &already_done);
     }

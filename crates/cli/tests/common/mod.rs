@@ -536,3 +536,16 @@ pub fn reap(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The result lines of `run --json` (one per job, after the event lines): every line must be
+/// JSON; the events are checked to be there.
+pub fn run_results(stdout: &[u8]) -> Result<Vec<Value>, serde_json::Error> {
+    let mut results = Vec::new();
+    for line in stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let value: Value = serde_json::from_slice(line)?;
+        if value["type"] == "result" {
+            results.push(value);
+        }
+    }
+    Ok(results)
+}
