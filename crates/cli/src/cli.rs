@@ -155,6 +155,15 @@ pub struct JobsArgs {
     /// Also list the chunk jobs of split tapes.
     #[arg(long)]
     pub all: bool,
+    /// At most this many jobs (a page; with --offset for the next ones).
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Skip this many jobs first.
+    #[arg(long, default_value_t = 0)]
+    pub offset: u32,
+    /// The most recently finished first.
+    #[arg(long)]
+    pub newest: bool,
     #[arg(long)]
     pub json: bool,
 }

@@ -70,6 +70,7 @@ async fn failed_ids(q: &dyn Backend) -> Vec<JobId> {
         state: Some(JobState::Failed),
         ids: None,
         chunks: false,
+        ..Default::default()
     })
     .await
     .expect("jobs")
@@ -176,6 +177,7 @@ pub async fn a_retryable_failure_backs_off_then_fails_after_max_attempts(f: Fixt
             state: Some(JobState::Failed),
             ids: None,
             chunks: false,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -366,6 +368,7 @@ pub async fn attempts_lost_with_their_worker_are_counted_apart_with_a_limit_of_t
             state: Some(JobState::Failed),
             ids: None,
             chunks: false,
+            ..Default::default()
         })
         .await
         .unwrap()[0];
@@ -413,6 +416,7 @@ pub async fn cancel_stops_queued_and_running_jobs(f: Fixture) {
             state: None,
             ids: Some(vec![running, queued]),
             chunks: false,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -593,6 +597,66 @@ pub async fn records_list_every_job_with_its_attempts_and_exact_counts(f: Fixtur
     assert_eq!((counts.queued, counts.running), (3, 0), "{counts:?}");
 }
 
+/// Jobs are listed a page at a time, oldest queued first or most recently finished first.
+pub async fn jobs_are_listed_a_page_at_a_time(f: Fixture) {
+    let q = f.queue.as_ref();
+    let w = worker("w1");
+    for name in ["a", "b", "c", "d", "e"] {
+        q.enqueue(spec(name), false).await.unwrap();
+        // Distinct queue times, so "oldest first" has one answer on every backend.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let inputs = |records: Vec<videofarm_core::JobRecord>| {
+        records
+            .into_iter()
+            .map(|r| {
+                r.spec
+                    .input
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect::<Vec<_>>()
+    };
+    let page = q
+        .jobs(&JobFilter {
+            limit: Some(2),
+            offset: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(inputs(page), ["c.mpg", "d.mpg"]);
+    // Two finish, the later one is listed first among the newest.
+    for _ in 0..2 {
+        let lease = q.lease(&w, WAIT).await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        q.finish(&lease, Outcome::Succeeded(SuccessReport::default()))
+            .await
+            .unwrap();
+    }
+    let newest = q
+        .jobs(&JobFilter {
+            state: Some(JobState::Succeeded),
+            limit: Some(1),
+            newest_first: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(inputs(newest), ["b.mpg"]);
+    let queued = q
+        .jobs(&JobFilter {
+            state: Some(JobState::Queued),
+            limit: Some(10),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(inputs(queued), ["c.mpg", "d.mpg", "e.mpg"]);
+}
+
 /// Generate one `#[tokio::test]` per conformance case. `$open` is an async fn taking
 /// [`QueueSettings`] and returning a [`Fixture`].
 #[macro_export]
@@ -615,6 +679,7 @@ macro_rules! conformance_tests {
             higher_priority_runs_first,
             workers_show_their_active_jobs_with_progress,
             records_list_every_job_with_its_attempts_and_exact_counts,
+            jobs_are_listed_a_page_at_a_time,
         );
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {

@@ -386,4 +386,9 @@ pub struct JobFilter {
     pub ids: Option<Vec<JobId>>,
     /// Also the chunk jobs of split tapes (a user sees a tape as one job).
     pub chunks: bool,
+    /// At most this many (a page), after skipping `offset`.
+    pub limit: Option<u32>,
+    pub offset: u32,
+    /// Most recently finished first (then newest queued), instead of oldest queued first.
+    pub newest_first: bool,
 }

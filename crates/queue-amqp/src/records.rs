@@ -220,34 +220,40 @@ impl RecordStore {
             .map(|ids| serde_json::to_string(&ids.iter().map(|i| &i.0).collect::<Vec<_>>()))
             .transpose()
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT * FROM jobs WHERE (?1 IS NULL OR state = ?1
-                   OR (?1 IN ('queued', 'running') AND state IN ('queued', 'running')))
-               AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))
-               AND (?3 OR parent IS NULL)
-             ORDER BY created_ms, id",
-        )?;
-        let mut records: Vec<JobRecord> = stmt
+        // A tape waiting for its chunks is running while any of them is: the state shown is
+        // computed here, so filters and pages apply to it.
+        let order = if filter.newest_first {
+            "coalesce(j.finished_ms, j.created_ms) DESC, j.id DESC"
+        } else {
+            "j.created_ms, j.id"
+        };
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT * FROM (SELECT j.*, CASE WHEN j.state = 'queued' AND EXISTS (SELECT 1 FROM jobs c
+                    WHERE c.parent = j.id AND c.state = 'running')
+                 THEN 'running' ELSE j.state END AS shown
+               FROM jobs j
+               WHERE (?2 IS NULL OR j.id IN (SELECT value FROM json_each(?2)))
+                 AND (?3 OR j.parent IS NULL)
+               ORDER BY {order})
+             WHERE ?1 IS NULL OR shown = ?1
+             LIMIT ?4 OFFSET ?5"
+        ))?;
+        let records: Vec<JobRecord> = stmt
             .query_map(
-                params![filter.state.map(|s| s.as_str()), ids, filter.chunks],
-                |r| self.read(r),
+                params![
+                    filter.state.map(|s| s.as_str()),
+                    ids,
+                    filter.chunks,
+                    filter.limit.map_or(-1, i64::from),
+                    filter.offset
+                ],
+                |r| {
+                    let mut record = self.read(r)?;
+                    record.state = state(r, "shown")?;
+                    Ok(record)
+                },
             )?
             .collect::<rusqlite::Result<_>>()?;
-        // A tape waiting for its chunks is running while any chunk is.
-        let mut busy = conn.prepare_cached(
-            "SELECT DISTINCT parent FROM jobs WHERE parent IS NOT NULL AND state = 'running'",
-        )?;
-        let busy: std::collections::HashSet<String> = busy
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        for record in &mut records {
-            if record.state == JobState::Queued && busy.contains(&record.id.0) {
-                record.state = JobState::Running;
-            }
-        }
-        if let Some(wanted) = filter.state {
-            records.retain(|r| r.state == wanted);
-        }
         Ok(records)
     }
 

@@ -329,40 +329,43 @@ impl Records for SqliteQueue {
                 })
                 .transpose()
                 .map_err(|e| ctx.err(e))?;
+            // A tape waiting for its chunks is running while any of them is: the state shown
+            // is computed here, so filters and pages apply to it.
+            let order = if filter.newest_first {
+                "coalesce(j.finished_ms, j.created_ms) DESC, j.id DESC"
+            } else {
+                "j.id"
+            };
             let mut stmt = conn
-                .prepare(
-                    "SELECT * FROM jobs WHERE (?1 IS NULL OR state = ?1
-                           OR (?1 IN ('queued', 'running') AND state IN ('queued', 'running')))
-                       AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))
-                       AND (?3 OR parent IS NULL)
-                     ORDER BY id",
-                )
+                .prepare_cached(&format!(
+                    "SELECT * FROM (SELECT j.*, CASE WHEN j.state = 'queued' AND EXISTS (SELECT 1 FROM jobs c
+                            WHERE c.parent = CAST(j.id AS TEXT) AND c.state = 'running')
+                         THEN 'running' ELSE j.state END AS shown
+                       FROM jobs j
+                       WHERE (?2 IS NULL OR j.id IN (SELECT value FROM json_each(?2)))
+                         AND (?3 OR j.parent IS NULL)
+                       ORDER BY {order})
+                     WHERE ?1 IS NULL OR shown = ?1
+                     LIMIT ?4 OFFSET ?5"
+                ))
                 .map_err(|e| ctx.err(e))?;
-            let mut records: Vec<JobRecord> = stmt
+            let records: Vec<JobRecord> = stmt
                 .query_map(
-                    params![filter.state.map(|s| s.as_str()), ids, filter.chunks],
-                    read_record,
+                    params![
+                        filter.state.map(|s| s.as_str()),
+                        ids,
+                        filter.chunks,
+                        filter.limit.map_or(-1, i64::from),
+                        filter.offset
+                    ],
+                    |row| {
+                        let mut record = read_record(row)?;
+                        record.state = read_state(row, "shown")?;
+                        Ok(record)
+                    },
                 )
                 .and_then(|rows| rows.collect())
                 .map_err(|e| ctx.err(e))?;
-            // A tape waiting for its chunks is running while any chunk is.
-            let mut busy = conn
-                .prepare_cached(
-                    "SELECT DISTINCT parent FROM jobs WHERE parent IS NOT NULL AND state = 'running'",
-                )
-                .map_err(|e| ctx.err(e))?;
-            let busy: std::collections::HashSet<String> = busy
-                .query_map([], |r| r.get(0))
-                .and_then(|rows| rows.collect())
-                .map_err(|e| ctx.err(e))?;
-            for record in &mut records {
-                if record.state == JobState::Queued && busy.contains(&record.id.0) {
-                    record.state = JobState::Running;
-                }
-            }
-            if let Some(state) = filter.state {
-                records.retain(|r| r.state == state);
-            }
             Ok(records)
         })
         .await
@@ -436,6 +439,7 @@ impl Control for SqliteQueue {
                 state: Some(JobState::Failed),
                 ids: None,
                 chunks: false,
+                ..Default::default()
             })
             .await?
             .into_iter()

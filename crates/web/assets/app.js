@@ -66,12 +66,24 @@ const videofarm = (() => {
     } }, label);
   }
 
-  let refresh = () => {};
+  let refresh = async () => {};
+  // The jobs listed per table: the page stays light whatever the size of the library.
+  const PAGE = 100;
+
+  // Refresh, then wait `ms` before the next one: a slow answer never piles requests up.
+  async function every(ms) {
+    await refresh();
+    setTimeout(() => every(ms), ms);
+  }
 
   async function overview() {
     refresh = async () => {
       try {
-        const [status, workers, jobs] = await Promise.all([api("/api/status"), api("/api/workers"), api("/api/jobs")]);
+        // Pages, not the whole library: the counts say how many there are.
+        const [status, workers, failed, running, queuedPage, done] = await Promise.all([
+          api("/api/status"), api("/api/workers"),
+          api("/api/jobs?state=failed&limit=" + PAGE), api("/api/jobs?state=running&limit=" + PAGE),
+          api("/api/jobs?state=queued&limit=" + PAGE), api("/api/jobs?state=succeeded&limit=10&order=newest").then((page) => page.filter((j) => j.result))]);
         showError(null);
         document.getElementById("counts").replaceChildren(
           ...["queued", "running", "succeeded", "failed", "cancelled"].map((k) => el("span", { class: "count-" + k }, k + " " + (status[k] || 0))),
@@ -85,20 +97,21 @@ const videofarm = (() => {
             el("span", { class: "pace" }, (j.progress * 100).toFixed(1) + "%  " + j.fps.toFixed(0) + " fps  " + j.speed.toFixed(2) + "x  eta " + duration(j.eta_s)))))) :
           [el("p", { class: "empty" }, "No live workers.")]));
 
-        const failed = jobs.filter((j) => j.state === "failed");
         replaceRows("#failed", failed.map((j) => el("tr", { class: "failed-job", "data-id": j.id },
           el("td", {}, el("a", { class: "file", href: "/job/" + encodeURIComponent(j.id) }, baseName(j.input))),
           el("td", {}, el("div", { class: "reason" }, j.error || ""), j.stderr_tail ? el("details", {}, el("summary", {}, "ffmpeg said"), el("pre", {}, j.stderr_tail)) : null),
           el("td", {}, j.attempts),
           el("td", {}, action("Retry", "retry", "/api/jobs/" + encodeURIComponent(j.id) + "/retry")))), "Nothing failed.");
 
-        const waiting = jobs.filter((j) => j.state === "queued" || j.state === "running");
+        const waiting = running.concat(queuedPage);
         replaceRows("#waiting", waiting.map((j) => el("tr", { class: "waiting-job", "data-id": j.id },
           el("td", {}, el("a", { class: "file", href: "/job/" + encodeURIComponent(j.id) }, baseName(j.input))),
           el("td", {}, j.profile), el("td", { class: "state" }, j.state),
           el("td", {}, action("Cancel", "cancel", "/api/jobs/" + encodeURIComponent(j.id) + "/cancel")))), "Nothing waiting.");
 
-        const done = jobs.filter((j) => j.state === "succeeded" && j.result).sort((a, b) => (b.finished_ms || 0) - (a.finished_ms || 0)).slice(0, 10);
+        const more = (shown, total, what) => total > shown ? " (the first " + shown + " of " + total + " " + what + ")" : "";
+        document.getElementById("failed-more").textContent = more(failed.length, status.failed || 0, "failed");
+        document.getElementById("waiting-more").textContent = more(waiting.length, (status.queued || 0) + (status.running || 0), "waiting or running");
         replaceRows("#recent", done.map((j) => el("tr", { class: "done-job", "data-id": j.id },
           el("td", {}, el("a", { class: "file", href: "/job/" + encodeURIComponent(j.id) }, baseName(j.input))),
           el("td", {}, size(j.result.input_size) + " → " + size(j.result.output_size)),
@@ -108,15 +121,14 @@ const videofarm = (() => {
         // Batch ETA: what the running encodes still need, plus the waiting jobs at the recent
         // average time per job, spread over the workers' slots.
         const slots = Math.max(1, workers.reduce((n, w) => n + w.concurrency, 0));
-        const running = workers.flatMap((w) => w.active).reduce((s, j) => s + (j.eta_s || 0), 0);
+        const left = workers.flatMap((w) => w.active).reduce((s, j) => s + (j.eta_s || 0), 0);
         const avg = done.length ? done.reduce((s, j) => s + j.result.elapsed_s, 0) / done.length : 0;
-        const queued = jobs.filter((j) => j.state === "queued").length;
-        const eta = (running + queued * avg) / slots;
-        document.getElementById("batch-eta").textContent = (queued || running) ? "batch ETA " + duration(eta) : "";
+        const queued = status.queued || 0;
+        const eta = (left + queued * avg) / slots;
+        document.getElementById("batch-eta").textContent = (queued || left) ? "batch ETA " + duration(eta) : "";
       } catch (e) { showError(e); }
     };
-    refresh();
-    setInterval(refresh, 1000);
+    every(1000);
     await setupEnqueue();
   }
 
@@ -173,7 +185,7 @@ const videofarm = (() => {
       } catch (e) { showError(e); }
     };
     refresh();
-    setInterval(refresh, 2000);
+    every(2000);
   }
 
   return { overview, jobPage };

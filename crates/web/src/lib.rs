@@ -250,7 +250,15 @@ async fn workers(
 #[derive(Deserialize)]
 struct JobsQuery {
     state: Option<String>,
+    /// A page: at most `limit` jobs (default and most [`MAX_PAGE`]) after `offset`.
+    limit: Option<u32>,
+    offset: Option<u32>,
+    /// `newest`: the most recently finished first.
+    order: Option<String>,
 }
+
+/// The most jobs one request lists.
+const MAX_PAGE: u32 = 1000;
 
 async fn jobs(
     State(state): State<AppState>,
@@ -263,6 +271,16 @@ async fn jobs(
                 .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?,
         ),
     };
+    let newest_first = match q.order.as_deref() {
+        None | Some("") | Some("oldest") => false,
+        Some("newest") => true,
+        Some(other) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("order must be oldest or newest, not {other:?}"),
+            ))
+        }
+    };
     Ok(Json(
         state
             .queue
@@ -270,6 +288,9 @@ async fn jobs(
                 state: wanted,
                 ids: None,
                 chunks: false,
+                limit: Some(q.limit.unwrap_or(MAX_PAGE).min(MAX_PAGE)),
+                offset: q.offset.unwrap_or(0),
+                newest_first,
             })
             .await?,
     ))
@@ -286,6 +307,7 @@ async fn job(
             state: None,
             ids: Some(vec![id.clone()]),
             chunks: false,
+            ..Default::default()
         })
         .await?
         .into_iter()

@@ -19,6 +19,7 @@ pub async fn cancel(settings: &Settings, args: CancelArgs) -> anyhow::Result<Exi
             state: None,
             ids: Some(ids.clone()),
             chunks: false,
+            ..Default::default()
         })
         .await?
         .into_iter()

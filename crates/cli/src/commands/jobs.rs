@@ -14,6 +14,9 @@ pub async fn jobs(settings: &Settings, args: JobsArgs) -> anyhow::Result<ExitSta
             state: args.state,
             ids: None,
             chunks: args.all,
+            limit: args.limit,
+            offset: args.offset,
+            newest_first: args.newest,
         })
         .await?;
     if args.json {

@@ -144,6 +144,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
         state: None,
         ids: Some(ids.clone()),
         chunks: false,
+        ..Default::default()
     };
     let mut finished: HashMap<JobId, JobRecord> = HashMap::new();
     let mut check = tokio::time::interval(Duration::from_millis(500));
