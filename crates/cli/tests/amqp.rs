@@ -406,7 +406,7 @@ fn run_rides_out_a_broker_outage_and_finishes_its_batch() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let out = run.wait_with_output().unwrap();
-    let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+    let records: Vec<serde_json::Value> = run_results(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&out.stdout), text(&out.stderr)));
     assert_eq!(
         out.status.code(),

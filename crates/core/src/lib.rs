@@ -19,6 +19,7 @@ pub mod confine;
 pub mod event;
 pub mod identity;
 pub mod job;
+pub mod listing;
 pub mod pathser;
 pub mod plan;
 pub mod profile;

@@ -86,8 +86,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_ms  INTEGER,
     finished_ms INTEGER
 );
-CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+DROP INDEX IF EXISTS jobs_parent;
+CREATE INDEX IF NOT EXISTS jobs_chunks ON jobs (parent) WHERE parent IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_listing ON jobs (state, parent);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (state, finished_ms);
+CREATE INDEX IF NOT EXISTS jobs_retrying ON jobs (not_before) WHERE state = 'queued';
 CREATE TABLE IF NOT EXISTS attempts (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id      TEXT NOT NULL,
@@ -104,6 +107,13 @@ CREATE TABLE IF NOT EXISTS meta (
     value INTEGER NOT NULL
 );
 ";
+
+/// Ids are text in the records, as are the chunks' `parent`; rows are made in queue order.
+const LISTING: videofarm_core::listing::Listing = videofarm_core::listing::Listing {
+    parent_as_id: "c.parent",
+    id_as_parent: "j.id",
+    queue_order: "j.rowid",
+};
 
 /// The local copy of the records.
 pub struct RecordStore {
@@ -191,24 +201,18 @@ impl RecordStore {
         let conn = self.lock();
         // A split tape is one job: its chunks are not counted, and while any of them encodes
         // the tape counts as running.
-        let mut stmt = conn.prepare_cached(
-            "SELECT CASE WHEN j.state = 'queued' AND EXISTS (SELECT 1 FROM jobs c
-                        WHERE c.parent = j.id AND c.state = 'running')
-                     THEN 'running' ELSE j.state END AS shown, count(*)
-             FROM jobs j WHERE j.parent IS NULL GROUP BY shown",
-        )?;
         let mut counts = Counts::default();
-        let rows = stmt.query_map([], |r| Ok((state(r, "shown")?, r.get::<_, i64>(1)?)))?;
+        let mut stmt = conn.prepare_cached(LISTING.count_by_state())?;
+        let rows = stmt.query_map([], |r| Ok((state(r, "state")?, r.get::<_, i64>(1)?)))?;
         for row in rows {
             let (state, n) = row?;
             counts.add(state, n as u64);
         }
-        counts.retrying = conn.query_row(
-            "SELECT count(*) FROM jobs j WHERE state = 'queued' AND not_before > ?1 AND parent IS NULL
-               AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent = j.id)",
-            [now],
-            |r| r.get::<_, i64>(0),
-        )? as u64;
+        let busy: i64 = conn.query_row(&LISTING.count_busy_tapes(), [], |r| r.get(0))?;
+        counts.queued -= busy as u64;
+        counts.running += busy as u64;
+        counts.retrying =
+            conn.query_row(&LISTING.count_retrying(), [now], |r| r.get::<_, i64>(0))? as u64;
         Ok(counts)
     }
 
@@ -220,33 +224,10 @@ impl RecordStore {
             .map(|ids| serde_json::to_string(&ids.iter().map(|i| &i.0).collect::<Vec<_>>()))
             .transpose()
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        // A tape waiting for its chunks is running while any of them is: the state shown is
-        // computed here, so filters and pages apply to it.
-        let order = if filter.newest_first {
-            "coalesce(j.finished_ms, j.created_ms) DESC, j.id DESC"
-        } else {
-            "j.created_ms, j.id"
-        };
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT * FROM (SELECT j.*, CASE WHEN j.state = 'queued' AND EXISTS (SELECT 1 FROM jobs c
-                    WHERE c.parent = j.id AND c.state = 'running')
-                 THEN 'running' ELSE j.state END AS shown
-               FROM jobs j
-               WHERE (?2 IS NULL OR j.id IN (SELECT value FROM json_each(?2)))
-                 AND (?3 OR j.parent IS NULL)
-               ORDER BY {order})
-             WHERE ?1 IS NULL OR shown = ?1
-             LIMIT ?4 OFFSET ?5"
-        ))?;
+        let mut stmt = conn.prepare_cached(&LISTING.select(filter))?;
         let records: Vec<JobRecord> = stmt
             .query_map(
-                params![
-                    filter.state.map(|s| s.as_str()),
-                    ids,
-                    filter.chunks,
-                    filter.limit.map_or(-1, i64::from),
-                    filter.offset
-                ],
+                params![ids, filter.limit.map_or(-1, i64::from), filter.offset],
                 |r| {
                     let mut record = self.read(r)?;
                     record.state = state(r, "shown")?;

@@ -2,6 +2,13 @@
 
 use super::*;
 
+/// The embedded queue's ids are numbers; chunks name their tape's id as text.
+const LISTING: videofarm_core::listing::Listing = videofarm_core::listing::Listing {
+    parent_as_id: "CAST(c.parent AS INTEGER)",
+    id_as_parent: "CAST(j.id AS TEXT)",
+    queue_order: "j.id",
+};
+
 #[async_trait]
 impl Queue for SqliteQueue {
     async fn enqueue(&self, spec: JobSpec, force: bool) -> Result<Enqueued, QueueError> {
@@ -286,30 +293,24 @@ impl Records for SqliteQueue {
             reap(conn, ctx)?;
             // A split tape is one job: its chunks are not counted, and while any of them
             // encodes the tape counts as running (not as waiting or retrying).
-            let mut stmt = conn
-                .prepare(
-                    "SELECT CASE WHEN j.state = 'queued' AND EXISTS (SELECT 1 FROM jobs c
-                                WHERE c.parent = CAST(j.id AS TEXT) AND c.state = 'running')
-                             THEN 'running' ELSE j.state END AS shown, count(*)
-                     FROM jobs j WHERE j.parent IS NULL GROUP BY shown",
-                )
-                .map_err(|e| ctx.err(e))?;
             let mut counts = Counts::default();
+            let mut stmt = conn
+                .prepare_cached(LISTING.count_by_state())
+                .map_err(|e| ctx.err(e))?;
             let rows = stmt
-                .query_map([], |r| Ok((read_state(r, "shown")?, r.get::<_, i64>(1)?)))
+                .query_map([], |r| Ok((read_state(r, "state")?, r.get::<_, i64>(1)?)))
                 .map_err(|e| ctx.err(e))?;
             for row in rows {
                 let (state, n) = row.map_err(|e| ctx.err(e))?;
                 counts.add(state, n as u64);
             }
+            let busy: i64 = conn
+                .query_row(&LISTING.count_busy_tapes(), [], |r| r.get(0))
+                .map_err(|e| ctx.err(e))?;
+            counts.queued -= busy as u64;
+            counts.running += busy as u64;
             counts.retrying = conn
-                .query_row(
-                    "SELECT count(*) FROM jobs j WHERE state = 'queued' AND not_before > ?1
-                       AND parent IS NULL
-                       AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent = CAST(j.id AS TEXT))",
-                    [ctx.now],
-                    |r| r.get::<_, i64>(0),
-                )
+                .query_row(&LISTING.count_retrying(), [ctx.now], |r| r.get::<_, i64>(0))
                 .map_err(|e| ctx.err(e))? as u64;
             Ok(counts)
         })
@@ -323,41 +324,19 @@ impl Records for SqliteQueue {
             // Ids travel as one JSON array so a batch of thousands is still one indexed query.
             let ids = filter
                 .ids
+                .as_ref()
                 .map(|ids| {
                     let rows: Vec<i64> = ids.iter().filter_map(|id| id.0.parse().ok()).collect();
                     serde_json::to_string(&rows)
                 })
                 .transpose()
                 .map_err(|e| ctx.err(e))?;
-            // A tape waiting for its chunks is running while any of them is: the state shown
-            // is computed here, so filters and pages apply to it.
-            let order = if filter.newest_first {
-                "coalesce(j.finished_ms, j.created_ms) DESC, j.id DESC"
-            } else {
-                "j.id"
-            };
             let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT * FROM (SELECT j.*, CASE WHEN j.state = 'queued' AND EXISTS (SELECT 1 FROM jobs c
-                            WHERE c.parent = CAST(j.id AS TEXT) AND c.state = 'running')
-                         THEN 'running' ELSE j.state END AS shown
-                       FROM jobs j
-                       WHERE (?2 IS NULL OR j.id IN (SELECT value FROM json_each(?2)))
-                         AND (?3 OR j.parent IS NULL)
-                       ORDER BY {order})
-                     WHERE ?1 IS NULL OR shown = ?1
-                     LIMIT ?4 OFFSET ?5"
-                ))
+                .prepare_cached(&LISTING.select(&filter))
                 .map_err(|e| ctx.err(e))?;
             let records: Vec<JobRecord> = stmt
                 .query_map(
-                    params![
-                        filter.state.map(|s| s.as_str()),
-                        ids,
-                        filter.chunks,
-                        filter.limit.map_or(-1, i64::from),
-                        filter.offset
-                    ],
+                    params![ids, filter.limit.map_or(-1, i64::from), filter.offset],
                     |row| {
                         let mut record = read_record(row)?;
                         record.state = read_state(row, "shown")?;

@@ -63,6 +63,13 @@ CREATE INDEX jobs_parent ON jobs (parent) WHERE parent IS NOT NULL;
 /// Attempts lost with their worker, counted apart from failed ones.
 const V3: &str = "ALTER TABLE jobs ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;";
 
+/// Listing and counting a large library by state (jobs in queue order within a state).
+const V4: &str = "
+CREATE INDEX jobs_state ON jobs (state, parent);
+CREATE INDEX jobs_finished ON jobs (state, finished_ms);
+CREATE INDEX jobs_retrying ON jobs (not_before) WHERE state = 'queued';
+";
+
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -80,6 +87,10 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if version < 3 {
         tx.execute_batch(V3)?;
         tx.pragma_update(None, "user_version", 3)?;
+    }
+    if version < 4 {
+        tx.execute_batch(V4)?;
+        tx.pragma_update(None, "user_version", 4)?;
     }
     tx.commit()
 }
