@@ -60,6 +60,9 @@ pub struct ConfigFile {
     pub split: Option<videofarm_core::Split>,
     /// What decoder errors in an input make of its job: "warn" (the default) or "fail".
     pub decode_errors: Option<String>,
+    /// Decode every output whole before it may appear (about an eighth of an SD encode).
+    #[serde(default)]
+    pub decode_check: bool,
     /// Attempts lost with their worker before a job fails (default: twice max_attempts, at
     /// least 6).
     pub max_lost_attempts: Option<u32>,
@@ -118,6 +121,7 @@ pub struct Settings {
     pub split: videofarm_core::Split,
     /// Fail jobs whose input made the decoder report errors (else: warn).
     pub fail_on_damage: bool,
+    pub decode_check: bool,
     /// Encodes at once when no flag says.
     pub workers: u32,
     pub queue: QueueSettings,
@@ -256,6 +260,7 @@ impl Settings {
                     )))
                 }
             },
+            decode_check: file.decode_check,
             workers: file.workers.unwrap_or_else(default_workers),
             queue: QueueSettings {
                 lease,

@@ -464,3 +464,63 @@ fn without_a_terminal_run_says_how_each_file_ended_by_its_name() {
     let said = text(&out.stderr);
     assert!(said.contains("wedding 1994.mpg: done in"), "{said}");
 }
+
+/// An output that ffprobe reads as whole (header, streams, duration) but that is broken inside
+/// passes the usual checks; `decode_check = true` decodes it all and refuses it. The "ffmpeg"
+/// here is a wrapper that runs the real one, then spoils the middle of what it wrote.
+#[test]
+fn decode_check_refuses_an_output_broken_inside() {
+    let farm = Farm::new();
+    clip(&farm.input.join("tape.mpg"), 3);
+    let wrapper = farm.root().join("spoiling-ffmpeg");
+    std::fs::write(
+        &wrapper,
+        format!(
+            r#"#!/usr/bin/env python3
+import os, subprocess, sys
+args = sys.argv[1:]
+code = subprocess.call([{real:?}] + args, close_fds=False)
+if code == 0 and "-progress" in args:
+    out = args[-1][len("file:"):] if args[-1].startswith("file:") else args[-1]
+    size = os.path.getsize(out)
+    with open(out, "r+b") as f:
+        f.seek(size // 2)
+        f.write(b"\xff" * 8192)
+sys.exit(code)
+"#,
+            real = which("ffmpeg")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let config = |check: bool| {
+        std::fs::write(
+            &farm.config,
+            format!("ffmpeg = {wrapper:?}\ndecode_check = {check}\n{TEST_CONFIG}"),
+        )
+        .unwrap();
+    };
+
+    // Without the check the spoiled file is published: its header and duration are right.
+    config(false);
+    let (code, records) = run_json(&farm, &[]);
+    assert_eq!(code, 0, "{records:?}");
+    std::fs::remove_file(farm.out.join("tape.mkv")).unwrap();
+
+    config(true);
+    let (code, records) = run_json(&farm, &["--force"]);
+    assert_eq!(code, 1, "{records:?}");
+    let error = records[0]["error"].as_str().unwrap();
+    assert!(error.contains("does not decode cleanly"), "{error}");
+    assert!(!farm.out.join("tape.mkv").exists(), "nothing published");
+
+    // A sound output passes the check.
+    std::fs::write(&farm.config, format!("decode_check = true\n{TEST_CONFIG}")).unwrap();
+    let (code, records) = run_json(&farm, &["--force"]);
+    assert_eq!(code, 0, "{records:?}");
+    assert!(farm.out.join("tape.mkv").is_file());
+}

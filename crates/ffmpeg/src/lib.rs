@@ -28,7 +28,9 @@ pub mod tools;
 mod tools_sys;
 
 pub use encode::{encode, EncodeError, EncodeRequest};
-pub use probe::{probe, probe_output, verify_output, MediaInfo, ProbeError, StreamInfo};
+pub use probe::{
+    decode_check, probe, probe_output, verify_output, MediaInfo, ProbeError, StreamInfo,
+};
 pub use tools::{Tools, ToolsError};
 
 use std::ffi::OsString;

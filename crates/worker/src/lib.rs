@@ -55,6 +55,8 @@ pub struct WorkerSettings {
     pub split_poll: Duration,
     /// Fail a job whose input made the decoder report errors, instead of warning about it.
     pub fail_on_damage: bool,
+    /// Decode every output whole before it may appear (`decode_check = true`).
+    pub decode_check: bool,
 }
 
 /// A worker process's job-running part: `concurrency` slots sharing one queue.

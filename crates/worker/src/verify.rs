@@ -8,7 +8,7 @@ use crate::paths::Confined;
 use crate::publish::TempOutput;
 use std::time::Instant;
 use videofarm_core::{Failure, SuccessReport};
-use videofarm_ffmpeg::{probe, probe_output, verify_output, ProbeError};
+use videofarm_ffmpeg::{decode_check, probe, probe_output, verify_output, ProbeError};
 
 impl Attempt {
     #[allow(clippy::too_many_arguments)]
@@ -53,6 +53,18 @@ impl Attempt {
                 ),
                 "",
             ));
+        }
+        if self.settings.decode_check && !matches!(check, Check::Chunk { .. }) {
+            // A tape is decoded once, joined; its chunks are checked by frame count.
+            if let Err(e) = decode_check(&self.settings.tools, &temp.io_path()).await {
+                return End::Failed(Failure::retryable(
+                    format!(
+                        "{}: the encoded file does not decode cleanly ({e})",
+                        spec.input.display()
+                    ),
+                    "",
+                ));
+            }
         }
         let output_size = std::fs::metadata(temp.io_path())
             .map(|m| m.len())

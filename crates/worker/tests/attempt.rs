@@ -64,6 +64,7 @@ impl Bench {
             max_attempts: 3,
             split_poll: Duration::from_millis(200),
             fail_on_damage: false,
+            decode_check: false,
         };
         Worker::new(self.queue.clone(), settings)
     }

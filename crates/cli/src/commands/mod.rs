@@ -45,6 +45,7 @@ pub fn worker_settings(settings: &Settings, tools: Tools, info: WorkerInfo) -> W
         // A look at a tape's chunks is a lease and a put-back: cheap, so often.
         split_poll: std::time::Duration::from_millis(500).min(settings.queue.lease / 4),
         fail_on_damage: settings.fail_on_damage,
+        decode_check: settings.decode_check,
     }
 }
 
