@@ -524,3 +524,42 @@ sys.exit(code)
     assert_eq!(code, 0, "{records:?}");
     assert!(farm.out.join("tape.mkv").is_file());
 }
+
+/// The quality check: a profile with `min_ssim` records the SSIM of each output against its
+/// source (sampled segments) and fails an output below it.
+#[test]
+fn a_profile_with_min_ssim_records_the_score_and_refuses_a_poor_encode() {
+    let farm = Farm::with_config(
+        r#"
+[profiles.sharp]
+extension = "mkv"
+args = ["-map", "0", "-c", "copy", "-c:v", "libx264", "-crf", "17"]
+video_codec = "h264"
+min_ssim = 0.95
+
+[profiles.mush]
+extension = "mkv"
+args = ["-map", "0", "-c", "copy", "-c:v", "libx264", "-crf", "51", "-preset", "ultrafast"]
+video_codec = "h264"
+min_ssim = 0.99
+"#,
+    );
+    clip(&farm.input.join("tape.mpg"), 3);
+    let (code, records) = run_json(&farm, &["--profile", "sharp"]);
+    assert_eq!(code, 0, "{records:?}");
+    let ssim = records[0]["result"]["ssim"].as_f64().unwrap();
+    assert!((0.95..=1.0).contains(&ssim), "{ssim}");
+
+    let mush = farm.root().join("mush");
+    let mut cmd = farm.cmd(["run", "--json", "--profile", "mush", "--out"]);
+    let out = cmd.arg(&mush).arg(&farm.input).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let records = run_results(&out.stdout).unwrap();
+    let error = records[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("the quality check failed: SSIM 0."),
+        "{error}"
+    );
+    assert_eq!(records[0]["attempts"], 1, "a poor profile is not retried");
+    assert!(!mush.join("tape.mkv").exists(), "nothing published");
+}

@@ -243,6 +243,10 @@ pub struct SuccessReport {
     /// tape may be worth capturing again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The quality check's score: SSIM of the output against its source on sampled segments
+    /// (1.0 is identical), for profiles with `min_ssim`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssim: Option<f64>,
 }
 
 impl SuccessReport {

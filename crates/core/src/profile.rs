@@ -46,6 +46,10 @@ pub struct Profile {
     /// split (the safe default for profiles written by hand).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<SplitArgs>,
+    /// The quality check: an output whose SSIM against its source, on a few sampled segments,
+    /// is below this fails (the score is recorded on every job of a profile that has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ssim: Option<f64>,
 }
 
 /// A profile's recipe for split encoding: the first video stream is encoded in chunks with
@@ -115,6 +119,7 @@ fn args(list: &[&str]) -> Vec<String> {
 pub fn builtins() -> Vec<Profile> {
     vec![
         Profile {
+            min_ssim: None,
             name: "archive".into(),
             description: "The old farm's settings: libx264 CRF 17, every stream kept, audio and subtitles copied, Matroska".into(),
             extension: "mkv".into(),
@@ -125,6 +130,7 @@ pub fn builtins() -> Vec<Profile> {
             split: split_video("", 1, &["-c:v", "libx264", "-crf", "17"], copy_other_streams()),
         },
         Profile {
+            min_ssim: None,
             name: "vhs".into(),
             description: "Interlaced SD captures: bwdif deinterlace to full field rate, libx264 CRF 18, audio to AAC, Matroska".into(),
             extension: "mkv".into(),
@@ -146,6 +152,7 @@ pub fn builtins() -> Vec<Profile> {
             ),
         },
         Profile {
+            min_ssim: None,
             name: "web".into(),
             description: "H.264 + AAC in MP4 with faststart, for browsers and phones".into(),
             extension: "mp4".into(),
@@ -165,6 +172,7 @@ pub fn builtins() -> Vec<Profile> {
             ),
         },
         Profile {
+            min_ssim: None,
             name: "hevc".into(),
             description: "HEVC (libx265 CRF 22), every stream kept, Matroska".into(),
             extension: "mkv".into(),
@@ -175,6 +183,7 @@ pub fn builtins() -> Vec<Profile> {
             split: split_video("", 1, &["-c:v", "libx265", "-crf", "22", "-preset", "medium"], copy_other_streams()),
         },
         Profile {
+            min_ssim: None,
             name: "av1".into(),
             description: "AV1 (libsvtav1 CRF 30, preset 8), every stream kept, Matroska".into(),
             extension: "mkv".into(),
@@ -284,6 +293,11 @@ fn validate(p: &Profile) -> Result<(), ProfileError> {
                 "args must not name a file ('{path}' would be a second output that videofarm neither verifies nor cleans up): videofarm sets the output"
             )));
         }
+    }
+    if p.min_ssim.is_some_and(|m| !(0.0..=1.0).contains(&m)) {
+        return Err(invalid(
+            "min_ssim must be between 0 and 1 (0.95 is a good start)",
+        ));
     }
     if let Some(split) = &p.split {
         if split.frames_per_frame == 0 || split.frames_per_frame > 4 || split.context_frames > 50 {
@@ -410,6 +424,7 @@ mod tests {
         configured.insert(
             "evil".to_owned(),
             Profile {
+                min_ssim: None,
                 name: String::new(),
                 description: String::new(),
                 extension: "mkv".into(),

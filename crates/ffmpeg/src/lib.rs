@@ -23,6 +23,7 @@ pub mod matroska;
 pub mod packets;
 pub mod probe;
 pub mod progress;
+mod quality;
 pub mod tail;
 pub mod tools;
 mod tools_sys;
@@ -31,6 +32,7 @@ pub use encode::{encode, EncodeError, EncodeRequest};
 pub use probe::{
     decode_check, probe, probe_output, verify_output, MediaInfo, ProbeError, StreamInfo,
 };
+pub use quality::sampled_ssim;
 pub use tools::{Tools, ToolsError};
 
 use std::ffi::OsString;

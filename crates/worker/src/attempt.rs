@@ -273,6 +273,7 @@ impl Attempt {
                 note: None,
                 warnings: Vec::new(),
                 frames: 0,
+                ssim: None,
             })
         };
         if spec.chunk.is_some() {

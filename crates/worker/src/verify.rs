@@ -8,7 +8,9 @@ use crate::paths::Confined;
 use crate::publish::TempOutput;
 use std::time::Instant;
 use videofarm_core::{Failure, SuccessReport};
-use videofarm_ffmpeg::{decode_check, probe, probe_output, verify_output, ProbeError};
+use videofarm_ffmpeg::{
+    decode_check, probe, probe_output, sampled_ssim, verify_output, ProbeError,
+};
 
 impl Attempt {
     #[allow(clippy::too_many_arguments)]
@@ -66,6 +68,30 @@ impl Attempt {
                 ));
             }
         }
+        let ssim = match (profile.min_ssim, check) {
+            (Some(min), Check::Whole | Check::Join { .. }) => {
+                // On a joined tape this compares across the seams, where a split could hurt.
+                let duration = output_info.duration_s.unwrap_or(0.0);
+                match sampled_ssim(&self.settings.tools, &place.input_io(), &temp.io_path(), duration)
+                    .await
+                {
+                    Ok(score) if score >= min => Some(score),
+                    Ok(score) => {
+                        return End::Failed(Failure::permanent(format!(
+                            "{}: the quality check failed: SSIM {score:.4} against the source, below the profile's min_ssim {min}",
+                            spec.input.display()
+                        )))
+                    }
+                    Err(why) => {
+                        return End::Failed(Failure::retryable(
+                            format!("{}: the quality check could not run: {why}", spec.input.display()),
+                            "",
+                        ))
+                    }
+                }
+            }
+            _ => None,
+        };
         let output_size = std::fs::metadata(temp.io_path())
             .map(|m| m.len())
             .unwrap_or(0);
@@ -114,6 +140,7 @@ impl Attempt {
             note: note.clone(),
             warnings,
             frames: 0,
+            ssim,
         })
     }
 
