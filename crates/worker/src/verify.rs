@@ -115,6 +115,8 @@ impl Attempt {
         if let Err(failure) = temp.publish(&place.output_io(), &spec.output, spec.overwrite) {
             return End::Failed(failure);
         }
+        // Every rename, logged: how a soak proves that no output was written twice.
+        tracing::info!(output = %spec.output.display(), "published");
         if let Check::Join { work, .. } = check {
             // The tape is in place: its chunks are no longer needed.
             if let Err(e) = std::fs::remove_dir_all(work) {
