@@ -203,6 +203,21 @@ async fn the_dashboard_shows_workers_progress_and_failures_and_retries_from_the_
     )
     .await;
 
+    // The chart of the last hours, drawn by the page, shows the job that finished.
+    client.goto(&url).await.unwrap();
+    eventually(
+        "the chart shows the finished job",
+        Duration::from_secs(10),
+        || async {
+            !texts(&client, "#chart rect.done").await.is_empty()
+                && texts(&client, "#chart-summary")
+                    .await
+                    .iter()
+                    .any(|t| t.starts_with("1 encoded"))
+        },
+    )
+    .await;
+
     client.close().await.unwrap();
     reap(driver);
     reap(server);

@@ -657,6 +657,36 @@ pub async fn jobs_are_listed_a_page_at_a_time(f: Fixture) {
     assert_eq!(inputs(queued), ["c.mpg", "d.mpg", "e.mpg"]);
 }
 
+/// The recent past, for the dashboard's chart: what finished when, and what waited.
+pub async fn the_timeline_counts_what_finished_and_what_waits(f: Fixture) {
+    let q = f.queue.as_ref();
+    let w = worker("w1");
+    for name in ["a", "b", "c"] {
+        q.enqueue(spec(name), false).await.unwrap();
+    }
+    let lease = q.lease(&w, WAIT).await.unwrap().unwrap();
+    let report = SuccessReport {
+        output_size: 4000,
+        duration_s: 60.0,
+        ..Default::default()
+    };
+    q.finish(&lease, Outcome::Succeeded(report)).await.unwrap();
+    let lease = q.lease(&w, WAIT).await.unwrap().unwrap();
+    q.finish(&lease, Outcome::Failed(Failure::permanent("no")))
+        .await
+        .unwrap();
+    let buckets = q.timeline(60_000, 3).await.unwrap();
+    assert_eq!(buckets.len(), 3);
+    let last = buckets.last().unwrap();
+    assert_eq!(
+        (last.succeeded, last.failed, last.bytes, last.waiting),
+        (1, 1, 4000, 1),
+        "{buckets:?}"
+    );
+    assert!((last.media_s - 60.0).abs() < 1e-9);
+    assert_eq!(buckets[0].succeeded + buckets[1].succeeded, 0);
+}
+
 /// Generate one `#[tokio::test]` per conformance case. `$open` is an async fn taking
 /// [`QueueSettings`] and returning a [`Fixture`].
 #[macro_export]
@@ -680,6 +710,7 @@ macro_rules! conformance_tests {
             workers_show_their_active_jobs_with_progress,
             records_list_every_job_with_its_attempts_and_exact_counts,
             jobs_are_listed_a_page_at_a_time,
+            the_timeline_counts_what_finished_and_what_waits,
         );
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {

@@ -7,6 +7,7 @@
 //! stays on the `(state, parent)` index, so a library of 100,000 jobs answers in milliseconds.
 
 use crate::job::{JobFilter, JobState};
+use serde::{Deserialize, Serialize};
 
 /// How one store's `jobs` table differs.
 pub struct Listing {
@@ -88,5 +89,108 @@ impl Listing {
                AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent = {})",
             self.id_as_parent
         )
+    }
+}
+
+/// The jobs a timeline needs: those not finished before ?1 and queued by ?2 (tapes only).
+/// Columns: created_ms, finished_ms, state, output size, media seconds.
+pub const TIMELINE_ROWS: &str = "SELECT created_ms, finished_ms, state,
+        json_extract(result, '$.output_size'), json_extract(result, '$.duration_s')
+     FROM jobs WHERE parent IS NULL AND (finished_ms IS NULL OR finished_ms >= ?1) AND created_ms <= ?2";
+
+/// One stretch of a farm's recent past, as the dashboard's chart draws it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Bucket {
+    /// Milliseconds since the epoch when the stretch starts.
+    pub start_ms: i64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Bytes written by the jobs that succeeded in it.
+    pub bytes: u64,
+    /// Seconds of media they encoded.
+    pub media_s: f64,
+    /// Jobs waiting or running at its end.
+    pub waiting: u64,
+}
+
+/// One row of [`TIMELINE_ROWS`].
+pub struct TimelineRow {
+    pub created_ms: i64,
+    pub finished_ms: Option<i64>,
+    pub state: JobState,
+    pub bytes: Option<u64>,
+    pub media_s: Option<f64>,
+}
+
+/// `count` stretches of `bucket_ms` each, ending at `end_ms`, from the rows of [`TIMELINE_ROWS`]
+/// (read with ?1 = the first stretch's start, ?2 = `end_ms`).
+pub fn timeline(
+    rows: impl IntoIterator<Item = TimelineRow>,
+    end_ms: i64,
+    bucket_ms: i64,
+    count: usize,
+) -> Vec<Bucket> {
+    let bucket_ms = bucket_ms.max(1);
+    let start = end_ms - bucket_ms * count as i64;
+    let mut buckets: Vec<Bucket> = (0..count)
+        .map(|i| Bucket {
+            start_ms: start + bucket_ms * i as i64,
+            ..Default::default()
+        })
+        .collect();
+    for row in rows {
+        // A stretch takes what finished from its start up to its end, the last one its end too.
+        if let Some(finished) = row.finished_ms.filter(|f| *f >= start && *f <= end_ms) {
+            let index = (((finished - start) / bucket_ms) as usize).min(count.saturating_sub(1));
+            let b = &mut buckets[index];
+            match row.state {
+                JobState::Succeeded => {
+                    b.succeeded += 1;
+                    b.bytes += row.bytes.unwrap_or(0);
+                    b.media_s += row.media_s.unwrap_or(0.0);
+                }
+                JobState::Failed => b.failed += 1,
+                _ => {}
+            }
+        }
+        // Waiting at the end of each stretch from its queueing until it finished.
+        for b in buckets.iter_mut() {
+            let at = b.start_ms + bucket_ms;
+            if row.created_ms <= at && row.finished_ms.is_none_or(|f| f > at) {
+                b.waiting += 1;
+            }
+        }
+    }
+    buckets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeline_counts_what_finished_in_each_stretch_and_what_waited_at_its_end() {
+        let row = |created_ms, finished_ms, state, bytes| TimelineRow {
+            created_ms,
+            finished_ms,
+            state,
+            bytes,
+            media_s: Some(10.0),
+        };
+        let rows = vec![
+            row(0, Some(150), JobState::Succeeded, Some(1000)),
+            row(0, Some(250), JobState::Failed, None),
+            row(0, None, JobState::Queued, None),
+            row(220, Some(290), JobState::Succeeded, Some(500)),
+        ];
+        let buckets = timeline(rows, 300, 100, 3);
+        let got: Vec<(i64, u64, u64, u64, u64)> = buckets
+            .iter()
+            .map(|b| (b.start_ms, b.succeeded, b.failed, b.bytes, b.waiting))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(0, 0, 0, 0, 3), (100, 1, 0, 1000, 2), (200, 1, 1, 500, 1)]
+        );
     }
 }

@@ -264,6 +264,14 @@ pub trait Records: Send + Sync {
     /// A job's attempts, oldest first.
     async fn history(&self, id: &JobId) -> Result<Vec<AttemptRecord>, QueueError>;
 
+    /// The farm's recent past: `count` stretches of `bucket_ms` ending now, with what finished
+    /// in each and how many jobs waited at its end.
+    async fn timeline(
+        &self,
+        bucket_ms: i64,
+        count: usize,
+    ) -> Result<Vec<crate::listing::Bucket>, QueueError>;
+
     /// The farm's lifecycle events as they happen, from every worker; `None` where the backend
     /// has no shared event stream (the embedded queue: only a process's own worker is seen).
     async fn subscribe_events(&self) -> Result<Option<Box<dyn EventFeed>>, QueueError> {

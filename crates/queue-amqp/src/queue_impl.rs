@@ -490,6 +490,17 @@ impl Records for AmqpQueue {
             .await
     }
 
+    async fn timeline(
+        &self,
+        bucket_ms: i64,
+        count: usize,
+    ) -> Result<Vec<videofarm_core::listing::Bucket>, QueueError> {
+        let now = self.inner.now();
+        self.inner
+            .read_records(move |store| store.timeline(now, bucket_ms, count))
+            .await
+    }
+
     async fn subscribe_events(&self) -> Result<Option<Box<dyn EventFeed>>, QueueError> {
         Ok(Some(Box::new(AmqpQueue::subscribe_events(self).await?)))
     }

@@ -12,6 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Mutex;
+use videofarm_core::listing::{timeline, Bucket, TimelineRow, TIMELINE_ROWS};
 use videofarm_core::{
     AttemptRecord, Counts, JobFilter, JobId, JobRecord, JobSpec, JobState, SuccessReport,
 };
@@ -236,6 +237,29 @@ impl RecordStore {
             )?
             .collect::<rusqlite::Result<_>>()?;
         Ok(records)
+    }
+
+    /// See [`videofarm_core::Records::timeline`].
+    pub fn timeline(
+        &self,
+        now: i64,
+        bucket_ms: i64,
+        count: usize,
+    ) -> rusqlite::Result<Vec<Bucket>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(TIMELINE_ROWS)?;
+        let rows: Vec<TimelineRow> = stmt
+            .query_map(params![now - bucket_ms * count as i64, now], |r| {
+                Ok(TimelineRow {
+                    created_ms: r.get(0)?,
+                    finished_ms: r.get(1)?,
+                    state: state(r, "state")?,
+                    bytes: r.get::<_, Option<i64>>(3)?.map(|b| b.max(0) as u64),
+                    media_s: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(timeline(rows, now, bucket_ms, count))
     }
 
     pub fn history(&self, id: &JobId) -> rusqlite::Result<Vec<AttemptRecord>> {

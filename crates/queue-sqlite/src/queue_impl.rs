@@ -2,6 +2,8 @@
 
 use super::*;
 
+use videofarm_core::listing::{timeline, Bucket, TimelineRow, TIMELINE_ROWS};
+
 /// The embedded queue's ids are numbers; chunks name their tape's id as text.
 const LISTING: videofarm_core::listing::Listing = videofarm_core::listing::Listing {
     parent_as_id: "CAST(c.parent AS INTEGER)",
@@ -346,6 +348,27 @@ impl Records for SqliteQueue {
                 .and_then(|rows| rows.collect())
                 .map_err(|e| ctx.err(e))?;
             Ok(records)
+        })
+        .await
+    }
+
+    async fn timeline(&self, bucket_ms: i64, count: usize) -> Result<Vec<Bucket>, QueueError> {
+        self.with(move |conn, ctx| {
+            let start = ctx.now - bucket_ms * count as i64;
+            let mut stmt = conn.prepare_cached(TIMELINE_ROWS).map_err(|e| ctx.err(e))?;
+            let rows: Vec<TimelineRow> = stmt
+                .query_map(params![start, ctx.now], |r| {
+                    Ok(TimelineRow {
+                        created_ms: r.get(0)?,
+                        finished_ms: r.get(1)?,
+                        state: read_state(r, "state")?,
+                        bytes: r.get::<_, Option<i64>>(3)?.map(|b| b.max(0) as u64),
+                        media_s: r.get(4)?,
+                    })
+                })
+                .and_then(|rows| rows.collect())
+                .map_err(|e| ctx.err(e))?;
+            Ok(timeline(rows, ctx.now, bucket_ms, count))
         })
         .await
     }

@@ -76,6 +76,48 @@ const videofarm = (() => {
     setTimeout(() => every(ms), ms);
   }
 
+  // The farm's last hours, drawn here: bars of jobs finished (failed on top) per stretch, and a
+  // line of the jobs waiting at the end of each (its own scale, on the right).
+  async function drawChart() {
+    const buckets = await api("/api/timeline?hours=6");
+    const svg = document.getElementById("chart");
+    const ns = "http://www.w3.org/2000/svg";
+    const shape = (tag, attrs, text) => {
+      const node = document.createElementNS(ns, tag);
+      for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+      if (text !== undefined) node.textContent = text;
+      return node;
+    };
+    const W = 720, H = 150, left = 34, right = 40, top = 8, bottom = 20;
+    const plotW = W - left - right, plotH = H - top - bottom, step = plotW / Math.max(1, buckets.length);
+    const most = Math.max(1, ...buckets.map((b) => b.succeeded + b.failed));
+    const deepest = Math.max(1, ...buckets.map((b) => b.waiting));
+    const y = (v, max) => top + plotH - (v / max) * plotH;
+    const parts = [shape("line", { class: "axis", x1: left, x2: W - right, y1: top + plotH, y2: top + plotH })];
+    buckets.forEach((b, i) => {
+      const x = left + i * step + 1, w = Math.max(1, step - 2);
+      const done = b.succeeded, failed = b.failed;
+      if (done) parts.push(shape("rect", { class: "done", x, width: w, y: y(done, most), height: plotH - (y(done, most) - top) }));
+      if (failed) parts.push(shape("rect", { class: "failed", x, width: w, y: y(done + failed, most), height: y(done, most) - y(done + failed, most) }));
+    });
+    const points = buckets.map((b, i) => (left + (i + 0.5) * step).toFixed(1) + "," + y(b.waiting, deepest).toFixed(1)).join(" ");
+    parts.push(shape("polyline", { class: "waiting", points }));
+    parts.push(shape("text", { x: 2, y: top + 8 }, String(most)), shape("text", { x: 2, y: top + plotH }, "0"));
+    parts.push(shape("text", { x: W - right + 4, y: top + 8 }, String(deepest) + " w"));
+    parts.push(shape("text", { x: left, y: H - 4 }, "6 h ago"), shape("text", { x: W - right - 20, y: H - 4 }, "now"));
+    svg.replaceChildren(...parts);
+    const finished = buckets.reduce((n, b) => n + b.succeeded, 0);
+    const bytes = buckets.reduce((n, b) => n + b.bytes, 0);
+    const media = buckets.reduce((n, b) => n + b.media_s, 0);
+    document.getElementById("chart-summary").textContent =
+      finished ? finished + " encoded, " + duration(media) + " of video, " + size(bytes) + " written" : "nothing encoded yet";
+  }
+
+  async function chartEvery(ms) {
+    try { await drawChart(); } catch (e) { showError(e); }
+    setTimeout(() => chartEvery(ms), ms);
+  }
+
   async function overview() {
     refresh = async () => {
       try {
@@ -129,6 +171,7 @@ const videofarm = (() => {
       } catch (e) { showError(e); }
     };
     every(1000);
+    chartEvery(30000);
     await setupEnqueue();
   }
 

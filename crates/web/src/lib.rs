@@ -92,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}", get(job))
         .route("/api/jobs/{id}/retry", post(retry))
         .route("/api/jobs/{id}/cancel", post(cancel))
+        .route("/api/timeline", get(timeline))
         .route("/api/profiles", get(profiles))
         .route("/api/browse", get(browse))
         .route("/metrics", get(metrics::metrics))
@@ -292,6 +293,27 @@ async fn jobs(
                 offset: q.offset.unwrap_or(0),
                 newest_first,
             })
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct TimelineQuery {
+    hours: Option<u32>,
+}
+
+/// The farm's recent past in 36 stretches: what finished in each, bytes and media time
+/// written, and how many jobs waited at its end (the dashboard's chart).
+async fn timeline(
+    State(state): State<AppState>,
+    Query(q): Query<TimelineQuery>,
+) -> ApiResult<Json<Vec<videofarm_core::listing::Bucket>>> {
+    let hours = i64::from(q.hours.unwrap_or(6).clamp(1, 168));
+    let count = 36;
+    Ok(Json(
+        state
+            .queue
+            .timeline(hours * 3_600_000 / count as i64, count)
             .await?,
     ))
 }

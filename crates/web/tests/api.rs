@@ -166,6 +166,24 @@ async fn read_endpoints_have_the_cli_shapes() {
     );
     let (status, _, _) = call(&api, "GET", "/api/jobs?state=nonsense", None, &[]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // A page at a time.
+    let (_, page, _) = call(&api, "GET", "/api/jobs?limit=1&offset=1", None, &[]).await;
+    assert_eq!(page.as_array().unwrap().len(), 1);
+    assert_eq!(page[0]["id"], jobs[1]["id"]);
+    let (status, _, _) = call(&api, "GET", "/api/jobs?order=sideways", None, &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // The chart's data: what finished in the last hours, in 36 stretches.
+    let (_, timeline, _) = call(&api, "GET", "/api/timeline?hours=1", None, &[]).await;
+    let stretches = timeline.as_array().unwrap();
+    assert_eq!(stretches.len(), 36);
+    let sum = |key: &str| {
+        stretches
+            .iter()
+            .map(|b| b[key].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!((sum("succeeded"), sum("failed"), sum("bytes")), (1, 1, 400));
+    assert_eq!(stretches[35]["waiting"], 1, "the running job");
 
     let (status, one, _) = call(&api, "GET", "/api/jobs/1", None, &[]).await;
     assert_eq!(status, StatusCode::OK);
