@@ -485,3 +485,45 @@ fn a_file_cancelled_while_waiting_can_be_queued_again() {
     );
     reap(worker);
 }
+
+/// `events` follows the farm again after the broker went away, instead of exiting.
+#[test]
+fn events_follows_again_after_the_broker_comes_back() {
+    let relay = Relay::new(true);
+    let farm = Farm::amqp_at(&relay.url(), "");
+    let events_log = farm.root().join("events.jsonl");
+    let mut tail = farm
+        .cmd(["events", "--json"])
+        .stdout(std::fs::File::create(&events_log).unwrap())
+        .stderr(std::fs::File::create(farm.log_path("events")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("events is following", Duration::from_secs(10), || {
+        farm.log("events").contains("following events")
+    });
+    relay.down();
+    std::thread::sleep(Duration::from_secs(2));
+    relay.up();
+    assert!(
+        tail.try_wait().unwrap().is_none(),
+        "events exited: {}",
+        farm.log("events")
+    );
+    wait_until("events follows again", Duration::from_secs(20), || {
+        farm.log("events").contains("following events again")
+    });
+    clip(&farm.input.join("after.mpg"), 1);
+    let ids = farm.enqueue(&[&farm.input.join("after.mpg")], "archive");
+    wait_until(
+        "the job queued after the outage is shown",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(&events_log)
+                .unwrap_or_default()
+                .contains(&ids[0])
+        },
+    );
+    signal(tail.id(), "TERM");
+    let status = tail.wait().unwrap();
+    assert!(status.success(), "events ends cleanly on SIGTERM: {status}");
+}
