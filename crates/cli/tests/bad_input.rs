@@ -271,6 +271,9 @@ fn damage_inside_an_input_is_reported_and_can_fail_the_job() {
         warnings.contains("errors while reading the input"),
         "{records:#?}"
     );
+    // `jobs` says so too.
+    let listing = text(&farm.run(["jobs"]).stdout);
+    assert!(listing.contains("damaged: ffmpeg reported"), "{listing}");
 
     let strict = Farm::with_config("decode_errors = \"fail\"");
     make(&strict);

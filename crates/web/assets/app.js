@@ -214,6 +214,9 @@ const videofarm = (() => {
         const rows = [["File", job.input], ["Output", job.output], ["Profile", job.profile], ["State", job.state],
           ["Attempts", job.attempts + " of " + job.max_attempts], ["Worker", job.worker || "-"], ["Reason", job.error || "-"]];
         if (job.result) rows.push(["Size in → out", size(job.result.input_size) + " → " + size(job.result.output_size)], ["Took", duration(job.result.elapsed_s)]);
+        if (job.result && job.result.ssim !== undefined && job.result.ssim !== null) rows.push(["Quality (SSIM)", job.result.ssim.toFixed(4)]);
+        for (const w of (job.result && job.result.warnings) || []) rows.push(["Damaged input", w]);
+        if (job.result && job.result.note) rows.push(["Note", job.result.note]);
         document.getElementById("job").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
         const actions = [];
         if (job.state === "failed" || job.state === "cancelled") actions.push(action("Retry", "retry", "/api/jobs/" + encodeURIComponent(id) + "/retry"));

@@ -114,6 +114,7 @@ pub fn render(counts: &videofarm_core::Counts, workers: usize, jobs: &[JobRecord
     let mut speed: BTreeMap<String, Histogram> = BTreeMap::new();
     let mut bytes: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut failures: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut damaged: BTreeMap<String, u64> = BTreeMap::new();
     for job in jobs {
         let profile = label(&job.spec.profile);
         match (job.state, &job.result) {
@@ -127,6 +128,9 @@ pub fn render(counts: &videofarm_core::Counts, workers: usize, jobs: &[JobRecord
                         .entry(profile.clone())
                         .or_default()
                         .observe(SPEED_BUCKETS, r.duration_s / r.elapsed_s);
+                }
+                if !r.warnings.is_empty() {
+                    *damaged.entry(profile.clone()).or_default() += 1;
                 }
                 let entry = bytes.entry(profile).or_default();
                 entry.0 += r.input_size;
@@ -170,6 +174,10 @@ pub fn render(counts: &videofarm_core::Counts, workers: usize, jobs: &[JobRecord
     let _ = writeln!(out, "# HELP videofarm_failed_jobs Failed jobs by kind of reason.\n# TYPE videofarm_failed_jobs gauge");
     for (kind, n) in &failures {
         let _ = writeln!(out, "videofarm_failed_jobs{{reason=\"{kind}\"}} {n}");
+    }
+    let _ = writeln!(out, "# HELP videofarm_damaged_inputs Jobs that succeeded although the decoder reported errors in their input (the tape may be worth capturing again).\n# TYPE videofarm_damaged_inputs gauge");
+    for (profile, n) in &damaged {
+        let _ = writeln!(out, "videofarm_damaged_inputs{{profile=\"{profile}\"}} {n}");
     }
     out
 }

@@ -125,6 +125,7 @@ async fn read_endpoints_have_the_cli_shapes() {
             duration_s: 60.0,
             elapsed_s: 20.0,
             already_done: false,
+            warnings: vec!["ffmpeg reported 3 errors while reading the input".into()],
             ..Default::default()
         }),
     )
@@ -213,6 +214,7 @@ async fn read_endpoints_have_the_cli_shapes() {
         "videofarm_input_bytes_total{profile=\"archive\"} 1000",
         "videofarm_output_bytes_total{profile=\"archive\"} 400",
         "videofarm_failed_jobs{reason=\"empty\"} 1",
+        "videofarm_damaged_inputs{profile=\"archive\"} 1",
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }

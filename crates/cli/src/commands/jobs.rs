@@ -37,6 +37,9 @@ pub async fn jobs(settings: &Settings, args: JobsArgs) -> anyhow::Result<ExitSta
             shown(&job.spec.input),
             shown(&job.spec.output)
         );
+        for warning in job.result.iter().flat_map(|r| &r.warnings) {
+            println!("        damaged: {warning}");
+        }
         if let Some(error) = job
             .error
             .as_deref()
