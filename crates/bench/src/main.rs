@@ -82,6 +82,7 @@ fn spec(i: usize) -> JobSpec {
         parent: None,
         split: Default::default(),
         chunk: None,
+        require: Vec::new(),
     }
 }
 
@@ -92,6 +93,9 @@ fn worker(n: usize) -> WorkerInfo {
         host: "bench".into(),
         started_ms: 0,
         concurrency: 1,
+        profiles: None,
+        unable: Vec::new(),
+        tags: Vec::new(),
     }
 }
 

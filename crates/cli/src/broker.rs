@@ -129,5 +129,8 @@ pub fn worker_info(name: Option<&str>, concurrency: u32) -> WorkerInfo {
         host,
         started_ms: SystemClock.now_ms(),
         concurrency,
+        profiles: None,
+        unable: Vec::new(),
+        tags: Vec::new(),
     }
 }

@@ -86,6 +86,9 @@ pub struct QueueInputs {
     /// about 2 minutes), off, or a chunk length in seconds (default: config `split`, or auto).
     #[arg(long, value_name = "auto|off|SECONDS")]
     pub split: Option<videofarm_core::Split>,
+    /// Only workers with this tag (config `tags`) take these jobs; repeat for several.
+    #[arg(long = "require", value_name = "TAG", value_parser = parse_tag)]
+    pub require: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -138,6 +141,9 @@ pub struct WatchArgs {
     /// Split long inputs across workers: auto, off, or a chunk length in seconds.
     #[arg(long, value_name = "auto|off|SECONDS")]
     pub split: Option<videofarm_core::Split>,
+    /// Only workers with this tag take the jobs; repeat for several.
+    #[arg(long = "require", value_name = "TAG", value_parser = parse_tag)]
+    pub require: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -192,4 +198,8 @@ pub struct ServeArgs {
     /// Required on every request that changes something (default: `token` in the config).
     #[arg(long, env = "VIDEOFARM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+fn parse_tag(text: &str) -> Result<String, String> {
+    videofarm_core::job::check_tag(text).map(|()| text.to_owned())
 }

@@ -82,6 +82,9 @@ pub struct ConfigFile {
     pub amqp_consumer_timeout_secs: Option<f64>,
     /// `serve`: the token every changing request must carry.
     pub token: Option<String>,
+    /// What a worker on this machine says of it, for jobs queued with `--require TAG`.
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// On RabbitMQ: where this machine keeps its copy of the farm's records (read from the
     /// records stream). `history_file` is the name earlier versions gave it.
     #[serde(alias = "history_file")]
@@ -134,6 +137,7 @@ pub struct Settings {
     pub amqp_queue_expires: Option<Duration>,
     pub amqp_consumer_timeout: Option<Duration>,
     pub token: Option<String>,
+    pub tags: Vec<String>,
     pub records_file: Option<PathBuf>,
     pub paths: PathPolicy,
 }
@@ -290,6 +294,13 @@ impl Settings {
                 .map(|t| secs("amqp_consumer_timeout_secs", Some(t), 0.0))
                 .transpose()?,
             token: file.token.filter(|t| !t.is_empty()),
+            tags: {
+                for tag in &file.tags {
+                    videofarm_core::job::check_tag(tag)
+                        .map_err(|why| UsageError::new(format!("tags: {why}")))?;
+                }
+                file.tags
+            },
             records_file: file.records_file,
             paths: paths_policy(file.paths)?,
         })

@@ -39,6 +39,7 @@ pub fn spec(name: &str) -> JobSpec {
         parent: None,
         split: Default::default(),
         chunk: None,
+        require: Vec::new(),
     }
 }
 
@@ -49,6 +50,9 @@ pub fn worker(name: &str) -> WorkerInfo {
         host: "testhost".into(),
         started_ms: 0,
         concurrency: 1,
+        profiles: None,
+        unable: Vec::new(),
+        tags: Vec::new(),
     }
 }
 

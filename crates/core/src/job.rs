@@ -105,6 +105,25 @@ pub struct JobSpec {
     /// For a chunk job: the frames of the input it encodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk: Option<Chunk>,
+    /// Worker tags the job needs (`--require`): only a worker with all of them takes it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub require: Vec<String>,
+}
+
+/// Why `tag` cannot be a worker tag, or `Ok`: 1 to 64 letters, digits, '-', '_' or '.'.
+pub fn check_tag(tag: &str) -> Result<(), String> {
+    if tag.is_empty()
+        || tag.len() > 64
+        || !tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "{:?} is not a tag (1 to 64 letters, digits, '-', '_' or '.')",
+            truncate(tag, 80)
+        ));
+    }
+    Ok(())
 }
 
 impl JobSpec {
@@ -146,6 +165,15 @@ impl JobSpec {
         }
         if let Some(chunk) = &self.chunk {
             chunk.check()?;
+        }
+        if self.require.len() > 16 {
+            return Err(format!(
+                "the job requires {} tags (16 at most)",
+                self.require.len()
+            ));
+        }
+        for tag in &self.require {
+            check_tag(tag)?;
         }
         Ok(())
     }
@@ -343,6 +371,9 @@ pub struct JobRecord {
     pub created_ms: i64,
     pub started_ms: Option<i64>,
     pub finished_ms: Option<i64>,
+    /// For a waiting job no live worker can take: why it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 /// One attempt in a job's history.

@@ -146,6 +146,7 @@ pub fn spec(planned: &Planned, profile: &Profile, priority: i32, overwrite: bool
         parent: None,
         split: Default::default(),
         chunk: None,
+        require: Vec::new(),
     }
 }
 

@@ -115,6 +115,25 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// A hardware encoder's profile: every stream kept, the video through `video` (its upload filter
+/// and encoder). Never split: a chunk per GPU session costs more than it saves. Only workers
+/// whose trial encode works run it (see the worker's capability check).
+fn hardware(name: &str, description: &str, codec: &str, video: &[&str]) -> Profile {
+    let mut all = args(&["-max_muxing_queue_size", "1000", "-map", "0", "-c", "copy"]);
+    all.extend(args(video));
+    Profile {
+        min_ssim: None,
+        name: name.into(),
+        description: description.into(),
+        extension: "mkv".into(),
+        args: all,
+        video_codec: codec.into(),
+        audio: AudioKeep::All,
+        subtitles: SubtitleKeep::All,
+        split: None,
+    }
+}
+
 /// The profiles that ship with videofarm.
 pub fn builtins() -> Vec<Profile> {
     vec![
@@ -198,6 +217,22 @@ pub fn builtins() -> Vec<Profile> {
                 copy_other_streams(),
             ),
         },
+        hardware("h264-nvenc", "H.264 on an NVIDIA GPU (NVENC, constant quality 21), every stream kept, Matroska", "h264",
+            &["-c:v", "h264_nvenc", "-preset", "p5", "-rc", "vbr", "-cq", "21", "-b:v", "0"]),
+        hardware("hevc-nvenc", "HEVC on an NVIDIA GPU (NVENC, constant quality 23), every stream kept, Matroska", "hevc",
+            &["-c:v", "hevc_nvenc", "-preset", "p5", "-rc", "vbr", "-cq", "23", "-b:v", "0"]),
+        hardware("h264-vaapi", "H.264 on VAAPI (Intel or AMD, /dev/dri/renderD128, QP 20), every stream kept, Matroska", "h264",
+            &["-init_hw_device", "vaapi=va:/dev/dri/renderD128", "-filter_hw_device", "va",
+              "-vf", "format=nv12,hwupload", "-c:v", "h264_vaapi", "-qp", "20"]),
+        hardware("hevc-vaapi", "HEVC on VAAPI (Intel or AMD, /dev/dri/renderD128, QP 22), every stream kept, Matroska", "hevc",
+            &["-init_hw_device", "vaapi=va:/dev/dri/renderD128", "-filter_hw_device", "va",
+              "-vf", "format=nv12,hwupload", "-c:v", "hevc_vaapi", "-qp", "22"]),
+        hardware("h264-qsv", "H.264 on Intel Quick Sync (QSV, global quality 21), every stream kept, Matroska", "h264",
+            &["-init_hw_device", "qsv=hw", "-filter_hw_device", "hw",
+              "-vf", "format=nv12,hwupload=extra_hw_frames=64", "-c:v", "h264_qsv", "-global_quality", "21"]),
+        hardware("hevc-qsv", "HEVC on Intel Quick Sync (QSV, global quality 23), every stream kept, Matroska", "hevc",
+            &["-init_hw_device", "qsv=hw", "-filter_hw_device", "hw",
+              "-vf", "format=nv12,hwupload=extra_hw_frames=64", "-c:v", "hevc_qsv", "-global_quality", "23"]),
     ]
 }
 

@@ -90,6 +90,57 @@ pub struct WorkerInfo {
     pub started_ms: i64,
     /// How many jobs it runs at once.
     pub concurrency: u32,
+    /// The profiles it can run (found at its start); `None`: it did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profiles: Option<Vec<String>>,
+    /// The profiles it knows but cannot run here (an encoder or device missing): it never
+    /// takes their jobs. A profile it does not know at all it takes, and fails the job, saying
+    /// which profiles it knows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unable: Vec<String>,
+    /// What its operator says of the machine (`tags` in its config), for jobs that `--require`
+    /// them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+/// True when a worker that cannot run the profiles `unable` and has `tags` takes `spec`.
+fn runs(unable: &[String], tags: &[String], spec: &JobSpec) -> bool {
+    !unable.contains(&spec.profile) && spec.require.iter().all(|t| tags.contains(t))
+}
+
+impl WorkerInfo {
+    /// True when this worker can take `spec`.
+    pub fn can_run(&self, spec: &JobSpec) -> bool {
+        runs(&self.unable, &self.tags, spec)
+    }
+}
+
+impl WorkerStatus {
+    /// True when this worker can take `spec`.
+    pub fn can_run(&self, spec: &JobSpec) -> bool {
+        runs(&self.unable, &self.tags, spec)
+    }
+}
+
+/// Mark each waiting job that no live worker can take with why it waits ("waiting for a worker
+/// that can run profile X"); with no live worker at all, nothing is said (any worker may come).
+pub fn mark_waiting(records: &mut [JobRecord], workers: &[WorkerStatus]) {
+    if workers.is_empty() {
+        return;
+    }
+    for record in records.iter_mut().filter(|r| r.state == JobState::Queued) {
+        if !workers.iter().any(|w| w.can_run(&record.spec)) {
+            let mut why = format!(
+                "waiting for a worker that can run profile {}",
+                record.spec.profile
+            );
+            if !record.spec.require.is_empty() {
+                why.push_str(&format!(" with tags {}", record.spec.require.join(", ")));
+            }
+            record.waiting_for = Some(why);
+        }
+    }
 }
 
 /// A job held by a worker.
@@ -162,6 +213,13 @@ pub struct WorkerStatus {
     pub started: String,
     pub concurrency: u32,
     pub active: Vec<ActiveJob>,
+    /// The profiles it can run (`None`: it did not say), those it cannot, and its tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profiles: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unable: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -96,6 +96,9 @@ pub(crate) async fn spawn_responder(
                             started: rfc3339(me.started_ms),
                             concurrency: me.concurrency,
                             active: inner.active(),
+                            profiles: me.profiles,
+                            unable: me.unable,
+                            tags: me.tags,
                         },
                     }
                 }

@@ -5,6 +5,17 @@
 use super::*;
 use records::Fact;
 
+/// How long a job a worker cannot run stays in the retry queue before it is offered again: 1 to
+/// 4 s, different each time, so that several such jobs do not come back in step and meet the
+/// same workers again and again.
+fn cannot_run_wait_ms() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    1000 + u64::from(nanos % 3000)
+}
+
 #[async_trait]
 impl Queue for AmqpQueue {
     async fn enqueue(&self, spec: JobSpec, force: bool) -> Result<Enqueued, QueueError> {
@@ -192,6 +203,19 @@ impl Queue for AmqpQueue {
             };
             if parent_cancelled || inner.is_cancelled(&env.id, env.created_ms).await? {
                 tracing::info!(job = %env.id, "dropped a cancelled job");
+                delivery
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map_err(backend)?;
+                continue;
+            }
+            if !worker.can_run(&env.spec) {
+                // No queue per capability yet: back through the retry queue, for a worker that
+                // can run it, without an attempt counted or recorded.
+                let props = persistent().with_expiration(cannot_run_wait_ms().to_string().into());
+                inner
+                    .publish_envelope(&inner.names.retry, &env, props)
+                    .await?;
                 delivery
                     .ack(BasicAckOptions::default())
                     .await

@@ -301,6 +301,7 @@ impl RecordStore {
             created_ms: row.get("created_ms")?,
             started_ms: row.get("started_ms")?,
             finished_ms: row.get("finished_ms")?,
+            waiting_for: None,
         })
     }
 }

@@ -129,11 +129,17 @@ impl SqliteQueue {
                     "UPDATE jobs SET state = 'running', token = token + 1, attempts = attempts + 1,
                         worker = ?1, lease_until = ?2, started_ms = ?3, progress = NULL
                      WHERE id = (SELECT id FROM jobs WHERE state = 'queued' AND not_before <= ?3
+                                   AND profile NOT IN (SELECT value FROM json_each(?4))
+                                   AND (require IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(require) r
+                                        WHERE r.value NOT IN (SELECT value FROM json_each(?5))))
                                  ORDER BY priority DESC, id LIMIT 1)
                      RETURNING *",
                 )
                 .and_then(|mut stmt| {
-                    stmt.query_row(params![worker.name, lease_until, ctx.now], |r| {
+                    // Only jobs this worker can run: its profiles and tags.
+                    let unable = serde_json::to_string(&worker.unable).unwrap_or_default();
+                    let tags = serde_json::to_string(&worker.tags).unwrap_or_default();
+                    stmt.query_row(params![worker.name, lease_until, ctx.now, unable, tags], |r| {
                         Ok((
                             r.get::<_, i64>("id")?,
                             r.get::<_, i64>("token")?,
@@ -216,7 +222,19 @@ fn read_spec(row: &Row<'_>) -> rusqlite::Result<JobSpec> {
             Some(text) => Some(serde_json::from_str(&text).map_err(|e| conversion(e.to_string()))?),
             None => None,
         },
+        require: json_list(row.get("require")?)?.unwrap_or_default(),
     })
+}
+
+/// A JSON array of strings stored as text, or NULL.
+fn json_list(text: Option<String>) -> rusqlite::Result<Option<Vec<String>>> {
+    text.map(|t| serde_json::from_str(&t).map_err(|e| conversion(e.to_string())))
+        .transpose()
+}
+
+/// A list as the JSON text stored for it; NULL for none.
+fn json_text(list: &[String]) -> Option<String> {
+    (!list.is_empty()).then(|| serde_json::to_string(list).unwrap_or_default())
 }
 
 fn conversion(e: String) -> rusqlite::Error {
@@ -253,6 +271,7 @@ fn read_record(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
         created_ms: row.get("created_ms")?,
         started_ms: row.get("started_ms")?,
         finished_ms: row.get("finished_ms")?,
+        waiting_for: None,
     })
 }
 
@@ -349,6 +368,9 @@ mod tests {
             host: "h".into(),
             started_ms: 0,
             concurrency: 1,
+            profiles: None,
+            unable: Vec::new(),
+            tags: Vec::new(),
         };
         let lease = q
             .lease(&worker, Duration::from_secs(1))

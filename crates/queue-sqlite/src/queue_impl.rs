@@ -206,17 +206,20 @@ impl Queue for SqliteQueue {
         let worker = worker.clone();
         self.with(move |conn, ctx| {
             conn.execute(
-                "INSERT INTO workers (name, pid, host, started_ms, concurrency, last_seen_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO workers (name, pid, host, started_ms, concurrency, last_seen_ms, profiles, tags, unable)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (name) DO UPDATE SET pid = ?2, host = ?3, started_ms = ?4,
-                    concurrency = ?5, last_seen_ms = ?6",
+                    concurrency = ?5, last_seen_ms = ?6, profiles = ?7, tags = ?8, unable = ?9",
                 params![
                     worker.name,
                     worker.pid,
                     worker.host,
                     worker.started_ms,
                     worker.concurrency,
-                    ctx.now
+                    ctx.now,
+                    worker.profiles.as_ref().map(|p| serde_json::to_string(p).unwrap_or_default()),
+                    json_text(&worker.tags),
+                    json_text(&worker.unable)
                 ],
             )
             .map_err(|e| ctx.err(e))?;
@@ -244,7 +247,7 @@ impl Records for SqliteQueue {
             let alive_since = ctx.now - ctx.settings.lease.as_millis() as i64;
             let mut stmt = conn
                 .prepare(
-                    "SELECT name, pid, host, started_ms, concurrency FROM workers
+                    "SELECT name, pid, host, started_ms, concurrency, profiles, tags, unable FROM workers
                      WHERE last_seen_ms >= ?1 ORDER BY name",
                 )
                 .map_err(|e| ctx.err(e))?;
@@ -257,6 +260,9 @@ impl Records for SqliteQueue {
                         started: rfc3339(r.get(3)?),
                         concurrency: r.get(4)?,
                         active: Vec::new(),
+                        profiles: json_list(r.get(5)?)?,
+                        tags: json_list(r.get(6)?)?.unwrap_or_default(),
+                        unable: json_list(r.get(7)?)?.unwrap_or_default(),
                     })
                 })
                 .and_then(|rows| rows.collect())
@@ -549,9 +555,9 @@ fn enqueue_one(
             tx.execute(
                 "UPDATE jobs SET state = 'queued', attempts = 0, lost = 0, max_attempts = ?2, not_before = 0,
                     error = NULL, stderr_tail = NULL, progress = NULL, result = NULL,
-                    finished_ms = NULL, overwrite = ?3, priority = ?4, created_ms = ?5
+                    finished_ms = NULL, overwrite = ?3, priority = ?4, created_ms = ?5, require = ?6
                  WHERE id = ?1",
-                params![id, ctx.settings.max_attempts, spec.overwrite || force, spec.priority, ctx.now],
+                params![id, ctx.settings.max_attempts, spec.overwrite || force, spec.priority, ctx.now, json_text(&spec.require)],
             )
             .map_err(|e| ctx.err(e))?;
             id
@@ -559,8 +565,8 @@ fn enqueue_one(
         None => tx
             .query_row(
                 "INSERT INTO jobs (key, input, output, profile, overwrite, priority, input_size,
-                    parent, state, max_attempts, created_ms, split, chunk)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, ?10, ?11, ?12) RETURNING id",
+                    parent, state, max_attempts, created_ms, split, chunk, require)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, ?10, ?11, ?12, ?13) RETURNING id",
                 params![
                     spec.key,
                     to_bytes(&spec.input),
@@ -575,7 +581,8 @@ fn enqueue_one(
                     (!spec.split.is_off()).then(|| spec.split.to_string()),
                     spec.chunk
                         .as_ref()
-                        .map(|c| serde_json::to_string(c).unwrap_or_default())
+                        .map(|c| serde_json::to_string(c).unwrap_or_default()),
+                    json_text(&spec.require)
                 ],
                 |r| r.get(0),
             )

@@ -70,6 +70,15 @@ CREATE INDEX jobs_finished ON jobs (state, finished_ms);
 CREATE INDEX jobs_retrying ON jobs (not_before) WHERE state = 'queued';
 ";
 
+/// Capability routing: the tags a job requires; what each worker can run, cannot run, and its
+/// tags (JSON arrays; NULL for none said).
+const V5: &str = "
+ALTER TABLE jobs ADD COLUMN require TEXT;
+ALTER TABLE workers ADD COLUMN profiles TEXT;
+ALTER TABLE workers ADD COLUMN unable TEXT;
+ALTER TABLE workers ADD COLUMN tags TEXT;
+";
+
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -91,6 +100,10 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if version < 4 {
         tx.execute_batch(V4)?;
         tx.pragma_update(None, "user_version", 4)?;
+    }
+    if version < 5 {
+        tx.execute_batch(V5)?;
+        tx.pragma_update(None, "user_version", 5)?;
     }
     tx.commit()
 }

@@ -133,6 +133,7 @@ const videofarm = (() => {
         const box = document.getElementById("workers");
         box.replaceChildren(...(workers.length ? workers.map((w) => el("div", { class: "worker", "data-name": w.name },
           el("div", {}, el("span", { class: "name" }, w.name), " on " + w.host + " (pid " + w.pid + "), " + w.active.length + "/" + w.concurrency + " busy"),
+          w.profiles ? el("div", { class: "can-run" }, "can run: " + w.profiles.join(", ") + (w.tags && w.tags.length ? "; tags: " + w.tags.join(", ") : "")) : null,
           ...w.active.map((j) => el("div", { class: "active", "data-id": j.id },
             el("a", { class: "file", href: "/job/" + encodeURIComponent(j.id) }, baseName(j.input)),
             el("div", { class: "bar", title: (j.progress * 100).toFixed(1) + "%" }, el("div", { style: "width:" + (j.progress * 100).toFixed(1) + "%" })),
@@ -148,7 +149,7 @@ const videofarm = (() => {
         const waiting = running.concat(queuedPage);
         replaceRows("#waiting", waiting.map((j) => el("tr", { class: "waiting-job", "data-id": j.id },
           el("td", {}, el("a", { class: "file", href: "/job/" + encodeURIComponent(j.id) }, baseName(j.input))),
-          el("td", {}, j.profile), el("td", { class: "state" }, j.state),
+          el("td", {}, j.profile), el("td", { class: "state" }, j.state, j.waiting_for ? el("div", { class: "waiting-for" }, j.waiting_for) : null),
           el("td", {}, action("Cancel", "cancel", "/api/jobs/" + encodeURIComponent(j.id) + "/cancel")))), "Nothing waiting.");
 
         const more = (shown, total, what) => total > shown ? " (the first " + shown + " of " + total + " " + what + ")" : "";
@@ -213,6 +214,7 @@ const videofarm = (() => {
         showError(null);
         const rows = [["File", job.input], ["Output", job.output], ["Profile", job.profile], ["State", job.state],
           ["Attempts", job.attempts + " of " + job.max_attempts], ["Worker", job.worker || "-"], ["Reason", job.error || "-"]];
+        if (job.waiting_for) rows.push(["Waiting", job.waiting_for]);
         if (job.result) rows.push(["Size in → out", size(job.result.input_size) + " → " + size(job.result.output_size)], ["Took", duration(job.result.elapsed_s)]);
         if (job.result && job.result.ssim !== undefined && job.result.ssim !== null) rows.push(["Quality (SSIM)", job.result.ssim.toFixed(4)]);
         for (const w of (job.result && job.result.warnings) || []) rows.push(["Damaged input", w]);

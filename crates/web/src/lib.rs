@@ -282,19 +282,31 @@ async fn jobs(
             ))
         }
     };
-    Ok(Json(
-        state
-            .queue
-            .jobs(&JobFilter {
-                state: wanted,
-                ids: None,
-                chunks: false,
-                limit: Some(q.limit.unwrap_or(MAX_PAGE).min(MAX_PAGE)),
-                offset: q.offset.unwrap_or(0),
-                newest_first,
-            })
-            .await?,
-    ))
+    let mut records = state
+        .queue
+        .jobs(&JobFilter {
+            state: wanted,
+            ids: None,
+            chunks: false,
+            limit: Some(q.limit.unwrap_or(MAX_PAGE).min(MAX_PAGE)),
+            offset: q.offset.unwrap_or(0),
+            newest_first,
+        })
+        .await?;
+    mark_waiting(&state, &mut records).await?;
+    Ok(Json(records))
+}
+
+/// Say why a waiting job that no live worker can run waits.
+async fn mark_waiting(
+    state: &AppState,
+    records: &mut [videofarm_core::JobRecord],
+) -> ApiResult<()> {
+    if records.iter().any(|r| r.state == JobState::Queued) {
+        let workers = state.queue.workers().await?;
+        videofarm_core::queue::mark_waiting(records, &workers);
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -323,7 +335,7 @@ async fn job(
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let id = JobId(id);
-    let record = state
+    let mut records = state
         .queue
         .jobs(&JobFilter {
             state: None,
@@ -331,11 +343,13 @@ async fn job(
             chunks: false,
             ..Default::default()
         })
-        .await?
-        .into_iter()
-        .next();
+        .await?;
+    mark_waiting(&state, &mut records).await?;
     let history = state.queue.history(&id).await?;
-    let record = record.ok_or_else(|| ApiError::from(QueueError::NotFound(id.clone())))?;
+    let record = records
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::from(QueueError::NotFound(id.clone())))?;
     Ok(Json(
         serde_json::json!({ "job": record, "history": history }),
     ))

@@ -95,6 +95,7 @@ fn spec(api: &Api, name: &str) -> JobSpec {
         parent: None,
         split: Default::default(),
         chunk: None,
+        require: Vec::new(),
     }
 }
 
@@ -105,6 +106,9 @@ fn worker() -> WorkerInfo {
         host: "box".into(),
         started_ms: 0,
         concurrency: 1,
+        profiles: None,
+        unable: Vec::new(),
+        tags: Vec::new(),
     }
 }
 

@@ -16,6 +16,9 @@ use videofarm_core::{
 };
 use videofarm_ffmpeg::{encode, probe_output, verify_output, EncodeError, EncodeRequest};
 
+/// How long a job this worker cannot run stays away before it is offered again.
+const CANNOT_RUN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why a chunk's lease ended when the user cancelled its tape.
 const TAPE_CANCELLED: &str = "its tape was cancelled";
 
@@ -166,6 +169,13 @@ impl Attempt {
     }
 
     async fn execute(&mut self, abort: &CancellationToken) -> End {
+        if !self.settings.info.can_run(&self.lease.spec) {
+            // A queue that cannot route by capability handed it here: back after a while, for
+            // a worker that can run it, without counting an attempt.
+            tracing::info!(profile = %self.lease.spec.profile, require = ?self.lease.spec.require,
+                "this worker cannot run the job; it goes back to the queue for one that can");
+            return End::Deferred(CANNOT_RUN_WAIT, Progress::default());
+        }
         // Every read and write below goes through what is opened and checked here.
         let place = match self.settings.paths.confine(&self.lease.spec) {
             Ok(place) => place,

@@ -17,6 +17,7 @@
 //! - [`split`]: one long input encoded in chunks by many workers: planning, argv, work folder.
 
 pub mod attempt;
+pub mod capability;
 pub mod checks;
 mod parent;
 pub mod paths;

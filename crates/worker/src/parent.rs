@@ -213,6 +213,8 @@ impl Attempt {
                 parent: Some(self.lease.id.clone()),
                 split: Default::default(),
                 chunk: Some(chunk.clone()),
+                // A chunk goes where its tape may go.
+                require: parent.require.clone(),
             };
             if let Err(e) = self.queue.enqueue(spec, force).await {
                 return Err(End::Failed(Failure::retryable(

@@ -26,6 +26,12 @@ pub async fn inspect(settings: &Settings, args: JsonArgs) -> anyhow::Result<Exit
             worker.active.len(),
             worker.concurrency
         );
+        if let Some(profiles) = &worker.profiles {
+            println!("  can run: {}", profiles.join(", "));
+        }
+        if !worker.tags.is_empty() {
+            println!("  tags: {}", worker.tags.join(", "));
+        }
         for job in &worker.active {
             println!(
                 "  job {}  {:>5.1}%  {:.0} fps  {:.2}x  eta {}  {} [{}]",

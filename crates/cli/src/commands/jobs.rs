@@ -9,7 +9,7 @@ use videofarm_core::JobFilter;
 
 pub async fn jobs(settings: &Settings, args: JobsArgs) -> anyhow::Result<ExitStatus> {
     let queue = open_queue(settings).await?;
-    let records = queue
+    let mut records = queue
         .jobs(&JobFilter {
             state: args.state,
             ids: None,
@@ -19,6 +19,13 @@ pub async fn jobs(settings: &Settings, args: JobsArgs) -> anyhow::Result<ExitSta
             newest_first: args.newest,
         })
         .await?;
+    // A waiting job no live worker can run says so.
+    if records
+        .iter()
+        .any(|r| r.state == videofarm_core::JobState::Queued)
+    {
+        videofarm_core::queue::mark_waiting(&mut records, &queue.workers().await?);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&records)?);
         return Ok(ExitStatus::Success);
@@ -37,6 +44,9 @@ pub async fn jobs(settings: &Settings, args: JobsArgs) -> anyhow::Result<ExitSta
             shown(&job.spec.input),
             shown(&job.spec.output)
         );
+        if let Some(why) = &job.waiting_for {
+            println!("        {why}");
+        }
         for warning in job.result.iter().flat_map(|r| &r.warnings) {
             println!("        damaged: {warning}");
         }

@@ -49,6 +49,37 @@ pub fn worker_settings(settings: &Settings, tools: Tools, info: WorkerInfo) -> W
     }
 }
 
+/// This machine as a worker: the profiles it can run (each one's encoders and filters present
+/// and a trial encode working; verdicts kept in the user's cache folder per ffmpeg build) and
+/// its tags. Says on stderr what it cannot run and why.
+pub async fn with_capabilities(
+    settings: &Settings,
+    tools: &Tools,
+    mut info: WorkerInfo,
+) -> WorkerInfo {
+    let cache = dirs::cache_dir().map(|d| d.join("videofarm").join("profile-trials.json"));
+    let (runnable, not) = videofarm_worker::capability::runnable_profiles(
+        tools,
+        &settings.profiles,
+        cache.as_deref(),
+    )
+    .await;
+    if !not.is_empty() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "this machine cannot run: {}",
+            not.iter()
+                .map(|(name, why)| format!("{name} ({why})"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    info.profiles = Some(runnable);
+    info.unable = not.into_iter().map(|(name, _)| name).collect();
+    info.tags = settings.tags.clone();
+    info
+}
+
 /// Jobs queued in one call to the queue.
 const ENQUEUE_BATCH: usize = 1000;
 
@@ -73,6 +104,7 @@ pub async fn enqueue_planned(
                     inputs.overwrite || inputs.force,
                 );
                 spec.split = inputs.split.unwrap_or(settings.split);
+                spec.require = inputs.require.clone();
                 spec
             })
             .collect();

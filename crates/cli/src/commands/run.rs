@@ -6,7 +6,7 @@
 
 use super::{
     enqueue_planned, human_duration, human_size, locate_tools, shown, stop_on_signal,
-    worker_settings,
+    with_capabilities, worker_settings,
 };
 use crate::broker::{open_queue, worker_info};
 use crate::cli::RunArgs;
@@ -106,9 +106,26 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
             _ => u32::MAX,
         })
         .max(1);
+    let info = with_capabilities(settings, &tools, worker_info(None, concurrency)).await;
+    let wanted = videofarm_core::JobSpec {
+        profile: profile.name.clone(),
+        require: args.inputs.require.clone(),
+        ..Default::default()
+    };
+    if !info.can_run(&wanted) {
+        // Encoded elsewhere or never: say which before anything is queued.
+        let elsewhere = queue.workers().await.unwrap_or_default();
+        if !elsewhere.iter().any(|w| w.can_run(&wanted)) {
+            return Err(UsageError::new(format!(
+                "this machine cannot run profile {} (see above) and no live worker that can is connected; pick another profile (`videofarm profiles`) or start a worker that can",
+                profile.name
+            ))
+            .into());
+        }
+    }
     let worker = Arc::new(Worker::new(
         queue.clone(),
-        worker_settings(settings, tools, worker_info(None, concurrency)),
+        worker_settings(settings, tools, info),
     ));
     // Subscribe before anything is queued, so no event of this batch is missed.
     let mut source = EventSource::open(queue.clone(), worker.subscribe()).await?;
@@ -276,6 +293,7 @@ fn succeeded(
         created_ms: 0,
         started_ms: None,
         finished_ms: None,
+        waiting_for: None,
     }
 }
 

@@ -56,6 +56,7 @@ pub async fn watch(settings: &Settings, args: WatchArgs) -> anyhow::Result<ExitS
         force: false,
         overwrite: false,
         split: args.split,
+        require: args.require.clone(),
     };
     // Path -> (last look, when it last changed, queued already for this look).
     let mut seen: HashMap<PathBuf, (Look, Instant, bool)> = HashMap::new();

@@ -1,7 +1,7 @@
 //! `videofarm worker`: take jobs until stopped. SIGTERM or Ctrl-C stops the running encodes,
 //! removes their partial outputs and puts the jobs back in the queue at once.
 
-use super::{locate_tools, stop_on_signal, worker_settings};
+use super::{locate_tools, stop_on_signal, with_capabilities, worker_settings};
 use crate::broker::{open_queue_waiting, worker_info};
 use crate::cli::WorkerArgs;
 use crate::error::ExitStatus;
@@ -17,7 +17,12 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
         return Ok(ExitStatus::Success);
     };
     let concurrency = args.concurrency.unwrap_or(settings.workers);
-    let info = worker_info(args.name.as_deref(), concurrency);
+    let info = with_capabilities(
+        settings,
+        &tools,
+        worker_info(args.name.as_deref(), concurrency),
+    )
+    .await;
     eprintln!(
         "videofarm worker {} on {}: {} at once; stop with Ctrl-C or SIGTERM",
         info.name,

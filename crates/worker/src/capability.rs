@@ -1,0 +1,221 @@
+//! Which profiles this worker can run, found out at its start: every encoder and filter a
+//! profile names must be in this ffmpeg, and a short trial encode with the profile's own
+//! arguments must work (a hardware encoder listed by `ffmpeg -encoders` often fails at run time
+//! without its device or driver).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use videofarm_core::{Profile, Profiles};
+use videofarm_ffmpeg::Tools;
+
+/// How long a trial encode may take before the profile counts as not runnable here.
+const TRIAL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The names of the profiles this worker can run, and for each one it cannot, why. Verdicts
+/// are kept in `cache` (a JSON file), keyed by the ffmpeg binary (path, size, time) and the
+/// profile, so a worker restarted on the same machine starts at once.
+pub async fn runnable_profiles(
+    tools: &Tools,
+    profiles: &Profiles,
+    cache: Option<&Path>,
+) -> (Vec<String>, Vec<(String, String)>) {
+    let mut known: BTreeMap<String, Result<(), String>> = cache
+        .and_then(|c| std::fs::read(c).ok())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    let binary = std::fs::metadata(&tools.ffmpeg)
+        .map(|m| format!("{:?}:{}:{:?}", tools.ffmpeg, m.len(), m.modified().ok()))
+        .unwrap_or_else(|_| format!("{:?}", tools.ffmpeg));
+    let key = |profile: &Profile| {
+        let text = format!(
+            "{binary}\n{}",
+            serde_json::to_string(profile).unwrap_or_default()
+        );
+        blake3::hash(text.as_bytes()).to_hex().to_string()
+    };
+    let mut lists = None;
+    let mut verdicts = Vec::new();
+    for profile in profiles.iter() {
+        let k = key(profile);
+        let verdict = match known.get(&k) {
+            Some(verdict) => verdict.clone(),
+            None => {
+                if lists.is_none() {
+                    lists = Some((
+                        listed(tools, "-encoders").await,
+                        listed(tools, "-filters").await,
+                    ));
+                }
+                let (encoders, filters) = lists.as_ref().expect("just listed");
+                let verdict = match missing(profile, encoders, filters) {
+                    Some(why) => Err(why),
+                    None => trial(tools, profile).await,
+                };
+                known.insert(k, verdict.clone());
+                verdict
+            }
+        };
+        verdicts.push((profile.name.clone(), verdict));
+    }
+    if let (Some(cache), Some(_)) = (cache, &lists) {
+        // Written whole then renamed: two workers starting at once never read half a file.
+        let temp = cache.with_extension(format!("{}.tmp", std::process::id()));
+        let written = cache
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&temp, serde_json::to_vec(&known).unwrap_or_default()))
+            .and_then(|()| std::fs::rename(&temp, cache));
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "could not keep the profile trials");
+        }
+    }
+    let mut runnable = Vec::new();
+    let mut not = Vec::new();
+    for (name, verdict) in verdicts {
+        match verdict {
+            Ok(()) => runnable.push(name),
+            Err(why) => not.push((name, why)),
+        }
+    }
+    (runnable, not)
+}
+
+/// The names in the first column of `ffmpeg -encoders` or `-filters` (after the legend).
+async fn listed(tools: &Tools, what: &str) -> BTreeSet<String> {
+    let Ok(output) = tokio::process::Command::new(&tools.ffmpeg)
+        .args(["-hide_banner", what])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+    else {
+        return BTreeSet::new();
+    };
+    // Entries are a field of flags (`V....D`, `TSC`), the name, then words; the legend's
+    // lines have `=` where a name would be.
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let flags = fields.next()?;
+            let name = fields.next()?;
+            let is_flags = flags.len() >= 3
+                && flags
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c == '.' || c == '|');
+            (is_flags && name != "=" && fields.next().is_some()).then(|| name.to_owned())
+        })
+        .collect()
+}
+
+/// The encoders and filters `profile` names (its whole-file arguments).
+pub fn needs(profile: &Profile) -> (Vec<String>, Vec<String>) {
+    let (mut encoders, mut filters) = (Vec::new(), Vec::new());
+    let args = &profile.args;
+    for (i, arg) in args.iter().enumerate() {
+        let Some(value) = args.get(i + 1) else { break };
+        let option = arg.as_str();
+        let codec = option == "-c"
+            || option.starts_with("-c:")
+            || option.starts_with("-codec")
+            || matches!(option, "-vcodec" | "-acodec" | "-scodec");
+        if codec && value != "copy" {
+            encoders.push(value.clone());
+        }
+        let filter = matches!(option, "-vf" | "-af" | "-filter_complex" | "-lavfi")
+            || option.starts_with("-filter:");
+        if filter {
+            for part in value.split([',', ';']) {
+                // `[in]scale=...[out]`: the name after the labels, before its options.
+                let mut part = part.trim();
+                while let Some(rest) = part.strip_prefix('[') {
+                    part = rest.split_once(']').map_or("", |(_, after)| after).trim();
+                }
+                let name = part.split(['=', '[']).next().unwrap_or("").trim();
+                if !name.is_empty() {
+                    filters.push(name.to_owned());
+                }
+            }
+        }
+    }
+    (encoders, filters)
+}
+
+fn missing(
+    profile: &Profile,
+    encoders: &BTreeSet<String>,
+    filters: &BTreeSet<String>,
+) -> Option<String> {
+    if encoders.is_empty() {
+        return Some("this ffmpeg did not list its encoders".into());
+    }
+    let (want_encoders, want_filters) = needs(profile);
+    if let Some(e) = want_encoders.iter().find(|e| !encoders.contains(*e)) {
+        return Some(format!("this ffmpeg has no encoder {e}"));
+    }
+    if let Some(f) = want_filters.iter().find(|f| !filters.contains(*f)) {
+        return Some(format!("this ffmpeg has no filter {f}"));
+    }
+    None
+}
+
+/// Encode a fraction of a second of test picture and tone with the profile's arguments.
+async fn trial(tools: &Tools, profile: &Profile) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!(
+        "videofarm-trial-{}-{}",
+        std::process::id(),
+        profile.name
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("no room for a trial encode: {e}"))?;
+    let output = dir.join(format!("trial.{}", profile.extension));
+    let run = tokio::process::Command::new(&tools.ffmpeg)
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg(
+            "testsrc=size=320x240:rate=25:duration=0.2[out0];sine=frequency=440:duration=0.2[out1]",
+        )
+        .args(&profile.args)
+        .arg("-y")
+        .arg(&output)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let result = tokio::time::timeout(TRIAL_TIMEOUT, run).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Err(_) => Err("a trial encode did not finish".into()),
+        Ok(Err(e)) => Err(format!("cannot run {}: {e}", tools.ffmpeg.display())),
+        Ok(Ok(out)) if out.status.success() => Ok(()),
+        Ok(Ok(out)) => Err(format!(
+            "a trial encode failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or("no reason given")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_needs_the_encoders_and_filters_it_names() {
+        let profiles = Profiles::default();
+        let (encoders, filters) = needs(profiles.get("vhs").unwrap());
+        assert!(encoders.contains(&"libx264".to_string()), "{encoders:?}");
+        assert!(!encoders.contains(&"copy".to_string()));
+        assert!(filters.contains(&"bwdif".to_string()), "{filters:?}");
+    }
+}
