@@ -78,7 +78,6 @@ fn on_rabbitmq_a_job_a_worker_cannot_run_waits_for_one_that_can() {
 }
 
 fn routing(farm: &Farm) {
-    let farm = farm;
     for name in ["small.mpg", "big.mpg", "tagged.mpg"] {
         clip(&farm.input.join(name), 1);
     }
@@ -108,8 +107,8 @@ fn routing(farm: &Farm) {
         .to_owned();
 
     // A worker whose ffmpeg lacks libx265 and that has no tags: only the plain archive job.
-    let wrapper = ffmpeg_without_x265(&farm);
-    let limited = spawn_worker_with(&farm, "limited", &format!("ffmpeg = {wrapper:?}"));
+    let wrapper = ffmpeg_without_x265(farm);
+    let limited = spawn_worker_with(farm, "limited", &format!("ffmpeg = {wrapper:?}"));
     wait_until("the archive job is done", Duration::from_secs(60), || {
         farm.job(&archive[0])["state"] == "succeeded"
     });
@@ -153,7 +152,7 @@ fn routing(farm: &Farm) {
         "queued",
         "nobody has the tag yet"
     );
-    let gpu = spawn_worker_with(&farm, "gpu", "tags = [\"gpu-box\"]");
+    let gpu = spawn_worker_with(farm, "gpu", "tags = [\"gpu-box\"]");
     wait_until("the tagged job is done", Duration::from_secs(60), || {
         farm.job(&tagged)["state"] == "succeeded"
     });
