@@ -1,6 +1,7 @@
 //! Requests to every live worker at once, over a fanout exchange: `inspect` (what are you
 //! doing?) and `cancel` (stop these jobs). Each worker answers on the asker's private queue;
-//! the asker collects answers for a short time.
+//! the asker collects answers for a short time. The live workers asked for by a dashboard are
+//! answered from the last answer while a fresh one is asked for.
 
 use crate::{backend, Inner};
 use futures_lite::StreamExt;
@@ -10,7 +11,9 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 use videofarm_core::clock::rfc3339;
 use videofarm_core::{JobId, QueueError, WorkerStatus};
 
@@ -192,5 +195,55 @@ pub(crate) fn explain_channel_error(error: &str) -> String {
         )
     } else {
         format!("the connection to RabbitMQ failed: {error}")
+    }
+}
+
+/// How long an answer about the live workers is served as it is.
+const WORKERS_FRESH: Duration = Duration::from_millis(1500);
+/// How long an older answer is served while a fresh one is asked for.
+const WORKERS_STALE: Duration = Duration::from_secs(10);
+
+impl Inner {
+    /// The live workers. The first question in a process asks every worker; later ones are
+    /// answered from the last answer while it is under [`WORKERS_FRESH`] old, and from an
+    /// older one (up to [`WORKERS_STALE`]) while a fresh one is asked for in the background.
+    pub(crate) async fn workers(self: &Arc<Self>) -> Result<Vec<WorkerStatus>, QueueError> {
+        let seen = self
+            .workers_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some((at, list)) = seen {
+            let age = at.elapsed();
+            if age < WORKERS_FRESH {
+                return Ok(list);
+            }
+            if age < WORKERS_STALE {
+                if !self.workers_asking.swap(true, Ordering::SeqCst) {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let _ = me.ask_workers().await;
+                        me.workers_asking.store(false, Ordering::SeqCst);
+                    });
+                }
+                return Ok(list);
+            }
+        }
+        self.ask_workers().await
+    }
+
+    /// This process's own worker changed: the last answer about the workers is out of date.
+    pub(crate) fn forget_workers(&self) {
+        self.workers_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+
+    async fn ask_workers(&self) -> Result<Vec<WorkerStatus>, QueueError> {
+        let list = inspect(self).await?;
+        *self.workers_seen.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((tokio::time::Instant::now(), list.clone()));
+        Ok(list)
     }
 }

@@ -244,3 +244,18 @@ fn stream_offset(properties: &BasicProperties) -> Option<u64> {
         _ => None,
     }
 }
+
+impl Inner {
+    /// Bring the records up to date, then read them off the async threads.
+    pub(crate) async fn read_records<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&records::RecordStore) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        self.sync_records().await?;
+        let store = self.follower.store.clone();
+        tokio::task::spawn_blocking(move || read(&store))
+            .await
+            .map_err(backend)?
+            .map_err(|e| backend(format!("the records file: {e}")))
+    }
+}

@@ -15,11 +15,16 @@
 //!   jobs go to a failed queue with their reason, where `retry` finds them.
 //! - `inspect` and `cancel` are broadcast on a fanout exchange; every worker answers from what
 //!   it holds. Lifecycle events go to a topic exchange.
+//! - Every change of a job's state is also written, confirmed before the step it records is
+//!   acknowledged, to a durable stream that [`records`] keeps a local copy of: `status`,
+//!   `jobs`, the dashboard and the metrics read that.
 //!
-//! Layout: [`envelope`] (the message), [`names`] (broker objects), [`control`] (broadcasts),
-//! `queue_impl` (the [`Queue`] implementation), `browse` (failed queue and tombstones), this
-//! `events` (following lifecycle events), this file (settings, connection, consumer, held
-//! deliveries, publishing events).
+//! Layout: [`envelope`] (the message), [`names`] (broker objects, declared and deleted),
+//! `control` (broadcasts, the live workers), `queue_impl` (the [`Queue`], [`Records`] and
+//! [`Control`] implementations), `browse` (failed queue and tombstones), `events` (following
+//! lifecycle events), [`records`] (the facts and the local copy), `follow` (writing facts and
+//! following the stream), this file (settings, connection, consumer, held deliveries,
+//! publishing).
 
 mod browse;
 mod control;
@@ -31,6 +36,7 @@ mod queue_impl;
 pub mod records;
 
 pub use events::EventStream;
+pub use names::delete_farm_blocking;
 
 use async_trait::async_trait;
 use envelope::Envelope;
@@ -264,46 +270,6 @@ impl AmqpQueue {
     }
 }
 
-/// Delete a throwaway farm's queues and exchanges (test clean-up), blocking, from any thread and
-/// even inside an async runtime: it runs on a thread and a runtime of its own, for at most 10 s.
-pub fn delete_farm_blocking(url: &str, prefix: &str) {
-    let (url, names) = (url.to_owned(), Names::new(prefix));
-    let _ = std::thread::spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        runtime.block_on(async move {
-            // No declarations here: the farm's queues may carry arguments this call cannot know.
-            let cleanup = async {
-                let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
-                let channel = connection.create_channel().await?;
-                for queue in [
-                    &names.jobs,
-                    &names.retry,
-                    &names.failed,
-                    &names.cancelled,
-                    &names.records,
-                ] {
-                    channel
-                        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                        .await?;
-                }
-                for exchange in [&names.control, &names.events] {
-                    channel
-                        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-                        .await?;
-                }
-                connection.close(200, "cleaned up".into()).await
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(10), cleanup).await;
-        });
-    })
-    .join();
-}
-
 impl Inner {
     fn now(&self) -> i64 {
         self.clock.now_ms()
@@ -319,17 +285,6 @@ impl Inner {
         let secs = (self.queue.lease.as_secs() / 2).max(1);
         let sep = if url.contains('?') { '&' } else { '?' };
         format!("{url}{sep}heartbeat={secs}")
-    }
-
-    fn queue_args(&self) -> FieldTable {
-        let mut args = FieldTable::default();
-        if let Some(expires) = self.settings.queue_expires {
-            args.insert(
-                "x-expires".into(),
-                AMQPValue::LongInt(expires.as_millis().min(i32::MAX as u128) as i32),
-            );
-        }
-        args
     }
 
     /// The publish channel, connecting (and declaring the topology) if needed.
@@ -374,99 +329,6 @@ impl Inner {
         let live = self.live.lock().await;
         let l = live.as_ref().ok_or_else(|| backend("connection lost"))?;
         l.connection.create_channel().await.map_err(backend)
-    }
-
-    async fn declare(&self, channel: &Channel) -> Result<(), QueueError> {
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        let mut jobs_args = self.queue_args();
-        jobs_args.insert(
-            "x-max-priority".into(),
-            AMQPValue::ShortShortUInt(MAX_PRIORITY),
-        );
-        channel
-            .queue_declare(self.names.jobs.as_str().into(), durable, jobs_args)
-            .await
-            .map_err(backend)?;
-        let mut retry_args = self.queue_args();
-        retry_args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString("".into()),
-        );
-        retry_args.insert(
-            "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(self.names.jobs.as_str().into()),
-        );
-        channel
-            .queue_declare(self.names.retry.as_str().into(), durable, retry_args)
-            .await
-            .map_err(backend)?;
-        channel
-            .queue_declare(
-                self.names.failed.as_str().into(),
-                durable,
-                self.queue_args(),
-            )
-            .await
-            .map_err(backend)?;
-        let mut cancelled_args = self.queue_args();
-        cancelled_args.insert("x-message-ttl".into(), AMQPValue::LongInt(TOMBSTONE_TTL_MS));
-        channel
-            .queue_declare(
-                self.names.cancelled.as_str().into(),
-                durable,
-                cancelled_args,
-            )
-            .await
-            .map_err(backend)?;
-        self.declare_records(channel).await?;
-        for (name, kind) in [
-            (&self.names.control, ExchangeKind::Fanout),
-            (&self.names.events, ExchangeKind::Topic),
-        ] {
-            channel
-                .exchange_declare(
-                    name.as_str().into(),
-                    kind,
-                    ExchangeDeclareOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(backend)?;
-        }
-        Ok(())
-    }
-
-    /// The records stream: durable, kept for [`RECORDS_MAX_AGE`] and at most
-    /// [`RECORDS_MAX_BYTES`] (whole old segments are dropped first).
-    async fn declare_records(&self, channel: &Channel) -> Result<(), QueueError> {
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("stream".into()),
-        );
-        args.insert(
-            "x-max-age".into(),
-            AMQPValue::LongString(RECORDS_MAX_AGE.into()),
-        );
-        args.insert(
-            "x-max-length-bytes".into(),
-            AMQPValue::LongLongInt(RECORDS_MAX_BYTES),
-        );
-        channel
-            .queue_declare(
-                self.names.records.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                args,
-            )
-            .await
-            .map_err(backend)?;
-        Ok(())
     }
 
     /// Forget the connection: every lease taken on it is void from now on.
@@ -725,92 +587,6 @@ impl Inner {
             .collect()
     }
 }
-
-impl Held {
-    /// The fact that this attempt ended as `outcome`, leaving the job in `state`.
-    fn ended(
-        &self,
-        outcome: &str,
-        state: JobState,
-        result: Option<videofarm_core::SuccessReport>,
-        error: Option<String>,
-    ) -> records::Fact {
-        records::Fact::Ended {
-            id: self.envelope.id.clone(),
-            worker: Some(self.worker.clone()),
-            outcome: outcome.into(),
-            state,
-            attempts: self.envelope.attempts + 1,
-            error,
-            stderr_tail: None,
-            result,
-            not_before: None,
-        }
-    }
-}
-
-impl Inner {
-    /// Bring the records up to date, then read them off the async threads.
-    async fn read_records<T: Send + 'static>(
-        self: &Arc<Self>,
-        read: impl FnOnce(&records::RecordStore) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, QueueError> {
-        self.sync_records().await?;
-        let store = self.follower.store.clone();
-        tokio::task::spawn_blocking(move || read(&store))
-            .await
-            .map_err(backend)?
-            .map_err(|e| backend(format!("the records file: {e}")))
-    }
-
-    /// The live workers. The first question in a process asks every worker; later ones are
-    /// answered from the last answer while it is under [`WORKERS_FRESH`] old, and from an
-    /// older one (up to [`WORKERS_STALE`]) while a fresh one is asked for in the background.
-    async fn workers(self: &Arc<Self>) -> Result<Vec<WorkerStatus>, QueueError> {
-        let seen = self
-            .workers_seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some((at, list)) = seen {
-            let age = at.elapsed();
-            if age < WORKERS_FRESH {
-                return Ok(list);
-            }
-            if age < WORKERS_STALE {
-                if !self.workers_asking.swap(true, Ordering::SeqCst) {
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        let _ = me.ask_workers().await;
-                        me.workers_asking.store(false, Ordering::SeqCst);
-                    });
-                }
-                return Ok(list);
-            }
-        }
-        self.ask_workers().await
-    }
-
-    /// This process's own worker changed: the last answer about the workers is out of date.
-    fn forget_workers(&self) {
-        self.workers_seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-    }
-
-    async fn ask_workers(&self) -> Result<Vec<WorkerStatus>, QueueError> {
-        let list = control::inspect(self).await?;
-        *self.workers_seen.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((tokio::time::Instant::now(), list.clone()));
-        Ok(list)
-    }
-}
-
-/// How long an answer about the live workers is served as it is.
-const WORKERS_FRESH: Duration = Duration::from_millis(1500);
-/// How long an older answer is served while a fresh one is asked for.
-const WORKERS_STALE: Duration = Duration::from_secs(10);
 
 /// Close a connection we are leaving, but never wait long for the broker to agree: on a
 /// connection that died without a word (a network cut) the close handshake never ends.

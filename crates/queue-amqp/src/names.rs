@@ -1,5 +1,5 @@
 //! The broker objects one farm uses, all named after one prefix so that several farms (or
-//! test runs) can share a broker without meeting.
+//! test runs) can share a broker without meeting; declaring them, and deleting a throwaway farm.
 
 #[derive(Debug, Clone)]
 pub struct Names {
@@ -30,5 +30,166 @@ impl Names {
             events: format!("{prefix}.events"),
             records: format!("{prefix}.records"),
         }
+    }
+}
+
+/// Declaring the farm's broker objects, and deleting a throwaway farm's.
+mod declare {
+    use crate::*;
+
+    impl Inner {
+        pub(crate) fn queue_args(&self) -> FieldTable {
+            let mut args = FieldTable::default();
+            if let Some(expires) = self.settings.queue_expires {
+                args.insert(
+                    "x-expires".into(),
+                    AMQPValue::LongInt(expires.as_millis().min(i32::MAX as u128) as i32),
+                );
+            }
+            args
+        }
+
+        pub(crate) async fn declare(&self, channel: &Channel) -> Result<(), QueueError> {
+            let durable = QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            let mut jobs_args = self.queue_args();
+            jobs_args.insert(
+                "x-max-priority".into(),
+                AMQPValue::ShortShortUInt(MAX_PRIORITY),
+            );
+            channel
+                .queue_declare(self.names.jobs.as_str().into(), durable, jobs_args)
+                .await
+                .map_err(backend)?;
+            let mut retry_args = self.queue_args();
+            retry_args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString("".into()),
+            );
+            retry_args.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(self.names.jobs.as_str().into()),
+            );
+            channel
+                .queue_declare(self.names.retry.as_str().into(), durable, retry_args)
+                .await
+                .map_err(backend)?;
+            channel
+                .queue_declare(
+                    self.names.failed.as_str().into(),
+                    durable,
+                    self.queue_args(),
+                )
+                .await
+                .map_err(backend)?;
+            let mut cancelled_args = self.queue_args();
+            cancelled_args.insert("x-message-ttl".into(), AMQPValue::LongInt(TOMBSTONE_TTL_MS));
+            channel
+                .queue_declare(
+                    self.names.cancelled.as_str().into(),
+                    durable,
+                    cancelled_args,
+                )
+                .await
+                .map_err(backend)?;
+            self.declare_records(channel).await?;
+            for (name, kind) in [
+                (&self.names.control, ExchangeKind::Fanout),
+                (&self.names.events, ExchangeKind::Topic),
+            ] {
+                channel
+                    .exchange_declare(
+                        name.as_str().into(),
+                        kind,
+                        ExchangeDeclareOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(backend)?;
+            }
+            Ok(())
+        }
+
+        /// The records stream: durable, kept for [`RECORDS_MAX_AGE`] and at most
+        /// [`RECORDS_MAX_BYTES`] (whole old segments are dropped first).
+        pub(crate) async fn declare_records(&self, channel: &Channel) -> Result<(), QueueError> {
+            let mut args = FieldTable::default();
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("stream".into()),
+            );
+            args.insert(
+                "x-max-age".into(),
+                AMQPValue::LongString(RECORDS_MAX_AGE.into()),
+            );
+            args.insert(
+                "x-max-length-bytes".into(),
+                AMQPValue::LongLongInt(RECORDS_MAX_BYTES),
+            );
+            channel
+                .queue_declare(
+                    self.names.records.as_str().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    args,
+                )
+                .await
+                .map_err(backend)?;
+            Ok(())
+        }
+    }
+}
+
+pub use declare_farm::delete_farm_blocking;
+
+mod declare_farm {
+    use crate::*;
+
+    /// Delete a throwaway farm's queues and exchanges (test clean-up), blocking, from any thread and
+    /// even inside an async runtime: it runs on a thread and a runtime of its own, for at most 10 s.
+    pub fn delete_farm_blocking(url: &str, prefix: &str) {
+        let (url, names) = (url.to_owned(), Names::new(prefix));
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                // No declarations here: the farm's queues may carry arguments this call cannot know.
+                let cleanup = async {
+                    let connection =
+                        Connection::connect(&url, ConnectionProperties::default()).await?;
+                    let channel = connection.create_channel().await?;
+                    for queue in [
+                        &names.jobs,
+                        &names.retry,
+                        &names.failed,
+                        &names.cancelled,
+                        &names.records,
+                    ] {
+                        channel
+                            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                            .await?;
+                    }
+                    for exchange in [&names.control, &names.events] {
+                        channel
+                            .exchange_delete(
+                                exchange.as_str().into(),
+                                ExchangeDeleteOptions::default(),
+                            )
+                            .await?;
+                    }
+                    connection.close(200, "cleaned up".into()).await
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(10), cleanup).await;
+            });
+        })
+        .join();
     }
 }

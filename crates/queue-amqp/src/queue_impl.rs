@@ -636,3 +636,26 @@ impl Control for AmqpQueue {
         Ok(ids.to_vec())
     }
 }
+
+impl Held {
+    /// The fact that this attempt ended as `outcome`, leaving the job in `state`.
+    fn ended(
+        &self,
+        outcome: &str,
+        state: JobState,
+        result: Option<videofarm_core::SuccessReport>,
+        error: Option<String>,
+    ) -> records::Fact {
+        records::Fact::Ended {
+            id: self.envelope.id.clone(),
+            worker: Some(self.worker.clone()),
+            outcome: outcome.into(),
+            state,
+            attempts: self.envelope.attempts + 1,
+            error,
+            stderr_tail: None,
+            result,
+            not_before: None,
+        }
+    }
+}
