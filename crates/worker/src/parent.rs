@@ -198,11 +198,12 @@ impl Attempt {
         Step::End(self.wait(0, plan.chunks.len()))
     }
 
-    /// Queue chunk jobs (`force`: again, after they failed).
+    /// Queue chunk jobs (`force`: again, after they failed), in one batch.
     async fn queue_chunks(&self, chunks: &[Chunk], force: bool) -> Result<(), End> {
         let parent = &self.lease.spec;
-        for chunk in chunks {
-            let spec = JobSpec {
+        let specs = chunks
+            .iter()
+            .map(|chunk| JobSpec {
                 input: parent.input.clone(),
                 output: chunk_path(&parent.output, chunk.index).with_extension(CHUNK_EXTENSION),
                 profile: parent.profile.clone(),
@@ -215,17 +216,21 @@ impl Attempt {
                 chunk: Some(chunk.clone()),
                 // A chunk goes where its tape may go.
                 require: parent.require.clone(),
-            };
-            if let Err(e) = self.queue.enqueue(spec, force).await {
-                return Err(End::Failed(Failure::retryable(
-                    format!(
-                        "{}: could not queue chunk {}: {e}",
-                        parent.input.display(),
-                        chunk.index
-                    ),
-                    "",
-                )));
-            }
+            })
+            .collect();
+        let failed = |what: String| {
+            End::Failed(Failure::retryable(
+                format!("{}: could not queue {what}", parent.input.display()),
+                "",
+            ))
+        };
+        let answers = self
+            .queue
+            .enqueue_many(specs, force)
+            .await
+            .map_err(|e| failed(format!("its chunks: {e}")))?;
+        for (chunk, answer) in chunks.iter().zip(answers) {
+            answer.map_err(|e| failed(format!("chunk {}: {e}", chunk.index)))?;
         }
         Ok(())
     }
