@@ -527,3 +527,68 @@ fn events_follows_again_after_the_broker_comes_back() {
     let status = tail.wait().unwrap();
     assert!(status.success(), "events ends cleanly on SIGTERM: {status}");
 }
+
+/// The broker goes away just as a job finishes, so its end cannot be recorded: once the broker
+/// is back, the records answer again within seconds, and the job, never acknowledged, is not
+/// left shown as finished or lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_lost_in_an_outage_does_not_stall_later_reads() {
+    use videofarm_core::{Outcome, Queue, QueueSettings, Records, SuccessReport, WorkerInfo};
+    use videofarm_queue_amqp::{AmqpQueue, AmqpSettings};
+    let relay = Relay::new(true);
+    let farm = Farm::amqp_at(&relay.url(), "");
+    let mut settings = AmqpSettings::new(&relay.url());
+    settings.prefix = farm.amqp_prefix.clone().unwrap();
+    settings.queue_expires = Some(Duration::from_secs(600));
+    let queue = AmqpQueue::connect(settings, QueueSettings::default())
+        .await
+        .unwrap();
+    let spec = videofarm_core::JobSpec {
+        input: farm.input.join("a.mpg"),
+        output: farm.out.join("a.mkv"),
+        profile: "archive".into(),
+        key: "lost-record".into(),
+        ..Default::default()
+    };
+    queue.enqueue(spec, false).await.unwrap();
+    let worker = WorkerInfo {
+        name: "w".into(),
+        pid: 1,
+        host: "h".into(),
+        started_ms: 0,
+        concurrency: 1,
+        profiles: None,
+        unable: Vec::new(),
+        tags: Vec::new(),
+    };
+    let lease = queue
+        .lease(&worker, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    relay.down();
+    assert!(queue
+        .finish(&lease, Outcome::Succeeded(SuccessReport::default()))
+        .await
+        .is_err());
+    relay.up();
+    let started = std::time::Instant::now();
+    let counts = loop {
+        match queue.counts().await {
+            Ok(counts) => break counts,
+            Err(e) if started.elapsed() < Duration::from_secs(40) => {
+                eprintln!("not yet: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("the records never answered again: {e}"),
+        }
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    // The job was never acknowledged: it is queued again (its lost attempt recorded once it is
+    // taken again), not running.
+    assert_eq!(counts.running + counts.queued, 1, "{counts:?}");
+}

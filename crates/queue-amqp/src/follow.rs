@@ -24,8 +24,11 @@ pub(crate) struct Follower {
     pub(crate) store: Arc<RecordStore>,
     /// This process's mark on the facts it writes.
     origin: u64,
-    /// Facts this process has written (confirmed by the broker).
+    /// Sequence numbers given to this process's facts so far.
     written: AtomicU64,
+    /// The highest of them the broker confirmed: what a read waits to see (a fact whose
+    /// publish failed is never waited for).
+    confirmed: AtomicU64,
     /// The highest of this process's facts the cache holds.
     seen: watch::Sender<u64>,
     /// The follower has read back a mark written since it (re)connected.
@@ -46,6 +49,7 @@ impl Follower {
             store: Arc::new(store),
             origin,
             written: AtomicU64::new(0),
+            confirmed: AtomicU64::new(0),
             seen: watch::channel(0).0,
             caught_up: AtomicBool::new(false),
             task: Mutex::new(None),
@@ -80,6 +84,8 @@ impl Inner {
             let body = serde_json::to_vec(&message).map_err(backend)?;
             self.publish(&self.names.records, &body, persistent())
                 .await?;
+            let last = message.last().map_or(0, |s| s.seq);
+            self.follower.confirmed.fetch_max(last, Ordering::SeqCst);
         }
         Ok(())
     }
@@ -93,7 +99,7 @@ impl Inner {
                 let _one = follower.marking.lock().await;
                 if !follower.caught_up.load(Ordering::SeqCst) {
                     self.record(Fact::Mark).await?;
-                    let target = follower.written.load(Ordering::SeqCst);
+                    let target = follower.confirmed.load(Ordering::SeqCst);
                     let mut seen = follower.seen.subscribe();
                     seen.wait_for(|s| *s >= target)
                         .await
@@ -101,7 +107,7 @@ impl Inner {
                     follower.caught_up.store(true, Ordering::SeqCst);
                 }
             }
-            let target = follower.written.load(Ordering::SeqCst);
+            let target = follower.confirmed.load(Ordering::SeqCst);
             let mut seen = follower.seen.subscribe();
             seen.wait_for(|s| *s >= target)
                 .await
