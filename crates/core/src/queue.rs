@@ -258,22 +258,21 @@ impl QueueError {
 /// [`Control`]; a command that needs all three takes a [`Backend`].
 #[async_trait]
 pub trait Queue: Send + Sync {
-    /// Queue a job unless the same one is known (`force` queues it again anyway).
-    async fn enqueue(&self, spec: JobSpec, force: bool) -> Result<Enqueued, QueueError>;
-
-    /// Queue a batch, in order, with one answer per job; `Err` only when the queue itself
-    /// failed. A backend makes a batch cheaper than as many single calls (one transaction, one
-    /// round of confirms).
+    /// Queue a batch, in order, with one answer per job (a job is queued unless the same one is
+    /// known; `force` queues it again anyway); `Err` only when the queue itself failed. A batch
+    /// is cheaper than as many single calls (one transaction, one round of confirms).
     async fn enqueue_many(
         &self,
         specs: Vec<JobSpec>,
         force: bool,
-    ) -> Result<Vec<Result<Enqueued, QueueError>>, QueueError> {
-        let mut done = Vec::with_capacity(specs.len());
-        for spec in specs {
-            done.push(self.enqueue(spec, force).await);
-        }
-        Ok(done)
+    ) -> Result<Vec<Result<Enqueued, QueueError>>, QueueError>;
+
+    /// Queue one job: a batch of one.
+    async fn enqueue(&self, spec: JobSpec, force: bool) -> Result<Enqueued, QueueError> {
+        self.enqueue_many(vec![spec], force)
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(QueueError::Backend("nothing was queued".into())))
     }
 
     /// Take the next ready job, waiting up to `wait` for one to become ready.

@@ -18,12 +18,6 @@ fn cannot_run_wait_ms() -> u64 {
 
 #[async_trait]
 impl Queue for AmqpQueue {
-    async fn enqueue(&self, spec: JobSpec, force: bool) -> Result<Enqueued, QueueError> {
-        let mut done = self.enqueue_many(vec![spec], force).await?;
-        done.pop()
-            .unwrap_or_else(|| Err(QueueError::Backend("nothing was queued".into())))
-    }
-
     async fn enqueue_many(
         &self,
         specs: Vec<JobSpec>,

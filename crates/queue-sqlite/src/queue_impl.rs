@@ -13,12 +13,6 @@ const LISTING: videofarm_core::listing::Listing = videofarm_core::listing::Listi
 
 #[async_trait]
 impl Queue for SqliteQueue {
-    async fn enqueue(&self, spec: JobSpec, force: bool) -> Result<Enqueued, QueueError> {
-        let mut done = self.enqueue_many(vec![spec], force).await?;
-        done.pop()
-            .unwrap_or_else(|| Err(QueueError::Backend("nothing was queued".into())))
-    }
-
     async fn enqueue_many(
         &self,
         specs: Vec<JobSpec>,
