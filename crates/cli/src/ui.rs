@@ -301,6 +301,8 @@ impl ProgressUi {
         self.speeds.remove(id);
         self.fractions.remove(id);
         self.started.remove(id);
+        // A finished tape counts in `done`, not again as a tape in progress.
+        self.tapes.remove(id);
         if let Some(bar) = self.bars.remove(id) {
             bar.finish_and_clear();
             self.multi.remove(&bar);

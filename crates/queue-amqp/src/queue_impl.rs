@@ -46,24 +46,23 @@ impl Queue for AmqpQueue {
                 }
             })
             .collect();
-        // All published before any confirm is awaited (in order, on one channel), then the
-        // facts of those the broker took, in one message.
+        // The facts first, in one message: recorded after the jobs, a "queued" could land after
+        // a fast worker's "succeeded" and undo it. Then every job is published before any
+        // confirm is awaited (in order, on one channel).
+        let facts = envelopes
+            .iter()
+            .map(|env| Fact::Queued {
+                id: env.id.clone(),
+                spec: env.spec.clone(),
+            })
+            .collect();
+        inner.record_all(facts).await?;
         let mut messages = Vec::with_capacity(envelopes.len());
         for env in &envelopes {
             let body = serde_json::to_vec(env).map_err(backend)?;
             messages.push((body, persistent().with_priority(priority(&env.spec))));
         }
         let confirmed = inner.publish_many(&inner.names.jobs, messages).await?;
-        let facts = envelopes
-            .iter()
-            .zip(&confirmed)
-            .filter(|(_, ok)| ok.is_ok())
-            .map(|(env, _)| Fact::Queued {
-                id: env.id.clone(),
-                spec: env.spec.clone(),
-            })
-            .collect();
-        inner.record_all(facts).await?;
         let mut done = Vec::with_capacity(envelopes.len());
         for (env, confirmed) in envelopes.into_iter().zip(confirmed) {
             if confirmed.is_ok() {
@@ -144,6 +143,8 @@ impl Queue for AmqpQueue {
                 // RabbitMQ's consumer_timeout closed its channel): count that attempt.
                 env.attempts += 1;
                 env.lost += 1;
+                // Its next lease opens a new attempt in the records.
+                env.waiting = false;
                 env.error = Some(if inner.queue.lost_too_often(env.lost) {
                     format!(
                         "lost {} times: every worker that took it died or lost its connection to RabbitMQ (or the encode outlived the broker's consumer_timeout); it may be what brings them down",
@@ -544,6 +545,8 @@ impl Control for AmqpQueue {
             }
             specs.push((id.clone(), spec));
         }
+        // Recorded first, for the same reason as a queued job.
+        inner.record(Fact::Retried { ids: ids.to_vec() }).await?;
         let taken = inner
             .take_from(
                 &inner.names.failed,
@@ -572,7 +575,6 @@ impl Control for AmqpQueue {
                 .publish_envelope(&inner.names.jobs, &env, props)
                 .await?;
         }
-        inner.record(Fact::Retried { ids: ids.to_vec() }).await?;
         Ok(ids.to_vec())
     }
 

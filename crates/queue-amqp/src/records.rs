@@ -210,7 +210,8 @@ impl RecordStore {
             counts.add(state, n as u64);
         }
         let busy: i64 = conn.query_row(&LISTING.count_busy_tapes(), [], |r| r.get(0))?;
-        counts.queued -= busy as u64;
+        // Two statements, no shared snapshot: never below zero.
+        counts.queued = counts.queued.saturating_sub(busy as u64);
         counts.running += busy as u64;
         counts.retrying =
             conn.query_row(&LISTING.count_retrying(), [now], |r| r.get::<_, i64>(0))? as u64;
@@ -372,7 +373,7 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, stamped: &Stamped) -> rusqlite::Res
                 "UPDATE jobs SET state = ?2, attempts = ?3, error = ?4, stderr_tail = ?5,
                     result = coalesce(?6, result), finished_ms = ?7, not_before = ?8,
                     worker = coalesce(?9, worker)
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND NOT (state = 'cancelled' AND ?2 = 'queued')",
                 params![
                     id.0,
                     state.as_str(),

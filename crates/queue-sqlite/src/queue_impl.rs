@@ -309,7 +309,8 @@ impl Records for SqliteQueue {
             let busy: i64 = conn
                 .query_row(&LISTING.count_busy_tapes(), [], |r| r.get(0))
                 .map_err(|e| ctx.err(e))?;
-            counts.queued -= busy as u64;
+            // Two statements, no shared snapshot: never below zero.
+            counts.queued = counts.queued.saturating_sub(busy as u64);
             counts.running += busy as u64;
             counts.retrying = conn
                 .query_row(&LISTING.count_retrying(), [ctx.now], |r| r.get::<_, i64>(0))
