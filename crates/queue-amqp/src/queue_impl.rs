@@ -131,10 +131,7 @@ impl Queue for AmqpQueue {
                         )
                         .await?;
                     inner.record(Fact::Refused { reason: why }).await?;
-                    delivery
-                        .ack(BasicAckOptions::default())
-                        .await
-                        .map_err(backend)?;
+                    settled(&delivery).await?;
                     continue;
                 }
             };
@@ -186,10 +183,7 @@ impl Queue for AmqpQueue {
                         not_before: None,
                     })
                     .await?;
-                delivery
-                    .ack(BasicAckOptions::default())
-                    .await
-                    .map_err(backend)?;
+                settled(&delivery).await?;
                 continue;
             }
             let parent_cancelled = match &env.spec.parent {
@@ -198,10 +192,7 @@ impl Queue for AmqpQueue {
             };
             if parent_cancelled || inner.is_cancelled(&env.id, env.created_ms).await? {
                 tracing::info!(job = %env.id, "dropped a cancelled job");
-                delivery
-                    .ack(BasicAckOptions::default())
-                    .await
-                    .map_err(backend)?;
+                settled(&delivery).await?;
                 continue;
             }
             if !worker.can_run(&env.spec) {
@@ -211,10 +202,7 @@ impl Queue for AmqpQueue {
                 inner
                     .publish_envelope(&inner.names.retry, &env, props)
                     .await?;
-                delivery
-                    .ack(BasicAckOptions::default())
-                    .await
-                    .map_err(backend)?;
+                settled(&delivery).await?;
                 continue;
             }
             if !env.waiting {
@@ -654,4 +642,14 @@ impl Held {
             not_before: None,
         }
     }
+}
+
+/// A delivery this worker does not run (refused, lost before, cancelled, not runnable here):
+/// whatever became of it is already published, so it is taken off the queue.
+async fn settled(delivery: &lapin::message::Delivery) -> Result<(), QueueError> {
+    delivery
+        .ack(BasicAckOptions::default())
+        .await
+        .map(|_| ())
+        .map_err(backend)
 }
