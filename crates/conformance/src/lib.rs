@@ -71,7 +71,7 @@ pub fn fast_settings() -> QueueSettings {
 }
 
 pub(crate) const WAIT: Duration = Duration::from_secs(3);
-const NONE_WAIT: Duration = Duration::from_millis(300);
+pub(crate) const NONE_WAIT: Duration = Duration::from_millis(300);
 
 async fn failed_ids(q: &dyn Backend) -> Vec<JobId> {
     q.jobs(&JobFilter {
@@ -534,6 +534,8 @@ macro_rules! conformance_tests {
             records_list_every_job_with_its_attempts_and_exact_counts,
             jobs_are_listed_a_page_at_a_time,
             the_timeline_counts_what_finished_and_what_waits,
+            a_tape_joined_by_another_worker_ends_its_one_attempt,
+            a_cancelled_job_lost_with_its_worker_stays_cancelled,
         );
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {

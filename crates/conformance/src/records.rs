@@ -189,3 +189,68 @@ pub async fn the_timeline_counts_what_finished_and_what_waits(f: Fixture) {
     assert!((last.media_s - 60.0).abs() < 1e-9);
     assert_eq!(buckets[0].succeeded + buckets[1].succeeded, 0);
 }
+
+/// A split tape planned by one worker and joined by another is one attempt, and it ends.
+pub async fn a_tape_joined_by_another_worker_ends_its_one_attempt(f: Fixture) {
+    let q = f.queue.as_ref();
+    let id = q.enqueue(spec("tape"), false).await.unwrap().id().clone();
+    let planned = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
+    q.finish(
+        &planned,
+        Outcome::Deferred {
+            after: Duration::from_millis(100),
+            progress: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let joined = q.lease(&worker("w2"), WAIT).await.unwrap().unwrap();
+    q.begin_publish(&joined).await.unwrap();
+    q.finish(&joined, Outcome::Succeeded(SuccessReport::default()))
+        .await
+        .unwrap();
+    let history = q.history(&id).await.unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0].outcome, "succeeded", "{history:?}");
+    assert!(history[0].finished_ms.is_some(), "{history:?}");
+}
+
+/// A job cancelled while its worker was dying stays cancelled: its loss is not counted, even
+/// the one loss too many that would have failed it, and its attempt is shown ended.
+pub async fn a_cancelled_job_lost_with_its_worker_stays_cancelled(f: Fixture) {
+    let q = f.queue.as_ref();
+    let settings = crate::fast_settings();
+    let id = q.enqueue(spec("a"), false).await.unwrap().id().clone();
+    for _ in 0..settings.max_lost - 1 {
+        q.lease(&worker("w"), WAIT)
+            .await
+            .unwrap()
+            .expect("back after a loss");
+        (f.expire)().await;
+    }
+    let last = q.lease(&worker("w"), WAIT).await.unwrap().unwrap();
+    assert_eq!(last.lost, settings.max_lost - 1);
+    q.cancel(std::slice::from_ref(&id)).await.unwrap();
+    (f.expire)().await;
+    // On RabbitMQ the loss is seen when the job is next delivered.
+    for _ in 0..3 {
+        assert!(q
+            .lease(&worker("w"), crate::NONE_WAIT)
+            .await
+            .unwrap()
+            .is_none());
+    }
+    let record = &q
+        .jobs(&JobFilter {
+            ids: Some(vec![id.clone()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()[0];
+    assert_eq!(record.state, JobState::Cancelled, "{record:?}");
+    let history = q.history(&id).await.unwrap();
+    assert!(
+        history.iter().all(|a| a.outcome != "running"),
+        "{history:?}"
+    );
+}

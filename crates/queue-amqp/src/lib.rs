@@ -533,6 +533,31 @@ impl Inner {
         }
     }
 
+    /// Give a delivery back untouched, as a fresh copy where the broker still answers (a
+    /// requeued delivery would come back marked redelivered, counted as a lost attempt); else
+    /// requeued, or left to the broker when the channel is gone.
+    async fn put_back(&self, held: &Held) {
+        let env = &held.envelope;
+        let copied = self
+            .publish_envelope(
+                &self.names.jobs,
+                env,
+                persistent().with_priority(priority(&env.spec)),
+            )
+            .await;
+        if copied.is_ok() {
+            let _ = held.acker.ack(BasicAckOptions::default()).await;
+        } else {
+            let _ = held
+                .acker
+                .nack(lapin::options::BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await;
+        }
+    }
+
     /// Acknowledge a delivery; a closed channel means the lease is already void.
     async fn ack(&self, held: &Held, id: &JobId) -> Result<(), QueueError> {
         match held.acker.ack(BasicAckOptions::default()).await {

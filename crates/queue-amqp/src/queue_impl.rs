@@ -135,6 +135,17 @@ impl Queue for AmqpQueue {
                     continue;
                 }
             };
+            // A cancelled job is dropped first, even one whose worker died: its loss is not
+            // counted (that could fail it, and a failed job can be retried back to life).
+            let parent_cancelled = match &env.spec.parent {
+                Some(parent) => inner.is_cancelled(parent, env.created_ms).await?,
+                None => false,
+            };
+            if parent_cancelled || inner.is_cancelled(&env.id, env.created_ms).await? {
+                tracing::info!(job = %env.id, "dropped a cancelled job");
+                settled(&delivery).await?;
+                continue;
+            }
             if delivery.redelivered {
                 // An earlier holder lost this delivery (it died, its connection dropped, or
                 // RabbitMQ's consumer_timeout closed its channel): count that attempt.
@@ -170,6 +181,7 @@ impl Queue for AmqpQueue {
                     .record(Fact::Ended {
                         id: env.id.clone(),
                         worker: None,
+                        attempt: Some(env.attempts),
                         outcome: "lost".into(),
                         state: if env.failed_ms.is_some() {
                             JobState::Failed
@@ -186,15 +198,6 @@ impl Queue for AmqpQueue {
                 settled(&delivery).await?;
                 continue;
             }
-            let parent_cancelled = match &env.spec.parent {
-                Some(parent) => inner.is_cancelled(parent, env.created_ms).await?,
-                None => false,
-            };
-            if parent_cancelled || inner.is_cancelled(&env.id, env.created_ms).await? {
-                tracing::info!(job = %env.id, "dropped a cancelled job");
-                settled(&delivery).await?;
-                continue;
-            }
             if !worker.can_run(&env.spec) {
                 // No queue per capability yet: back through the retry queue, for a worker that
                 // can run it, without an attempt counted or recorded.
@@ -205,26 +208,6 @@ impl Queue for AmqpQueue {
                 settled(&delivery).await?;
                 continue;
             }
-            if !env.waiting {
-                let started = inner
-                    .record(Fact::Started {
-                        id: env.id.clone(),
-                        spec: env.spec.clone(),
-                        attempt: env.attempts + 1,
-                        worker: worker.name.clone(),
-                    })
-                    .await;
-                if let Err(e) = started {
-                    // Not recorded, not taken: back to the queue for whoever can record it.
-                    let _ = delivery
-                        .nack(lapin::options::BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        })
-                        .await;
-                    return Err(e);
-                }
-            }
             let token = inner.next_token.fetch_add(1, Ordering::SeqCst);
             let lease = Lease {
                 id: env.id.clone(),
@@ -234,6 +217,15 @@ impl Queue for AmqpQueue {
                 token,
                 handle: token,
             };
+            let waiting = env.waiting;
+            let started = Fact::Started {
+                id: env.id.clone(),
+                spec: env.spec.clone(),
+                attempt: env.attempts + 1,
+                worker: worker.name.clone(),
+            };
+            // Held before the start is recorded: a cancel broadcast that arrives meanwhile
+            // marks it, and its first heartbeat stops it.
             inner.held.lock().unwrap_or_else(|p| p.into_inner()).insert(
                 token,
                 Held {
@@ -247,6 +239,17 @@ impl Queue for AmqpQueue {
                     worker: worker.name.clone(),
                 },
             );
+            if !waiting {
+                if let Err(e) = inner.record(started).await {
+                    // Not recorded, not taken: back to the queue for whoever can record it, as
+                    // a fresh message where the broker still answers (a requeued delivery would
+                    // come back marked redelivered and be counted as a lost attempt).
+                    if let Ok(held) = inner.take_held(&lease) {
+                        inner.put_back(&held).await;
+                    }
+                    return Err(e);
+                }
+            }
             return Ok(Some(lease));
         }
     }
@@ -382,6 +385,7 @@ impl Queue for AmqpQueue {
                 Some(Fact::Ended {
                     id: env.id.clone(),
                     worker: Some(held.worker.clone()),
+                    attempt: Some(env.attempts),
                     outcome: "failed".into(),
                     state: state.0,
                     attempts: env.attempts,
@@ -633,6 +637,7 @@ impl Held {
         records::Fact::Ended {
             id: self.envelope.id.clone(),
             worker: Some(self.worker.clone()),
+            attempt: Some(self.envelope.attempts + 1),
             outcome: outcome.into(),
             state,
             attempts: self.envelope.attempts + 1,

@@ -48,6 +48,11 @@ pub enum Fact {
         /// The worker whose attempt ended; `None` when the attempt was lost with its worker
         /// (the worker that noticed is not the one that held it).
         worker: Option<String>,
+        /// The attempt that ended: it, and any earlier attempt still shown running (a split
+        /// tape planned by one worker and joined by another), are closed. Facts written before
+        /// it existed close the running attempts of `worker`.
+        #[serde(default)]
+        attempt: Option<u32>,
         /// succeeded, failed, released, lost or cancelled.
         outcome: String,
         state: JobState,
@@ -360,6 +365,7 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, stamped: &Stamped) -> rusqlite::Res
         Fact::Ended {
             id,
             worker,
+            attempt,
             outcome,
             state,
             attempts,
@@ -386,14 +392,25 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, stamped: &Stamped) -> rusqlite::Res
                     worker
                 ],
             )?;
+            // By number, not by worker: a later attempt (already started by a fast worker when
+            // a lost one is recorded) stays open.
             tx.execute(
                 "UPDATE attempts SET outcome = ?2, finished_ms = ?3, error = ?4
-                 WHERE job_id = ?1 AND outcome = 'running' AND (?5 IS NULL OR worker = ?5)",
-                params![id.0, outcome, at, error, worker],
+                 WHERE job_id = ?1 AND outcome = 'running'
+                    AND (CASE WHEN ?6 IS NULL THEN ?5 IS NULL OR worker = ?5 ELSE attempt <= ?6 END)",
+                params![id.0, outcome, at, error, worker, attempt],
             )?;
         }
         Fact::Cancelled { ids } => {
             for id in ids {
+                // An attempt whose worker died is never ended by anyone once the job is
+                // cancelled: the cancel closes it (a running worker's end finds it closed).
+                tx.execute(
+                    "UPDATE attempts SET outcome = 'cancelled', finished_ms = ?2
+                     WHERE outcome = 'running' AND (job_id = ?1
+                        OR job_id IN (SELECT id FROM jobs WHERE parent = ?1))",
+                    params![id.0, at],
+                )?;
                 tx.execute(
                     "UPDATE jobs SET state = 'cancelled', finished_ms = ?2, error = 'cancelled by the user'
                      WHERE id = ?1 AND state IN ('queued', 'running')",
@@ -495,6 +512,7 @@ mod tests {
                 Fact::Ended {
                     id: a.clone(),
                     worker: Some("w1".into()),
+                    attempt: Some(1),
                     outcome: "succeeded".into(),
                     state: JobState::Succeeded,
                     attempts: 1,
