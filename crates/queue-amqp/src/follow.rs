@@ -58,6 +58,19 @@ impl Follower {
     }
 }
 
+impl Follower {
+    /// Let waiting reads know which of this process's facts the cache holds.
+    fn notice_own_facts(&self) -> Result<(), QueueError> {
+        let mine = self.store.seen(self.origin).map_err(backend)?;
+        self.seen.send_if_modified(|seen| {
+            let newer = mine > *seen;
+            *seen = (*seen).max(mine);
+            newer
+        });
+        Ok(())
+    }
+}
+
 impl Inner {
     /// Write a fact to the records stream and wait for the broker's confirm.
     pub(crate) async fn record(&self, fact: Fact) -> Result<(), QueueError> {
@@ -170,6 +183,7 @@ async fn follow_on(inner: &Arc<Inner>, connection: &Connection) -> Result<(), Qu
         .await
         .map_err(backend)?;
     let store = inner.follower.store.clone();
+    inner.follower.notice_own_facts()?;
     let from = store.offset().map_err(backend)?;
     let mut args = FieldTable::default();
     args.insert(
@@ -189,8 +203,13 @@ async fn follow_on(inner: &Arc<Inner>, connection: &Connection) -> Result<(), Qu
         .await
         .map_err(backend)?;
     loop {
-        let Some(delivery) = consumer.next().await else {
-            return Err(backend("the records stream consumer ended"));
+        // Woken each second while idle: a follower is the last holder of its queue handle
+        // only until it notices (then its connection closes).
+        let delivery = match tokio::time::timeout(Duration::from_secs(1), consumer.next()).await {
+            Err(_) if Arc::strong_count(inner) <= 1 => return Ok(()),
+            Err(_) => continue,
+            Ok(None) => return Err(backend("the records stream consumer ended")),
+            Ok(Some(delivery)) => delivery,
         };
         let mut batch = vec![delivery.map_err(backend)?];
         // Take whatever else is already here, so a catch-up is a few large transactions.
@@ -216,18 +235,10 @@ async fn follow_on(inner: &Arc<Inner>, connection: &Connection) -> Result<(), Qu
             .await
             .map_err(backend)?
             .map_err(backend)?;
-        let mine = facts
-            .iter()
-            .filter(|(_, s)| s.origin == inner.follower.origin)
-            .map(|(_, s)| s.seq)
-            .max();
-        if let Some(mine) = mine {
-            inner.follower.seen.send_if_modified(|seen| {
-                let newer = mine > *seen;
-                *seen = (*seen).max(mine);
-                newer
-            });
-        }
+        // Read from the file, not from this batch: another process sharing the file may have
+        // applied this process's facts, and this follower (restarted after its offset) would
+        // never read them itself.
+        inner.follower.notice_own_facts()?;
         if let Some(last) = batch.last() {
             last.acker
                 .ack(BasicAckOptions { multiple: true })
@@ -263,5 +274,39 @@ impl Inner {
             .await
             .map_err(backend)?
             .map_err(|e| backend(format!("the records file: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use videofarm_core::Records;
+
+    /// A dropped queue handle is not kept alive by its records follower (nor its connection).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_queue_is_not_kept_alive_by_its_follower() {
+        let url = std::env::var("VIDEOFARM_TEST_AMQP")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        let mut settings = AmqpSettings::new(&url);
+        settings.prefix = format!("vftest-follow-{}", std::process::id());
+        settings.queue_expires = Some(Duration::from_secs(600));
+        let prefix = settings.prefix.clone();
+        let queue = AmqpQueue::connect(settings, videofarm_core::QueueSettings::default())
+            .await
+            .expect("RabbitMQ must be running for this test");
+        queue.counts().await.expect("the records answer");
+        let weak = Arc::downgrade(&queue.inner);
+        drop(queue);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while weak.upgrade().is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the follower kept the dropped queue alive"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::task::spawn_blocking(move || crate::delete_farm_blocking(&url, &prefix))
+            .await
+            .unwrap();
     }
 }

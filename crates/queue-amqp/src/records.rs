@@ -108,6 +108,13 @@ CREATE TABLE IF NOT EXISTS attempts (
     error       TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_job ON attempts (job_id);
+-- The highest fact of each writing process applied to this file, whoever applied it: how a
+-- process sharing the file knows its own writes are in (read your own writes).
+CREATE TABLE IF NOT EXISTS origins (
+    origin INTEGER PRIMARY KEY,
+    seq    INTEGER NOT NULL,
+    at     INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -145,6 +152,9 @@ impl RecordStore {
             None => Connection::open_in_memory()?,
         };
         conn.execute_batch(SCHEMA)?;
+        // A process waits only for its own recent writes: older marks can go.
+        let week_ago = chrono_ms() - 7 * 24 * 3600 * 1000;
+        conn.execute("DELETE FROM origins WHERE at < ?1", [week_ago])?;
         Ok(Self {
             conn: Mutex::new(conn),
             max_attempts,
@@ -182,6 +192,11 @@ impl RecordStore {
                 continue;
             }
             apply_one(&tx, stamped)?;
+            tx.execute(
+                "INSERT INTO origins (origin, seq, at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (origin) DO UPDATE SET seq = max(seq, ?2), at = ?3",
+                params![stamped.origin as i64, stamped.seq as i64, stamped.at],
+            )?;
             last = Some(*offset as i64);
         }
         if let Some(last) = last {
@@ -192,6 +207,18 @@ impl RecordStore {
             )?;
         }
         tx.commit()
+    }
+
+    /// The highest fact written by `origin` that this file holds (applied by any process).
+    pub fn seen(&self, origin: u64) -> rusqlite::Result<u64> {
+        self.lock()
+            .query_row(
+                "SELECT seq FROM origins WHERE origin = ?1",
+                [origin as i64],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|s| s.map_or(0, |s| s as u64))
     }
 
     /// What a job is known as, if it is known.
@@ -455,6 +482,12 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, stamped: &Stamped) -> rusqlite::Res
     Ok(())
 }
 
+fn chrono_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// A value stored as JSON text.
 fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
@@ -532,6 +565,12 @@ mod tests {
         assert_eq!(history.len(), 1);
         assert_eq!(history[0].outcome, "succeeded");
         assert_eq!(store.offset().unwrap(), Some(2));
+        assert_eq!(
+            store.seen(1).unwrap(),
+            2,
+            "the writer's facts are known as applied"
+        );
+        assert_eq!(store.seen(7).unwrap(), 0);
         let jobs = store.jobs(&JobFilter::default()).unwrap();
         assert_eq!(jobs[0].spec.input, std::path::PathBuf::from("/m/a.mpg"));
         assert_eq!(jobs[0].finished_ms, Some(2000));
