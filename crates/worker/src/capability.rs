@@ -13,9 +13,10 @@ use videofarm_ffmpeg::Tools;
 /// How long a trial encode may take before the profile counts as not runnable here.
 const TRIAL_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The names of the profiles this worker can run, and for each one it cannot, why. Verdicts
+/// The names of the profiles this worker can run, and for each one it cannot, why. Successes
 /// are kept in `cache` (a JSON file), keyed by the ffmpeg binary (path, size, time) and the
-/// profile, so a worker restarted on the same machine starts at once.
+/// profile, so a worker restarted on the same machine starts at once. Failures are tried again
+/// at the next start: a driver installed or a device plugged in since counts.
 pub async fn runnable_profiles(
     tools: &Tools,
     profiles: &Profiles,
@@ -25,6 +26,7 @@ pub async fn runnable_profiles(
         .and_then(|c| std::fs::read(c).ok())
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or_default();
+    known.retain(|_, verdict| verdict.is_ok());
     let binary = std::fs::metadata(&tools.ffmpeg)
         .map(|m| format!("{:?}:{}:{:?}", tools.ffmpeg, m.len(), m.modified().ok()))
         .unwrap_or_else(|_| format!("{:?}", tools.ffmpeg));
@@ -59,6 +61,7 @@ pub async fn runnable_profiles(
         };
         verdicts.push((profile.name.clone(), verdict));
     }
+    known.retain(|_, verdict| verdict.is_ok());
     if let (Some(cache), Some(_)) = (cache, &lists) {
         // Written whole then renamed: two workers starting at once never read half a file.
         let temp = cache.with_extension(format!("{}.tmp", std::process::id()));
@@ -127,7 +130,7 @@ pub fn needs(profile: &Profile) -> (Vec<String>, Vec<String>) {
         let filter = matches!(option, "-vf" | "-af" | "-filter_complex" | "-lavfi")
             || option.starts_with("-filter:");
         if filter {
-            for part in value.split([',', ';']) {
+            for part in filter_chain_parts(value) {
                 // `[in]scale=...[out]`: the name after the labels, before its options.
                 let mut part = part.trim();
                 while let Some(rest) = part.strip_prefix('[') {
@@ -141,6 +144,27 @@ pub fn needs(profile: &Profile) -> (Vec<String>, Vec<String>) {
         }
     }
     (encoders, filters)
+}
+
+/// A filtergraph cut at its `,` and `;`, except inside quotes (`'...'`) or after a `\\`:
+/// `drawtext=text='a, b'` is one filter.
+fn filter_chain_parts(graph: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in graph.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '\'' => quoted = !quoted,
+            ',' | ';' if !quoted => {
+                parts.push(&graph[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&graph[start..]);
+    parts
 }
 
 fn missing(
@@ -217,5 +241,16 @@ mod tests {
         assert!(encoders.contains(&"libx264".to_string()), "{encoders:?}");
         assert!(!encoders.contains(&"copy".to_string()));
         assert!(filters.contains(&"bwdif".to_string()), "{filters:?}");
+    }
+
+    #[test]
+    fn commas_inside_quotes_do_not_make_filters() {
+        let mut profile = Profiles::default().get("vhs").unwrap().clone();
+        profile.args = vec![
+            "-vf".into(),
+            "drawtext=text='a, b; c',[x]scale=w=2:h=2[y];hflip".into(),
+        ];
+        let (_, filters) = needs(&profile);
+        assert_eq!(filters, ["drawtext", "scale", "hflip"]);
     }
 }
