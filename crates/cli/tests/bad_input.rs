@@ -286,6 +286,19 @@ fn damage_inside_an_input_is_reported_and_can_fail_the_job() {
     );
     assert_eq!(records[0]["attempts"], 1, "damage is not retried");
     assert!(strict.outputs().is_empty(), "{:?}", strict.outputs());
+
+    // Decoding each output whole does not turn the damage copied with the audio (already
+    // reported) into a failure: only what was encoded again is decoded.
+    let checked = Farm::with_config("decode_check = true");
+    make(&checked);
+    let (code, records) = run_json(&checked);
+    assert_eq!(code, Some(0), "{records:#?}");
+    assert!(
+        records[0]["result"]["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("errors while reading the input")),
+        "{records:#?}"
+    );
 }
 
 /// A still picture with a video's name is refused, not turned into a one-frame "video".

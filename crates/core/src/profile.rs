@@ -52,6 +52,24 @@ pub struct Profile {
     pub min_ssim: Option<f64>,
 }
 
+impl Profile {
+    /// Whether the audio is copied as it is rather than encoded again (the last option that
+    /// sets an audio codec, `-c copy` included, says so, as ffmpeg reads them).
+    pub fn copies_audio(&self) -> bool {
+        let mut copied = false;
+        for pair in self.args.windows(2) {
+            let option = pair[0].as_str();
+            let audio = matches!(option, "-c" | "-codec" | "-acodec")
+                || option.starts_with("-c:a")
+                || option.starts_with("-codec:a");
+            if audio {
+                copied = pair[1] == "copy";
+            }
+        }
+        copied
+    }
+}
+
 /// A profile's recipe for split encoding: the first video stream is encoded in chunks with
 /// `filter` and `video`, every other stream once, at the join, with `streams`. Together they
 /// must mean what `args` means for the whole file.
@@ -441,6 +459,16 @@ mod tests {
             "-max_muxing_queue_size 1000 -map 0 -c copy -c:v libx264 -crf 17"
         );
         assert_eq!(archive.extension, "mkv");
+    }
+
+    #[test]
+    fn which_profiles_copy_their_audio() {
+        let profiles = Profiles::default();
+        assert!(profiles.get("archive").unwrap().copies_audio());
+        assert!(!profiles.get("vhs").unwrap().copies_audio());
+        let mut p = profiles.get("archive").unwrap().clone();
+        p.args.extend(["-c:a".to_string(), "aac".to_string()]);
+        assert!(!p.copies_audio(), "a later -c:a wins");
     }
 
     #[test]

@@ -125,14 +125,20 @@ pub(crate) async fn ffprobe(
     Ok(output.stdout)
 }
 
-/// Decode the video and audio of `path` to nothing, stopping at the first error (`-xerror`):
-/// proof that the whole file plays, where reading its header and streams proves only that it
-/// starts. Costs about an eighth of an SD encode.
-pub async fn decode_check(tools: &Tools, path: &Path) -> Result<(), ProbeError> {
+/// Decode the video (and the audio, with `audio`) of `path` to nothing, stopping at the first
+/// error (`-xerror`): proof that the whole file plays, where reading its header and streams
+/// proves only that it starts. Costs about an eighth of an SD encode. Audio copied from a
+/// damaged source carries the source's damage, already reported: leave it out.
+pub async fn decode_check(tools: &Tools, path: &Path, audio: bool) -> Result<(), ProbeError> {
+    let mut maps = vec!["-map", "0:v?"];
+    if audio {
+        maps.extend(["-map", "0:a?"]);
+    }
     let output = tokio::process::Command::new(&tools.ffmpeg)
         .args(["-nostdin", "-hide_banner", "-v", "error", "-xerror", "-i"])
         .arg(file_url(path))
-        .args(["-map", "0:v", "-map", "0:a?", "-f", "null", "-"])
+        .args(maps)
+        .args(["-f", "null", "-"])
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output()

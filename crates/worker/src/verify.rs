@@ -58,7 +58,13 @@ impl Attempt {
         }
         if self.settings.decode_check && !matches!(check, Check::Chunk { .. }) {
             // A tape is decoded once, joined; its chunks are checked by frame count.
-            if let Err(e) = decode_check(&self.settings.tools, &temp.io_path()).await {
+            if let Err(e) = decode_check(
+                &self.settings.tools,
+                &temp.io_path(),
+                !profile.copies_audio(),
+            )
+            .await
+            {
                 return End::Failed(Failure::retryable(
                     format!(
                         "{}: the encoded file does not decode cleanly ({e})",
