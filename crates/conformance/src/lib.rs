@@ -536,6 +536,8 @@ macro_rules! conformance_tests {
             the_timeline_counts_what_finished_and_what_waits,
             a_tape_joined_by_another_worker_ends_its_one_attempt,
             a_cancelled_job_lost_with_its_worker_stays_cancelled,
+            a_cancelled_job_handed_back_stays_cancelled,
+            a_tape_lost_while_joining_opens_a_new_attempt,
         );
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {

@@ -254,3 +254,60 @@ pub async fn a_cancelled_job_lost_with_its_worker_stays_cancelled(f: Fixture) {
         "{history:?}"
     );
 }
+
+/// A job cancelled while a worker holds it stays cancelled whatever that worker does next
+/// (here it hands the job back as it stops).
+pub async fn a_cancelled_job_handed_back_stays_cancelled(f: Fixture) {
+    let q = f.queue.as_ref();
+    let id = q.enqueue(spec("a"), false).await.unwrap().id().clone();
+    let lease = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
+    q.cancel(std::slice::from_ref(&id)).await.unwrap();
+    let _ = q.finish(&lease, Outcome::Released).await;
+    let record = &q
+        .jobs(&JobFilter {
+            ids: Some(vec![id.clone()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()[0];
+    assert_eq!(record.state, JobState::Cancelled, "{record:?}");
+    assert!(
+        q.lease(&worker("w2"), crate::NONE_WAIT)
+            .await
+            .unwrap()
+            .is_none(),
+        "a cancelled job is not run"
+    );
+}
+
+/// A tape lost while its join was under way: the worker that takes it next opens an attempt
+/// of its own in the records, and the lost one is shown lost.
+pub async fn a_tape_lost_while_joining_opens_a_new_attempt(f: Fixture) {
+    let q = f.queue.as_ref();
+    let id = q.enqueue(spec("tape"), false).await.unwrap().id().clone();
+    let planned = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
+    q.finish(
+        &planned,
+        Outcome::Deferred {
+            after: Duration::from_millis(100),
+            progress: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    q.lease(&worker("w2"), WAIT).await.unwrap().unwrap();
+    (f.expire)().await;
+    let joined = q.lease(&worker("w3"), WAIT).await.unwrap().unwrap();
+    q.begin_publish(&joined).await.unwrap();
+    q.finish(&joined, Outcome::Succeeded(SuccessReport::default()))
+        .await
+        .unwrap();
+    let history = q.history(&id).await.unwrap();
+    let outcomes: Vec<(&str, &str)> = history
+        .iter()
+        .map(|a| (a.worker.as_str(), a.outcome.as_str()))
+        .collect();
+    assert_eq!(outcomes.last(), Some(&("w3", "succeeded")), "{history:?}");
+    assert_eq!(outcomes.len(), 2, "{history:?}");
+    assert_eq!(outcomes[0].1, "lost", "{history:?}");
+}
