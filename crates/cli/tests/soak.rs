@@ -203,11 +203,13 @@ fn soak(farm: &Farm, mut extra: Extra<'_>) {
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
         .filter(|stat| stat.contains("(ffmpeg)"))
         .filter(|stat| {
-            let ppid: u32 = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
-                .unwrap_or(0);
-            ppid == 1 || worker_pids.contains(&ppid)
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let mut fields = after.split_whitespace();
+            // A zombie has exited: it runs nothing (where PID 1 does not reap, as in some
+            // containers, the killed workers' ffmpegs stay listed as such).
+            let running = fields.next() != Some("Z");
+            let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            running && (ppid == 1 || worker_pids.contains(&ppid))
         })
         .collect();
     assert!(orphans.is_empty(), "{orphans:?}");
