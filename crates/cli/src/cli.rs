@@ -200,6 +200,18 @@ pub struct ServeArgs {
     pub token: Option<String>,
 }
 
+/// The tags a job may require: each a tag, and few.
+pub fn check_required(tags: &[String]) -> Result<(), crate::error::UsageError> {
+    let max = videofarm_core::job::MAX_TAGS;
+    if tags.len() > max {
+        return Err(crate::error::UsageError::new(format!(
+            "--require: the job requires {} tags ({max} at most)",
+            tags.len()
+        )));
+    }
+    Ok(())
+}
+
 fn parse_tag(text: &str) -> Result<String, String> {
     videofarm_core::job::check_tag(text).map(|()| text.to_owned())
 }

@@ -295,6 +295,13 @@ impl Settings {
                 .transpose()?,
             token: file.token.filter(|t| !t.is_empty()),
             tags: {
+                if file.tags.len() > videofarm_core::job::MAX_TAGS {
+                    return Err(UsageError::new(format!(
+                        "tags: {} tags given, {} at most",
+                        file.tags.len(),
+                        videofarm_core::job::MAX_TAGS
+                    )));
+                }
                 for tag in &file.tags {
                     videofarm_core::job::check_tag(tag)
                         .map_err(|why| UsageError::new(format!("tags: {why}")))?;

@@ -1,7 +1,8 @@
 //! Capability routing: a worker takes only jobs it can run (its ffmpeg has the profile's
 //! encoders and a trial encode works) and whose tags it has; a job nobody live can run waits
 //! and says why, without an attempt counted, until a worker that can starts. On the embedded
-//! queue the queue routes; on RabbitMQ the job circles through the retry queue.
+//! queue the lease routes; on RabbitMQ each route (profile and required tags) has a queue of its
+//! own that only capable workers consume, so such a job never even reaches the others.
 
 mod common;
 
@@ -134,6 +135,11 @@ fn routing(farm: &Farm) {
         assert_eq!(job["state"], "queued", "{job}");
         assert_eq!(job["attempts"], 0, "no attempt counted: {job}");
     }
+    assert!(
+        !farm.log("limited").contains("cannot run; moved it"),
+        "the jobs it cannot run never reached it: {}",
+        farm.log("limited")
+    );
     let inspect = text(&farm.run(["inspect"]).stdout);
     assert!(inspect.contains("can run: archive"), "{inspect}");
     assert!(
@@ -176,4 +182,34 @@ fn run_refuses_a_profile_this_machine_cannot_run_when_no_worker_can() {
     let said = text(&out.stderr);
     assert!(said.contains("cannot run profile h264-nvenc"), "{said}");
     assert!(farm.jobs().is_empty(), "nothing was queued");
+}
+
+/// Tags are few (a RabbitMQ worker consumes a queue per subset of them): more than four in a
+/// config, or required by one job, are refused with the limit.
+#[test]
+fn more_than_four_tags_are_refused() {
+    let farm = Farm::with_config("tags = [\"a\", \"b\", \"c\", \"d\", \"e\"]");
+    clip(&farm.input.join("one.mpg"), 1);
+    let out = farm.run(["status"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("4 at most"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let farm = Farm::new();
+    clip(&farm.input.join("one.mpg"), 1);
+    let mut cmd = farm.cmd(["enqueue", "--out"]);
+    cmd.arg(&farm.out);
+    for tag in ["a", "b", "c", "d", "e"] {
+        cmd.args(["--require", tag]);
+    }
+    let out = cmd.arg(farm.input.join("one.mpg")).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("requires 5 tags (4 at most)"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -110,6 +110,10 @@ pub struct JobSpec {
     pub require: Vec<String>,
 }
 
+/// The most tags a worker has or a job requires: a RabbitMQ worker consumes a queue for each
+/// subset of its tags and each profile it can run.
+pub const MAX_TAGS: usize = 4;
+
 /// Why `tag` cannot be a worker tag, or `Ok`: 1 to 64 letters, digits, '-', '_' or '.'.
 pub fn check_tag(tag: &str) -> Result<(), String> {
     if tag.is_empty()
@@ -166,9 +170,9 @@ impl JobSpec {
         if let Some(chunk) = &self.chunk {
             chunk.check()?;
         }
-        if self.require.len() > 16 {
+        if self.require.len() > MAX_TAGS {
             return Err(format!(
-                "the job requires {} tags (16 at most)",
+                "the job requires {} tags ({MAX_TAGS} at most)",
                 self.require.len()
             ));
         }

@@ -68,13 +68,13 @@ impl Inner {
     }
 
     /// Take the messages of `queue` whose id is in `ids` (all when `ids` is None), hand each
-    /// to `take`, acknowledge it once `take` succeeded, and leave the rest where they were.
+    /// to `take` (queued again on its route with `requeue`), acknowledge it once that succeeded, and leave the rest where they were.
     pub(crate) async fn take_from(
         &self,
         queue: &str,
         ids: Option<&[JobId]>,
         mut take: impl FnMut(Envelope) -> Option<Envelope>,
-        requeue_to: Option<&str>,
+        requeue: bool,
     ) -> Result<Vec<JobId>, QueueError> {
         let channel = self.new_channel().await?;
         let mut taken = Vec::new();
@@ -93,13 +93,8 @@ impl Inner {
             }
             let id = env.id.clone();
             if let Some(env) = take(env) {
-                if let Some(target) = requeue_to {
-                    self.publish_envelope(
-                        target,
-                        &env,
-                        persistent().with_priority(priority(&env.spec)),
-                    )
-                    .await?;
+                if requeue {
+                    self.publish_job(&env, None).await?;
                 }
             }
             message

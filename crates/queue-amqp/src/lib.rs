@@ -34,6 +34,7 @@ mod follow;
 pub mod names;
 mod queue_impl;
 pub mod records;
+pub mod route;
 
 pub use events::EventStream;
 pub use names::delete_farm_blocking;
@@ -114,11 +115,12 @@ struct Live {
     publish: Channel,
 }
 
-/// The consumer of one worker process, on its own channel.
+/// The consumers of one worker process (one per route it serves), on their own channel.
 struct Consuming {
     epoch: u64,
     channel: Channel,
-    consumer: Consumer,
+    routes: std::collections::BTreeSet<String>,
+    deliveries: route::Deliveries,
 }
 
 /// A delivery a worker holds.
@@ -147,6 +149,8 @@ pub(crate) struct Inner {
     /// (heartbeats must never wait for the next delivery).
     consume_channel: Mutex<Option<Channel>>,
     epoch: AtomicU64,
+    /// The routes whose queues were declared on the current connection.
+    routes: Mutex<std::collections::HashSet<String>>,
     next_token: AtomicU64,
     held: Mutex<HashMap<u64, Held>>,
     /// This process as a worker, once registered: what control replies describe.
@@ -219,6 +223,7 @@ impl AmqpQueue {
                 consuming: tokio::sync::Mutex::new(None),
                 consume_channel: Mutex::new(None),
                 epoch: AtomicU64::new(0),
+                routes: Mutex::new(Default::default()),
                 next_token: AtomicU64::new(1),
                 held: Mutex::new(HashMap::new()),
                 me: Mutex::new(None),
@@ -300,6 +305,10 @@ impl Inner {
             close_within(&old.connection).await;
         }
         self.next_epoch();
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         let connection = Connection::connect(
             &self.url(),
             ConnectionProperties::default()
@@ -362,59 +371,50 @@ impl Inner {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), QueueError> {
-        let channel = self.channel().await?;
-        let confirm = channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                body,
-                properties,
-            )
-            .await
-            .map_err(backend)?
-            .await
-            .map_err(backend)?;
-        if confirm.is_ack() {
-            Ok(())
-        } else {
-            Err(backend(format!(
-                "the broker refused the message for {queue}"
-            )))
-        }
+        self.publish_many("", vec![(queue.to_owned(), body.to_vec(), properties)])
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(backend("nothing was published")))
     }
 
-    /// Publish persistent messages to `queue` in order, then wait for every confirm: one answer
-    /// per message; `Err` when nothing could be sent.
+    /// Publish persistent messages to `exchange` (`""`: straight to the queue named by the
+    /// key) in order, then wait for every confirm: one answer per message; `Err` when nothing
+    /// could be sent. Through an exchange a message must reach a queue (`mandatory`): one
+    /// that no queue is bound for comes back as an error instead of vanishing.
     async fn publish_many(
         &self,
-        queue: &str,
-        messages: Vec<(Vec<u8>, BasicProperties)>,
+        exchange: &str,
+        messages: Vec<(String, Vec<u8>, BasicProperties)>,
     ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
         let channel = self.channel().await?;
+        let options = BasicPublishOptions {
+            mandatory: !exchange.is_empty(),
+            ..Default::default()
+        };
         let mut pending = Vec::with_capacity(messages.len());
-        for (body, properties) in messages {
+        for (key, body, properties) in messages {
             let sent = channel
                 .basic_publish(
-                    "".into(),
-                    queue.into(),
-                    BasicPublishOptions::default(),
+                    exchange.into(),
+                    key.as_str().into(),
+                    options,
                     &body,
                     properties,
                 )
                 .await
                 .map_err(backend);
-            pending.push(sent);
+            pending.push((key, sent));
         }
         let mut done = Vec::with_capacity(pending.len());
-        for sent in pending {
+        for (key, sent) in pending {
             done.push(match sent {
                 Err(e) => Err(e),
                 Ok(confirm) => match confirm.await {
-                    Ok(c) if c.is_ack() => Ok(()),
-                    Ok(_) => Err(backend(format!(
-                        "the broker refused the message for {queue}"
+                    Ok(lapin::Confirmation::Ack(None)) => Ok(()),
+                    Ok(lapin::Confirmation::Ack(Some(_))) => Err(backend(format!(
+                        "no queue took the message for {key} (was it deleted?)"
                     ))),
+                    Ok(_) => Err(backend(format!("the broker refused the message for {key}"))),
                     Err(e) => Err(backend(e)),
                 },
             });
@@ -462,52 +462,6 @@ impl Inner {
             .await;
     }
 
-    /// This worker's consumer, (re)created on the current connection.
-    async fn consumer(&self, prefetch: u16) -> Result<(), QueueError> {
-        let mut consuming = self.consuming.lock().await;
-        let epoch = self.epoch.load(Ordering::SeqCst);
-        if let Some(c) = consuming.as_ref() {
-            if c.epoch == epoch && c.channel.status().connected() {
-                return Ok(());
-            }
-            // The channel closed under us (consumer_timeout, broker restart): start afresh.
-            drop(consuming.take());
-            drop(consuming);
-            self.invalidate().await;
-            return Box::pin(self.consumer(prefetch)).await;
-        }
-        let channel = self.new_channel().await?;
-        let epoch = self.epoch.load(Ordering::SeqCst);
-        channel
-            .basic_qos(prefetch.max(1), BasicQosOptions::default())
-            .await
-            .map_err(backend)?;
-        let mut args = FieldTable::default();
-        if let Some(timeout) = self.settings.consumer_timeout {
-            let ms = timeout.as_millis().min(i64::MAX as u128) as i64;
-            args.insert("x-consumer-timeout".into(), AMQPValue::LongLongInt(ms));
-        }
-        let consumer = channel
-            .basic_consume(
-                self.names.jobs.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                args,
-            )
-            .await
-            .map_err(backend)?;
-        *self
-            .consume_channel
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(channel.clone());
-        *consuming = Some(Consuming {
-            epoch,
-            channel,
-            consumer,
-        });
-        Ok(())
-    }
-
     /// Check a lease against what this process holds.
     fn check(&self, lease: &Lease) -> Result<(), QueueError> {
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
@@ -537,14 +491,7 @@ impl Inner {
     /// requeued delivery would come back marked redelivered, counted as a lost attempt); else
     /// requeued, or left to the broker when the channel is gone.
     async fn put_back(&self, held: &Held) {
-        let env = &held.envelope;
-        let copied = self
-            .publish_envelope(
-                &self.names.jobs,
-                env,
-                persistent().with_priority(priority(&env.spec)),
-            )
-            .await;
+        let copied = self.publish_job(&held.envelope, None).await;
         if copied.is_ok() {
             let _ = held.acker.ack(BasicAckOptions::default()).await;
         } else {

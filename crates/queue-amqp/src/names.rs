@@ -3,9 +3,16 @@
 
 #[derive(Debug, Clone)]
 pub struct Names {
-    /// Ready jobs (durable, persistent messages, priorities 0-2).
+    /// The single job queue of earlier versions (durable, priorities 0-2): still consumed by
+    /// every worker, which moves a job it cannot run to its route. Jobs now wait in a queue
+    /// per route, `jobs.ROUTE` (see [`crate::route`]).
     pub jobs: String,
-    /// Jobs waiting out their retry delay; each message's TTL dead-letters it back to `jobs`.
+    /// Direct exchange every job is published to, its route as the routing key.
+    pub route: String,
+    /// Queue and fanout exchange where jobs wait out a delay (retries, a tape waiting for its
+    /// chunks); each message's TTL dead-letters it to `route`, with its route as the key.
+    pub wait: String,
+    /// The retry queue of earlier versions (its TTLs dead-letter into `jobs`).
     pub retry: String,
     /// Jobs that failed for good, with their reasons, until `retry` sends them back.
     pub failed: String,
@@ -23,6 +30,8 @@ impl Names {
     pub fn new(prefix: &str) -> Self {
         Self {
             jobs: format!("{prefix}.jobs"),
+            route: format!("{prefix}.route"),
+            wait: format!("{prefix}.wait"),
             retry: format!("{prefix}.retry"),
             failed: format!("{prefix}.failed"),
             cancelled: format!("{prefix}.cancelled"),
@@ -49,18 +58,64 @@ mod declare {
             args
         }
 
+        /// A job queue's arguments: priorities 0-2.
+        pub(crate) fn jobs_queue_args(&self) -> FieldTable {
+            let mut args = self.queue_args();
+            args.insert(
+                "x-max-priority".into(),
+                AMQPValue::ShortShortUInt(MAX_PRIORITY),
+            );
+            args
+        }
+
         pub(crate) async fn declare(&self, channel: &Channel) -> Result<(), QueueError> {
             let durable = QueueDeclareOptions {
                 durable: true,
                 ..Default::default()
             };
-            let mut jobs_args = self.queue_args();
-            jobs_args.insert(
-                "x-max-priority".into(),
-                AMQPValue::ShortShortUInt(MAX_PRIORITY),
+            channel
+                .queue_declare(
+                    self.names.jobs.as_str().into(),
+                    durable,
+                    self.jobs_queue_args(),
+                )
+                .await
+                .map_err(backend)?;
+            // Durable exchanges: a broker restart keeps them and the routes bound to them.
+            for (name, kind) in [
+                (&self.names.route, ExchangeKind::Direct),
+                (&self.names.wait, ExchangeKind::Fanout),
+            ] {
+                channel
+                    .exchange_declare(
+                        name.as_str().into(),
+                        kind,
+                        ExchangeDeclareOptions {
+                            durable: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(backend)?;
+            }
+            let mut wait_args = self.queue_args();
+            wait_args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(self.names.route.as_str().into()),
             );
             channel
-                .queue_declare(self.names.jobs.as_str().into(), durable, jobs_args)
+                .queue_declare(self.names.wait.as_str().into(), durable, wait_args)
+                .await
+                .map_err(backend)?;
+            channel
+                .queue_bind(
+                    self.names.wait.as_str().into(),
+                    self.names.wait.as_str().into(),
+                    "".into(),
+                    Default::default(),
+                    FieldTable::default(),
+                )
                 .await
                 .map_err(backend)?;
             let mut retry_args = self.queue_args();
@@ -152,7 +207,7 @@ mod declare_farm {
     /// Delete a throwaway farm's queues and exchanges (test clean-up), blocking, from any thread and
     /// even inside an async runtime: it runs on a thread and a runtime of its own, for at most 10 s.
     pub fn delete_farm_blocking(url: &str, prefix: &str) {
-        let (url, names) = (url.to_owned(), Names::new(prefix));
+        let (url, names, prefix) = (url.to_owned(), Names::new(prefix), prefix.to_owned());
         let _ = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -166,18 +221,28 @@ mod declare_farm {
                     let connection =
                         Connection::connect(&url, ConnectionProperties::default()).await?;
                     let channel = connection.create_channel().await?;
+                    // The built-in profiles' routes without tags; others expire when the farm
+                    // was made with `queue_expires` (tests), or stay.
+                    let routes = videofarm_core::Profiles::default()
+                        .iter()
+                        .map(|p| format!("{prefix}.jobs.{}", p.name))
+                        .collect::<Vec<_>>();
                     for queue in [
                         &names.jobs,
+                        &names.wait,
                         &names.retry,
                         &names.failed,
                         &names.cancelled,
                         &names.records,
-                    ] {
+                    ]
+                    .into_iter()
+                    .chain(&routes)
+                    {
                         channel
                             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                             .await?;
                     }
-                    for exchange in [&names.control, &names.events] {
+                    for exchange in [&names.control, &names.events, &names.route, &names.wait] {
                         channel
                             .exchange_delete(
                                 exchange.as_str().into(),

@@ -5,17 +5,6 @@
 use super::*;
 use records::Fact;
 
-/// How long a job a worker cannot run stays in the retry queue before it is offered again: 1 to
-/// 4 s, different each time, so that several such jobs do not come back in step and meet the
-/// same workers again and again.
-fn cannot_run_wait_ms() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    1000 + u64::from(nanos % 3000)
-}
-
 #[async_trait]
 impl Queue for AmqpQueue {
     async fn enqueue_many(
@@ -57,12 +46,7 @@ impl Queue for AmqpQueue {
             })
             .collect();
         inner.record_all(facts).await?;
-        let mut messages = Vec::with_capacity(envelopes.len());
-        for env in &envelopes {
-            let body = serde_json::to_vec(env).map_err(backend)?;
-            messages.push((body, persistent().with_priority(priority(&env.spec))));
-        }
-        let confirmed = inner.publish_many(&inner.names.jobs, messages).await?;
+        let confirmed = inner.publish_jobs(&envelopes).await?;
         let mut done = Vec::with_capacity(envelopes.len());
         for (env, confirmed) in envelopes.into_iter().zip(confirmed) {
             if confirmed.is_ok() {
@@ -87,16 +71,14 @@ impl Queue for AmqpQueue {
         let inner = &self.inner;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            inner
-                .consumer(worker.concurrency.min(u16::MAX as u32) as u16)
-                .await?;
+            inner.consumer(worker).await?;
             let next = {
                 let mut consuming = inner.consuming.lock().await;
                 let Some(c) = consuming.as_mut() else {
                     continue;
                 };
                 let epoch = c.epoch;
-                match tokio::time::timeout_at(deadline, c.consumer.next()).await {
+                match tokio::time::timeout_at(deadline, c.deliveries.next()).await {
                     Err(_) => return Ok(None),
                     Ok(None) => Err("the broker cancelled this worker's consumer".to_owned()),
                     Ok(Some(Err(e))) => Err(control::explain_channel_error(&e.to_string())),
@@ -164,19 +146,14 @@ impl Queue for AmqpQueue {
                         env.attempts
                     )
                 });
-                let target = if inner.queue.lost_too_often(env.lost) {
+                if inner.queue.lost_too_often(env.lost) {
                     env.failed_ms = Some(inner.now());
-                    &inner.names.failed
+                    inner
+                        .publish_envelope(&inner.names.failed, &env, persistent())
+                        .await?;
                 } else {
-                    &inner.names.jobs
-                };
-                inner
-                    .publish_envelope(
-                        target,
-                        &env,
-                        persistent().with_priority(priority(&env.spec)),
-                    )
-                    .await?;
+                    inner.publish_job(&env, None).await?;
+                }
                 inner
                     .record(Fact::Ended {
                         id: env.id.clone(),
@@ -199,12 +176,14 @@ impl Queue for AmqpQueue {
                 continue;
             }
             if !worker.can_run(&env.spec) {
-                // No queue per capability yet: back through the retry queue, for a worker that
-                // can run it, without an attempt counted or recorded.
-                let props = persistent().with_expiration(cannot_run_wait_ms().to_string().into());
-                inner
-                    .publish_envelope(&inner.names.retry, &env, props)
-                    .await?;
+                // From the old single queue (or a route this worker serves but cannot run, as
+                // with more tags than count for routing): moved to its route's queue, where
+                // only workers that can run it look, without an attempt counted or recorded.
+                let served = route::worker_routes(worker)
+                    .contains(&route::route(&env.spec.profile, &env.spec.require));
+                let wait = served.then_some(1000);
+                tracing::info!(job = %env.id, profile = %env.spec.profile, "received a job this worker cannot run; moved it to its route's queue");
+                inner.publish_job(&env, wait).await?;
                 settled(&delivery).await?;
                 continue;
             }
@@ -333,13 +312,7 @@ impl Queue for AmqpQueue {
                 // Back at once, attempts unchanged: a copy first, then the ack (a crash in
                 // between leaves a duplicate, which the output check makes harmless).
                 env.waiting = false;
-                inner
-                    .publish_envelope(
-                        &inner.names.jobs,
-                        &env,
-                        persistent().with_priority(priority(&env.spec)),
-                    )
-                    .await?;
+                inner.publish_job(&env, None).await?;
                 let mut fact = held.ended("released", JobState::Queued, None, None);
                 if let Fact::Ended { attempts, .. } = &mut fact {
                     *attempts = env.attempts;
@@ -350,11 +323,7 @@ impl Queue for AmqpQueue {
                 // Back after the wait through the retry queue, attempts unchanged; the records
                 // see one attempt from planning to join.
                 env.waiting = true;
-                let delay = after.as_millis().max(1);
-                let props = persistent().with_expiration(delay.to_string().into());
-                inner
-                    .publish_envelope(&inner.names.retry, &env, props)
-                    .await?;
+                inner.publish_job(&env, Some(after.as_millis())).await?;
                 None
             }
             Outcome::Failed(failure) => {
@@ -375,10 +344,7 @@ impl Queue for AmqpQueue {
                     }
                     AfterFailure::Retry { after } => {
                         let ms = after.as_millis().max(1);
-                        let props = persistent().with_expiration(ms.to_string().into());
-                        inner
-                            .publish_envelope(&inner.names.retry, &env, props)
-                            .await?;
+                        inner.publish_job(&env, Some(ms)).await?;
                         (JobState::Queued, Some(inner.now() + ms as i64))
                     }
                 };
@@ -540,12 +506,7 @@ impl Control for AmqpQueue {
         // Recorded first, for the same reason as a queued job.
         inner.record(Fact::Retried { ids: ids.to_vec() }).await?;
         let taken = inner
-            .take_from(
-                &inner.names.failed,
-                Some(ids),
-                |env| Some(fresh(env)),
-                Some(&inner.names.jobs),
-            )
+            .take_from(&inner.names.failed, Some(ids), |env| Some(fresh(env)), true)
             .await?;
         // Cancelled jobs (and failed ones no longer in the failed queue) are queued afresh from
         // their records: later than their cancel, so workers take them.
@@ -562,10 +523,7 @@ impl Control for AmqpQueue {
                 failed_ms: None,
                 waiting: false,
             };
-            let props = persistent().with_priority(priority(&env.spec));
-            inner
-                .publish_envelope(&inner.names.jobs, &env, props)
-                .await?;
+            inner.publish_job(&env, None).await?;
         }
         Ok(ids.to_vec())
     }
@@ -573,12 +531,7 @@ impl Control for AmqpQueue {
     async fn retry_all_failed(&self) -> Result<Vec<JobId>, QueueError> {
         let inner = &self.inner;
         let taken = inner
-            .take_from(
-                &inner.names.failed,
-                None,
-                |env| Some(fresh(env)),
-                Some(&inner.names.jobs),
-            )
+            .take_from(&inner.names.failed, None, |env| Some(fresh(env)), true)
             .await?;
         if !taken.is_empty() {
             inner.record(Fact::Retried { ids: taken.clone() }).await?;

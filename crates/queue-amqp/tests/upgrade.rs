@@ -54,3 +54,88 @@ async fn an_old_ten_level_job_queue_is_refused_with_what_to_do() {
     );
     let _ = conn.close(200, "done".into()).await;
 }
+
+/// A job an earlier build left in the single job queue still runs, on a worker that can run it:
+/// a worker that cannot moves it to its route's queue (no attempt counted) instead of looping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_left_in_the_old_single_queue_reaches_a_worker_that_can_run_it() {
+    use videofarm_core::{JobId, JobSpec, Queue, WorkerInfo};
+    use videofarm_queue_amqp::envelope::{Envelope, VERSION};
+    let url = std::env::var("VIDEOFARM_TEST_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let prefix = format!("vftest-oldqueue-{}", std::process::id());
+    struct Cleanup(String, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            delete_farm_blocking(&self.0, &self.1);
+        }
+    }
+    let _cleanup = Cleanup(url.clone(), prefix.clone());
+    let mut settings = AmqpSettings::new(&url);
+    settings.prefix = prefix.clone();
+    settings.queue_expires = Some(Duration::from_secs(600));
+    let queue = AmqpQueue::connect(settings, QueueSettings::default())
+        .await
+        .expect("RabbitMQ must be running for this test");
+
+    let old = Envelope {
+        v: VERSION,
+        id: JobId("old0000000000001".into()),
+        spec: JobSpec {
+            input: "/media/in/old.mpg".into(),
+            output: "/media/out/old.mkv".into(),
+            profile: "archive".into(),
+            key: "old0000000000001".into(),
+            ..Default::default()
+        },
+        attempts: 0,
+        lost: 0,
+        error: None,
+        stderr_tail: None,
+        created_ms: 0,
+        failed_ms: None,
+        waiting: false,
+    };
+    let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .basic_publish(
+            "".into(),
+            format!("{prefix}.jobs").as_str().into(),
+            Default::default(),
+            &serde_json::to_vec(&old).unwrap(),
+            lapin::BasicProperties::default().with_priority(1),
+        )
+        .await
+        .unwrap();
+
+    let worker = |name: &str, profiles: &[&str]| WorkerInfo {
+        name: name.into(),
+        pid: 1,
+        host: "h".into(),
+        started_ms: 0,
+        concurrency: 1,
+        profiles: Some(profiles.iter().map(|p| p.to_string()).collect()),
+        unable: vec![],
+        tags: vec![],
+    };
+    let mut web_only = worker("web-only", &["web"]);
+    web_only.unable = vec!["archive".into()];
+    assert!(
+        queue
+            .lease(&web_only, Duration::from_millis(1500))
+            .await
+            .unwrap()
+            .is_none(),
+        "a worker that cannot run it does not take it"
+    );
+    let lease = queue
+        .lease(&worker("archiver", &["archive"]), Duration::from_secs(3))
+        .await
+        .unwrap()
+        .expect("moved to its route, where a capable worker finds it");
+    assert_eq!((lease.id, lease.attempt), (old.id, 1));
+    let _ = conn.close(200, "done".into()).await;
+}

@@ -12,6 +12,7 @@ use videofarm_core::Enqueued;
 
 pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitStatus> {
     let profile = settings.profile(args.inputs.profile.as_deref())?.clone();
+    crate::cli::check_required(&args.inputs.require)?;
     let mut planned = scan::plan(&args.inputs.paths, &args.inputs.out, &profile.extension)
         .map_err(UsageError::from)?;
     if planned.is_empty() {

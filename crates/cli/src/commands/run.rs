@@ -90,6 +90,7 @@ impl EventSource {
 
 pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatus> {
     let profile = settings.profile(args.inputs.profile.as_deref())?.clone();
+    crate::cli::check_required(&args.inputs.require)?;
     let tools = locate_tools(settings)?;
     let planned = scan::plan(&args.inputs.paths, &args.inputs.out, &profile.extension)
         .map_err(UsageError::from)?;

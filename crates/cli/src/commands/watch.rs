@@ -26,6 +26,7 @@ struct Look {
 
 pub async fn watch(settings: &Settings, args: WatchArgs) -> anyhow::Result<ExitStatus> {
     let profile = settings.profile(args.profile.as_deref())?.clone();
+    crate::cli::check_required(&args.require)?;
     if !args.dir.is_dir() {
         return Err(UsageError::new(format!("{}: not a folder", shown(&args.dir))).into());
     }
