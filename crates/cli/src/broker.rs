@@ -79,6 +79,7 @@ pub async fn open_amqp(settings: &Settings, url: &str) -> anyhow::Result<AmqpQue
             .clone()
             .unwrap_or_else(|| default_records_file(settings)),
     );
+    amqp.celery = settings.celery.clone();
     AmqpQueue::connect(amqp, settings.queue.clone())
         .await
         .with_context(|| format!("connecting to {}", settings.broker.describe()))

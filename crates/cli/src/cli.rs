@@ -121,6 +121,10 @@ pub struct WorkerArgs {
     /// The name `inspect` shows (default: host:pid).
     #[arg(long)]
     pub name: Option<String>,
+    /// Also take the Celery app's tasks from its queue, and answer `celery inspect` and send
+    /// Celery events as a Celery worker (RabbitMQ only; `[celery]` in the config does it too).
+    #[arg(long)]
+    pub celery: bool,
 }
 
 #[derive(Debug, Args)]

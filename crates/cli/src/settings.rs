@@ -93,6 +93,24 @@ pub struct ConfigFile {
     pub paths: PathsConfig,
     #[serde(default)]
     pub profiles: BTreeMap<String, Profile>,
+    /// `[celery]`: `worker` also takes a Celery app's tasks (see the README).
+    pub celery: Option<CeleryConfig>,
+}
+
+/// `[celery]`: where the Celery app's tasks are and what they run. Every key is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CeleryConfig {
+    pub queue: Option<String>,
+    pub exchange: Option<String>,
+    pub routing_key: Option<String>,
+    /// The node name Celery's tools show (default `celery@HOST`, or `NAME@HOST` with `--name`).
+    pub hostname: Option<String>,
+    /// Send Celery events (default true).
+    pub events: Option<bool>,
+    /// Task name = profile (default `"videoTasks.encode" = "archive"`).
+    #[serde(default)]
+    pub tasks: BTreeMap<String, String>,
 }
 
 /// `[paths]`: what a worker may touch, and how the producer's paths map to this machine's.
@@ -140,6 +158,10 @@ pub struct Settings {
     pub tags: Vec<String>,
     pub records_file: Option<PathBuf>,
     pub paths: PathPolicy,
+    /// The Celery app's tasks this worker takes too (`[celery]` or `worker --celery`), ready
+    /// for the RabbitMQ backend; `None` for every other command.
+    pub celery: Option<videofarm_queue_amqp::celery::CelerySettings>,
+    pub celery_config: Option<CeleryConfig>,
 }
 
 /// The longest time any setting may say: about 31 years, far past any encode, and far below
@@ -310,6 +332,8 @@ impl Settings {
             },
             records_file: file.records_file,
             paths: paths_policy(file.paths)?,
+            celery: None,
+            celery_config: file.celery,
         })
     }
 
@@ -345,6 +369,66 @@ fn paths_policy(config: PathsConfig) -> Result<PathPolicy, UsageError> {
             })
             .collect(),
     })
+}
+
+impl Settings {
+    /// The Celery side of a worker named `name` on `host`: the config's `[celery]` over the old
+    /// farm's defaults; each task's profile must exist.
+    pub fn celery_for(
+        &self,
+        name: Option<&str>,
+        host: &str,
+    ) -> Result<videofarm_queue_amqp::celery::CelerySettings, UsageError> {
+        use videofarm_queue_amqp::celery::{CelerySettings, MappedTask};
+        let config = self.celery_config.clone().unwrap_or_default();
+        let hostname = config
+            .hostname
+            .unwrap_or_else(|| format!("{}@{host}", name.unwrap_or("celery")));
+        let mut celery = CelerySettings::new(&hostname);
+        let names = [
+            (&config.queue, &mut celery.queue, "queue"),
+            (&config.exchange, &mut celery.exchange, "exchange"),
+            (&config.routing_key, &mut celery.routing_key, "routing_key"),
+        ];
+        for (given, field, key) in names {
+            if let Some(given) = given {
+                if given.is_empty() || given.len() > 200 {
+                    return Err(UsageError::new(format!(
+                        "[celery] {key}: 1 to 200 characters"
+                    )));
+                }
+                field.clone_from(given);
+            }
+        }
+        if hostname.is_empty() || hostname.len() > 200 {
+            return Err(UsageError::new("[celery] hostname: 1 to 200 characters"));
+        }
+        if let Some(events) = config.events {
+            celery.events = events;
+        }
+        if !config.tasks.is_empty() {
+            celery.tasks.clear();
+        }
+        for (task, profile) in &config.tasks {
+            let found = self
+                .profiles
+                .get(profile)
+                .map_err(|e| UsageError::new(format!("[celery] tasks: {task}: {e}")))?;
+            celery.tasks.insert(
+                task.clone(),
+                MappedTask {
+                    profile: profile.clone(),
+                    extension: found.extension.clone(),
+                },
+            );
+        }
+        for mapped in celery.tasks.values() {
+            if let Err(e) = self.profiles.get(&mapped.profile) {
+                return Err(UsageError::new(format!("[celery]: {e}")));
+            }
+        }
+        Ok(celery)
+    }
 }
 
 #[cfg(test)]

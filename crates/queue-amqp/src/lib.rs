@@ -27,6 +27,7 @@
 //! publishing).
 
 mod browse;
+pub mod celery;
 mod control;
 pub mod envelope;
 mod events;
@@ -80,6 +81,8 @@ pub struct AmqpSettings {
     /// The local copy of the farm's records (an SQLite file); `None` keeps it in memory, read
     /// from the records stream by each process.
     pub records_file: Option<std::path::PathBuf>,
+    /// Also take a Celery app's tasks, and answer and report as a Celery worker.
+    pub celery: Option<celery::CelerySettings>,
 }
 
 impl AmqpSettings {
@@ -91,6 +94,7 @@ impl AmqpSettings {
             inspect_timeout: Duration::from_millis(700),
             consumer_timeout: None,
             records_file: None,
+            celery: None,
         }
     }
 }
@@ -136,6 +140,10 @@ struct Held {
     publishing: bool,
     /// The worker holding it, as the records name it.
     worker: String,
+    /// When it was taken (ms).
+    started_ms: i64,
+    /// A Celery task, as it came.
+    celery: Option<celery::Holding>,
 }
 
 pub(crate) struct Inner {
@@ -165,6 +173,10 @@ pub(crate) struct Inner {
     /// answered from it while a fresh one is asked for in the background.
     workers_seen: Mutex<Option<(tokio::time::Instant, Vec<WorkerStatus>)>>,
     workers_asking: std::sync::atomic::AtomicBool,
+    /// Celery's logical clock, and the tasks this worker finished (for Celery's events).
+    celery_clock: AtomicU64,
+    celery_processed: AtomicU64,
+    celery_control: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// How long the records stream keeps a fact (every process that follows it keeps its own copy
@@ -232,6 +244,9 @@ impl AmqpQueue {
                 follower: follow::Follower::new(store),
                 workers_seen: Mutex::new(None),
                 workers_asking: std::sync::atomic::AtomicBool::new(false),
+                celery_clock: AtomicU64::new(0),
+                celery_processed: AtomicU64::new(0),
+                celery_control: Mutex::new(None),
             }),
         };
         me.inner.channel().await?;
@@ -491,6 +506,11 @@ impl Inner {
     /// requeued delivery would come back marked redelivered, counted as a lost attempt); else
     /// requeued, or left to the broker when the channel is gone.
     async fn put_back(&self, held: &Held) {
+        if let Some(holding) = &held.celery {
+            if self.put_back_celery(held, holding).await.is_ok() {
+                return;
+            }
+        }
         let copied = self.publish_job(&held.envelope, None).await;
         if copied.is_ok() {
             let _ = held.acker.ack(BasicAckOptions::default()).await;

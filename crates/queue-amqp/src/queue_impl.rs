@@ -81,11 +81,11 @@ impl Queue for AmqpQueue {
                 match tokio::time::timeout_at(deadline, c.deliveries.next()).await {
                     Err(_) => return Ok(None),
                     Ok(None) => Err("the broker cancelled this worker's consumer".to_owned()),
-                    Ok(Some(Err(e))) => Err(control::explain_channel_error(&e.to_string())),
-                    Ok(Some(Ok(delivery))) => Ok((epoch, delivery)),
+                    Ok(Some((_, Err(e)))) => Err(control::explain_channel_error(&e.to_string())),
+                    Ok(Some((source, Ok(delivery)))) => Ok((epoch, source, delivery)),
                 }
             };
-            let (epoch, delivery) = match next {
+            let (epoch, source, delivery) = match next {
                 Ok(x) => x,
                 Err(why) => {
                     tracing::error!("{why}");
@@ -93,8 +93,14 @@ impl Queue for AmqpQueue {
                     return Err(backend(why));
                 }
             };
-            let mut env = match envelope::parse(&delivery.data) {
-                Ok(env) => env,
+            let intake = match source {
+                route::Source::Farm => envelope::parse(&delivery.data).map(|env| (env, None)),
+                route::Source::Celery => inner
+                    .read_celery(&delivery)
+                    .map(|(env, holding)| (env, Some(holding))),
+            };
+            let (mut env, celery) = match intake {
+                Ok(taken) => taken,
                 Err(why) => {
                     // Not ours or malformed: keep it, with the reason, where people look.
                     tracing::warn!(reason = %why, "refused a message");
@@ -216,10 +222,16 @@ impl Queue for AmqpQueue {
                     cancelled: None,
                     publishing: false,
                     worker: worker.name.clone(),
+                    started_ms: inner.now(),
+                    celery,
                 },
             );
             if !waiting {
-                if let Err(e) = inner.record(started).await {
+                let recorded = inner.record(started).await;
+                if recorded.is_ok() && source == route::Source::Celery {
+                    inner.celery_task_taken(&lease).await;
+                }
+                if let Err(e) = recorded {
                     // Not recorded, not taken: back to the queue for whoever can record it, as
                     // a fresh message where the broker still answers (a requeued delivery would
                     // come back marked redelivered and be counted as a lost attempt).
@@ -312,7 +324,15 @@ impl Queue for AmqpQueue {
                 // Back at once, attempts unchanged: a copy first, then the ack (a crash in
                 // between leaves a duplicate, which the output check makes harmless).
                 env.waiting = false;
-                inner.publish_job(&env, None).await?;
+                match &held.celery {
+                    // A Celery task goes back to the Celery app's queue, as it came.
+                    Some(c) => {
+                        inner
+                            .publish(&inner.celery_queue(), &c.body, c.properties.clone())
+                            .await?
+                    }
+                    None => inner.publish_job(&env, None).await?,
+                }
                 let mut fact = held.ended("released", JobState::Queued, None, None);
                 if let Fact::Ended { attempts, .. } = &mut fact {
                     *attempts = env.attempts;
@@ -364,10 +384,15 @@ impl Queue for AmqpQueue {
         };
         // Recorded before the ack: a fact lost with the connection leaves the job unacknowledged,
         // so it comes back and is recorded then.
+        let ended = fact.clone();
         if let Some(fact) = fact {
             inner.record(fact).await?;
         }
-        inner.ack(&held, &lease.id).await
+        inner.ack(&held, &lease.id).await?;
+        if let (Some(celery), Some(ended)) = (&held.celery, ended) {
+            inner.celery_task_ended(celery, &ended).await;
+        }
+        Ok(())
     }
 
     async fn register_worker(&self, worker: &WorkerInfo) -> Result<(), QueueError> {
@@ -396,6 +421,21 @@ impl Queue for AmqpQueue {
         if first {
             tracing::debug!(worker = %worker.name, "answering control requests");
         }
+        let celery_running = self
+            .inner
+            .celery_control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|h| !h.is_finished());
+        if self.inner.settings.celery.is_some() && !celery_running {
+            let handle = celery::spawn_control(self.inner.clone()).await?;
+            *self
+                .inner
+                .celery_control
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        }
         Ok(())
     }
 
@@ -418,6 +458,16 @@ impl Queue for AmqpQueue {
             .take()
         {
             handle.abort();
+        }
+        let celery = self
+            .inner
+            .celery_control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(handle) = celery {
+            handle.abort();
+            self.inner.celery_worker_event("worker-offline").await;
         }
         Ok(())
     }

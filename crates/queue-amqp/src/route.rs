@@ -21,9 +21,18 @@ use std::pin::Pin;
 /// them, so they are few (a configuration with more is refused).
 pub const MAX_ROUTING_TAGS: usize = videofarm_core::job::MAX_TAGS;
 
+/// Where a delivery came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Source {
+    /// The farm's own queues: a videofarm job message.
+    Farm,
+    /// The Celery app's queue: a Celery task message.
+    Celery,
+}
+
 /// Every delivery of a worker's consumers, merged.
 pub(crate) type Deliveries =
-    Pin<Box<dyn Stream<Item = lapin::Result<lapin::message::Delivery>> + Send>>;
+    Pin<Box<dyn Stream<Item = (Source, lapin::Result<lapin::message::Delivery>)> + Send>>;
 
 /// A job's route: `PROFILE`, then `+TAG` for each tag it requires, sorted. A long one is
 /// shortened with a hash (queue names and routing keys are at most 255 bytes).
@@ -195,13 +204,18 @@ impl Inner {
             let ms = timeout.as_millis().min(i64::MAX as u128) as i64;
             args.insert("x-consumer-timeout".into(), AMQPValue::LongLongInt(ms));
         }
-        let mut queues = vec![self.names.jobs.clone()];
+        let mut queues = vec![(Source::Farm, self.names.jobs.clone())];
         for route in &routes {
             self.declare_route(&channel, route).await?;
-            queues.push(self.route_queue(route));
+            queues.push((Source::Farm, self.route_queue(route)));
+        }
+        if let Some(celery) = &self.settings.celery {
+            self.declare_celery(&channel, celery).await?;
+            queues.push((Source::Celery, celery.queue.clone()));
         }
         let mut merged: Option<Deliveries> = None;
-        for queue in &queues {
+        for (source, queue) in &queues {
+            let source = *source;
             let consumer = channel
                 .basic_consume(
                     queue.as_str().into(),
@@ -210,7 +224,8 @@ impl Inner {
                     args.clone(),
                 )
                 .await
-                .map_err(backend)?;
+                .map_err(backend)?
+                .map(move |delivery| (source, delivery));
             // Taken from whichever is ready, at random when several are: no queue starves.
             merged = Some(match merged {
                 None => Box::pin(consumer),

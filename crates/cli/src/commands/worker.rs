@@ -10,6 +10,18 @@ use tokio_util::sync::CancellationToken;
 use videofarm_worker::Worker;
 
 pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<ExitStatus> {
+    let mut settings = settings.clone();
+    if args.celery || settings.celery_config.is_some() {
+        if !matches!(settings.broker, crate::settings::Broker::Amqp(_)) {
+            return Err(crate::error::UsageError::new(
+                "--celery and [celery] need the Celery app's broker: --broker amqp://...",
+            )
+            .into());
+        }
+        let host = crate::broker::hostname();
+        settings.celery = Some(settings.celery_for(args.name.as_deref(), &host)?);
+    }
+    let settings = &settings;
     let tools = locate_tools(settings)?;
     let abort = CancellationToken::new();
     stop_on_signal(abort.clone());
