@@ -261,6 +261,28 @@ pub async fn a_deferred_job_returns_after_its_wait_without_counting_an_attempt(f
     q.finish(&again, ok()).await.unwrap();
 }
 
+/// A short wait is not held up by a long one queued before it.
+pub async fn a_long_wait_does_not_hold_up_a_short_one(f: Fixture) {
+    let q = f.queue.as_ref();
+    let wait = |ms| Outcome::Deferred {
+        after: Duration::from_millis(ms),
+        progress: Progress::default(),
+    };
+    q.enqueue(spec("long"), false).await.unwrap();
+    let long = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
+    q.finish(&long, wait(60_000)).await.unwrap();
+    q.enqueue(spec("short"), false).await.unwrap();
+    let short = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
+    assert_eq!(short.spec.key, "key-short");
+    q.finish(&short, wait(300)).await.unwrap();
+    let back = q
+        .lease(&worker("w2"), WAIT)
+        .await
+        .unwrap()
+        .expect("the short wait is over first");
+    assert_eq!(back.spec.key, "key-short");
+}
+
 pub async fn a_chunk_job_comes_back_with_its_parent_split_and_frames(f: Fixture) {
     let q = f.queue.as_ref();
     let mut parent = spec("tape");
@@ -523,6 +545,7 @@ macro_rules! conformance_tests {
             a_released_job_returns_at_once_without_counting_an_attempt,
             a_deferred_job_returns_after_its_wait_without_counting_an_attempt,
             a_chunk_job_comes_back_with_its_parent_split_and_frames,
+            a_long_wait_does_not_hold_up_a_short_one,
             a_stale_token_is_fenced_off,
             an_expired_lease_is_redelivered_and_the_old_holder_fenced,
             attempts_lost_with_their_worker_are_counted_apart_with_a_limit_of_their_own,

@@ -9,8 +9,8 @@ pub struct Names {
     pub jobs: String,
     /// Direct exchange every job is published to, its route as the routing key.
     pub route: String,
-    /// Queue and fanout exchange where jobs wait out a delay (retries, a tape waiting for its
-    /// chunks); each message's TTL dead-letters it to `route`, with its route as the key.
+    /// The start of the names of the queues (and their fanout exchanges) where jobs wait out a
+    /// delay: `wait.250ms`, `wait.500ms`, ... (see [`Names::wait_queue`]).
     pub wait: String,
     /// The retry queue of earlier versions (its TTLs dead-letter into `jobs`).
     pub retry: String,
@@ -26,7 +26,25 @@ pub struct Names {
     pub records: String,
 }
 
+/// The shortest wait queue's delay; each next one waits twice as long.
+pub const WAIT_BASE_MS: u128 = 250;
+/// How many wait queues there are: the longest waits 250 ms x 2^16, about 4.5 hours.
+pub const WAIT_QUEUES: u32 = 17;
+
 impl Names {
+    /// The wait queue for a delay of `delay_ms`: the shortest that waits at least that long
+    /// (or the longest). Every message in one waits the same, so none holds up another.
+    pub fn wait_queue(&self, delay_ms: u128) -> (String, u128) {
+        let mut wait = WAIT_BASE_MS;
+        for _ in 1..WAIT_QUEUES {
+            if wait >= delay_ms {
+                break;
+            }
+            wait *= 2;
+        }
+        (format!("{}.{wait}ms", self.wait), wait)
+    }
+
     pub fn new(prefix: &str) -> Self {
         Self {
             jobs: format!("{prefix}.jobs"),
@@ -81,39 +99,15 @@ mod declare {
                 )
                 .await
                 .map_err(backend)?;
-            // Durable exchanges: a broker restart keeps them and the routes bound to them.
-            for (name, kind) in [
-                (&self.names.route, ExchangeKind::Direct),
-                (&self.names.wait, ExchangeKind::Fanout),
-            ] {
-                channel
-                    .exchange_declare(
-                        name.as_str().into(),
-                        kind,
-                        ExchangeDeclareOptions {
-                            durable: true,
-                            ..Default::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await
-                    .map_err(backend)?;
-            }
-            let mut wait_args = self.queue_args();
-            wait_args.insert(
-                "x-dead-letter-exchange".into(),
-                AMQPValue::LongString(self.names.route.as_str().into()),
-            );
+            // Durable: a broker restart keeps it and the routes bound to it.
             channel
-                .queue_declare(self.names.wait.as_str().into(), durable, wait_args)
-                .await
-                .map_err(backend)?;
-            channel
-                .queue_bind(
-                    self.names.wait.as_str().into(),
-                    self.names.wait.as_str().into(),
-                    "".into(),
-                    Default::default(),
+                .exchange_declare(
+                    self.names.route.as_str().into(),
+                    ExchangeKind::Direct,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
                     FieldTable::default(),
                 )
                 .await
@@ -227,9 +221,11 @@ mod declare_farm {
                         .iter()
                         .map(|p| format!("{prefix}.jobs.{}", p.name))
                         .collect::<Vec<_>>();
+                    let waits = (0..crate::names::WAIT_QUEUES)
+                        .map(|i| names.wait_queue(crate::names::WAIT_BASE_MS << i).0)
+                        .collect::<Vec<_>>();
                     for queue in [
                         &names.jobs,
-                        &names.wait,
                         &names.retry,
                         &names.failed,
                         &names.cancelled,
@@ -237,12 +233,16 @@ mod declare_farm {
                     ]
                     .into_iter()
                     .chain(&routes)
+                    .chain(&waits)
                     {
                         channel
                             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                             .await?;
                     }
-                    for exchange in [&names.control, &names.events, &names.route, &names.wait] {
+                    for exchange in [&names.control, &names.events, &names.route]
+                        .into_iter()
+                        .chain(&waits)
+                    {
                         channel
                             .exchange_delete(
                                 exchange.as_str().into(),

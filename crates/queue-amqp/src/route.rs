@@ -8,9 +8,12 @@
 //! so it never holds more jobs than its concurrency. A job nobody can run stays in its queue,
 //! shown as waiting, and is never offered to a worker that would refuse it.
 //!
-//! Waits (retries, a split tape waiting for its chunks) go through `PREFIX.wait`: published to
-//! the fanout exchange of that name with the job's route as routing key, the message's TTL
-//! dead-letters it to `PREFIX.route` with that key, back into its own queue.
+//! Waits (retries, a split tape waiting for its chunks) go through a wait queue per delay,
+//! `PREFIX.wait.250ms` to `PREFIX.wait.16384000ms` (each twice the last; a delay is rounded up
+//! to the next): published to the fanout exchange of that name with the job's route as routing
+//! key, the queue's TTL dead-letters it to `PREFIX.route` with that key, back into its own
+//! queue. One TTL per queue: a long wait never holds up a short one behind it, as per-message
+//! TTLs in one queue would (RabbitMQ expires messages only at the head).
 
 use super::*;
 use futures_lite::Stream;
@@ -132,6 +135,67 @@ impl Inner {
         Ok(())
     }
 
+    /// Declare the wait queue for `delay_ms` and its exchange (once per connection); its name.
+    async fn declare_wait(&self, channel: &Channel, delay_ms: u128) -> Result<String, QueueError> {
+        let (name, wait) = self.names.wait_queue(delay_ms);
+        let known = format!("wait:{name}");
+        if self
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&known)
+        {
+            return Ok(name);
+        }
+        channel
+            .exchange_declare(
+                name.as_str().into(),
+                ExchangeKind::Fanout,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(backend)?;
+        let mut args = self.queue_args();
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(self.names.route.as_str().into()),
+        );
+        args.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(wait.min(i64::MAX as u128) as i64),
+        );
+        channel
+            .queue_declare(
+                name.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                args,
+            )
+            .await
+            .map_err(backend)?;
+        channel
+            .queue_bind(
+                name.as_str().into(),
+                name.as_str().into(),
+                "".into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(backend)?;
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(known);
+        Ok(name)
+    }
+
     /// Queue jobs on their routes (declared first), each published before any confirm is
     /// awaited: one answer per job.
     pub(crate) async fn publish_jobs(
@@ -166,9 +230,9 @@ impl Inner {
         let route = job_route(&env.spec);
         // The wait ends in the route's queue: it must exist by then.
         self.declare_route(&channel, &route).await?;
+        let wait = self.declare_wait(&channel, delay).await?;
         let body = serde_json::to_vec(env).map_err(backend)?;
-        let props = persistent().with_expiration(delay.max(1).to_string().into());
-        self.publish_many(&self.names.wait, vec![(route, body, props)])
+        self.publish_many(&wait, vec![(route, body, persistent())])
             .await?
             .pop()
             .unwrap_or_else(|| Err(backend("nothing was published")))
