@@ -183,6 +183,7 @@ async fn follow_on(inner: &Arc<Inner>, connection: &Connection) -> Result<(), Qu
         .await
         .map_err(backend)?;
     let store = inner.follower.store.clone();
+    same_stream(inner, connection, &store).await?;
     inner.follower.notice_own_facts()?;
     let from = store.offset().map_err(backend)?;
     let mut args = FieldTable::default();
@@ -251,6 +252,72 @@ async fn follow_on(inner: &Arc<Inner>, connection: &Connection) -> Result<(), Qu
     }
 }
 
+/// Make sure the local copy was read from this very stream: one made anew under the same name
+/// (a broker reinstalled, the farm deleted and made again) starts with another first message,
+/// and a copy that kept the old one's offset would wait forever for offsets it has passed.
+/// Then the copy is emptied and read again from the start. A stream whose old messages its
+/// retention dropped starts later than it did: that is the same stream.
+async fn same_stream(
+    inner: &Arc<Inner>,
+    connection: &Connection,
+    store: &RecordStore,
+) -> Result<(), QueueError> {
+    let channel = connection.create_channel().await.map_err(backend)?;
+    channel
+        .basic_qos(1, BasicQosOptions::default())
+        .await
+        .map_err(backend)?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-stream-offset".into(),
+        AMQPValue::LongString("first".into()),
+    );
+    let mut first = channel
+        .basic_consume(
+            inner.names.records.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            args,
+        )
+        .await
+        .map_err(backend)?;
+    // An empty stream (just made) has nothing to compare yet; a copy read from one before is
+    // of another stream.
+    let delivery = match tokio::time::timeout(Duration::from_secs(3), first.next()).await {
+        Ok(Some(Ok(delivery))) => delivery,
+        _ => {
+            let _ = channel.close(200, "checked".into()).await;
+            if store.offset().map_err(backend)?.is_some() {
+                tracing::warn!("the records stream is empty but this copy has read one before: reading it again from its start");
+                store.reset().map_err(backend)?;
+            }
+            return Ok(());
+        }
+    };
+    let _ = channel.close(200, "checked".into()).await;
+    let offset = stream_offset(&delivery.properties).unwrap_or(0);
+    let head = serde_json::from_slice::<Vec<Stamped>>(&delivery.data)
+        .ok()
+        .and_then(|facts| facts.first().map(|f| (f.origin, f.seq)))
+        .unwrap_or((0, 0));
+    let now = (offset, head.0, head.1);
+    match store.origin_of_stream().map_err(backend)? {
+        // A new copy, or one from before this check: know its stream from now on.
+        None => {}
+        Some(known) if known == now || offset > known.0 => return Ok(()),
+        Some(_) => {
+            tracing::warn!(
+                stream = %inner.names.records,
+                "the records stream was made anew: this machine's copy is read again from its start"
+            );
+            store.reset().map_err(backend)?;
+        }
+    }
+    store
+        .set_origin_of_stream(now.0, now.1, now.2)
+        .map_err(backend)
+}
+
 fn stream_offset(properties: &BasicProperties) -> Option<u64> {
     let headers = properties.headers().as_ref()?;
     match headers.inner().get("x-stream-offset")? {
@@ -281,6 +348,62 @@ impl Inner {
 mod tests {
     use super::*;
     use videofarm_core::Records;
+
+    fn test_url() -> String {
+        std::env::var("VIDEOFARM_TEST_AMQP")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    }
+
+    /// A farm deleted and made again (a broker reinstalled) under the same name, read by a
+    /// machine that kept its records file: the copy is read again from the new stream's start,
+    /// instead of waiting for offsets it has passed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_made_anew_is_read_from_its_start() {
+        let url = test_url();
+        let dir = std::env::temp_dir().join(format!("vftest-anew-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let prefix = format!("vftest-anew-{}", std::process::id());
+        let open = || async {
+            let mut settings = AmqpSettings::new(&url);
+            settings.prefix = prefix.clone();
+            settings.queue_expires = Some(Duration::from_secs(600));
+            settings.records_file = Some(dir.join("records.db"));
+            AmqpQueue::connect(settings, videofarm_core::QueueSettings::default())
+                .await
+                .expect("RabbitMQ must be running for this test")
+        };
+        let spec = |name: &str| videofarm_core::JobSpec {
+            input: format!("/m/{name}.mpg").into(),
+            output: format!("/m/{name}.mkv").into(),
+            profile: "archive".into(),
+            key: format!("key-{name}"),
+            ..Default::default()
+        };
+        let first = open().await;
+        for name in ["a", "b", "c"] {
+            first.enqueue(spec(name), false).await.unwrap();
+        }
+        assert_eq!(first.counts().await.unwrap().queued, 3);
+        drop(first);
+        let (u, p) = (url.clone(), prefix.clone());
+        tokio::task::spawn_blocking(move || crate::delete_farm_blocking(&u, &p))
+            .await
+            .unwrap();
+
+        let again = open().await;
+        again.enqueue(spec("d"), false).await.unwrap();
+        let counts = tokio::time::timeout(Duration::from_secs(10), again.counts())
+            .await
+            .expect("the records answer")
+            .unwrap();
+        assert_eq!(counts.queued, 1, "only the new farm's job: {counts:?}");
+        drop(again);
+        let (u, p) = (url.clone(), prefix.clone());
+        tokio::task::spawn_blocking(move || crate::delete_farm_blocking(&u, &p))
+            .await
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// A dropped queue handle is not kept alive by its records follower (nor its connection).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

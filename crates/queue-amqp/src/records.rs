@@ -221,6 +221,55 @@ impl RecordStore {
             .map(|s| s.map_or(0, |s| s as u64))
     }
 
+    /// The first message of the stream this copy was read from: its offset and its first fact's
+    /// writer and number (a stream made anew under the same name starts with another).
+    pub fn origin_of_stream(&self) -> rusqlite::Result<Option<(u64, u64, u64)>> {
+        let conn = self.lock();
+        let get = |key: &str| -> rusqlite::Result<Option<i64>> {
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+        };
+        Ok(
+            match (
+                get("first_offset")?,
+                get("first_origin")?,
+                get("first_seq")?,
+            ) {
+                (Some(offset), Some(origin), Some(seq)) => {
+                    Some((offset as u64, origin as u64, seq as u64))
+                }
+                _ => None,
+            },
+        )
+    }
+
+    /// Remember the first message of the stream this copy is read from.
+    pub fn set_origin_of_stream(&self, offset: u64, origin: u64, seq: u64) -> rusqlite::Result<()> {
+        let conn = self.lock();
+        for (key, value) in [
+            ("first_offset", offset as i64),
+            ("first_origin", origin as i64),
+            ("first_seq", seq as i64),
+        ] {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = ?2",
+                params![key, value],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Forget everything: the stream this copy was read from is gone.
+    pub fn reset(&self) -> rusqlite::Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute_batch(
+            "DELETE FROM jobs; DELETE FROM attempts; DELETE FROM origins; DELETE FROM meta;",
+        )?;
+        tx.commit()
+    }
+
     /// What a job is known as, if it is known.
     pub fn state(&self, id: &JobId) -> rusqlite::Result<Option<(JobState, JobSpec)>> {
         self.lock()
