@@ -95,6 +95,12 @@ pub struct ConfigFile {
     pub profiles: BTreeMap<String, Profile>,
     /// `[celery]`: `worker` also takes a Celery app's tasks (see the README).
     pub celery: Option<CeleryConfig>,
+    /// A worker that cannot see a job's files fetches and sends them through this `serve`.
+    pub files_url: Option<String>,
+    /// auto (only what this worker cannot see), always, never.
+    pub transfer: Option<videofarm_worker::transfer::TransferMode>,
+    /// Where fetched inputs and outputs on their way wait.
+    pub transfer_cache: Option<PathBuf>,
 }
 
 /// `[celery]`: where the Celery app's tasks are and what they run. Every key is optional.
@@ -162,6 +168,9 @@ pub struct Settings {
     /// for the RabbitMQ backend; `None` for every other command.
     pub celery: Option<videofarm_queue_amqp::celery::CelerySettings>,
     pub celery_config: Option<CeleryConfig>,
+    pub files_url: Option<String>,
+    pub transfer: videofarm_worker::transfer::TransferMode,
+    pub transfer_cache: Option<PathBuf>,
 }
 
 /// The longest time any setting may say: about 31 years, far past any encode, and far below
@@ -334,6 +343,17 @@ impl Settings {
             paths: paths_policy(file.paths)?,
             celery: None,
             celery_config: file.celery,
+            files_url: match file.files_url {
+                Some(url) if url.starts_with("http://") && url.len() <= 2000 => Some(url),
+                Some(url) => {
+                    return Err(UsageError::new(format!(
+                        "files_url: {url:?} is not an http:// address of a videofarm serve (https is not built yet)"
+                    )))
+                }
+                None => None,
+            },
+            transfer: file.transfer.unwrap_or_default(),
+            transfer_cache: file.transfer_cache,
         })
     }
 

@@ -8,9 +8,11 @@
 //! accepts only paths under the configured media roots. Pages put every file name in the
 //! document as text, never as HTML.
 //!
-//! Layout: this file (state, routes, API handlers), `videofarm_core::confine` (path checks), [`metrics`].
+//! Layout: this file (state, routes, API handlers), `videofarm_core::confine` (path checks),
+//! [`metrics`], [`files`] (inputs and outputs for workers that cannot see the media).
 //! Every backend keeps its own records: the handlers never ask which one they talk to.
 
+pub mod files;
 pub mod metrics;
 
 use axum::extract::{Path as UrlPath, Query, State};
@@ -39,6 +41,8 @@ pub struct AppState {
     pub roots: Vec<PathBuf>,
     /// Required on every request that changes something, when set.
     pub token: Option<String>,
+    /// ffprobe, to verify outputs uploaded by workers that cannot see the media.
+    pub tools: Option<videofarm_ffmpeg::Tools>,
 }
 
 /// An API error: a status and one plain sentence.
@@ -95,6 +99,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/timeline", get(timeline))
         .route("/api/profiles", get(profiles))
         .route("/api/browse", get(browse))
+        .route("/api/files/{id}/input", get(files::input))
+        .route("/api/files/{id}/input/blake3", get(files::input_hash))
+        .route(
+            "/api/files/{id}/output",
+            get(files::output_status).put(files::output_part),
+        )
+        .route("/api/files/{id}/output/commit", post(files::output_commit))
         .route("/metrics", get(metrics::metrics))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)

@@ -4,113 +4,15 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use serde_json::{json, Value};
-use std::path::PathBuf;
-use std::sync::Arc;
+use serde_json::json;
 use std::time::Duration;
 use tower::ServiceExt;
-use videofarm_core::{
-    Failure, JobSpec, Outcome, Profiles, Queue, QueueSettings, Records, SuccessReport, WorkerInfo,
-};
-use videofarm_queue_sqlite::SqliteQueue;
-use videofarm_web::{router, AppState};
+use videofarm_core::{Failure, Outcome, Queue, Records, SuccessReport};
+use videofarm_web::router;
 
-struct Api {
-    dir: tempfile::TempDir,
-    queue: Arc<SqliteQueue>,
-    state: AppState,
-}
+mod common;
 
-fn media(api: &Api) -> PathBuf {
-    api.dir.path().join("media")
-}
-
-fn api(token: Option<&str>) -> Api {
-    let dir = tempfile::tempdir().unwrap();
-    let queue =
-        Arc::new(SqliteQueue::open(&dir.path().join("q.db"), QueueSettings::default()).unwrap());
-    std::fs::create_dir_all(dir.path().join("media/tapes")).unwrap();
-    std::fs::write(dir.path().join("media/tapes/a.mpg"), b"not really a video").unwrap();
-    std::fs::write(dir.path().join("media/tapes/notes.txt"), b"x").unwrap();
-    std::os::unix::fs::symlink("/etc", dir.path().join("media/escape")).unwrap();
-    // A file inside a folder that is really outside the roots.
-    std::fs::create_dir_all(dir.path().join("outside")).unwrap();
-    std::fs::write(dir.path().join("outside/secret.mpg"), b"secret").unwrap();
-    std::os::unix::fs::symlink(
-        dir.path().join("outside/secret.mpg"),
-        dir.path().join("media/tapes/link.mpg"),
-    )
-    .unwrap();
-    let state = AppState {
-        queue: queue.clone(),
-        profiles: Profiles::default(),
-        default_profile: "archive".into(),
-        split: Default::default(),
-        roots: vec![dir.path().join("media")],
-        token: token.map(str::to_owned),
-    };
-    Api { dir, queue, state }
-}
-
-async fn call(
-    api: &Api,
-    method: &str,
-    uri: &str,
-    body: Option<Value>,
-    headers: &[(&str, &str)],
-) -> (StatusCode, Value, String) {
-    let mut request = Request::builder().method(method).uri(uri);
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    let body = match body {
-        Some(b) => Body::from(b.to_string()),
-        None => Body::empty(),
-    };
-    let response = router(api.state.clone())
-        .oneshot(request.body(body).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::Null),
-        text,
-    )
-}
-
-const JSON: (&str, &str) = ("content-type", "application/json");
-
-fn spec(api: &Api, name: &str) -> JobSpec {
-    JobSpec {
-        input: media(api).join(format!("tapes/{name}.mpg")),
-        output: media(api).join(format!("out/{name}.mkv")),
-        profile: "archive".into(),
-        key: name.into(),
-        overwrite: false,
-        priority: 0,
-        input_size: 10,
-        parent: None,
-        split: Default::default(),
-        chunk: None,
-        require: Vec::new(),
-    }
-}
-
-fn worker() -> WorkerInfo {
-    WorkerInfo {
-        name: "w1".into(),
-        pid: 42,
-        host: "box".into(),
-        started_ms: 0,
-        concurrency: 1,
-        profiles: None,
-        unable: Vec::new(),
-        tags: Vec::new(),
-    }
-}
+use common::*;
 
 #[tokio::test]
 async fn read_endpoints_have_the_cli_shapes() {

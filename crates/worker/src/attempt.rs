@@ -176,10 +176,28 @@ impl Attempt {
                 "this worker cannot run the job; it goes back to the queue for one that can");
             return End::Deferred(CANNOT_RUN_WAIT, Progress::default());
         }
-        // Every read and write below goes through what is opened and checked here.
+        // Every read and write below goes through what is opened and checked here. A job
+        // whose files this worker cannot see (or all jobs, with `transfer = "always"`) moves
+        // its files through the server that holds them.
+        let files = self
+            .settings
+            .files
+            .clone()
+            .filter(|f| f.mode != crate::transfer::TransferMode::Never);
         let place = match self.settings.paths.confine(&self.lease.spec) {
-            Ok(place) => place,
-            Err(failure) => return End::Failed(failure),
+            Ok(place)
+                if files
+                    .as_ref()
+                    .is_none_or(|f| f.mode != crate::transfer::TransferMode::Always) =>
+            {
+                place
+            }
+            Err(failure) if files.is_none() => return End::Failed(failure),
+            _ => {
+                return self
+                    .execute_remote(files.expect("transfer is on"), abort)
+                    .await
+            }
         };
         let end = self.execute_in(&place, abort).await;
         if let (End::Void(reason), Some(_)) = (&end, &place.spec.chunk) {
@@ -200,7 +218,7 @@ impl Attempt {
     }
 
     /// The steps of an attempt, in order; each may end it.
-    async fn execute_in(&mut self, place: &Confined, abort: &CancellationToken) -> End {
+    pub(crate) async fn execute_in(&mut self, place: &Confined, abort: &CancellationToken) -> End {
         let started = Instant::now();
         let settings = self.settings.clone();
         let (profile, input_size) = match prepare(&settings, place) {
@@ -513,7 +531,7 @@ impl Attempt {
     /// Run `step` while the lease is renewed (planning a split, verifying, publishing): a slow
     /// step must not let the lease run out unnoticed. A lease lost meanwhile shows at the next
     /// queue call (publishing or finishing is fenced).
-    async fn under_heartbeat<T>(
+    pub(crate) async fn under_heartbeat<T>(
         &self,
         progress: f64,
         step: impl std::future::Future<Output = T>,

@@ -22,7 +22,9 @@ pub mod checks;
 mod parent;
 pub mod paths;
 pub mod publish;
+mod remote;
 pub mod split;
+pub mod transfer;
 mod verify;
 
 use std::sync::Arc;
@@ -58,6 +60,9 @@ pub struct WorkerSettings {
     pub fail_on_damage: bool,
     /// Decode every output whole before it may appear (`decode_check = true`).
     pub decode_check: bool,
+    /// The server to fetch inputs from and send outputs to, for jobs whose files this worker
+    /// cannot see (see [`transfer`]).
+    pub files: Option<transfer::Files>,
 }
 
 /// A worker process's job-running part: `concurrency` slots sharing one queue.

@@ -68,6 +68,7 @@ impl Bench {
             split_poll: Duration::from_millis(200),
             fail_on_damage: false,
             decode_check: false,
+            files: None,
         };
         Worker::new(self.queue.clone(), settings)
     }

@@ -46,6 +46,21 @@ pub fn worker_settings(settings: &Settings, tools: Tools, info: WorkerInfo) -> W
         split_poll: std::time::Duration::from_millis(500).min(settings.queue.lease / 4),
         fail_on_damage: settings.fail_on_damage,
         decode_check: settings.decode_check,
+        files: settings
+            .files_url
+            .as_ref()
+            .map(|url| videofarm_worker::transfer::Files {
+                url: url.clone(),
+                token: settings.token.clone(),
+                mode: settings.transfer,
+                cache: settings.transfer_cache.clone().unwrap_or_else(|| {
+                    dirs::cache_dir()
+                        .unwrap_or_else(std::env::temp_dir)
+                        .join("videofarm")
+                        .join("transfer")
+                }),
+                stall: std::time::Duration::from_secs(60),
+            }),
     }
 }
 

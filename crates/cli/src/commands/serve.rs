@@ -1,6 +1,6 @@
 //! `videofarm serve`: the dashboard, the JSON API and /metrics, against either queue.
 
-use super::stop_on_signal;
+use super::{locate_tools, stop_on_signal};
 use crate::broker::open_queue;
 use crate::cli::ServeArgs;
 use crate::error::{ExitStatus, UsageError};
@@ -48,6 +48,7 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitS
         split: settings.split,
         roots: settings.paths.roots.clone(),
         token,
+        tools: locate_tools(settings).ok(),
     };
     let shutdown = CancellationToken::new();
     stop_on_signal(shutdown.clone());

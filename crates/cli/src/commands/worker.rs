@@ -22,6 +22,18 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
         settings.celery = Some(settings.celery_for(args.name.as_deref(), &host)?);
     }
     let settings = &settings;
+    if let Some(url) = &settings.files_url {
+        let host = url
+            .trim_start_matches("http://")
+            .split(['/', ':'])
+            .next()
+            .unwrap_or("");
+        if !matches!(host, "127.0.0.1" | "localhost" | "[") {
+            eprintln!(
+                "WARNING: files move to and from {url} unencrypted (plain HTTP off this machine): use it only on a network you trust"
+            );
+        }
+    }
     let tools = locate_tools(settings)?;
     let abort = CancellationToken::new();
     stop_on_signal(abort.clone());

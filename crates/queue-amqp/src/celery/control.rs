@@ -217,7 +217,12 @@ impl Inner {
             .and_then(|r| r.get("routing_key"))
             .and_then(Value::as_str);
         let (Some(ticket), Some(exchange), Some(key)) = (ticket, exchange, key) else {
-            return; // A broadcast that wants no answer (e.g. another worker's hello).
+            // A broadcast that wants no answer; `celery events` and Flower cast `heartbeat`
+            // when they start, and a worker answers it with a heartbeat at once.
+            if method == "heartbeat" {
+                self.celery_worker_event("worker-heartbeat").await;
+            }
+            return;
         };
         if ticket.len() > 255 || exchange.len() > 255 || key.len() > 255 {
             return;

@@ -1,0 +1,417 @@
+//! Files for workers that cannot see the media: the input of a job they hold, and the output
+//! they made, moved over HTTP under the same roots and token as the dashboard.
+//!
+//! - `GET /api/files/{job}/input` streams the job's input (`Range: bytes=N-` resumes);
+//!   `GET /api/files/{job}/input/blake3` says its BLAKE3 hash, for the worker to check the copy
+//!   it holds, end to end.
+//! - `PUT /api/files/{job}/output?attempt=A&offset=N` appends to a staging file beside the
+//!   output (`GET` says how much is staged, so an upload resumes where it stopped);
+//!   `POST /api/files/{job}/output/commit?attempt=A&blake3=H` checks the staged file's hash,
+//!   verifies it as a worker would (the profile's video codec, the input's duration), and
+//!   renames it into place, never over an existing file unless the job may overwrite.
+//!
+//! Only the running attempt `A` of a job may upload or commit (the records say which attempt
+//! runs): a stale worker, whose lease ran out and whose job another took, is refused. Paths
+//! come from the job's records, never from the request, and must lie under the roots; a
+//! server without roots serves nothing. Memory stays constant whatever the file size.
+
+use crate::{forbidden, ApiError, ApiResult, AppState};
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use videofarm_core::confine;
+use videofarm_core::{JobFilter, JobId, JobRecord, JobSpec, JobState};
+
+/// The staging file of attempt `attempt` of `job`, beside its output.
+pub fn staging_name(job: &JobId, attempt: u32) -> String {
+    format!(".videofarm-upload-{}-{attempt}", job.0)
+}
+
+fn conflict(why: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::CONFLICT, why.into())
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> ApiError {
+    ApiError(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("{}: {e}", path.display()),
+    )
+}
+
+fn roots(state: &AppState) -> ApiResult<&[PathBuf]> {
+    if state.roots.is_empty() {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "no media roots are configured ([paths] roots), so no file is served".into(),
+        ));
+    }
+    Ok(&state.roots)
+}
+
+async fn record(state: &AppState, id: &str) -> ApiResult<JobRecord> {
+    let id = JobId(id.to_owned());
+    id.check()
+        .map_err(|why| ApiError(StatusCode::BAD_REQUEST, why))?;
+    state
+        .queue
+        .jobs(&JobFilter {
+            ids: Some(vec![id.clone()]),
+            chunks: true,
+            ..Default::default()
+        })
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no job {id}")))
+}
+
+/// The job, if `attempt` is its running attempt: what fences off a stale worker.
+async fn running_attempt(state: &AppState, id: &str, attempt: u32) -> ApiResult<JobSpec> {
+    let job = record(state, id).await?;
+    if job.state != JobState::Running {
+        return Err(conflict(format!(
+            "job {id} is {}, not running: this worker's lease is over",
+            job.state.as_str()
+        )));
+    }
+    let history = state.queue.history(&job.id).await?;
+    // Running, or (on the embedded queue) granted its publish.
+    let running = history
+        .iter()
+        .rev()
+        .find(|a| matches!(a.outcome.as_str(), "running" | "publishing"));
+    match running {
+        Some(a) if a.attempt == attempt => Ok(job.spec),
+        Some(a) => Err(conflict(format!(
+            "job {id} runs attempt {} now, not {attempt}: this worker's lease is over",
+            a.attempt
+        ))),
+        None => Err(conflict(format!("job {id} has no running attempt"))),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct AttemptQuery {
+    attempt: u32,
+    #[serde(default)]
+    offset: Option<u64>,
+    #[serde(default)]
+    blake3: Option<String>,
+}
+
+/// `GET /api/files/{job}/input`: the input of a running job, from `Range: bytes=N-` if asked.
+pub async fn input(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let roots = roots(&state)?.to_vec();
+    let job = record(&state, &id).await?;
+    if job.state != JobState::Running {
+        return Err(conflict(format!("job {id} is not running")));
+    }
+    let opened = confine::open_within(&roots, &job.spec.input).map_err(forbidden)?;
+    let file = tokio::fs::File::from_std(
+        opened
+            .file()
+            .try_clone()
+            .map_err(|e| io_error(&job.spec.input, e))?,
+    );
+    let size = file
+        .metadata()
+        .await
+        .map_err(|e| io_error(&job.spec.input, e))?
+        .len();
+    let start = match headers.get(header::RANGE).and_then(|r| r.to_str().ok()) {
+        None => 0,
+        Some(range) => range
+            .strip_prefix("bytes=")
+            .and_then(|r| r.strip_suffix('-'))
+            .and_then(|n| n.parse::<u64>().ok())
+            .filter(|n| *n <= size)
+            .ok_or_else(|| {
+                ApiError(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    format!("only `Range: bytes=N-` with N at most {size} is served"),
+                )
+            })?,
+    };
+    let mut file = file;
+    file.seek(std::io::SeekFrom::Start(start))
+        .await
+        .map_err(|e| io_error(&job.spec.input, e))?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        file,
+        256 * 1024,
+    ));
+    let mut response = (
+        if start > 0 {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        },
+        body,
+    )
+        .into_response();
+    let h = response.headers_mut();
+    h.insert(header::ACCEPT_RANGES, "bytes".parse().expect("header"));
+    h.insert(
+        header::CONTENT_LENGTH,
+        (size - start).to_string().parse().expect("header"),
+    );
+    h.insert(
+        header::CONTENT_TYPE,
+        "application/octet-stream".parse().expect("header"),
+    );
+    if start > 0 {
+        h.insert(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{size}", size.saturating_sub(1))
+                .parse()
+                .expect("header"),
+        );
+    }
+    Ok(response)
+}
+
+type HashKey = (u64, u64, u64, i64);
+
+fn hash_cache() -> &'static Mutex<HashMap<HashKey, String>> {
+    static CACHE: OnceLock<Mutex<HashMap<HashKey, String>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// The BLAKE3 hash of an open file (kept per file and version while the server runs).
+fn blake3_of(file: &std::fs::File, path: &Path) -> ApiResult<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().map_err(|e| io_error(path, e))?;
+    let key = (
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
+    );
+    if let Some(hash) = hash_cache()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+    {
+        return Ok(hash.clone());
+    }
+    let mut hasher = blake3::Hasher::new();
+    let mut reader = file.try_clone().map_err(|e| io_error(path, e))?;
+    std::io::Seek::seek(&mut reader, std::io::SeekFrom::Start(0)).map_err(|e| io_error(path, e))?;
+    std::io::copy(&mut reader, &mut hasher).map_err(|e| io_error(path, e))?;
+    let hash = hasher.finalize().to_hex().to_string();
+    let mut cache = hash_cache().lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() > 10_000 {
+        cache.clear();
+    }
+    cache.insert(key, hash.clone());
+    Ok(hash)
+}
+
+/// `GET /api/files/{job}/input/blake3`.
+pub async fn input_hash(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let roots = roots(&state)?.to_vec();
+    let job = record(&state, &id).await?;
+    let opened = confine::open_within(&roots, &job.spec.input).map_err(forbidden)?;
+    let path = job.spec.input.clone();
+    let (hash, size) = tokio::task::spawn_blocking(move || {
+        let size = opened.file().metadata().map(|m| m.len()).unwrap_or(0);
+        blake3_of(opened.file(), &path).map(|h| (h, size))
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(Json(serde_json::json!({ "blake3": hash, "size": size })))
+}
+
+/// The output's folder, opened under the roots, and the output's name in it.
+fn output_place(
+    roots: &[PathBuf],
+    spec: &JobSpec,
+) -> ApiResult<(confine::Opened, std::ffi::OsString)> {
+    let (Some(dir), Some(name)) = (spec.output.parent(), spec.output.file_name()) else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{}: not a file path", spec.output.display()),
+        ));
+    };
+    let dir = confine::open_dir_within(roots, dir).map_err(forbidden)?;
+    Ok((dir, name.to_owned()))
+}
+
+fn staged_size(path: &Path) -> u64 {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map_or(0, |m| m.len())
+}
+
+/// `GET /api/files/{job}/output?attempt=A`: how much of the upload is staged.
+pub async fn output_status(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<AttemptQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let roots = roots(&state)?.to_vec();
+    let spec = running_attempt(&state, &id, q.attempt).await?;
+    let (dir, _) = output_place(&roots, &spec)?;
+    let staging = dir.io_path().join(staging_name(&JobId(id), q.attempt));
+    Ok(Json(serde_json::json!({ "size": staged_size(&staging) })))
+}
+
+/// `PUT /api/files/{job}/output?attempt=A&offset=N`: the next part of the upload.
+pub async fn output_part(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<AttemptQuery>,
+    body: Body,
+) -> ApiResult<Json<serde_json::Value>> {
+    use futures_lite::StreamExt;
+    let roots = roots(&state)?.to_vec();
+    let spec = running_attempt(&state, &id, q.attempt).await?;
+    let (dir, _) = output_place(&roots, &spec)?;
+    let staging = dir
+        .io_path()
+        .join(staging_name(&JobId(id.clone()), q.attempt));
+    let have = staged_size(&staging);
+    let offset = q.offset.unwrap_or(0);
+    if offset != have {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("{have} bytes are staged; send from offset {have}"),
+        ));
+    }
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&staging)
+        .await
+        .map_err(|e| io_error(&spec.output, e))?;
+    let mut stream = body.into_data_stream();
+    let mut size = have;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("the upload broke off: {e}"),
+            )
+        })?;
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| io_error(&spec.output, e))?;
+        size += chunk.len() as u64;
+    }
+    file.flush().await.map_err(|e| io_error(&spec.output, e))?;
+    Ok(Json(serde_json::json!({ "size": size })))
+}
+
+/// `POST /api/files/{job}/output/commit?attempt=A&blake3=H`: check, verify and publish.
+pub async fn output_commit(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<AttemptQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let roots = roots(&state)?.to_vec();
+    let spec = running_attempt(&state, &id, q.attempt).await?;
+    let (dir, name) = output_place(&roots, &spec)?;
+    let staging = dir
+        .io_path()
+        .join(staging_name(&JobId(id.clone()), q.attempt));
+    let want = q
+        .blake3
+        .clone()
+        .filter(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                "blake3=HEX (64 digits) is required".into(),
+            )
+        })?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&staging)
+        .map_err(|e| ApiError(StatusCode::CONFLICT, format!("nothing staged: {e}")))?;
+    let shown = spec.output.clone();
+    let got = tokio::task::spawn_blocking(move || blake3_of(&file, &shown))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    if got != want.to_ascii_lowercase() {
+        let _ = std::fs::remove_file(&staging);
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "{}: the upload arrived damaged (BLAKE3 {got}, sent {want}); send it again",
+                spec.output.display()
+            ),
+        ));
+    }
+    if let Some(tools) = &state.tools {
+        if spec.chunk.is_none() {
+            let profile = state
+                .profiles
+                .get(&spec.profile)
+                .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+            let input = confine::open_within(&roots, &spec.input).map_err(forbidden)?;
+            let checked = async {
+                let input = videofarm_ffmpeg::probe(tools, &input.io_path()).await?;
+                let output =
+                    videofarm_ffmpeg::probe_output(tools, &staging, &profile.extension).await?;
+                Ok::<_, videofarm_ffmpeg::ProbeError>((input, output))
+            }
+            .await;
+            let verdict = match checked {
+                Ok((input, output)) => videofarm_ffmpeg::verify_output(profile, &input, &output),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(why) = verdict {
+                let _ = std::fs::remove_file(&staging);
+                return Err(ApiError(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!(
+                        "{}: the uploaded encode failed verification: {why}",
+                        spec.output.display()
+                    ),
+                ));
+            }
+        }
+    }
+    // Fenced again right before it appears: the lease may have ended while verifying.
+    running_attempt(&state, &id, q.attempt).await?;
+    let target = dir.io_path().join(&name);
+    let published = if spec.overwrite {
+        std::fs::rename(&staging, &target)
+    } else {
+        std::fs::hard_link(&staging, &target).and_then(|()| std::fs::remove_file(&staging))
+    };
+    match published {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            let _ = std::fs::remove_file(&staging);
+            return Err(conflict(format!(
+                "{}: a file is already there; not replacing it",
+                spec.output.display()
+            )));
+        }
+        Err(e) => return Err(io_error(&spec.output, e)),
+    }
+    if let Ok(d) = std::fs::File::open(dir.io_path()) {
+        let _ = d.sync_all();
+    }
+    tracing::info!(output = %spec.output.display(), "published an uploaded output");
+    Ok(Json(serde_json::json!({ "published": spec.output })))
+}

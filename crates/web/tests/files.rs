@@ -1,0 +1,215 @@
+//! The file endpoints for workers that cannot see the media, on a real SQLite queue: the
+//! input of a running job (whole, from an offset, its hash), the output in resumable parts
+//! for the running attempt only, damaged uploads dropped, nothing outside the roots.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use http_body_util::BodyExt;
+use std::time::Duration;
+use tower::ServiceExt;
+use videofarm_core::{Outcome, Queue, SuccessReport};
+use videofarm_web::router;
+
+async fn call_bytes(
+    api: &Api,
+    method: &str,
+    uri: &str,
+    body: Vec<u8>,
+    range: Option<&str>,
+) -> (StatusCode, Vec<u8>) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "localhost");
+    if let Some(range) = range {
+        request = request.header("range", range);
+    }
+    let response = router(api.state.clone())
+        .oneshot(request.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    (
+        status,
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+}
+
+/// A worker that cannot see the media gets the input of the job it runs (whole or from an
+/// offset) and its hash, and sends the output in parts, resumable; only the running attempt
+/// may, and a damaged upload is refused and dropped.
+#[tokio::test]
+async fn files_move_for_the_running_attempt_only() {
+    let api = api(None);
+    let input: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(media(&api).join("tapes/a.mpg"), &input).unwrap();
+    let id = api
+        .queue
+        .enqueue(spec(&api, "a"), false)
+        .await
+        .unwrap()
+        .id()
+        .clone();
+    let (status, _) =
+        call_bytes(&api, "GET", &format!("/api/files/{id}/input"), vec![], None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "not running yet");
+    let lease = api
+        .queue
+        .lease(&worker(), Duration::from_secs(1))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let (status, got) =
+        call_bytes(&api, "GET", &format!("/api/files/{id}/input"), vec![], None).await;
+    assert_eq!((status, got == input), (StatusCode::OK, true));
+    let (status, got) = call_bytes(
+        &api,
+        "GET",
+        &format!("/api/files/{id}/input"),
+        vec![],
+        Some("bytes=20000-"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(got, input[20_000..]);
+    let (_, said, _) = call(
+        &api,
+        "GET",
+        &format!("/api/files/{id}/input/blake3"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(said["blake3"], blake3::hash(&input).to_hex().to_string());
+    assert_eq!(said["size"], 50_000);
+
+    let output: Vec<u8> = input.iter().rev().copied().collect();
+    let put = |offset: usize, part: &[u8], attempt: u32| {
+        let part = part.to_vec();
+        let uri = format!("/api/files/{id}/output?attempt={attempt}&offset={offset}");
+        let api = &api;
+        async move { call_bytes(api, "PUT", &uri, part, None).await.0 }
+    };
+    assert_eq!(put(0, &output[..30_000], 1).await, StatusCode::OK);
+    // A part sent again from the start (a retry that did not know) is refused with the size.
+    assert_eq!(put(0, &output[..10], 1).await, StatusCode::CONFLICT);
+    let (_, said, _) = call(
+        &api,
+        "GET",
+        &format!("/api/files/{id}/output?attempt=1"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(said["size"], 30_000, "resume from here");
+    assert_eq!(put(30_000, &output[30_000..], 1).await, StatusCode::OK);
+    // Another attempt than the running one is a stale worker.
+    assert_eq!(put(0, &output, 2).await, StatusCode::CONFLICT);
+
+    let commit = |hash: String| {
+        let uri = format!("/api/files/{id}/output/commit?attempt=1&blake3={hash}");
+        let api = &api;
+        async move { call_bytes(api, "POST", &uri, vec![], None).await.0 }
+    };
+    let staging = media(&api).join(format!("out/.videofarm-upload-{id}-1"));
+    assert!(staging.is_file());
+    assert_eq!(
+        commit("0".repeat(64)).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert!(!staging.exists(), "a damaged upload is dropped");
+    assert!(!media(&api).join("out/a.mkv").exists());
+    assert_eq!(put(0, &output, 1).await, StatusCode::OK);
+    assert_eq!(
+        commit(blake3::hash(&output).to_hex().to_string()).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        std::fs::read(media(&api).join("out/a.mkv")).unwrap(),
+        output
+    );
+    assert!(!staging.exists());
+    assert_eq!(
+        std::fs::read(media(&api).join("tapes/a.mpg")).unwrap(),
+        input,
+        "the source is untouched"
+    );
+
+    // Once the job is over, its attempt is stale.
+    api.queue
+        .finish(&lease, Outcome::Succeeded(SuccessReport::default()))
+        .await
+        .unwrap();
+    assert_eq!(put(0, &output, 1).await, StatusCode::CONFLICT);
+}
+
+/// Nothing outside the roots is served or written, whatever the job says; without roots,
+/// nothing at all.
+#[tokio::test]
+async fn files_outside_the_roots_are_never_served() {
+    let api = api(None);
+    let mut linked = spec(&api, "link");
+    linked.input = media(&api).join("tapes/link.mpg");
+    let id = api.queue.enqueue(linked, false).await.unwrap().id().clone();
+    api.queue
+        .lease(&worker(), Duration::from_secs(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let (status, body) =
+        call_bytes(&api, "GET", &format!("/api/files/{id}/input"), vec![], None).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(!String::from_utf8_lossy(&body).contains("secret"));
+
+    let mut outside = spec(&api, "b");
+    std::fs::write(&outside.input, b"x").unwrap();
+    outside.output = api.dir.path().join("outside/b.mkv");
+    let id = api
+        .queue
+        .enqueue(outside, false)
+        .await
+        .unwrap()
+        .id()
+        .clone();
+    let lease = api
+        .queue
+        .lease(&worker(), Duration::from_secs(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let uri = format!("/api/files/{id}/output?attempt={}&offset=0", lease.attempt);
+    let (status, _) = call_bytes(&api, "PUT", &uri, b"x".to_vec(), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(!api
+        .dir
+        .path()
+        .join(format!("outside/.videofarm-upload-{id}-1"))
+        .exists());
+
+    let mut bare = self::api(None);
+    bare.state.roots.clear();
+    let (status, _) = call_bytes(
+        &bare,
+        "GET",
+        &format!("/api/files/{id}/input"),
+        vec![],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}

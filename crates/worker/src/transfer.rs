@@ -1,0 +1,327 @@
+//! Moving a job's files for a worker that cannot see the media: the input fetched from the
+//! `serve` that holds it into a local cache, the output sent back to it; see
+//! `videofarm_web::files` for the other side.
+//!
+//! - Nothing corrupt: the whole input is checked against the server's BLAKE3 hash before it is
+//!   used (a copy that does not match is fetched again); the output's hash goes with it and the
+//!   server checks it before anything appears.
+//! - Nothing lost: a broken download or upload resumes where it stopped (an HTTP range, the
+//!   server's staged size); a transfer is given up only when no byte moved for `stall`.
+//! - Nothing twice: inputs are kept by content (`inputs/HASH`), so a worker fetches an input
+//!   once for every job that reads it; the server publishes an upload only for the attempt
+//!   that runs the job.
+//!
+//! Memory stays constant whatever the size: files stream through in pieces.
+
+use futures_lite::StreamExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use videofarm_core::{Failure, JobId};
+
+/// Tries of one transfer (each resumes the last) before the attempt fails, retryable.
+const TRIES: u32 = 8;
+
+/// When this worker fetches inputs and sends outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferMode {
+    /// Only for a job whose input this worker cannot see at its (mapped) path.
+    #[default]
+    Auto,
+    /// For every job.
+    Always,
+    /// Never: a job whose input it cannot see fails, as before.
+    Never,
+}
+
+/// The server that holds the files, and this worker's cache.
+#[derive(Debug, Clone)]
+pub struct Files {
+    /// `http://nas:8080`: the `videofarm serve` of the machine that holds the media.
+    pub url: String,
+    pub token: Option<String>,
+    pub mode: TransferMode,
+    /// Where fetched inputs and outputs on their way wait (`inputs/`, `work/`).
+    pub cache: PathBuf,
+    /// A transfer that moves no byte for this long is broken off and resumed.
+    pub stall: Duration,
+}
+
+/// Bytes this process moved (for the metrics and for tests that bound them).
+pub static BYTES_MOVED: AtomicU64 = AtomicU64::new(0);
+
+/// What went wrong with a transfer.
+#[derive(Debug)]
+pub enum TransferError {
+    /// Worth another attempt later (the server is down, the copy kept breaking).
+    Retry(String),
+    /// The server says this attempt's lease is over: publish nothing.
+    Stale(String),
+    /// It will not work however often it is tried (refused by the roots, no such job).
+    Refused(String),
+}
+
+impl TransferError {
+    pub fn into_failure(self) -> Failure {
+        match self {
+            TransferError::Retry(why) | TransferError::Stale(why) => Failure::retryable(why, ""),
+            TransferError::Refused(why) => Failure::permanent(why),
+        }
+    }
+}
+
+impl Files {
+    fn client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default()
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let url = format!("{}/api/files/{path}", self.url.trim_end_matches('/'));
+        let mut request = Self::client().request(method, url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        request
+    }
+
+    /// The answer to a request, or why not: 409 is a lease that is over, other 4xx a refusal.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, TransferError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| TransferError::Retry(format!("the file server {}: {e}", self.url)))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let said = response
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| status.to_string());
+        Err(match status.as_u16() {
+            409 => TransferError::Stale(said),
+            400..=499 => TransferError::Refused(format!("the file server refused: {said}")),
+            _ => TransferError::Retry(format!("the file server {}: {said}", self.url)),
+        })
+    }
+
+    /// The job's input in the local cache, fetched if it is not there yet, checked whole.
+    pub async fn fetch_input(&self, job: &JobId) -> Result<PathBuf, TransferError> {
+        let said: serde_json::Value = self
+            .send(self.request(reqwest::Method::GET, &format!("{job}/input/blake3")))
+            .await?
+            .json()
+            .await
+            .map_err(|e| TransferError::Retry(format!("the file server's answer: {e}")))?;
+        let (Some(hash), Some(size)) = (
+            said.get("blake3")
+                .and_then(|h| h.as_str())
+                .filter(|h| is_hash(h)),
+            said.get("size").and_then(|s| s.as_u64()),
+        ) else {
+            return Err(TransferError::Retry("the file server gave no hash".into()));
+        };
+        let dir = self.cache.join("inputs");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| TransferError::Retry(format!("{}: {e}", dir.display())))?;
+        let done = dir.join(hash);
+        if std::fs::metadata(&done).is_ok_and(|m| m.len() == size) {
+            return Ok(done);
+        }
+        let part = dir.join(format!("{hash}.part"));
+        let mut last = String::new();
+        for _ in 0..TRIES {
+            match self.download(job, &part, size).await {
+                Ok(()) => {
+                    let got = hash_file(&part).await?;
+                    if got == hash {
+                        std::fs::rename(&part, &done).map_err(|e| {
+                            TransferError::Retry(format!("{}: {e}", done.display()))
+                        })?;
+                        return Ok(done);
+                    }
+                    tracing::warn!(job = %job, "the fetched input does not match its hash; fetching it again");
+                    last =
+                        format!("the copy of the input arrived damaged (BLAKE3 {got}, not {hash})");
+                    let _ = std::fs::remove_file(&part);
+                }
+                Err(TransferError::Retry(why)) => {
+                    tracing::info!(job = %job, reason = %why, "the download broke off; resuming");
+                    last = why;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Err(TransferError::Retry(format!(
+            "could not fetch the input of {job} after {TRIES} tries: {last}"
+        )))
+    }
+
+    /// Append the input to `part` from where it stops, until it holds `size` bytes.
+    async fn download(&self, job: &JobId, part: &Path, size: u64) -> Result<(), TransferError> {
+        let have = std::fs::metadata(part).map_or(0, |m| m.len());
+        if have > size {
+            let _ = std::fs::remove_file(part);
+            return Err(TransferError::Retry(
+                "a partial copy was longer than the input".into(),
+            ));
+        }
+        if have == size {
+            return Ok(());
+        }
+        let response = self
+            .send(
+                self.request(reqwest::Method::GET, &format!("{job}/input"))
+                    .header(reqwest::header::RANGE, format!("bytes={have}-")),
+            )
+            .await?;
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(part)
+            .await
+            .map_err(|e| TransferError::Retry(format!("{}: {e}", part.display())))?;
+        let mut stream = response.bytes_stream();
+        loop {
+            let next = tokio::time::timeout(self.stall, stream.next())
+                .await
+                .map_err(|_| TransferError::Retry(format!("no byte came for {:?}", self.stall)))?;
+            let Some(piece) = next else { break };
+            let piece =
+                piece.map_err(|e| TransferError::Retry(format!("the download broke off: {e}")))?;
+            file.write_all(&piece)
+                .await
+                .map_err(|e| TransferError::Retry(format!("{}: {e}", part.display())))?;
+            BYTES_MOVED.fetch_add(piece.len() as u64, Ordering::Relaxed);
+        }
+        file.flush()
+            .await
+            .map_err(|e| TransferError::Retry(format!("{}: {e}", part.display())))?;
+        let now = std::fs::metadata(part).map_or(0, |m| m.len());
+        if now == size {
+            Ok(())
+        } else {
+            Err(TransferError::Retry(format!(
+                "the download stopped at {now} of {size} bytes"
+            )))
+        }
+    }
+
+    /// Send `local` as attempt `attempt`'s output of `job`, resuming as needed, and have the
+    /// server check, verify and publish it.
+    pub async fn send_output(
+        &self,
+        job: &JobId,
+        attempt: u32,
+        local: &Path,
+    ) -> Result<(), TransferError> {
+        let hash = hash_file(local).await?;
+        let size = std::fs::metadata(local)
+            .map_err(|e| TransferError::Retry(format!("{}: {e}", local.display())))?
+            .len();
+        let mut last = String::new();
+        for _ in 0..TRIES {
+            match self.upload(job, attempt, local, size).await {
+                Ok(()) => {}
+                Err(TransferError::Retry(why)) => {
+                    tracing::info!(job = %job, reason = %why, "the upload broke off; resuming");
+                    last = why;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                Err(other) => return Err(other),
+            }
+            let committed = self
+                .send(self.request(
+                    reqwest::Method::POST,
+                    &format!("{job}/output/commit?attempt={attempt}&blake3={hash}"),
+                ))
+                .await;
+            match committed {
+                Ok(_) => return Ok(()),
+                // Damaged on the way (the server dropped it): send it again.
+                Err(TransferError::Refused(why)) if why.contains("arrived damaged") => {
+                    tracing::warn!(job = %job, "the upload arrived damaged; sending it again");
+                    last = why;
+                }
+                Err(TransferError::Retry(why)) => last = why,
+                Err(other) => return Err(other),
+            }
+        }
+        Err(TransferError::Retry(format!(
+            "could not send the output of {job} after {TRIES} tries: {last}"
+        )))
+    }
+
+    async fn upload(
+        &self,
+        job: &JobId,
+        attempt: u32,
+        local: &Path,
+        size: u64,
+    ) -> Result<(), TransferError> {
+        let said: serde_json::Value = self
+            .send(self.request(
+                reqwest::Method::GET,
+                &format!("{job}/output?attempt={attempt}"),
+            ))
+            .await?
+            .json()
+            .await
+            .map_err(|e| TransferError::Retry(format!("the file server's answer: {e}")))?;
+        let have = said.get("size").and_then(|s| s.as_u64()).unwrap_or(0);
+        if have == size {
+            return Ok(());
+        }
+        let mut file = tokio::fs::File::open(local)
+            .await
+            .map_err(|e| TransferError::Retry(format!("{}: {e}", local.display())))?;
+        tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(have.min(size)))
+            .await
+            .map_err(|e| TransferError::Retry(format!("{}: {e}", local.display())))?;
+        let counted = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(|piece| {
+            if let Ok(piece) = &piece {
+                BYTES_MOVED.fetch_add(piece.len() as u64, Ordering::Relaxed);
+            }
+            piece
+        });
+        self.send(
+            self.request(
+                reqwest::Method::PUT,
+                &format!("{job}/output?attempt={attempt}&offset={have}"),
+            )
+            .body(reqwest::Body::wrap_stream(counted)),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+fn is_hash(text: &str) -> bool {
+    text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// The BLAKE3 hash of a file, read off the async threads.
+pub async fn hash_file(path: &Path) -> Result<String, TransferError> {
+    let owned = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut hasher = blake3::Hasher::new();
+        let mut file = std::fs::File::open(&owned)?;
+        std::io::copy(&mut file, &mut hasher)?;
+        Ok::<_, std::io::Error>(hasher.finalize().to_hex().to_string())
+    })
+    .await
+    .map_err(|e| TransferError::Retry(e.to_string()))?
+    .map_err(|e| TransferError::Retry(format!("{}: {e}", path.display())))
+}
