@@ -9,6 +9,8 @@ mod common;
 use common::*;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 const TOKEN: &str = "transfer-test-token-0123456789";
@@ -139,4 +141,248 @@ fn a_worker_that_cannot_see_the_media_gets_and_sends_its_files_through_serve() {
 #[test]
 fn on_rabbitmq_a_worker_that_cannot_see_the_media_gets_and_sends_its_files_through_serve() {
     blind(Farm::amqp(""));
+}
+
+/// A TCP relay to `serve` that moves at most `rate` bytes a second each way, counts what it
+/// moved, and can flip one byte of what the server sends: a slow link, made faulty on demand.
+struct Link {
+    port: u16,
+    to_client: Arc<AtomicU64>,
+    to_server: Arc<AtomicU64>,
+    flip_at: Arc<AtomicU64>,
+}
+
+impl Link {
+    fn new(server: u16, rate: u64) -> Link {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let link = Link {
+            port: listener.local_addr().unwrap().port(),
+            to_client: Default::default(),
+            to_server: Default::default(),
+            flip_at: Arc::new(AtomicU64::new(u64::MAX)),
+        };
+        let (to_client, to_server, flip_at) = (
+            link.to_client.clone(),
+            link.to_server.clone(),
+            link.flip_at.clone(),
+        );
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(upstream) = std::net::TcpStream::connect(("127.0.0.1", server)) else {
+                    continue;
+                };
+                let pipes = [
+                    (
+                        client.try_clone().unwrap(),
+                        upstream.try_clone().unwrap(),
+                        to_server.clone(),
+                        None,
+                    ),
+                    (upstream, client, to_client.clone(), Some(flip_at.clone())),
+                ];
+                for (mut from, mut to, counted, flip) in pipes {
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            let before = counted.fetch_add(n as u64, Ordering::SeqCst);
+                            if let Some(flip) = &flip {
+                                let at = flip.load(Ordering::SeqCst);
+                                if at >= before && at < before + n as u64 {
+                                    buf[(at - before) as usize] ^= 0x55;
+                                    flip.store(u64::MAX, Ordering::SeqCst);
+                                }
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            std::thread::sleep(Duration::from_micros(n as u64 * 1_000_000 / rate));
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        link
+    }
+}
+
+/// A capture that does not compress: its encode is about as big, so both ways take a while.
+fn noisy_capture(path: &Path) {
+    ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "nullsrc=s=320x240:r=25,geq=random(1)*255:128:128",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine",
+            "-t",
+            "4",
+            "-c:v",
+            "mpeg2video",
+            "-q:v",
+            "2",
+            "-c:a",
+            "mp2",
+        ],
+        path,
+    );
+}
+
+struct Faulty {
+    farm: Farm,
+    _media: tempfile::TempDir,
+    tapes: std::path::PathBuf,
+    out: std::path::PathBuf,
+    cache: std::path::PathBuf,
+    server_port: u16,
+    link: Link,
+}
+
+/// A farm whose worker cannot see the media and reaches `serve` through a slow [`Link`].
+fn faulty_farm() -> Faulty {
+    let farm = Farm::new();
+    let media = tempfile::tempdir().unwrap();
+    let tapes = media.path().join("tapes");
+    let out = media.path().join("encoded");
+    std::fs::create_dir_all(&tapes).unwrap();
+    noisy_capture(&tapes.join("noise.mpg"));
+    let server_port = free_port();
+    let size = std::fs::metadata(tapes.join("noise.mpg")).unwrap().len();
+    // The input takes about two seconds each way.
+    let link = Link::new(server_port, size / 2);
+    let cache = farm.root().join("cache");
+    let config = std::fs::read_to_string(&farm.config).unwrap();
+    std::fs::write(
+        &farm.config,
+        format!(
+            "token = {TOKEN:?}\nfiles_url = \"http://127.0.0.1:{}\"\ntransfer_cache = {cache:?}\n{config}\n[paths]\nroots = [{:?}]\n",
+            link.port,
+            media.path()
+        ),
+    )
+    .unwrap();
+    let mut cmd = farm.cmd(["enqueue", "--out"]);
+    cmd.arg(&out).arg(tapes.join("noise.mpg"));
+    assert!(cmd.output().unwrap().status.success());
+    Faulty {
+        farm,
+        _media: media,
+        tapes,
+        out,
+        cache,
+        server_port,
+        link,
+    }
+}
+
+fn file_size_in(dir: &Path, name_has: &str) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(name_has))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The server is killed and started again during the download and during the upload: both
+/// resume where they stopped, so the bytes moved stay near the file sizes.
+#[test]
+fn transfers_resume_after_the_server_restarts() {
+    let f = faulty_farm();
+    let farm = &f.farm;
+    let mut server = serve(farm, f.server_port);
+    let mut worker = blind_worker(farm, f.tapes.parent().unwrap(), "far");
+    let input_size = std::fs::metadata(f.tapes.join("noise.mpg")).unwrap().len();
+    wait_until(
+        "a third of the input is here",
+        Duration::from_secs(30),
+        || file_size_in(&f.cache.join("inputs"), ".part") > input_size / 3,
+    );
+    reap(server);
+    std::thread::sleep(Duration::from_millis(500));
+    server = serve(farm, f.server_port);
+    let downloaded_before_upload = Arc::new(AtomicBool::new(false));
+    wait_until(
+        "a third of the output is staged",
+        Duration::from_secs(60),
+        || {
+            let staged = file_size_in(&f.out, ".videofarm-upload-");
+            if staged > 0 && !downloaded_before_upload.swap(true, Ordering::SeqCst) {
+                // Everything the server sent so far was the input.
+                let sent = f.link.to_client.load(Ordering::SeqCst);
+                assert!(
+                    sent < input_size * 12 / 10,
+                    "the download resumed: {sent} bytes for {input_size}"
+                );
+            }
+            staged > 400_000
+        },
+    );
+    reap(server);
+    std::thread::sleep(Duration::from_millis(500));
+    server = serve(farm, f.server_port);
+    let id = farm.jobs()[0]["id"].as_str().unwrap().to_owned();
+    wait_until("the job ends", Duration::from_secs(60), || {
+        !matches!(farm.job(&id)["state"].as_str(), Some("queued" | "running"))
+    });
+    assert_eq!(farm.job(&id)["state"], "succeeded", "{}", farm.log("far"));
+    let output_size = std::fs::metadata(f.out.join("noise.mkv")).unwrap().len();
+    let received = f.link.to_server.load(Ordering::SeqCst);
+    assert!(
+        received < output_size * 12 / 10,
+        "the upload resumed: {received} bytes for {output_size}"
+    );
+    let log = farm.log("far");
+    assert!(
+        log.contains("the download broke off; resuming")
+            && log.contains("the upload broke off; resuming"),
+        "{log}"
+    );
+    assert!(leftovers(&f.cache).is_empty(), "{:?}", leftovers(&f.cache));
+    signal(worker.id(), "TERM");
+    let _ = worker.wait();
+    reap(server);
+}
+
+/// A byte flipped on the way is caught by the hash, and the input is fetched again.
+#[test]
+fn a_byte_flipped_in_transit_is_caught_and_fetched_again() {
+    let f = faulty_farm();
+    let farm = &f.farm;
+    let input_size = std::fs::metadata(f.tapes.join("noise.mpg")).unwrap().len();
+    f.link.flip_at.store(input_size / 2, Ordering::SeqCst);
+    let server = serve(farm, f.server_port);
+    let mut worker = blind_worker(farm, f.tapes.parent().unwrap(), "far");
+    let id = farm.jobs()[0]["id"].as_str().unwrap().to_owned();
+    wait_until("the job ends", Duration::from_secs(60), || {
+        !matches!(farm.job(&id)["state"].as_str(), Some("queued" | "running"))
+    });
+    assert_eq!(farm.job(&id)["state"], "succeeded", "{}", farm.log("far"));
+    assert_eq!(
+        f.link.flip_at.load(Ordering::SeqCst),
+        u64::MAX,
+        "a byte was flipped"
+    );
+    assert!(
+        farm.log("far")
+            .contains("does not match its hash; fetching it again"),
+        "{}",
+        farm.log("far")
+    );
+    let (streams, _) = probe(&f.out.join("noise.mkv"));
+    assert_eq!(streams[0].1, "h264");
+    signal(worker.id(), "TERM");
+    let _ = worker.wait();
+    reap(server);
 }
