@@ -476,6 +476,21 @@ mod tests {
         assert_eq!(settings.paths.roots, vec![PathBuf::from("/srv/media")]);
     }
 
+    /// The README's configuration example, every key in it, is a config this version reads.
+    #[test]
+    fn the_readme_config_example_is_valid() {
+        let readme = include_str!("../../../README.md");
+        let section = &readme[readme.find("## Configuration").unwrap()..];
+        let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+        let example = &section[start..start + section[start..].find("```").unwrap()];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("videofarm.toml");
+        std::fs::write(&path, example).unwrap();
+        let settings = Settings::resolve(None, Some(&path)).unwrap();
+        assert_eq!(settings.split, videofarm_core::Split::Auto);
+        assert!(settings.profiles.get("small").is_ok());
+    }
+
     #[test]
     fn config_file_is_validated() {
         let dir = tempfile::tempdir().unwrap();

@@ -127,10 +127,33 @@ fn blind(farm: Farm) {
         leftovers(&cache)
     );
 
+    // The server's metrics count the bytes it moved.
+    let metrics = http_get(port, "/metrics");
+    let sent: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("videofarm_transfer_bytes_total{direction=\"sent\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(sent >= source.len() as u64, "{metrics}");
+
     signal(worker.id(), "TERM");
     let _ = worker.wait();
     let _ = server.kill();
     let _ = server.wait();
+}
+
+/// A plain GET with the farm's token (the response, headers and all).
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
 }
 
 #[test]

@@ -31,6 +31,18 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use videofarm_core::confine;
 use videofarm_core::{JobFilter, JobId, JobRecord, JobSpec, JobState};
 
+static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static RECEIVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Bytes of inputs sent and of outputs received since the server started (for `/metrics`).
+pub fn bytes_moved() -> (u64, u64) {
+    use std::sync::atomic::Ordering;
+    (
+        SENT.load(Ordering::Relaxed),
+        RECEIVED.load(Ordering::Relaxed),
+    )
+}
+
 /// The staging file of attempt `attempt` of `job`, beside its output.
 pub fn staging_name(job: &JobId, attempt: u32) -> String {
     format!(".videofarm-upload-{}-{attempt}", job.0)
@@ -148,10 +160,16 @@ pub async fn input(
     file.seek(std::io::SeekFrom::Start(start))
         .await
         .map_err(|e| io_error(&job.spec.input, e))?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-        file,
-        256 * 1024,
-    ));
+    let counted = futures_lite::StreamExt::map(
+        tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024),
+        |piece| {
+            if let Ok(piece) = &piece {
+                SENT.fetch_add(piece.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            piece
+        },
+    );
+    let body = Body::from_stream(counted);
     let mut response = (
         if start > 0 {
             StatusCode::PARTIAL_CONTENT
@@ -314,6 +332,7 @@ pub async fn output_part(
             .await
             .map_err(|e| io_error(&spec.output, e))?;
         size += chunk.len() as u64;
+        RECEIVED.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
     }
     file.flush().await.map_err(|e| io_error(&spec.output, e))?;
     Ok(Json(serde_json::json!({ "size": size })))

@@ -179,6 +179,8 @@ pub fn render(counts: &videofarm_core::Counts, workers: usize, jobs: &[JobRecord
     for (profile, n) in &damaged {
         let _ = writeln!(out, "videofarm_damaged_inputs{{profile=\"{profile}\"}} {n}");
     }
+    let (sent, received) = crate::files::bytes_moved();
+    let _ = writeln!(out, "# HELP videofarm_transfer_bytes_total Bytes this server moved for workers that cannot see the media: inputs sent, outputs received.\n# TYPE videofarm_transfer_bytes_total counter\nvideofarm_transfer_bytes_total{{direction=\"sent\"}} {sent}\nvideofarm_transfer_bytes_total{{direction=\"received\"}} {received}");
     out
 }
 

@@ -290,21 +290,40 @@ impl Files {
         tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(have.min(size)))
             .await
             .map_err(|e| TransferError::Retry(format!("{}: {e}", local.display())))?;
-        let counted = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(|piece| {
-            if let Ok(piece) = &piece {
-                BYTES_MOVED.fetch_add(piece.len() as u64, Ordering::Relaxed);
-            }
-            piece
-        });
-        self.send(
+        // The last time a piece went out: an upload that moves nothing for `stall` is broken
+        // off (and resumed), however long a healthy one takes.
+        let started = std::time::Instant::now();
+        let moved = std::sync::Arc::new(AtomicU64::new(0));
+        let mark = moved.clone();
+        let counted =
+            tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(move |piece| {
+                if let Ok(piece) = &piece {
+                    BYTES_MOVED.fetch_add(piece.len() as u64, Ordering::Relaxed);
+                    mark.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                }
+                piece
+            });
+        let sending = self.send(
             self.request(
                 reqwest::Method::PUT,
                 &format!("{job}/output?attempt={attempt}&offset={have}"),
             )
             .body(reqwest::Body::wrap_stream(counted)),
-        )
-        .await?;
-        Ok(())
+        );
+        let stall = self.stall;
+        let watchdog = async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let last = Duration::from_millis(moved.load(Ordering::Relaxed));
+                if started.elapsed().saturating_sub(last) > stall {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            sent = sending => sent.map(|_| ()),
+            () = watchdog => Err(TransferError::Retry(format!("no byte went out for {stall:?}"))),
+        }
     }
 }
 
