@@ -17,7 +17,6 @@ use futures_lite::StreamExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use videofarm_core::{Failure, JobId};
 
 /// Tries of one transfer (each resumes the last) before the attempt fails, retryable.
@@ -142,8 +141,7 @@ impl Files {
         let mut last = String::new();
         for _ in 0..TRIES {
             match self.download(job, &part, size).await {
-                Ok(()) => {
-                    let got = hash_file(&part).await?;
+                Ok(got) => {
                     if got == hash {
                         std::fs::rename(&part, &done).map_err(|e| {
                             TransferError::Retry(format!("{}: {e}", done.display()))
@@ -168,8 +166,9 @@ impl Files {
         )))
     }
 
-    /// Append the input to `part` from where it stops, until it holds `size` bytes.
-    async fn download(&self, job: &JobId, part: &Path, size: u64) -> Result<(), TransferError> {
+    /// Append the input to `part` from where it stops, until it holds `size` bytes; the copy's
+    /// BLAKE3 hash, computed as it arrives (what was there already is read once more).
+    async fn download(&self, job: &JobId, part: &Path, size: u64) -> Result<String, TransferError> {
         let have = std::fs::metadata(part).map_or(0, |m| m.len());
         if have > size {
             let _ = std::fs::remove_file(part);
@@ -177,8 +176,9 @@ impl Files {
                 "a partial copy was longer than the input".into(),
             ));
         }
+        let mut hasher = hasher_of(part).await?;
         if have == size {
-            return Ok(());
+            return Ok(hasher.finalize().to_hex().to_string());
         }
         let response = self
             .send(
@@ -186,31 +186,56 @@ impl Files {
                     .header(reqwest::header::RANGE, format!("bytes={have}-")),
             )
             .await?;
-        let mut file = tokio::fs::OpenOptions::new()
+        // Written and hashed on a thread of its own while the next pieces arrive.
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(part)
-            .await
             .map_err(|e| TransferError::Retry(format!("{}: {e}", part.display())))?;
+        let (pieces, mut arriving) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
+            while let Some(piece) = arriving.blocking_recv() {
+                std::io::Write::write_all(&mut file, &piece)?;
+                hasher.update(&piece);
+            }
+            std::io::Write::flush(&mut file)?;
+            Ok::<_, std::io::Error>(hasher)
+        });
         let mut stream = response.bytes_stream();
-        loop {
-            let next = tokio::time::timeout(self.stall, stream.next())
-                .await
-                .map_err(|_| TransferError::Retry(format!("no byte came for {:?}", self.stall)))?;
-            let Some(piece) = next else { break };
-            let piece =
-                piece.map_err(|e| TransferError::Retry(format!("the download broke off: {e}")))?;
-            file.write_all(&piece)
-                .await
-                .map_err(|e| TransferError::Retry(format!("{}: {e}", part.display())))?;
-            BYTES_MOVED.fetch_add(piece.len() as u64, Ordering::Relaxed);
+        let received = async {
+            // Gathered into blocks of 1 MiB: one hand-over per block, not per network read.
+            let mut block = bytes::BytesMut::with_capacity(1 << 20);
+            loop {
+                let next = tokio::time::timeout(self.stall, stream.next())
+                    .await
+                    .map_err(|_| {
+                        TransferError::Retry(format!("no byte came for {:?}", self.stall))
+                    })?;
+                let Some(piece) = next else { break };
+                let piece = piece
+                    .map_err(|e| TransferError::Retry(format!("the download broke off: {e}")))?;
+                BYTES_MOVED.fetch_add(piece.len() as u64, Ordering::Relaxed);
+                block.extend_from_slice(&piece);
+                if block.len() >= 1 << 20 && pieces.send(block.split().freeze()).await.is_err() {
+                    break; // The writer failed: it says why below.
+                }
+            }
+            if !block.is_empty() {
+                let _ = pieces.send(block.freeze()).await;
+            }
+            Ok::<_, TransferError>(())
         }
-        file.flush()
+        .await;
+        drop(pieces);
+        let hasher = writer
             .await
+            .map_err(|e| TransferError::Retry(e.to_string()))?
             .map_err(|e| TransferError::Retry(format!("{}: {e}", part.display())))?;
+        received?;
         let now = std::fs::metadata(part).map_or(0, |m| m.len());
         if now == size {
-            Ok(())
+            Ok(hasher.finalize().to_hex().to_string())
         } else {
             Err(TransferError::Retry(format!(
                 "the download stopped at {now} of {size} bytes"
@@ -329,6 +354,22 @@ impl Files {
 
 fn is_hash(text: &str) -> bool {
     text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// A hasher that has read what `path` holds (nothing when it is not there).
+async fn hasher_of(path: &Path) -> Result<blake3::Hasher, TransferError> {
+    let owned = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut hasher = blake3::Hasher::new();
+        match std::fs::File::open(&owned) {
+            Ok(mut file) => std::io::copy(&mut file, &mut hasher).map(|_| hasher),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(hasher),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+    .map_err(|e| TransferError::Retry(e.to_string()))?
+    .map_err(|e| TransferError::Retry(format!("{}: {e}", path.display())))
 }
 
 /// The BLAKE3 hash of a file, read off the async threads.
