@@ -93,6 +93,7 @@ async fn main() -> Result<()> {
         mode: TransferMode::Always,
         cache: dir.path().join("cache"),
         stall: Duration::from_secs(60),
+        ca: None,
     };
     let bytes = size_mb as f64 * 1048576.0;
     let (mut ours, mut curl) = (Vec::new(), Vec::new());

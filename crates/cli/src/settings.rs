@@ -101,6 +101,11 @@ pub struct ConfigFile {
     pub transfer: Option<videofarm_worker::transfer::TransferMode>,
     /// Where fetched inputs and outputs on their way wait.
     pub transfer_cache: Option<PathBuf>,
+    /// Worker: the certificate (or its CA) of an `https://` files_url, PEM.
+    pub files_ca: Option<PathBuf>,
+    /// `serve`: HTTPS with this certificate chain and key (PEM files).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `[celery]`: where the Celery app's tasks are and what they run. Every key is optional.
@@ -171,6 +176,9 @@ pub struct Settings {
     pub files_url: Option<String>,
     pub transfer: videofarm_worker::transfer::TransferMode,
     pub transfer_cache: Option<PathBuf>,
+    pub files_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The longest time any setting may say: about 31 years, far past any encode, and far below
@@ -344,16 +352,24 @@ impl Settings {
             celery: None,
             celery_config: file.celery,
             files_url: match file.files_url {
-                Some(url) if url.starts_with("http://") && url.len() <= 2000 => Some(url),
+                Some(url)
+                    if (url.starts_with("http://") || url.starts_with("https://"))
+                        && url.len() <= 2000 =>
+                {
+                    Some(url)
+                }
                 Some(url) => {
                     return Err(UsageError::new(format!(
-                        "files_url: {url:?} is not an http:// address of a videofarm serve (https is not built yet)"
+                        "files_url: {url:?} is not the http:// or https:// address of a videofarm serve"
                     )))
                 }
                 None => None,
             },
             transfer: file.transfer.unwrap_or_default(),
             transfer_cache: file.transfer_cache,
+            files_ca: file.files_ca,
+            tls_cert: file.tls_cert,
+            tls_key: file.tls_key,
         })
     }
 

@@ -72,7 +72,75 @@ fn leftovers(dir: &Path) -> Vec<String> {
     found
 }
 
-fn blind(farm: Farm) {
+/// A certificate for 127.0.0.1 signed by a CA of its own, and its key, PEM, made with openssl;
+/// the CA's certificate is what the worker trusts.
+fn certificate(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let p = |name: &str| dir.join(name);
+    let openssl = |args: &[&str]| {
+        let made = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            made.status.success(),
+            "openssl {args:?}: {}",
+            text(&made.stderr)
+        );
+    };
+    std::fs::write(
+        p("leaf.ext"),
+        "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "leaf.csr",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "cert.pem",
+    ]);
+    (p("cert.pem"), p("key.pem"), p("ca.pem"))
+}
+
+fn blind(farm: Farm, tls: bool) {
     let media = tempfile::tempdir().unwrap();
     let tapes = media.path().join("tapes");
     let out = media.path().join("encoded");
@@ -82,10 +150,18 @@ fn blind(farm: Farm) {
     let port = free_port();
     let cache = farm.root().join("cache");
     let config = std::fs::read_to_string(&farm.config).unwrap();
+    // With TLS: serve's certificate, which the worker trusts.
+    let (scheme, certs) = if tls {
+        let (cert, key, ca) = certificate(farm.root());
+        let lines = format!("tls_cert = {cert:?}\ntls_key = {key:?}\nfiles_ca = {ca:?}\n");
+        ("https", lines)
+    } else {
+        ("http", String::new())
+    };
     std::fs::write(
         &farm.config,
         format!(
-            "token = {TOKEN:?}\nfiles_url = \"http://127.0.0.1:{port}\"\ntransfer_cache = {cache:?}\n{config}\n[paths]\nroots = [{:?}]\n",
+            "token = {TOKEN:?}\nfiles_url = \"{scheme}://127.0.0.1:{port}\"\ntransfer_cache = {cache:?}\n{certs}{config}\n[paths]\nroots = [{:?}]\n",
             media.path()
         ),
     )
@@ -127,14 +203,16 @@ fn blind(farm: Farm) {
         leftovers(&cache)
     );
 
-    // The server's metrics count the bytes it moved.
-    let metrics = http_get(port, "/metrics");
-    let sent: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("videofarm_transfer_bytes_total{direction=\"sent\"} "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0);
-    assert!(sent >= source.len() as u64, "{metrics}");
+    if !tls {
+        // The server's metrics count the bytes it moved.
+        let metrics = http_get(port, "/metrics");
+        let sent: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("videofarm_transfer_bytes_total{direction=\"sent\"} "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(sent >= source.len() as u64, "{metrics}");
+    }
 
     signal(worker.id(), "TERM");
     let _ = worker.wait();
@@ -158,12 +236,17 @@ fn http_get(port: u16, path: &str) -> String {
 
 #[test]
 fn a_worker_that_cannot_see_the_media_gets_and_sends_its_files_through_serve() {
-    blind(Farm::new());
+    blind(Farm::new(), false);
+}
+
+#[test]
+fn the_files_can_move_over_https() {
+    blind(Farm::new(), true);
 }
 
 #[test]
 fn on_rabbitmq_a_worker_that_cannot_see_the_media_gets_and_sends_its_files_through_serve() {
-    blind(Farm::amqp(""));
+    blind(Farm::amqp(""), false);
 }
 
 /// A TCP relay to `serve` that moves at most `rate` bytes a second each way, counts what it

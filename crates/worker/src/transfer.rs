@@ -46,6 +46,9 @@ pub struct Files {
     pub cache: PathBuf,
     /// A transfer that moves no byte for this long is broken off and resumed.
     pub stall: Duration,
+    /// For an `https://` server with a certificate of its own: that certificate (or the CA that
+    /// signed it), PEM; the system's roots are trusted otherwise.
+    pub ca: Option<PathBuf>,
 }
 
 /// Bytes this process moved (for the metrics and for tests that bound them).
@@ -72,16 +75,43 @@ impl TransferError {
 }
 
 impl Files {
-    fn client() -> reqwest::Client {
-        reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
+    /// One client per trusted certificate, kept for the life of the process (connections are
+    /// reused across requests).
+    fn client(&self) -> Result<reqwest::Client, TransferError> {
+        type Clients =
+            std::sync::Mutex<std::collections::HashMap<Option<PathBuf>, reqwest::Client>>;
+        static CLIENTS: std::sync::OnceLock<Clients> = std::sync::OnceLock::new();
+        let mut clients = CLIENTS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(&self.ca) {
+            return Ok(client.clone());
+        }
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        if let Some(ca) = &self.ca {
+            let pem = std::fs::read(ca)
+                .map_err(|e| TransferError::Refused(format!("files_ca {}: {e}", ca.display())))?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                TransferError::Refused(format!(
+                    "files_ca {}: not a PEM certificate ({e})",
+                    ca.display()
+                ))
+            })?;
+            builder = builder.tls_certs_merge([cert]);
+        }
+        let client = builder
             .build()
-            .unwrap_or_default()
+            .map_err(|e| TransferError::Refused(format!("an HTTP client for {}: {e}", self.url)))?;
+        clients.insert(self.ca.clone(), client.clone());
+        Ok(client)
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let url = format!("{}/api/files/{path}", self.url.trim_end_matches('/'));
-        let mut request = Self::client().request(method, url);
+        // A client that could not be made fails the request with its reason.
+        let client = self.client().unwrap_or_default();
+        let mut request = client.request(method, url);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -93,10 +123,9 @@ impl Files {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, TransferError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| TransferError::Retry(format!("the file server {}: {e}", self.url)))?;
+        let response = request.send().await.map_err(|e| {
+            TransferError::Retry(format!("the file server {}: {}", self.url, causes(&e)))
+        })?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -116,6 +145,7 @@ impl Files {
 
     /// The job's input in the local cache, fetched if it is not there yet, checked whole.
     pub async fn fetch_input(&self, job: &JobId) -> Result<PathBuf, TransferError> {
+        self.client()?;
         let said: serde_json::Value = self
             .send(self.request(reqwest::Method::GET, &format!("{job}/input/blake3")))
             .await?
@@ -350,6 +380,21 @@ impl Files {
             () = watchdog => Err(TransferError::Retry(format!("no byte went out for {stall:?}"))),
         }
     }
+}
+
+/// An error and what caused it, down to the root ("error sending request: ... invalid peer
+/// certificate: UnknownIssuer"): the outermost words alone rarely say what to fix.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn is_hash(text: &str) -> bool {

@@ -60,6 +60,7 @@ pub fn worker_settings(settings: &Settings, tools: Tools, info: WorkerInfo) -> W
                         .join("transfer")
                 }),
                 stall: std::time::Duration::from_secs(60),
+                ca: settings.files_ca.clone(),
             }),
     }
 }

@@ -32,15 +32,32 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitS
             .into());
         }
     }
+    let tls = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(videofarm_web::tls::server_config(cert, key).map_err(UsageError::new)?)
+        }
+        (None, None) => None,
+        _ => {
+            return Err(
+                UsageError::new("tls_cert and tls_key go together: give both or neither").into(),
+            )
+        }
+    };
     let queue = open_queue(settings).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| UsageError::new(format!("cannot listen on {}: {e}", args.listen)))?;
     let address = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(
-        "videofarm dashboard on http://{address}/ (queue {})",
+        "videofarm dashboard on {scheme}://{address}/ (queue {})",
         settings.broker.describe()
     );
+    if tls.is_none() && !address.ip().is_loopback() {
+        eprintln!(
+            "WARNING: plain HTTP off loopback: the token, the files and everything else cross the network unencrypted; set tls_cert and tls_key unless you trust the network"
+        );
+    }
     let state = AppState {
         queue,
         profiles: settings.profiles.clone(),
@@ -52,6 +69,9 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitS
     };
     let shutdown = CancellationToken::new();
     stop_on_signal(shutdown.clone());
-    videofarm_web::serve(listener, state, shutdown).await?;
+    match tls {
+        Some(tls) => videofarm_web::serve_tls(listener, tls, state, shutdown).await?,
+        None => videofarm_web::serve(listener, state, shutdown).await?,
+    }
     Ok(ExitStatus::Success)
 }

@@ -28,7 +28,7 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
             .split(['/', ':'])
             .next()
             .unwrap_or("");
-        if !matches!(host, "127.0.0.1" | "localhost" | "[") {
+        if url.starts_with("http://") && !matches!(host, "127.0.0.1" | "localhost" | "[") {
             eprintln!(
                 "WARNING: files move to and from {url} unencrypted (plain HTTP off this machine): use it only on a network you trust"
             );
