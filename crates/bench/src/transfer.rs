@@ -102,7 +102,7 @@ async fn main() -> Result<()> {
             let started = Instant::now();
             if (turn + round) % 2 == 0 {
                 let copy = files
-                    .fetch_input(&id)
+                    .fetch_input(&id, None)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
                 ours.push(bytes / started.elapsed().as_secs_f64());

@@ -410,6 +410,17 @@ fn transfers_resume_after_the_server_restarts() {
     let mut server = serve(farm, f.server_port);
     let mut worker = blind_worker(farm, f.tapes.parent().unwrap(), "far");
     let input_size = std::fs::metadata(f.tapes.join("noise.mpg")).unwrap().len();
+    // `inspect` shows the fetch as it goes: bytes of the whole, and the rate.
+    wait_until("inspect shows the fetch", Duration::from_secs(30), || {
+        farm.inspect().iter().any(|w| {
+            w["active"].as_array().into_iter().flatten().any(|j| {
+                j["transfer"]["sending"] == false
+                    && j["transfer"]["bytes"].as_u64().is_some_and(|b| b > 0)
+                    && j["transfer"]["total"].as_u64() == Some(input_size)
+                    && j["transfer"]["rate"].as_f64().is_some_and(|r| r > 0.0)
+            })
+        })
+    });
     wait_until(
         "a third of the input is here",
         Duration::from_secs(30),

@@ -512,6 +512,12 @@ pub async fn workers_show_their_active_jobs_with_progress(f: Fixture) {
         fps: 80.0,
         speed: 3.2,
         eta_s: Some(1.5),
+        transfer: Some(videofarm_core::Transfer {
+            sending: false,
+            bytes: 10,
+            total: 40,
+            rate: 5.0,
+        }),
     };
     q.heartbeat(&lease, Some(&progress)).await.unwrap();
     let workers = q.workers().await.unwrap();
@@ -525,6 +531,10 @@ pub async fn workers_show_their_active_jobs_with_progress(f: Fixture) {
     assert_eq!(me.active[0].input, PathBuf::from("/media/in/a.mpg"));
     assert!((me.active[0].progress - 0.5).abs() < 1e-9);
     assert!((me.active[0].speed - 3.2).abs() < 1e-9);
+    assert_eq!(
+        me.active[0].transfer, progress.transfer,
+        "a transfer shows as it goes"
+    );
     q.unregister_worker(&w).await.unwrap();
     assert!(
         q.workers().await.unwrap().iter().all(|s| s.name != "w1"),

@@ -252,6 +252,20 @@ pub struct Progress {
     pub speed: f64,
     /// Estimated seconds left, when the speed is known.
     pub eta_s: Option<f64>,
+    /// While the job's files move (a worker without the shared storage): how far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<Transfer>,
+}
+
+/// A file on its way between a worker and the server that holds the media.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// Sending the output (else fetching the input).
+    pub sending: bool,
+    pub bytes: u64,
+    pub total: u64,
+    /// Bytes a second, so far.
+    pub rate: f64,
 }
 
 /// What a successful attempt produced.
@@ -297,6 +311,7 @@ impl SuccessReport {
             fps: per_second(self.frames as f64),
             speed: per_second(self.duration_s),
             eta_s: Some(0.0),
+            transfer: None,
         }
     }
 }

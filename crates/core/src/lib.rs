@@ -30,7 +30,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use event::Event;
 pub use job::{
     AttemptRecord, Counts, Failure, FailureKind, JobFilter, JobId, JobRecord, JobSpec, JobState,
-    Outcome, Progress, SuccessReport,
+    Outcome, Progress, SuccessReport, Transfer,
 };
 pub use profile::{AudioKeep, Profile, ProfileError, Profiles, SplitArgs, SubtitleKeep};
 pub use queue::{

@@ -201,6 +201,9 @@ pub struct ActiveJob {
     pub fps: f64,
     pub speed: f64,
     pub eta_s: Option<f64>,
+    /// While its files move: how far (see [`crate::job::Transfer`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<crate::job::Transfer>,
 }
 
 /// A live worker and what it is doing, as `inspect` shows it.

@@ -80,6 +80,7 @@ impl ProgressParser {
             fps: self.fps,
             speed: self.speed,
             eta_s,
+            transfer: None,
         }
     }
 }

@@ -549,6 +549,7 @@ impl Inner {
                 fps: h.progress.fps,
                 speed: h.progress.speed,
                 eta_s: h.progress.eta_s,
+                transfer: h.progress.transfer,
             })
             .collect();
         active.sort_by(|a, b| a.id.cmp(&b.id));

@@ -281,6 +281,7 @@ impl Records for SqliteQueue {
                             fps: p.fps,
                             speed: p.speed,
                             eta_s: p.eta_s,
+                            transfer: p.transfer,
                         }
                     })
                     .collect();

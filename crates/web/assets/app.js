@@ -137,7 +137,9 @@ const videofarm = (() => {
           ...w.active.map((j) => el("div", { class: "active", "data-id": j.id },
             el("a", { class: "file", href: "/job/" + encodeURIComponent(j.id) }, baseName(j.input)),
             el("div", { class: "bar", title: (j.progress * 100).toFixed(1) + "%" }, el("div", { style: "width:" + (j.progress * 100).toFixed(1) + "%" })),
-            el("span", { class: "pace" }, (j.progress * 100).toFixed(1) + "%  " + j.fps.toFixed(0) + " fps  " + j.speed.toFixed(2) + "x  eta " + duration(j.eta_s)))))) :
+            el("span", { class: "pace" }, (j.progress * 100).toFixed(1) + "%  " + (j.transfer
+              ? (j.transfer.sending ? "sending the output " : "fetching the input ") + size(j.transfer.bytes) + " of " + size(j.transfer.total) + " at " + size(j.transfer.rate) + "/s"
+              : j.fps.toFixed(0) + " fps  " + j.speed.toFixed(2) + "x") + "  eta " + duration(j.eta_s)))))) :
           [el("p", { class: "empty" }, "No live workers.")]));
 
         replaceRows("#failed", failed.map((j) => el("tr", { class: "failed-job", "data-id": j.id },

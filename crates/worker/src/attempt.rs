@@ -536,12 +536,21 @@ impl Attempt {
         progress: f64,
         step: impl std::future::Future<Output = T>,
     ) -> T {
-        let done = CancellationToken::new();
         let (_keep, idle) = watch::channel(Progress {
             progress,
             ..Progress::default()
         });
-        let beating = self.heartbeat(idle, done.clone(), CancellationToken::new());
+        self.under_heartbeat_with(idle, step).await
+    }
+
+    /// [`Self::under_heartbeat`], with the progress `step` reports as it goes.
+    pub(crate) async fn under_heartbeat_with<T>(
+        &self,
+        progress: watch::Receiver<Progress>,
+        step: impl std::future::Future<Output = T>,
+    ) -> T {
+        let done = CancellationToken::new();
+        let beating = self.heartbeat(progress, done.clone(), CancellationToken::new());
         let working = async {
             let out = step.await;
             done.cancel();

@@ -22,7 +22,11 @@ impl Attempt {
         let id = self.lease.id.clone();
         let attempt = self.lease.attempt;
         tracing::info!(input = %spec.input.display(), server = %files.url, "fetching the input");
-        let input = match self.under_heartbeat(0.0, files.fetch_input(&id)).await {
+        let (reporter, progress) = tokio::sync::watch::channel(Progress::default());
+        let input = match self
+            .under_heartbeat_with(progress.clone(), files.fetch_input(&id, Some(&reporter)))
+            .await
+        {
             Ok(input) => input,
             Err(e) => return failed(e),
         };
@@ -50,7 +54,10 @@ impl Attempt {
             End::Done(report) => {
                 tracing::info!(output = %spec.output.display(), "sending the output");
                 match self
-                    .under_heartbeat(1.0, files.send_output(&id, attempt, &local.output))
+                    .under_heartbeat_with(
+                        progress,
+                        files.send_output(&id, attempt, &local.output, Some(&reporter)),
+                    )
                     .await
                 {
                     Ok(()) => {

@@ -144,7 +144,12 @@ impl Files {
     }
 
     /// The job's input in the local cache, fetched if it is not there yet, checked whole.
-    pub async fn fetch_input(&self, job: &JobId) -> Result<PathBuf, TransferError> {
+    /// `report` follows the bytes (for `inspect` and the dashboard).
+    pub async fn fetch_input(
+        &self,
+        job: &JobId,
+        report: Option<&Report>,
+    ) -> Result<PathBuf, TransferError> {
         self.client()?;
         let said: serde_json::Value = self
             .send(self.request(reqwest::Method::GET, &format!("{job}/input/blake3")))
@@ -170,7 +175,7 @@ impl Files {
         let part = dir.join(format!("{hash}.part"));
         let mut last = String::new();
         for _ in 0..TRIES {
-            match self.download(job, &part, size).await {
+            match self.download(job, &part, size, report).await {
                 Ok(got) => {
                     if got == hash {
                         std::fs::rename(&part, &done).map_err(|e| {
@@ -198,7 +203,13 @@ impl Files {
 
     /// Append the input to `part` from where it stops, until it holds `size` bytes; the copy's
     /// BLAKE3 hash, computed as it arrives (what was there already is read once more).
-    async fn download(&self, job: &JobId, part: &Path, size: u64) -> Result<String, TransferError> {
+    async fn download(
+        &self,
+        job: &JobId,
+        part: &Path,
+        size: u64,
+        report: Option<&Report>,
+    ) -> Result<String, TransferError> {
         let have = std::fs::metadata(part).map_or(0, |m| m.len());
         if have > size {
             let _ = std::fs::remove_file(part);
@@ -236,6 +247,8 @@ impl Files {
         let received = async {
             // Gathered into blocks of 1 MiB: one hand-over per block, not per network read.
             let mut block = bytes::BytesMut::with_capacity(1 << 20);
+            let started = std::time::Instant::now();
+            let (mut received, mut last_report) = (0u64, started);
             loop {
                 let next = tokio::time::timeout(self.stall, stream.next())
                     .await
@@ -246,6 +259,11 @@ impl Files {
                 let piece = piece
                     .map_err(|e| TransferError::Retry(format!("the download broke off: {e}")))?;
                 BYTES_MOVED.fetch_add(piece.len() as u64, Ordering::Relaxed);
+                received += piece.len() as u64;
+                if last_report.elapsed() >= REPORT_EVERY {
+                    last_report = std::time::Instant::now();
+                    reporting(report, false, have + received, size, received, started);
+                }
                 block.extend_from_slice(&piece);
                 if block.len() >= 1 << 20 && pieces.send(block.split().freeze()).await.is_err() {
                     break; // The writer failed: it says why below.
@@ -280,6 +298,7 @@ impl Files {
         job: &JobId,
         attempt: u32,
         local: &Path,
+        report: Option<&Report>,
     ) -> Result<(), TransferError> {
         let hash = hash_file(local).await?;
         let size = std::fs::metadata(local)
@@ -287,7 +306,7 @@ impl Files {
             .len();
         let mut last = String::new();
         for _ in 0..TRIES {
-            match self.upload(job, attempt, local, size).await {
+            match self.upload(job, attempt, local, size, report).await {
                 Ok(()) => {}
                 Err(TransferError::Retry(why)) => {
                     tracing::info!(job = %job, reason = %why, "the upload broke off; resuming");
@@ -325,6 +344,7 @@ impl Files {
         attempt: u32,
         local: &Path,
         size: u64,
+        report: Option<&Report>,
     ) -> Result<(), TransferError> {
         let said: serde_json::Value = self
             .send(self.request(
@@ -350,10 +370,13 @@ impl Files {
         let started = std::time::Instant::now();
         let moved = std::sync::Arc::new(AtomicU64::new(0));
         let mark = moved.clone();
+        let sent = std::sync::Arc::new(AtomicU64::new(0));
+        let counter = sent.clone();
         let counted =
             tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(move |piece| {
                 if let Ok(piece) = &piece {
                     BYTES_MOVED.fetch_add(piece.len() as u64, Ordering::Relaxed);
+                    counter.fetch_add(piece.len() as u64, Ordering::Relaxed);
                     mark.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
                 }
                 piece
@@ -368,7 +391,9 @@ impl Files {
         let stall = self.stall;
         let watchdog = async move {
             loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(REPORT_EVERY).await;
+                let done = sent.load(Ordering::Relaxed);
+                reporting(report, true, have + done, size, done, started);
                 let last = Duration::from_millis(moved.load(Ordering::Relaxed));
                 if started.elapsed().saturating_sub(last) > stall {
                     return;
@@ -380,6 +405,35 @@ impl Files {
             () = watchdog => Err(TransferError::Retry(format!("no byte went out for {stall:?}"))),
         }
     }
+}
+
+/// Where a transfer says how far it got.
+pub type Report = tokio::sync::watch::Sender<videofarm_core::Progress>;
+
+/// How often a transfer says how far it got.
+const REPORT_EVERY: Duration = Duration::from_millis(500);
+
+fn reporting(
+    report: Option<&Report>,
+    sending: bool,
+    bytes: u64,
+    total: u64,
+    this_time: u64,
+    since: std::time::Instant,
+) {
+    let Some(report) = report else { return };
+    let rate = this_time as f64 / since.elapsed().as_secs_f64().max(0.001);
+    report.send_replace(videofarm_core::Progress {
+        progress: bytes as f64 / total.max(1) as f64,
+        eta_s: (rate > 0.0).then(|| total.saturating_sub(bytes) as f64 / rate),
+        transfer: Some(videofarm_core::Transfer {
+            sending,
+            bytes,
+            total,
+            rate,
+        }),
+        ..Default::default()
+    });
 }
 
 /// An error and what caused it, down to the root ("error sending request: ... invalid peer

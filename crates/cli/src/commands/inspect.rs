@@ -33,6 +33,25 @@ pub async fn inspect(settings: &Settings, args: JsonArgs) -> anyhow::Result<Exit
             println!("  tags: {}", worker.tags.join(", "));
         }
         for job in &worker.active {
+            if let Some(t) = &job.transfer {
+                println!(
+                    "  job {}  {} {:>5.1}%  {} of {}  {}/s  eta {}  {} [{}]",
+                    job.id,
+                    if t.sending {
+                        "sending the output"
+                    } else {
+                        "fetching the input"
+                    },
+                    job.progress * 100.0,
+                    super::human_size(t.bytes),
+                    super::human_size(t.total),
+                    super::human_size(t.rate as u64),
+                    job.eta_s.map(human_duration).unwrap_or_else(|| "-".into()),
+                    shown(&job.input),
+                    job.profile
+                );
+                continue;
+            }
             println!(
                 "  job {}  {:>5.1}%  {:.0} fps  {:.2}x  eta {}  {} [{}]",
                 job.id,
