@@ -153,7 +153,7 @@ fn inspect(dir: &Path, method: &str) -> String {
             "inspect",
             method,
             "--timeout",
-            "1.5",
+            "3",
         ],
     )
     .output()
@@ -227,14 +227,20 @@ fn celery_tasks_run_on_videofarm_workers_that_celery_tools_can_see() {
     .unwrap();
     let mut w1 = spawn_celery_worker(&farm, "w1");
     let w2 = spawn_celery_worker(&farm, "w2");
-    wait_until(
-        "both workers answer celery ping",
-        Duration::from_secs(30),
-        || {
-            let pong = inspect(farm.root(), "ping");
-            pong.contains("w1@") && pong.contains("w2@") && pong.matches("pong").count() == 2
-        },
-    );
+    let started = std::time::Instant::now();
+    loop {
+        let pong = inspect(farm.root(), "ping");
+        if pong.contains("w1@") && pong.contains("w2@") && pong.matches("pong").count() == 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "both workers answer celery ping; it said:\n{pong}\nw1:\n{}\nw2:\n{}",
+            farm.log("w1"),
+            farm.log("w2")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 
     let queued = python(
         farm.root(),

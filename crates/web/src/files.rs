@@ -432,5 +432,16 @@ pub async fn output_commit(
         let _ = d.sync_all();
     }
     tracing::info!(output = %spec.output.display(), "published an uploaded output");
+    // What earlier attempts of this job left staged (a worker that died mid-upload) goes too.
+    let earlier = format!(".videofarm-upload-{id}-");
+    for entry in std::fs::read_dir(dir.io_path())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().starts_with(&earlier) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     Ok(Json(serde_json::json!({ "published": spec.output })))
 }

@@ -130,9 +130,16 @@ async fn files_move_for_the_running_attempt_only() {
     assert!(!staging.exists(), "a damaged upload is dropped");
     assert!(!media(&api).join("out/a.mkv").exists());
     assert_eq!(put(0, &output, 1).await, StatusCode::OK);
+    // A worker of an earlier attempt died mid-upload: its staging file goes with this commit.
+    let earlier = media(&api).join(format!("out/.videofarm-upload-{id}-0"));
+    std::fs::write(&earlier, b"half").unwrap();
     assert_eq!(
         commit(blake3::hash(&output).to_hex().to_string()).await,
         StatusCode::OK
+    );
+    assert!(
+        !earlier.exists(),
+        "an earlier attempt's staging file is removed"
     );
     assert_eq!(
         std::fs::read(media(&api).join("out/a.mkv")).unwrap(),
