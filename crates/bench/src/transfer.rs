@@ -94,6 +94,7 @@ async fn main() -> Result<()> {
         cache: dir.path().join("cache"),
         stall: Duration::from_secs(60),
         ca: None,
+        cache_limit: u64::MAX,
     };
     let bytes = size_mb as f64 * 1048576.0;
     let (mut ours, mut curl) = (Vec::new(), Vec::new());

@@ -101,6 +101,8 @@ pub struct ConfigFile {
     pub transfer: Option<videofarm_worker::transfer::TransferMode>,
     /// Where fetched inputs and outputs on their way wait.
     pub transfer_cache: Option<PathBuf>,
+    /// The most the transfer cache holds, in GB (default 50).
+    pub transfer_cache_gb: Option<f64>,
     /// Worker: the certificate (or its CA) of an `https://` files_url, PEM.
     pub files_ca: Option<PathBuf>,
     /// `serve`: HTTPS with this certificate chain and key (PEM files).
@@ -176,6 +178,8 @@ pub struct Settings {
     pub files_url: Option<String>,
     pub transfer: videofarm_worker::transfer::TransferMode,
     pub transfer_cache: Option<PathBuf>,
+    /// Bytes.
+    pub transfer_cache_limit: u64,
     pub files_ca: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -367,6 +371,15 @@ impl Settings {
             },
             transfer: file.transfer.unwrap_or_default(),
             transfer_cache: file.transfer_cache,
+            transfer_cache_limit: match file.transfer_cache_gb {
+                None => 50_000_000_000,
+                Some(gb) if gb.is_finite() && gb > 0.0 && gb < 1e6 => (gb * 1e9) as u64,
+                Some(gb) => {
+                    return Err(UsageError::new(format!(
+                        "transfer_cache_gb: {gb} is not a size in GB (more than 0, less than 1000000)"
+                    )))
+                }
+            },
             files_ca: file.files_ca,
             tls_cert: file.tls_cert,
             tls_key: file.tls_key,

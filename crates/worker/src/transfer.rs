@@ -49,6 +49,8 @@ pub struct Files {
     /// For an `https://` server with a certificate of its own: that certificate (or the CA that
     /// signed it), PEM; the system's roots are trusted otherwise.
     pub ca: Option<PathBuf>,
+    /// The most the cache may hold, in bytes: older inputs go to make room for a new one.
+    pub cache_limit: u64,
 }
 
 /// Bytes this process moved (for the metrics and for tests that bound them).
@@ -173,6 +175,8 @@ impl Files {
             return Ok(done);
         }
         let part = dir.join(format!("{hash}.part"));
+        let have = std::fs::metadata(&part).map_or(0, |m| m.len());
+        make_room(&dir, size.saturating_sub(have), self.cache_limit, &part)?;
         let mut last = String::new();
         for _ in 0..TRIES {
             match self.download(job, &part, size, report).await {
@@ -407,6 +411,41 @@ impl Files {
     }
 }
 
+/// Make room in the input cache `dir` for `need` more bytes within `limit`, removing the
+/// inputs used longest ago (never `keep`, the copy being resumed); an input larger than the
+/// whole cache is refused with the reason.
+pub fn make_room(dir: &Path, need: u64, limit: u64, keep: &Path) -> Result<(), TransferError> {
+    let mut held: Vec<(std::time::SystemTime, u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path() != keep)
+        .filter_map(|e| {
+            let meta = e.metadata().ok().filter(|m| m.is_file())?;
+            Some((meta.modified().ok()?, meta.len(), e.path()))
+        })
+        .collect();
+    let kept = std::fs::metadata(keep).map_or(0, |m| m.len());
+    if need + kept > limit {
+        return Err(TransferError::Refused(format!(
+            "the input needs {} bytes and the transfer cache holds at most {limit} (transfer_cache_gb)",
+            need + kept
+        )));
+    }
+    let mut used: u64 = held.iter().map(|(_, len, _)| len).sum::<u64>() + kept;
+    held.sort();
+    for (_, len, path) in held {
+        if used + need <= limit {
+            break;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            tracing::info!(file = %path.display(), "removed from the transfer cache to make room");
+            used -= len;
+        }
+    }
+    Ok(())
+}
+
 /// Where a transfer says how far it got.
 pub type Report = tokio::sync::watch::Sender<videofarm_core::Progress>;
 
@@ -483,4 +522,34 @@ pub async fn hash_file(path: &Path) -> Result<String, TransferError> {
     .await
     .map_err(|e| TransferError::Retry(e.to_string()))?
     .map_err(|e| TransferError::Retry(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_makes_room_by_removing_the_inputs_used_longest_ago() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, len: usize| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, vec![0u8; len]).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            path
+        };
+        let old = file("old", 400);
+        let newer = file("newer", 400);
+        let part = file("current.part", 100);
+        // 900 held; 300 more within 1000: the oldest goes, the newer one and the copy stay.
+        make_room(dir.path(), 300, 1000, &part).unwrap();
+        assert!(!old.exists() && newer.exists() && part.exists());
+        // Nothing in the way: nothing goes.
+        make_room(dir.path(), 100, 1000, &part).unwrap();
+        assert!(newer.exists());
+        // Larger than the whole cache: refused, with the limit's name.
+        let Err(TransferError::Refused(why)) = make_room(dir.path(), 2000, 1000, &part) else {
+            panic!("refused");
+        };
+        assert!(why.contains("transfer_cache_gb"), "{why}");
+    }
 }

@@ -61,6 +61,7 @@ pub fn worker_settings(settings: &Settings, tools: Tools, info: WorkerInfo) -> W
                 }),
                 stall: std::time::Duration::from_secs(60),
                 ca: settings.files_ca.clone(),
+                cache_limit: settings.transfer_cache_limit,
             }),
     }
 }
