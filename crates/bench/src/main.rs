@@ -87,16 +87,7 @@ fn spec(i: usize) -> JobSpec {
 }
 
 fn worker(n: usize) -> WorkerInfo {
-    WorkerInfo {
-        name: format!("bench-{n}"),
-        pid: std::process::id(),
-        host: "bench".into(),
-        started_ms: 0,
-        concurrency: 1,
-        profiles: None,
-        unable: Vec::new(),
-        tags: Vec::new(),
-    }
+    WorkerInfo::new(&format!("bench-{n}"), "bench")
 }
 
 /// A backend under test: how to open one more handle (one per consumer, as separate worker

@@ -59,16 +59,7 @@ async fn main() -> Result<()> {
         ..Default::default()
     };
     let id = queue.enqueue(spec, false).await?.id().clone();
-    let worker = WorkerInfo {
-        name: "bench".into(),
-        pid: std::process::id(),
-        host: "bench".into(),
-        started_ms: 0,
-        concurrency: 1,
-        profiles: None,
-        unable: Vec::new(),
-        tags: Vec::new(),
-    };
+    let worker = WorkerInfo::new("bench", "bench");
     queue
         .lease(&worker, Duration::from_secs(1))
         .await?

@@ -121,17 +121,12 @@ pub fn hostname() -> String {
 /// This process as a worker.
 pub fn worker_info(name: Option<&str>, concurrency: u32) -> WorkerInfo {
     let host = hostname();
-    let pid = std::process::id();
+    let name = name
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{host}:{}", std::process::id()));
     WorkerInfo {
-        name: name
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("{host}:{pid}")),
-        pid,
-        host,
         started_ms: SystemClock.now_ms(),
         concurrency,
-        profiles: None,
-        unable: Vec::new(),
-        tags: Vec::new(),
+        ..WorkerInfo::new(&name, &host)
     }
 }

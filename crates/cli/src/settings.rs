@@ -520,6 +520,43 @@ mod tests {
         assert!(settings.profiles.get("small").is_ok());
     }
 
+    /// `[celery]` maps task names to profiles (with their extensions) over the old farm's
+    /// defaults, names the worker NAME@HOST, and refuses a profile that does not exist.
+    #[test]
+    fn the_celery_section_maps_tasks_to_profiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[celery]\nqueue = \"encode\"\ntasks = { \"videoTasks.web\" = \"web\" }\n",
+        )
+        .unwrap();
+        let settings = Settings::resolve(Some("amqp://guest:guest@h/"), Some(&path)).unwrap();
+        let celery = settings.celery_for(Some("w1"), "nas").unwrap();
+        assert_eq!(
+            (celery.queue.as_str(), celery.hostname.as_str()),
+            ("encode", "w1@nas")
+        );
+        let keys: Vec<&String> = celery.tasks.keys().collect();
+        assert_eq!(
+            keys,
+            ["videoTasks.web"],
+            "a configured map replaces the default one"
+        );
+        assert_eq!(celery.tasks["videoTasks.web"].extension, "mp4");
+        let default = Settings::resolve(Some("amqp://guest:guest@h/"), None).unwrap();
+        let celery = default.celery_for(None, "nas").unwrap();
+        assert_eq!(celery.hostname, "celery@nas");
+        assert_eq!(celery.tasks["videoTasks.encode"].profile, "archive");
+        std::fs::write(&path, "[celery]\ntasks = { \"videoTasks.x\" = \"nope\" }\n").unwrap();
+        let settings = Settings::resolve(Some("amqp://guest:guest@h/"), Some(&path)).unwrap();
+        let why = settings.celery_for(None, "nas").unwrap_err().to_string();
+        assert!(
+            why.contains("videoTasks.x") && why.contains("nope"),
+            "{why}"
+        );
+    }
+
     #[test]
     fn config_file_is_validated() {
         let dir = tempfile::tempdir().unwrap();

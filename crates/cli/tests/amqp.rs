@@ -551,16 +551,7 @@ async fn a_record_lost_in_an_outage_does_not_stall_later_reads() {
         ..Default::default()
     };
     queue.enqueue(spec, false).await.unwrap();
-    let worker = WorkerInfo {
-        name: "w".into(),
-        pid: 1,
-        host: "h".into(),
-        started_ms: 0,
-        concurrency: 1,
-        profiles: None,
-        unable: Vec::new(),
-        tags: Vec::new(),
-    };
+    let worker = WorkerInfo::new("w", "h");
     let lease = queue
         .lease(&worker, Duration::from_secs(5))
         .await

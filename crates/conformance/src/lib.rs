@@ -48,16 +48,7 @@ pub fn spec(name: &str) -> JobSpec {
 }
 
 pub fn worker(name: &str) -> WorkerInfo {
-    WorkerInfo {
-        name: name.into(),
-        pid: std::process::id(),
-        host: "testhost".into(),
-        started_ms: 0,
-        concurrency: 1,
-        profiles: None,
-        unable: Vec::new(),
-        tags: Vec::new(),
-    }
+    WorkerInfo::new(name, "testhost")
 }
 
 /// Short leases and backoffs so the time-based cases take well under a second each.
@@ -87,8 +78,16 @@ async fn failed_ids(q: &dyn Backend) -> Vec<JobId> {
     .collect()
 }
 
-fn ok() -> Outcome {
+pub(crate) fn ok() -> Outcome {
     Outcome::Succeeded(SuccessReport::default())
+}
+
+/// Back after `ms` without an attempt counted (a split tape waiting for its chunks).
+pub(crate) fn wait(ms: u64) -> Outcome {
+    Outcome::Deferred {
+        after: Duration::from_millis(ms),
+        progress: Progress::default(),
+    }
 }
 
 pub async fn lease_returns_the_job_with_a_token(f: Fixture) {
@@ -264,10 +263,6 @@ pub async fn a_deferred_job_returns_after_its_wait_without_counting_an_attempt(f
 /// A short wait is not held up by a long one queued before it.
 pub async fn a_long_wait_does_not_hold_up_a_short_one(f: Fixture) {
     let q = f.queue.as_ref();
-    let wait = |ms| Outcome::Deferred {
-        after: Duration::from_millis(ms),
-        progress: Progress::default(),
-    };
     q.enqueue(spec("long"), false).await.unwrap();
     let long = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
     q.finish(&long, wait(60_000)).await.unwrap();

@@ -195,20 +195,10 @@ pub async fn a_tape_joined_by_another_worker_ends_its_one_attempt(f: Fixture) {
     let q = f.queue.as_ref();
     let id = q.enqueue(spec("tape"), false).await.unwrap().id().clone();
     let planned = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
-    q.finish(
-        &planned,
-        Outcome::Deferred {
-            after: Duration::from_millis(100),
-            progress: Default::default(),
-        },
-    )
-    .await
-    .unwrap();
+    q.finish(&planned, crate::wait(100)).await.unwrap();
     let joined = q.lease(&worker("w2"), WAIT).await.unwrap().unwrap();
     q.begin_publish(&joined).await.unwrap();
-    q.finish(&joined, Outcome::Succeeded(SuccessReport::default()))
-        .await
-        .unwrap();
+    q.finish(&joined, crate::ok()).await.unwrap();
     let history = q.history(&id).await.unwrap();
     assert_eq!(history.len(), 1, "{history:?}");
     assert_eq!(history[0].outcome, "succeeded", "{history:?}");
@@ -286,22 +276,12 @@ pub async fn a_tape_lost_while_joining_opens_a_new_attempt(f: Fixture) {
     let q = f.queue.as_ref();
     let id = q.enqueue(spec("tape"), false).await.unwrap().id().clone();
     let planned = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
-    q.finish(
-        &planned,
-        Outcome::Deferred {
-            after: Duration::from_millis(100),
-            progress: Default::default(),
-        },
-    )
-    .await
-    .unwrap();
+    q.finish(&planned, crate::wait(100)).await.unwrap();
     q.lease(&worker("w2"), WAIT).await.unwrap().unwrap();
     (f.expire)().await;
     let joined = q.lease(&worker("w3"), WAIT).await.unwrap().unwrap();
     q.begin_publish(&joined).await.unwrap();
-    q.finish(&joined, Outcome::Succeeded(SuccessReport::default()))
-        .await
-        .unwrap();
+    q.finish(&joined, crate::ok()).await.unwrap();
     let history = q.history(&id).await.unwrap();
     let outcomes: Vec<(&str, &str)> = history
         .iter()

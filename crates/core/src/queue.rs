@@ -110,6 +110,21 @@ fn runs(unable: &[String], tags: &[String], spec: &JobSpec) -> bool {
 }
 
 impl WorkerInfo {
+    /// This process as worker `name` on `host`: one job at a time, no profiles or tags said
+    /// yet (callers set what they know).
+    pub fn new(name: &str, host: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            pid: std::process::id(),
+            host: host.to_owned(),
+            started_ms: 0,
+            concurrency: 1,
+            profiles: None,
+            unable: Vec::new(),
+            tags: Vec::new(),
+        }
+    }
+
     /// True when this worker can take `spec`.
     pub fn can_run(&self, spec: &JobSpec) -> bool {
         runs(&self.unable, &self.tags, spec)

@@ -35,6 +35,24 @@ pub struct Envelope {
 
 pub const VERSION: u32 = 1;
 
+impl Envelope {
+    /// A job not tried yet, queued at `created_ms`.
+    pub fn new(id: JobId, spec: JobSpec, created_ms: i64) -> Self {
+        Self {
+            v: VERSION,
+            id,
+            spec,
+            attempts: 0,
+            lost: 0,
+            error: None,
+            stderr_tail: None,
+            created_ms,
+            failed_ms: None,
+            waiting: false,
+        }
+    }
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }

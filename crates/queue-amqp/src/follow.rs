@@ -186,23 +186,8 @@ async fn follow_on(inner: &Arc<Inner>, connection: &Connection) -> Result<(), Qu
     same_stream(inner, connection, &store).await?;
     inner.follower.notice_own_facts()?;
     let from = store.offset().map_err(backend)?;
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-stream-offset".into(),
-        match from {
-            Some(offset) => AMQPValue::LongLongInt(offset as i64 + 1),
-            None => AMQPValue::LongLongInt(0),
-        },
-    );
-    let mut consumer = channel
-        .basic_consume(
-            inner.names.records.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            args,
-        )
-        .await
-        .map_err(backend)?;
+    let next = from.map_or(0, |offset| offset as i64 + 1);
+    let mut consumer = read_stream(inner, &channel, AMQPValue::LongLongInt(next)).await?;
     loop {
         // Woken each second while idle: a follower is the last holder of its queue handle
         // only until it notices (then its connection closes).
@@ -267,20 +252,7 @@ async fn same_stream(
         .basic_qos(1, BasicQosOptions::default())
         .await
         .map_err(backend)?;
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-stream-offset".into(),
-        AMQPValue::LongString("first".into()),
-    );
-    let mut first = channel
-        .basic_consume(
-            inner.names.records.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            args,
-        )
-        .await
-        .map_err(backend)?;
+    let mut first = read_stream(inner, &channel, AMQPValue::LongString("first".into())).await?;
     // An empty stream (just made) has nothing to compare yet; a copy read from one before is
     // of another stream.
     let delivery = match tokio::time::timeout(Duration::from_secs(3), first.next()).await {
@@ -315,6 +287,25 @@ async fn same_stream(
     }
     store
         .set_origin_of_stream(now.0, now.1, now.2)
+        .map_err(backend)
+}
+
+/// A consumer of the records stream on `channel`, from `offset` (a number, or "first").
+async fn read_stream(
+    inner: &Inner,
+    channel: &lapin::Channel,
+    offset: AMQPValue,
+) -> Result<lapin::Consumer, QueueError> {
+    let mut args = FieldTable::default();
+    args.insert("x-stream-offset".into(), offset);
+    channel
+        .basic_consume(
+            inner.names.records.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            args,
+        )
+        .await
         .map_err(backend)
 }
 

@@ -45,8 +45,7 @@ use envelope::Envelope;
 use futures_lite::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{
@@ -123,7 +122,8 @@ struct Live {
 struct Consuming {
     epoch: u64,
     channel: Channel,
-    routes: std::collections::BTreeSet<String>,
+    /// The worker's profiles, profiles it cannot run and tags: what its routes were made of.
+    serves: (Option<Vec<String>>, Vec<String>, Vec<String>),
     deliveries: route::Deliveries,
 }
 
@@ -506,13 +506,7 @@ impl Inner {
     /// requeued delivery would come back marked redelivered, counted as a lost attempt); else
     /// requeued, or left to the broker when the channel is gone.
     async fn put_back(&self, held: &Held) {
-        if let Some(holding) = &held.celery {
-            if self.put_back_celery(held, holding).await.is_ok() {
-                return;
-            }
-        }
-        let copied = self.publish_job(&held.envelope, None).await;
-        if copied.is_ok() {
+        if self.copy_back(held, &held.envelope).await.is_ok() {
             let _ = held.acker.ack(BasicAckOptions::default()).await;
         } else {
             let _ = held
@@ -522,6 +516,18 @@ impl Inner {
                     ..Default::default()
                 })
                 .await;
+        }
+    }
+
+    /// A fresh copy of a held delivery where it came from, as `env`: a Celery task unchanged
+    /// into the Celery app's queue, a farm job onto its route.
+    async fn copy_back(&self, held: &Held, env: &Envelope) -> Result<(), QueueError> {
+        match &held.celery {
+            Some(c) => {
+                self.publish(&self.celery_queue(), &c.body, c.properties.clone())
+                    .await
+            }
+            None => self.publish_job(env, None).await,
         }
     }
 

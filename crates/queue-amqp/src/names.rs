@@ -60,8 +60,62 @@ impl Names {
     }
 }
 
+/// A durable queue, declared with `args` (each farm object is declared this way).
+pub(crate) async fn durable_queue(
+    channel: &lapin::Channel,
+    name: &str,
+    args: lapin::types::FieldTable,
+) -> Result<(), videofarm_core::QueueError> {
+    let options = lapin::options::QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(name.into(), options, args)
+        .await
+        .map(|_| ())
+        .map_err(crate::backend)
+}
+
+/// An exchange of `kind`, durable or not.
+pub(crate) async fn exchange(
+    channel: &lapin::Channel,
+    name: &str,
+    kind: lapin::ExchangeKind,
+    durable: bool,
+) -> Result<(), videofarm_core::QueueError> {
+    let options = lapin::options::ExchangeDeclareOptions {
+        durable,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(name.into(), kind, options, Default::default())
+        .await
+        .map_err(crate::backend)
+}
+
+/// Bind `queue` to `exchange` with `key`.
+pub(crate) async fn bind(
+    channel: &lapin::Channel,
+    queue: &str,
+    exchange: &str,
+    key: &str,
+) -> Result<(), videofarm_core::QueueError> {
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .map_err(crate::backend)
+}
+
 /// Declaring the farm's broker objects, and deleting a throwaway farm's.
 mod declare {
+    use super::{bind as bind_queue, durable_queue, exchange};
     use crate::*;
 
     impl Inner {
@@ -87,31 +141,10 @@ mod declare {
         }
 
         pub(crate) async fn declare(&self, channel: &Channel) -> Result<(), QueueError> {
-            let durable = QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            };
-            channel
-                .queue_declare(
-                    self.names.jobs.as_str().into(),
-                    durable,
-                    self.jobs_queue_args(),
-                )
-                .await
-                .map_err(backend)?;
+            let names = &self.names;
+            durable_queue(channel, &names.jobs, self.jobs_queue_args()).await?;
             // Durable: a broker restart keeps it and the routes bound to it.
-            channel
-                .exchange_declare(
-                    self.names.route.as_str().into(),
-                    ExchangeKind::Direct,
-                    ExchangeDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(backend)?;
+            exchange(channel, &names.route, ExchangeKind::Direct, true).await?;
             let mut retry_args = self.queue_args();
             retry_args.insert(
                 "x-dead-letter-exchange".into(),
@@ -119,46 +152,49 @@ mod declare {
             );
             retry_args.insert(
                 "x-dead-letter-routing-key".into(),
-                AMQPValue::LongString(self.names.jobs.as_str().into()),
+                AMQPValue::LongString(names.jobs.as_str().into()),
             );
-            channel
-                .queue_declare(self.names.retry.as_str().into(), durable, retry_args)
-                .await
-                .map_err(backend)?;
-            channel
-                .queue_declare(
-                    self.names.failed.as_str().into(),
-                    durable,
-                    self.queue_args(),
-                )
-                .await
-                .map_err(backend)?;
+            durable_queue(channel, &names.retry, retry_args).await?;
+            durable_queue(channel, &names.failed, self.queue_args()).await?;
             let mut cancelled_args = self.queue_args();
             cancelled_args.insert("x-message-ttl".into(), AMQPValue::LongInt(TOMBSTONE_TTL_MS));
-            channel
-                .queue_declare(
-                    self.names.cancelled.as_str().into(),
-                    durable,
-                    cancelled_args,
-                )
-                .await
-                .map_err(backend)?;
+            durable_queue(channel, &names.cancelled, cancelled_args).await?;
             self.declare_records(channel).await?;
-            for (name, kind) in [
-                (&self.names.control, ExchangeKind::Fanout),
-                (&self.names.events, ExchangeKind::Topic),
-            ] {
-                channel
-                    .exchange_declare(
-                        name.as_str().into(),
-                        kind,
-                        ExchangeDeclareOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await
-                    .map_err(backend)?;
-            }
-            Ok(())
+            exchange(channel, &names.control, ExchangeKind::Fanout, false).await?;
+            exchange(channel, &names.events, ExchangeKind::Topic, false).await
+        }
+
+        /// A route's queue, bound to the route exchange with the route as its key.
+        pub(crate) async fn declare_route_queue(
+            &self,
+            channel: &Channel,
+            queue: &str,
+            route: &str,
+        ) -> Result<(), QueueError> {
+            durable_queue(channel, queue, self.jobs_queue_args()).await?;
+            bind_queue(channel, queue, &self.names.route, route).await
+        }
+
+        /// A wait queue and its fanout exchange of the same name: messages wait `wait_ms`, then go
+        /// to the route exchange with the key they came with.
+        pub(crate) async fn declare_wait_queue(
+            &self,
+            channel: &Channel,
+            name: &str,
+            wait_ms: u128,
+        ) -> Result<(), QueueError> {
+            exchange(channel, name, ExchangeKind::Fanout, true).await?;
+            let mut args = self.queue_args();
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(self.names.route.as_str().into()),
+            );
+            args.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(wait_ms.min(i64::MAX as u128) as i64),
+            );
+            durable_queue(channel, name, args).await?;
+            bind_queue(channel, name, name, "").await
         }
 
         /// The records stream: durable, kept for [`RECORDS_MAX_AGE`] and at most
@@ -177,17 +213,7 @@ mod declare {
                 "x-max-length-bytes".into(),
                 AMQPValue::LongLongInt(RECORDS_MAX_BYTES),
             );
-            channel
-                .queue_declare(
-                    self.names.records.as_str().into(),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    args,
-                )
-                .await
-                .map_err(backend)?;
+            durable_queue(channel, &self.names.records, args).await?;
             Ok(())
         }
     }

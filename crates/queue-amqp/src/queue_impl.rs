@@ -21,18 +21,7 @@ impl Queue for AmqpQueue {
             .into_iter()
             .map(|mut spec| {
                 spec.overwrite |= force;
-                Envelope {
-                    v: envelope::VERSION,
-                    id: JobId(spec.key.chars().take(16).collect()),
-                    spec,
-                    attempts: 0,
-                    lost: 0,
-                    error: None,
-                    stderr_tail: None,
-                    created_ms,
-                    failed_ms: None,
-                    waiting: false,
-                }
+                Envelope::new(JobId(spec.key.chars().take(16).collect()), spec, created_ms)
             })
             .collect();
         // The facts first, in one message: recorded after the jobs, a "queued" could land after
@@ -324,15 +313,7 @@ impl Queue for AmqpQueue {
                 // Back at once, attempts unchanged: a copy first, then the ack (a crash in
                 // between leaves a duplicate, which the output check makes harmless).
                 env.waiting = false;
-                match &held.celery {
-                    // A Celery task goes back to the Celery app's queue, as it came.
-                    Some(c) => {
-                        inner
-                            .publish(&inner.celery_queue(), &c.body, c.properties.clone())
-                            .await?
-                    }
-                    None => inner.publish_job(&env, None).await?,
-                }
+                inner.copy_back(&held, &env).await?;
                 let mut fact = held.ended("released", JobState::Queued, None, None);
                 if let Fact::Ended { attempts, .. } = &mut fact {
                     *attempts = env.attempts;
@@ -561,18 +542,7 @@ impl Control for AmqpQueue {
         // Cancelled jobs (and failed ones no longer in the failed queue) are queued afresh from
         // their records: later than their cancel, so workers take them.
         for (id, spec) in specs.into_iter().filter(|(id, _)| !taken.contains(id)) {
-            let env = Envelope {
-                v: envelope::VERSION,
-                id,
-                spec,
-                attempts: 0,
-                lost: 0,
-                error: None,
-                stderr_tail: None,
-                created_ms: inner.now(),
-                failed_ms: None,
-                waiting: false,
-            };
+            let env = Envelope::new(id, spec, inner.now());
             inner.publish_job(&env, None).await?;
         }
         Ok(ids.to_vec())

@@ -96,103 +96,39 @@ impl Inner {
         format!("{}.jobs.{route}", self.settings.prefix)
     }
 
-    /// Declare a route's queue and bind it (once per connection and route).
-    async fn declare_route(&self, channel: &Channel, route: &str) -> Result<(), QueueError> {
-        if self
-            .routes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(route)
-        {
-            return Ok(());
-        }
-        let queue = self.route_queue(route);
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                self.jobs_queue_args(),
-            )
-            .await
-            .map_err(backend)?;
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                self.names.route.as_str().into(),
-                route.into(),
-                Default::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(backend)?;
+    /// Whether `key` was declared on the current connection (the set empties on reconnect).
+    fn declared(&self, key: &str) -> bool {
         self.routes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(route.to_owned());
+            .contains(key)
+    }
+
+    fn mark_declared(&self, key: String) {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key);
+    }
+
+    /// Declare a route's queue and bind it (once per connection and route).
+    async fn declare_route(&self, channel: &Channel, route: &str) -> Result<(), QueueError> {
+        if !self.declared(route) {
+            self.declare_route_queue(channel, &self.route_queue(route), route)
+                .await?;
+            self.mark_declared(route.to_owned());
+        }
         Ok(())
     }
 
     /// Declare the wait queue for `delay_ms` and its exchange (once per connection); its name.
     async fn declare_wait(&self, channel: &Channel, delay_ms: u128) -> Result<String, QueueError> {
         let (name, wait) = self.names.wait_queue(delay_ms);
-        let known = format!("wait:{name}");
-        if self
-            .routes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&known)
-        {
-            return Ok(name);
+        let key = format!("wait:{name}");
+        if !self.declared(&key) {
+            self.declare_wait_queue(channel, &name, wait).await?;
+            self.mark_declared(key);
         }
-        channel
-            .exchange_declare(
-                name.as_str().into(),
-                ExchangeKind::Fanout,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(backend)?;
-        let mut args = self.queue_args();
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(self.names.route.as_str().into()),
-        );
-        args.insert(
-            "x-message-ttl".into(),
-            AMQPValue::LongLongInt(wait.min(i64::MAX as u128) as i64),
-        );
-        channel
-            .queue_declare(
-                name.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                args,
-            )
-            .await
-            .map_err(backend)?;
-        channel
-            .queue_bind(
-                name.as_str().into(),
-                name.as_str().into(),
-                "".into(),
-                Default::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(backend)?;
-        self.routes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(known);
         Ok(name)
     }
 
@@ -241,11 +177,14 @@ impl Inner {
     /// This worker's consumers, (re)created on the current connection: one per route it
     /// serves, and the old single queue.
     pub(crate) async fn consumer(&self, worker: &WorkerInfo) -> Result<(), QueueError> {
-        let routes = worker_routes(worker);
         let mut consuming = self.consuming.lock().await;
         let epoch = self.epoch.load(Ordering::SeqCst);
         if let Some(c) = consuming.as_ref() {
-            if c.epoch == epoch && c.channel.status().connected() && c.routes == routes {
+            // What decides the routes is compared on every lease; the routes themselves are
+            // worked out only when the consumers are made.
+            let same_worker = (&c.serves.0, &c.serves.1, &c.serves.2)
+                == (&worker.profiles, &worker.unable, &worker.tags);
+            if c.epoch == epoch && c.channel.status().connected() && same_worker {
                 return Ok(());
             }
             // The channel closed under us (consumer_timeout, broker restart): start afresh.
@@ -254,6 +193,12 @@ impl Inner {
             self.invalidate().await;
             return Box::pin(self.consumer(worker)).await;
         }
+        let routes = worker_routes(worker);
+        let serves = (
+            worker.profiles.clone(),
+            worker.unable.clone(),
+            worker.tags.clone(),
+        );
         let prefetch = worker.concurrency.clamp(1, u32::from(u16::MAX)) as u16;
         let channel = self.new_channel().await?;
         let epoch = self.epoch.load(Ordering::SeqCst);
@@ -303,7 +248,7 @@ impl Inner {
         *consuming = Some(Consuming {
             epoch,
             channel,
-            routes,
+            serves,
             deliveries: merged.expect("the old queue at least"),
         });
         Ok(())
@@ -349,15 +294,6 @@ mod tests {
     }
 
     fn worker() -> WorkerInfo {
-        WorkerInfo {
-            name: "w".into(),
-            pid: 1,
-            host: "h".into(),
-            started_ms: 0,
-            concurrency: 1,
-            profiles: None,
-            unable: Vec::new(),
-            tags: Vec::new(),
-        }
+        WorkerInfo::new("w", "h")
     }
 }

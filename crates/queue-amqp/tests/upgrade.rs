@@ -60,7 +60,7 @@ async fn an_old_ten_level_job_queue_is_refused_with_what_to_do() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_left_in_the_old_single_queue_reaches_a_worker_that_can_run_it() {
     use videofarm_core::{JobId, JobSpec, Queue, WorkerInfo};
-    use videofarm_queue_amqp::envelope::{Envelope, VERSION};
+    use videofarm_queue_amqp::envelope::Envelope;
     let url = std::env::var("VIDEOFARM_TEST_AMQP")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let prefix = format!("vftest-oldqueue-{}", std::process::id());
@@ -78,24 +78,17 @@ async fn a_job_left_in_the_old_single_queue_reaches_a_worker_that_can_run_it() {
         .await
         .expect("RabbitMQ must be running for this test");
 
-    let old = Envelope {
-        v: VERSION,
-        id: JobId("old0000000000001".into()),
-        spec: JobSpec {
+    let old = Envelope::new(
+        JobId("old0000000000001".into()),
+        JobSpec {
             input: "/media/in/old.mpg".into(),
             output: "/media/out/old.mkv".into(),
             profile: "archive".into(),
             key: "old0000000000001".into(),
             ..Default::default()
         },
-        attempts: 0,
-        lost: 0,
-        error: None,
-        stderr_tail: None,
-        created_ms: 0,
-        failed_ms: None,
-        waiting: false,
-    };
+        0,
+    );
     let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
         .await
         .unwrap();
@@ -112,14 +105,8 @@ async fn a_job_left_in_the_old_single_queue_reaches_a_worker_that_can_run_it() {
         .unwrap();
 
     let worker = |name: &str, profiles: &[&str]| WorkerInfo {
-        name: name.into(),
-        pid: 1,
-        host: "h".into(),
-        started_ms: 0,
-        concurrency: 1,
         profiles: Some(profiles.iter().map(|p| p.to_string()).collect()),
-        unable: vec![],
-        tags: vec![],
+        ..WorkerInfo::new(name, "h")
     };
     let mut web_only = worker("web-only", &["web"]);
     web_only.unable = vec!["archive".into()];

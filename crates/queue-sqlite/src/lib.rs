@@ -362,16 +362,7 @@ mod tests {
         let q = SqliteQueue::open(&dir.path().join("q.db"), QueueSettings::default()).unwrap();
         let spec = plain_spec();
         let id = q.enqueue(spec, false).await.unwrap().id().clone();
-        let worker = WorkerInfo {
-            name: "w".into(),
-            pid: 1,
-            host: "h".into(),
-            started_ms: 0,
-            concurrency: 1,
-            profiles: None,
-            unable: Vec::new(),
-            tags: Vec::new(),
-        };
+        let worker = WorkerInfo::new("w", "h");
         let lease = q
             .lease(&worker, Duration::from_secs(1))
             .await

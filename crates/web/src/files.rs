@@ -125,12 +125,7 @@ pub async fn input(
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let roots = roots(&state)?.to_vec();
-    let job = record(&state, &id).await?;
-    if job.state != JobState::Running {
-        return Err(conflict(format!("job {id} is not running")));
-    }
-    let opened = confine::open_within(&roots, &job.spec.input).map_err(forbidden)?;
+    let (job, opened) = running_input(&state, &id).await?;
     let file = tokio::fs::File::from_std(
         opened
             .file()
@@ -242,9 +237,7 @@ pub async fn input_hash(
     State(state): State<AppState>,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let roots = roots(&state)?.to_vec();
-    let job = record(&state, &id).await?;
-    let opened = confine::open_within(&roots, &job.spec.input).map_err(forbidden)?;
+    let (job, opened) = running_input(&state, &id).await?;
     let path = job.spec.input.clone();
     let (hash, size) = tokio::task::spawn_blocking(move || {
         let size = opened.file().metadata().map(|m| m.len()).unwrap_or(0);
@@ -253,6 +246,41 @@ pub async fn input_hash(
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     Ok(Json(serde_json::json!({ "blake3": hash, "size": size })))
+}
+
+/// The input of job `id`, which must be running, opened under the roots.
+async fn running_input(state: &AppState, id: &str) -> ApiResult<(JobRecord, confine::Opened)> {
+    let roots = roots(state)?;
+    let job = record(state, id).await?;
+    if job.state != JobState::Running {
+        return Err(conflict(format!("job {id} is not running")));
+    }
+    let opened = confine::open_within(roots, &job.spec.input).map_err(forbidden)?;
+    Ok((job, opened))
+}
+
+/// Attempt `attempt`'s upload of job `id`: the job (the attempt must be its running one), the
+/// output's folder opened under the roots, the output's name in it and the staging file.
+struct Upload {
+    spec: JobSpec,
+    dir: confine::Opened,
+    name: std::ffi::OsString,
+    staging: PathBuf,
+}
+
+async fn upload(state: &AppState, id: &str, attempt: u32) -> ApiResult<Upload> {
+    let roots = roots(state)?;
+    let spec = running_attempt(state, id, attempt).await?;
+    let (dir, name) = output_place(roots, &spec)?;
+    let staging = dir
+        .io_path()
+        .join(staging_name(&JobId(id.to_owned()), attempt));
+    Ok(Upload {
+        spec,
+        dir,
+        name,
+        staging,
+    })
 }
 
 /// The output's folder, opened under the roots, and the output's name in it.
@@ -283,11 +311,10 @@ pub async fn output_status(
     UrlPath(id): UrlPath<String>,
     Query(q): Query<AttemptQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let roots = roots(&state)?.to_vec();
-    let spec = running_attempt(&state, &id, q.attempt).await?;
-    let (dir, _) = output_place(&roots, &spec)?;
-    let staging = dir.io_path().join(staging_name(&JobId(id), q.attempt));
-    Ok(Json(serde_json::json!({ "size": staged_size(&staging) })))
+    let upload = upload(&state, &id, q.attempt).await?;
+    Ok(Json(
+        serde_json::json!({ "size": staged_size(&upload.staging) }),
+    ))
 }
 
 /// `PUT /api/files/{job}/output?attempt=A&offset=N`: the next part of the upload.
@@ -298,12 +325,12 @@ pub async fn output_part(
     body: Body,
 ) -> ApiResult<Json<serde_json::Value>> {
     use futures_lite::StreamExt;
-    let roots = roots(&state)?.to_vec();
-    let spec = running_attempt(&state, &id, q.attempt).await?;
-    let (dir, _) = output_place(&roots, &spec)?;
-    let staging = dir
-        .io_path()
-        .join(staging_name(&JobId(id.clone()), q.attempt));
+    let Upload {
+        spec,
+        dir: _dir,
+        staging,
+        ..
+    } = upload(&state, &id, q.attempt).await?;
     let have = staged_size(&staging);
     let offset = q.offset.unwrap_or(0);
     if offset != have {
@@ -344,12 +371,13 @@ pub async fn output_commit(
     UrlPath(id): UrlPath<String>,
     Query(q): Query<AttemptQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let roots = roots(&state)?.to_vec();
-    let spec = running_attempt(&state, &id, q.attempt).await?;
-    let (dir, name) = output_place(&roots, &spec)?;
-    let staging = dir
-        .io_path()
-        .join(staging_name(&JobId(id.clone()), q.attempt));
+    let Upload {
+        spec,
+        dir,
+        name,
+        staging,
+    } = upload(&state, &id, q.attempt).await?;
+    let roots = roots(&state)?;
     let want = q
         .blake3
         .clone()
@@ -385,7 +413,7 @@ pub async fn output_commit(
                 .profiles
                 .get(&spec.profile)
                 .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-            let input = confine::open_within(&roots, &spec.input).map_err(forbidden)?;
+            let input = confine::open_within(roots, &spec.input).map_err(forbidden)?;
             let checked = async {
                 let input = videofarm_ffmpeg::probe(tools, &input.io_path()).await?;
                 let output =

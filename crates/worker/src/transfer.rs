@@ -553,3 +553,58 @@ mod tests {
         assert!(why.contains("transfer_cache_gb"), "{why}");
     }
 }
+
+#[cfg(test)]
+mod stall_tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+
+    /// A server that answers the hash, then sends a few bytes of the input and goes silent.
+    fn silent_server() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap_or(0);
+                    let mut header = String::new();
+                    while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                        header.clear();
+                    }
+                    let mut stream = stream;
+                    if line.contains("/blake3") {
+                        let body = format!(r#"{{"blake3":"{}","size":100}}"#, "a".repeat(64));
+                        let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    } else {
+                        let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n0123456789");
+                        std::thread::sleep(Duration::from_secs(30));
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    /// A download that stops moving is broken off after `stall`, not after any wall time, and
+    /// resumed; one that never moves again fails, retryable, with the reason.
+    #[tokio::test]
+    async fn a_download_that_stops_moving_is_broken_off() {
+        let cache = tempfile::tempdir().unwrap();
+        let files = Files {
+            url: format!("http://127.0.0.1:{}", silent_server()),
+            token: None,
+            mode: TransferMode::Always,
+            cache: cache.path().to_owned(),
+            stall: Duration::from_millis(200),
+            ca: None,
+            cache_limit: u64::MAX,
+        };
+        let Err(TransferError::Retry(why)) = files.fetch_input(&JobId("j".into()), None).await
+        else {
+            panic!("a stalled download fails, retryable");
+        };
+        assert!(why.contains("no byte came"), "{why}");
+    }
+}

@@ -47,16 +47,7 @@ impl Bench {
 
     fn worker(&self) -> Worker {
         let settings = WorkerSettings {
-            info: WorkerInfo {
-                name: "w".into(),
-                pid: std::process::id(),
-                host: "here".into(),
-                started_ms: 0,
-                concurrency: 1,
-                profiles: None,
-                unable: Vec::new(),
-                tags: Vec::new(),
-            },
+            info: WorkerInfo::new("w", "here"),
             tools: Tools::locate(None, None).expect("ffmpeg is installed"),
             profiles: Profiles::new(Default::default()).unwrap(),
             heartbeat: Duration::from_millis(200),

@@ -234,14 +234,8 @@ impl Inner {
         let mut headers = FieldTable::default();
         headers.insert("ticket".into(), AMQPValue::LongString(ticket.into()));
         headers.insert("clock".into(), AMQPValue::LongLongInt(self.tick() as i64));
-        let _ = channel
-            .exchange_declare(
-                exchange.into(),
-                ExchangeKind::Direct,
-                ExchangeDeclareOptions::default(),
-                FieldTable::default(),
-            )
-            .await;
+        // Declared as the asking client declares it, in case the reply outruns it.
+        let _ = crate::names::exchange(channel, exchange, ExchangeKind::Direct, false).await;
         let _ = channel
             .basic_publish(
                 exchange.into(),
@@ -260,27 +254,8 @@ pub(crate) async fn spawn(inner: Arc<Inner>) -> Result<tokio::task::JoinHandle<(
         return Ok(tokio::spawn(async {}));
     };
     let channel = inner.new_channel().await?;
-    channel
-        .exchange_declare(
-            PIDBOX.into(),
-            ExchangeKind::Fanout,
-            ExchangeDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(backend)?;
-    channel
-        .exchange_declare(
-            EVENTS.into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(backend)?;
+    crate::names::exchange(&channel, PIDBOX, ExchangeKind::Fanout, false).await?;
+    crate::names::exchange(&channel, EVENTS, ExchangeKind::Topic, true).await?;
     // As a Celery worker names and makes its mailbox.
     let mailbox = format!("{}.celery.pidbox", celery.hostname);
     let mut args = FieldTable::default();
@@ -298,16 +273,7 @@ pub(crate) async fn spawn(inner: Arc<Inner>) -> Result<tokio::task::JoinHandle<(
         )
         .await
         .map_err(backend)?;
-    channel
-        .queue_bind(
-            mailbox.as_str().into(),
-            PIDBOX.into(),
-            "".into(),
-            Default::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(backend)?;
+    crate::names::bind(&channel, &mailbox, PIDBOX, "").await?;
     let mut requests = channel
         .basic_consume(
             mailbox.as_str().into(),

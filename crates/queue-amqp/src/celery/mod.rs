@@ -212,59 +212,14 @@ impl Inner {
         if exists {
             return Ok(());
         }
-        channel
-            .exchange_declare(
-                celery.exchange.as_str().into(),
-                ExchangeKind::Direct,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(backend)?;
-        channel
-            .queue_declare(
-                celery.queue.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(backend)?;
-        channel
-            .queue_bind(
-                celery.queue.as_str().into(),
-                celery.exchange.as_str().into(),
-                celery.routing_key.as_str().into(),
-                Default::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(backend)?;
-        Ok(())
-    }
-
-    /// Put a Celery task back into its queue as it came (a fresh message: redelivered, it
-    /// would count as lost), then let the delivery go.
-    pub(crate) async fn put_back_celery(
-        &self,
-        held: &Held,
-        holding: &Holding,
-    ) -> Result<(), QueueError> {
-        self.publish(
-            &self.celery_queue(),
-            &holding.body,
-            holding.properties.clone(),
+        crate::names::exchange(channel, &celery.exchange, ExchangeKind::Direct, true).await?;
+        crate::names::durable_queue(channel, &celery.queue, FieldTable::default()).await?;
+        crate::names::bind(
+            channel,
+            &celery.queue,
+            &celery.exchange,
+            &celery.routing_key,
         )
-        .await?;
-        held.acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map_err(backend)?;
-        Ok(())
+        .await
     }
 }

@@ -4,7 +4,7 @@
 //! and YAML bodies can make a reader run code, and are refused with that reason.
 
 use super::CeleryTaskMap;
-use crate::envelope::{Envelope, MAX_MESSAGE, VERSION};
+use crate::envelope::{Envelope, MAX_MESSAGE};
 use lapin::types::AMQPValue;
 use lapin::BasicProperties;
 use serde_json::Value;
@@ -205,18 +205,7 @@ pub fn read(
         Ok(()) => id,
         Err(_) => JobId(blake3::hash(task.id.as_bytes()).to_hex()[..16].to_owned()),
     };
-    let envelope = Envelope {
-        v: VERSION,
-        id,
-        spec,
-        attempts: 0,
-        lost: 0,
-        error: None,
-        stderr_tail: None,
-        created_ms: now_ms,
-        failed_ms: None,
-        waiting: false,
-    };
+    let envelope = Envelope::new(id, spec, now_ms);
     Ok(Read { task, envelope })
 }
 
