@@ -270,12 +270,10 @@ fn celery_tasks_run_on_videofarm_workers_that_celery_tools_can_see() {
         active.contains("time_start") && active.contains("worker_pid"),
         "{active}"
     );
-    let stats = inspect(farm.root(), "stats");
-    assert!(stats.contains("max-concurrency"), "{stats}");
-    let registered = inspect(farm.root(), "registered");
-    assert!(registered.contains("videoTasks.encode"), "{registered}");
 
-    // w1 stops mid-task (SIGTERM): its tape goes back to the Celery queue, and w2 does it.
+    // w1 stops mid-task (SIGTERM) at once (a tape takes ~10 s here, so nothing slow may come
+    // between seeing it run and stopping it): its tape goes back to the Celery queue, and w2
+    // does it.
     let w1_tape = active
         .split("->")
         .find(|node| node.contains("w1@"))
@@ -288,6 +286,15 @@ fn celery_tasks_run_on_videofarm_workers_that_celery_tools_can_see() {
         .to_owned();
     signal(w1.id(), "TERM");
     assert!(w1.wait().unwrap().success());
+    assert!(
+        farm.log("w1").contains("released"),
+        "w1 was stopped mid-task: {}",
+        farm.log("w1")
+    );
+    let stats = inspect(farm.root(), "stats");
+    assert!(stats.contains("max-concurrency"), "{stats}");
+    let registered = inspect(farm.root(), "registered");
+    assert!(registered.contains("videoTasks.encode"), "{registered}");
 
     // Malformed and hostile messages are refused into the failed list; good tasks go on.
     let bad = python(farm.root(), &["badMessages.py", &out_dir])
@@ -330,7 +337,6 @@ fn celery_tasks_run_on_videofarm_workers_that_celery_tools_can_see() {
         handed["worker"], "w2",
         "the task w1 dropped was done by w2: {handed}"
     );
-    assert!(farm.log("w1").contains("released"), "{}", farm.log("w1"));
 
     // Each refused message is in the failed list with its reason, and nothing else failed.
     let failed: Vec<String> = jobs
