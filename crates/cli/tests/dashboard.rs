@@ -5,19 +5,12 @@
 
 mod common;
 
+use common::files::free_port;
 use common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Start `videofarm serve` on a free port; returns it and its address.
 fn serve(farm: &Farm) -> (Child, String) {

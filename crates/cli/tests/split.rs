@@ -310,18 +310,6 @@ fn chunks_are_listed_only_when_asked_and_the_tape_counts_once() {
     assert_eq!(farm.status()["succeeded"], 1);
 }
 
-/// A split profile whose chunks encode in real time, so a test can act while they run.
-const SLOW_SPLIT: &str = r#"
-[profiles.slowsplit]
-extension = "mkv"
-args = ["-map", "0:v:0", "-map", "0:a?", "-vf", "realtime", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "copy"]
-video_codec = "h264"
-[profiles.slowsplit.split]
-filter = "realtime"
-video = ["-c:v", "libx264", "-preset", "ultrafast"]
-streams = ["-map", "1:a?", "-c:a", "copy"]
-"#;
-
 fn slow_farm() -> Farm {
     slow(farm())
 }
@@ -370,20 +358,6 @@ fn chunk_files(work: &Path) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
-}
-
-/// The chunks a worker's log says it encoded (not found already done).
-fn encoded_chunks(log: &str) -> Vec<String> {
-    let mut chunks: Vec<String> = log
-        .lines()
-        .filter(|l| l.contains("job succeeded") && l.contains("already_done=false"))
-        .filter_map(|l| {
-            let at = l.find("chunk-")?;
-            Some(l[at..at + "chunk-00000.nut".len()].to_owned())
-        })
-        .collect();
-    chunks.sort();
-    chunks
 }
 
 fn killing_every_worker_mid_tape(farm: Farm) {

@@ -6,71 +6,13 @@
 
 mod common;
 
+use common::files::*;
 use common::*;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-const TOKEN: &str = "transfer-test-token-0123456789";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `videofarm serve` of `farm` on `port`, its roots the media folder.
-fn serve(farm: &Farm, port: u16) -> Child {
-    let child = farm
-        .cmd(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(farm.log_path("serve")).unwrap())
-        .spawn()
-        .unwrap();
-    wait_until("serve listens", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    child
-}
-
-/// A worker of `farm` in a mount namespace where `hidden` is an empty folder.
-fn blind_worker(farm: &Farm, hidden: &Path, name: &str) -> Child {
-    let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-        // The script is fixed; the paths and the command come as its arguments.
-        .arg("mount -t tmpfs tmpfs \"$0\" && exec \"$@\"")
-        .arg(hidden)
-        .arg(BIN);
-    if let Some(broker) = &farm.broker {
-        cmd.arg("--broker").arg(broker);
-    }
-    cmd.arg("--config")
-        .arg(&farm.config)
-        .args(["worker", "--name", name, "--concurrency", "1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(farm.log_path(name)).unwrap())
-        .spawn()
-        .expect("unshare (util-linux) runs")
-}
-
-fn leftovers(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(leftovers(&path));
-        } else {
-            found.push(path.display().to_string());
-        }
-    }
-    found
-}
 
 /// A certificate for 127.0.0.1 signed by a CA of its own, and its key, PEM, made with openssl;
 /// the CA's certificate is what the worker trusts.
@@ -148,8 +90,6 @@ fn blind(farm: Farm, tls: bool) {
     clip(&tapes.join("tape one.mpg"), 2);
     let source = std::fs::read(tapes.join("tape one.mpg")).unwrap();
     let port = free_port();
-    let cache = farm.root().join("cache");
-    let config = std::fs::read_to_string(&farm.config).unwrap();
     // With TLS: serve's certificate, which the worker trusts.
     let (scheme, certs) = if tls {
         let (cert, key, ca) = certificate(farm.root());
@@ -158,14 +98,13 @@ fn blind(farm: Farm, tls: bool) {
     } else {
         ("http", String::new())
     };
-    std::fs::write(
-        &farm.config,
-        format!(
-            "token = {TOKEN:?}\nfiles_url = \"{scheme}://127.0.0.1:{port}\"\ntransfer_cache = {cache:?}\n{certs}{config}\n[paths]\nroots = [{:?}]\n",
-            media.path()
-        ),
-    )
-    .unwrap();
+    let cache = media_config(
+        &farm,
+        media.path(),
+        &format!("{scheme}://127.0.0.1:{port}"),
+        &certs,
+        "",
+    );
     let mut server = serve(&farm, port);
     let mut cmd = farm.cmd(["enqueue", "--out"]);
     cmd.arg(&out).arg(tapes.join("tape one.mpg"));
@@ -205,33 +144,13 @@ fn blind(farm: Farm, tls: bool) {
 
     if !tls {
         // The server's metrics count the bytes it moved.
-        let metrics = http_get(port, "/metrics");
-        let sent: u64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("videofarm_transfer_bytes_total{direction=\"sent\"} "))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or(0);
-        assert!(sent >= source.len() as u64, "{metrics}");
+        assert!(bytes_sent(port) >= source.len() as u64);
     }
 
     signal(worker.id(), "TERM");
     let _ = worker.wait();
     let _ = server.kill();
     let _ = server.wait();
-}
-
-/// A plain GET with the farm's token (the response, headers and all).
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer
 }
 
 #[test]
@@ -364,17 +283,13 @@ fn faulty_farm() -> Faulty {
     let size = std::fs::metadata(tapes.join("noise.mpg")).unwrap().len();
     // The input takes about two seconds each way.
     let link = Link::new(server_port, size / 2);
-    let cache = farm.root().join("cache");
-    let config = std::fs::read_to_string(&farm.config).unwrap();
-    std::fs::write(
-        &farm.config,
-        format!(
-            "token = {TOKEN:?}\nfiles_url = \"http://127.0.0.1:{}\"\ntransfer_cache = {cache:?}\n{config}\n[paths]\nroots = [{:?}]\n",
-            link.port,
-            media.path()
-        ),
-    )
-    .unwrap();
+    let cache = media_config(
+        &farm,
+        media.path(),
+        &format!("http://127.0.0.1:{}", link.port),
+        "",
+        "",
+    );
     let mut cmd = farm.cmd(["enqueue", "--out"]);
     cmd.arg(&out).arg(tapes.join("noise.mpg"));
     assert!(cmd.output().unwrap().status.success());

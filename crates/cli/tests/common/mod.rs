@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod files;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -26,6 +28,32 @@ extension = "mkv"
 args = ["-map", "0", "-c", "copy", "-c:v", "libx264", "-preset", "ultrafast", "-vf", "realtime"]
 video_codec = "h264"
 "#;
+
+/// A split profile whose chunks encode in real time, so a test can act while they run.
+pub const SLOW_SPLIT: &str = r#"
+[profiles.slowsplit]
+extension = "mkv"
+args = ["-map", "0:v:0", "-map", "0:a?", "-vf", "realtime", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "copy"]
+video_codec = "h264"
+[profiles.slowsplit.split]
+filter = "realtime"
+video = ["-c:v", "libx264", "-preset", "ultrafast"]
+streams = ["-map", "1:a?", "-c:a", "copy"]
+"#;
+
+/// The chunks a worker's log says it encoded (not found already done).
+pub fn encoded_chunks(log: &str) -> Vec<String> {
+    let mut chunks: Vec<String> = log
+        .lines()
+        .filter(|l| l.contains("job succeeded") && l.contains("already_done=false"))
+        .filter_map(|l| {
+            let at = l.find("chunk-")?;
+            Some(l[at..at + "chunk-00000.nut".len()].to_owned())
+        })
+        .collect();
+    chunks.sort();
+    chunks
+}
 
 pub struct Farm {
     /// `--broker` for every command; None when the config file names the broker.
