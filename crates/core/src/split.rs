@@ -173,6 +173,20 @@ pub fn chunk_path(output: &Path, index: u32) -> PathBuf {
     work_dir(output).join(format!("chunk-{index:05}.mkv"))
 }
 
+/// The marker of a chunk that failed for good, in its work folder (with the reason); renamed to
+/// `.reported` once its parent failed.
+pub fn failed_name(index: u32, reported: bool) -> String {
+    format!(
+        "chunk-{index:05}.{}",
+        if reported { "reported" } else { "failed" }
+    )
+}
+
+/// Where a chunk's warnings (damage in its part of the input) wait for the join.
+pub fn warnings_name(index: u32) -> String {
+    format!("chunk-{index:05}.warnings")
+}
+
 /// The identity key of chunk `index` of the job keyed `parent_key`.
 pub fn chunk_key(parent_key: &str, index: u32) -> String {
     blake3::hash(format!("{parent_key}\0chunk\0{index}").as_bytes())

@@ -3,12 +3,15 @@
 //!
 //! - `GET /api/files/{job}/input` streams the job's input (`Range: bytes=N-` resumes);
 //!   `GET /api/files/{job}/input/blake3` says its BLAKE3 hash, for the worker to check the copy
-//!   it holds, end to end.
+//!   it holds, end to end (and whether a split tape is planned already).
 //! - `PUT /api/files/{job}/output?attempt=A&offset=N` appends to a staging file beside the
 //!   output (`GET` says how much is staged, so an upload resumes where it stopped);
 //!   `POST /api/files/{job}/output/commit?attempt=A&blake3=H` checks the staged file's hash,
 //!   verifies it as a worker would (the profile's video codec, the input's duration), and
 //!   renames it into place, never over an existing file unless the job may overwrite.
+//!
+//! - `PUT /api/files/{job}/mark?attempt=A&kind=failed|warnings`: a chunk of a split tape says
+//!   why it failed for good, or what damage it saw, in its tape's work folder.
 //!
 //! Only the running attempt `A` of a job may upload or commit (the records say which attempt
 //! runs): a stale worker, whose lease ran out and whose job another took, is refused. Paths
@@ -85,9 +88,27 @@ async fn record(state: &AppState, id: &str) -> ApiResult<JobRecord> {
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no job {id}")))
 }
 
+/// Records that have not caught up with the queue yet (on RabbitMQ they follow a stream): a
+/// job just leased may still show as queued, or with its earlier attempt. The worker tries
+/// again in a moment; a stale one finds the job's next attempt, or its end, and is refused.
+fn lagging(id: &str) -> ApiError {
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the records do not show job {id}'s attempt running yet; try again"),
+    )
+}
+
+fn not_yet(job: &JobRecord) -> ApiResult<()> {
+    match job.state {
+        JobState::Queued => Err(lagging(&job.id.0)),
+        _ => Ok(()),
+    }
+}
+
 /// The job, if `attempt` is its running attempt: what fences off a stale worker.
 async fn running_attempt(state: &AppState, id: &str, attempt: u32) -> ApiResult<JobSpec> {
     let job = record(state, id).await?;
+    not_yet(&job)?;
     if job.state != JobState::Running {
         return Err(conflict(format!(
             "job {id} is {}, not running: this worker's lease is over",
@@ -102,6 +123,7 @@ async fn running_attempt(state: &AppState, id: &str, attempt: u32) -> ApiResult<
         .find(|a| matches!(a.outcome.as_str(), "running" | "publishing"));
     match running {
         Some(a) if a.attempt == attempt => Ok(job.spec),
+        Some(a) if a.attempt < attempt => Err(lagging(id)),
         Some(a) => Err(conflict(format!(
             "job {id} runs attempt {} now, not {attempt}: this worker's lease is over",
             a.attempt
@@ -232,26 +254,66 @@ fn blake3_of(file: &std::fs::File, path: &Path) -> ApiResult<String> {
     Ok(hash)
 }
 
-/// `GET /api/files/{job}/input/blake3`.
+/// `GET /api/files/{job}/input/blake3`: the input's hash and size; whether its output is
+/// already in place (`output`: absent when not, `""` when it is this job's verified encode,
+/// otherwise why it is not), then there is nothing to fetch; whether a split tape is planned.
 pub async fn input_hash(
     State(state): State<AppState>,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let (job, opened) = running_input(&state, &id).await?;
-    let path = job.spec.input.clone();
+    let spec = &job.spec;
+    if let Some(there) = output_there(&state, spec).await? {
+        return Ok(Json(serde_json::json!({ "output": there })));
+    }
+    let path = spec.input.clone();
     let (hash, size) = tokio::task::spawn_blocking(move || {
         let size = opened.file().metadata().map(|m| m.len()).unwrap_or(0);
         blake3_of(opened.file(), &path).map(|h| (h, size))
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    Ok(Json(serde_json::json!({ "blake3": hash, "size": size })))
+    // A split tape already planned (by a worker that sees the media) waits for its chunks.
+    let planned = spec.chunk.is_none()
+        && !spec.split.is_off()
+        && confine::open_dir_within(&state.roots, &videofarm_core::split::work_dir(&spec.output))
+            .is_ok_and(|work| work.io_path().join("plan.json").is_file());
+    Ok(Json(
+        serde_json::json!({ "blake3": hash, "size": size, "planned": planned }),
+    ))
+}
+
+/// What is already where the output goes (unless the job may overwrite it): `None` when
+/// nothing is; `""` when it is this job's verified encode (a re-run); otherwise why it is not.
+async fn output_there(state: &AppState, spec: &JobSpec) -> ApiResult<Option<String>> {
+    if spec.overwrite {
+        return Ok(None);
+    }
+    let roots = roots(state)?;
+    let Ok((dir, name)) = output_place(roots, spec) else {
+        return Ok(None);
+    };
+    let target = dir.io_path().join(name);
+    Ok(match std::fs::symlink_metadata(&target) {
+        Err(_) => None,
+        Ok(meta) if meta.is_file() => Some(
+            already_done(state, roots, spec, &target)
+                .await
+                .err()
+                .unwrap_or_default(),
+        ),
+        Ok(_) => Some(format!(
+            "{}: something that is not a file is in the way of the output",
+            spec.output.display()
+        )),
+    })
 }
 
 /// The input of job `id`, which must be running, opened under the roots.
 async fn running_input(state: &AppState, id: &str) -> ApiResult<(JobRecord, confine::Opened)> {
     let roots = roots(state)?;
     let job = record(state, id).await?;
+    not_yet(&job)?;
     if job.state != JobState::Running {
         return Err(conflict(format!("job {id} is not running")));
     }
@@ -365,6 +427,101 @@ pub async fn output_part(
     Ok(Json(serde_json::json!({ "size": size })))
 }
 
+/// Whether `file` is a good encode of `spec`'s input, checked as a worker checks its own: the
+/// profile's video codec, the input's duration, the streams kept. A chunk was checked by the
+/// worker that encoded it (frame for frame) and arrived whole (the hash); its tape's join
+/// checks every frame again. Without ffmpeg here (`tools` unset), the hash is the check.
+async fn verified(
+    state: &AppState,
+    roots: &[PathBuf],
+    spec: &JobSpec,
+    file: &Path,
+) -> Result<(), String> {
+    let Some(tools) = &state.tools else {
+        return Ok(());
+    };
+    if spec.chunk.is_some() {
+        return Ok(());
+    }
+    let profile = state
+        .profiles
+        .get(&spec.profile)
+        .map_err(|e| e.to_string())?;
+    let input = confine::open_within(roots, &spec.input).map_err(|e| e.to_string())?;
+    let input = videofarm_ffmpeg::probe(tools, &input.io_path())
+        .await
+        .map_err(|e| e.to_string())?;
+    let output = videofarm_ffmpeg::probe_output(tools, file, &profile.extension)
+        .await
+        .map_err(|e| e.to_string())?;
+    videofarm_ffmpeg::verify_output(profile, &input, &output)
+}
+
+/// `Ok` when the output already in place at `target` is this job's verified encode (a re-run,
+/// or an attempt that published and died); why not, in words, otherwise.
+async fn already_done(
+    state: &AppState,
+    roots: &[PathBuf],
+    spec: &JobSpec,
+    target: &Path,
+) -> Result<(), String> {
+    verified(state, roots, spec, target).await.map_err(|why| {
+        format!(
+            "{}: the output already exists and is not a verified encode of this input ({why}); use --overwrite to replace it",
+            spec.output.display()
+        )
+    })
+}
+
+/// The most a chunk's mark (its failure or its warnings, in words) may say.
+pub const MAX_MARK: usize = 64 * 1024;
+
+#[derive(Deserialize)]
+pub struct MarkQuery {
+    attempt: u32,
+    kind: String,
+}
+
+/// `PUT /api/files/{job}/mark?attempt=A&kind=failed|warnings`: what a chunk's running attempt
+/// tells its tape, written into the tape's work folder as a worker that sees it would (the
+/// damage it saw in its part of the input, or why it failed for good).
+pub async fn chunk_mark(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<MarkQuery>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Upload { spec, dir, .. } = upload(&state, &id, q.attempt).await?;
+    let bad = |why: String| ApiError(StatusCode::BAD_REQUEST, why);
+    let chunk = spec
+        .chunk
+        .as_ref()
+        .ok_or_else(|| bad(format!("job {id} is not a chunk of a split tape")))?;
+    let name = match q.kind.as_str() {
+        "failed" => videofarm_core::split::failed_name(chunk.index, false),
+        "warnings" => videofarm_core::split::warnings_name(chunk.index),
+        other => return Err(bad(format!("kind={other:?}: not failed or warnings"))),
+    };
+    if body.len() > MAX_MARK || std::str::from_utf8(&body).is_err() {
+        return Err(bad(format!("a mark is text of at most {MAX_MARK} bytes")));
+    }
+    // Through a new file (never a link someone left) and a rename: the tape reads it whole.
+    let temp = dir
+        .io_path()
+        .join(format!(".{name}.{}.{}.tmp", std::process::id(), q.attempt));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, &body))
+        .and_then(|()| std::fs::rename(&temp, dir.io_path().join(&name)));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(io_error(&spec.output, e));
+    }
+    Ok(Json(serde_json::json!({ "marked": name })))
+}
+
 /// `POST /api/files/{job}/output/commit?attempt=A&blake3=H`: check, verify and publish.
 pub async fn output_commit(
     State(state): State<AppState>,
@@ -407,35 +564,15 @@ pub async fn output_commit(
             ),
         ));
     }
-    if let Some(tools) = &state.tools {
-        if spec.chunk.is_none() {
-            let profile = state
-                .profiles
-                .get(&spec.profile)
-                .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-            let input = confine::open_within(roots, &spec.input).map_err(forbidden)?;
-            let checked = async {
-                let input = videofarm_ffmpeg::probe(tools, &input.io_path()).await?;
-                let output =
-                    videofarm_ffmpeg::probe_output(tools, &staging, &profile.extension).await?;
-                Ok::<_, videofarm_ffmpeg::ProbeError>((input, output))
-            }
-            .await;
-            let verdict = match checked {
-                Ok((input, output)) => videofarm_ffmpeg::verify_output(profile, &input, &output),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(why) = verdict {
-                let _ = std::fs::remove_file(&staging);
-                return Err(ApiError(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!(
-                        "{}: the uploaded encode failed verification: {why}",
-                        spec.output.display()
-                    ),
-                ));
-            }
-        }
+    if let Err(why) = verified(&state, roots, &spec, &staging).await {
+        let _ = std::fs::remove_file(&staging);
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "{}: the uploaded encode failed verification: {why}",
+                spec.output.display()
+            ),
+        ));
     }
     // Fenced again right before it appears: the lease may have ended while verifying.
     running_attempt(&state, &id, q.attempt).await?;
@@ -448,11 +585,15 @@ pub async fn output_commit(
     match published {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            // An earlier attempt published it (and could not say so): done, if it is this
+            // job's verified encode; never replaced.
             let _ = std::fs::remove_file(&staging);
-            return Err(conflict(format!(
-                "{}: a file is already there; not replacing it",
-                spec.output.display()
-            )));
+            return match already_done(&state, roots, &spec, &target).await {
+                Ok(()) => Ok(Json(
+                    serde_json::json!({ "published": spec.output, "already": true }),
+                )),
+                Err(why) => Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, why)),
+            };
         }
         Err(e) => return Err(io_error(&spec.output, e)),
     }

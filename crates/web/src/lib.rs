@@ -19,7 +19,7 @@ pub mod tls;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -107,6 +107,7 @@ pub fn router(state: AppState) -> Router {
             get(files::output_status).put(files::output_part),
         )
         .route("/api/files/{id}/output/commit", post(files::output_commit))
+        .route("/api/files/{id}/mark", put(files::chunk_mark))
         .route("/metrics", get(metrics::metrics))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)

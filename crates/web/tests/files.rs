@@ -61,7 +61,11 @@ async fn files_move_for_the_running_attempt_only() {
         .clone();
     let (status, _) =
         call_bytes(&api, "GET", &format!("/api/files/{id}/input"), vec![], None).await;
-    assert_eq!(status, StatusCode::CONFLICT, "not running yet");
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not running yet (or the records lag): try again"
+    );
     let lease = api
         .queue
         .lease(&worker(), Duration::from_secs(1))
@@ -113,8 +117,10 @@ async fn files_move_for_the_running_attempt_only() {
     .await;
     assert_eq!(said["size"], 30_000, "resume from here");
     assert_eq!(put(30_000, &output[30_000..], 1).await, StatusCode::OK);
-    // Another attempt than the running one is a stale worker.
-    assert_eq!(put(0, &output, 2).await, StatusCode::CONFLICT);
+    // An earlier attempt than the running one is a stale worker; a later one means the
+    // records have not caught up with the queue yet: try again.
+    assert_eq!(put(0, &output, 0).await, StatusCode::CONFLICT);
+    assert_eq!(put(0, &output, 2).await, StatusCode::SERVICE_UNAVAILABLE);
 
     let commit = |hash: String| {
         let uri = format!("/api/files/{id}/output/commit?attempt=1&blake3={hash}");
@@ -151,6 +157,32 @@ async fn files_move_for_the_running_attempt_only() {
         input,
         "the source is untouched"
     );
+    // The output in place: a worker asking for the input hears there is nothing to fetch, and
+    // an upload published again (an attempt that published and could not say so) is done,
+    // the file in place not replaced.
+    let (_, said, _) = call(
+        &api,
+        "GET",
+        &format!("/api/files/{id}/input/blake3"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(said["output"], "", "{said}");
+    assert!(said.get("blake3").is_none(), "{said}");
+    assert_eq!(put(0, b"another", 1).await, StatusCode::OK);
+    let uri = format!(
+        "/api/files/{id}/output/commit?attempt=1&blake3={}",
+        blake3::hash(b"another").to_hex()
+    );
+    let (status, body) = call_bytes(&api, "POST", &uri, vec![], None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&body).contains("\"already\":true"));
+    assert_eq!(
+        std::fs::read(media(&api).join("out/a.mkv")).unwrap(),
+        output
+    );
+    assert!(!staging.exists());
 
     // Once the job is over, its attempt is stale.
     api.queue
@@ -219,4 +251,95 @@ async fn files_outside_the_roots_are_never_served() {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+/// A chunk of a split tape whose worker cannot see the media tells its tape, through the
+/// server, why it failed or what damage it saw: into the tape's work folder, for its running
+/// attempt only, bounded. A tape already planned says so to whoever fetches its input.
+#[tokio::test]
+async fn a_chunk_tells_its_tape_through_the_server() {
+    use videofarm_core::split::{work_dir, Chunk};
+    let api = api(None);
+    let tape = spec(&api, "a");
+    let work = work_dir(&tape.output);
+    std::fs::create_dir_all(&work).unwrap();
+    let mut parent = tape.clone();
+    parent.split = videofarm_core::Split::Every(2.0);
+    let parent_id = api.queue.enqueue(parent, false).await.unwrap().id().clone();
+    let mut chunk = tape.clone();
+    chunk.key = "a-chunk-2".into();
+    chunk.output = work.join("chunk-00002.nut");
+    chunk.parent = Some(parent_id.clone());
+    chunk.chunk = Some(Chunk {
+        index: 2,
+        count: 4,
+        first: 100,
+        end: 150,
+        seek_s: Some(3.9),
+        window: (3.95, Some(6.1)),
+        keep: (4.0, Some(6.0)),
+    });
+    let id = api.queue.enqueue(chunk, false).await.unwrap().id().clone();
+    let mut leases = Vec::new();
+    for _ in 0..2 {
+        leases.push(
+            api.queue
+                .lease(&worker(), Duration::from_secs(1))
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let mark = |job: &str, attempt: u32, kind: &str, text: &[u8]| {
+        let uri = format!("/api/files/{job}/mark?attempt={attempt}&kind={kind}");
+        let (api, text) = (&api, text.to_vec());
+        async move { call_bytes(api, "PUT", &uri, text, None).await.0 }
+    };
+    assert_eq!(mark(&id.0, 1, "failed", b"why").await, StatusCode::OK);
+    assert_eq!(
+        std::fs::read_to_string(work.join("chunk-00002.failed")).unwrap(),
+        "why"
+    );
+    assert_eq!(mark(&id.0, 1, "warnings", b"damage").await, StatusCode::OK);
+    assert_eq!(
+        std::fs::read_to_string(work.join("chunk-00002.warnings")).unwrap(),
+        "damage"
+    );
+    // A stale attempt, another kind, a job that is no chunk, too much text: refused.
+    assert_eq!(
+        mark(&id.0, 0, "failed", b"late").await,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        mark(&id.0, 1, "../../x", b"x").await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        mark(&parent_id.0, 1, "failed", b"x").await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        mark(&id.0, 1, "failed", &vec![b'x'; 70_000]).await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("chunk-00002.failed")).unwrap(),
+        "why"
+    );
+
+    // The tape: not planned, then planned.
+    let planned = || async {
+        let (_, said, _) = call(
+            &api,
+            "GET",
+            &format!("/api/files/{parent_id}/input/blake3"),
+            None,
+            &[],
+        )
+        .await;
+        said["planned"].clone()
+    };
+    assert_eq!(planned().await, false);
+    std::fs::write(work.join("plan.json"), b"{}").unwrap();
+    assert_eq!(planned().await, true);
 }

@@ -100,13 +100,7 @@ pub fn spec(api: &Api, name: &str) -> JobSpec {
 
 pub fn worker() -> WorkerInfo {
     WorkerInfo {
-        name: "w1".into(),
         pid: 42,
-        host: "box".into(),
-        started_ms: 0,
-        concurrency: 1,
-        profiles: None,
-        unable: Vec::new(),
-        tags: Vec::new(),
+        ..WorkerInfo::new("w1", "box")
     }
 }
