@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use videofarm_core::{JobSpec, Profiles, Queue, QueueSettings, WorkerInfo};
 use videofarm_queue_sqlite::SqliteQueue;
 use videofarm_web::AppState;
-use videofarm_worker::transfer::{Files, TransferMode};
+use videofarm_worker::transfer::{Fetched, Files, TransferMode};
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
@@ -86,6 +86,7 @@ async fn main() -> Result<()> {
         stall: Duration::from_secs(60),
         ca: None,
         cache_limit: u64::MAX,
+        ahead: 0,
     };
     let bytes = size_mb as f64 * 1048576.0;
     let (mut ours, mut curl) = (Vec::new(), Vec::new());
@@ -93,12 +94,15 @@ async fn main() -> Result<()> {
         for turn in 0..2 {
             let started = Instant::now();
             if (turn + round) % 2 == 0 {
-                let copy = files
+                let fetched = files
                     .fetch_input(&id, None)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
                 ours.push(bytes / started.elapsed().as_secs_f64());
-                std::fs::remove_file(copy)?;
+                let Fetched::Input { input, .. } = fetched else {
+                    anyhow::bail!("the server said the output is there already");
+                };
+                input.remove();
             } else {
                 // Into a file on the same disk, as the worker's copy goes.
                 let target = dir.path().join("curl.out");

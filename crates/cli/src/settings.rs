@@ -103,6 +103,9 @@ pub struct ConfigFile {
     pub transfer_cache: Option<PathBuf>,
     /// The most the transfer cache holds, in GB (default 50).
     pub transfer_cache_gb: Option<f64>,
+    /// Jobs a worker holds beyond its concurrency to fetch their inputs while it encodes
+    /// (default 1; 0: fetch only when an encoder is free).
+    pub transfer_ahead: Option<u32>,
     /// Worker: the certificate (or its CA) of an `https://` files_url, PEM.
     pub files_ca: Option<PathBuf>,
     /// `serve`: HTTPS with this certificate chain and key (PEM files).
@@ -180,6 +183,7 @@ pub struct Settings {
     pub transfer_cache: Option<PathBuf>,
     /// Bytes.
     pub transfer_cache_limit: u64,
+    pub transfer_ahead: u32,
     pub files_ca: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -377,6 +381,15 @@ impl Settings {
                 Some(gb) => {
                     return Err(UsageError::new(format!(
                         "transfer_cache_gb: {gb} is not a size in GB (more than 0, less than 1000000)"
+                    )))
+                }
+            },
+            transfer_ahead: match file.transfer_ahead {
+                None => 1,
+                Some(n) if n <= 16 => n,
+                Some(n) => {
+                    return Err(UsageError::new(format!(
+                        "transfer_ahead: {n} is too many jobs to hold ahead (at most 16)"
                     )))
                 }
             },

@@ -90,6 +90,10 @@ pub struct WorkerInfo {
     pub started_ms: i64,
     /// How many jobs it runs at once.
     pub concurrency: u32,
+    /// How many jobs more it may hold while their inputs are fetched, before an encoder is
+    /// free for them (a worker that cannot see the media: `transfer_ahead`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ahead: u32,
     /// The profiles it can run (found at its start); `None`: it did not say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profiles: Option<Vec<String>>,
@@ -102,6 +106,10 @@ pub struct WorkerInfo {
     /// them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// True when a worker that cannot run the profiles `unable` and has `tags` takes `spec`.
@@ -119,6 +127,7 @@ impl WorkerInfo {
             host: host.to_owned(),
             started_ms: 0,
             concurrency: 1,
+            ahead: 0,
             profiles: None,
             unable: Vec::new(),
             tags: Vec::new(),

@@ -199,11 +199,14 @@ impl Inner {
             worker.unable.clone(),
             worker.tags.clone(),
         );
-        let prefetch = worker.concurrency.clamp(1, u32::from(u16::MAX)) as u16;
+        let prefetch = worker
+            .concurrency
+            .saturating_add(worker.ahead)
+            .clamp(1, u32::from(u16::MAX)) as u16;
         let channel = self.new_channel().await?;
         let epoch = self.epoch.load(Ordering::SeqCst);
-        // Shared by every consumer on the channel: a worker holds at most `concurrency` jobs,
-        // whichever queues they come from.
+        // Shared by every consumer on the channel: a worker holds at most `concurrency` jobs
+        // (and `ahead` more whose inputs it fetches), whichever queues they come from.
         channel
             .basic_qos(prefetch, BasicQosOptions { global: true })
             .await

@@ -7,7 +7,7 @@ use crate::publish::{remove_stale, OutputLock, TempOutput};
 use crate::WorkerSettings;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
-use tokio::sync::{broadcast, watch, OwnedSemaphorePermit};
+use tokio::sync::{broadcast, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use videofarm_core::{
@@ -65,6 +65,11 @@ pub struct Attempt {
     /// The right to run an encode: released as soon as ffmpeg exits, so the next job's encode
     /// starts while this one is verified and published.
     pub permit: Option<OwnedSemaphorePermit>,
+    /// Where the permit comes from when the attempt was leased without one (ahead, to fetch
+    /// its input while other jobs encode).
+    pub encoders: Arc<Semaphore>,
+    /// This job's place among the jobs the worker holds; given back when the attempt ends.
+    pub slot: OwnedSemaphorePermit,
     /// The lock on the output, once taken: every heartbeat marks it alive.
     pub(crate) lock: Mutex<Option<std::fs::File>>,
 }
@@ -232,6 +237,20 @@ impl Attempt {
             Ok(lock) => lock,
             Err(end) => return end,
         };
+        // Leased ahead of an encoder: wait for one (planning a split is work for one too).
+        if self.permit.is_none() {
+            let encoders = self.encoders.clone();
+            let waiting = async {
+                tokio::select! {
+                    permit = encoders.acquire_owned() => Ok(permit.expect("the semaphore is never closed")),
+                    _ = abort.cancelled() => Err(End::Aborted),
+                }
+            };
+            match self.under_heartbeat(0.0, waiting).await {
+                Ok(permit) => self.permit = Some(permit),
+                Err(end) => return end,
+            }
+        }
         // The whole file, a chunk of it, or the join of its chunks; or a split tape's parent
         // that has queued its chunks and waits for them. Planning a long tape reads all of it:
         // under a heartbeat, like any long step.

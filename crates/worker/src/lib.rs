@@ -17,6 +17,7 @@
 //! - [`split`]: one long input encoded in chunks by many workers: planning, argv, work folder.
 
 pub mod attempt;
+pub mod cache;
 pub mod capability;
 pub mod checks;
 mod parent;
@@ -169,23 +170,37 @@ impl Worker {
     /// Lease a job whenever an encode permit is free, until a stop signal; then wait for the
     /// running attempts. An attempt gives its permit back when ffmpeg exits, so the next encode
     /// starts while the last one is verified and published.
+    ///
+    /// A worker that fetches inputs holds `ahead` jobs more: each takes an encode permit only
+    /// once its input is here, so the next input arrives while the current one encodes.
     async fn take_jobs(
         &self,
         drain: &CancellationToken,
         abort: &CancellationToken,
     ) -> Result<(), QueueError> {
-        let permits = Arc::new(Semaphore::new(
-            self.settings.info.concurrency.max(1) as usize
-        ));
+        let concurrency = self.settings.info.concurrency.max(1) as usize;
+        let ahead = self.settings.info.ahead as usize;
+        let encoders = Arc::new(Semaphore::new(concurrency));
+        let slots = Arc::new(Semaphore::new(concurrency + ahead));
+        let cache = self.settings.files.as_ref().map(|f| f.cache.join("inputs"));
         let mut attempts = JoinSet::new();
         let mut backoff = Duration::from_millis(200);
         loop {
             // Reap finished attempts so the set does not grow over a long run.
             while attempts.try_join_next().is_some() {}
-            let permit = tokio::select! {
+            let slot = tokio::select! {
                 _ = drain.cancelled() => break,
                 _ = abort.cancelled() => break,
-                permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            };
+            let permit = if ahead == 0 {
+                Some(tokio::select! {
+                    _ = drain.cancelled() => break,
+                    _ = abort.cancelled() => break,
+                    permit = encoders.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                })
+            } else {
+                None
             };
             let leased = tokio::select! {
                 _ = drain.cancelled() => break,
@@ -200,12 +215,19 @@ impl Worker {
                         settings: self.settings.clone(),
                         events: self.events.clone(),
                         lease,
-                        permit: Some(permit),
+                        permit,
+                        encoders: encoders.clone(),
+                        slot,
                         lock: Default::default(),
                     };
                     attempts.spawn(attempt.run(abort.clone()));
                 }
-                Ok(None) => {}
+                Ok(None) => {
+                    // Idle: inputs nobody read for a while leave the cache.
+                    if let Some(cache) = &cache {
+                        cache::sweep(cache, cache::LINGER);
+                    }
+                }
                 Err(e) => {
                     // The queue is unreachable (database locked, broker restarting): wait and
                     // try again rather than dying and leaving nobody to take the work.
@@ -222,6 +244,10 @@ impl Worker {
             if let Err(e) = joined {
                 tracing::error!(error = %e, "an attempt panicked");
             }
+        }
+        // Stopping: nothing stays in the cache but partial copies to resume.
+        if let Some(cache) = &cache {
+            cache::sweep(cache, Duration::ZERO);
         }
         Ok(())
     }

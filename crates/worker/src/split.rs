@@ -24,6 +24,7 @@ use std::io::Write;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use videofarm_core::split::Chunk;
+pub use videofarm_core::split::{failed_name, warnings_name};
 use videofarm_core::SplitArgs;
 use videofarm_ffmpeg::packets::{Rational, VideoPackets};
 
@@ -310,19 +311,6 @@ pub fn concat_list(spans: &[(String, f64)]) -> String {
 /// A chunk's file name in the work folder.
 pub fn chunk_name(index: u32) -> String {
     format!("chunk-{index:05}.{CHUNK_EXTENSION}")
-}
-
-/// The marker of a chunk that failed for good; renamed to `.reported` once its parent failed.
-pub fn failed_name(index: u32, reported: bool) -> String {
-    format!(
-        "chunk-{index:05}.{}",
-        if reported { "reported" } else { "failed" }
-    )
-}
-
-/// Where a chunk's warnings (damage in its part of the input) wait for the join.
-pub fn warnings_name(index: u32) -> String {
-    format!("chunk-{index:05}.warnings")
 }
 
 /// The work folder's name beside an output named `name`.

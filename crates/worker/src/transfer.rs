@@ -13,6 +13,7 @@
 //!
 //! Memory stays constant whatever the size: files stream through in pieces.
 
+use crate::cache::{make_room, Held};
 use futures_lite::StreamExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,6 +52,20 @@ pub struct Files {
     pub ca: Option<PathBuf>,
     /// The most the cache may hold, in bytes: older inputs go to make room for a new one.
     pub cache_limit: u64,
+    /// How many jobs more than its concurrency the worker holds to fetch their inputs while it
+    /// encodes (`transfer_ahead`; 0: a job is taken only when an encoder is free).
+    pub ahead: u32,
+}
+
+/// What fetching a job's input found.
+#[derive(Debug)]
+pub enum Fetched {
+    /// The input, here and whole; `planned`: the job is a split tape that a worker which sees
+    /// the media has planned already.
+    Input { input: Held, planned: bool },
+    /// The job's output is in place already (nothing was fetched): `""` when it is this job's
+    /// verified encode (a re-run), otherwise why it is not.
+    OutputThere(String),
 }
 
 /// Bytes this process moved (for the metrics and for tests that bound them).
@@ -145,20 +160,23 @@ impl Files {
         })
     }
 
-    /// The job's input in the local cache, fetched if it is not there yet, checked whole.
-    /// `report` follows the bytes (for `inspect` and the dashboard).
+    /// The job's input in the local cache, fetched if it is not there yet, checked whole, and
+    /// held for the job. `report` follows the bytes (for `inspect` and the dashboard).
+    ///
+    /// One fetch at a time per worker: the link is shared anyway, the first input is whole
+    /// sooner, and two jobs reading one input (chunks of a tape) fetch it once.
     pub async fn fetch_input(
         &self,
         job: &JobId,
         report: Option<&Report>,
-    ) -> Result<PathBuf, TransferError> {
+    ) -> Result<Fetched, TransferError> {
+        static FETCHING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         self.client()?;
-        let said: serde_json::Value = self
-            .send(self.request(reqwest::Method::GET, &format!("{job}/input/blake3")))
-            .await?
-            .json()
-            .await
-            .map_err(|e| TransferError::Retry(format!("the file server's answer: {e}")))?;
+        let _fetching = FETCHING.lock().await;
+        let said = self.ask(job).await?;
+        if let Some(there) = said.get("output").and_then(|o| o.as_str()) {
+            return Ok(Fetched::OutputThere(there.to_owned()));
+        }
         let (Some(hash), Some(size)) = (
             said.get("blake3")
                 .and_then(|h| h.as_str())
@@ -167,16 +185,31 @@ impl Files {
         ) else {
             return Err(TransferError::Retry("the file server gave no hash".into()));
         };
+        let fetched = |input| Fetched::Input {
+            input,
+            planned: said.get("planned").and_then(|p| p.as_bool()) == Some(true),
+        };
         let dir = self.cache.join("inputs");
         std::fs::create_dir_all(&dir)
             .map_err(|e| TransferError::Retry(format!("{}: {e}", dir.display())))?;
         let done = dir.join(hash);
+        // Held before it is looked at: a sweep cannot take it in between.
+        let cached = Held::hold(done.clone());
         if std::fs::metadata(&done).is_ok_and(|m| m.len() == size) {
-            return Ok(done);
+            tracing::info!(job = %job, "the input is in the cache already");
+            return Ok(fetched(cached));
         }
+        drop(cached);
         let part = dir.join(format!("{hash}.part"));
         let have = std::fs::metadata(&part).map_or(0, |m| m.len());
-        make_room(&dir, size.saturating_sub(have), self.cache_limit, &part)?;
+        // Inputs other jobs read stay: this one waits until one of them lets its input go.
+        let mut said = false;
+        while !make_room(&dir, size.saturating_sub(have), self.cache_limit, &part)? {
+            if !std::mem::replace(&mut said, true) {
+                tracing::info!(job = %job, "waiting for room in the transfer cache (transfer_cache_gb)");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         let mut last = String::new();
         for _ in 0..TRIES {
             match self.download(job, &part, size, report).await {
@@ -185,7 +218,7 @@ impl Files {
                         std::fs::rename(&part, &done).map_err(|e| {
                             TransferError::Retry(format!("{}: {e}", done.display()))
                         })?;
-                        return Ok(done);
+                        return Ok(fetched(Held::hold(done)));
                     }
                     tracing::warn!(job = %job, "the fetched input does not match its hash; fetching it again");
                     last =
@@ -203,6 +236,32 @@ impl Files {
         Err(TransferError::Retry(format!(
             "could not fetch the input of {job} after {TRIES} tries: {last}"
         )))
+    }
+
+    /// What the server says of the job's input (its hash, its size, whether the output is in
+    /// place already); a server that is down or records that lag are tried again a few times.
+    async fn ask(&self, job: &JobId) -> Result<serde_json::Value, TransferError> {
+        let mut tries = 0;
+        loop {
+            let said = match self
+                .send(self.request(reqwest::Method::GET, &format!("{job}/input/blake3")))
+                .await
+            {
+                Ok(response) => response
+                    .json()
+                    .await
+                    .map_err(|e| TransferError::Retry(format!("the file server's answer: {e}"))),
+                Err(e) => Err(e),
+            };
+            match said {
+                Err(TransferError::Retry(why)) if tries + 1 < TRIES => {
+                    tracing::debug!(job = %job, reason = %why, "asking the file server again");
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Append the input to `part` from where it stops, until it holds `size` bytes; the copy's
@@ -342,6 +401,37 @@ impl Files {
         )))
     }
 
+    /// Tell a chunk's tape, through the server, why the chunk failed for good (`failed`) or what
+    /// damage it saw (`warnings`), as attempt `attempt`.
+    pub async fn mark(
+        &self,
+        job: &JobId,
+        attempt: u32,
+        kind: &str,
+        text: &str,
+    ) -> Result<(), TransferError> {
+        let mut last = String::new();
+        for _ in 0..TRIES {
+            let request = self
+                .request(
+                    reqwest::Method::PUT,
+                    &format!("{job}/mark?attempt={attempt}&kind={kind}"),
+                )
+                .body(bounded(text, 60_000).to_owned());
+            match self.send(request).await {
+                Ok(_) => return Ok(()),
+                Err(TransferError::Retry(why)) => {
+                    last = why;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Err(TransferError::Retry(format!(
+            "could not tell the file server about chunk {job}: {last}"
+        )))
+    }
+
     async fn upload(
         &self,
         job: &JobId,
@@ -411,41 +501,6 @@ impl Files {
     }
 }
 
-/// Make room in the input cache `dir` for `need` more bytes within `limit`, removing the
-/// inputs used longest ago (never `keep`, the copy being resumed); an input larger than the
-/// whole cache is refused with the reason.
-pub fn make_room(dir: &Path, need: u64, limit: u64, keep: &Path) -> Result<(), TransferError> {
-    let mut held: Vec<(std::time::SystemTime, u64, PathBuf)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path() != keep)
-        .filter_map(|e| {
-            let meta = e.metadata().ok().filter(|m| m.is_file())?;
-            Some((meta.modified().ok()?, meta.len(), e.path()))
-        })
-        .collect();
-    let kept = std::fs::metadata(keep).map_or(0, |m| m.len());
-    if need + kept > limit {
-        return Err(TransferError::Refused(format!(
-            "the input needs {} bytes and the transfer cache holds at most {limit} (transfer_cache_gb)",
-            need + kept
-        )));
-    }
-    let mut used: u64 = held.iter().map(|(_, len, _)| len).sum::<u64>() + kept;
-    held.sort();
-    for (_, len, path) in held {
-        if used + need <= limit {
-            break;
-        }
-        if std::fs::remove_file(&path).is_ok() {
-            tracing::info!(file = %path.display(), "removed from the transfer cache to make room");
-            used -= len;
-        }
-    }
-    Ok(())
-}
-
 /// Where a transfer says how far it got.
 pub type Report = tokio::sync::watch::Sender<videofarm_core::Progress>;
 
@@ -490,6 +545,15 @@ fn causes(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn bounded(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 fn is_hash(text: &str) -> bool {
     text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit())
 }
@@ -522,36 +586,6 @@ pub async fn hash_file(path: &Path) -> Result<String, TransferError> {
     .await
     .map_err(|e| TransferError::Retry(e.to_string()))?
     .map_err(|e| TransferError::Retry(format!("{}: {e}", path.display())))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_cache_makes_room_by_removing_the_inputs_used_longest_ago() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = |name: &str, len: usize| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, vec![0u8; len]).unwrap();
-            std::thread::sleep(Duration::from_millis(20));
-            path
-        };
-        let old = file("old", 400);
-        let newer = file("newer", 400);
-        let part = file("current.part", 100);
-        // 900 held; 300 more within 1000: the oldest goes, the newer one and the copy stay.
-        make_room(dir.path(), 300, 1000, &part).unwrap();
-        assert!(!old.exists() && newer.exists() && part.exists());
-        // Nothing in the way: nothing goes.
-        make_room(dir.path(), 100, 1000, &part).unwrap();
-        assert!(newer.exists());
-        // Larger than the whole cache: refused, with the limit's name.
-        let Err(TransferError::Refused(why)) = make_room(dir.path(), 2000, 1000, &part) else {
-            panic!("refused");
-        };
-        assert!(why.contains("transfer_cache_gb"), "{why}");
-    }
 }
 
 #[cfg(test)]
@@ -600,6 +634,7 @@ mod stall_tests {
             stall: Duration::from_millis(200),
             ca: None,
             cache_limit: u64::MAX,
+            ahead: 0,
         };
         let Err(TransferError::Retry(why)) = files.fetch_input(&JobId("j".into()), None).await
         else {

@@ -32,8 +32,13 @@ pub fn locate_tools(settings: &Settings) -> Result<Tools, UsageError> {
 }
 
 pub fn worker_settings(settings: &Settings, tools: Tools, info: WorkerInfo) -> WorkerSettings {
+    let fetches = settings.files_url.is_some()
+        && settings.transfer != videofarm_worker::transfer::TransferMode::Never;
     WorkerSettings {
-        info,
+        info: WorkerInfo {
+            ahead: if fetches { settings.transfer_ahead } else { 0 },
+            ..info
+        },
         tools,
         profiles: settings.profiles.clone(),
         heartbeat: settings.heartbeat,
@@ -62,6 +67,7 @@ pub fn worker_settings(settings: &Settings, tools: Tools, info: WorkerInfo) -> W
                 stall: std::time::Duration::from_secs(60),
                 ca: settings.files_ca.clone(),
                 cache_limit: settings.transfer_cache_limit,
+                ahead: settings.transfer_ahead,
             }),
     }
 }
