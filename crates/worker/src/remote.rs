@@ -51,13 +51,8 @@ impl Attempt {
         let mut note = None;
         if spec.chunk.is_none() && !spec.split.is_off() {
             match self.split_here(&spec, input.path(), planned).await {
-                Some(end) => return end,
-                None => {
-                    note = Some(format!(
-                        "not split: no worker that sees the media planned it within {} s",
-                        PLAN_WAIT.as_secs()
-                    ))
-                }
+                Err(end) => return end,
+                Ok(why) => note = why,
             }
         }
         let work = files.cache.join("work").join(format!("{id}-{attempt}"));
@@ -104,28 +99,32 @@ impl Attempt {
         end
     }
 
-    /// A split tape: `None` when this worker encodes it whole after all (too short to split, or
-    /// nobody that sees the media planned it in time); otherwise it goes back for a worker that
-    /// sees the media, which plans and joins it (its chunks may come here).
+    /// A split tape: `Ok` when this worker encodes it whole after all, with why when it should
+    /// have been split (too short to split: no note; nobody that sees the media planned it in
+    /// time: that); `Err` when it goes back for a worker that sees the media, which plans and
+    /// joins it (its chunks may come here).
     async fn split_here(
         &self,
         spec: &videofarm_core::JobSpec,
         input: &std::path::Path,
         planned: bool,
-    ) -> Option<End> {
-        if !planned {
+    ) -> Result<Option<String>, End> {
+        if planned {
+            left_since().remove(&self.lease.id);
+        } else {
             let size = std::fs::metadata(input).map_or(0, |m| m.len());
             let big = size >= split::MIN_SPLIT_BYTES
                 || !matches!(spec.split, videofarm_core::Split::Auto);
-            let info = videofarm_ffmpeg::probe(&self.settings.tools, input)
-                .await
-                .ok()?;
+            // An input the probe cannot read fails in the encode, with ffmpeg's words.
+            let Ok(info) = videofarm_ffmpeg::probe(&self.settings.tools, input).await else {
+                return Ok(None);
+            };
             let long = spec
                 .split
                 .chunk_secs(info.duration_s.unwrap_or(0.0))
                 .is_some();
             if !(big && long) {
-                return None;
+                return Ok(None);
             }
             let first = *left_since()
                 .entry(self.lease.id.clone())
@@ -135,7 +134,10 @@ impl Attempt {
                     "no worker that sees the media planned this split tape; encoding it whole here"
                 );
                 left_since().remove(&self.lease.id);
-                return None;
+                return Ok(Some(format!(
+                    "not split: no worker that sees the media planned it within {} s",
+                    PLAN_WAIT.as_secs()
+                )));
             }
         }
         tracing::info!("a split tape is planned and joined where its media is; it goes back for a worker that sees it (its chunks may come here)");
@@ -148,7 +150,7 @@ impl Attempt {
                 .subsec_nanos()
                 % 2000,
         ));
-        Some(End::Deferred(
+        Err(End::Deferred(
             FOR_THE_MEDIA_WAIT + jitter,
             Progress::default(),
         ))
