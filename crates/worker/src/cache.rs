@@ -1,7 +1,12 @@
 //! The inputs in a worker's transfer cache (`inputs/HASH`, kept by content): held while a job
-//! of this worker reads them, so that making room for another never removes one in use; made
-//! room for by removing the ones used longest ago; swept once nothing has read them for a
-//! while, and when the worker stops.
+//! reads them, so that making room for another never removes one in use; made room for by
+//! removing the ones used longest ago; swept once nothing has read them for a while, and when
+//! the worker stops.
+//!
+//! Several worker processes may share one cache folder (two units with one config): a held
+//! input carries a shared lock on its file, and nothing is removed that another process holds;
+//! fetches take turns through an exclusive lock on the folder, so an input is fetched once and
+//! no two fetches append to one partial copy.
 
 use crate::transfer::TransferError;
 use std::collections::HashMap;
@@ -26,25 +31,34 @@ fn held() -> std::sync::MutexGuard<'static, HashMap<PathBuf, usize>> {
 
 /// An input in the cache that a job reads: it is not removed to make room while held.
 #[derive(Debug)]
-pub struct Held(PathBuf);
+pub struct Held {
+    path: PathBuf,
+    /// The file, with a shared lock that tells other processes it is read.
+    _shared: Option<std::fs::File>,
+}
 
 impl Held {
     /// Hold `path` (and mark it used now, for the order in which inputs make room).
     pub fn hold(path: PathBuf) -> Held {
-        if let Ok(file) = std::fs::File::options().append(true).open(&path) {
-            let _ = file.set_modified(SystemTime::now());
-        }
+        // Counted first: under the same lock as a removal, so none can slip in between.
         *held().entry(path.clone()).or_default() += 1;
-        Held(path)
+        let shared = std::fs::File::open(&path).ok().filter(|file| {
+            let _ = file.set_modified(SystemTime::now());
+            file.lock_shared().is_ok()
+        });
+        Held {
+            path,
+            _shared: shared,
+        }
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
+        &self.path
     }
 
     /// Let go of the input and remove it from the cache unless another job still reads it.
     pub fn remove(self) {
-        let path = self.0.clone();
+        let path = self.path.clone();
         drop(self);
         remove_unless_held(&path);
     }
@@ -53,20 +67,47 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         let mut held = held();
-        if let Some(count) = held.get_mut(&self.0) {
+        if let Some(count) = held.get_mut(&self.path) {
             *count -= 1;
             if *count == 0 {
-                held.remove(&self.0);
+                held.remove(&self.path);
             }
         }
     }
 }
 
-/// Remove `path` unless a job holds it (checked and done under the lock, so no job can take
-/// it meanwhile); true when it went.
+/// Remove `path` unless a job of this process (checked under the lock, so none can take it
+/// meanwhile) or of another process (its shared lock) holds it; true when it went.
 fn remove_unless_held(path: &Path) -> bool {
     let held = held();
-    !held.contains_key(path) && std::fs::remove_file(path).is_ok()
+    if held.contains_key(path) {
+        return false;
+    }
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    file.try_lock().is_ok() && std::fs::remove_file(path).is_ok()
+}
+
+/// Wait for this cache folder's turn to fetch (other processes sharing it included): an
+/// exclusive lock on the folder itself, held as long as the returned handle is open.
+pub async fn fetch_turn(dir: &Path) -> std::io::Result<std::fs::File> {
+    let file = std::fs::File::open(dir)?;
+    let mut said = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if !std::mem::replace(&mut said, true) {
+                    tracing::info!(
+                        "another worker sharing this transfer cache is fetching; waiting for it"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
 }
 
 /// Make room in the input cache `dir` for `need` more bytes within `limit`, removing the
@@ -171,6 +212,46 @@ mod tests {
         drop(read);
         assert!(make_room(dir.path(), 700, 1000, &part).unwrap());
         assert!(!path.exists());
+    }
+
+    /// Another process's hold is a shared lock on the file (another open file here: `flock`
+    /// locks belong to the open file, so it is the same to the kernel).
+    #[test]
+    fn an_input_another_process_reads_is_neither_swept_nor_removed_for_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = file(dir.path(), "theirs", 400);
+        let other = std::fs::File::open(&theirs).unwrap();
+        other.lock_shared().unwrap();
+        sweep(dir.path(), Duration::ZERO);
+        assert!(theirs.exists());
+        assert!(!make_room(dir.path(), 700, 1000, &dir.path().join("x.part")).unwrap());
+        assert!(theirs.exists());
+        drop(other);
+        sweep(dir.path(), Duration::ZERO);
+        assert!(!theirs.exists());
+    }
+
+    #[tokio::test]
+    async fn fetches_take_turns_across_processes_sharing_a_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = fetch_turn(dir.path()).await.unwrap();
+        let waiting = tokio::spawn({
+            let dir = dir.path().to_owned();
+            async move { fetch_turn(&dir).await.map(|_| ()) }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!waiting.is_finished(), "the second waits for the first");
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(2), waiting)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "no lock file"
+        );
     }
 
     #[test]

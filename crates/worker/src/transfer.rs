@@ -192,6 +192,9 @@ impl Files {
         let dir = self.cache.join("inputs");
         std::fs::create_dir_all(&dir)
             .map_err(|e| TransferError::Retry(format!("{}: {e}", dir.display())))?;
+        let _turn = crate::cache::fetch_turn(&dir)
+            .await
+            .map_err(|e| TransferError::Retry(format!("{}: {e}", dir.display())))?;
         let done = dir.join(hash);
         // Held before it is looked at: a sweep cannot take it in between.
         let cached = Held::hold(done.clone());
