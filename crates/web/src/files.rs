@@ -56,10 +56,21 @@ fn conflict(why: impl Into<String>) -> ApiError {
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> ApiError {
+    if is_full(&e) {
+        return ApiError(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!("{}: the disk that holds it is full", path.display()),
+        );
+    }
     ApiError(
         StatusCode::INTERNAL_SERVER_ERROR,
         format!("{}: {e}", path.display()),
     )
+}
+
+/// No space left, or no quota left.
+fn is_full(e: &std::io::Error) -> bool {
+    e.kind() == ErrorKind::StorageFull || e.raw_os_error() == Some(libc::EDQUOT)
 }
 
 fn roots(state: &AppState) -> ApiResult<&[PathBuf]> {
@@ -401,13 +412,22 @@ pub async fn output_part(
             format!("{have} bytes are staged; send from offset {have}"),
         ));
     }
+    // A full disk drops what is staged: nothing partial stays to fill it more, and the job is
+    // tried again later (a 507, which the worker does not resume).
+    let failed = |e: std::io::Error| {
+        let error = io_error(&spec.output, e);
+        if error.0 == StatusCode::INSUFFICIENT_STORAGE {
+            let _ = std::fs::remove_file(&staging);
+        }
+        error
+    };
     let mut file = tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&staging)
         .await
-        .map_err(|e| io_error(&spec.output, e))?;
+        .map_err(failed)?;
     let mut stream = body.into_data_stream();
     let mut size = have;
     while let Some(chunk) = stream.next().await {
@@ -417,13 +437,12 @@ pub async fn output_part(
                 format!("the upload broke off: {e}"),
             )
         })?;
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| io_error(&spec.output, e))?;
+        file.write_all(&chunk).await.map_err(failed)?;
         size += chunk.len() as u64;
         RECEIVED.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
     }
-    file.flush().await.map_err(|e| io_error(&spec.output, e))?;
+    file.flush().await.map_err(failed)?;
+    file.sync_all().await.map_err(failed)?;
     Ok(Json(serde_json::json!({ "size": size })))
 }
 

@@ -78,6 +78,8 @@ pub enum TransferError {
     Retry(String),
     /// The server says this attempt's lease is over: publish nothing.
     Stale(String),
+    /// Worth another attempt later, not now (the server's disk is full): not resumed.
+    Later(String),
     /// It will not work however often it is tried (refused by the roots, no such job).
     Refused(String),
 }
@@ -85,7 +87,9 @@ pub enum TransferError {
 impl TransferError {
     pub fn into_failure(self) -> Failure {
         match self {
-            TransferError::Retry(why) | TransferError::Stale(why) => Failure::retryable(why, ""),
+            TransferError::Retry(why) | TransferError::Stale(why) | TransferError::Later(why) => {
+                Failure::retryable(why, "")
+            }
             TransferError::Refused(why) => Failure::permanent(why),
         }
     }
@@ -155,6 +159,7 @@ impl Files {
             .unwrap_or_else(|| status.to_string());
         Err(match status.as_u16() {
             409 => TransferError::Stale(said),
+            507 => TransferError::Later(format!("the file server {}: {said}", self.url)),
             400..=499 => TransferError::Refused(format!("the file server refused: {said}")),
             _ => TransferError::Retry(format!("the file server {}: {said}", self.url)),
         })
