@@ -2,7 +2,7 @@
 //! one plain line per finished job otherwise (logs, CI, pipes), or with `--json` each event of
 //! the batch as a JSON line as it happens.
 
-use crate::commands::{describe_progress, human_duration, shown};
+use crate::commands::{describe_progress, describe_transfer, human_duration, shown};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -163,7 +163,7 @@ impl ProgressUi {
                     .entry(part.parent.clone())
                     .or_insert_with(|| vec![0.0; part.count as usize]);
                 if !self.bars.contains_key(&part.parent) {
-                    self.add_bar(&part.parent, input);
+                    self.add_bar(&part.parent, &file_name(input));
                 }
             }
         }
@@ -181,8 +181,20 @@ impl ProgressUi {
                     if let Some(bar) = self.bars.get(id) {
                         bar.set_message("joining the chunks");
                     }
-                } else {
-                    self.add_bar(id, input);
+                } else if !self.bars.contains_key(id) {
+                    self.add_bar(id, &file_name(input));
+                }
+            }
+            Event::JobProgress { progress, .. } if progress.transfer.is_some() => {
+                // A worker without the media moving the job's files: its own bar says so (the
+                // batch's progress counts encodes only).
+                if !self.bars.contains_key(id) {
+                    let name = self.names.get(id).cloned().unwrap_or_default();
+                    self.add_bar(id, &name);
+                }
+                if let (Some(bar), Some(t)) = (self.bars.get(id), &progress.transfer) {
+                    bar.set_position((progress.progress.min(1.0) * 1000.0) as u64);
+                    bar.set_message(describe_transfer(t, progress.eta_s));
                 }
             }
             Event::JobProgress { progress, .. } => {
@@ -224,7 +236,7 @@ impl ProgressUi {
         }
     }
 
-    fn add_bar(&mut self, id: &JobId, input: &std::path::Path) {
+    fn add_bar(&mut self, id: &JobId, name: &str) {
         let bar = self
             .multi
             .insert_before(&self.total, ProgressBar::new(1000));
@@ -232,11 +244,7 @@ impl ProgressUi {
             ProgressStyle::with_template(JOB_STYLE)
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        let name = input
-            .file_name()
-            .map(|n| shown(n.as_ref()))
-            .unwrap_or_default();
-        bar.set_prefix(truncate(&name, 28));
+        bar.set_prefix(truncate(name, 28));
         self.bars.insert(id.clone(), bar);
     }
 
@@ -328,11 +336,73 @@ impl ProgressUi {
     }
 }
 
+/// An input's file name as shown.
+fn file_name(input: &std::path::Path) -> String {
+    input
+        .file_name()
+        .map(|n| shown(n.as_ref()))
+        .unwrap_or_default()
+}
+
 fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         format!("{text:<max$}")
     } else {
         let head: String = text.chars().take(max - 1).collect();
         format!("{head}…")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use videofarm_core::{Progress, Transfer};
+
+    /// A worker without the media fetching a job of the batch gets the job a bar that says
+    /// so; its encode then moves the same bar, not a second one.
+    #[test]
+    fn a_transfer_shows_on_the_jobs_bar_before_its_encode() {
+        let id = JobId("j1".into());
+        let mut ui = ProgressUi::new([(id.clone(), PathBuf::from("/m/tape one.mpg"))], 0, false);
+        let fetching = Progress {
+            progress: 0.5,
+            eta_s: Some(2.0),
+            transfer: Some(Transfer {
+                sending: false,
+                bytes: 10_000_000,
+                total: 20_000_000,
+                rate: 5_000_000.0,
+            }),
+            ..Progress::default()
+        };
+        ui.handle(&Event::JobProgress {
+            id: id.clone(),
+            worker: "far".into(),
+            progress: fetching,
+        });
+        let bar = ui.bars.get(&id).expect("a bar for the fetch");
+        assert_eq!(bar.prefix().trim_end(), "tape one.mpg");
+        assert!(
+            bar.message().contains("fetching the input")
+                && bar.message().contains("10.0 MB of 20.0 MB"),
+            "{}",
+            bar.message()
+        );
+        assert_eq!(bar.position(), 500);
+        assert!(
+            !ui.fractions.contains_key(&id),
+            "the batch counts encodes only"
+        );
+        ui.handle(&Event::JobStarted {
+            id: id.clone(),
+            worker: "far".into(),
+            input: "/cache/inputs/h".into(),
+            output: "/m/out/tape one.mkv".into(),
+            profile: "archive".into(),
+            attempt: 1,
+            duration_s: Some(10.0),
+            part: None,
+        });
+        assert_eq!(ui.bars.len(), 1, "one bar per job");
     }
 }

@@ -35,18 +35,10 @@ pub async fn inspect(settings: &Settings, args: JsonArgs) -> anyhow::Result<Exit
         for job in &worker.active {
             if let Some(t) = &job.transfer {
                 println!(
-                    "  job {}  {} {:>5.1}%  {} of {}  {}/s  eta {}  {} [{}]",
+                    "  job {}  {:>5.1}%  {}  {} [{}]",
                     job.id,
-                    if t.sending {
-                        "sending the output"
-                    } else {
-                        "fetching the input"
-                    },
                     job.progress * 100.0,
-                    super::human_size(t.bytes),
-                    super::human_size(t.total),
-                    super::human_size(t.rate as u64),
-                    job.eta_s.map(human_duration).unwrap_or_else(|| "-".into()),
+                    super::describe_transfer(t, job.eta_s),
                     shown(&job.input),
                     job.profile
                 );

@@ -207,6 +207,22 @@ pub fn describe_progress(progress: &videofarm_core::Progress) -> String {
     )
 }
 
+/// A transfer as it goes: "fetching the input  12.0 MB of 20.0 MB  4.0 MB/s  eta 2.0s".
+pub fn describe_transfer(t: &videofarm_core::Transfer, eta_s: Option<f64>) -> String {
+    format!(
+        "{}  {} of {}  {}/s  eta {}",
+        if t.sending {
+            "sending the output"
+        } else {
+            "fetching the input"
+        },
+        human_size(t.bytes),
+        human_size(t.total),
+        human_size(t.rate as u64),
+        eta_s.map(human_duration).unwrap_or_else(|| "-".into())
+    )
+}
+
 /// Human sizes: 1.5 GB, 700 MB, 12 kB.
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
