@@ -87,6 +87,7 @@ async fn main() -> Result<()> {
         ca: None,
         cache_limit: u64::MAX,
         ahead: 0,
+        plan_wait: Duration::ZERO,
     };
     let bytes = size_mb as f64 * 1048576.0;
     let (mut ours, mut curl) = (Vec::new(), Vec::new());

@@ -106,6 +106,9 @@ pub struct ConfigFile {
     /// Jobs a worker holds beyond its concurrency to fetch their inputs while it encodes
     /// (default 1; 0: fetch only when an encoder is free).
     pub transfer_ahead: Option<u32>,
+    /// Worker without the media: how long a split tape waits for a worker that sees it to plan
+    /// it before this one encodes it whole (default 120).
+    pub transfer_split_wait_secs: Option<f64>,
     /// Worker: the certificate (or its CA) of an `https://` files_url, PEM.
     pub files_ca: Option<PathBuf>,
     /// `serve`: HTTPS with this certificate chain and key (PEM files).
@@ -184,6 +187,7 @@ pub struct Settings {
     /// Bytes.
     pub transfer_cache_limit: u64,
     pub transfer_ahead: u32,
+    pub transfer_split_wait: std::time::Duration,
     pub files_ca: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -392,6 +396,11 @@ impl Settings {
                         "transfer_ahead: {n} is too many jobs to hold ahead (at most 16)"
                     )))
                 }
+            },
+            // 0: at once (a farm where no worker sees the media).
+            transfer_split_wait: match file.transfer_split_wait_secs {
+                Some(0.0) => Duration::ZERO,
+                other => secs("transfer_split_wait_secs", other, 120.0)?,
             },
             files_ca: file.files_ca,
             tls_cert: file.tls_cert,

@@ -170,3 +170,45 @@ fn a_split_tape_is_encoded_by_workers_that_see_the_media_and_workers_that_do_not
 fn on_rabbitmq_a_split_tape_is_encoded_by_workers_that_see_the_media_and_workers_that_do_not() {
     split_over_a_mixed_farm(Farm::amqp(""));
 }
+
+/// A farm where no worker sees the media (`transfer_split_wait_secs = 0`: do not wait for one):
+/// a split tape is encoded whole by a worker without it, and the job says why.
+#[test]
+fn a_split_tape_nobody_can_plan_is_encoded_whole_and_says_why() {
+    let farm = Farm::new();
+    let media = tempfile::tempdir().unwrap();
+    let (tapes, out) = (media.path().join("tapes"), media.path().join("encoded"));
+    std::fs::create_dir_all(&tapes).unwrap();
+    let tape = tapes.join("tape.mpg");
+    clip(&tape, 6);
+    let port = free_port();
+    media_config(
+        &farm,
+        media.path(),
+        &format!("http://127.0.0.1:{port}"),
+        "transfer_split_wait_secs = 0\n",
+        SLOW_SPLIT,
+    );
+    let server = serve(&farm, port);
+    enqueue(
+        &farm,
+        &["--profile", "slowsplit", "--split", "2"],
+        &out,
+        &[&tape],
+    );
+    let mut far = blind_worker(&farm, media.path(), "far");
+    wait_until("the tape ends", Duration::from_secs(60), || settled(&farm));
+    let job = &farm.jobs()[0];
+    assert_eq!(job["state"], "succeeded", "{job}\n{}", farm.log("far"));
+    let note = job["result"]["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("not split: no worker that sees the media planned it"),
+        "{job}"
+    );
+    let (_, duration) = probe(&out.join("tape.mkv"));
+    assert!((duration - 6.0).abs() < 0.3, "{duration}");
+    assert!(!out.join(".tape.mkv.videofarm-split").exists());
+    signal(far.id(), "TERM");
+    let _ = far.wait();
+    reap(server);
+}

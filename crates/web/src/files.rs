@@ -285,13 +285,27 @@ pub async fn input_hash(
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     // A split tape already planned (by a worker that sees the media) waits for its chunks.
-    let planned = spec.chunk.is_none()
-        && !spec.split.is_off()
-        && confine::open_dir_within(&state.roots, &videofarm_core::split::work_dir(&spec.output))
-            .is_ok_and(|work| work.io_path().join("plan.json").is_file());
+    let planned = spec.chunk.is_none() && !spec.split.is_off() && is_planned(&state, spec);
     Ok(Json(
         serde_json::json!({ "blake3": hash, "size": size, "planned": planned }),
     ))
+}
+
+/// Whether the tape's work folder holds a plan: looked at, never made (a real folder beside
+/// the output, a real file in it, links not followed).
+fn is_planned(state: &AppState, spec: &JobSpec) -> bool {
+    let Ok((dir, _)) = output_place(&state.roots, spec) else {
+        return false;
+    };
+    let Some(name) = videofarm_core::split::work_dir(&spec.output)
+        .file_name()
+        .map(|n| n.to_owned())
+    else {
+        return false;
+    };
+    let work = dir.io_path().join(name);
+    std::fs::symlink_metadata(&work).is_ok_and(|m| m.is_dir())
+        && std::fs::symlink_metadata(work.join("plan.json")).is_ok_and(|m| m.is_file())
 }
 
 /// What is already where the output goes (unless the job may overwrite it): `None` when

@@ -6,7 +6,7 @@
 //! of the tape this worker takes), sent to the tape's work folder on the server, and its damage
 //! or its failure told through the server. Planning a tape and joining its chunks happen in that
 //! work folder, so a worker that sees the media does them; a tape none of those plans within
-//! [`PLAN_WAIT`] is encoded whole here.
+//! `transfer_split_wait_secs` is encoded whole here.
 
 use crate::attempt::{Attempt, End};
 use crate::paths::PathPolicy;
@@ -20,10 +20,6 @@ use videofarm_core::{Failure, FailureKind, JobId, Progress};
 
 /// How long a split tape this worker leaves for a worker that sees the media stays away.
 const FOR_THE_MEDIA_WAIT: Duration = Duration::from_secs(5);
-
-/// How long a split tape waits for a worker that sees the media to plan it before a worker
-/// that fetches its input encodes it whole.
-pub const PLAN_WAIT: Duration = Duration::from_secs(120);
 
 /// When this worker first left each split tape for a worker that sees the media.
 fn left_since() -> std::sync::MutexGuard<'static, HashMap<JobId, Instant>> {
@@ -50,7 +46,10 @@ impl Attempt {
         };
         let mut note = None;
         if spec.chunk.is_none() && !spec.split.is_off() {
-            match self.split_here(&spec, input.path(), planned).await {
+            match self
+                .split_here(&spec, input.path(), planned, files.plan_wait)
+                .await
+            {
                 Err(end) => return end,
                 Ok(why) => note = why,
             }
@@ -108,6 +107,7 @@ impl Attempt {
         spec: &videofarm_core::JobSpec,
         input: &std::path::Path,
         planned: bool,
+        wait: Duration,
     ) -> Result<Option<String>, End> {
         if planned {
             left_since().remove(&self.lease.id);
@@ -129,14 +129,14 @@ impl Attempt {
             let first = *left_since()
                 .entry(self.lease.id.clone())
                 .or_insert_with(Instant::now);
-            if first.elapsed() >= PLAN_WAIT {
+            if first.elapsed() >= wait {
                 tracing::warn!(
                     "no worker that sees the media planned this split tape; encoding it whole here"
                 );
                 left_since().remove(&self.lease.id);
                 return Ok(Some(format!(
                     "not split: no worker that sees the media planned it within {} s",
-                    PLAN_WAIT.as_secs()
+                    wait.as_secs()
                 )));
             }
         }

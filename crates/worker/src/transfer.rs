@@ -55,6 +55,9 @@ pub struct Files {
     /// How many jobs more than its concurrency the worker holds to fetch their inputs while it
     /// encodes (`transfer_ahead`; 0: a job is taken only when an encoder is free).
     pub ahead: u32,
+    /// How long a split tape waits for a worker that sees the media to plan it before this
+    /// worker encodes it whole (`transfer_split_wait_secs`).
+    pub plan_wait: Duration,
 }
 
 /// What fetching a job's input found.
@@ -643,6 +646,7 @@ mod stall_tests {
             ca: None,
             cache_limit: u64::MAX,
             ahead: 0,
+            plan_wait: Duration::ZERO,
         };
         let Err(TransferError::Retry(why)) = files.fetch_input(&JobId("j".into()), None).await
         else {

@@ -68,6 +68,7 @@ pub fn worker_settings(settings: &Settings, tools: Tools, info: WorkerInfo) -> W
                 ca: settings.files_ca.clone(),
                 cache_limit: settings.transfer_cache_limit,
                 ahead: settings.transfer_ahead,
+                plan_wait: settings.transfer_split_wait,
             }),
     }
 }
