@@ -16,6 +16,40 @@ fn enqueue(farm: &Farm, args: &[&str], out: &Path, inputs: &[&Path]) {
     assert!(queued.status.success(), "{}", text(&queued.stderr));
 }
 
+/// A media folder (`tapes/`, `encoded/`) that `serve` holds for `farm`, the farm configured with
+/// `keys` and `tables` more; the transfer cache of its workers.
+struct Media {
+    dir: tempfile::TempDir,
+    tapes: std::path::PathBuf,
+    out: std::path::PathBuf,
+    port: u16,
+    cache: std::path::PathBuf,
+    server: std::process::Child,
+}
+
+fn served(farm: &Farm, keys: &str, tables: &str) -> Media {
+    let dir = tempfile::tempdir().unwrap();
+    let (tapes, out) = (dir.path().join("tapes"), dir.path().join("encoded"));
+    std::fs::create_dir_all(&tapes).unwrap();
+    let port = free_port();
+    let cache = media_config(
+        farm,
+        dir.path(),
+        &format!("http://127.0.0.1:{port}"),
+        keys,
+        tables,
+    );
+    let server = serve(farm, port);
+    Media {
+        dir,
+        tapes,
+        out,
+        port,
+        cache,
+        server,
+    }
+}
+
 fn settled(farm: &Farm) -> bool {
     farm.jobs()
         .iter()
@@ -27,28 +61,18 @@ fn settled(farm: &Farm) -> bool {
 #[test]
 fn the_next_input_is_fetched_while_the_current_one_encodes() {
     let farm = Farm::new();
-    let media = tempfile::tempdir().unwrap();
-    let (tapes, out) = (media.path().join("tapes"), media.path().join("encoded"));
-    std::fs::create_dir_all(&tapes).unwrap();
+    let media = served(&farm, "", "");
+    let (tapes, out, cache) = (&media.tapes, &media.out, &media.cache);
     clip(&tapes.join("a.mpg"), 3);
     clip(&tapes.join("b.mpg"), 3);
-    let port = free_port();
-    let cache = media_config(
-        &farm,
-        media.path(),
-        &format!("http://127.0.0.1:{port}"),
-        "",
-        "",
-    );
-    let server = serve(&farm, port);
     // `slow` encodes in real time: each job takes its clip's 3 s.
     enqueue(
         &farm,
         &["--profile", "slow"],
-        &out,
+        out,
         &[&tapes.join("a.mpg"), &tapes.join("b.mpg")],
     );
-    let mut worker = blind_worker(&farm, media.path(), "far");
+    let mut worker = blind_worker(&farm, media.dir.path(), "far");
     let mut overlapped = false;
     wait_until("both jobs end", Duration::from_secs(60), || {
         for w in farm.inspect() {
@@ -69,38 +93,28 @@ fn the_next_input_is_fetched_while_the_current_one_encodes() {
         farm.log("far")
     );
     assert!(
-        leftovers(&cache).is_empty(),
+        leftovers(cache).is_empty(),
         "nothing is left in the cache: {:?}",
-        leftovers(&cache)
+        leftovers(cache)
     );
     signal(worker.id(), "TERM");
     let _ = worker.wait();
-    reap(server);
+    reap(media.server);
 }
 
 /// A split tape on a farm of one worker that sees the media (it plans the tape and joins it)
 /// and one that does not: both encode chunks; the one that cannot see the media fetches the
 /// tape once for all of its chunks and sends each back into the tape's work folder.
 fn split_over_a_mixed_farm(farm: Farm) {
-    let media = tempfile::tempdir().unwrap();
-    let (tapes, out) = (media.path().join("tapes"), media.path().join("encoded"));
-    std::fs::create_dir_all(&tapes).unwrap();
-    let tape = tapes.join("tape.mpg");
+    let media = served(&farm, "", SLOW_SPLIT);
+    let (out, cache) = (&media.out, &media.cache);
+    let tape = media.tapes.join("tape.mpg");
     clip(&tape, 12);
     let size = std::fs::metadata(&tape).unwrap().len();
-    let port = free_port();
-    let cache = media_config(
-        &farm,
-        media.path(),
-        &format!("http://127.0.0.1:{port}"),
-        "",
-        SLOW_SPLIT,
-    );
-    let server = serve(&farm, port);
     enqueue(
         &farm,
         &["--profile", "slowsplit", "--split", "2"],
-        &out,
+        out,
         &[&tape],
     );
     let mut near = farm.spawn_worker("near", 1);
@@ -108,7 +122,7 @@ fn split_over_a_mixed_farm(farm: Farm) {
     wait_until("the tape is planned", Duration::from_secs(30), || {
         work.join("plan.json").is_file()
     });
-    let mut far = blind_worker(&farm, media.path(), "far");
+    let mut far = blind_worker(&farm, media.dir.path(), "far");
     let started = std::time::Instant::now();
     while !settled(&farm) {
         assert!(
@@ -138,7 +152,7 @@ fn split_over_a_mixed_farm(farm: Farm) {
         "both encode chunks: far {far_chunks:?}, near {near_chunks:?}"
     );
     assert_eq!(far_chunks.len() + near_chunks.len(), 6, "each chunk once");
-    let sent = bytes_sent(port);
+    let sent = bytes_sent(media.port);
     assert!(
         sent < size * 3 / 2,
         "the tape was fetched once for {} chunks: {sent} bytes sent for {size}",
@@ -146,19 +160,19 @@ fn split_over_a_mixed_farm(farm: Farm) {
     );
     assert!(!work.exists(), "the work folder goes after the join");
     assert_eq!(
-        leftovers(&out),
+        leftovers(out),
         vec![out.join("tape.mkv").display().to_string()]
     );
     signal(far.id(), "TERM");
     let _ = far.wait();
     assert!(
-        leftovers(&cache).is_empty(),
+        leftovers(cache).is_empty(),
         "nothing is left in the cache once the worker stops: {:?}",
-        leftovers(&cache)
+        leftovers(cache)
     );
     signal(near.id(), "TERM");
     let _ = near.wait();
-    reap(server);
+    reap(media.server);
 }
 
 #[test]
@@ -176,27 +190,17 @@ fn on_rabbitmq_a_split_tape_is_encoded_by_workers_that_see_the_media_and_workers
 #[test]
 fn a_split_tape_nobody_can_plan_is_encoded_whole_and_says_why() {
     let farm = Farm::new();
-    let media = tempfile::tempdir().unwrap();
-    let (tapes, out) = (media.path().join("tapes"), media.path().join("encoded"));
-    std::fs::create_dir_all(&tapes).unwrap();
-    let tape = tapes.join("tape.mpg");
+    let media = served(&farm, "transfer_split_wait_secs = 0\n", SLOW_SPLIT);
+    let out = &media.out;
+    let tape = media.tapes.join("tape.mpg");
     clip(&tape, 6);
-    let port = free_port();
-    media_config(
-        &farm,
-        media.path(),
-        &format!("http://127.0.0.1:{port}"),
-        "transfer_split_wait_secs = 0\n",
-        SLOW_SPLIT,
-    );
-    let server = serve(&farm, port);
     enqueue(
         &farm,
         &["--profile", "slowsplit", "--split", "2"],
-        &out,
+        out,
         &[&tape],
     );
-    let mut far = blind_worker(&farm, media.path(), "far");
+    let mut far = blind_worker(&farm, media.dir.path(), "far");
     wait_until("the tape ends", Duration::from_secs(60), || settled(&farm));
     let job = &farm.jobs()[0];
     assert_eq!(job["state"], "succeeded", "{job}\n{}", farm.log("far"));
@@ -210,5 +214,5 @@ fn a_split_tape_nobody_can_plan_is_encoded_whole_and_says_why() {
     assert!(!out.join(".tape.mkv.videofarm-split").exists());
     signal(far.id(), "TERM");
     let _ = far.wait();
-    reap(server);
+    reap(media.server);
 }

@@ -44,6 +44,19 @@ async fn call_bytes(
     )
 }
 
+/// What the server says of a running job's input (its hash, or that its output is there).
+async fn input_said(api: &Api, id: &videofarm_core::JobId) -> serde_json::Value {
+    call(
+        api,
+        "GET",
+        &format!("/api/files/{id}/input/blake3"),
+        None,
+        &[],
+    )
+    .await
+    .1
+}
+
 /// A worker that cannot see the media gets the input of the job it runs (whole or from an
 /// offset) and its hash, and sends the output in parts, resumable; only the running attempt
 /// may, and a damaged upload is refused and dropped.
@@ -86,14 +99,7 @@ async fn files_move_for_the_running_attempt_only() {
     .await;
     assert_eq!(status, StatusCode::PARTIAL_CONTENT);
     assert_eq!(got, input[20_000..]);
-    let (_, said, _) = call(
-        &api,
-        "GET",
-        &format!("/api/files/{id}/input/blake3"),
-        None,
-        &[],
-    )
-    .await;
+    let said = input_said(&api, &id).await;
     assert_eq!(said["blake3"], blake3::hash(&input).to_hex().to_string());
     assert_eq!(said["size"], 50_000);
 
@@ -160,14 +166,7 @@ async fn files_move_for_the_running_attempt_only() {
     // The output in place: a worker asking for the input hears there is nothing to fetch, and
     // an upload published again (an attempt that published and could not say so) is done,
     // the file in place not replaced.
-    let (_, said, _) = call(
-        &api,
-        "GET",
-        &format!("/api/files/{id}/input/blake3"),
-        None,
-        &[],
-    )
-    .await;
+    let said = input_said(&api, &id).await;
     assert_eq!(said["output"], "", "{said}");
     assert!(said.get("blake3").is_none(), "{said}");
     assert_eq!(put(0, b"another", 1).await, StatusCode::OK);
@@ -328,17 +327,7 @@ async fn a_chunk_tells_its_tape_through_the_server() {
     );
 
     // The tape: not planned, then planned.
-    let planned = || async {
-        let (_, said, _) = call(
-            &api,
-            "GET",
-            &format!("/api/files/{parent_id}/input/blake3"),
-            None,
-            &[],
-        )
-        .await;
-        said["planned"].clone()
-    };
+    let planned = || async { input_said(&api, &parent_id).await["planned"].clone() };
     assert_eq!(planned().await, false);
     std::fs::write(work.join("plan.json"), b"{}").unwrap();
     assert_eq!(planned().await, true);
