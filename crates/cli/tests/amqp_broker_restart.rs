@@ -5,16 +5,7 @@
 mod common;
 
 use common::*;
-use std::process::Command;
 use std::time::Duration;
-
-fn rabbitmqctl(args: &[&str]) {
-    let status = Command::new("rabbitmqctl")
-        .args(args)
-        .status()
-        .expect("rabbitmqctl is installed with RabbitMQ");
-    assert!(status.success(), "rabbitmqctl {args:?}");
-}
 
 #[test]
 fn a_broker_restart_mid_run_loses_no_job_and_the_worker_resumes_by_itself() {

@@ -5,7 +5,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::Command;
 
 fn is_root() -> bool {
@@ -178,29 +177,6 @@ fn an_unreadable_file_and_an_unwritable_output_folder_fail_their_own_jobs() {
         "{error}"
     );
     assert_eq!(records[0]["attempts"], 1, "not retried");
-}
-
-/// Unmounts a test file system even when the test fails.
-struct Mount(std::path::PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
-fn mount_tiny_fs(at: &Path, size: &str) -> Mount {
-    std::fs::create_dir_all(at).unwrap();
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(at)
-        .status()
-        .expect("mount runs");
-    assert!(
-        status.success(),
-        "this test needs root to mount a small tmpfs (CI runs as root)"
-    );
-    Mount(at.to_owned())
 }
 
 #[test]

@@ -11,7 +11,7 @@ mod common;
 
 use common::*;
 use std::collections::HashMap;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 const JOBS: usize = 60;
@@ -256,11 +256,7 @@ fn a_short_soak_on_rabbitmq_with_an_outage_and_closed_connections() {
             if !closed && now >= Duration::from_secs(6) {
                 closed = true;
                 eprintln!("soak: closing every connection");
-                let status = Command::new("rabbitmqctl")
-                    .args(["close_all_connections", "videofarm soak"])
-                    .output()
-                    .expect("rabbitmqctl is installed with RabbitMQ");
-                assert!(status.status.success());
+                rabbitmqctl(&["close_all_connections", "videofarm soak"]);
             }
         }),
     );

@@ -419,28 +419,6 @@ fn a_byte_flipped_in_transit_is_caught_and_fetched_again() {
     reap(server);
 }
 
-/// A tmpfs mounted over a folder for as long as it lives (as root, as CI runs): a small disk.
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    fn over(dir: &Path, size: &str) -> SmallDisk {
-        std::fs::create_dir_all(dir).unwrap();
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .expect("mount runs");
-        assert!(mounted.status.success(), "{}", text(&mounted.stderr));
-        SmallDisk(dir.to_owned())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// The server's disk fills during an upload: what was staged goes at once (nothing partial is
 /// left to fill it more), the upload is not resumed over and over, and the job fails with the
 /// reason after its attempts, its source untouched.
@@ -448,7 +426,7 @@ impl Drop for SmallDisk {
 fn a_full_disk_on_the_server_drops_the_upload_and_says_so() {
     let f = faulty_farm();
     let farm = &f.farm;
-    let _disk = SmallDisk::over(&f.out, "64k");
+    let _disk = mount_tiny_fs(&f.out, "64k");
     let source = std::fs::read(f.tapes.join("noise.mpg")).unwrap();
     let server = serve(farm, f.server_port);
     let mut worker = blind_worker(farm, f.tapes.parent().unwrap(), "far");

@@ -216,8 +216,7 @@ async fn follow_on(inner: &Arc<Inner>, connection: &Connection) -> Result<(), Qu
             }
         }
         let store_now = store.clone();
-        let applied = facts.clone();
-        tokio::task::spawn_blocking(move || store_now.apply(&applied))
+        tokio::task::spawn_blocking(move || store_now.apply(&facts))
             .await
             .map_err(backend)?
             .map_err(backend)?;

@@ -365,7 +365,8 @@ impl Queue for AmqpQueue {
         };
         // Recorded before the ack: a fact lost with the connection leaves the job unacknowledged,
         // so it comes back and is recorded then.
-        let ended = fact.clone();
+        // Only a Celery task says how it ended once more, on `celeryev`.
+        let ended = held.celery.as_ref().and(fact.clone());
         if let Some(fact) = fact {
             inner.record(fact).await?;
         }

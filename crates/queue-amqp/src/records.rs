@@ -153,7 +153,8 @@ impl RecordStore {
         };
         conn.execute_batch(SCHEMA)?;
         // A process waits only for its own recent writes: older marks can go.
-        let week_ago = chrono_ms() - 7 * 24 * 3600 * 1000;
+        let week_ago =
+            videofarm_core::Clock::now_ms(&videofarm_core::SystemClock) - 7 * 24 * 3600 * 1000;
         conn.execute("DELETE FROM origins WHERE at < ?1", [week_ago])?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -529,12 +530,6 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, stamped: &Stamped) -> rusqlite::Res
         Fact::Mark => {}
     }
     Ok(())
-}
-
-fn chrono_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A value stored as JSON text.

@@ -329,6 +329,44 @@ fn collect(root: &Path, dir: &Path, found: &mut Vec<PathBuf>) {
     }
 }
 
+/// `rabbitmqctl ARGS`, which must succeed.
+pub fn rabbitmqctl(args: &[&str]) {
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl is installed with RabbitMQ");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        text(&out.stderr)
+    );
+}
+
+/// A small file system mounted for as long as this lives (unmounted even when the test fails).
+pub struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A tmpfs of `size` mounted at `at` (as root, as CI runs): a disk to fill.
+pub fn mount_tiny_fs(at: &Path, size: &str) -> Mount {
+    std::fs::create_dir_all(at).unwrap();
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(at)
+        .output()
+        .expect("mount runs");
+    assert!(
+        out.status.success(),
+        "this test needs root to mount a small tmpfs (CI runs as root): {}",
+        text(&out.stderr)
+    );
+    Mount(at.to_owned())
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
