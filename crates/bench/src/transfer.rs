@@ -86,7 +86,6 @@ async fn main() -> Result<()> {
         stall: Duration::from_secs(60),
         ca: None,
         cache_limit: u64::MAX,
-        ahead: 0,
         plan_wait: Duration::ZERO,
     };
     let bytes = size_mb as f64 * 1048576.0;

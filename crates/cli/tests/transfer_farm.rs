@@ -17,7 +17,7 @@ fn enqueue(farm: &Farm, args: &[&str], out: &Path, inputs: &[&Path]) {
 }
 
 /// A media folder (`tapes/`, `encoded/`) that `serve` holds for `farm`, the farm configured with
-/// `keys` and `tables` more; the transfer cache of its workers.
+/// `keys` and `tables` more; the transfer cache of its workers. `serve` stops with it.
 struct Media {
     dir: tempfile::TempDir,
     tapes: std::path::PathBuf,
@@ -25,6 +25,13 @@ struct Media {
     port: u16,
     cache: std::path::PathBuf,
     server: std::process::Child,
+}
+
+impl Drop for Media {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
 }
 
 fn served(farm: &Farm, keys: &str, tables: &str) -> Media {
@@ -99,7 +106,6 @@ fn the_next_input_is_fetched_while_the_current_one_encodes() {
     );
     signal(worker.id(), "TERM");
     let _ = worker.wait();
-    reap(media.server);
 }
 
 /// A split tape on a farm of one worker that sees the media (it plans the tape and joins it)
@@ -172,7 +178,6 @@ fn split_over_a_mixed_farm(farm: Farm) {
     );
     signal(near.id(), "TERM");
     let _ = near.wait();
-    reap(media.server);
 }
 
 #[test]
@@ -214,5 +219,41 @@ fn a_split_tape_nobody_can_plan_is_encoded_whole_and_says_why() {
     assert!(!out.join(".tape.mkv.videofarm-split").exists());
     signal(far.id(), "TERM");
     let _ = far.wait();
-    reap(media.server);
+}
+
+/// `transfer = "always"`: even a worker that sees the media moves the files through `serve`;
+/// `transfer = "never"`: a worker that cannot see them fails the job with the reason and
+/// fetches nothing.
+#[test]
+fn transfer_always_goes_through_serve_and_never_does_not() {
+    let farm = Farm::new();
+    let media = served(&farm, "transfer = \"always\"\n", "");
+    clip(&media.tapes.join("a.mpg"), 1);
+    enqueue(&farm, &[], &media.out, &[&media.tapes.join("a.mpg")]);
+    let mut near = farm.spawn_worker("near", 1);
+    wait_until("the job ends", Duration::from_secs(60), || settled(&farm));
+    assert_eq!(farm.jobs()[0]["state"], "succeeded", "{}", farm.log("near"));
+    let log = farm.log("near");
+    assert!(
+        log.contains("fetching the input") && log.contains("published by the file server"),
+        "{log}"
+    );
+    signal(near.id(), "TERM");
+    let _ = near.wait();
+
+    let farm = Farm::new();
+    let media = served(&farm, "transfer = \"never\"\n", "");
+    clip(&media.tapes.join("b.mpg"), 1);
+    enqueue(&farm, &[], &media.out, &[&media.tapes.join("b.mpg")]);
+    let mut far = blind_worker(&farm, media.dir.path(), "far");
+    wait_until("the job ends", Duration::from_secs(60), || settled(&farm));
+    let job = &farm.jobs()[0];
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["error"].as_str().unwrap_or_default().contains("b.mpg"),
+        "{job}"
+    );
+    assert!(!farm.log("far").contains("fetching the input"));
+    signal(far.id(), "TERM");
+    let _ = far.wait();
 }

@@ -184,11 +184,7 @@ impl Attempt {
         // Every read and write below goes through what is opened and checked here. A job
         // whose files this worker cannot see (or all jobs, with `transfer = "always"`) moves
         // its files through the server that holds them.
-        let files = self
-            .settings
-            .files
-            .clone()
-            .filter(|f| f.mode != crate::transfer::TransferMode::Never);
+        let files = self.settings.files.clone().filter(|f| f.fetches());
         let place = match self.settings.paths.confine(&self.lease.spec) {
             Ok(place)
                 if files

@@ -185,6 +185,7 @@ impl Worker {
         let cache = self.settings.files.as_ref().map(|f| f.cache.join("inputs"));
         let mut attempts = JoinSet::new();
         let mut backoff = Duration::from_millis(200);
+        let mut last_sweep = std::time::Instant::now();
         loop {
             // Reap finished attempts so the set does not grow over a long run.
             while attempts.try_join_next().is_some() {}
@@ -223,9 +224,13 @@ impl Worker {
                     attempts.spawn(attempt.run(abort.clone()));
                 }
                 Ok(None) => {
-                    // Idle: inputs nobody read for a while leave the cache.
+                    // Idle: inputs nobody read for a while leave the cache (looked at once a
+                    // while, not on every empty poll).
                     if let Some(cache) = &cache {
-                        cache::sweep(cache, cache::LINGER);
+                        if last_sweep.elapsed() >= cache::LINGER {
+                            last_sweep = std::time::Instant::now();
+                            cache::sweep(cache, cache::LINGER);
+                        }
                     }
                 }
                 Err(e) => {

@@ -52,9 +52,6 @@ pub struct Files {
     pub ca: Option<PathBuf>,
     /// The most the cache may hold, in bytes: older inputs go to make room for a new one.
     pub cache_limit: u64,
-    /// How many jobs more than its concurrency the worker holds to fetch their inputs while it
-    /// encodes (`transfer_ahead`; 0: a job is taken only when an encoder is free).
-    pub ahead: u32,
     /// How long a split tape waits for a worker that sees the media to plan it before this
     /// worker encodes it whole (`transfer_split_wait_secs`).
     pub plan_wait: Duration,
@@ -70,9 +67,6 @@ pub enum Fetched {
     /// verified encode (a re-run), otherwise why it is not.
     OutputThere(String),
 }
-
-/// Bytes this process moved (for the metrics and for tests that bound them).
-pub static BYTES_MOVED: AtomicU64 = AtomicU64::new(0);
 
 /// What went wrong with a transfer.
 #[derive(Debug)]
@@ -99,6 +93,11 @@ impl TransferError {
 }
 
 impl Files {
+    /// False under `transfer = "never"`: this worker moves no file, as if no server were named.
+    pub fn fetches(&self) -> bool {
+        self.mode != TransferMode::Never
+    }
+
     /// One client per trusted certificate, kept for the life of the process (connections are
     /// reused across requests).
     fn client(&self) -> Result<reqwest::Client, TransferError> {
@@ -332,7 +331,6 @@ impl Files {
                 let Some(piece) = next else { break };
                 let piece = piece
                     .map_err(|e| TransferError::Retry(format!("the download broke off: {e}")))?;
-                BYTES_MOVED.fetch_add(piece.len() as u64, Ordering::Relaxed);
                 received += piece.len() as u64;
                 if last_report.elapsed() >= REPORT_EVERY {
                     last_report = std::time::Instant::now();
@@ -480,7 +478,6 @@ impl Files {
         let counted =
             tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(move |piece| {
                 if let Ok(piece) = &piece {
-                    BYTES_MOVED.fetch_add(piece.len() as u64, Ordering::Relaxed);
                     counter.fetch_add(piece.len() as u64, Ordering::Relaxed);
                     mark.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
                 }
@@ -645,7 +642,6 @@ mod stall_tests {
             stall: Duration::from_millis(200),
             ca: None,
             cache_limit: u64::MAX,
-            ahead: 0,
             plan_wait: Duration::ZERO,
         };
         let Err(TransferError::Retry(why)) = files.fetch_input(&JobId("j".into()), None).await

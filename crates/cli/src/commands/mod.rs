@@ -32,11 +32,33 @@ pub fn locate_tools(settings: &Settings) -> Result<Tools, UsageError> {
 }
 
 pub fn worker_settings(settings: &Settings, tools: Tools, info: WorkerInfo) -> WorkerSettings {
-    let fetches = settings.files_url.is_some()
-        && settings.transfer != videofarm_worker::transfer::TransferMode::Never;
+    // `transfer = "never"`: no server to fetch from, as if none were named.
+    let files = settings
+        .files_url
+        .as_ref()
+        .map(|url| videofarm_worker::transfer::Files {
+            url: url.clone(),
+            token: settings.token.clone(),
+            mode: settings.transfer,
+            cache: settings.transfer_cache.clone().unwrap_or_else(|| {
+                dirs::cache_dir()
+                    .unwrap_or_else(std::env::temp_dir)
+                    .join("videofarm")
+                    .join("transfer")
+            }),
+            stall: std::time::Duration::from_secs(60),
+            ca: settings.files_ca.clone(),
+            cache_limit: settings.transfer_cache_limit,
+            plan_wait: settings.transfer_split_wait,
+        })
+        .filter(videofarm_worker::transfer::Files::fetches);
     WorkerSettings {
         info: WorkerInfo {
-            ahead: if fetches { settings.transfer_ahead } else { 0 },
+            ahead: if files.is_some() {
+                settings.transfer_ahead
+            } else {
+                0
+            },
             ..info
         },
         tools,
@@ -51,25 +73,7 @@ pub fn worker_settings(settings: &Settings, tools: Tools, info: WorkerInfo) -> W
         split_poll: std::time::Duration::from_millis(500).min(settings.queue.lease / 4),
         fail_on_damage: settings.fail_on_damage,
         decode_check: settings.decode_check,
-        files: settings
-            .files_url
-            .as_ref()
-            .map(|url| videofarm_worker::transfer::Files {
-                url: url.clone(),
-                token: settings.token.clone(),
-                mode: settings.transfer,
-                cache: settings.transfer_cache.clone().unwrap_or_else(|| {
-                    dirs::cache_dir()
-                        .unwrap_or_else(std::env::temp_dir)
-                        .join("videofarm")
-                        .join("transfer")
-                }),
-                stall: std::time::Duration::from_secs(60),
-                ca: settings.files_ca.clone(),
-                cache_limit: settings.transfer_cache_limit,
-                ahead: settings.transfer_ahead,
-                plan_wait: settings.transfer_split_wait,
-            }),
+        files,
     }
 }
 

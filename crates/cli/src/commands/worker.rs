@@ -23,12 +23,7 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
     }
     let settings = &settings;
     if let Some(url) = &settings.files_url {
-        let host = url
-            .trim_start_matches("http://")
-            .split(['/', ':'])
-            .next()
-            .unwrap_or("");
-        if url.starts_with("http://") && !matches!(host, "127.0.0.1" | "localhost" | "[") {
+        if url.starts_with("http://") && !is_loopback_url(url) {
             eprintln!(
                 "WARNING: files move to and from {url} unencrypted (plain HTTP off this machine): use it only on a network you trust"
             );
@@ -56,4 +51,44 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
     let worker = Worker::new(queue, worker_settings(settings, tools, info));
     worker.run(CancellationToken::new(), abort).await?;
     Ok(ExitStatus::Success)
+}
+
+/// True when `url` (`http://HOST[:PORT]/...`) names this machine: `localhost` or a loopback
+/// address, IPv4 or IPv6 (`[::1]`).
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_url;
+
+    #[test]
+    fn only_this_machine_is_loopback() {
+        for here in [
+            "http://127.0.0.1:8080",
+            "http://localhost/",
+            "http://[::1]:8080/x",
+            "http://127.0.0.2",
+        ] {
+            assert!(is_loopback_url(here), "{here}");
+        }
+        for away in [
+            "http://[2001:db8::5]:8080",
+            "http://nas:8080",
+            "http://192.168.1.10",
+            "http://localhost.evil.example",
+        ] {
+            assert!(!is_loopback_url(away), "{away}");
+        }
+    }
 }
