@@ -34,7 +34,7 @@ pub fn serve(farm: &Farm, port: u16) -> Child {
 
 /// A worker of `farm` in a mount namespace where `hidden` is an empty folder.
 pub fn blind_worker(farm: &Farm, hidden: &Path, name: &str) -> Child {
-    let mut cmd = Command::new("unshare");
+    let mut cmd = without_our_env(Command::new("unshare"));
     cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
         // The script is fixed; the paths and the command come as its arguments.
         .arg("mount -t tmpfs tmpfs \"$0\" && exec \"$@\"")

@@ -137,12 +137,7 @@ impl Farm {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut cmd = Command::new(BIN);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("VIDEOFARM_") {
-                cmd.env_remove(key);
-            }
-        }
+        let mut cmd = without_our_env(Command::new(BIN));
         if let Some(broker) = &self.broker {
             cmd.arg("--broker").arg(broker);
         }
@@ -240,6 +235,16 @@ impl Farm {
         found.sort();
         found
     }
+}
+
+/// `cmd` with no VIDEOFARM_* variable of the test's environment (a broker, a log filter).
+pub fn without_our_env(mut cmd: Command) -> Command {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("VIDEOFARM_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
 }
 
 pub fn amqp_url() -> String {
