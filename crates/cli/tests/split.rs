@@ -509,6 +509,96 @@ fn on_rabbitmq_cancelling_a_tape_stops_its_chunks_and_leaves_no_work_folder() {
     cancelling_a_tape(slow(with_profiles(Farm::amqp(""))), false);
 }
 
+/// Cancel a tape with some chunks done, then retry it: the cancel answers at once, a worker
+/// removes the work folder (chunks and all), and the retried tape encodes every chunk it lacks
+/// and is whole (before: the finished chunks stayed `succeeded` without their files, and the
+/// tape waited for them forever).
+fn cancelling_then_retrying_a_half_done_tape(farm: Farm) {
+    let tape = farm.input.join("tape.mpg");
+    interlaced_tape(&tape, 8);
+    let id = enqueue_split(&farm, &tape, "2");
+    let work = work_folder(&farm, "tape.mkv");
+    let worker = farm.spawn_worker("w", 2);
+    wait_until("some chunks are done", Duration::from_secs(60), || {
+        chunk_files(&work).len() >= 2
+    });
+    let asked = std::time::Instant::now();
+    let out = farm.run(["cancel", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("{id}: cancelled")),
+        "{}",
+        text(&out.stdout)
+    );
+    eprintln!("cancel answered in {:?}", asked.elapsed());
+    wait_until(
+        "a worker removes the cancelled tape's work folder",
+        Duration::from_secs(20),
+        || !work.exists(),
+    );
+    let out = farm.run(["retry", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until("the retried tape is done", Duration::from_secs(120), || {
+        farm.out.join("tape.mkv").is_file()
+    });
+    wait_until("the worker is idle", Duration::from_secs(10), || {
+        farm.inspect()
+            .iter()
+            .all(|w| w["active"].as_array().is_some_and(|a| a.is_empty()))
+    });
+    reap(worker);
+    assert_eq!(
+        frame_hashes(&farm.out.join("tape.mkv")).len(),
+        frame_hashes(&tape).len(),
+        "every frame, once"
+    );
+    assert!(farm.log("w").contains("queued the chunks this tape lacks"));
+    assert!(!work.exists(), "no work folder left");
+    assert_eq!(leftovers(&farm.out), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn cancelling_then_retrying_a_half_done_tape_encodes_the_chunks_it_lacks() {
+    cancelling_then_retrying_a_half_done_tape(slow_farm());
+}
+
+#[test]
+fn on_rabbitmq_cancelling_then_retrying_a_half_done_tape_encodes_the_chunks_it_lacks() {
+    cancelling_then_retrying_a_half_done_tape(slow(with_profiles(Farm::amqp(""))));
+}
+
+/// A chunk is part of its tape: cancelling one alone is refused with what to do instead, and
+/// the tape goes on (before: the chunk was cancelled and its tape waited forever).
+#[test]
+fn a_chunk_cannot_be_cancelled_alone() {
+    let farm = slow_farm();
+    let tape = farm.input.join("tape.mpg");
+    interlaced_tape(&tape, 8);
+    let id = enqueue_split(&farm, &tape, "2");
+    let worker = farm.spawn_worker("w", 1);
+    let chunk = loop {
+        let out = farm.run(["jobs", "--json", "--all"]);
+        let jobs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        if let Some(chunk) = jobs.iter().find(|j| j["parent"] == id.as_str()) {
+            break chunk["id"].as_str().unwrap().to_owned();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = farm.run(["cancel", &chunk, &id]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("a chunk of split tape {id}")),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains(&format!("{id}: cancelled")),
+        "the tape named with it is cancelled all the same: {}",
+        text(&out.stdout)
+    );
+    reap(worker);
+}
+
 #[test]
 fn a_chunk_that_fails_for_good_fails_its_tape_and_retry_encodes_only_the_failed_chunks() {
     // An ffmpeg that fails every chunk but the first (those open the input with -ss) while

@@ -16,8 +16,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use videofarm_core::{
-    Backend, Enqueued, Failure, JobFilter, JobId, JobSpec, JobState, Outcome, Progress, QueueError,
-    QueueSettings, SuccessReport, WorkerInfo,
+    Answer, Backend, Enqueued, Failure, JobFilter, JobId, JobSpec, JobState, Outcome, Progress,
+    QueueError, QueueSettings, SuccessReport, Verdict, WorkerInfo,
 };
 
 /// A fresh queue for one case, and whatever must live as long as it (a temporary folder, a
@@ -459,18 +459,156 @@ pub async fn retry_brings_a_failed_job_back(f: Fixture) {
     q.finish(&lease, Outcome::Failed(Failure::permanent("bad")))
         .await
         .unwrap();
-    assert!(q.retry(&[JobId("does-not-exist".into())]).await.is_err());
+    assert_eq!(
+        q.retry(&[JobId("does-not-exist".into())]).await.unwrap(),
+        vec![Answer::new(
+            &JobId("does-not-exist".into()),
+            Verdict::NotFound
+        )]
+    );
     let retried = q.retry_all_failed().await.unwrap();
-    assert_eq!(retried, vec![lease.id.clone()]);
+    assert_eq!(retried, vec![Answer::new(&lease.id, Verdict::Done)]);
     let again = q
         .lease(&worker("w1"), WAIT)
         .await
         .unwrap()
         .expect("retried job runs");
     assert_eq!(again.attempt, 1, "retry gives a fresh attempt budget");
+    assert_eq!(
+        q.retry(std::slice::from_ref(&again.id)).await.unwrap()[0].verdict,
+        Verdict::Already(JobState::Running),
+        "a running job is not retried: it already runs"
+    );
+}
+
+/// One id that cannot be cancelled never stops the others, and each id gets its own answer.
+pub async fn cancel_answers_each_id_and_cancels_the_rest(f: Fixture) {
+    let q = f.queue.as_ref();
+    let done = q.enqueue(spec("done"), false).await.unwrap().id().clone();
+    let lease = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
+    q.begin_publish(&lease).await.unwrap();
+    q.finish(&lease, ok()).await.unwrap();
+    let a = q.enqueue(spec("a"), false).await.unwrap().id().clone();
+    let b = q.enqueue(spec("b"), false).await.unwrap().id().clone();
+    let unknown = JobId("999999".into());
+    let answers = q
+        .cancel(&[a.clone(), done.clone(), unknown.clone(), b.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        answers,
+        vec![
+            Answer::new(&a, Verdict::Done),
+            Answer::new(&done, Verdict::Already(JobState::Succeeded)),
+            Answer::new(&unknown, Verdict::NotFound),
+            Answer::new(&b, Verdict::Done),
+        ]
+    );
     assert!(
-        q.retry(std::slice::from_ref(&again.id)).await.is_err(),
-        "a running job cannot be retried"
+        q.lease(&worker("w1"), NONE_WAIT).await.unwrap().is_none(),
+        "both cancelled jobs are out of the queue"
+    );
+    // Idempotent: cancelled again, it says so and changes nothing.
+    assert_eq!(
+        q.cancel(std::slice::from_ref(&a)).await.unwrap()[0].verdict,
+        Verdict::Already(JobState::Cancelled)
+    );
+    // Retry twice: the second finds it queued already, and it runs once.
+    assert_eq!(
+        q.retry(std::slice::from_ref(&a)).await.unwrap()[0].verdict,
+        Verdict::Done
+    );
+    assert_eq!(
+        q.retry(std::slice::from_ref(&a)).await.unwrap()[0].verdict,
+        Verdict::Already(JobState::Queued)
+    );
+    let again = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
+    assert_eq!(again.id, a);
+    assert!(again.fresh, "a retried job is taken afresh");
+    assert!(
+        q.lease(&worker("w1"), NONE_WAIT).await.unwrap().is_none(),
+        "retried twice, queued once"
+    );
+    // A succeeded job is not retried: queued again with --force instead.
+    assert!(matches!(
+        q.retry(std::slice::from_ref(&done)).await.unwrap()[0].verdict,
+        Verdict::Refused(_)
+    ));
+}
+
+/// A user cancels and retries a split tape, never one of its chunks; cancelling the tape
+/// cancels its chunks, and the tape comes back from a wait marked as not fresh.
+pub async fn a_tape_is_cancelled_and_retried_whole(f: Fixture) {
+    let q = f.queue.as_ref();
+    // Two jobs held at once (a chunk and its tape): a worker that runs two.
+    let w = WorkerInfo {
+        concurrency: 2,
+        ..worker("w1")
+    };
+    q.register_worker(&w).await.unwrap();
+    let mut tape = spec("tape");
+    tape.split = videofarm_core::Split::Every(90.0);
+    let tape_id = q.enqueue(tape, false).await.unwrap().id().clone();
+    let planning = q.lease(&w, WAIT).await.unwrap().unwrap();
+    assert!(planning.fresh, "a tape's first lease is fresh");
+    let mut chunk = spec("tape-chunk-0");
+    chunk.parent = Some(tape_id.clone());
+    chunk.chunk = Some(videofarm_core::Chunk {
+        index: 0,
+        count: 2,
+        first: 0,
+        end: 2250,
+        seek_s: None,
+        window: (0.0, Some(90.1)),
+        keep: (0.0, Some(90.0)),
+    });
+    let chunk_id = q.enqueue(chunk, false).await.unwrap().id().clone();
+    q.finish(&planning, wait(100)).await.unwrap();
+    let chunk_lease = q.lease(&w, WAIT).await.unwrap().unwrap();
+    assert_eq!(chunk_lease.id, chunk_id);
+    let back = q.lease(&w, WAIT).await.unwrap().unwrap();
+    assert_eq!(back.id, tape_id);
+    assert!(
+        !back.fresh,
+        "back from a wait, the tape is not taken afresh"
+    );
+    q.finish(&back, wait(100)).await.unwrap();
+
+    let refused = q.cancel(std::slice::from_ref(&chunk_id)).await.unwrap();
+    assert!(
+        matches!(&refused[0].verdict, Verdict::Refused(why) if why.contains(&tape_id.0)),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        q.retry(std::slice::from_ref(&chunk_id)).await.unwrap()[0].verdict,
+        Verdict::Refused(_)
+    ));
+    assert_eq!(
+        q.cancel(std::slice::from_ref(&tape_id)).await.unwrap()[0].verdict,
+        Verdict::Done
+    );
+    assert!(
+        q.heartbeat(&chunk_lease, None)
+            .await
+            .unwrap_err()
+            .voids_lease(),
+        "the running chunk stops with its tape"
+    );
+    assert_eq!(
+        q.retry(std::slice::from_ref(&tape_id)).await.unwrap()[0].verdict,
+        Verdict::Done
+    );
+    let retried = loop {
+        let lease = q.lease(&w, WAIT).await.unwrap().unwrap();
+        if lease.id == tape_id {
+            break lease;
+        }
+        // A copy of the cancelled chunk still on its way out of a broker's queue.
+        assert_eq!(lease.id, chunk_id, "only the tape or its chunk");
+    };
+    assert!(
+        retried.fresh,
+        "a retried tape is taken afresh: it queues the chunks it lacks"
     );
 }
 
@@ -557,6 +695,8 @@ macro_rules! conformance_tests {
             heartbeats_keep_a_lease,
             cancel_stops_queued_and_running_jobs,
             retry_brings_a_failed_job_back,
+            cancel_answers_each_id_and_cancels_the_rest,
+            a_tape_is_cancelled_and_retried_whole,
             higher_priority_runs_first,
             workers_show_their_active_jobs_with_progress,
             records_list_every_job_with_its_attempts_and_exact_counts,

@@ -3,7 +3,9 @@
 
 use crate::{spec, worker, Fixture, WAIT};
 use std::time::Duration;
-use videofarm_core::{Failure, JobFilter, JobId, JobState, Outcome, QueueError, SuccessReport};
+use videofarm_core::{
+    AttemptOutcome, Failure, JobFilter, JobId, JobState, Outcome, SuccessReport, Verdict,
+};
 
 /// The records keep every job that ever finished, failed or was cancelled, with its attempts,
 /// and the counts are exact (the same on every backend after the same operations).
@@ -64,11 +66,11 @@ pub async fn records_list_every_job_with_its_attempts_and_exact_counts(f: Fixtur
     };
     assert_eq!(
         outcomes(q.history(&a).await.unwrap()),
-        vec![(1, "w1".to_string(), "succeeded".to_string(), true)]
+        vec![(1, "w1".to_string(), AttemptOutcome::Succeeded, true)]
     );
     let failed = q.history(&b).await.unwrap();
     assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0].outcome, "failed");
+    assert_eq!(failed[0].outcome, AttemptOutcome::Failed);
     assert_eq!(failed[0].error.as_deref(), Some("the input is not video"));
     let record = q
         .jobs(&JobFilter {
@@ -80,14 +82,14 @@ pub async fn records_list_every_job_with_its_attempts_and_exact_counts(f: Fixtur
     assert_eq!(record[0].error.as_deref(), Some("the input is not video"));
 
     // Finished jobs cannot be cancelled; unknown ones are not found.
-    assert!(matches!(
-        q.cancel(std::slice::from_ref(&a)).await,
-        Err(QueueError::WrongState { .. })
-    ));
-    assert!(matches!(
-        q.cancel(&[JobId("999999".into())]).await,
-        Err(QueueError::NotFound(_))
-    ));
+    assert_eq!(
+        q.cancel(std::slice::from_ref(&a)).await.unwrap()[0].verdict,
+        Verdict::Already(JobState::Succeeded)
+    );
+    assert_eq!(
+        q.cancel(&[JobId("999999".into())]).await.unwrap()[0].verdict,
+        Verdict::NotFound
+    );
     // A failed and a cancelled job come back; one running is counted as running.
     q.retry(&[b.clone(), c.clone()]).await.unwrap();
     let counts = q.counts().await.unwrap();
@@ -201,7 +203,7 @@ pub async fn a_tape_joined_by_another_worker_ends_its_one_attempt(f: Fixture) {
     q.finish(&joined, crate::ok()).await.unwrap();
     let history = q.history(&id).await.unwrap();
     assert_eq!(history.len(), 1, "{history:?}");
-    assert_eq!(history[0].outcome, "succeeded", "{history:?}");
+    assert_eq!(history[0].outcome, AttemptOutcome::Succeeded, "{history:?}");
     assert!(history[0].finished_ms.is_some(), "{history:?}");
 }
 
@@ -240,7 +242,7 @@ pub async fn a_cancelled_job_lost_with_its_worker_stays_cancelled(f: Fixture) {
     assert_eq!(record.state, JobState::Cancelled, "{record:?}");
     let history = q.history(&id).await.unwrap();
     assert!(
-        history.iter().all(|a| a.outcome != "running"),
+        history.iter().all(|a| a.outcome != AttemptOutcome::Running),
         "{history:?}"
     );
 }

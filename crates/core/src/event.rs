@@ -58,6 +58,14 @@ pub enum Event {
         worker: String,
         reason: String,
     },
+    /// A user cancelled these jobs (from any command, the API or the page).
+    JobsCancelled {
+        ids: Vec<JobId>,
+    },
+    /// A user put these failed or cancelled jobs back in the queue.
+    JobsRetried {
+        ids: Vec<JobId>,
+    },
     WorkerOnline {
         worker: WorkerInfo,
     },
@@ -85,7 +93,10 @@ impl Event {
             | Event::JobFailed { id, .. }
             | Event::JobReleased { id, .. }
             | Event::JobLost { id, .. } => Some(id),
-            Event::WorkerOnline { .. } | Event::WorkerOffline { .. } => None,
+            Event::JobsCancelled { .. }
+            | Event::JobsRetried { .. }
+            | Event::WorkerOnline { .. }
+            | Event::WorkerOffline { .. } => None,
         }
     }
 }

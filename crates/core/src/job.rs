@@ -402,8 +402,7 @@ pub struct AttemptRecord {
     pub worker: String,
     pub started_ms: i64,
     pub finished_ms: Option<i64>,
-    /// succeeded, failed, released, lost (the lease ran out) or running.
-    pub outcome: String,
+    pub outcome: crate::lifecycle::AttemptOutcome,
     pub error: Option<String>,
 }
 

@@ -5,6 +5,7 @@
 //! Layout:
 //! - [`job`]: job specs, states, progress, attempt outcomes and records.
 //! - [`profile`]: encoding profiles (built-in and user-defined) and what their outputs keep.
+//! - [`lifecycle`]: a job's states, what moves them, the cancel, retry and failure rules.
 //! - [`queue`]: the [`Queue`] trait, leases with fencing tokens, worker status.
 //! - [`identity`]: the cheap content fingerprint that makes a job's identity ("never twice").
 //! - [`event`]: lifecycle events for progress bars, dashboards and `videofarm events`.
@@ -19,6 +20,7 @@ pub mod confine;
 pub mod event;
 pub mod identity;
 pub mod job;
+pub mod lifecycle;
 pub mod listing;
 pub mod pathser;
 pub mod plan;
@@ -32,6 +34,7 @@ pub use job::{
     AttemptRecord, Counts, Failure, FailureKind, JobFilter, JobId, JobRecord, JobSpec, JobState,
     Outcome, Progress, SuccessReport, Transfer,
 };
+pub use lifecycle::{Answer, AttemptOutcome, Verdict};
 pub use profile::{AudioKeep, Profile, ProfileError, Profiles, SplitArgs, SubtitleKeep};
 pub use queue::{
     ActiveJob, AfterFailure, Backend, Control, Enqueued, EventFeed, Lease, Queue, QueueError,

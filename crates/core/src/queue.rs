@@ -14,6 +14,8 @@ use crate::job::{
     AttemptRecord, Counts, FailureKind, JobFilter, JobId, JobRecord, JobSpec, JobState, Outcome,
     Progress,
 };
+pub use crate::lifecycle::AfterFailure;
+use crate::lifecycle::{Answer, Budget};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -46,38 +48,24 @@ impl Default for QueueSettings {
 }
 
 impl QueueSettings {
-    /// The delay before the retry that follows failed attempt number `attempt` (1-based).
-    pub fn backoff_after(&self, attempt: u32) -> Duration {
-        let doublings = attempt.saturating_sub(1).min(10);
-        self.retry_backoff.saturating_mul(1 << doublings)
+    /// The retry and failure rules these settings give (see [`crate::lifecycle::Budget`]).
+    pub fn budget(&self) -> Budget {
+        Budget {
+            max_attempts: self.max_attempts,
+            max_lost: self.max_lost,
+            retry_backoff: self.retry_backoff,
+        }
     }
 
-    /// What becomes of a job whose attempt failed, after `failures_before` failed attempts
-    /// (lost ones not counted): the one rule every backend follows.
+    /// What becomes of a job whose attempt failed: [`Budget::after_failure`].
     pub fn after_failure(&self, failures_before: u32, kind: FailureKind) -> AfterFailure {
-        let failures = failures_before + 1;
-        if kind == FailureKind::Permanent || failures >= self.max_attempts {
-            AfterFailure::Fail
-        } else {
-            AfterFailure::Retry {
-                after: self.backoff_after(failures),
-            }
-        }
+        self.budget().after_failure(failures_before, kind)
     }
 
     /// True when a job lost with its worker `lost` times must stop being handed out.
     pub fn lost_too_often(&self, lost: u32) -> bool {
-        lost >= self.max_lost
+        self.budget().lost_too_often(lost)
     }
-}
-
-/// What becomes of a job after a failed attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AfterFailure {
-    /// Back in the queue once `after` has passed.
-    Retry { after: Duration },
-    /// Failed for good.
-    Fail,
 }
 
 /// Who is asking for work.
@@ -181,6 +169,10 @@ pub struct Lease {
     pub token: u64,
     /// Backend-specific handle (a delivery tag on RabbitMQ); 0 where unused.
     pub handle: u64,
+    /// The job is taken afresh (queued, retried, or its last holder lost), not back from a
+    /// split tape's wait for its chunks: a tape taken afresh queues again the chunks it lacks
+    /// ([`crate::lifecycle::Obligation::RequeueMissingChunks`]).
+    pub fresh: bool,
 }
 
 impl Lease {
@@ -370,17 +362,20 @@ pub trait EventFeed: Send {
     async fn next(&mut self) -> Option<Result<Event, QueueError>>;
 }
 
-/// What a user changes: retries and cancels.
+/// What a user changes: retries and cancels. Each answers every id, in order, with what the
+/// lifecycle ([`crate::lifecycle::cancel`], [`crate::lifecycle::retry`]) says of it: one id
+/// that cannot be cancelled or retried never stops the others. `Err` only when the queue
+/// itself failed.
 #[async_trait]
 pub trait Control: Send + Sync {
     /// Put failed or cancelled jobs back in the queue with a fresh attempt budget.
-    async fn retry(&self, ids: &[JobId]) -> Result<Vec<JobId>, QueueError>;
+    async fn retry(&self, ids: &[JobId]) -> Result<Vec<Answer>, QueueError>;
 
-    /// Put every failed job back in the queue.
-    async fn retry_all_failed(&self) -> Result<Vec<JobId>, QueueError>;
+    /// Put every failed job back in the queue, each once: the answers name those retried.
+    async fn retry_all_failed(&self) -> Result<Vec<Answer>, QueueError>;
 
     /// Cancel queued or running jobs (a running one stops at its next heartbeat).
-    async fn cancel(&self, ids: &[JobId]) -> Result<Vec<JobId>, QueueError>;
+    async fn cancel(&self, ids: &[JobId]) -> Result<Vec<Answer>, QueueError>;
 }
 
 /// A whole backend: the protocol, the records and control. The commands and the dashboard

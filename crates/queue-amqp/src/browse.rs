@@ -69,6 +69,7 @@ impl Inner {
 
     /// Take the messages of `queue` whose id is in `ids` (all when `ids` is None), hand each
     /// to `take` (queued again on its route with `requeue`), acknowledge it once that succeeded, and leave the rest where they were.
+    /// Each id is taken once, however often it comes back meanwhile.
     pub(crate) async fn take_from(
         &self,
         queue: &str,
@@ -92,6 +93,11 @@ impl Inner {
                 continue;
             }
             let id = env.id.clone();
+            if taken.contains(&id) {
+                // Failed again since this call took it (a worker keeps refilling the queue):
+                // each job is taken once; this copy goes back when the channel closes.
+                continue;
+            }
             if let Some(env) = take(env) {
                 if requeue {
                     self.publish_job(&env, None).await?;

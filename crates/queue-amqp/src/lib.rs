@@ -456,6 +456,8 @@ impl Inner {
             Event::JobFailed { .. } => "job.failed",
             Event::JobReleased { .. } => "job.released",
             Event::JobLost { .. } => "job.lost",
+            Event::JobsCancelled { .. } => "job.cancelled",
+            Event::JobsRetried { .. } => "job.retried",
             Event::WorkerOnline { .. } => "worker.online",
             Event::WorkerOffline { .. } => "worker.offline",
         };

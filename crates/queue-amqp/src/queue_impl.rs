@@ -4,6 +4,8 @@
 
 use super::*;
 use records::Fact;
+use videofarm_core::lifecycle::{self, JobView};
+use videofarm_core::{Answer, AttemptOutcome, Verdict};
 
 #[async_trait]
 impl Queue for AmqpQueue {
@@ -154,7 +156,7 @@ impl Queue for AmqpQueue {
                         id: env.id.clone(),
                         worker: None,
                         attempt: Some(env.attempts),
-                        outcome: "lost".into(),
+                        outcome: AttemptOutcome::Lost,
                         state: if env.failed_ms.is_some() {
                             JobState::Failed
                         } else {
@@ -190,6 +192,7 @@ impl Queue for AmqpQueue {
                 lost: env.lost,
                 token,
                 handle: token,
+                fresh: !env.waiting,
             };
             let waiting = env.waiting;
             let started = Fact::Started {
@@ -268,7 +271,7 @@ impl Queue for AmqpQueue {
                 let held = inner.take_held(lease)?;
                 inner
                     .record(held.ended(
-                        "cancelled",
+                        AttemptOutcome::Cancelled,
                         JobState::Cancelled,
                         None,
                         Some(if by == lease.id {
@@ -306,15 +309,18 @@ impl Queue for AmqpQueue {
         let held = inner.take_held(lease)?;
         let mut env = held.envelope.clone();
         let fact = match outcome {
-            Outcome::Succeeded(report) => {
-                Some(held.ended("succeeded", JobState::Succeeded, Some(report), None))
-            }
+            Outcome::Succeeded(report) => Some(held.ended(
+                AttemptOutcome::Succeeded,
+                JobState::Succeeded,
+                Some(report),
+                None,
+            )),
             Outcome::Released => {
                 // Back at once, attempts unchanged: a copy first, then the ack (a crash in
                 // between leaves a duplicate, which the output check makes harmless).
                 env.waiting = false;
                 inner.copy_back(&held, &env).await?;
-                let mut fact = held.ended("released", JobState::Queued, None, None);
+                let mut fact = held.ended(AttemptOutcome::Released, JobState::Queued, None, None);
                 if let Fact::Ended { attempts, .. } = &mut fact {
                     *attempts = env.attempts;
                 }
@@ -353,7 +359,7 @@ impl Queue for AmqpQueue {
                     id: env.id.clone(),
                     worker: Some(held.worker.clone()),
                     attempt: Some(env.attempts),
-                    outcome: "failed".into(),
+                    outcome: AttemptOutcome::Failed,
                     state: state.0,
                     attempts: env.attempts,
                     error: env.error.clone(),
@@ -517,28 +523,35 @@ impl Records for AmqpQueue {
 
 #[async_trait]
 impl Control for AmqpQueue {
-    async fn retry(&self, ids: &[JobId]) -> Result<Vec<JobId>, QueueError> {
+    async fn retry(&self, ids: &[JobId]) -> Result<Vec<Answer>, QueueError> {
         let inner = &self.inner;
+        let mut answers = Vec::with_capacity(ids.len());
         let mut specs = Vec::new();
         for id in ids {
-            let wanted = id.clone();
-            let (state, spec) = inner
-                .read_records(move |store| store.state(&wanted))
-                .await?
-                .ok_or_else(|| QueueError::NotFound(id.clone()))?;
-            if !matches!(state, JobState::Failed | JobState::Cancelled) {
-                return Err(QueueError::WrongState {
-                    id: id.clone(),
-                    state,
-                    what: "only failed or cancelled jobs can be retried".into(),
-                });
+            let (view, spec) = inner.view(id).await?.unzip();
+            let verdict = lifecycle::retry(view.as_ref());
+            if let (Verdict::Done, Some(spec)) = (&verdict, spec) {
+                specs.push((id.clone(), spec));
             }
-            specs.push((id.clone(), spec));
+            answers.push(Answer::new(id, verdict));
         }
+        if specs.is_empty() {
+            return Ok(answers);
+        }
+        let retried: Vec<JobId> = specs.iter().map(|(id, _)| id.clone()).collect();
         // Recorded first, for the same reason as a queued job.
-        inner.record(Fact::Retried { ids: ids.to_vec() }).await?;
+        inner
+            .record(Fact::Retried {
+                ids: retried.clone(),
+            })
+            .await?;
         let taken = inner
-            .take_from(&inner.names.failed, Some(ids), |env| Some(fresh(env)), true)
+            .take_from(
+                &inner.names.failed,
+                Some(&retried),
+                |env| Some(fresh(env)),
+                true,
+            )
             .await?;
         // Cancelled jobs (and failed ones no longer in the failed queue) are queued afresh from
         // their records: later than their cancel, so workers take them.
@@ -546,41 +559,49 @@ impl Control for AmqpQueue {
             let env = Envelope::new(id, spec, inner.now());
             inner.publish_job(&env, None).await?;
         }
-        Ok(ids.to_vec())
+        inner
+            .publish_event(&Event::JobsRetried { ids: retried })
+            .await;
+        Ok(answers)
     }
 
-    async fn retry_all_failed(&self) -> Result<Vec<JobId>, QueueError> {
+    async fn retry_all_failed(&self) -> Result<Vec<Answer>, QueueError> {
         let inner = &self.inner;
         let taken = inner
             .take_from(&inner.names.failed, None, |env| Some(fresh(env)), true)
             .await?;
         if !taken.is_empty() {
             inner.record(Fact::Retried { ids: taken.clone() }).await?;
+            inner
+                .publish_event(&Event::JobsRetried { ids: taken.clone() })
+                .await;
         }
-        Ok(taken)
+        Ok(taken
+            .iter()
+            .map(|id| Answer::new(id, Verdict::Done))
+            .collect())
     }
 
-    async fn cancel(&self, ids: &[JobId]) -> Result<Vec<JobId>, QueueError> {
+    async fn cancel(&self, ids: &[JobId]) -> Result<Vec<Answer>, QueueError> {
         let inner = &self.inner;
+        let mut answers = Vec::with_capacity(ids.len());
         for id in ids {
-            let wanted = id.clone();
-            let (state, _) = inner
-                .read_records(move |store| store.state(&wanted))
-                .await?
-                .ok_or_else(|| QueueError::NotFound(id.clone()))?;
-            if state.is_terminal() {
-                return Err(QueueError::WrongState {
-                    id: id.clone(),
-                    state,
-                    what: "only queued or running jobs can be cancelled".into(),
-                });
-            }
+            let (view, _) = inner.view(id).await?.unzip();
+            answers.push(Answer::new(id, lifecycle::cancel(view.as_ref())));
+        }
+        let ids: Vec<JobId> = answers
+            .iter()
+            .filter(|a| a.verdict.is_done())
+            .map(|a| a.id.clone())
+            .collect();
+        if ids.is_empty() {
+            return Ok(answers);
         }
         // A waiting job cannot be taken out of the middle of a queue: its id is recorded, and
         // the worker that receives it drops it. A running one is stopped by its worker.
         // Recorded with the time: a copy of the job queued after this cancel is not dropped.
         let at = inner.now();
-        for id in ids {
+        for id in &ids {
             inner
                 .publish(
                     &inner.names.cancelled,
@@ -589,13 +610,35 @@ impl Control for AmqpQueue {
                 )
                 .await?;
         }
-        inner.add_tombstones(ids, at);
-        inner.record(Fact::Cancelled { ids: ids.to_vec() }).await?;
-        let running = control::cancel_running(inner, ids).await?;
+        inner.add_tombstones(&ids, at);
+        inner.record(Fact::Cancelled { ids: ids.clone() }).await?;
+        let running = control::cancel_running(inner, &ids).await?;
         if !running.is_empty() {
             tracing::info!(jobs = ?running, "running jobs will stop at their next heartbeat");
         }
-        Ok(ids.to_vec())
+        inner.publish_event(&Event::JobsCancelled { ids }).await;
+        Ok(answers)
+    }
+}
+
+impl Inner {
+    /// What the lifecycle needs to know of job `id`, from the records, and its spec.
+    async fn view(self: &Arc<Self>, id: &JobId) -> Result<Option<(JobView, JobSpec)>, QueueError> {
+        let wanted = id.clone();
+        let found = self.read_records(move |store| store.state(&wanted)).await?;
+        Ok(found.map(|(state, spec)| {
+            (
+                JobView {
+                    state,
+                    // The records do not see a publish begin: the worker passes a cancel by
+                    // once it has begun (see `begin_publish`).
+                    publishing: false,
+                    parent: spec.parent.clone(),
+                    refused: records::is_refusal(id),
+                },
+                spec,
+            )
+        }))
     }
 }
 
@@ -603,7 +646,7 @@ impl Held {
     /// The fact that this attempt ended as `outcome`, leaving the job in `state`.
     fn ended(
         &self,
-        outcome: &str,
+        outcome: AttemptOutcome,
         state: JobState,
         result: Option<videofarm_core::SuccessReport>,
         error: Option<String>,
@@ -612,7 +655,7 @@ impl Held {
             id: self.envelope.id.clone(),
             worker: Some(self.worker.clone()),
             attempt: Some(self.envelope.attempts + 1),
-            outcome: outcome.into(),
+            outcome,
             state,
             attempts: self.envelope.attempts + 1,
             error,

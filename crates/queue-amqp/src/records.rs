@@ -14,7 +14,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use videofarm_core::listing::{timeline, Bucket, TimelineRow, TIMELINE_ROWS};
 use videofarm_core::{
-    AttemptRecord, Counts, JobFilter, JobId, JobRecord, JobSpec, JobState, SuccessReport,
+    AttemptOutcome, AttemptRecord, Counts, JobFilter, JobId, JobRecord, JobSpec, JobState,
+    SuccessReport,
 };
 
 /// One change, as written to the stream.
@@ -53,8 +54,8 @@ pub enum Fact {
         /// it existed close the running attempts of `worker`.
         #[serde(default)]
         attempt: Option<u32>,
-        /// succeeded, failed, released, lost or cancelled.
-        outcome: String,
+        /// On the wire as the same words as ever (succeeded, failed, released, lost, cancelled).
+        outcome: AttemptOutcome,
         state: JobState,
         /// Attempts counted so far.
         attempts: u32,
@@ -358,7 +359,16 @@ impl RecordStore {
                     worker: r.get(1)?,
                     started_ms: r.get(2)?,
                     finished_ms: r.get(3)?,
-                    outcome: r.get(4)?,
+                    outcome: {
+                        let text: String = r.get(4)?;
+                        text.parse().map_err(|e: String| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                4,
+                                rusqlite::types::Type::Text,
+                                e.into(),
+                            )
+                        })?
+                    },
                     error: r.get(5)?,
                 })
             })?
@@ -475,7 +485,7 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, stamped: &Stamped) -> rusqlite::Res
                 "UPDATE attempts SET outcome = ?2, finished_ms = ?3, error = ?4
                  WHERE job_id = ?1 AND outcome = 'running'
                     AND (CASE WHEN ?6 IS NULL THEN ?5 IS NULL OR worker = ?5 ELSE attempt <= ?6 END)",
-                params![id.0, outcome, at, error, worker, attempt],
+                params![id.0, outcome.as_str(), at, error, worker, attempt],
             )?;
         }
         Fact::Cancelled { ids } => {
@@ -520,7 +530,7 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, stamped: &Stamped) -> rusqlite::Res
                 "INSERT OR IGNORE INTO jobs (id, spec, state, error, created_ms, finished_ms)
                  VALUES (?1, ?2, 'failed', ?3, ?4, ?4)",
                 params![
-                    format!("refused-{:x}-{}", stamped.origin, stamped.seq),
+                    format!("{REFUSAL_PREFIX}{:x}-{}", stamped.origin, stamped.seq),
                     json(&spec),
                     reason,
                     at
@@ -530,6 +540,15 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, stamped: &Stamped) -> rusqlite::Res
         Fact::Mark => {}
     }
     Ok(())
+}
+
+/// How the records name a refused message: it is listed among the failed jobs, but it is no
+/// job and can never be retried into one.
+const REFUSAL_PREFIX: &str = "refused-";
+
+/// True when `id` names a refused message rather than a job.
+pub(crate) fn is_refusal(id: &JobId) -> bool {
+    id.0.starts_with(REFUSAL_PREFIX)
 }
 
 /// A value stored as JSON text.
@@ -590,7 +609,7 @@ mod tests {
                     id: a.clone(),
                     worker: Some("w1".into()),
                     attempt: Some(1),
-                    outcome: "succeeded".into(),
+                    outcome: AttemptOutcome::Succeeded,
                     state: JobState::Succeeded,
                     attempts: 1,
                     error: None,
@@ -607,7 +626,7 @@ mod tests {
         assert_eq!((counts.succeeded, counts.queued, counts.running), (1, 0, 0));
         let history = store.history(&a).unwrap();
         assert_eq!(history.len(), 1);
-        assert_eq!(history[0].outcome, "succeeded");
+        assert_eq!(history[0].outcome, AttemptOutcome::Succeeded);
         assert_eq!(store.offset().unwrap(), Some(2));
         assert_eq!(
             store.seen(1).unwrap(),

@@ -26,9 +26,9 @@ use videofarm_core::clock::rfc3339;
 use videofarm_core::pathser::{from_bytes, to_bytes};
 use videofarm_core::Split;
 use videofarm_core::{
-    ActiveJob, AfterFailure, AttemptRecord, Clock, Control, Counts, Enqueued, JobFilter, JobId,
-    JobRecord, JobSpec, JobState, Lease, Outcome, Progress, Queue, QueueError, QueueSettings,
-    Records, SuccessReport, SystemClock, WorkerInfo, WorkerStatus,
+    ActiveJob, AfterFailure, AttemptOutcome, AttemptRecord, Clock, Control, Counts, Enqueued,
+    JobFilter, JobId, JobRecord, JobSpec, JobState, Lease, Outcome, Progress, Queue, QueueError,
+    QueueSettings, Records, SuccessReport, SystemClock, WorkerInfo, WorkerStatus,
 };
 
 /// How often `lease` looks again while it waits for a ready job.
@@ -145,13 +145,14 @@ impl SqliteQueue {
                             r.get::<_, i64>("token")?,
                             r.get::<_, i64>("attempts")?,
                             r.get::<_, i64>("lost")?,
+                            r.get::<_, bool>("waiting")?,
                             read_spec(r)?,
                         ))
                     })
                     .optional()
                 })
                 .map_err(|e| ctx.err(e))?;
-            let Some((id, token, attempt, lost, spec)) = leased else {
+            let Some((id, token, attempt, lost, waiting, spec)) = leased else {
                 return Ok(None);
             };
             tx.prepare_cached(
@@ -168,6 +169,7 @@ impl SqliteQueue {
                 lost: lost as u32,
                 token: token as u64,
                 handle: 0,
+                fresh: !waiting,
             }))
         }
     }
@@ -241,6 +243,13 @@ fn conversion(e: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
 }
 
+fn read_outcome(row: &Row<'_>, column: usize) -> rusqlite::Result<AttemptOutcome> {
+    let text: String = row.get(column)?;
+    text.parse().map_err(|e: String| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, e.into())
+    })
+}
+
 fn read_state(row: &Row<'_>, column: &str) -> rusqlite::Result<JobState> {
     let text: String = row.get(column)?;
     text.parse().map_err(|e: String| {
@@ -309,7 +318,7 @@ fn reap(conn: &Connection, ctx: &Ctx) -> Result<(), QueueError> {
                 THEN 'lost ' || (lost + 1) || ' times: every worker that took it stopped answering (the last was ' || coalesce(worker, '?') || '); it may be what brings them down'
                 ELSE 'worker ' || coalesce(worker, '?') || ' stopped answering and its lease ran out' END,
             lost = lost + 1,
-            progress = NULL, lease_until = NULL
+            progress = NULL, lease_until = NULL, waiting = 0
          WHERE state = 'running' AND lease_until < ?1",
         params![ctx.now, ctx.settings.max_lost],
     )
@@ -370,8 +379,8 @@ mod tests {
             .unwrap();
         q.begin_publish(&lease).await.unwrap();
         assert_eq!(
-            q.cancel(std::slice::from_ref(&id)).await.unwrap(),
-            Vec::<JobId>::new()
+            q.cancel(std::slice::from_ref(&id)).await.unwrap()[0].verdict,
+            videofarm_core::Verdict::Publishing
         );
         q.finish(&lease, Outcome::Succeeded(Default::default()))
             .await
@@ -422,6 +431,6 @@ mod tests {
             Err(QueueError::LeaseLost(_))
         ));
         let history = q.history(&second.id).await.unwrap();
-        assert_eq!(history[0].outcome, "lost");
+        assert_eq!(history[0].outcome, AttemptOutcome::Lost);
     }
 }

@@ -2,6 +2,9 @@
 
 use super::*;
 
+use videofarm_core::lifecycle::{self, JobView};
+use videofarm_core::{Answer, Verdict};
+
 use videofarm_core::listing::{timeline, Bucket, TimelineRow, TIMELINE_ROWS};
 
 /// The embedded queue's ids are numbers; chunks name their tape's id as text.
@@ -105,7 +108,7 @@ impl Queue for SqliteQueue {
                             serde_json::to_string(&report.final_progress()).unwrap_or_default()
                         ],
                     ),
-                    "succeeded",
+                    Some(AttemptOutcome::Succeeded),
                     None,
                 ),
                 Outcome::Failed(failure) => match ctx.settings.after_failure(lease.failures(), failure.kind) {
@@ -117,14 +120,14 @@ impl Queue for SqliteQueue {
                              WHERE id = ?1 AND token = ?2 AND state = 'running'",
                             params![id, token, ctx.now, failure.reason, failure.stderr_tail],
                         ),
-                        "failed",
+                        Some(AttemptOutcome::Failed),
                         Some(failure.reason.clone()),
                     ),
                     AfterFailure::Retry { after } => (
                         exec(
                             &tx,
                             "UPDATE jobs SET state = 'queued', lease_until = NULL, not_before = ?3,
-                                error = ?4, stderr_tail = ?5, progress = NULL
+                                error = ?4, stderr_tail = ?5, progress = NULL, waiting = 0
                              WHERE id = ?1 AND token = ?2 AND state = 'running'",
                             params![
                                 id,
@@ -134,7 +137,7 @@ impl Queue for SqliteQueue {
                                 failure.stderr_tail
                             ],
                         ),
-                        "failed",
+                        Some(AttemptOutcome::Failed),
                         Some(failure.reason.clone()),
                     ),
                 },
@@ -142,7 +145,7 @@ impl Queue for SqliteQueue {
                     exec(
                         &tx,
                         "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), not_before = ?3,
-                            lease_until = NULL, progress = ?4
+                            lease_until = NULL, progress = ?4, waiting = 1
                          WHERE id = ?1 AND token = ?2 AND state = 'running'",
                         params![
                             id,
@@ -151,18 +154,18 @@ impl Queue for SqliteQueue {
                             serde_json::to_string(progress).unwrap_or_default()
                         ],
                     ),
-                    "deferred",
+                    None,
                     None,
                 ),
                 Outcome::Released => (
                     exec(
                         &tx,
                         "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), not_before = 0,
-                            lease_until = NULL, progress = NULL
+                            lease_until = NULL, progress = NULL, waiting = 0
                          WHERE id = ?1 AND token = ?2 AND state = 'running'",
                         params![id, token],
                     ),
-                    "released",
+                    Some(AttemptOutcome::Released),
                     None,
                 ),
             };
@@ -175,19 +178,19 @@ impl Queue for SqliteQueue {
                     _ => QueueError::LeaseLost(lease.id.clone()),
                 });
             }
-            if attempt_outcome == "deferred" {
+            if let Some(attempt_outcome) = attempt_outcome {
+                exec(
+                    &tx,
+                    "UPDATE attempts SET outcome = ?3, finished_ms = ?4, error = ?5
+                     WHERE job_id = ?1 AND token = ?2",
+                    params![id, token, attempt_outcome.as_str(), ctx.now, error],
+                )
+            } else {
                 // A wait is not an attempt: it leaves no row in the history.
                 exec(
                     &tx,
                     "DELETE FROM attempts WHERE job_id = ?1 AND token = ?2",
                     params![id, token],
-                )
-            } else {
-                exec(
-                    &tx,
-                    "UPDATE attempts SET outcome = ?3, finished_ms = ?4, error = ?5
-                     WHERE job_id = ?1 AND token = ?2",
-                    params![id, token, attempt_outcome, ctx.now, error],
                 )
             }
             .map_err(|e| ctx.err(e))?;
@@ -392,7 +395,7 @@ impl Records for SqliteQueue {
                         worker: r.get(1)?,
                         started_ms: r.get(2)?,
                         finished_ms: r.get(3)?,
-                        outcome: r.get(4)?,
+                        outcome: read_outcome(r, 4)?,
                         error: r.get(5)?,
                     })
                 })
@@ -406,38 +409,38 @@ impl Records for SqliteQueue {
 
 #[async_trait]
 impl Control for SqliteQueue {
-    async fn retry(&self, ids: &[JobId]) -> Result<Vec<JobId>, QueueError> {
+    async fn retry(&self, ids: &[JobId]) -> Result<Vec<Answer>, QueueError> {
         let ids = ids.to_vec();
         self.with(move |conn, ctx| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| ctx.err(e))?;
+            let mut answers = Vec::with_capacity(ids.len());
             for id in &ids {
-                let row = parse_id(id)?;
-                let state: JobState = state_of(&tx, ctx, row)?
-                    .ok_or_else(|| QueueError::NotFound(id.clone()))?;
-                if !matches!(state, JobState::Failed | JobState::Cancelled) {
-                    return Err(QueueError::WrongState {
-                        id: id.clone(),
-                        state,
-                        what: "only failed or cancelled jobs can be retried".into(),
-                    });
+                let row = id.0.parse::<i64>().ok();
+                let view = match row {
+                    Some(row) => view_of(&tx, ctx, row)?,
+                    None => None,
+                };
+                let verdict = lifecycle::retry(view.as_ref());
+                if let (Verdict::Done, Some(row)) = (&verdict, row) {
+                    tx.execute(
+                        "UPDATE jobs SET state = 'queued', attempts = 0, lost = 0, max_attempts = ?2,
+                            not_before = 0, waiting = 0, finished_ms = NULL, progress = NULL
+                         WHERE id = ?1",
+                        params![row, ctx.settings.max_attempts],
+                    )
+                    .map_err(|e| ctx.err(e))?;
                 }
-                tx.execute(
-                    "UPDATE jobs SET state = 'queued', attempts = 0, lost = 0, max_attempts = ?2, not_before = 0,
-                        finished_ms = NULL, progress = NULL
-                     WHERE id = ?1",
-                    params![row, ctx.settings.max_attempts],
-                )
-                .map_err(|e| ctx.err(e))?;
+                answers.push(Answer::new(id, verdict));
             }
             tx.commit().map_err(|e| ctx.err(e))?;
-            Ok(ids)
+            Ok(answers)
         })
         .await
     }
 
-    async fn retry_all_failed(&self) -> Result<Vec<JobId>, QueueError> {
+    async fn retry_all_failed(&self) -> Result<Vec<Answer>, QueueError> {
         let failed: Vec<JobId> = self
             .jobs(&JobFilter {
                 state: Some(JobState::Failed),
@@ -449,74 +452,77 @@ impl Control for SqliteQueue {
             .into_iter()
             .map(|r| r.id)
             .collect();
-        self.retry(&failed).await
+        let mut answers = self.retry(&failed).await?;
+        answers.retain(|a| a.verdict.is_done());
+        Ok(answers)
     }
 
-    async fn cancel(&self, ids: &[JobId]) -> Result<Vec<JobId>, QueueError> {
+    async fn cancel(&self, ids: &[JobId]) -> Result<Vec<Answer>, QueueError> {
         let ids = ids.to_vec();
         self.with(move |conn, ctx| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| ctx.err(e))?;
-            let mut cancelled = Vec::new();
+            let mut answers = Vec::with_capacity(ids.len());
             for id in &ids {
-                let row = parse_id(id)?;
-                let state: JobState =
-                    state_of(&tx, ctx, row)?.ok_or_else(|| QueueError::NotFound(id.clone()))?;
-                if state.is_terminal() {
-                    return Err(QueueError::WrongState {
-                        id: id.clone(),
-                        state,
-                        what: "only queued or running jobs can be cancelled".into(),
-                    });
+                let row = id.0.parse::<i64>().ok();
+                let view = match row {
+                    Some(row) => view_of(&tx, ctx, row)?,
+                    None => None,
+                };
+                let verdict = lifecycle::cancel(view.as_ref());
+                if let (Verdict::Done, Some(row)) = (&verdict, row) {
+                    cancel_one(&tx, ctx, row)?;
                 }
-                let publishing: bool = tx
-                    .query_row(
-                        "SELECT EXISTS (SELECT 1 FROM attempts
-                            WHERE job_id = ?1 AND outcome = 'publishing')",
-                        [row],
-                        |r| r.get(0),
-                    )
-                    .map_err(|e| ctx.err(e))?;
-                if publishing {
-                    // Too late: its verified output is being put in place.
-                    continue;
-                }
-                tx.execute(
-                    "UPDATE jobs SET state = 'cancelled', finished_ms = ?2, lease_until = NULL,
-                        error = 'cancelled by the user'
-                     WHERE id = ?1",
-                    params![row, ctx.now],
-                )
-                .map_err(|e| ctx.err(e))?;
-                tx.execute(
-                    "UPDATE attempts SET outcome = 'cancelled', finished_ms = ?2
-                     WHERE job_id = ?1 AND outcome = 'running'",
-                    params![row, ctx.now],
-                )
-                .map_err(|e| ctx.err(e))?;
-                // A split tape's chunks go with it.
-                tx.execute(
-                    "UPDATE attempts SET outcome = 'cancelled', finished_ms = ?2
-                     WHERE outcome = 'running' AND job_id IN
-                        (SELECT id FROM jobs WHERE parent = ?1 AND state IN ('queued', 'running'))",
-                    params![id.0, ctx.now],
-                )
-                .map_err(|e| ctx.err(e))?;
-                tx.execute(
-                    "UPDATE jobs SET state = 'cancelled', finished_ms = ?2, lease_until = NULL,
-                        error = 'its tape was cancelled'
-                     WHERE parent = ?1 AND state IN ('queued', 'running')",
-                    params![id.0, ctx.now],
-                )
-                .map_err(|e| ctx.err(e))?;
-                cancelled.push(id.clone());
+                answers.push(Answer::new(id, verdict));
             }
             tx.commit().map_err(|e| ctx.err(e))?;
-            Ok(cancelled)
+            Ok(answers)
         })
         .await
     }
+}
+
+/// What the lifecycle needs to know of job `row` to answer a request about it.
+fn view_of(conn: &Connection, ctx: &Ctx, row: i64) -> Result<Option<JobView>, QueueError> {
+    conn.query_row(
+        "SELECT state, parent, EXISTS (SELECT 1 FROM attempts
+            WHERE job_id = jobs.id AND outcome = 'publishing') AS publishing
+         FROM jobs WHERE id = ?1",
+        [row],
+        |r| {
+            Ok(JobView {
+                state: read_state(r, "state")?,
+                parent: r.get::<_, Option<String>>("parent")?.map(JobId),
+                publishing: r.get("publishing")?,
+                refused: false,
+            })
+        },
+    )
+    .optional()
+    .map_err(|e| ctx.err(e))
+}
+
+/// Cancel job `row` and, for a split tape, its chunks that have not ended.
+fn cancel_one(tx: &Connection, ctx: &Ctx, row: i64) -> Result<(), QueueError> {
+    let statements = [
+        "UPDATE jobs SET state = 'cancelled', finished_ms = ?2, lease_until = NULL, waiting = 0,
+            error = 'cancelled by the user'
+         WHERE id = ?1",
+        "UPDATE attempts SET outcome = 'cancelled', finished_ms = ?2
+         WHERE job_id = ?1 AND outcome = 'running'",
+        "UPDATE attempts SET outcome = 'cancelled', finished_ms = ?2
+         WHERE outcome = 'running' AND job_id IN
+            (SELECT id FROM jobs WHERE parent = CAST(?1 AS TEXT) AND state IN ('queued', 'running'))",
+        "UPDATE jobs SET state = 'cancelled', finished_ms = ?2, lease_until = NULL,
+            error = 'its tape was cancelled'
+         WHERE parent = CAST(?1 AS TEXT) AND state IN ('queued', 'running')",
+    ];
+    for sql in statements {
+        tx.execute(sql, params![row, ctx.now])
+            .map_err(|e| ctx.err(e))?;
+    }
+    Ok(())
 }
 
 /// Queue one job inside the caller's transaction.
@@ -550,7 +556,7 @@ fn enqueue_one(
         Some((id, _)) => {
             tx.execute(
                 "UPDATE jobs SET state = 'queued', attempts = 0, lost = 0, max_attempts = ?2, not_before = 0,
-                    error = NULL, stderr_tail = NULL, progress = NULL, result = NULL,
+                    waiting = 0, error = NULL, stderr_tail = NULL, progress = NULL, result = NULL,
                     finished_ms = NULL, overwrite = ?3, priority = ?4, created_ms = ?5, require = ?6
                  WHERE id = ?1",
                 params![id, ctx.settings.max_attempts, spec.overwrite || force, spec.priority, ctx.now, json_text(&spec.require)],

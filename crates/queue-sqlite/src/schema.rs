@@ -79,6 +79,10 @@ ALTER TABLE workers ADD COLUMN unable TEXT;
 ALTER TABLE workers ADD COLUMN tags TEXT;
 ";
 
+/// A split tape back from a wait for its chunks (1), as against one taken afresh (0): a tape
+/// taken afresh queues again the chunks whose files are missing.
+const V6: &str = "ALTER TABLE jobs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;";
+
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -104,6 +108,10 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if version < 5 {
         tx.execute_batch(V5)?;
         tx.pragma_update(None, "user_version", 5)?;
+    }
+    if version < 6 {
+        tx.execute_batch(V6)?;
+        tx.pragma_update(None, "user_version", 6)?;
     }
     tx.commit()
 }

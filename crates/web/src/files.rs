@@ -128,10 +128,7 @@ async fn running_attempt(state: &AppState, id: &str, attempt: u32) -> ApiResult<
     }
     let history = state.queue.history(&job.id).await?;
     // Running, or (on the embedded queue) granted its publish.
-    let running = history
-        .iter()
-        .rev()
-        .find(|a| matches!(a.outcome.as_str(), "running" | "publishing"));
+    let running = history.iter().rev().find(|a| a.outcome.is_open());
     match running {
         Some(a) if a.attempt == attempt => Ok(job.spec),
         Some(a) if a.attempt < attempt => Err(lagging(id)),

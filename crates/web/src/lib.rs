@@ -25,7 +25,9 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use videofarm_core::confine::{self, ConfineError};
+use videofarm_core::lifecycle::Request;
 use videofarm_core::plan::{self, Planned};
+use videofarm_core::{Answer, Verdict};
 use videofarm_core::{
     Backend, Enqueued, JobFilter, JobId, JobSpec, JobState, Profiles, QueueError,
 };
@@ -374,8 +376,8 @@ async fn retry(
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     authorize(&state, &headers)?;
-    let ids = state.queue.retry(&[JobId(id)]).await?;
-    Ok(Json(serde_json::json!({ "retried": ids })))
+    let answers = state.queue.retry(&[JobId(id)]).await?;
+    answered(answers, Request::Retry, "retried")
 }
 
 async fn cancel(
@@ -384,8 +386,39 @@ async fn cancel(
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     authorize(&state, &headers)?;
-    let ids = state.queue.cancel(&[JobId(id)]).await?;
-    Ok(Json(serde_json::json!({ "cancelled": ids })))
+    let answers = state.queue.cancel(&[JobId(id)]).await?;
+    answered(answers, Request::Cancel, "cancelled")
+}
+
+/// A cancel's or retry's answer for one job: 200 with what it did (`done` lists the job when it
+/// changed, `answer` says how), 404 for no such job, 409 with the reason when it does not apply.
+fn answered(
+    answers: Vec<Answer>,
+    request: Request,
+    done: &str,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Some(answer) = answers.into_iter().next() else {
+        return Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the queue gave no answer".into(),
+        ));
+    };
+    match &answer.verdict {
+        Verdict::NotFound => Err(ApiError(StatusCode::NOT_FOUND, answer.describe(request))),
+        Verdict::Refused(_) => Err(ApiError(StatusCode::CONFLICT, answer.describe(request))),
+        verdict => {
+            let changed: Vec<&JobId> = verdict
+                .is_done()
+                .then_some(&answer.id)
+                .into_iter()
+                .collect();
+            Ok(Json(serde_json::json!({
+                done: changed,
+                "answer": answer,
+                "message": answer.describe(request),
+            })))
+        }
+    }
 }
 
 async fn profiles(State(state): State<AppState>) -> Json<serde_json::Value> {

@@ -10,6 +10,7 @@
 //! - this file: [`Worker`], its settings and the loop that takes jobs;
 //! - [`attempt`]: one attempt at one job, with its heartbeat;
 //! - [`checks`]: input and output checks that fail a job in plain words;
+//! - [`cleanup`]: what a cancel leaves behind (partial outputs, locks, work folders) removed;
 //! - [`publish`]: temporary files and the atomic rename into place;
 //! - [`paths`]: path mapping between machines and the allowed roots.
 //! - [`parent`]: what an attempt runs (whole, chunk, join) and a split tape's waiting.
@@ -20,6 +21,7 @@ pub mod attempt;
 pub mod cache;
 pub mod capability;
 pub mod checks;
+pub mod cleanup;
 mod parent;
 pub mod paths;
 pub mod publish;
@@ -33,7 +35,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use videofarm_core::{Event, Profiles, Queue, QueueError, WorkerInfo};
+use videofarm_core::{Backend, Clock, Event, Profiles, QueueError, SystemClock, WorkerInfo};
 use videofarm_ffmpeg::Tools;
 
 /// Everything a worker needs to know, resolved before it starts.
@@ -68,13 +70,13 @@ pub struct WorkerSettings {
 
 /// A worker process's job-running part: `concurrency` slots sharing one queue.
 pub struct Worker {
-    queue: Arc<dyn Queue>,
+    queue: Arc<dyn Backend>,
     settings: Arc<WorkerSettings>,
     events: broadcast::Sender<Event>,
 }
 
 impl Worker {
-    pub fn new(queue: Arc<dyn Queue>, settings: WorkerSettings) -> Self {
+    pub fn new(queue: Arc<dyn Backend>, settings: WorkerSettings) -> Self {
         let (events, _) = broadcast::channel(4096);
         Self {
             queue,
@@ -121,8 +123,10 @@ impl Worker {
             })
         };
 
+        let sweeping = self.sweep_cancelled(abort.clone());
         let result = self.take_jobs(&drain, &abort).await;
         liveness.abort();
+        sweeping.abort();
         if let Err(e) = self.queue.unregister_worker(info).await {
             tracing::warn!(error = %e, "could not unregister the worker");
         }
@@ -133,6 +137,25 @@ impl Worker {
         let _ = tokio::time::timeout(Duration::from_secs(2), forwarder).await;
         tracing::info!(worker = %info.name, "worker offline");
         result
+    }
+
+    /// Clean up after cancelled jobs now and then (see [`cleanup`]), until `stop`.
+    fn sweep_cancelled(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let (queue, settings) = (self.queue.clone(), self.settings.clone());
+        tokio::spawn(async move {
+            let mut sweeper = cleanup::Sweeper::default();
+            let mut ticker = tokio::time::interval(cleanup::SWEEP_EVERY);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = ticker.tick() => {
+                        let records: &dyn videofarm_core::Records = queue.as_ref();
+                        sweeper.sweep(records, &settings, SystemClock.now_ms()).await;
+                    }
+                }
+            }
+        })
     }
 
     /// Hand this worker's events to the queue, for whoever follows the farm (on RabbitMQ:

@@ -7,7 +7,9 @@ use crate::split::{self, Plan, CHUNK_EXTENSION};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use videofarm_core::split::{chunk_key, chunk_path, Chunk};
-use videofarm_core::{Failure, JobSpec, Profile, Progress, SplitArgs};
+use videofarm_core::{
+    Enqueued, Failure, JobSpec, JobState, Profile, Progress, QueueError, SplitArgs,
+};
 use videofarm_ffmpeg::{file_url, packets};
 
 /// The encode an attempt runs.
@@ -201,7 +203,7 @@ impl Attempt {
     /// Queue chunk jobs (`force`: again, after they failed), in one batch.
     async fn queue_chunks(&self, chunks: &[Chunk], force: bool) -> Result<(), End> {
         let parent = &self.lease.spec;
-        let specs = chunks
+        let specs: Vec<JobSpec> = chunks
             .iter()
             .map(|chunk| JobSpec {
                 input: parent.input.clone(),
@@ -226,13 +228,66 @@ impl Attempt {
         };
         let answers = self
             .queue
-            .enqueue_many(specs, force)
+            .enqueue_many(specs.clone(), force)
             .await
             .map_err(|e| failed(format!("its chunks: {e}")))?;
-        for (chunk, answer) in chunks.iter().zip(answers) {
-            answer.map_err(|e| failed(format!("chunk {}: {e}", chunk.index)))?;
+        // Only chunks whose files are missing are queued here: one the queue knows as
+        // succeeded lost its file (a cancel removed the work folder) and is encoded again.
+        let mut again = Vec::new();
+        for ((chunk, spec), answer) in chunks.iter().zip(specs).zip(answers) {
+            match answer {
+                Ok(Enqueued::Duplicate(_, JobState::Succeeded)) => again.push(spec),
+                Ok(_) => {}
+                // Forced while it encodes: it is being made already.
+                Err(QueueError::WrongState {
+                    state: JobState::Running,
+                    ..
+                }) => {}
+                Err(e) => return Err(failed(format!("chunk {}: {e}", chunk.index))),
+            }
+        }
+        if !again.is_empty() {
+            tracing::info!(
+                chunks = again.len(),
+                "queued again the chunks whose files are gone"
+            );
+            for answer in self
+                .queue
+                .enqueue_many(again, true)
+                .await
+                .map_err(|e| failed(format!("its chunks: {e}")))?
+            {
+                match answer {
+                    Ok(_)
+                    | Err(QueueError::WrongState {
+                        state: JobState::Running,
+                        ..
+                    }) => {}
+                    Err(e) => return Err(failed(format!("a chunk: {e}"))),
+                }
+            }
         }
         Ok(())
+    }
+
+    /// A tape taken afresh (retried, or its last holder lost) queues again every chunk whose
+    /// verified file is missing and that has not failed for good (the lifecycle's
+    /// `RequeueMissingChunks`): after a cancel and a retry, exactly those are encoded again.
+    async fn requeue_missing(&self, plan: &Plan, work: &Path) -> Result<usize, End> {
+        let done = split::chunks_marked(work, CHUNK_EXTENSION);
+        // Chunks that failed are the tape's to fail or (once reported) to queue again.
+        let mut failed = split::chunks_marked(work, "failed");
+        failed.extend(split::chunks_marked(work, "reported"));
+        let missing: Vec<Chunk> = plan
+            .chunks
+            .iter()
+            .filter(|c| !done.contains(&c.index) && !failed.contains(&c.index))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            self.queue_chunks(&missing, false).await?;
+        }
+        Ok(missing.len())
     }
 
     fn wait(&self, done: usize, count: usize) -> End {
@@ -257,16 +312,19 @@ impl Attempt {
     ) -> Step {
         let spec = &place.spec;
         let count = plan.chunks.len();
-        if !plan.queued {
-            // The worker that planned died while queueing: queue them all (duplicates are
-            // harmless, a finished chunk is recognised as done).
+        if !plan.queued || self.lease.fresh {
+            // Taken afresh (retried, or the worker that planned died while queueing): queue
+            // every chunk whose file is missing.
             let mut plan = plan.clone();
-            if let Err(end) = self.queue_chunks(&plan.chunks, false).await {
-                return Step::End(end);
+            match self.requeue_missing(&plan, &work).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(chunks = n, "queued the chunks this tape lacks"),
+                Err(end) => return Step::End(end),
             }
-            plan.queued = true;
-            let _ = split::write_plan(&work, &plan);
-            return Step::End(self.wait(0, count));
+            if !plan.queued {
+                plan.queued = true;
+                let _ = split::write_plan(&work, &plan);
+            }
         }
         let failed = split::chunks_marked(&work, "failed");
         let done = split::chunks_marked(&work, CHUNK_EXTENSION);

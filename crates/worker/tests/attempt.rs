@@ -135,7 +135,7 @@ async fn an_attempt_encodes_verifies_publishes_and_reports_what_it_did() {
     assert_eq!(bench.leftovers(), vec!["tape.mkv".to_string()]);
     let history = bench.queue.history(&record.id).await.unwrap();
     assert_eq!(history.len(), 1);
-    assert_eq!(history[0].outcome, "succeeded");
+    assert_eq!(history[0].outcome.as_str(), "succeeded");
 }
 
 #[tokio::test]

@@ -60,6 +60,8 @@ pub async fn events(settings: &Settings, json: bool) -> anyhow::Result<ExitStatu
 
 fn describe(event: &Event) -> String {
     match event {
+        Event::JobsCancelled { ids } => format!("cancelled  {}", joined(ids)),
+        Event::JobsRetried { ids } => format!("retried    {}", joined(ids)),
         Event::JobQueued { id, input, profile } => {
             format!("queued     {id} {} [{profile}]", shown(input))
         }
@@ -109,4 +111,11 @@ fn describe(event: &Event) -> String {
         ),
         Event::WorkerOffline { name } => format!("offline    {name}"),
     }
+}
+
+fn joined(ids: &[videofarm_core::JobId]) -> String {
+    ids.iter()
+        .map(|id| id.0.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
 }

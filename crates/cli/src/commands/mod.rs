@@ -25,6 +25,26 @@ use videofarm_core::{Backend, Enqueued, JobId, JobSpec, Profile, WorkerInfo};
 use videofarm_ffmpeg::Tools;
 use videofarm_worker::WorkerSettings;
 
+/// Print what a cancel or retry did to each job, one line each (those it could not do on
+/// stderr), and the exit status: 1 when an id was wrong for the request, else 0 (a job that
+/// already was where the request would put it is no failure: both requests are idempotent).
+pub fn report_answers(
+    answers: &[videofarm_core::Answer],
+    request: videofarm_core::lifecycle::Request,
+) -> crate::error::ExitStatus {
+    let mut status = crate::error::ExitStatus::Success;
+    for answer in answers {
+        let line = answer.describe(request);
+        if answer.verdict.is_problem() {
+            eprintln!("{line}");
+            status = crate::error::ExitStatus::Failure;
+        } else if writeln!(std::io::stdout(), "{line}").is_err() {
+            break;
+        }
+    }
+    status
+}
+
 /// ffmpeg and ffprobe, or a usage error that says how to install them.
 pub fn locate_tools(settings: &Settings) -> Result<Tools, UsageError> {
     Tools::locate(settings.ffmpeg.as_deref(), settings.ffprobe.as_deref())

@@ -1,29 +1,22 @@
-//! `videofarm retry`: queue failed or cancelled jobs again.
+//! `videofarm retry`: queue failed or cancelled jobs again (see `videofarm_core::lifecycle`).
 
-use super::job_ids;
+use super::{job_ids, report_answers};
 use crate::broker::open_queue;
 use crate::cli::RetryArgs;
 use crate::error::ExitStatus;
 use crate::settings::Settings;
+use videofarm_core::lifecycle::Request;
 
 pub async fn retry(settings: &Settings, args: RetryArgs) -> anyhow::Result<ExitStatus> {
     let queue = open_queue(settings).await?;
-    let retried = if args.all_failed {
-        queue.retry_all_failed().await?
+    let answers = if args.all_failed {
+        let answers = queue.retry_all_failed().await?;
+        if answers.is_empty() {
+            println!("queued again: nothing (no job has failed)");
+        }
+        answers
     } else {
         queue.retry(&job_ids(&args.ids)?).await?
     };
-    println!(
-        "queued again: {}",
-        if retried.is_empty() {
-            "nothing".to_owned()
-        } else {
-            retried
-                .iter()
-                .map(|id| id.0.as_str())
-                .collect::<Vec<_>>()
-                .join(" ")
-        }
-    );
-    Ok(ExitStatus::Success)
+    Ok(report_answers(&answers, Request::Retry))
 }

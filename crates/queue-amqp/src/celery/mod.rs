@@ -18,6 +18,7 @@ pub(crate) use control::spawn as spawn_control;
 
 use crate::*;
 use std::collections::BTreeMap;
+use videofarm_core::AttemptOutcome;
 
 /// What a Celery task name runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,8 +159,8 @@ impl Inner {
         };
         let runtime = (self.now() - holding.started_ms).max(0) as f64 / 1000.0;
         let id = &holding.task.id;
-        match outcome.as_str() {
-            "succeeded" => {
+        match outcome {
+            AttemptOutcome::Succeeded => {
                 self.celery_processed.fetch_add(1, Ordering::SeqCst);
                 self.celery_event(
                     "task-succeeded",
@@ -167,18 +168,18 @@ impl Inner {
                 )
                 .await;
             }
-            "failed" if *state == JobState::Queued => {
+            AttemptOutcome::Failed if *state == JobState::Queued => {
                 // The farm tries it again (its retry waits are videofarm's).
-                let reason = error.clone().unwrap_or_else(|| outcome.clone());
+                let reason = error.clone().unwrap_or_else(|| outcome.to_string());
                 self.celery_event(
                     "task-retried",
                     serde_json::json!({ "uuid": id, "exception": reason, "traceback": "" }),
                 )
                 .await;
             }
-            "failed" | "cancelled" => {
+            AttemptOutcome::Failed | AttemptOutcome::Cancelled => {
                 self.celery_processed.fetch_add(1, Ordering::SeqCst);
-                let reason = error.clone().unwrap_or_else(|| outcome.clone());
+                let reason = error.clone().unwrap_or_else(|| outcome.to_string());
                 self.celery_event(
                     "task-failed",
                     serde_json::json!({ "uuid": id, "exception": reason, "traceback": "", "runtime": runtime }),
