@@ -5,9 +5,29 @@
 //! Time-based cases use short real leases and backoffs (a few hundred milliseconds), because a
 //! broker's clock cannot be injected; the SQLite backend also tests its leases on a manual clock.
 
+mod model;
 mod records;
 
+pub use model::{model_run, model_settings, ModelRun};
 pub use records::*;
+
+/// The model run's seed and length: `VIDEOFARM_MODEL_SEED` and `VIDEOFARM_MODEL_STEPS` when
+/// set (the long soak, or replaying a failure), else a new seed and `steps`.
+pub fn model_params(steps: usize) -> (u64, usize) {
+    let seed = std::env::var("VIDEOFARM_MODEL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    let steps = std::env::var("VIDEOFARM_MODEL_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(steps);
+    (seed, steps)
+}
 
 use std::any::Any;
 use std::future::Future;
@@ -536,6 +556,67 @@ pub async fn cancel_answers_each_id_and_cancels_the_rest(f: Fixture) {
     ));
 }
 
+/// A job cancelled while held cannot be failed (or released) back into the queue by its
+/// holder: the holder hears it was cancelled, and the job stays cancelled (found by the model
+/// run on RabbitMQ, seed 1796265951699571816: a failure after a cancel queued the job again).
+pub async fn a_job_cancelled_while_held_stays_cancelled_whatever_its_holder_says(f: Fixture) {
+    let q = f.queue.as_ref();
+    q.register_worker(&worker("w1")).await.unwrap();
+    let id = q.enqueue(spec("a"), false).await.unwrap().id().clone();
+    let lease = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
+    assert_eq!(
+        q.cancel(std::slice::from_ref(&id)).await.unwrap()[0].verdict,
+        Verdict::Done
+    );
+    let refused = q
+        .finish(
+            &lease,
+            Outcome::Failed(Failure::retryable("ffmpeg died", "")),
+        )
+        .await
+        .unwrap_err();
+    assert!(refused.voids_lease(), "{refused:?}");
+    assert!(
+        q.lease(&worker("w1"), NONE_WAIT).await.unwrap().is_none(),
+        "the cancelled job is not queued again"
+    );
+    let record = q
+        .jobs(&JobFilter {
+            ids: Some(vec![id]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(record[0].state, JobState::Cancelled);
+}
+
+/// A job that failed, was queued again, cancelled, then retried runs (found by the model run
+/// on RabbitMQ, seed 1796265951699571816: the retry sent back the old failed copy, which the
+/// cancel then dropped, so the job stayed queued and never ran).
+pub async fn a_job_retried_after_a_cancel_runs(f: Fixture) {
+    let q = f.queue.as_ref();
+    let id = q.enqueue(spec("a"), false).await.unwrap().id().clone();
+    let lease = q.lease(&worker("w1"), WAIT).await.unwrap().unwrap();
+    q.finish(&lease, Outcome::Failed(Failure::permanent("bad")))
+        .await
+        .unwrap();
+    assert_eq!(q.enqueue(spec("a"), false).await.unwrap().id(), &id);
+    assert_eq!(
+        q.cancel(std::slice::from_ref(&id)).await.unwrap()[0].verdict,
+        Verdict::Done
+    );
+    assert_eq!(
+        q.retry(std::slice::from_ref(&id)).await.unwrap()[0].verdict,
+        Verdict::Done
+    );
+    let again = q
+        .lease(&worker("w1"), WAIT)
+        .await
+        .unwrap()
+        .expect("the retried job runs");
+    assert_eq!(again.id, id);
+}
+
 /// A user cancels and retries a split tape, never one of its chunks; cancelling the tape
 /// cancels its chunks, and the tape comes back from a wait marked as not fresh.
 pub async fn a_tape_is_cancelled_and_retried_whole(f: Fixture) {
@@ -697,6 +778,8 @@ macro_rules! conformance_tests {
             retry_brings_a_failed_job_back,
             cancel_answers_each_id_and_cancels_the_rest,
             a_tape_is_cancelled_and_retried_whole,
+            a_job_cancelled_while_held_stays_cancelled_whatever_its_holder_says,
+            a_job_retried_after_a_cancel_runs,
             higher_priority_runs_first,
             workers_show_their_active_jobs_with_progress,
             records_list_every_job_with_its_attempts_and_exact_counts,

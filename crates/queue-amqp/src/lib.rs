@@ -601,11 +601,15 @@ async fn close_within(connection: &Connection) {
     }
 }
 
-/// A failed job sent back by `retry`: a fresh attempt budget (its last error stays for reference).
-fn fresh(mut env: Envelope) -> Envelope {
+/// A failed job sent back by `retry` at `now_ms`: a fresh attempt budget (its last error stays
+/// for reference), queued now, so that a cancel of the job before this retry does not drop it
+/// (found by the model run: a job failed, queued again, cancelled, then retried from its old
+/// failed copy, was dropped as cancelled and never ran).
+fn fresh(mut env: Envelope, now_ms: i64) -> Envelope {
     env.attempts = 0;
     env.lost = 0;
     env.failed_ms = None;
+    env.created_ms = now_ms;
     env
 }
 

@@ -267,22 +267,8 @@ impl Queue for AmqpQueue {
                 Ok(())
             }
             Err(QueueError::Cancelled(by)) => {
-                // Cancelled while running: the job is over; take it off the queue for good.
                 let held = inner.take_held(lease)?;
-                inner
-                    .record(held.ended(
-                        AttemptOutcome::Cancelled,
-                        JobState::Cancelled,
-                        None,
-                        Some(if by == lease.id {
-                            "cancelled by the user".into()
-                        } else {
-                            "its tape was cancelled".into()
-                        }),
-                    ))
-                    .await?;
-                let _ = inner.ack(&held, &lease.id).await;
-                Err(QueueError::Cancelled(by))
+                inner.end_cancelled(held, lease, by).await
             }
             Err(e) => Err(e),
         }
@@ -307,6 +293,11 @@ impl Queue for AmqpQueue {
     async fn finish(&self, lease: &Lease, outcome: Outcome) -> Result<(), QueueError> {
         let inner = &self.inner;
         let held = inner.take_held(lease)?;
+        if let Some(by) = held.cancelled.clone() {
+            // Cancelled since its last heartbeat (a cancel never marks a publish that began):
+            // it ends cancelled, whatever the worker says, and is never queued again.
+            return inner.end_cancelled(held, lease, by).await;
+        }
         let mut env = held.envelope.clone();
         let fact = match outcome {
             Outcome::Succeeded(report) => Some(held.ended(
@@ -539,6 +530,7 @@ impl Control for AmqpQueue {
             return Ok(answers);
         }
         let retried: Vec<JobId> = specs.iter().map(|(id, _)| id.clone()).collect();
+        let now = inner.now();
         // Recorded first, for the same reason as a queued job.
         inner
             .record(Fact::Retried {
@@ -549,7 +541,7 @@ impl Control for AmqpQueue {
             .take_from(
                 &inner.names.failed,
                 Some(&retried),
-                |env| Some(fresh(env)),
+                |env| Some(fresh(env, now)),
                 true,
             )
             .await?;
@@ -567,8 +559,9 @@ impl Control for AmqpQueue {
 
     async fn retry_all_failed(&self) -> Result<Vec<Answer>, QueueError> {
         let inner = &self.inner;
+        let now = inner.now();
         let taken = inner
-            .take_from(&inner.names.failed, None, |env| Some(fresh(env)), true)
+            .take_from(&inner.names.failed, None, |env| Some(fresh(env, now)), true)
             .await?;
         if !taken.is_empty() {
             inner.record(Fact::Retried { ids: taken.clone() }).await?;
@@ -622,6 +615,24 @@ impl Control for AmqpQueue {
 }
 
 impl Inner {
+    /// A held job that a user cancelled while it ran: its attempt ends cancelled and it is
+    /// taken off the queue for good; the holder hears `Cancelled`.
+    async fn end_cancelled(&self, held: Held, lease: &Lease, by: JobId) -> Result<(), QueueError> {
+        self.record(held.ended(
+            AttemptOutcome::Cancelled,
+            JobState::Cancelled,
+            None,
+            Some(if by == lease.id {
+                "cancelled by the user".into()
+            } else {
+                "its tape was cancelled".into()
+            }),
+        ))
+        .await?;
+        let _ = self.ack(&held, &lease.id).await;
+        Err(QueueError::Cancelled(by))
+    }
+
     /// What the lifecycle needs to know of job `id`, from the records, and its spec.
     async fn view(self: &Arc<Self>, id: &JobId) -> Result<Option<(JobView, JobSpec)>, QueueError> {
         let wanted = id.clone();
