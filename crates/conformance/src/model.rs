@@ -40,7 +40,7 @@ pub fn model_settings() -> QueueSettings {
 
 /// At most this many jobs held at once (the worker's concurrency).
 const HOLD: usize = 3;
-/// Jobs are drawn from this many files.
+/// Jobs are drawn from this many files at a time.
 const FILES: usize = 5;
 
 #[derive(Debug, Clone)]
@@ -124,9 +124,11 @@ pub async fn model_run(f: Fixture, run: ModelRun) -> Result<(), String> {
         held: Vec::new(),
         trace: Vec::new(),
     };
-    for _ in 0..run.steps {
+    for at in 0..run.steps {
         let choice = rng.below(if run.expire { 100 } else { 97 });
-        step(q, &f, &run, &mut m, &mut rng, choice)
+        // New files keep coming: about five at a time, one more every 20 steps.
+        let first_file = at / 20;
+        step(q, &f, &run, &mut m, &mut rng, (choice, first_file))
             .await
             .map_err(|why| m.fail(run.seed, why))?;
         check_states(q, &m)
@@ -162,6 +164,15 @@ pub async fn model_run(f: Fixture, run: ModelRun) -> Result<(), String> {
     if let Some((id, _)) = m.jobs.iter().find(|(_, j)| j.succeeded > 1) {
         return Err(m.fail(run.seed, format!("job {id} was published twice")));
     }
+    let leased = m.trace.iter().filter(|t| t.starts_with("  ->")).count();
+    eprintln!(
+        "model run: seed {}, {} steps, {} operations ({} leases), {} jobs, every state agreed",
+        run.seed,
+        run.steps,
+        m.trace.len() - leased,
+        leased,
+        m.jobs.len()
+    );
     Ok(())
 }
 
@@ -171,7 +182,7 @@ async fn step(
     run: &ModelRun,
     m: &mut Model,
     rng: &mut Rng,
-    choice: usize,
+    (choice, first_file): (usize, usize),
 ) -> Result<(), String> {
     let w = WorkerInfo {
         concurrency: HOLD as u32,
@@ -181,7 +192,7 @@ async fn step(
         // Enqueue a file that is new, failed or cancelled (a broker does not deduplicate, so a
         // live job is not queued twice here).
         0..=14 => {
-            let n = rng.below(FILES);
+            let n = first_file + rng.below(FILES);
             let live = m
                 .names
                 .get(&n)
