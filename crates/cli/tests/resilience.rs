@@ -32,6 +32,18 @@ fn worker_mid_encode(farm: &Farm, name: &str) -> (std::process::Child, u32) {
     (worker, ffmpeg[0])
 }
 
+/// Start worker `name`, and once it encodes, `kill -9` it; its ffmpeg dies with it.
+fn kill_9_mid_encode(farm: &Farm, name: &str) {
+    let (mut worker, ffmpeg) = worker_mid_encode(farm, name);
+    signal(worker.id(), "KILL");
+    worker.wait().unwrap();
+    wait_until(
+        "ffmpeg dies with its worker",
+        Duration::from_secs(2),
+        || !alive(ffmpeg),
+    );
+}
+
 /// Temporary encode files (an attempt's `.NAME.videofarm-JOB-TOKEN.part.EXT`).
 fn temporaries(farm: &Farm) -> Vec<PathBuf> {
     farm.outputs()
@@ -48,15 +60,7 @@ fn kill_9_mid_encode_kills_its_ffmpeg_and_another_worker_finishes_after_the_leas
     let farm = Farm::new();
     clip(&farm.input.join("tape.mpg"), 4);
     let ids = farm.enqueue(&[&farm.input.join("tape.mpg")], "slow");
-    let (mut first, ffmpeg) = worker_mid_encode(&farm, "first");
-
-    signal(first.id(), "KILL");
-    first.wait().unwrap();
-    wait_until(
-        "ffmpeg dies with its worker",
-        Duration::from_secs(2),
-        || !alive(ffmpeg),
-    );
+    kill_9_mid_encode(&farm, "first");
     assert_eq!(
         farm.job(&ids[0])["state"],
         "running",
@@ -281,4 +285,46 @@ fn two_workers_share_one_queue_and_inspect_shows_both() {
     });
     reap(one);
     reap(two);
+}
+
+/// A worker killed mid-encode leaves its `.part` file and the output's lock; once the job is
+/// cancelled, a live worker removes both (before, on RabbitMQ they stayed for good: the
+/// cancelled job was dropped when next received, and nothing cleaned up after the dead attempt).
+fn a_killed_workers_leftovers_go_once_its_job_is_cancelled(farm: Farm) {
+    clip(&farm.input.join("tape.mpg"), 6);
+    let ids = farm.enqueue(&[&farm.input.join("tape.mpg")], "slow");
+    kill_9_mid_encode(&farm, "first");
+    let left = farm.outputs();
+    assert!(!temporaries(&farm).is_empty(), "{left:?}");
+    assert!(
+        left.iter()
+            .any(|p| p.to_string_lossy().ends_with(".videofarm-lock")),
+        "{left:?}"
+    );
+    let out = farm.run(["cancel", &ids[0]]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let second = farm.spawn_worker("second", 1);
+    wait_until(
+        "a live worker removes what the killed one left",
+        Duration::from_secs(15),
+        || farm.outputs().is_empty(),
+    );
+    assert_eq!(farm.job(&ids[0])["state"], "cancelled");
+    assert!(
+        farm.log("second")
+            .contains("cleaned up after a cancelled job"),
+        "{}",
+        farm.log("second")
+    );
+    reap(second);
+}
+
+#[test]
+fn a_killed_workers_leftovers_go_once_its_job_is_cancelled_on_the_embedded_queue() {
+    a_killed_workers_leftovers_go_once_its_job_is_cancelled(Farm::new());
+}
+
+#[test]
+fn on_rabbitmq_a_killed_workers_leftovers_go_once_its_job_is_cancelled() {
+    a_killed_workers_leftovers_go_once_its_job_is_cancelled(Farm::amqp(""));
 }

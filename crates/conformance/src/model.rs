@@ -11,7 +11,7 @@
 use crate::{spec, Fixture};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use videofarm_core::lifecycle::{self, Budget, JobView};
+use videofarm_core::lifecycle::{self, Budget, JobView, Request};
 use videofarm_core::{
     AfterFailure, Enqueued, Failure, FailureKind, JobFilter, JobId, JobState, Lease, Outcome,
     QueueError, QueueSettings, Verdict, WorkerInfo,
@@ -111,10 +111,7 @@ impl Model {
 /// Drive `f`'s backend through `run.steps` random steps, checking it against the model.
 pub async fn model_run(f: Fixture, run: ModelRun) -> Result<(), String> {
     let q = f.queue.as_ref();
-    let w = WorkerInfo {
-        concurrency: HOLD as u32,
-        ..crate::worker("model")
-    };
+    let w = model_worker();
     q.register_worker(&w).await.map_err(|e| e.to_string())?;
     let mut rng = Rng(run.seed);
     let mut m = Model {
@@ -176,227 +173,244 @@ pub async fn model_run(f: Fixture, run: ModelRun) -> Result<(), String> {
     Ok(())
 }
 
+/// The worker every step leases as: it holds up to [`HOLD`] jobs at once.
+fn model_worker() -> WorkerInfo {
+    WorkerInfo {
+        concurrency: HOLD as u32,
+        ..crate::worker("model")
+    }
+}
+
+type Backend<'a> = &'a dyn videofarm_core::Backend;
+
+/// One random step: `choice` picks what happens, files are drawn from `first_file` on.
 async fn step(
-    q: &dyn videofarm_core::Backend,
+    q: Backend<'_>,
     f: &Fixture,
     run: &ModelRun,
     m: &mut Model,
     rng: &mut Rng,
     (choice, first_file): (usize, usize),
 ) -> Result<(), String> {
-    let w = WorkerInfo {
-        concurrency: HOLD as u32,
-        ..crate::worker("model")
-    };
     match choice {
-        // Enqueue a file that is new, failed or cancelled (a broker does not deduplicate, so a
-        // live job is not queued twice here).
-        0..=14 => {
-            let n = first_file + rng.below(FILES);
-            let live = m
-                .names
-                .get(&n)
-                .and_then(|id| m.jobs.get(id))
-                .is_some_and(|j| !matches!(j.state, JobState::Failed | JobState::Cancelled));
-            if live {
-                return Ok(());
-            }
-            m.trace.push(format!("enqueue file{n}"));
-            let before = m
-                .names
-                .get(&n)
-                .and_then(|id| m.jobs.get(id))
-                .map_or(0, |j| j.succeeded);
-            let answer = q
-                .enqueue(spec(&format!("file{n}")), false)
+        0..=14 => enqueue(q, m, first_file + rng.below(FILES)).await,
+        15..=34 => lease(q, run, m).await,
+        35..=44 => match pick(rng, m.held.len()) {
+            Some(i) => heartbeat(q, m, i).await,
+            None => Ok(()),
+        },
+        45..=79 => match pick(rng, m.held.len()) {
+            Some(i) => finish(q, m, i, rng.below(4)).await,
+            None => Ok(()),
+        },
+        80..=88 => match pick_job(rng, m) {
+            Some(id) => request(q, m, Request::Cancel, id).await,
+            None => Ok(()),
+        },
+        89..=96 => match pick_job(rng, m) {
+            Some(id) => request(q, m, Request::Retry, id).await,
+            None => Ok(()),
+        },
+        _ => {
+            expire(f, m).await;
+            Ok(())
+        }
+    }
+}
+
+/// Queue file `n` when it is new, failed or cancelled (a broker does not deduplicate, so a
+/// live job is not queued twice here).
+async fn enqueue(q: Backend<'_>, m: &mut Model, n: usize) -> Result<(), String> {
+    let before = m.names.get(&n).and_then(|id| m.jobs.get(id));
+    if before.is_some_and(|j| !matches!(j.state, JobState::Failed | JobState::Cancelled)) {
+        return Ok(());
+    }
+    let succeeded = before.map_or(0, |j| j.succeeded);
+    m.trace.push(format!("enqueue file{n}"));
+    let answer = q
+        .enqueue(spec(&format!("file{n}")), false)
+        .await
+        .map_err(|e| format!("enqueue: {e}"))?;
+    let Enqueued::Queued(id) = answer else {
+        return Err(format!("enqueue: {answer:?}, expected queued"));
+    };
+    m.names.insert(n, id.clone());
+    m.jobs.insert(
+        id,
+        Job {
+            state: JobState::Queued,
+            failures: 0,
+            lost: 0,
+            token: None,
+            succeeded,
+        },
+    );
+    Ok(())
+}
+
+/// Take a job: one the model says is queued, with the attempt numbers it says.
+async fn lease(q: Backend<'_>, run: &ModelRun, m: &mut Model) -> Result<(), String> {
+    if m.held.len() >= HOLD {
+        return Ok(());
+    }
+    m.trace.push("lease".into());
+    let wait = if m.ready() {
+        run.patience
+    } else {
+        Duration::ZERO
+    };
+    let leased = q
+        .lease(&model_worker(), wait)
+        .await
+        .map_err(|e| format!("lease: {e}"))?;
+    let Some(lease) = leased else {
+        if !m.ready() {
+            return Ok(());
+        }
+        let queued: Vec<&JobId> = m
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.state == JobState::Queued)
+            .map(|(id, _)| id)
+            .collect();
+        return Err(format!(
+            "no job leased while {queued:?} are queued ({} held)",
+            m.held.len()
+        ));
+    };
+    let job = m
+        .jobs
+        .get_mut(&lease.id)
+        .ok_or_else(|| format!("leased unknown job {}", lease.id))?;
+    if job.state != JobState::Queued {
+        return Err(format!("leased {} while it is {}", lease.id, job.state));
+    }
+    if lease.attempt != job.failures + job.lost + 1 || lease.lost != job.lost {
+        return Err(format!(
+            "lease of {}: attempt {} lost {}, model {:?}",
+            lease.id, lease.attempt, lease.lost, job
+        ));
+    }
+    job.state = JobState::Running;
+    job.token = Some(lease.token);
+    m.trace
+        .push(format!("  -> {} token {}", lease.id, lease.token));
+    m.held.push(lease);
+    Ok(())
+}
+
+/// Renew held lease `i`: granted exactly while the model says it holds its job.
+async fn heartbeat(q: Backend<'_>, m: &mut Model, i: usize) -> Result<(), String> {
+    let lease = m.held[i].clone();
+    m.trace.push(format!("heartbeat {}", lease.id));
+    let answer = q.heartbeat(&lease, None).await;
+    expect_fenced(m, &lease, answer, "heartbeat")?;
+    if !m.holds(&lease) {
+        m.held.remove(i);
+    }
+    Ok(())
+}
+
+/// End held lease `i` as `how`: 0 succeeded (publish, then finish), 1 a retryable failure,
+/// 2 a permanent one, 3 released.
+async fn finish(q: Backend<'_>, m: &mut Model, i: usize, how: usize) -> Result<(), String> {
+    let lease = m.held.remove(i);
+    let words = ["ok", "retryable", "permanent", "released"];
+    m.trace
+        .push(format!("finish {} as {}", lease.id, words[how]));
+    let holds = m.holds(&lease);
+    let answer = match how {
+        0 => match q.begin_publish(&lease).await {
+            Ok(()) => q.finish(&lease, crate::ok()).await,
+            Err(e) => Err(e),
+        },
+        1 => {
+            q.finish(&lease, Outcome::Failed(Failure::retryable("model", "")))
                 .await
-                .map_err(|e| format!("enqueue: {e}"))?;
-            let Enqueued::Queued(id) = answer else {
-                return Err(format!("enqueue: {answer:?}, expected queued"));
-            };
-            m.names.insert(n, id.clone());
-            m.jobs.insert(
-                id,
-                Job {
-                    state: JobState::Queued,
-                    failures: 0,
-                    lost: 0,
-                    token: None,
-                    succeeded: before,
-                },
-            );
         }
-        15..=34 => {
-            if m.held.len() >= HOLD {
-                return Ok(());
-            }
-            m.trace.push("lease".into());
-            let wait = if m.ready() {
-                run.patience
-            } else {
-                Duration::ZERO
-            };
-            let leased = q.lease(&w, wait).await.map_err(|e| format!("lease: {e}"))?;
-            match leased {
-                Some(lease) => {
-                    let job = m
-                        .jobs
-                        .get_mut(&lease.id)
-                        .ok_or_else(|| format!("leased unknown job {}", lease.id))?;
-                    if job.state != JobState::Queued {
-                        return Err(format!("leased {} while it is {}", lease.id, job.state));
-                    }
-                    if lease.attempt != job.failures + job.lost + 1 || lease.lost != job.lost {
-                        return Err(format!(
-                            "lease of {}: attempt {} lost {}, model {:?}",
-                            lease.id, lease.attempt, lease.lost, job
-                        ));
-                    }
-                    job.state = JobState::Running;
-                    job.token = Some(lease.token);
-                    m.trace
-                        .push(format!("  -> {} token {}", lease.id, lease.token));
-                    m.held.push(lease);
-                }
-                None if m.ready() => {
-                    let queued: Vec<&JobId> = m
-                        .jobs
-                        .iter()
-                        .filter(|(_, j)| j.state == JobState::Queued)
-                        .map(|(id, _)| id)
-                        .collect();
-                    return Err(format!(
-                        "no job leased while {queued:?} are queued ({} held)",
-                        m.held.len()
-                    ));
-                }
-                None => {}
-            }
-        }
-        35..=44 => {
-            let Some(i) = pick(rng, m.held.len()) else {
-                return Ok(());
-            };
-            let lease = m.held[i].clone();
-            m.trace.push(format!("heartbeat {}", lease.id));
-            let answer = q.heartbeat(&lease, None).await;
-            expect_fenced(m, &lease, answer.map(|_| ()), "heartbeat")?;
-            if !m.holds(&lease) {
-                m.held.remove(i);
-            }
-        }
-        45..=79 => {
-            let Some(i) = pick(rng, m.held.len()) else {
-                return Ok(());
-            };
-            let lease = m.held.remove(i);
-            let how = rng.below(4);
-            m.trace.push(format!(
-                "finish {} as {}",
-                lease.id,
-                ["ok", "retryable", "permanent", "released"][how]
-            ));
-            let holds = m.holds(&lease);
-            let answer = match how {
-                0 => match q.begin_publish(&lease).await {
-                    Ok(()) => q.finish(&lease, crate::ok()).await,
-                    Err(e) => Err(e),
-                },
-                1 => {
-                    q.finish(&lease, Outcome::Failed(Failure::retryable("model", "")))
-                        .await
-                }
-                2 => {
-                    q.finish(&lease, Outcome::Failed(Failure::permanent("model")))
-                        .await
-                }
-                _ => q.finish(&lease, Outcome::Released).await,
-            };
-            expect_fenced(m, &lease, answer, "finish")?;
-            if holds {
-                let budget = m.budget;
-                let job = m.jobs.get_mut(&lease.id).expect("held");
-                job.token = None;
-                match how {
-                    0 => {
-                        job.state = JobState::Succeeded;
-                        job.succeeded += 1;
-                    }
-                    1 | 2 => {
-                        let kind = if how == 1 {
-                            FailureKind::Retryable
-                        } else {
-                            FailureKind::Permanent
-                        };
-                        job.state = match budget.after_failure(job.failures, kind) {
-                            AfterFailure::Fail => JobState::Failed,
-                            AfterFailure::Retry { .. } => JobState::Queued,
-                        };
-                        job.failures += 1;
-                    }
-                    _ => job.state = JobState::Queued,
-                }
-            }
-        }
-        80..=88 => {
-            let Some(id) = pick_job(rng, m) else {
-                return Ok(());
-            };
-            m.trace.push(format!("cancel {id}"));
-            let expected = lifecycle::cancel(m.view(&id).as_ref());
-            let answers = q
-                .cancel(std::slice::from_ref(&id))
+        2 => {
+            q.finish(&lease, Outcome::Failed(Failure::permanent("model")))
                 .await
-                .map_err(|e| format!("cancel: {e}"))?;
-            if answers.len() != 1 || answers[0].verdict != expected {
-                return Err(format!("cancel {id}: {answers:?}, expected {expected:?}"));
-            }
-            if expected == Verdict::Done {
-                let job = m.jobs.get_mut(&id).expect("known");
-                job.state = JobState::Cancelled;
-                job.token = None;
-            }
         }
-        89..=96 => {
-            let Some(id) = pick_job(rng, m) else {
-                return Ok(());
+        _ => q.finish(&lease, Outcome::Released).await,
+    };
+    expect_fenced(m, &lease, answer, "finish")?;
+    if !holds {
+        return Ok(());
+    }
+    let budget = m.budget;
+    let job = m.jobs.get_mut(&lease.id).expect("held");
+    job.token = None;
+    job.state = match how {
+        0 => {
+            job.succeeded += 1;
+            JobState::Succeeded
+        }
+        1 | 2 => {
+            let kind = [FailureKind::Retryable, FailureKind::Permanent][how - 1];
+            let next = match budget.after_failure(job.failures, kind) {
+                AfterFailure::Fail => JobState::Failed,
+                AfterFailure::Retry { .. } => JobState::Queued,
             };
-            m.trace.push(format!("retry {id}"));
-            let expected = lifecycle::retry(m.view(&id).as_ref());
-            let answers = q
-                .retry(std::slice::from_ref(&id))
-                .await
-                .map_err(|e| format!("retry: {e}"))?;
-            if answers.len() != 1 || answers[0].verdict != expected {
-                return Err(format!("retry {id}: {answers:?}, expected {expected:?}"));
-            }
-            if expected == Verdict::Done {
-                let job = m.jobs.get_mut(&id).expect("known");
+            job.failures += 1;
+            next
+        }
+        _ => JobState::Queued,
+    };
+    Ok(())
+}
+
+/// A user's cancel or retry of job `id`: the answer the lifecycle gives, and its effect.
+async fn request(q: Backend<'_>, m: &mut Model, request: Request, id: JobId) -> Result<(), String> {
+    let (verb, decide): (_, fn(Option<&JobView>) -> Verdict) = match request {
+        Request::Cancel => ("cancel", lifecycle::cancel),
+        Request::Retry => ("retry", lifecycle::retry),
+    };
+    m.trace.push(format!("{verb} {id}"));
+    let expected = decide(m.view(&id).as_ref());
+    let ids = std::slice::from_ref(&id);
+    let answers = match request {
+        Request::Cancel => q.cancel(ids).await,
+        Request::Retry => q.retry(ids).await,
+    }
+    .map_err(|e| format!("{verb}: {e}"))?;
+    if answers.len() != 1 || answers[0].verdict != expected {
+        return Err(format!("{verb} {id}: {answers:?}, expected {expected:?}"));
+    }
+    if expected == Verdict::Done {
+        let job = m.jobs.get_mut(&id).expect("known");
+        job.token = None;
+        match request {
+            Request::Cancel => job.state = JobState::Cancelled,
+            Request::Retry => {
                 job.state = JobState::Queued;
                 job.failures = 0;
                 job.lost = 0;
             }
         }
-        _ => {
-            m.trace.push("every held lease is lost".into());
-            (f.expire)().await;
-            let budget = m.budget;
-            for lease in std::mem::take(&mut m.held) {
-                if !m.holds(&lease) {
-                    continue;
-                }
-                let job = m.jobs.get_mut(&lease.id).expect("held");
-                job.lost += 1;
-                job.token = None;
-                job.state = if budget.lost_too_often(job.lost) {
-                    JobState::Failed
-                } else {
-                    JobState::Queued
-                };
-            }
-        }
     }
     Ok(())
+}
+
+/// Every held lease is lost at once (the worker killed, its connection cut): each job the
+/// model says it held goes back, counted lost, or fails when lost too often.
+async fn expire(f: &Fixture, m: &mut Model) {
+    m.trace.push("every held lease is lost".into());
+    (f.expire)().await;
+    let budget = m.budget;
+    for lease in std::mem::take(&mut m.held) {
+        if !m.holds(&lease) {
+            continue;
+        }
+        let job = m.jobs.get_mut(&lease.id).expect("held");
+        job.lost += 1;
+        job.token = None;
+        job.state = if budget.lost_too_often(job.lost) {
+            JobState::Failed
+        } else {
+            JobState::Queued
+        };
+    }
 }
 
 fn pick(rng: &mut Rng, n: usize) -> Option<usize> {

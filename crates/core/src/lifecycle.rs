@@ -21,8 +21,13 @@
 //! tape encodes again exactly the chunks whose verified files are missing (the worker that
 //! takes the tape queues them: only it sees the files).
 //!
-//! What a transition obliges the farm to do with files (a cancelled job's partial output, lock
-//! and a tape's work folder) is the worker's, never a command's: see [`Obligation`].
+//! What a transition obliges the farm to do with files is the worker's, never a command's, as
+//! only a worker sees them:
+//! - a cancelled job: its partial outputs, its output lock and (for a tape) its work folder go
+//!   once no attempt holds the output (`videofarm_worker::cleanup`);
+//! - a tape taken afresh (its lease's [`crate::Lease::fresh`]: queued, retried, or its last
+//!   holder lost): every chunk whose verified file is missing is queued again (the worker's
+//!   tape step).
 
 use crate::job::{FailureKind, JobId, JobState};
 use serde::{Deserialize, Serialize};
@@ -267,26 +272,5 @@ impl Budget {
     /// True when a job lost with its worker `lost` times must stop being handed out.
     pub fn lost_too_often(&self, lost: u32) -> bool {
         lost >= self.max_lost
-    }
-}
-
-/// What a transition leaves to be done with files, by a worker that sees them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Obligation {
-    /// A cancelled job: its partial output, its output lock and (for a tape) its work folder
-    /// go, once no attempt of it runs.
-    CleanUp,
-    /// A tape taken afresh (queued the first time, retried, its planner lost): queue again
-    /// every chunk whose verified file is missing.
-    RequeueMissingChunks,
-}
-
-/// The obligations a job in `state` carries, as a worker that takes or sweeps it sees them.
-/// `fresh`: the lease starts the tape's life again rather than coming back from a wait.
-pub fn obligations(state: JobState, is_tape: bool, fresh: bool) -> Vec<Obligation> {
-    match state {
-        JobState::Cancelled => vec![Obligation::CleanUp],
-        JobState::Running if is_tape && fresh => vec![Obligation::RequeueMissingChunks],
-        _ => Vec::new(),
     }
 }

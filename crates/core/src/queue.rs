@@ -171,7 +171,7 @@ pub struct Lease {
     pub handle: u64,
     /// The job is taken afresh (queued, retried, or its last holder lost), not back from a
     /// split tape's wait for its chunks: a tape taken afresh queues again the chunks it lacks
-    /// ([`crate::lifecycle::Obligation::RequeueMissingChunks`]).
+    /// (see [`crate::lifecycle`]).
     pub fresh: bool,
 }
 

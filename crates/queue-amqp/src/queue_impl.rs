@@ -518,8 +518,8 @@ impl Control for AmqpQueue {
         let inner = &self.inner;
         let mut answers = Vec::with_capacity(ids.len());
         let mut specs = Vec::new();
-        for id in ids {
-            let (view, spec) = inner.view(id).await?.unzip();
+        for (id, found) in ids.iter().zip(inner.views(ids).await?) {
+            let (view, spec) = found.unzip();
             let verdict = lifecycle::retry(view.as_ref());
             if let (Verdict::Done, Some(spec)) = (&verdict, spec) {
                 specs.push((id.clone(), spec));
@@ -578,8 +578,8 @@ impl Control for AmqpQueue {
     async fn cancel(&self, ids: &[JobId]) -> Result<Vec<Answer>, QueueError> {
         let inner = &self.inner;
         let mut answers = Vec::with_capacity(ids.len());
-        for id in ids {
-            let (view, _) = inner.view(id).await?.unzip();
+        for (id, found) in ids.iter().zip(inner.views(ids).await?) {
+            let (view, _) = found.unzip();
             answers.push(Answer::new(id, lifecycle::cancel(view.as_ref())));
         }
         let ids: Vec<JobId> = answers
@@ -593,6 +593,9 @@ impl Control for AmqpQueue {
         // A waiting job cannot be taken out of the middle of a queue: its id is recorded, and
         // the worker that receives it drops it. A running one is stopped by its worker.
         // Recorded with the time: a copy of the job queued after this cancel is not dropped.
+        // Recorded first: the records' "cancelled" is the job's state from here on, whatever
+        // its holder's end says later (see `records::apply_one`).
+        inner.record(Fact::Cancelled { ids: ids.clone() }).await?;
         let at = inner.now();
         for id in &ids {
             inner
@@ -604,7 +607,6 @@ impl Control for AmqpQueue {
                 .await?;
         }
         inner.add_tombstones(&ids, at);
-        inner.record(Fact::Cancelled { ids: ids.clone() }).await?;
         let running = control::cancel_running(inner, &ids).await?;
         if !running.is_empty() {
             tracing::info!(jobs = ?running, "running jobs will stop at their next heartbeat");
@@ -633,23 +635,33 @@ impl Inner {
         Err(QueueError::Cancelled(by))
     }
 
-    /// What the lifecycle needs to know of job `id`, from the records, and its spec.
-    async fn view(self: &Arc<Self>, id: &JobId) -> Result<Option<(JobView, JobSpec)>, QueueError> {
-        let wanted = id.clone();
-        let found = self.read_records(move |store| store.state(&wanted)).await?;
-        Ok(found.map(|(state, spec)| {
-            (
-                JobView {
-                    state,
-                    // The records do not see a publish begin: the worker passes a cancel by
-                    // once it has begun (see `begin_publish`).
-                    publishing: false,
-                    parent: spec.parent.clone(),
-                    refused: records::is_refusal(id),
-                },
-                spec,
-            )
-        }))
+    /// What the lifecycle needs to know of each of `ids`, from the records (one read for
+    /// all), and their specs.
+    async fn views(
+        self: &Arc<Self>,
+        ids: &[JobId],
+    ) -> Result<Vec<Option<(JobView, JobSpec)>>, QueueError> {
+        let wanted = ids.to_vec();
+        let found: Vec<Option<(JobState, JobSpec)>> = self
+            .read_records(move |store| wanted.iter().map(|id| store.state(id)).collect())
+            .await?;
+        Ok(ids
+            .iter()
+            .zip(found)
+            .map(|(id, found)| {
+                found.map(|(state, spec)| {
+                    let view = JobView {
+                        state,
+                        // The records do not see a publish begin: the worker passes a cancel
+                        // by once it has begun (see `begin_publish`).
+                        publishing: false,
+                        parent: spec.parent.clone(),
+                        refused: records::is_refusal(id),
+                    };
+                    (view, spec)
+                })
+            })
+            .collect())
     }
 }
 

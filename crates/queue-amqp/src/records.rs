@@ -461,6 +461,12 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, stamped: &Stamped) -> rusqlite::Res
             result,
             not_before,
         } => {
+            if *outcome == AttemptOutcome::Cancelled {
+                // The cancel's own fact, recorded before any holder could hear of it, closed
+                // the attempt and set the job's state; the holder's end says nothing more, and
+                // must not touch a copy of the job queued (and perhaps started) since.
+                return Ok(());
+            }
             let finished = state.is_terminal().then_some(at);
             tx.execute(
                 "UPDATE jobs SET state = ?2, attempts = ?3, error = ?4, stderr_tail = ?5,

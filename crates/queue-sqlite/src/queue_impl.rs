@@ -411,33 +411,8 @@ impl Records for SqliteQueue {
 impl Control for SqliteQueue {
     async fn retry(&self, ids: &[JobId]) -> Result<Vec<Answer>, QueueError> {
         let ids = ids.to_vec();
-        self.with(move |conn, ctx| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| ctx.err(e))?;
-            let mut answers = Vec::with_capacity(ids.len());
-            for id in &ids {
-                let row = id.0.parse::<i64>().ok();
-                let view = match row {
-                    Some(row) => view_of(&tx, ctx, row)?,
-                    None => None,
-                };
-                let verdict = lifecycle::retry(view.as_ref());
-                if let (Verdict::Done, Some(row)) = (&verdict, row) {
-                    tx.execute(
-                        "UPDATE jobs SET state = 'queued', attempts = 0, lost = 0, max_attempts = ?2,
-                            not_before = 0, waiting = 0, finished_ms = NULL, progress = NULL
-                         WHERE id = ?1",
-                        params![row, ctx.settings.max_attempts],
-                    )
-                    .map_err(|e| ctx.err(e))?;
-                }
-                answers.push(Answer::new(id, verdict));
-            }
-            tx.commit().map_err(|e| ctx.err(e))?;
-            Ok(answers)
-        })
-        .await
+        self.with(move |conn, ctx| answer_each(conn, ctx, &ids, lifecycle::retry, retry_one))
+            .await
     }
 
     async fn retry_all_failed(&self) -> Result<Vec<Answer>, QueueError> {
@@ -459,28 +434,50 @@ impl Control for SqliteQueue {
 
     async fn cancel(&self, ids: &[JobId]) -> Result<Vec<Answer>, QueueError> {
         let ids = ids.to_vec();
-        self.with(move |conn, ctx| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| ctx.err(e))?;
-            let mut answers = Vec::with_capacity(ids.len());
-            for id in &ids {
-                let row = id.0.parse::<i64>().ok();
-                let view = match row {
-                    Some(row) => view_of(&tx, ctx, row)?,
-                    None => None,
-                };
-                let verdict = lifecycle::cancel(view.as_ref());
-                if let (Verdict::Done, Some(row)) = (&verdict, row) {
-                    cancel_one(&tx, ctx, row)?;
-                }
-                answers.push(Answer::new(id, verdict));
-            }
-            tx.commit().map_err(|e| ctx.err(e))?;
-            Ok(answers)
-        })
-        .await
+        self.with(move |conn, ctx| answer_each(conn, ctx, &ids, lifecycle::cancel, cancel_one))
+            .await
     }
+}
+
+/// A user's request for each of `ids`, in one transaction: what the lifecycle (`decide`) says
+/// of each job, and `apply` to the row of each it says is done.
+fn answer_each(
+    conn: &mut Connection,
+    ctx: &Ctx,
+    ids: &[JobId],
+    decide: fn(Option<&JobView>) -> Verdict,
+    apply: fn(&Connection, &Ctx, i64) -> Result<(), QueueError>,
+) -> Result<Vec<Answer>, QueueError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| ctx.err(e))?;
+    let mut answers = Vec::with_capacity(ids.len());
+    for id in ids {
+        let row = id.0.parse::<i64>().ok();
+        let view = match row {
+            Some(row) => view_of(&tx, ctx, row)?,
+            None => None,
+        };
+        let verdict = decide(view.as_ref());
+        if let (Verdict::Done, Some(row)) = (&verdict, row) {
+            apply(&tx, ctx, row)?;
+        }
+        answers.push(Answer::new(id, verdict));
+    }
+    tx.commit().map_err(|e| ctx.err(e))?;
+    Ok(answers)
+}
+
+/// Queue job `row` again with a fresh attempt budget.
+fn retry_one(tx: &Connection, ctx: &Ctx, row: i64) -> Result<(), QueueError> {
+    tx.execute(
+        "UPDATE jobs SET state = 'queued', attempts = 0, lost = 0, max_attempts = ?2,
+            not_before = 0, waiting = 0, finished_ms = NULL, progress = NULL
+         WHERE id = ?1",
+        params![row, ctx.settings.max_attempts],
+    )
+    .map(|_| ())
+    .map_err(|e| ctx.err(e))
 }
 
 /// What the lifecycle needs to know of job `row` to answer a request about it.

@@ -1,4 +1,4 @@
-//! What a cancel leaves to the workers ([`videofarm_core::lifecycle::Obligation::CleanUp`]):
+//! What a cancel leaves to the workers (see [`videofarm_core::lifecycle`]):
 //! a cancelled job's temporary outputs and output lock, and a cancelled tape's work folder with
 //! its plan and chunks. However the job was cancelled (the CLI, the API, the page, on either
 //! backend), and whether its worker stopped cleanly or was killed, a worker that sees the job's
@@ -82,8 +82,8 @@ fn clean_up(paths: &crate::paths::PathPolicy, record: &JobRecord, silent_after: 
 }
 
 /// [`clean_up`] for a job whose files are confined at `place`.
-pub(crate) fn clean_up_at(place: &Confined, id: &JobId, silent_after: Duration) -> bool {
-    let lock = match OutputLock::try_take(
+fn clean_up_at(place: &Confined, id: &JobId, silent_after: Duration) -> bool {
+    let _lock = match OutputLock::try_take(
         &place.dir_io(),
         place.name(),
         &place.spec.output,
@@ -97,30 +97,17 @@ pub(crate) fn clean_up_at(place: &Confined, id: &JobId, silent_after: Duration) 
     let mut work_removed = false;
     if !place.spec.split.is_off() {
         let work = work_in(&place.dir_io(), &place.spec.output);
-        work_removed = remove_work_folder(&work);
+        // A real folder only: a link in its place is never followed.
         if std::fs::symlink_metadata(&work).is_ok_and(|m| m.is_dir()) {
-            // A chunk still writing into it: look again at the next sweep.
-            return false;
+            if std::fs::remove_dir_all(&work).is_err() {
+                // A chunk still writing into it: look again at the next sweep.
+                return false;
+            }
+            work_removed = true;
         }
     }
     if removed > 0 || work_removed {
         tracing::info!(job = %id, removed, work_folder = work_removed, "cleaned up after a cancelled job");
     }
-    drop(lock);
     true
-}
-
-/// Remove a tape's work folder: the files in it (never following a link), then the folder.
-/// True when there was one.
-pub(crate) fn remove_work_folder(work: &std::path::Path) -> bool {
-    match std::fs::symlink_metadata(work) {
-        Ok(meta) if meta.is_dir() => {}
-        _ => return false,
-    }
-    if let Ok(entries) = std::fs::read_dir(work) {
-        for entry in entries.flatten() {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-    std::fs::remove_dir(work).is_ok()
 }

@@ -144,7 +144,11 @@ impl Worker {
         let (queue, settings) = (self.queue.clone(), self.settings.clone());
         tokio::spawn(async move {
             let mut sweeper = cleanup::Sweeper::default();
-            let mut ticker = tokio::time::interval(cleanup::SWEEP_EVERY);
+            // The first look a sweep after start: nothing is added to a worker's start-up.
+            let mut ticker = tokio::time::interval_at(
+                tokio::time::Instant::now() + cleanup::SWEEP_EVERY,
+                cleanup::SWEEP_EVERY,
+            );
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {

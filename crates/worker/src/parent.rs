@@ -271,8 +271,8 @@ impl Attempt {
     }
 
     /// A tape taken afresh (retried, or its last holder lost) queues again every chunk whose
-    /// verified file is missing and that has not failed for good (the lifecycle's
-    /// `RequeueMissingChunks`): after a cancel and a retry, exactly those are encoded again.
+    /// verified file is missing and that has not failed for good (see
+    /// [`videofarm_core::lifecycle`]): after a cancel and a retry, exactly those are encoded again.
     async fn requeue_missing(&self, plan: &Plan, work: &Path) -> Result<usize, End> {
         let done = split::chunks_marked(work, CHUNK_EXTENSION);
         // Chunks that failed are the tape's to fail or (once reported) to queue again.

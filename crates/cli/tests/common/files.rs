@@ -90,11 +90,27 @@ pub fn media_config(
 
 /// A plain GET with the farm's token (the response, headers and all).
 pub fn http_get(port: u16, path: &str) -> String {
+    http(port, &format!("GET {path} HTTP/1.1\r\n"), "")
+}
+
+/// A JSON POST (an empty object) with the farm's token, as the page sends its changes (the
+/// response, headers and all).
+pub fn http_post(port: u16, path: &str) -> String {
+    http(
+        port,
+        &format!("POST {path} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"),
+        "{}",
+    )
+}
+
+/// One request to 127.0.0.1:`port`: `head` (the request line and any headers), the farm's
+/// token, then `body`.
+fn http(port: u16, head: &str, body: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+        "{head}Host: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n{body}"
     )
     .unwrap();
     let mut answer = String::new();

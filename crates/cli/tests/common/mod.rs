@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod files;
+pub mod split;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
