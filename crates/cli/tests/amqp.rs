@@ -426,7 +426,9 @@ fn run_rides_out_a_broker_outage_and_finishes_its_batch() {
 
 /// A broker does not deduplicate: the same file queued again while it encodes is a second
 /// message. It waits for the first attempt instead of encoding the same output at the same
-/// time (and removing its temporary file), then finds the output done.
+/// time (and removing its temporary file), then finds the output done; the job keeps the
+/// result of the encode that did the work (before, the copy's "already done" replaced it:
+/// frames 0).
 #[test]
 fn the_same_job_queued_twice_while_it_runs_is_encoded_once() {
     let farm = Farm::amqp("");
@@ -434,7 +436,7 @@ fn the_same_job_queued_twice_while_it_runs_is_encoded_once() {
     clip(&tape, 4);
     let one = farm.spawn_worker("one", 1);
     let two = farm.spawn_worker("two", 1);
-    farm.enqueue(&[&tape], "slow");
+    let ids = farm.enqueue(&[&tape], "slow");
     wait_until("it is encoding", Duration::from_secs(20), || {
         farm.inspect()
             .iter()
@@ -457,6 +459,10 @@ fn the_same_job_queued_twice_while_it_runs_is_encoded_once() {
     assert!(logs.contains("already_done=true"), "{logs}");
     assert!(!logs.contains("attempt failed"), "{logs}");
     assert_eq!(farm.outputs(), vec![std::path::PathBuf::from("twice.mkv")]);
+    let job = farm.job(&ids[0]);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["result"]["already_done"], false, "{job}");
+    assert!(job["result"]["frames"].as_u64() > Some(50), "{job}");
     reap(one);
     reap(two);
 }

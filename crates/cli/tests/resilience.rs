@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use serde_json::Value;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -327,4 +328,51 @@ fn a_killed_workers_leftovers_go_once_its_job_is_cancelled_on_the_embedded_queue
 #[test]
 fn on_rabbitmq_a_killed_workers_leftovers_go_once_its_job_is_cancelled() {
     a_killed_workers_leftovers_go_once_its_job_is_cancelled(Farm::amqp(""));
+}
+
+/// A worker killed mid-encode while the only other worker is busy with a long encode: within
+/// about a lease its job shows queued with its attempt lost, and `status` counts one running
+/// job for the one live worker. Before, on RabbitMQ, it showed running on the dead worker
+/// (`"running":2,"workers":1`) until some worker was free to receive it again (hours, with
+/// real tapes).
+fn a_killed_workers_job_is_not_shown_running(farm: Farm) {
+    clip(&farm.input.join("long.mpg"), 30);
+    clip(&farm.input.join("short.mpg"), 8);
+    farm.enqueue(&[&farm.input.join("long.mpg")], "slow");
+    let (busy, _) = worker_mid_encode(&farm, "busy");
+    let ids = farm.enqueue(&[&farm.input.join("short.mpg")], "slow");
+    kill_9_mid_encode(&farm, "first");
+    let killed_at = Instant::now();
+    wait_until(
+        "the killed worker's job shows queued",
+        Duration::from_secs(10),
+        || {
+            let status = farm.status();
+            status["running"] == 1 && status["queued"] == 1
+        },
+    );
+    println!("shown queued {:?} after the kill", killed_at.elapsed());
+    let job = farm.job(&ids[0]);
+    assert_eq!(job["state"], "queued", "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("was lost")),
+        "{job}"
+    );
+    assert_eq!(farm.status()["workers"], 1);
+    let live: Vec<Value> = farm.inspect();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0]["name"], "busy");
+    reap(busy);
+}
+
+#[test]
+fn a_killed_workers_job_is_not_shown_running_on_the_embedded_queue() {
+    a_killed_workers_job_is_not_shown_running(Farm::new());
+}
+
+#[test]
+fn on_rabbitmq_a_killed_workers_job_is_not_shown_running() {
+    a_killed_workers_job_is_not_shown_running(Farm::amqp(""));
 }

@@ -6,14 +6,16 @@
 //! broker's clock cannot be injected; the SQLite backend also tests its leases on a manual clock.
 //!
 //! Layout: this file holds the lease protocol's cases and the macro; `control` the cancel and
-//! retry cases; `records` what a farm keeps; `model` the model-based test against the
-//! lifecycle's rules.
+//! retry cases; `lost` workers lost with their jobs; `records` what a farm keeps; `model` the
+//! model-based test against the lifecycle's rules.
 
 mod control;
+mod lost;
 mod model;
 mod records;
 
 pub use control::*;
+pub use lost::*;
 pub use model::{model_run, model_settings, ModelRun};
 pub use records::*;
 
@@ -543,6 +545,9 @@ macro_rules! conformance_tests {
             a_cancelled_job_lost_with_its_worker_stays_cancelled,
             a_cancelled_job_handed_back_stays_cancelled,
             a_tape_lost_while_joining_opens_a_new_attempt,
+            a_lost_attempt_shows_before_the_job_is_taken_again,
+            a_job_never_begun_loses_no_attempt_with_its_worker,
+            a_cancel_is_heard_by_a_worker_that_reconnected,
         );
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {

@@ -274,3 +274,43 @@ impl Budget {
         lost >= self.max_lost
     }
 }
+
+/// How a backend learns that an attempt was lost with its worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostCause {
+    /// Its holder stopped renewing the lease (the embedded queue).
+    LeaseRanOut,
+    /// The broker connection the job was delivered on ended (RabbitMQ).
+    ConnectionGone,
+}
+
+impl LostCause {
+    fn says(self) -> &'static str {
+        match self {
+            LostCause::LeaseRanOut => "stopped answering and its lease ran out",
+            LostCause::ConnectionGone => {
+                "died, was stopped or lost its connection to RabbitMQ (or the encode outlived the broker's consumer_timeout)"
+            }
+        }
+    }
+}
+
+/// Why attempt `attempt` was lost, the job's `lost`-th loss, held by `worker` when known;
+/// `failed` when that was one loss too many. One wording for both backends.
+pub fn lost_reason(
+    attempt: u32,
+    lost: u32,
+    worker: Option<&str>,
+    failed: bool,
+    cause: LostCause,
+) -> String {
+    let who = worker.map_or_else(|| "its worker".to_owned(), |w| format!("worker {w}"));
+    if failed {
+        format!(
+            "lost {lost} times: the worker of every attempt {} (the last was {who}); it may be what brings them down",
+            cause.says()
+        )
+    } else {
+        format!("attempt {attempt} was lost: {who} {}", cause.says())
+    }
+}

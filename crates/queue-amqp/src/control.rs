@@ -204,6 +204,39 @@ const WORKERS_FRESH: Duration = Duration::from_millis(1500);
 const WORKERS_STALE: Duration = Duration::from_secs(10);
 
 impl Inner {
+    /// Answer control requests while this process is a registered worker: the responder ends
+    /// with its connection, and is started again on the next (a cancel broadcast meanwhile is
+    /// missed; found by the model run: a job cancelled while held after a reconnect finished as
+    /// if nothing happened).
+    pub(crate) async fn ensure_responder(self: &Arc<Self>) -> Result<(), QueueError> {
+        if self.me.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+            return Ok(());
+        }
+        self.channel().await?;
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        {
+            let mut responder = self.responder.lock().unwrap_or_else(|p| p.into_inner());
+            if responder
+                .as_ref()
+                .is_some_and(|(on, h)| *on == epoch && !h.is_finished())
+            {
+                return Ok(());
+            }
+            if let Some((_, old)) = responder.take() {
+                old.abort();
+            }
+            // Held while the new one starts, so that two callers never start two.
+            *responder = Some((epoch, tokio::spawn(std::future::pending())));
+        }
+        let started = spawn_responder(self.clone()).await;
+        let mut responder = self.responder.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, placeholder)) = responder.take() {
+            placeholder.abort();
+        }
+        *responder = Some((epoch, started?));
+        Ok(())
+    }
+
     /// The live workers. The first question in a process asks every worker; later ones are
     /// answered from the last answer while it is under [`WORKERS_FRESH`] old, and from an
     /// older one (up to [`WORKERS_STALE`]) while a fresh one is asked for in the background.

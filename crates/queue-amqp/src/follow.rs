@@ -23,7 +23,7 @@ const PREFETCH: u16 = 10_000;
 pub(crate) struct Follower {
     pub(crate) store: Arc<RecordStore>,
     /// This process's mark on the facts it writes.
-    origin: u64,
+    pub(crate) origin: u64,
     /// Sequence numbers given to this process's facts so far.
     written: AtomicU64,
     /// The highest of them the broker confirmed: what a read waits to see (a fact whose
@@ -59,6 +59,12 @@ impl Follower {
 }
 
 impl Follower {
+    /// The next read waits for a mark written after this call: it sees everything any process
+    /// recorded before.
+    pub(crate) fn read_all_again(&self) {
+        self.caught_up.store(false, Ordering::SeqCst);
+    }
+
     /// Let waiting reads know which of this process's facts the cache holds.
     fn notice_own_facts(&self) -> Result<(), QueueError> {
         let mine = self.store.seen(self.origin).map_err(backend)?;
@@ -326,6 +332,13 @@ impl Inner {
         read: impl FnOnce(&records::RecordStore) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, QueueError> {
         self.sync_records().await?;
+        match self.record_lost_sessions().await {
+            Ok(true) => {
+                self.sync_records().await?;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "could not look for lost worker connections"),
+        }
         let store = self.follower.store.clone();
         tokio::task::spawn_blocking(move || read(&store))
             .await

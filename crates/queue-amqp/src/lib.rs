@@ -33,6 +33,7 @@ pub mod envelope;
 mod events;
 mod follow;
 pub mod names;
+mod presence;
 mod queue_impl;
 pub mod records;
 pub mod route;
@@ -140,6 +141,8 @@ struct Held {
     publishing: bool,
     /// The worker holding it, as the records name it.
     worker: String,
+    /// This delivery, as the records name it.
+    holder: records::Holder,
     /// When it was taken (ms).
     started_ms: i64,
     /// A Celery task, as it came.
@@ -163,12 +166,15 @@ pub(crate) struct Inner {
     held: Mutex<HashMap<u64, Held>>,
     /// This process as a worker, once registered: what control replies describe.
     me: Mutex<Option<WorkerInfo>>,
-    responder: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The task answering control requests, and the connection (epoch) it answers on.
+    responder: Mutex<Option<(u64, tokio::task::JoinHandle<()>)>>,
     /// Cancelled job ids with when they were cancelled (ms), as last read from the broker, and
     /// when that was.
     tombstones: Mutex<(HashMap<JobId, i64>, Option<tokio::time::Instant>)>,
     /// The records stream, followed into a local cache by the processes that read it.
     follower: follow::Follower,
+    /// Looks for the attempts of worker connections that are gone.
+    reaper: presence::Reaper,
     /// The last answer to an inspect broadcast, and when it came: the dashboard's polls are
     /// answered from it while a fresh one is asked for in the background.
     workers_seen: Mutex<Option<(tokio::time::Instant, Vec<WorkerStatus>)>>,
@@ -213,18 +219,17 @@ fn persistent() -> BasicProperties {
 impl AmqpQueue {
     /// Connect and declare the farm's queues. Fails loudly when the broker is not there.
     pub async fn connect(settings: AmqpSettings, queue: QueueSettings) -> Result<Self, QueueError> {
-        let store =
-            records::RecordStore::open(settings.records_file.as_deref(), queue.max_attempts)
-                .map_err(|e| {
-                    QueueError::Backend(format!(
-                        "the records file {}: {e}",
-                        settings
-                            .records_file
-                            .as_deref()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_else(|| "in memory".into())
-                    ))
-                })?;
+        let store = records::RecordStore::open(settings.records_file.as_deref(), queue.budget())
+            .map_err(|e| {
+                QueueError::Backend(format!(
+                    "the records file {}: {e}",
+                    settings
+                        .records_file
+                        .as_deref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "in memory".into())
+                ))
+            })?;
         let me = Self {
             inner: Arc::new(Inner {
                 names: Names::new(&settings.prefix),
@@ -242,6 +247,7 @@ impl AmqpQueue {
                 responder: Mutex::new(None),
                 tombstones: Mutex::new((Default::default(), None)),
                 follower: follow::Follower::new(store),
+                reaper: Default::default(),
                 workers_seen: Mutex::new(None),
                 workers_asking: std::sync::atomic::AtomicBool::new(false),
                 celery_clock: AtomicU64::new(0),
@@ -373,6 +379,7 @@ impl Inner {
     /// so they are no longer this worker's, and `inspect` must not list them as running.
     fn next_epoch(&self) {
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        self.own_connection_ended();
         self.held
             .lock()
             .unwrap_or_else(|p| p.into_inner())

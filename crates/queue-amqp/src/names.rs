@@ -24,6 +24,9 @@ pub struct Names {
     pub events: String,
     /// Stream of the facts behind the farm's records (every job's states and attempts).
     pub records: String,
+    /// The start of the names of the workers' session queues, one per connection a worker
+    /// consumes on, gone with it (see `presence`).
+    pub sessions: String,
 }
 
 /// The shortest wait queue's delay; each next one waits twice as long.
@@ -56,6 +59,7 @@ impl Names {
             control: format!("{prefix}.control"),
             events: format!("{prefix}.events"),
             records: format!("{prefix}.records"),
+            sessions: format!("{prefix}.session"),
         }
     }
 }

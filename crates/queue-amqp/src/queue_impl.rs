@@ -63,6 +63,8 @@ impl Queue for AmqpQueue {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             inner.consumer(worker).await?;
+            // Hears cancels on this connection before it takes anything.
+            inner.ensure_responder().await?;
             let next = {
                 let mut consuming = inner.consuming.lock().await;
                 let Some(c) = consuming.as_mut() else {
@@ -125,6 +127,15 @@ impl Queue for AmqpQueue {
                 settled(&delivery).await?;
                 continue;
             }
+            if delivery.redelivered && !inner.was_started(&env).await? {
+                // Handed to a worker that died or lost its connection before it began it (a
+                // delivery prefetched ahead of its leases): no attempt was lost. Back as a
+                // fresh copy, uncounted (found by the model run: a job that never ran was
+                // failed as lost too often).
+                inner.publish_job(&env, None).await?;
+                settled(&delivery).await?;
+                continue;
+            }
             if delivery.redelivered {
                 // An earlier holder lost this delivery (it died, its connection dropped, or
                 // RabbitMQ's consumer_timeout closed its channel): count that attempt.
@@ -132,17 +143,13 @@ impl Queue for AmqpQueue {
                 env.lost += 1;
                 // Its next lease opens a new attempt in the records.
                 env.waiting = false;
-                env.error = Some(if inner.queue.lost_too_often(env.lost) {
-                    format!(
-                        "lost {} times: every worker that took it died or lost its connection to RabbitMQ (or the encode outlived the broker's consumer_timeout); it may be what brings them down",
-                        env.lost
-                    )
-                } else {
-                    format!(
-                        "attempt {} was lost: its worker died or lost its connection to RabbitMQ (or the encode outlived the broker's consumer_timeout)",
-                        env.attempts
-                    )
-                });
+                env.error = Some(lifecycle::lost_reason(
+                    env.attempts,
+                    env.lost,
+                    None,
+                    inner.queue.lost_too_often(env.lost),
+                    lifecycle::LostCause::ConnectionGone,
+                ));
                 if inner.queue.lost_too_often(env.lost) {
                     env.failed_ms = Some(inner.now());
                     inner
@@ -156,6 +163,7 @@ impl Queue for AmqpQueue {
                         id: env.id.clone(),
                         worker: None,
                         attempt: Some(env.attempts),
+                        holder: None,
                         outcome: AttemptOutcome::Lost,
                         state: if env.failed_ms.is_some() {
                             JobState::Failed
@@ -185,6 +193,7 @@ impl Queue for AmqpQueue {
                 continue;
             }
             let token = inner.next_token.fetch_add(1, Ordering::SeqCst);
+            let holder = inner.holder(epoch, token);
             let lease = Lease {
                 id: env.id.clone(),
                 spec: env.spec.clone(),
@@ -200,6 +209,8 @@ impl Queue for AmqpQueue {
                 spec: env.spec.clone(),
                 attempt: env.attempts + 1,
                 worker: worker.name.clone(),
+                holder: Some(holder.clone()),
+                lost: env.lost,
             };
             // Held before the start is recorded: a cancel broadcast that arrives meanwhile
             // marks it, and its first heartbeat stops it.
@@ -214,6 +225,7 @@ impl Queue for AmqpQueue {
                     cancelled: None,
                     publishing: false,
                     worker: worker.name.clone(),
+                    holder,
                     started_ms: inner.now(),
                     celery,
                 },
@@ -319,10 +331,13 @@ impl Queue for AmqpQueue {
             }
             Outcome::Deferred { after, .. } => {
                 // Back after the wait through the retry queue, attempts unchanged; the records
-                // see one attempt from planning to join.
+                // see one attempt from planning to join, held by no connection meanwhile.
                 env.waiting = true;
                 inner.publish_job(&env, Some(after.as_millis())).await?;
-                None
+                (!held.envelope.waiting).then(|| Fact::Parked {
+                    id: env.id.clone(),
+                    holder: held.holder.clone(),
+                })
             }
             Outcome::Failed(failure) => {
                 let after = inner
@@ -350,6 +365,7 @@ impl Queue for AmqpQueue {
                     id: env.id.clone(),
                     worker: Some(held.worker.clone()),
                     attempt: Some(env.attempts),
+                    holder: Some(held.holder.clone()),
                     outcome: AttemptOutcome::Failed,
                     state: state.0,
                     attempts: env.attempts,
@@ -382,21 +398,7 @@ impl Queue for AmqpQueue {
             *me = Some(worker.clone());
             first
         };
-        let running = self
-            .inner
-            .responder
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .is_some_and(|h| !h.is_finished());
-        if !running {
-            let handle = control::spawn_responder(self.inner.clone()).await?;
-            *self
-                .inner
-                .responder
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(handle);
-        }
+        self.inner.ensure_responder().await?;
         if first {
             tracing::debug!(worker = %worker.name, "answering control requests");
         }
@@ -429,7 +431,7 @@ impl Queue for AmqpQueue {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(handle) = self
+        if let Some((_, handle)) = self
             .inner
             .responder
             .lock()
@@ -635,6 +637,19 @@ impl Inner {
         Err(QueueError::Cancelled(by))
     }
 
+    /// Whether the attempt `env` would be now was begun by some worker (recorded as started):
+    /// a redelivered message that was only prefetched lost no attempt. Read after everything
+    /// recorded before it (the holder recorded its start before it took the job); a job the
+    /// records do not know counts as begun.
+    async fn was_started(self: &Arc<Self>, env: &Envelope) -> Result<bool, QueueError> {
+        self.follower.read_all_again();
+        let id = env.id.clone();
+        let attempts = self
+            .read_records(move |store| store.attempts_counted(&id))
+            .await?;
+        Ok(attempts.is_none_or(|a| a > env.attempts))
+    }
+
     /// What the lifecycle needs to know of each of `ids`, from the records (one read for
     /// all), and their specs.
     async fn views(
@@ -678,6 +693,7 @@ impl Held {
             id: self.envelope.id.clone(),
             worker: Some(self.worker.clone()),
             attempt: Some(self.envelope.attempts + 1),
+            holder: Some(self.holder.clone()),
             outcome,
             state,
             attempts: self.envelope.attempts + 1,

@@ -12,6 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Mutex;
+use videofarm_core::lifecycle::{lost_reason, Budget, LostCause};
 use videofarm_core::listing::{timeline, Bucket, TimelineRow, TIMELINE_ROWS};
 use videofarm_core::{
     AttemptOutcome, AttemptRecord, Counts, JobFilter, JobId, JobRecord, JobSpec, JobState,
@@ -42,6 +43,13 @@ pub enum Fact {
         spec: JobSpec,
         attempt: u32,
         worker: String,
+        /// The delivery it holds (absent in facts written before holders were named).
+        #[serde(default)]
+        holder: Option<Holder>,
+        /// Attempts of this job lost before this one: what decides whether losing this one
+        /// fails the job.
+        #[serde(default)]
+        lost: u32,
     },
     /// An attempt ended, and the job is now in `state`.
     Ended {
@@ -54,6 +62,10 @@ pub enum Fact {
         /// it existed close the running attempts of `worker`.
         #[serde(default)]
         attempt: Option<u32>,
+        /// The delivery that ended: its attempt row alone is closed (another copy of the job
+        /// may be running under the same number).
+        #[serde(default)]
+        holder: Option<Holder>,
         /// On the wire as the same words as ever (succeeded, failed, released, lost, cancelled).
         outcome: AttemptOutcome,
         state: JobState,
@@ -72,9 +84,24 @@ pub enum Fact {
     /// A message on the job queue that is not a job this farm can take (kept in the failed
     /// queue with the reason): listed as a failed job, so it is seen.
     Refused { reason: String },
+    /// The worker connection `session` is gone (see `presence`): every attempt taken on it
+    /// that has not ended was lost, and the broker hands its message out again. Written by
+    /// whoever notices first; writing it twice changes nothing.
+    Gone { session: String },
+    /// A split tape's attempt waits for its chunks with no delivery held: the end of the
+    /// connection it was taken on does not lose it.
+    Parked { id: JobId, holder: Holder },
     /// Changes nothing: a process writes one and waits to read it back to know it has read
     /// everything written before.
     Mark,
+}
+
+/// One delivery held by a worker: the connection it came on (a `presence` session) and the
+/// worker's token for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub session: String,
+    pub token: u64,
 }
 
 const SCHEMA: &str = "
@@ -106,7 +133,10 @@ CREATE TABLE IF NOT EXISTS attempts (
     started_ms  INTEGER NOT NULL,
     finished_ms INTEGER,
     outcome     TEXT NOT NULL,
-    error       TEXT
+    error       TEXT,
+    session     TEXT,
+    token       INTEGER,
+    lost        INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS attempts_job ON attempts (job_id);
 -- The highest fact of each writing process applied to this file, whoever applied it: how a
@@ -132,13 +162,35 @@ const LISTING: videofarm_core::listing::Listing = videofarm_core::listing::Listi
 /// The local copy of the records.
 pub struct RecordStore {
     conn: Mutex<Connection>,
-    max_attempts: u32,
+    budget: Budget,
+}
+
+/// Columns added since the first records files, added to a file made before them.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('attempts')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, declared) in [
+        ("session", "TEXT"),
+        ("token", "INTEGER"),
+        ("lost", "INTEGER NOT NULL DEFAULT 0"),
+    ] {
+        if !columns.iter().any(|c| c == name) {
+            conn.execute_batch(&format!(
+                "ALTER TABLE attempts ADD COLUMN {name} {declared}"
+            ))?;
+        }
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS attempts_held ON attempts (session) WHERE outcome = 'running'",
+    )
 }
 
 impl RecordStore {
     /// Open (or create) the cache at `path`; `None` keeps it in memory (read from the stream's
-    /// start by each process).
-    pub fn open(path: Option<&Path>, max_attempts: u32) -> rusqlite::Result<Self> {
+    /// start by each process). `budget` judges when losing an attempt fails its job.
+    pub fn open(path: Option<&Path>, budget: Budget) -> rusqlite::Result<Self> {
         let conn = match path {
             Some(path) => {
                 if let Some(dir) = path.parent() {
@@ -153,13 +205,14 @@ impl RecordStore {
             None => Connection::open_in_memory()?,
         };
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         // A process waits only for its own recent writes: older marks can go.
         let week_ago =
             videofarm_core::Clock::now_ms(&videofarm_core::SystemClock) - 7 * 24 * 3600 * 1000;
         conn.execute("DELETE FROM origins WHERE at < ?1", [week_ago])?;
         Ok(Self {
             conn: Mutex::new(conn),
-            max_attempts,
+            budget,
         })
     }
 
@@ -193,7 +246,7 @@ impl RecordStore {
             if done.is_some_and(|d| *offset as i64 <= d) {
                 continue;
             }
-            apply_one(&tx, stamped)?;
+            apply_one(&tx, stamped, &self.budget)?;
             tx.execute(
                 "INSERT INTO origins (origin, seq, at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (origin) DO UPDATE SET seq = max(seq, ?2), at = ?3",
@@ -279,6 +332,29 @@ impl RecordStore {
                 Ok((state(r, "state")?, spec(r)?))
             })
             .optional()
+    }
+
+    /// The attempts a job's records count (its latest attempt begun, or the attempts spent
+    /// when none runs), if the job is known.
+    pub fn attempts_counted(&self, id: &JobId) -> rusqlite::Result<Option<u32>> {
+        self.lock()
+            .query_row("SELECT attempts FROM jobs WHERE id = ?1", [&id.0], |r| {
+                r.get(0)
+            })
+            .optional()
+    }
+
+    /// The sessions (see `presence`) of attempts still running, at most `limit` of them.
+    pub fn running_sessions(&self, limit: usize) -> rusqlite::Result<Vec<String>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT DISTINCT session FROM attempts
+             WHERE outcome = 'running' AND session IS NOT NULL LIMIT ?1",
+        )?;
+        let sessions = stmt
+            .query_map([limit as i64], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>();
+        sessions
     }
 
     pub fn counts(&self, now: i64) -> rusqlite::Result<Counts> {
@@ -385,7 +461,7 @@ impl RecordStore {
             state: state(row, "state")?,
             spec: spec(row)?,
             attempts: row.get("attempts")?,
-            max_attempts: self.max_attempts,
+            max_attempts: self.budget.max_attempts,
             error: row.get("error")?,
             stderr_tail: row.get("stderr_tail")?,
             worker: row.get("worker")?,
@@ -417,105 +493,30 @@ fn spec(row: &Row<'_>) -> rusqlite::Result<JobSpec> {
     })
 }
 
-fn apply_one(tx: &rusqlite::Transaction<'_>, stamped: &Stamped) -> rusqlite::Result<()> {
+fn apply_one(
+    tx: &rusqlite::Transaction<'_>,
+    stamped: &Stamped,
+    budget: &Budget,
+) -> rusqlite::Result<()> {
     let at = stamped.at;
     match &stamped.fact {
-        Fact::Queued { id, spec } => {
-            // A copy queued while the job runs does not make it look waiting.
-            tx.execute(
-                "INSERT INTO jobs (id, spec, parent, state, created_ms) VALUES (?1, ?2, ?3, 'queued', ?4)
-                 ON CONFLICT (id) DO UPDATE SET spec = ?2, state = 'queued', attempts = 0, not_before = 0,
-                    error = NULL, stderr_tail = NULL, result = NULL, finished_ms = NULL, created_ms = ?4
-                 WHERE state != 'running'",
-                params![id.0, json(spec), spec.parent.as_ref().map(|p| &p.0), at],
-            )?;
-        }
+        Fact::Queued { id, spec } => queued(tx, id, spec, at),
         Fact::Started {
             id,
             spec,
             attempt,
             worker,
-        } => {
-            tx.execute(
-                "INSERT INTO jobs (id, spec, parent, state, attempts, worker, created_ms, started_ms)
-                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?6)
-                 ON CONFLICT (id) DO UPDATE SET state = 'running', attempts = ?4, worker = ?5,
-                    started_ms = ?6, finished_ms = NULL, not_before = 0",
-                params![id.0, json(spec), spec.parent.as_ref().map(|p| &p.0), attempt, worker, at],
-            )?;
-            tx.execute(
-                "INSERT INTO attempts (job_id, attempt, worker, started_ms, outcome)
-                 VALUES (?1, ?2, ?3, ?4, 'running')",
-                params![id.0, attempt, worker, at],
-            )?;
+            holder,
+            lost,
+        } => started(tx, id, spec, (*attempt, *lost), worker, holder.as_ref(), at),
+        Fact::Ended { outcome, .. } if *outcome == AttemptOutcome::Cancelled => {
+            // The cancel's own fact, recorded before any holder could hear of it, closed the
+            // attempt and set the job's state; the holder's end says nothing more, and must
+            // not touch a copy of the job queued (and perhaps started) since.
+            Ok(())
         }
-        Fact::Ended {
-            id,
-            worker,
-            attempt,
-            outcome,
-            state,
-            attempts,
-            error,
-            stderr_tail,
-            result,
-            not_before,
-        } => {
-            if *outcome == AttemptOutcome::Cancelled {
-                // The cancel's own fact, recorded before any holder could hear of it, closed
-                // the attempt and set the job's state; the holder's end says nothing more, and
-                // must not touch a copy of the job queued (and perhaps started) since.
-                return Ok(());
-            }
-            let finished = state.is_terminal().then_some(at);
-            tx.execute(
-                "UPDATE jobs SET state = ?2, attempts = ?3, error = ?4, stderr_tail = ?5,
-                    result = coalesce(?6, result), finished_ms = ?7, not_before = ?8,
-                    worker = coalesce(?9, worker)
-                 WHERE id = ?1 AND NOT (state = 'cancelled' AND ?2 = 'queued')",
-                params![
-                    id.0,
-                    state.as_str(),
-                    attempts,
-                    error,
-                    stderr_tail,
-                    result.as_ref().map(json),
-                    finished,
-                    not_before.unwrap_or(0),
-                    worker
-                ],
-            )?;
-            // By number, not by worker: a later attempt (already started by a fast worker when
-            // a lost one is recorded) stays open.
-            tx.execute(
-                "UPDATE attempts SET outcome = ?2, finished_ms = ?3, error = ?4
-                 WHERE job_id = ?1 AND outcome = 'running'
-                    AND (CASE WHEN ?6 IS NULL THEN ?5 IS NULL OR worker = ?5 ELSE attempt <= ?6 END)",
-                params![id.0, outcome.as_str(), at, error, worker, attempt],
-            )?;
-        }
-        Fact::Cancelled { ids } => {
-            for id in ids {
-                // An attempt whose worker died is never ended by anyone once the job is
-                // cancelled: the cancel closes it (a running worker's end finds it closed).
-                tx.execute(
-                    "UPDATE attempts SET outcome = 'cancelled', finished_ms = ?2
-                     WHERE outcome = 'running' AND (job_id = ?1
-                        OR job_id IN (SELECT id FROM jobs WHERE parent = ?1))",
-                    params![id.0, at],
-                )?;
-                tx.execute(
-                    "UPDATE jobs SET state = 'cancelled', finished_ms = ?2, error = 'cancelled by the user'
-                     WHERE id = ?1 AND state IN ('queued', 'running')",
-                    params![id.0, at],
-                )?;
-                tx.execute(
-                    "UPDATE jobs SET state = 'cancelled', finished_ms = ?2, error = 'its tape was cancelled'
-                     WHERE parent = ?1 AND state IN ('queued', 'running')",
-                    params![id.0, at],
-                )?;
-            }
-        }
+        Fact::Ended { .. } => ended(tx, &stamped.fact, at),
+        Fact::Cancelled { ids } => cancelled(tx, ids, at),
         Fact::Retried { ids } => {
             for id in ids {
                 tx.execute(
@@ -524,26 +525,239 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, stamped: &Stamped) -> rusqlite::Res
                     params![id.0],
                 )?;
             }
+            Ok(())
         }
-        Fact::Refused { reason } => {
-            let spec = JobSpec {
-                input: "?".into(),
-                output: "?".into(),
-                profile: "?".into(),
-                ..Default::default()
-            };
+        Fact::Refused { reason } => refused(tx, stamped, reason),
+        Fact::Gone { session } => gone(tx, session, budget, at),
+        Fact::Parked { id, holder } => {
             tx.execute(
-                "INSERT OR IGNORE INTO jobs (id, spec, state, error, created_ms, finished_ms)
-                 VALUES (?1, ?2, 'failed', ?3, ?4, ?4)",
-                params![
-                    format!("{REFUSAL_PREFIX}{:x}-{}", stamped.origin, stamped.seq),
-                    json(&spec),
-                    reason,
-                    at
-                ],
+                "UPDATE attempts SET session = NULL, token = NULL
+                 WHERE job_id = ?1 AND session = ?2 AND token = ?3 AND outcome = 'running'",
+                params![id.0, holder.session, holder.token as i64],
             )?;
+            Ok(())
         }
-        Fact::Mark => {}
+        Fact::Mark => Ok(()),
+    }
+}
+
+fn queued(
+    tx: &rusqlite::Transaction<'_>,
+    id: &JobId,
+    spec: &JobSpec,
+    at: i64,
+) -> rusqlite::Result<()> {
+    // A copy queued while the job runs does not make it look waiting.
+    tx.execute(
+        "INSERT INTO jobs (id, spec, parent, state, created_ms) VALUES (?1, ?2, ?3, 'queued', ?4)
+         ON CONFLICT (id) DO UPDATE SET spec = ?2, state = 'queued', attempts = 0, not_before = 0,
+            error = NULL, stderr_tail = NULL, result = NULL, finished_ms = NULL, created_ms = ?4
+         WHERE state != 'running'",
+        params![id.0, json(spec), spec.parent.as_ref().map(|p| &p.0), at],
+    )?;
+    Ok(())
+}
+
+fn started(
+    tx: &rusqlite::Transaction<'_>,
+    id: &JobId,
+    spec: &JobSpec,
+    (attempt, lost): (u32, u32),
+    worker: &str,
+    holder: Option<&Holder>,
+    at: i64,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO jobs (id, spec, parent, state, attempts, worker, created_ms, started_ms)
+         VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?6)
+         ON CONFLICT (id) DO UPDATE SET state = 'running', attempts = ?4, worker = ?5,
+            started_ms = ?6, finished_ms = NULL, not_before = 0",
+        params![
+            id.0,
+            json(spec),
+            spec.parent.as_ref().map(|p| &p.0),
+            attempt,
+            worker,
+            at
+        ],
+    )?;
+    // Another copy of the job (queued again while it ran) carries its own count: its row is
+    // numbered after the attempt still running, so the history never shows one number twice.
+    tx.execute(
+        "INSERT INTO attempts (job_id, attempt, worker, started_ms, outcome, session, token, lost)
+         VALUES (?1, max(?2, 1 + coalesce((SELECT max(attempt) FROM attempts
+                                           WHERE job_id = ?1 AND outcome = 'running'), 0)),
+                 ?3, ?4, 'running', ?5, ?6, ?7)",
+        params![
+            id.0,
+            attempt,
+            worker,
+            at,
+            holder.map(|h| &h.session),
+            holder.map(|h| h.token as i64),
+            lost
+        ],
+    )?;
+    Ok(())
+}
+
+fn ended(tx: &rusqlite::Transaction<'_>, fact: &Fact, at: i64) -> rusqlite::Result<()> {
+    let Fact::Ended {
+        id,
+        worker,
+        attempt,
+        holder,
+        outcome,
+        state,
+        attempts,
+        error,
+        stderr_tail,
+        result,
+        not_before,
+    } = fact
+    else {
+        return Ok(());
+    };
+    let finished = state.is_terminal().then_some(at);
+    // A copy that found the job already done (queued again while it ran) keeps the result
+    // and the end of the encode that did the work.
+    let duplicate = result.as_ref().is_some_and(|r| r.already_done);
+    tx.execute(
+        "UPDATE jobs SET state = ?2, attempts = ?3, error = ?4, stderr_tail = ?5,
+            result = coalesce(?6, result), finished_ms = ?7, not_before = ?8,
+            worker = coalesce(?9, worker)
+         WHERE id = ?1 AND NOT (state = 'cancelled' AND ?2 = 'queued')
+            AND NOT (?10 AND state = 'succeeded' AND result IS NOT NULL)",
+        params![
+            id.0,
+            state.as_str(),
+            attempts,
+            error,
+            stderr_tail,
+            result.as_ref().map(json),
+            finished,
+            not_before.unwrap_or(0),
+            worker,
+            duplicate
+        ],
+    )?;
+    // The holder's own row when it is named; else by number, not by worker: a later attempt
+    // (already started by a fast worker when a lost one is recorded) stays open. A tape's
+    // parked row (planned by one worker, joined by another) has no holder and closes by number.
+    tx.execute(
+        "UPDATE attempts SET outcome = ?2, finished_ms = ?3, error = ?4
+         WHERE job_id = ?1 AND outcome = 'running'
+            AND (CASE WHEN ?7 IS NOT NULL THEN (session = ?7 AND token = ?8)
+                          OR (session IS NULL AND attempt <= ?6)
+                      WHEN ?6 IS NULL THEN ?5 IS NULL OR worker = ?5
+                      ELSE attempt <= ?6 END)",
+        params![
+            id.0,
+            outcome.as_str(),
+            at,
+            error,
+            worker,
+            attempt,
+            holder.as_ref().map(|h| &h.session),
+            holder.as_ref().map(|h| h.token as i64)
+        ],
+    )?;
+    Ok(())
+}
+
+fn cancelled(tx: &rusqlite::Transaction<'_>, ids: &[JobId], at: i64) -> rusqlite::Result<()> {
+    for id in ids {
+        // An attempt whose worker died is never ended by anyone once the job is cancelled:
+        // the cancel closes it (a running worker's end finds it closed).
+        tx.execute(
+            "UPDATE attempts SET outcome = 'cancelled', finished_ms = ?2
+             WHERE outcome = 'running' AND (job_id = ?1
+                OR job_id IN (SELECT id FROM jobs WHERE parent = ?1))",
+            params![id.0, at],
+        )?;
+        tx.execute(
+            "UPDATE jobs SET state = 'cancelled', finished_ms = ?2, error = 'cancelled by the user'
+             WHERE id = ?1 AND state IN ('queued', 'running')",
+            params![id.0, at],
+        )?;
+        tx.execute(
+            "UPDATE jobs SET state = 'cancelled', finished_ms = ?2, error = 'its tape was cancelled'
+             WHERE parent = ?1 AND state IN ('queued', 'running')",
+            params![id.0, at],
+        )?;
+    }
+    Ok(())
+}
+
+fn refused(
+    tx: &rusqlite::Transaction<'_>,
+    stamped: &Stamped,
+    reason: &str,
+) -> rusqlite::Result<()> {
+    let spec = JobSpec {
+        input: "?".into(),
+        output: "?".into(),
+        profile: "?".into(),
+        ..Default::default()
+    };
+    tx.execute(
+        "INSERT OR IGNORE INTO jobs (id, spec, state, error, created_ms, finished_ms)
+         VALUES (?1, ?2, 'failed', ?3, ?4, ?4)",
+        params![
+            format!("{REFUSAL_PREFIX}{:x}-{}", stamped.origin, stamped.seq),
+            json(&spec),
+            reason,
+            stamped.at
+        ],
+    )?;
+    Ok(())
+}
+
+/// Every attempt still running on `session` was lost: its job is shown waiting for the
+/// broker to hand it out again (or failed, when that was its last loss allowed, as the
+/// worker that receives it will record too). A job already moved on to a later attempt is
+/// left as it is.
+fn gone(
+    tx: &rusqlite::Transaction<'_>,
+    session: &str,
+    budget: &Budget,
+    at: i64,
+) -> rusqlite::Result<()> {
+    let lost: Vec<(String, u32, u32, String)> = tx
+        .prepare_cached(
+            "SELECT job_id, attempt, lost, worker FROM attempts
+             WHERE session = ?1 AND outcome = 'running'",
+        )?
+        .query_map([session], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, attempt, lost_before, worker) in lost {
+        let lost = lost_before + 1;
+        let failed = budget.lost_too_often(lost);
+        let error = lost_reason(
+            attempt,
+            lost,
+            Some(&worker),
+            failed,
+            LostCause::ConnectionGone,
+        );
+        tx.execute(
+            "UPDATE jobs SET state = ?3, error = ?4, finished_ms = ?5, not_before = 0
+             WHERE id = ?1 AND state = 'running' AND attempts = ?2",
+            params![
+                id,
+                attempt,
+                if failed { "failed" } else { "queued" },
+                error,
+                failed.then_some(at)
+            ],
+        )?;
+        tx.execute(
+            "UPDATE attempts SET outcome = 'lost', finished_ms = ?3, error = ?4
+             WHERE job_id = ?1 AND session = ?2 AND outcome = 'running'",
+            params![id, session, at, error],
+        )?;
     }
     Ok(())
 }
@@ -576,6 +790,10 @@ mod tests {
         }
     }
 
+    fn budget() -> Budget {
+        videofarm_core::QueueSettings::default().budget()
+    }
+
     fn fact(seq: u64, fact: Fact) -> (u64, Stamped) {
         (
             seq,
@@ -590,7 +808,7 @@ mod tests {
 
     #[test]
     fn facts_make_records_and_a_replay_changes_nothing() {
-        let store = RecordStore::open(None, 3).unwrap();
+        let store = RecordStore::open(None, budget()).unwrap();
         let a = JobId("a".into());
         let facts = vec![
             fact(
@@ -607,6 +825,8 @@ mod tests {
                     spec: spec("a"),
                     attempt: 1,
                     worker: "w1".into(),
+                    holder: None,
+                    lost: 0,
                 },
             ),
             fact(
@@ -615,6 +835,7 @@ mod tests {
                     id: a.clone(),
                     worker: Some("w1".into()),
                     attempt: Some(1),
+                    holder: None,
                     outcome: AttemptOutcome::Succeeded,
                     state: JobState::Succeeded,
                     attempts: 1,
@@ -643,5 +864,160 @@ mod tests {
         let jobs = store.jobs(&JobFilter::default()).unwrap();
         assert_eq!(jobs[0].spec.input, std::path::PathBuf::from("/m/a.mpg"));
         assert_eq!(jobs[0].finished_ms, Some(2000));
+    }
+
+    fn started(seq: u64, id: &JobId, attempt: u32, session: &str, lost: u32) -> (u64, Stamped) {
+        fact(
+            seq,
+            Fact::Started {
+                id: id.clone(),
+                spec: spec(&id.0),
+                attempt,
+                worker: format!("w-{session}"),
+                holder: Some(Holder {
+                    session: session.into(),
+                    token: seq,
+                }),
+                lost,
+            },
+        )
+    }
+
+    fn succeeded(
+        seq: u64,
+        id: &JobId,
+        holder: (&str, u64),
+        report: SuccessReport,
+    ) -> (u64, Stamped) {
+        fact(
+            seq,
+            Fact::Ended {
+                id: id.clone(),
+                worker: Some(format!("w-{}", holder.0)),
+                attempt: Some(1),
+                holder: Some(Holder {
+                    session: holder.0.into(),
+                    token: holder.1,
+                }),
+                outcome: AttemptOutcome::Succeeded,
+                state: JobState::Succeeded,
+                attempts: 1,
+                error: None,
+                stderr_tail: None,
+                result: Some(report),
+                not_before: None,
+            },
+        )
+    }
+
+    /// The same file queued again while it runs is a second message with its own count: its
+    /// "already done" neither closes nor overwrites the encode that did the work (before, the
+    /// copy's result replaced the real one, frames 0, and the history showed attempt 1 twice).
+    #[test]
+    fn a_copy_that_finds_the_job_done_keeps_the_real_result_and_its_own_row() {
+        let store = RecordStore::open(None, budget()).unwrap();
+        let a = JobId("a".into());
+        let real = SuccessReport {
+            frames: 300,
+            ..Default::default()
+        };
+        let copy = SuccessReport {
+            already_done: true,
+            ..Default::default()
+        };
+        store
+            .apply(&[
+                fact(
+                    0,
+                    Fact::Queued {
+                        id: a.clone(),
+                        spec: spec("a"),
+                    },
+                ),
+                started(1, &a, 1, "s1", 0),
+                started(2, &a, 1, "s2", 0),
+                succeeded(3, &a, ("s1", 1), real),
+            ])
+            .unwrap();
+        let history = store.history(&a).unwrap();
+        let numbers: Vec<u32> = history.iter().map(|h| h.attempt).collect();
+        assert_eq!(numbers, [1, 2], "one number per attempt");
+        assert_eq!(history[0].outcome, AttemptOutcome::Succeeded);
+        assert_eq!(
+            history[1].outcome,
+            AttemptOutcome::Running,
+            "the copy still runs"
+        );
+        store.apply(&[succeeded(4, &a, ("s2", 2), copy)]).unwrap();
+        let job = &store.jobs(&JobFilter::default()).unwrap()[0];
+        assert_eq!(job.state, JobState::Succeeded);
+        let result = job.result.as_ref().unwrap();
+        assert_eq!((result.frames, result.already_done), (300, false));
+        assert_eq!(job.finished_ms, Some(3000), "the real encode's end");
+        assert_eq!(
+            store.history(&a).unwrap()[1].outcome,
+            AttemptOutcome::Succeeded
+        );
+    }
+
+    /// A connection known gone loses the attempts still running on it, once, and leaves a
+    /// job that moved on to a later attempt alone.
+    #[test]
+    fn a_gone_session_loses_its_running_attempts_and_nothing_else() {
+        let budget = Budget {
+            max_lost: 2,
+            ..budget()
+        };
+        let store = RecordStore::open(None, budget).unwrap();
+        let (a, b, c) = (JobId("a".into()), JobId("b".into()), JobId("c".into()));
+        let gone = |seq| {
+            fact(
+                seq,
+                Fact::Gone {
+                    session: "s1".into(),
+                },
+            )
+        };
+        store
+            .apply(&[
+                started(1, &a, 1, "s1", 0),
+                started(2, &b, 2, "s1", 1),
+                started(3, &c, 1, "s2", 0),
+                gone(4),
+            ])
+            .unwrap();
+        let state = |id: &JobId| store.state(id).unwrap().unwrap().0;
+        assert_eq!(state(&a), JobState::Queued, "handed out again");
+        assert_eq!(
+            state(&b),
+            JobState::Failed,
+            "its second loss was one too many"
+        );
+        assert_eq!(state(&c), JobState::Running, "another connection's attempt");
+        let jobs = store.jobs(&JobFilter::default()).unwrap();
+        let error = |id: &JobId| jobs.iter().find(|j| &j.id == id).unwrap().error.clone();
+        assert!(
+            error(&a).unwrap().contains("attempt 1 was lost"),
+            "{:?}",
+            error(&a)
+        );
+        assert!(
+            error(&b).unwrap().contains("lost 2 times"),
+            "{:?}",
+            error(&b)
+        );
+        assert!(
+            error(&a).unwrap().contains("worker w-s1"),
+            "{:?}",
+            error(&a)
+        );
+        assert_eq!(store.history(&a).unwrap()[0].outcome, AttemptOutcome::Lost);
+        assert!(store.running_sessions(10).unwrap() == ["s2"]);
+        // Taken again on another connection; a late word of the old one changes nothing.
+        store.apply(&[started(5, &a, 2, "s3", 1), gone(6)]).unwrap();
+        assert_eq!(state(&a), JobState::Running);
+        let history = store.history(&a).unwrap();
+        assert_eq!(history.len(), 2);
+        assert_eq!(history[1].outcome, AttemptOutcome::Running);
     }
 }

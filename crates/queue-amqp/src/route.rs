@@ -205,6 +205,8 @@ impl Inner {
             .clamp(1, u32::from(u16::MAX)) as u16;
         let channel = self.new_channel().await?;
         let epoch = self.epoch.load(Ordering::SeqCst);
+        // Before any delivery: every attempt recorded on this connection names its session.
+        self.hold_session(&channel, epoch).await?;
         // Shared by every consumer on the channel: a worker holds at most `concurrency` jobs
         // (and `ahead` more whose inputs it fetches), whichever queues they come from.
         channel

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use videofarm_core::clock::rfc3339;
+use videofarm_core::lifecycle::{self, LostCause};
 use videofarm_core::pathser::{from_bytes, to_bytes};
 use videofarm_core::Split;
 use videofarm_core::{
@@ -298,31 +299,52 @@ fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite
     conn.prepare_cached(sql)?.execute(params)
 }
 
-/// Return jobs whose lease ran out to the queue (or fail them when their attempts are spent).
+/// Return jobs whose lease ran out to the queue (or fail them when their losses are spent).
 fn reap(conn: &Connection, ctx: &Ctx) -> Result<(), QueueError> {
-    exec(
-        conn,
-        "UPDATE attempts SET outcome = 'lost', finished_ms = ?1,
-            error = 'the worker stopped answering and its lease ran out'
-         WHERE outcome IN ('running', 'publishing') AND (job_id, token) IN
-            (SELECT id, token FROM jobs WHERE state = 'running' AND lease_until < ?1)",
-        [ctx.now],
-    )
-    .map_err(|e| ctx.err(e))?;
-    exec(
-        conn,
-        "UPDATE jobs SET
-            state = CASE WHEN lost + 1 >= ?2 THEN 'failed' ELSE 'queued' END,
-            finished_ms = CASE WHEN lost + 1 >= ?2 THEN ?1 ELSE NULL END,
-            error = CASE WHEN lost + 1 >= ?2
-                THEN 'lost ' || (lost + 1) || ' times: every worker that took it stopped answering (the last was ' || coalesce(worker, '?') || '); it may be what brings them down'
-                ELSE 'worker ' || coalesce(worker, '?') || ' stopped answering and its lease ran out' END,
-            lost = lost + 1,
-            progress = NULL, lease_until = NULL, waiting = 0
-         WHERE state = 'running' AND lease_until < ?1",
-        params![ctx.now, ctx.settings.max_lost],
-    )
-    .map_err(|e| ctx.err(e))?;
+    let expired: Vec<(i64, u32, u32, Option<String>, i64)> = conn
+        .prepare_cached(
+            "SELECT id, attempts, lost, worker, token FROM jobs
+             WHERE state = 'running' AND lease_until < ?1",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map([ctx.now], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect()
+        })
+        .map_err(|e| ctx.err(e))?;
+    let budget = ctx.settings.budget();
+    for (id, attempt, lost_before, worker, token) in expired {
+        let lost = lost_before + 1;
+        let failed = budget.lost_too_often(lost);
+        let error = lifecycle::lost_reason(
+            attempt,
+            lost,
+            worker.as_deref(),
+            failed,
+            LostCause::LeaseRanOut,
+        );
+        exec(
+            conn,
+            "UPDATE attempts SET outcome = 'lost', finished_ms = ?3, error = ?4
+             WHERE job_id = ?1 AND token = ?2 AND outcome IN ('running', 'publishing')",
+            params![id, token, ctx.now, error],
+        )
+        .map_err(|e| ctx.err(e))?;
+        exec(
+            conn,
+            "UPDATE jobs SET state = ?2, finished_ms = ?3, error = ?4, lost = lost + 1,
+                progress = NULL, lease_until = NULL, waiting = 0
+             WHERE id = ?1",
+            params![
+                id,
+                if failed { "failed" } else { "queued" },
+                failed.then_some(ctx.now),
+                error
+            ],
+        )
+        .map_err(|e| ctx.err(e))?;
+    }
     Ok(())
 }
 

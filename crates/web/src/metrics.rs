@@ -29,9 +29,11 @@ pub fn reason_kind(reason: &str) -> &'static str {
         ("disk is full", "disk_full"),
         ("failed verification", "verification"),
         ("made no progress", "stalled"),
-        ("timeout", "timeout"),
+        // Before "timeout": a lost attempt's reason names RabbitMQ's consumer_timeout.
         ("lease ran out", "worker_lost"),
         ("was lost", "worker_lost"),
+        ("the worker of every attempt", "worker_lost"),
+        ("timeout", "timeout"),
         ("already exists", "output_exists"),
         ("unknown profile", "unknown_profile"),
         ("refused", "refused_path"),
@@ -225,5 +227,13 @@ mod tests {
             "not_a_video"
         );
         assert_eq!(reason_kind("something new"), "other");
+        // A lost attempt on either backend, counted as lost, not as a timeout.
+        use videofarm_core::lifecycle::{lost_reason, LostCause};
+        for cause in [LostCause::LeaseRanOut, LostCause::ConnectionGone] {
+            for failed in [false, true] {
+                let reason = lost_reason(2, 2, Some("w"), failed, cause);
+                assert_eq!(reason_kind(&reason), "worker_lost", "{reason}");
+            }
+        }
     }
 }

@@ -1,0 +1,84 @@
+//! Workers lost with their jobs: what the records show before anyone takes the job again, what
+//! counts as a lost attempt, and cancels heard after a reconnect. Each case is a sequence the
+//! model run found failing on RabbitMQ.
+
+use crate::{spec, worker, Fixture, WAIT};
+use videofarm_core::{AttemptOutcome, JobFilter, JobState, QueueError, WorkerInfo};
+
+fn holding(n: u32) -> WorkerInfo {
+    WorkerInfo {
+        concurrency: n,
+        ..worker("w")
+    }
+}
+
+/// A job whose worker is gone shows queued (its attempt lost) without waiting for another
+/// worker to receive it: never "running" with no live holder for longer than a lease (before,
+/// on RabbitMQ it stayed running until some worker was free to take it again, hours with
+/// every worker busy on a long tape).
+pub async fn a_lost_attempt_shows_before_the_job_is_taken_again(f: Fixture) {
+    let q = f.queue.as_ref();
+    let id = q.enqueue(spec("a"), false).await.unwrap().id().clone();
+    q.lease(&worker("w"), WAIT).await.unwrap().expect("the job");
+    (f.expire)().await;
+    let records = q
+        .jobs(&JobFilter {
+            ids: Some(vec![id.clone()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(records[0].state, JobState::Queued, "{:?}", records[0]);
+    let history = q.history(&id).await.unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0].outcome, AttemptOutcome::Lost);
+    assert_eq!(q.counts().await.unwrap().running, 0);
+}
+
+/// A job a worker received ahead of its leases (RabbitMQ's prefetch) and never began loses no
+/// attempt when that worker goes (before, it came back counted lost, and a job that never ran
+/// could fail as "lost too often").
+pub async fn a_job_never_begun_loses_no_attempt_with_its_worker(f: Fixture) {
+    let q = f.queue.as_ref();
+    let w = holding(3);
+    let a = q.enqueue(spec("a"), false).await.unwrap().id().clone();
+    let b = q.enqueue(spec("b"), false).await.unwrap().id().clone();
+    let first = q.lease(&w, WAIT).await.unwrap().expect("a job");
+    let (begun, waiting) = if first.id == a { (a, b) } else { (b, a) };
+    (f.expire)().await;
+    for _ in 0..2 {
+        let lease = q.lease(&w, WAIT).await.unwrap().expect("both come back");
+        let expected = if lease.id == begun { (2, 1) } else { (1, 0) };
+        assert_eq!(
+            (lease.attempt, lease.lost),
+            expected,
+            "{} ({} was begun, {waiting} was not)",
+            lease.id,
+            begun
+        );
+    }
+}
+
+/// A worker that lost its connection and took a job on the next hears a cancel of that job
+/// (before, on RabbitMQ, it answered cancels only once it registered again, so a job cancelled
+/// in between finished as if nothing happened).
+pub async fn a_cancel_is_heard_by_a_worker_that_reconnected(f: Fixture) {
+    let q = f.queue.as_ref();
+    let w = holding(2);
+    q.register_worker(&w).await.unwrap();
+    q.enqueue(spec("a"), false).await.unwrap();
+    q.lease(&w, WAIT).await.unwrap().expect("a");
+    (f.expire)().await;
+    let b = q.enqueue(spec("b"), false).await.unwrap().id().clone();
+    let lease = loop {
+        let lease = q.lease(&w, WAIT).await.unwrap().expect("a and b come");
+        if lease.id == b {
+            break lease;
+        }
+    };
+    q.cancel(std::slice::from_ref(&b)).await.unwrap();
+    assert!(matches!(
+        q.heartbeat(&lease, None).await,
+        Err(QueueError::Cancelled(_))
+    ));
+}

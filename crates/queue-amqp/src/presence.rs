@@ -1,0 +1,167 @@
+//! Which worker connections are alive, and the attempts of those that are gone.
+//!
+//! A lease on RabbitMQ is a delivery, and it lasts as long as the connection it came on: when
+//! that connection ends (the worker killed, stopped, cut off the network, or its channel closed
+//! by the broker's `consumer_timeout`), the broker puts the message back. The records would learn
+//! of the lost attempt only when some worker receives the message again, which with every
+//! worker busy can take hours; meanwhile the job would show running on a worker that is gone.
+//!
+//! So each connection a worker consumes on holds a *session*: an exclusive queue named after the
+//! process and the connection, which the broker deletes the moment the connection ends. Every
+//! attempt records its session (`Fact::Started`), and any process that reads the records (a
+//! worker's clean-up sweep, `serve`, `status`, `jobs`) asks the broker, at most once per half
+//! lease, whether the sessions of the running attempts still exist; each that does not is
+//! recorded as [`Fact::Gone`], which shows its attempts lost. A process knows without asking
+//! that the sessions of its own earlier connections are gone.
+
+use crate::records::{Fact, Holder};
+use crate::{backend, Inner};
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use lapin::Channel;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use videofarm_core::QueueError;
+
+/// How many sessions one look asks about at most (the rest wait for the next look).
+const MOST_ASKED: usize = 256;
+
+/// When this process last looked for lost sessions.
+#[derive(Default)]
+pub(crate) struct Reaper {
+    last: Mutex<Option<Instant>>,
+    /// This process's own connection ended since it last looked: look at once.
+    own_ended: AtomicBool,
+}
+
+impl Inner {
+    /// The session of this process's connection number `epoch`.
+    pub(crate) fn session(&self, epoch: u64) -> String {
+        format!("{}{epoch}", self.own_sessions())
+    }
+
+    /// What every session name of this process starts with.
+    fn own_sessions(&self) -> String {
+        format!("{}.{:016x}.", self.names.sessions, self.follower.origin)
+    }
+
+    /// What a delivery taken on connection `epoch` with `token` is called in the records.
+    pub(crate) fn holder(&self, epoch: u64, token: u64) -> Holder {
+        Holder {
+            session: self.session(epoch),
+            token,
+        }
+    }
+
+    /// Hold the session of connection `epoch`, on `channel` (one of that connection's): an
+    /// exclusive queue, gone with the connection.
+    pub(crate) async fn hold_session(
+        &self,
+        channel: &Channel,
+        epoch: u64,
+    ) -> Result<(), QueueError> {
+        channel
+            .queue_declare(
+                self.session(epoch).as_str().into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map(|_| ())
+            .map_err(backend)
+    }
+
+    /// This process's connection ended: the attempts recorded on it are lost.
+    pub(crate) fn own_connection_ended(&self) {
+        self.reaper.own_ended.store(true, Ordering::SeqCst);
+    }
+
+    /// Record as [`Fact::Gone`] every session of a running attempt whose connection has ended,
+    /// when it is time to look (see the module documentation). True when something was
+    /// recorded (the caller reads the records again to see it).
+    pub(crate) async fn record_lost_sessions(self: &Arc<Self>) -> Result<bool, QueueError> {
+        let period = (self.queue.lease / 2).clamp(Duration::from_secs(1), Duration::from_secs(15));
+        let own_ended = self.reaper.own_ended.swap(false, Ordering::SeqCst);
+        {
+            let mut last = self.reaper.last.lock().unwrap_or_else(|p| p.into_inner());
+            if !own_ended && last.is_some_and(|at| at.elapsed() < period) {
+                return Ok(false);
+            }
+            *last = Some(Instant::now());
+        }
+        let store = self.follower.store.clone();
+        let running = tokio::task::spawn_blocking(move || store.running_sessions(MOST_ASKED))
+            .await
+            .map_err(backend)?
+            .map_err(|e| backend(format!("the records file: {e}")))?;
+        let mine = self.own_sessions();
+        let current = self.session(self.epoch.load(Ordering::SeqCst));
+        let mut gone = Vec::new();
+        let mut asking = tokio::task::JoinSet::new();
+        for session in running {
+            if session.starts_with(&mine) && session != current {
+                gone.push(session);
+            } else {
+                let me = self.clone();
+                asking.spawn(async move {
+                    let alive = me.session_alive(&session).await;
+                    (session, alive)
+                });
+            }
+        }
+        while let Some(answer) = asking.join_next().await {
+            match answer {
+                Ok((session, Ok(false))) => gone.push(session),
+                Ok((_, Ok(true))) => {}
+                Ok((session, Err(e))) => {
+                    tracing::debug!(%session, error = %e, "could not tell whether a worker connection lives")
+                }
+                Err(e) => tracing::debug!(error = %e, "a session check stopped"),
+            }
+        }
+        if gone.is_empty() {
+            return Ok(false);
+        }
+        tracing::info!(sessions = ?gone, "worker connections gone: their running attempts are lost");
+        self.record_all(
+            gone.into_iter()
+                .map(|session| Fact::Gone { session })
+                .collect(),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// Whether the session queue `name` still exists: the broker answers a passive declaration
+    /// of a missing queue with NOT_FOUND (and closes the channel), of another connection's
+    /// exclusive queue with RESOURCE_LOCKED.
+    async fn session_alive(&self, name: &str) -> Result<bool, QueueError> {
+        let channel = self.new_channel().await?;
+        let answer = channel
+            .queue_declare(
+                name.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match answer {
+            Ok(_) => {
+                let _ = channel.close(200, "asked".into()).await;
+                Ok(true)
+            }
+            Err(e) => match e.kind() {
+                lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404 => Ok(false),
+                lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 405 => Ok(true),
+                _ => Err(backend(e)),
+            },
+        }
+    }
+}
