@@ -548,6 +548,7 @@ macro_rules! conformance_tests {
             a_lost_attempt_shows_before_the_job_is_taken_again,
             a_job_never_begun_loses_no_attempt_with_its_worker,
             a_cancel_is_heard_by_a_worker_that_reconnected,
+            a_job_queued_again_after_failing_lost_runs_once,
         );
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {

@@ -82,3 +82,42 @@ pub async fn a_cancel_is_heard_by_a_worker_that_reconnected(f: Fixture) {
         Err(QueueError::Cancelled(_))
     ));
 }
+
+/// A job lost with its worker once too often fails; queued again, it runs once, and the
+/// message of its old life is not brought back (found by the long model run: the old message,
+/// redelivered after the job was queued anew, was taken for one never begun, put back, and
+/// run again after the new one had succeeded).
+pub async fn a_job_queued_again_after_failing_lost_runs_once(f: Fixture) {
+    let q = f.queue.as_ref();
+    let w = holding(1);
+    let id = q.enqueue(spec("a"), false).await.unwrap().id().clone();
+    for _ in 0..crate::fast_settings().max_lost {
+        q.lease(&w, WAIT)
+            .await
+            .unwrap()
+            .expect("back after each loss");
+        (f.expire)().await;
+    }
+    let again = q.enqueue(spec("a"), false).await.unwrap();
+    assert_eq!(again.id(), &id);
+    let lease = q
+        .lease(&w, WAIT)
+        .await
+        .unwrap()
+        .expect("the job queued again");
+    assert_eq!((lease.attempt, lease.lost), (1, 0), "a fresh budget");
+    q.begin_publish(&lease).await.unwrap();
+    q.finish(&lease, crate::ok()).await.unwrap();
+    assert!(
+        q.lease(&w, crate::NONE_WAIT).await.unwrap().is_none(),
+        "run once"
+    );
+    let records = q
+        .jobs(&JobFilter {
+            ids: Some(vec![id]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(records[0].state, JobState::Succeeded, "{:?}", records[0]);
+}

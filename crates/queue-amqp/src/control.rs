@@ -184,20 +184,6 @@ pub(crate) async fn cancel_running(inner: &Inner, ids: &[JobId]) -> Result<Vec<J
         .collect())
 }
 
-/// Plain words for a channel error, above all RabbitMQ's `consumer_timeout`.
-pub(crate) fn explain_channel_error(error: &str) -> String {
-    if error.contains("acknowledgement") && error.contains("timed out") {
-        format!(
-            "RabbitMQ closed this worker's channel because a job stayed unacknowledged longer than the broker's \
-             consumer_timeout (30 minutes by default), which a long encode exceeds. Raise it above your longest \
-             encode: `consumer_timeout = 86400000` in rabbitmq.conf (24 h), then restart RabbitMQ. The job is \
-             redelivered with the lost attempt counted, so it cannot loop. Broker said: {error}"
-        )
-    } else {
-        format!("the connection to RabbitMQ failed: {error}")
-    }
-}
-
 /// How long an answer about the live workers is served as it is.
 const WORKERS_FRESH: Duration = Duration::from_millis(1500);
 /// How long an older answer is served while a fresh one is asked for.

@@ -8,9 +8,10 @@
 //! - Fencing: each delivery gets a token tied to the connection it arrived on. After a
 //!   reconnect, every older lease is void (the broker has already given those jobs to others):
 //!   heartbeats fail, the worker stops that encode and publishes nothing.
-//! - A redelivered message means an attempt was lost; it is re-published with its attempt count
-//!   raised (and sent to the failed queue when the attempts are spent), so a job that kills its
-//!   workers, or outlives RabbitMQ's `consumer_timeout`, cannot loop forever.
+//! - A redelivered message means an attempt was lost (unless it was never begun, or its holder
+//!   settled it); it is re-published with its attempt count raised (and sent to the failed
+//!   queue when the attempts are spent), so a job that kills its workers cannot loop forever. A
+//!   job that outlives RabbitMQ's `consumer_timeout` is a failed attempt (see `timeout`).
 //! - Failed attempts wait in a retry queue whose per-message TTL dead-letters them back; failed
 //!   jobs go to a failed queue with their reason, where `retry` finds them.
 //! - `inspect` and `cancel` are broadcast on a fanout exchange; every worker answers from what
@@ -23,8 +24,9 @@
 //! `control` (broadcasts, the live workers), `queue_impl` (the [`Queue`], [`Records`] and
 //! [`Control`] implementations), `browse` (failed queue and tombstones), `events` (following
 //! lifecycle events), [`records`] (the facts and the local copy), `follow` (writing facts and
-//! following the stream), this file (settings, connection, consumer, held deliveries,
-//! publishing).
+//! following the stream), `presence` (worker sessions, and the attempts of those gone),
+//! `timeout` (the broker's consumer_timeout), this file (settings, connection, consumer, held
+//! deliveries, publishing).
 
 mod browse;
 pub mod celery;
@@ -37,6 +39,7 @@ mod presence;
 mod queue_impl;
 pub mod records;
 pub mod route;
+mod timeout;
 
 pub use events::EventStream;
 pub use names::delete_farm_blocking;
@@ -175,6 +178,8 @@ pub(crate) struct Inner {
     follower: follow::Follower,
     /// Looks for the attempts of worker connections that are gone.
     reaper: presence::Reaper,
+    /// The last acknowledgement timeout the broker closed a channel of ours for.
+    ack_timeouts: timeout::AckTimeouts,
     /// The last answer to an inspect broadcast, and when it came: the dashboard's polls are
     /// answered from it while a fresh one is asked for in the background.
     workers_seen: Mutex<Option<(tokio::time::Instant, Vec<WorkerStatus>)>>,
@@ -248,6 +253,7 @@ impl AmqpQueue {
                 tombstones: Mutex::new((Default::default(), None)),
                 follower: follow::Follower::new(store),
                 reaper: Default::default(),
+                ack_timeouts: Default::default(),
                 workers_seen: Mutex::new(None),
                 workers_asking: std::sync::atomic::AtomicBool::new(false),
                 celery_clock: AtomicU64::new(0),
@@ -341,6 +347,11 @@ impl Inner {
                 "cannot connect ({e}); is the broker running and the URL right?"
             ))
         })?;
+        timeout::watch(
+            &connection,
+            self.epoch.load(Ordering::SeqCst),
+            self.ack_timeouts.clone(),
+        );
         let publish = connection.create_channel().await.map_err(backend)?;
         publish
             .confirm_select(ConfirmSelectOptions::default())

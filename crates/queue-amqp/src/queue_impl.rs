@@ -74,7 +74,7 @@ impl Queue for AmqpQueue {
                 match tokio::time::timeout_at(deadline, c.deliveries.next()).await {
                     Err(_) => return Ok(None),
                     Ok(None) => Err("the broker cancelled this worker's consumer".to_owned()),
-                    Ok(Some((_, Err(e)))) => Err(control::explain_channel_error(&e.to_string())),
+                    Ok(Some((_, Err(e)))) => Err(timeout::explain_channel_error(&e.to_string())),
                     Ok(Some((source, Ok(delivery)))) => Ok((epoch, source, delivery)),
                 }
             };
@@ -127,12 +127,27 @@ impl Queue for AmqpQueue {
                 settled(&delivery).await?;
                 continue;
             }
-            if delivery.redelivered && !inner.was_started(&env).await? {
+            // A Celery task is read afresh at each delivery (it carries none of the farm's
+            // marks): a redelivered one counts as lost, as it always did.
+            let begun = if delivery.redelivered && source == route::Source::Farm {
+                inner.begun(&env).await?
+            } else {
+                Begun::Lost
+            };
+            if delivery.redelivered && begun == Begun::Never {
                 // Handed to a worker that died or lost its connection before it began it (a
                 // delivery prefetched ahead of its leases): no attempt was lost. Back as a
                 // fresh copy, uncounted (found by the model run: a job that never ran was
                 // failed as lost too often).
                 inner.publish_job(&env, None).await?;
+                settled(&delivery).await?;
+                continue;
+            }
+            if delivery.redelivered && begun == Begun::Settled {
+                // Its holder recorded how the attempt ended, and sent on what follows (a copy
+                // to retry, the failed queue), but could not acknowledge it: the broker's
+                // consumer_timeout took it back, or the connection fell between the two.
+                tracing::info!(job = %env.id, "dropped a redelivered job whose attempt its worker had already settled");
                 settled(&delivery).await?;
                 continue;
             }
@@ -211,6 +226,7 @@ impl Queue for AmqpQueue {
                 worker: worker.name.clone(),
                 holder: Some(holder.clone()),
                 lost: env.lost,
+                queued_ms: Some(env.created_ms),
             };
             // Held before the start is recorded: a cancel broadcast that arrives meanwhile
             // marks it, and its first heartbeat stops it.
@@ -262,6 +278,9 @@ impl Queue for AmqpQueue {
             .as_ref()
             .is_some_and(|c| c.status().connected());
         if !connected {
+            // Before the connection is left: the deliveries the broker took back for want of
+            // an acknowledgement are settled as failed attempts, in this worker's words.
+            inner.settle_ack_timeouts().await;
             inner.invalidate().await;
         }
         match inner.check(lease) {
@@ -339,42 +358,7 @@ impl Queue for AmqpQueue {
                     holder: held.holder.clone(),
                 })
             }
-            Outcome::Failed(failure) => {
-                let after = inner
-                    .queue
-                    .after_failure(env.attempts.saturating_sub(env.lost), failure.kind);
-                env.attempts += 1;
-                env.waiting = false;
-                env.error = Some(failure.reason.clone());
-                env.stderr_tail = Some(failure.stderr_tail.clone());
-                let state = match after {
-                    AfterFailure::Fail => {
-                        env.failed_ms = Some(inner.now());
-                        inner
-                            .publish_envelope(&inner.names.failed, &env, persistent())
-                            .await?;
-                        (JobState::Failed, None)
-                    }
-                    AfterFailure::Retry { after } => {
-                        let ms = after.as_millis().max(1);
-                        inner.publish_job(&env, Some(ms)).await?;
-                        (JobState::Queued, Some(inner.now() + ms as i64))
-                    }
-                };
-                Some(Fact::Ended {
-                    id: env.id.clone(),
-                    worker: Some(held.worker.clone()),
-                    attempt: Some(env.attempts),
-                    holder: Some(held.holder.clone()),
-                    outcome: AttemptOutcome::Failed,
-                    state: state.0,
-                    attempts: env.attempts,
-                    error: env.error.clone(),
-                    stderr_tail: env.stderr_tail.clone(),
-                    result: None,
-                    not_before: state.1,
-                })
-            }
+            Outcome::Failed(failure) => Some(inner.settle_failure(&held, &failure).await?),
         };
         // Recorded before the ack: a fact lost with the connection leaves the job unacknowledged,
         // so it comes back and is recorded then.
@@ -619,6 +603,50 @@ impl Control for AmqpQueue {
 }
 
 impl Inner {
+    /// A held job's attempt failed: it goes back after its backoff, or to the failed queue
+    /// when its attempts are spent, counted; returns the fact to record (after this, before
+    /// the acknowledgement).
+    pub(crate) async fn settle_failure(
+        &self,
+        held: &Held,
+        failure: &videofarm_core::Failure,
+    ) -> Result<Fact, QueueError> {
+        let mut env = held.envelope.clone();
+        let after = self
+            .queue
+            .after_failure(env.attempts.saturating_sub(env.lost), failure.kind);
+        env.attempts += 1;
+        env.waiting = false;
+        env.error = Some(failure.reason.clone());
+        env.stderr_tail = Some(failure.stderr_tail.clone());
+        let (state, not_before) = match after {
+            AfterFailure::Fail => {
+                env.failed_ms = Some(self.now());
+                self.publish_envelope(&self.names.failed, &env, persistent())
+                    .await?;
+                (JobState::Failed, None)
+            }
+            AfterFailure::Retry { after } => {
+                let ms = after.as_millis().max(1);
+                self.publish_job(&env, Some(ms)).await?;
+                (JobState::Queued, Some(self.now() + ms as i64))
+            }
+        };
+        Ok(Fact::Ended {
+            id: env.id.clone(),
+            worker: Some(held.worker.clone()),
+            attempt: Some(env.attempts),
+            holder: Some(held.holder.clone()),
+            outcome: AttemptOutcome::Failed,
+            state,
+            attempts: env.attempts,
+            error: env.error,
+            stderr_tail: env.stderr_tail,
+            result: None,
+            not_before,
+        })
+    }
+
     /// A held job that a user cancelled while it ran: its attempt ends cancelled and it is
     /// taken off the queue for good; the holder hears `Cancelled`.
     async fn end_cancelled(&self, held: Held, lease: &Lease, by: JobId) -> Result<(), QueueError> {
@@ -637,17 +665,21 @@ impl Inner {
         Err(QueueError::Cancelled(by))
     }
 
-    /// Whether the attempt `env` would be now was begun by some worker (recorded as started):
-    /// a redelivered message that was only prefetched lost no attempt. Read after everything
-    /// recorded before it (the holder recorded its start before it took the job); a job the
-    /// records do not know counts as begun.
-    async fn was_started(self: &Arc<Self>, env: &Envelope) -> Result<bool, QueueError> {
+    /// What became of the attempt a redelivered `env` was given for, by the records read
+    /// after everything recorded before this question (its holder recorded the start before
+    /// it took the job, and any end before it acknowledged). A message is known by its job and
+    /// when it was queued (a job queued again while a copy of it waits has two).
+    async fn begun(self: &Arc<Self>, env: &Envelope) -> Result<Begun, QueueError> {
         self.follower.read_all_again();
-        let id = env.id.clone();
-        let attempts = self
-            .read_records(move |store| store.attempts_counted(&id))
+        let (id, queued_ms, attempt) = (env.id.clone(), env.created_ms, env.attempts + 1);
+        let found = self
+            .read_records(move |store| store.attempt_outcome(&id, queued_ms, attempt))
             .await?;
-        Ok(attempts.is_none_or(|a| a > env.attempts))
+        Ok(match found {
+            None => Begun::Never,
+            Some(AttemptOutcome::Succeeded | AttemptOutcome::Failed) => Begun::Settled,
+            Some(_) => Begun::Lost,
+        })
     }
 
     /// What the lifecycle needs to know of each of `ids`, from the records (one read for
@@ -703,6 +735,17 @@ impl Held {
             not_before: None,
         }
     }
+}
+
+/// What became of the attempt a redelivered message was given for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Begun {
+    /// No worker began it (it was only prefetched): nothing was lost.
+    Never,
+    /// Begun, and lost with its worker's connection.
+    Lost,
+    /// Its holder recorded its end and sent on what follows.
+    Settled,
 }
 
 /// A delivery this worker does not run (refused, lost before, cancelled, not runnable here):

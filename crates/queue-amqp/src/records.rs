@@ -50,6 +50,10 @@ pub enum Fact {
         /// fails the job.
         #[serde(default)]
         lost: u32,
+        /// When the message was queued: with `attempt`, which message this is (a job queued
+        /// again while a copy of it waits has two).
+        #[serde(default)]
+        queued_ms: Option<i64>,
     },
     /// An attempt ended, and the job is now in `state`.
     Ended {
@@ -136,7 +140,9 @@ CREATE TABLE IF NOT EXISTS attempts (
     error       TEXT,
     session     TEXT,
     token       INTEGER,
-    lost        INTEGER NOT NULL DEFAULT 0
+    lost        INTEGER NOT NULL DEFAULT 0,
+    queued_ms   INTEGER,
+    given       INTEGER
 );
 CREATE INDEX IF NOT EXISTS attempts_job ON attempts (job_id);
 -- The highest fact of each writing process applied to this file, whoever applied it: how a
@@ -175,6 +181,8 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         ("session", "TEXT"),
         ("token", "INTEGER"),
         ("lost", "INTEGER NOT NULL DEFAULT 0"),
+        ("queued_ms", "INTEGER"),
+        ("given", "INTEGER"),
     ] {
         if !columns.iter().any(|c| c == name) {
             conn.execute_batch(&format!(
@@ -334,14 +342,24 @@ impl RecordStore {
             .optional()
     }
 
-    /// The attempts a job's records count (its latest attempt begun, or the attempts spent
-    /// when none runs), if the job is known.
-    pub fn attempts_counted(&self, id: &JobId) -> rusqlite::Result<Option<u32>> {
-        self.lock()
-            .query_row("SELECT attempts FROM jobs WHERE id = ?1", [&id.0], |r| {
-                r.get(0)
-            })
-            .optional()
+    /// How attempt `attempt` given to the message of job `id` queued at `queued_ms` ended
+    /// (running while it runs); `None` when no worker began it.
+    pub fn attempt_outcome(
+        &self,
+        id: &JobId,
+        queued_ms: i64,
+        attempt: u32,
+    ) -> rusqlite::Result<Option<AttemptOutcome>> {
+        let outcome: Option<String> = self
+            .lock()
+            .query_row(
+                "SELECT outcome FROM attempts WHERE job_id = ?1 AND queued_ms = ?2 AND given = ?3
+                 ORDER BY seq DESC LIMIT 1",
+                params![id.0, queued_ms, attempt],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(outcome.and_then(|o| o.parse().ok()))
     }
 
     /// The sessions (see `presence`) of attempts still running, at most `limit` of them.
@@ -501,14 +519,7 @@ fn apply_one(
     let at = stamped.at;
     match &stamped.fact {
         Fact::Queued { id, spec } => queued(tx, id, spec, at),
-        Fact::Started {
-            id,
-            spec,
-            attempt,
-            worker,
-            holder,
-            lost,
-        } => started(tx, id, spec, (*attempt, *lost), worker, holder.as_ref(), at),
+        Fact::Started { .. } => started(tx, &stamped.fact, at),
         Fact::Ended { outcome, .. } if *outcome == AttemptOutcome::Cancelled => {
             // The cancel's own fact, recorded before any holder could hear of it, closed the
             // attempt and set the job's state; the holder's end says nothing more, and must
@@ -558,15 +569,19 @@ fn queued(
     Ok(())
 }
 
-fn started(
-    tx: &rusqlite::Transaction<'_>,
-    id: &JobId,
-    spec: &JobSpec,
-    (attempt, lost): (u32, u32),
-    worker: &str,
-    holder: Option<&Holder>,
-    at: i64,
-) -> rusqlite::Result<()> {
+fn started(tx: &rusqlite::Transaction<'_>, fact: &Fact, at: i64) -> rusqlite::Result<()> {
+    let Fact::Started {
+        id,
+        spec,
+        attempt,
+        worker,
+        holder,
+        lost,
+        queued_ms,
+    } = fact
+    else {
+        return Ok(());
+    };
     tx.execute(
         "INSERT INTO jobs (id, spec, parent, state, attempts, worker, created_ms, started_ms)
          VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?6)
@@ -582,20 +597,23 @@ fn started(
         ],
     )?;
     // Another copy of the job (queued again while it ran) carries its own count: its row is
-    // numbered after the attempt still running, so the history never shows one number twice.
+    // numbered after the attempt still running, so the history never shows one number twice;
+    // `given` keeps the message's own number.
     tx.execute(
-        "INSERT INTO attempts (job_id, attempt, worker, started_ms, outcome, session, token, lost)
+        "INSERT INTO attempts (job_id, attempt, worker, started_ms, outcome, session, token, lost,
+                               queued_ms, given)
          VALUES (?1, max(?2, 1 + coalesce((SELECT max(attempt) FROM attempts
                                            WHERE job_id = ?1 AND outcome = 'running'), 0)),
-                 ?3, ?4, 'running', ?5, ?6, ?7)",
+                 ?3, ?4, 'running', ?5, ?6, ?7, ?8, ?2)",
         params![
             id.0,
             attempt,
             worker,
             at,
-            holder.map(|h| &h.session),
-            holder.map(|h| h.token as i64),
-            lost
+            holder.as_ref().map(|h| &h.session),
+            holder.as_ref().map(|h| h.token as i64),
+            lost,
+            queued_ms
         ],
     )?;
     Ok(())
@@ -827,6 +845,7 @@ mod tests {
                     worker: "w1".into(),
                     holder: None,
                     lost: 0,
+                    queued_ms: None,
                 },
             ),
             fact(
@@ -879,6 +898,7 @@ mod tests {
                     token: seq,
                 }),
                 lost,
+                queued_ms: Some(0),
             },
         )
     }

@@ -26,6 +26,10 @@ impl Queue for SqliteQueue {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| ctx.err(e))?;
+            // A job whose lease ran out is no longer running: queued again, it must not be
+            // taken for a running duplicate (found by the conformance case
+            // `a_job_queued_again_after_failing_lost_runs_once`).
+            reap(&tx, ctx)?;
             let done = specs
                 .iter()
                 .map(|spec| enqueue_one(&tx, ctx, spec, force))
