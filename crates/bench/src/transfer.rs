@@ -84,6 +84,7 @@ async fn main() -> Result<()> {
         mode: TransferMode::Always,
         cache: dir.path().join("cache"),
         stall: Duration::from_secs(60),
+        outage: Duration::from_secs(300),
         ca: None,
         cache_limit: u64::MAX,
         plan_wait: Duration::ZERO,

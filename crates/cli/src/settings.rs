@@ -109,6 +109,8 @@ pub struct ConfigFile {
     /// Worker without the media: how long a split tape waits for a worker that sees it to plan
     /// it before this one encodes it whole (default 120).
     pub transfer_split_wait_secs: Option<f64>,
+    /// Worker: how long a transfer keeps trying while the file server is away (default 300).
+    pub transfer_outage_secs: Option<f64>,
     /// Worker: the certificate (or its CA) of an `https://` files_url, PEM.
     pub files_ca: Option<PathBuf>,
     /// `serve`: HTTPS with this certificate chain and key (PEM files).
@@ -188,6 +190,7 @@ pub struct Settings {
     pub transfer_cache_limit: u64,
     pub transfer_ahead: u32,
     pub transfer_split_wait: std::time::Duration,
+    pub transfer_outage: std::time::Duration,
     pub files_ca: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -402,6 +405,12 @@ impl Settings {
                 Some(0.0) => Duration::ZERO,
                 other => secs("transfer_split_wait_secs", other, 120.0)?,
             },
+            transfer_outage: secs_at_least(
+                "transfer_outage_secs",
+                file.transfer_outage_secs,
+                300.0,
+                1.0,
+            )?,
             files_ca: file.files_ca,
             tls_cert: file.tls_cert,
             tls_key: file.tls_key,

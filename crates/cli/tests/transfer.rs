@@ -387,6 +387,42 @@ fn transfers_resume_after_the_server_restarts() {
     reap(server);
 }
 
+/// The server is away for 12 s in the middle of the upload (longer than the whole budget of
+/// the tries before: about 4 s): the upload waits it out and resumes where it stopped, the job
+/// succeeds on its first attempt, and the staged bytes are kept (before, the attempt failed,
+/// the staged upload was thrown away and the tape encoded again).
+#[test]
+fn an_upload_waits_out_a_server_outage_without_counting_an_attempt() {
+    let f = faulty_farm();
+    let farm = &f.farm;
+    let mut server = serve(farm, f.server_port);
+    let mut worker = blind_worker(farm, f.tapes.parent().unwrap(), "far");
+    wait_until(
+        "a third of the output is staged",
+        Duration::from_secs(60),
+        || file_size_in(&f.out, ".videofarm-upload-") > 400_000,
+    );
+    reap(server);
+    std::thread::sleep(Duration::from_secs(12));
+    server = serve(farm, f.server_port);
+    let id = farm.jobs()[0]["id"].as_str().unwrap().to_owned();
+    wait_until("the job ends", Duration::from_secs(60), || {
+        !matches!(farm.job(&id)["state"].as_str(), Some("queued" | "running"))
+    });
+    let job = farm.job(&id);
+    assert_eq!(job["state"], "succeeded", "{}", farm.log("far"));
+    assert_eq!(job["attempts"], 1, "no attempt counted: {job}");
+    let output_size = std::fs::metadata(f.out.join("noise.mkv")).unwrap().len();
+    let received = f.link.to_server.load(Ordering::SeqCst);
+    assert!(
+        received < output_size * 12 / 10,
+        "the upload resumed: {received} bytes for {output_size}"
+    );
+    signal(worker.id(), "TERM");
+    let _ = worker.wait();
+    reap(server);
+}
+
 /// A byte flipped on the way is caught by the hash, and the input is fetched again.
 #[test]
 fn a_byte_flipped_in_transit_is_caught_and_fetched_again() {

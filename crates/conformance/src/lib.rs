@@ -549,6 +549,7 @@ macro_rules! conformance_tests {
             a_job_never_begun_loses_no_attempt_with_its_worker,
             a_cancel_is_heard_by_a_worker_that_reconnected,
             a_job_queued_again_after_failing_lost_runs_once,
+            a_released_job_never_begun_again_loses_no_attempt,
         );
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {

@@ -121,3 +121,25 @@ pub async fn a_job_queued_again_after_failing_lost_runs_once(f: Fixture) {
         .unwrap();
     assert_eq!(records[0].state, JobState::Succeeded, "{:?}", records[0]);
 }
+
+/// A job handed back (released) and received again ahead of the worker's leases (RabbitMQ's
+/// prefetch), then lost with that worker before it began, loses no attempt (found by the long
+/// model run: it came back counted lost).
+pub async fn a_released_job_never_begun_again_loses_no_attempt(f: Fixture) {
+    let q = f.queue.as_ref();
+    let w = holding(3);
+    q.enqueue(spec("a"), false).await.unwrap();
+    let lease = q.lease(&w, WAIT).await.unwrap().expect("a");
+    q.finish(&lease, videofarm_core::Outcome::Released)
+        .await
+        .unwrap();
+    // Time for the broker to hand the copy to this worker ahead of its next lease.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    (f.expire)().await;
+    let back = q.lease(&w, WAIT).await.unwrap().expect("a comes back");
+    assert_eq!(
+        (back.attempt, back.lost),
+        (1, 0),
+        "never begun since it was handed back"
+    );
+}

@@ -245,8 +245,9 @@ async fn follow_on(inner: &Arc<Inner>, connection: &Connection) -> Result<(), Qu
 /// Make sure the local copy was read from this very stream: one made anew under the same name
 /// (a broker reinstalled, the farm deleted and made again) starts with another first message,
 /// and a copy that kept the old one's offset would wait forever for offsets it has passed.
-/// Then the copy is emptied and read again from the start. A stream whose old messages its
-/// retention dropped starts later than it did: that is the same stream.
+/// Then the new stream is read from its start on top of what the copy holds: the history it
+/// read stays (see [`RecordStore::new_stream`]). A stream whose old messages its retention
+/// dropped starts later than it did: that is the same stream.
 async fn same_stream(
     inner: &Arc<Inner>,
     connection: &Connection,
@@ -265,8 +266,8 @@ async fn same_stream(
         _ => {
             let _ = channel.close(200, "checked".into()).await;
             if store.offset().map_err(backend)?.is_some() {
-                tracing::warn!("the records stream is empty but this copy has read one before: reading it again from its start");
-                store.reset().map_err(backend)?;
+                tracing::warn!("the records stream is empty but this copy has read one before: it was made anew; keeping what this copy read");
+                store.new_stream(inner.now()).map_err(backend)?;
             }
             return Ok(());
         }
@@ -285,9 +286,9 @@ async fn same_stream(
         Some(_) => {
             tracing::warn!(
                 stream = %inner.names.records,
-                "the records stream was made anew: this machine's copy is read again from its start"
+                "the records stream was made anew: reading it from its start, keeping what this machine's copy read"
             );
-            store.reset().map_err(backend)?;
+            store.new_stream(inner.now()).map_err(backend)?;
         }
     }
     store
@@ -358,8 +359,10 @@ mod tests {
     }
 
     /// A farm deleted and made again (a broker reinstalled) under the same name, read by a
-    /// machine that kept its records file: the copy is read again from the new stream's start,
-    /// instead of waiting for offsets it has passed.
+    /// machine that kept its records file: the new stream is read from its start, instead of
+    /// waiting for offsets the copy has passed, and the copy keeps the history it read (before,
+    /// it was wiped, against the README's "each local copy keeps what it has read for good");
+    /// a job the old farm had not finished is failed with the reason, to be retried.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stream_made_anew_is_read_from_its_start() {
         let url = test_url();
@@ -386,7 +389,22 @@ mod tests {
         for name in ["a", "b", "c"] {
             first.enqueue(spec(name), false).await.unwrap();
         }
-        assert_eq!(first.counts().await.unwrap().queued, 3);
+        let worker = videofarm_core::WorkerInfo::new("w", "h");
+        let lease = first
+            .lease(&worker, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .expect("a job");
+        first.begin_publish(&lease).await.unwrap();
+        first
+            .finish(
+                &lease,
+                videofarm_core::Outcome::Succeeded(Default::default()),
+            )
+            .await
+            .unwrap();
+        let done = lease.id.clone();
+        assert_eq!(first.counts().await.unwrap().queued, 2);
         drop(first);
         let (u, p) = (url.clone(), prefix.clone());
         tokio::task::spawn_blocking(move || crate::delete_farm_blocking(&u, &p))
@@ -399,7 +417,34 @@ mod tests {
             .await
             .expect("the records answer")
             .unwrap();
-        assert_eq!(counts.queued, 1, "only the new farm's job: {counts:?}");
+        assert_eq!(
+            counts.queued, 1,
+            "only the new farm's job waits: {counts:?}"
+        );
+        assert_eq!(
+            counts.succeeded, 1,
+            "the old farm's finished job is kept: {counts:?}"
+        );
+        assert_eq!(
+            counts.failed, 2,
+            "its unfinished ones are failed: {counts:?}"
+        );
+        let history = again.history(&done).await.unwrap();
+        assert_eq!(history.len(), 1, "{history:?}");
+        let failed = again
+            .jobs(&videofarm_core::JobFilter {
+                state: Some(videofarm_core::JobState::Failed),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            failed[0]
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("made anew")),
+            "{failed:?}"
+        );
         drop(again);
         let (u, p) = (url.clone(), prefix.clone());
         tokio::task::spawn_blocking(move || crate::delete_farm_blocking(&u, &p))

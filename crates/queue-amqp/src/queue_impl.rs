@@ -34,6 +34,7 @@ impl Queue for AmqpQueue {
             .map(|env| Fact::Queued {
                 id: env.id.clone(),
                 spec: env.spec.clone(),
+                queued_ms: Some(env.created_ms),
             })
             .collect();
         inner.record_all(facts).await?;
@@ -190,6 +191,7 @@ impl Queue for AmqpQueue {
                         stderr_tail: None,
                         result: None,
                         not_before: None,
+                        queued_ms: Some(env.created_ms),
                     })
                     .await?;
                 settled(&delivery).await?;
@@ -521,6 +523,7 @@ impl Control for AmqpQueue {
         inner
             .record(Fact::Retried {
                 ids: retried.clone(),
+                queued_ms: Some(now),
             })
             .await?;
         let taken = inner
@@ -534,7 +537,7 @@ impl Control for AmqpQueue {
         // Cancelled jobs (and failed ones no longer in the failed queue) are queued afresh from
         // their records: later than their cancel, so workers take them.
         for (id, spec) in specs.into_iter().filter(|(id, _)| !taken.contains(id)) {
-            let env = Envelope::new(id, spec, inner.now());
+            let env = Envelope::new(id, spec, now);
             inner.publish_job(&env, None).await?;
         }
         inner
@@ -550,7 +553,12 @@ impl Control for AmqpQueue {
             .take_from(&inner.names.failed, None, |env| Some(fresh(env, now)), true)
             .await?;
         if !taken.is_empty() {
-            inner.record(Fact::Retried { ids: taken.clone() }).await?;
+            inner
+                .record(Fact::Retried {
+                    ids: taken.clone(),
+                    queued_ms: Some(now),
+                })
+                .await?;
             inner
                 .publish_event(&Event::JobsRetried { ids: taken.clone() })
                 .await;
@@ -644,6 +652,7 @@ impl Inner {
             stderr_tail: env.stderr_tail,
             result: None,
             not_before,
+            queued_ms: Some(env.created_ms),
         })
     }
 
@@ -675,8 +684,11 @@ impl Inner {
         let found = self
             .read_records(move |store| store.attempt_outcome(&id, queued_ms, attempt))
             .await?;
+        // A released attempt is not counted: the copy handed back carries its number again,
+        // and was not begun while that row is the last of the number (found by the long model
+        // run: a released job prefetched and lost was counted lost).
         Ok(match found {
-            None => Begun::Never,
+            None | Some(AttemptOutcome::Released) => Begun::Never,
             Some(AttemptOutcome::Succeeded | AttemptOutcome::Failed) => Begun::Settled,
             Some(_) => Begun::Lost,
         })
@@ -733,6 +745,7 @@ impl Held {
             stderr_tail: None,
             result,
             not_before: None,
+            queued_ms: Some(self.envelope.created_ms),
         }
     }
 }

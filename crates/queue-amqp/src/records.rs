@@ -36,7 +36,13 @@ pub struct Stamped {
 #[serde(tag = "fact", rename_all = "snake_case")]
 pub enum Fact {
     /// A job was queued (or queued again).
-    Queued { id: JobId, spec: JobSpec },
+    Queued {
+        id: JobId,
+        spec: JobSpec,
+        /// When its message was made (its `created_ms`): the job's life from here on.
+        #[serde(default)]
+        queued_ms: Option<i64>,
+    },
     /// A worker took it.
     Started {
         id: JobId,
@@ -80,11 +86,20 @@ pub enum Fact {
         result: Option<SuccessReport>,
         /// For a job waiting out a retry delay: when it may run again.
         not_before: Option<i64>,
+        /// When the message that ended was made: the end of a message older than the job's
+        /// latest queueing (a job failed, then queued again) changes nothing of the job.
+        #[serde(default)]
+        queued_ms: Option<i64>,
     },
     /// A user cancelled these jobs (and the chunks of these tapes).
     Cancelled { ids: Vec<JobId> },
     /// A user put these failed or cancelled jobs back with a fresh attempt budget.
-    Retried { ids: Vec<JobId> },
+    Retried {
+        ids: Vec<JobId>,
+        /// When their new messages were made.
+        #[serde(default)]
+        queued_ms: Option<i64>,
+    },
     /// A message on the job queue that is not a job this farm can take (kept in the failed
     /// queue with the reason): listed as a failed job, so it is seen.
     Refused { reason: String },
@@ -122,7 +137,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     result      TEXT,
     created_ms  INTEGER NOT NULL,
     started_ms  INTEGER,
-    finished_ms INTEGER
+    finished_ms INTEGER,
+    queued_ms   INTEGER
 );
 DROP INDEX IF EXISTS jobs_parent;
 CREATE INDEX IF NOT EXISTS jobs_chunks ON jobs (parent) WHERE parent IS NOT NULL;
@@ -173,21 +189,20 @@ pub struct RecordStore {
 
 /// Columns added since the first records files, added to a file made before them.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let columns: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_table_info('attempts')")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    for (name, declared) in [
-        ("session", "TEXT"),
-        ("token", "INTEGER"),
-        ("lost", "INTEGER NOT NULL DEFAULT 0"),
-        ("queued_ms", "INTEGER"),
-        ("given", "INTEGER"),
+    for (table, name, declared) in [
+        ("attempts", "session", "TEXT"),
+        ("attempts", "token", "INTEGER"),
+        ("attempts", "lost", "INTEGER NOT NULL DEFAULT 0"),
+        ("attempts", "queued_ms", "INTEGER"),
+        ("attempts", "given", "INTEGER"),
+        ("jobs", "queued_ms", "INTEGER"),
     ] {
+        let columns: Vec<String> = conn
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
         if !columns.iter().any(|c| c == name) {
-            conn.execute_batch(&format!(
-                "ALTER TABLE attempts ADD COLUMN {name} {declared}"
-            ))?;
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {name} {declared}"))?;
         }
     }
     conn.execute_batch(
@@ -323,12 +338,24 @@ impl RecordStore {
         Ok(())
     }
 
-    /// Forget everything: the stream this copy was read from is gone.
-    pub fn reset(&self) -> rusqlite::Result<()> {
+    /// The stream this copy was read from is gone and another has its name (a broker
+    /// reinstalled, the farm deleted and made again): forget where this copy was in the old
+    /// one, and keep what it read. A job the old stream left unfinished has no message any
+    /// more: it is failed with the reason (and can be retried by its id); its running
+    /// attempts are lost.
+    pub fn new_stream(&self, now: i64) -> rusqlite::Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        tx.execute_batch(
-            "DELETE FROM jobs; DELETE FROM attempts; DELETE FROM origins; DELETE FROM meta;",
+        tx.execute_batch("DELETE FROM origins; DELETE FROM meta;")?;
+        tx.execute(
+            "UPDATE attempts SET outcome = 'lost', finished_ms = ?1, error = ?2
+             WHERE outcome IN ('running', 'publishing')",
+            params![now, STREAM_MADE_ANEW],
+        )?;
+        tx.execute(
+            "UPDATE jobs SET state = 'failed', finished_ms = ?1, error = ?2
+             WHERE state IN ('queued', 'running')",
+            params![now, STREAM_MADE_ANEW],
         )?;
         tx.commit()
     }
@@ -518,7 +545,11 @@ fn apply_one(
 ) -> rusqlite::Result<()> {
     let at = stamped.at;
     match &stamped.fact {
-        Fact::Queued { id, spec } => queued(tx, id, spec, at),
+        Fact::Queued {
+            id,
+            spec,
+            queued_ms,
+        } => queued(tx, id, spec, *queued_ms, at),
         Fact::Started { .. } => started(tx, &stamped.fact, at),
         Fact::Ended { outcome, .. } if *outcome == AttemptOutcome::Cancelled => {
             // The cancel's own fact, recorded before any holder could hear of it, closed the
@@ -528,12 +559,13 @@ fn apply_one(
         }
         Fact::Ended { .. } => ended(tx, &stamped.fact, at),
         Fact::Cancelled { ids } => cancelled(tx, ids, at),
-        Fact::Retried { ids } => {
+        Fact::Retried { ids, queued_ms } => {
             for id in ids {
                 tx.execute(
-                    "UPDATE jobs SET state = 'queued', attempts = 0, not_before = 0, finished_ms = NULL
+                    "UPDATE jobs SET state = 'queued', attempts = 0, not_before = 0, finished_ms = NULL,
+                        queued_ms = coalesce(?2, queued_ms)
                      WHERE id = ?1 AND state IN ('failed', 'cancelled')",
-                    params![id.0],
+                    params![id.0, queued_ms],
                 )?;
             }
             Ok(())
@@ -556,15 +588,24 @@ fn queued(
     tx: &rusqlite::Transaction<'_>,
     id: &JobId,
     spec: &JobSpec,
+    queued_ms: Option<i64>,
     at: i64,
 ) -> rusqlite::Result<()> {
-    // A copy queued while the job runs does not make it look waiting.
+    // A copy queued while the job runs does not make it look waiting (nor start its life).
     tx.execute(
-        "INSERT INTO jobs (id, spec, parent, state, created_ms) VALUES (?1, ?2, ?3, 'queued', ?4)
+        "INSERT INTO jobs (id, spec, parent, state, created_ms, queued_ms)
+         VALUES (?1, ?2, ?3, 'queued', ?4, ?5)
          ON CONFLICT (id) DO UPDATE SET spec = ?2, state = 'queued', attempts = 0, not_before = 0,
-            error = NULL, stderr_tail = NULL, result = NULL, finished_ms = NULL, created_ms = ?4
+            error = NULL, stderr_tail = NULL, result = NULL, finished_ms = NULL, created_ms = ?4,
+            queued_ms = ?5
          WHERE state != 'running'",
-        params![id.0, json(spec), spec.parent.as_ref().map(|p| &p.0), at],
+        params![
+            id.0,
+            json(spec),
+            spec.parent.as_ref().map(|p| &p.0),
+            at,
+            queued_ms
+        ],
     )?;
     Ok(())
 }
@@ -632,6 +673,7 @@ fn ended(tx: &rusqlite::Transaction<'_>, fact: &Fact, at: i64) -> rusqlite::Resu
         stderr_tail,
         result,
         not_before,
+        queued_ms,
     } = fact
     else {
         return Ok(());
@@ -645,7 +687,8 @@ fn ended(tx: &rusqlite::Transaction<'_>, fact: &Fact, at: i64) -> rusqlite::Resu
             result = coalesce(?6, result), finished_ms = ?7, not_before = ?8,
             worker = coalesce(?9, worker)
          WHERE id = ?1 AND NOT (state = 'cancelled' AND ?2 = 'queued')
-            AND NOT (?10 AND state = 'succeeded' AND result IS NOT NULL)",
+            AND NOT (?10 AND state = 'succeeded' AND result IS NOT NULL)
+            AND NOT (?11 IS NOT NULL AND queued_ms IS NOT NULL AND ?11 < queued_ms)",
         params![
             id.0,
             state.as_str(),
@@ -656,7 +699,8 @@ fn ended(tx: &rusqlite::Transaction<'_>, fact: &Fact, at: i64) -> rusqlite::Resu
             finished,
             not_before.unwrap_or(0),
             worker,
-            duplicate
+            duplicate,
+            queued_ms
         ],
     )?;
     // The holder's own row when it is named; else by number, not by worker: a later attempt
@@ -780,6 +824,9 @@ fn gone(
     Ok(())
 }
 
+/// Why a job the old records stream left unfinished is failed.
+const STREAM_MADE_ANEW: &str = "the farm's records on the broker were made anew (the broker reinstalled, or the farm deleted) before this job finished; whether it still waits is unknown: retry it to queue it again";
+
 /// How the records name a refused message: it is listed among the failed jobs, but it is no
 /// job and can never be retried into one.
 const REFUSAL_PREFIX: &str = "refused-";
@@ -834,6 +881,7 @@ mod tests {
                 Fact::Queued {
                     id: a.clone(),
                     spec: spec("a"),
+                    queued_ms: None,
                 },
             ),
             fact(
@@ -862,6 +910,7 @@ mod tests {
                     stderr_tail: None,
                     result: Some(SuccessReport::default()),
                     not_before: None,
+                    queued_ms: None,
                 },
             ),
         ];
@@ -926,6 +975,7 @@ mod tests {
                 stderr_tail: None,
                 result: Some(report),
                 not_before: None,
+                queued_ms: None,
             },
         )
     }
@@ -952,6 +1002,7 @@ mod tests {
                     Fact::Queued {
                         id: a.clone(),
                         spec: spec("a"),
+                        queued_ms: None,
                     },
                 ),
                 started(1, &a, 1, "s1", 0),
@@ -1039,5 +1090,45 @@ mod tests {
         let history = store.history(&a).unwrap();
         assert_eq!(history.len(), 2);
         assert_eq!(history[1].outcome, AttemptOutcome::Running);
+    }
+
+    /// A job lost too often and queued again: the old message's end, recorded after the new
+    /// queueing (the broker redelivered it late), leaves the job queued (found by the long
+    /// model run: it showed failed while its new message waited).
+    #[test]
+    fn the_end_of_a_message_older_than_the_jobs_queueing_changes_nothing() {
+        let store = RecordStore::open(None, budget()).unwrap();
+        let a = JobId("a".into());
+        let queued = |seq, queued_ms| {
+            fact(
+                seq,
+                Fact::Queued {
+                    id: a.clone(),
+                    spec: spec("a"),
+                    queued_ms: Some(queued_ms),
+                },
+            )
+        };
+        let lost_for_good = fact(
+            3,
+            Fact::Ended {
+                id: a.clone(),
+                worker: None,
+                attempt: Some(2),
+                holder: None,
+                outcome: AttemptOutcome::Lost,
+                state: JobState::Failed,
+                attempts: 2,
+                error: Some("lost 2 times".into()),
+                stderr_tail: None,
+                result: None,
+                not_before: None,
+                queued_ms: Some(100),
+            },
+        );
+        store
+            .apply(&[queued(1, 100), queued(2, 200), lost_for_good])
+            .unwrap();
+        assert_eq!(store.state(&a).unwrap().unwrap().0, JobState::Queued);
     }
 }

@@ -6,7 +6,10 @@
 //!   used (a copy that does not match is fetched again); the output's hash goes with it and the
 //!   server checks it before anything appears.
 //! - Nothing lost: a broken download or upload resumes where it stopped (an HTTP range, the
-//!   server's staged size); a transfer is given up only when no byte moved for `stall`.
+//!   server's staged size). A copy that moves no byte for `stall` is broken off and resumed; a
+//!   server that does not answer is asked again, ever less often, until it has been away for
+//!   `outage` (five minutes from `worker`): a restart of `serve` or a network cut of a minute
+//!   costs no attempt, and what was staged or cached stays.
 //! - Nothing twice: inputs are kept by content (`inputs/HASH`), so a worker fetches an input
 //!   once for every job that reads it; the server publishes an upload only for the attempt
 //!   that runs the job.
@@ -20,8 +23,47 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use videofarm_core::{Failure, JobId};
 
-/// Tries of one transfer (each resumes the last) before the attempt fails, retryable.
-const TRIES: u32 = 8;
+/// How long a transfer waits before its next try, at first and at most.
+const FIRST_WAIT: Duration = Duration::from_millis(500);
+const LONGEST_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a transfer keeps trying while the server does not answer or the copy keeps
+/// breaking off, counted from the last time it moved forward.
+struct Patience {
+    limit: Duration,
+    since: std::time::Instant,
+    wait: Duration,
+}
+
+impl Patience {
+    fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            since: std::time::Instant::now(),
+            wait: FIRST_WAIT,
+        }
+    }
+
+    /// The transfer moved forward: the clock starts again.
+    fn progressed(&mut self) {
+        self.since = std::time::Instant::now();
+        self.wait = FIRST_WAIT;
+    }
+
+    /// Wait before the next try; false when the trouble has lasted the limit.
+    async fn wait(&mut self) -> bool {
+        if self.since.elapsed() >= self.limit {
+            return false;
+        }
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(LONGEST_WAIT);
+        true
+    }
+
+    fn gave_up(&self) -> String {
+        format!("for {} s", self.since.elapsed().as_secs())
+    }
+}
 
 /// When this worker fetches inputs and sends outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -47,6 +89,9 @@ pub struct Files {
     pub cache: PathBuf,
     /// A transfer that moves no byte for this long is broken off and resumed.
     pub stall: Duration,
+    /// How long a transfer keeps trying while the server is away or the copy keeps breaking
+    /// off, from the last time it moved forward, before the attempt fails (retryable).
+    pub outage: Duration,
     /// For an `https://` server with a certificate of its own: that certificate (or the CA that
     /// signed it), PEM; the system's roots are trusted otherwise.
     pub ca: Option<PathBuf>,
@@ -220,9 +265,10 @@ impl Files {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let mut last = String::new();
-        for _ in 0..TRIES {
-            match self.download(job, &part, size, report).await {
+        let mut patience = Patience::new(self.outage);
+        let last = loop {
+            let before = std::fs::metadata(&part).map_or(0, |m| m.len());
+            let last = match self.download(job, &part, size, report).await {
                 Ok(got) => {
                     if got == hash {
                         std::fs::rename(&part, &done).map_err(|e| {
@@ -231,27 +277,32 @@ impl Files {
                         return Ok(fetched(Held::hold(done)));
                     }
                     tracing::warn!(job = %job, "the fetched input does not match its hash; fetching it again");
-                    last =
-                        format!("the copy of the input arrived damaged (BLAKE3 {got}, not {hash})");
                     let _ = std::fs::remove_file(&part);
+                    format!("the copy of the input arrived damaged (BLAKE3 {got}, not {hash})")
                 }
                 Err(TransferError::Retry(why)) => {
                     tracing::info!(job = %job, reason = %why, "the download broke off; resuming");
-                    last = why;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if std::fs::metadata(&part).map_or(0, |m| m.len()) > before {
+                        patience.progressed();
+                    }
+                    why
                 }
                 Err(other) => return Err(other),
+            };
+            if !patience.wait().await {
+                break last;
             }
-        }
+        };
         Err(TransferError::Retry(format!(
-            "could not fetch the input of {job} after {TRIES} tries: {last}"
+            "could not fetch the input of {job}: no progress {}: {last}",
+            patience.gave_up()
         )))
     }
 
     /// What the server says of the job's input (its hash, its size, whether the output is in
     /// place already); a server that is down or records that lag are tried again a few times.
     async fn ask(&self, job: &JobId) -> Result<serde_json::Value, TransferError> {
-        let mut tries = 0;
+        let mut patience = Patience::new(self.outage);
         loop {
             let said = match self
                 .send(self.request(reqwest::Method::GET, &format!("{job}/input/blake3")))
@@ -264,10 +315,14 @@ impl Files {
                 Err(e) => Err(e),
             };
             match said {
-                Err(TransferError::Retry(why)) if tries + 1 < TRIES => {
+                Err(TransferError::Retry(why)) => {
                     tracing::debug!(job = %job, reason = %why, "asking the file server again");
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if !patience.wait().await {
+                        return Err(TransferError::Retry(format!(
+                            "the file server did not answer {}: {why}",
+                            patience.gave_up()
+                        )));
+                    }
                 }
                 other => return other,
             }
@@ -376,17 +431,30 @@ impl Files {
         let size = std::fs::metadata(local)
             .map_err(|e| TransferError::Retry(format!("{}: {e}", local.display())))?
             .len();
-        let mut last = String::new();
-        for _ in 0..TRIES {
-            match self.upload(job, attempt, local, size, report).await {
-                Ok(()) => {}
+        let mut patience = Patience::new(self.outage);
+        let mut furthest = 0;
+        let last = loop {
+            let mut staged = 0;
+            let last = match self
+                .upload(job, attempt, (local, size), &mut staged, report)
+                .await
+            {
+                Ok(()) => None,
                 Err(TransferError::Retry(why)) => {
                     tracing::info!(job = %job, reason = %why, "the upload broke off; resuming");
-                    last = why;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
+                    Some(why)
                 }
                 Err(other) => return Err(other),
+            };
+            if staged > furthest {
+                furthest = staged;
+                patience.progressed();
+            }
+            if let Some(last) = last {
+                if !patience.wait().await {
+                    break last;
+                }
+                continue;
             }
             let committed = self
                 .send(self.request(
@@ -394,19 +462,24 @@ impl Files {
                     &format!("{job}/output/commit?attempt={attempt}&blake3={hash}"),
                 ))
                 .await;
-            match committed {
+            let last = match committed {
                 Ok(_) => return Ok(()),
                 // Damaged on the way (the server dropped it): send it again.
                 Err(TransferError::Refused(why)) if why.contains("arrived damaged") => {
                     tracing::warn!(job = %job, "the upload arrived damaged; sending it again");
-                    last = why;
+                    furthest = 0;
+                    why
                 }
-                Err(TransferError::Retry(why)) => last = why,
+                Err(TransferError::Retry(why)) => why,
                 Err(other) => return Err(other),
+            };
+            if !patience.wait().await {
+                break last;
             }
-        }
+        };
         Err(TransferError::Retry(format!(
-            "could not send the output of {job} after {TRIES} tries: {last}"
+            "could not send the output of {job}: no progress {}: {last}",
+            patience.gave_up()
         )))
     }
 
@@ -419,8 +492,8 @@ impl Files {
         kind: &str,
         text: &str,
     ) -> Result<(), TransferError> {
-        let mut last = String::new();
-        for _ in 0..TRIES {
+        let mut patience = Patience::new(self.outage);
+        loop {
             let request = self
                 .request(
                     reqwest::Method::PUT,
@@ -430,23 +503,26 @@ impl Files {
             match self.send(request).await {
                 Ok(_) => return Ok(()),
                 Err(TransferError::Retry(why)) => {
-                    last = why;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if !patience.wait().await {
+                        return Err(TransferError::Retry(format!(
+                            "could not tell the file server about chunk {job} {}: {why}",
+                            patience.gave_up()
+                        )));
+                    }
                 }
                 Err(other) => return Err(other),
             }
         }
-        Err(TransferError::Retry(format!(
-            "could not tell the file server about chunk {job}: {last}"
-        )))
     }
 
+    /// Send the rest of `local` after what the server has staged (`staged` says how much that
+    /// was, so the caller knows whether a try moved forward).
     async fn upload(
         &self,
         job: &JobId,
         attempt: u32,
-        local: &Path,
-        size: u64,
+        (local, size): (&Path, u64),
+        staged: &mut u64,
         report: Option<&Report>,
     ) -> Result<(), TransferError> {
         let said: serde_json::Value = self
@@ -459,6 +535,7 @@ impl Files {
             .await
             .map_err(|e| TransferError::Retry(format!("the file server's answer: {e}")))?;
         let have = said.get("size").and_then(|s| s.as_u64()).unwrap_or(0);
+        *staged = have;
         if have == size {
             return Ok(());
         }
@@ -640,6 +717,7 @@ mod stall_tests {
             mode: TransferMode::Always,
             cache: cache.path().to_owned(),
             stall: Duration::from_millis(200),
+            outage: Duration::from_secs(2),
             ca: None,
             cache_limit: u64::MAX,
             plan_wait: Duration::ZERO,

@@ -67,6 +67,7 @@ pub fn worker_settings(settings: &Settings, tools: Tools, info: WorkerInfo) -> W
                     .join("transfer")
             }),
             stall: std::time::Duration::from_secs(60),
+            outage: settings.transfer_outage,
             ca: settings.files_ca.clone(),
             cache_limit: settings.transfer_cache_limit,
             plan_wait: settings.transfer_split_wait,
