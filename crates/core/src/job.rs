@@ -444,4 +444,6 @@ pub struct JobFilter {
     pub offset: u32,
     /// Most recently finished first (then newest queued), instead of oldest queued first.
     pub newest_first: bool,
+    /// Only jobs that finished at or after this time (ms).
+    pub finished_since: Option<i64>,
 }

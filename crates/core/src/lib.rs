@@ -27,6 +27,7 @@ pub mod plan;
 pub mod profile;
 pub mod queue;
 pub mod split;
+pub mod sweep;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use event::Event;

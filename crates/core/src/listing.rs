@@ -61,6 +61,7 @@ impl Listing {
             "SELECT j.*, CASE WHEN j.state = 'queued' AND j.id IN {busy} THEN 'running' ELSE j.state END AS shown
              FROM jobs j
              WHERE {state} AND {chunks} AND (?1 IS NULL OR j.id IN (SELECT value FROM json_each(?1)))
+                AND (?4 IS NULL OR j.finished_ms >= ?4)
              ORDER BY {order} LIMIT ?2 OFFSET ?3"
         )
     }

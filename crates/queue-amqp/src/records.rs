@@ -433,7 +433,12 @@ impl RecordStore {
         let mut stmt = conn.prepare_cached(&LISTING.select(filter))?;
         let records: Vec<JobRecord> = stmt
             .query_map(
-                params![ids, filter.limit.map_or(-1, i64::from), filter.offset],
+                params![
+                    ids,
+                    filter.limit.map_or(-1, i64::from),
+                    filter.offset,
+                    filter.finished_since
+                ],
                 |r| {
                     let mut record = self.read(r)?;
                     record.state = state(r, "shown")?;

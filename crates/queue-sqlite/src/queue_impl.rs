@@ -347,7 +347,12 @@ impl Records for SqliteQueue {
                 .map_err(|e| ctx.err(e))?;
             let records: Vec<JobRecord> = stmt
                 .query_map(
-                    params![ids, filter.limit.map_or(-1, i64::from), filter.offset],
+                    params![
+                        ids,
+                        filter.limit.map_or(-1, i64::from),
+                        filter.offset,
+                        filter.finished_since
+                    ],
                     |row| {
                         let mut record = read_record(row)?;
                         record.state = read_state(row, "shown")?;

@@ -306,6 +306,7 @@ async fn jobs(
             limit: Some(q.limit.unwrap_or(MAX_PAGE).min(MAX_PAGE)),
             offset: q.offset.unwrap_or(0),
             newest_first,
+            finished_since: None,
         })
         .await?;
     mark_waiting(&state, &mut records).await?;
@@ -553,9 +554,21 @@ pub async fn serve(
     state: AppState,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let sweeping = AbortOnDrop(files::spawn_upload_sweep(state.clone()));
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+        .await;
+    drop(sweeping);
+    served
+}
+
+/// A background task that ends with the server.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// [`serve`] over TLS (see [`tls`]).
@@ -569,6 +582,7 @@ pub async fn serve_tls(
         tcp: listener,
         acceptor: tokio_rustls::TlsAcceptor::from(tls),
     };
+    let _sweeping = AbortOnDrop(files::spawn_upload_sweep(state.clone()));
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

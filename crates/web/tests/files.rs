@@ -332,3 +332,45 @@ async fn a_chunk_tells_its_tape_through_the_server() {
     std::fs::write(work.join("plan.json"), b"{}").unwrap();
     assert_eq!(planned().await, true);
 }
+
+/// An upload staged for a job that is then cancelled is removed by the server's sweep (before,
+/// it stayed in the output folder for good); the job's attempt can no longer add to it.
+#[tokio::test]
+async fn an_upload_staged_for_a_cancelled_job_is_removed() {
+    let api = api(None);
+    std::fs::write(media(&api).join("tapes/a.mpg"), b"input").unwrap();
+    let id = api
+        .queue
+        .enqueue(spec(&api, "a"), false)
+        .await
+        .unwrap()
+        .id()
+        .clone();
+    api.queue
+        .lease(&worker(), Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("the job");
+    let uri = format!("/api/files/{id}/output?attempt=1&offset=0");
+    let (status, _) = call_bytes(&api, "PUT", &uri, vec![7; 20_000], None).await;
+    assert_eq!(status, StatusCode::OK);
+    let staging = media(&api).join(format!("out/.videofarm-upload-{id}-1"));
+    assert!(staging.is_file());
+    // Another job's upload stays.
+    let other = media(&api).join("out/.videofarm-upload-other-1");
+    std::fs::write(&other, b"not this one").unwrap();
+    videofarm_core::Control::cancel(api.queue.as_ref(), std::slice::from_ref(&id))
+        .await
+        .unwrap();
+    let (status, _) = call_bytes(&api, "PUT", &uri, vec![7; 10], None).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a cancelled job takes no upload"
+    );
+    let mut sweep = videofarm_core::sweep::CancelledSweep::default();
+    let now = videofarm_core::Clock::now_ms(&videofarm_core::SystemClock);
+    videofarm_web::files::sweep_staged_uploads(&api.state, &mut sweep, now).await;
+    assert!(!staging.exists(), "the cancelled job's upload is gone");
+    assert!(other.is_file());
+}

@@ -2,70 +2,45 @@
 //! a cancelled job's temporary outputs and output lock, and a cancelled tape's work folder with
 //! its plan and chunks. However the job was cancelled (the CLI, the API, the page, on either
 //! backend), and whether its worker stopped cleanly or was killed, a worker that sees the job's
-//! files removes them once no attempt of the job holds its output.
-//!
-//! Every worker sweeps now and then ([`SWEEP_EVERY`]): the jobs cancelled within the last
-//! [`LOOK_BACK`] that it has not cleaned yet. A job whose output another attempt still holds
-//! (a cancelled encode that is still stopping) is looked at again at the next sweep.
+//! files removes them once no attempt of the job holds its output. Which jobs to look at, and
+//! how often, is [`videofarm_core::sweep`]'s.
 
 use crate::paths::Confined;
 use crate::publish::{remove_stale, OutputLock};
 use crate::split::work_in;
 use crate::WorkerSettings;
-use std::collections::HashMap;
 use std::time::Duration;
-use videofarm_core::{JobFilter, JobId, JobRecord, JobState, Records};
+use videofarm_core::sweep::CancelledSweep;
+use videofarm_core::{JobId, JobRecord, Records};
 
-/// How often a worker looks for cancelled jobs to clean up after.
-pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
-/// How far back it looks: a job cancelled while no worker ran is cleaned when one starts
-/// within this time.
-pub const LOOK_BACK: Duration = Duration::from_secs(24 * 3600);
-/// The most cancelled jobs one sweep reads.
-const PAGE: u32 = 500;
+pub use videofarm_core::sweep::SWEEP_EVERY;
 
 /// Which cancelled jobs this worker has cleaned up after (so each is done once).
 #[derive(Default)]
 pub struct Sweeper {
-    cleaned: HashMap<JobId, i64>,
+    sweep: CancelledSweep,
 }
 
 impl Sweeper {
     /// Clean up after the jobs cancelled lately that this worker has not cleaned yet.
     pub async fn sweep(&mut self, records: &dyn Records, settings: &WorkerSettings, now_ms: i64) {
-        let since = now_ms - LOOK_BACK.as_millis() as i64;
-        let cancelled = match records
-            .jobs(&JobFilter {
-                state: Some(JobState::Cancelled),
-                newest_first: true,
-                limit: Some(PAGE),
-                ..Default::default()
-            })
-            .await
-        {
+        let found = match records.jobs(&self.sweep.filter(now_ms)).await {
             Ok(jobs) => jobs,
             Err(e) => {
                 tracing::debug!(error = %e, "could not read the cancelled jobs to clean up after");
                 return;
             }
         };
-        self.cleaned.retain(|_, at| *at >= since);
-        let todo: Vec<JobRecord> = cancelled
-            .into_iter()
-            .filter(|r| r.finished_ms.unwrap_or(now_ms) >= since)
-            .filter(|r| !self.cleaned.contains_key(&r.id))
-            .collect();
-        for record in todo {
+        for record in self.sweep.due(found, now_ms) {
             let settings_paths = settings.paths.clone();
             let silent_after = settings.heartbeat * 8;
-            let (id, finished) = (record.id.clone(), record.finished_ms.unwrap_or(now_ms));
-            let done = tokio::task::spawn_blocking(move || {
-                clean_up(&settings_paths, &record, silent_after)
-            })
-            .await
-            .unwrap_or(false);
+            let job = record.clone();
+            let done =
+                tokio::task::spawn_blocking(move || clean_up(&settings_paths, &job, silent_after))
+                    .await
+                    .unwrap_or(false);
             if done {
-                self.cleaned.insert(id, finished);
+                self.sweep.cleaned(&record, now_ms);
             }
         }
     }

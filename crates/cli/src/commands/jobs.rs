@@ -17,6 +17,7 @@ pub async fn jobs(settings: &Settings, args: JobsArgs) -> anyhow::Result<ExitSta
             limit: args.limit,
             offset: args.offset,
             newest_first: args.newest,
+            finished_since: None,
         })
         .await?;
     // A waiting job no live worker can run says so.
