@@ -291,10 +291,14 @@ fn two_workers_share_one_queue_and_inspect_shows_both() {
 /// A worker killed mid-encode leaves its `.part` file and the output's lock; once the job is
 /// cancelled, a live worker removes both (before, on RabbitMQ they stayed for good: the
 /// cancelled job was dropped when next received, and nothing cleaned up after the dead attempt).
-fn a_killed_workers_leftovers_go_once_its_job_is_cancelled(farm: Farm) {
+fn a_killed_workers_leftovers_go_once_its_job_is_cancelled(farm: Farm, input_gone: bool) {
     clip(&farm.input.join("tape.mpg"), 6);
     let ids = farm.enqueue(&[&farm.input.join("tape.mpg")], "slow");
     kill_9_mid_encode(&farm, "first");
+    if input_gone {
+        // The capture was moved away meanwhile: what was left beside the output still goes.
+        std::fs::remove_file(farm.input.join("tape.mpg")).unwrap();
+    }
     let left = farm.outputs();
     assert!(!temporaries(&farm).is_empty(), "{left:?}");
     assert!(
@@ -322,12 +326,17 @@ fn a_killed_workers_leftovers_go_once_its_job_is_cancelled(farm: Farm) {
 
 #[test]
 fn a_killed_workers_leftovers_go_once_its_job_is_cancelled_on_the_embedded_queue() {
-    a_killed_workers_leftovers_go_once_its_job_is_cancelled(Farm::new());
+    a_killed_workers_leftovers_go_once_its_job_is_cancelled(Farm::new(), false);
+}
+
+#[test]
+fn a_killed_workers_leftovers_go_once_its_job_is_cancelled_even_with_its_input_gone() {
+    a_killed_workers_leftovers_go_once_its_job_is_cancelled(Farm::new(), true);
 }
 
 #[test]
 fn on_rabbitmq_a_killed_workers_leftovers_go_once_its_job_is_cancelled() {
-    a_killed_workers_leftovers_go_once_its_job_is_cancelled(Farm::amqp(""));
+    a_killed_workers_leftovers_go_once_its_job_is_cancelled(Farm::amqp(""), false);
 }
 
 /// A worker killed mid-encode while the only other worker is busy with a long encode: within

@@ -5,7 +5,7 @@
 //! files removes them once no attempt of the job holds its output. Which jobs to look at, and
 //! how often, is [`videofarm_core::sweep`]'s.
 
-use crate::paths::Confined;
+use crate::paths::OutputPlace;
 use crate::publish::{remove_stale, OutputLock};
 use crate::split::work_in;
 use crate::WorkerSettings;
@@ -50,14 +50,15 @@ impl Sweeper {
 /// holds the output (look again later); true when done, or when this worker cannot see the
 /// job's files (nothing for it to do).
 fn clean_up(paths: &crate::paths::PathPolicy, record: &JobRecord, silent_after: Duration) -> bool {
-    let Ok(place) = paths.confine(&record.spec) else {
+    // The output's folder only: a job whose input is gone still leaves files to remove.
+    let Ok(place) = paths.confine_output(&record.spec) else {
         return true;
     };
     clean_up_at(&place, &record.id, silent_after)
 }
 
 /// [`clean_up`] for a job whose files are confined at `place`.
-fn clean_up_at(place: &Confined, id: &JobId, silent_after: Duration) -> bool {
+fn clean_up_at(place: &OutputPlace, id: &JobId, silent_after: Duration) -> bool {
     let _lock = match OutputLock::try_take(
         &place.dir_io(),
         place.name(),

@@ -46,21 +46,8 @@ impl PathPolicy {
     /// write goes through what was opened here.
     pub fn confine(&self, spec: &JobSpec) -> Result<Confined, Failure> {
         let (mapped, rule) = self.map(spec);
-        for (what, path) in [("input", &mapped.input), ("output", &mapped.output)] {
-            if !path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir)) {
-                return Err(Failure::permanent(format!(
-                    "refused: the {what} path {} is not a plain absolute path",
-                    path.display()
-                )));
-            }
-        }
-        let (Some(out_dir), Some(out_name)) = (mapped.output.parent(), mapped.output.file_name())
-        else {
-            return Err(Failure::permanent(format!(
-                "refused: the output path {} names no file",
-                mapped.output.display()
-            )));
-        };
+        plain("input", &mapped.input)?;
+        plain("output", &mapped.output)?;
         let input = confine::open_within(&self.roots, &mapped.input).map_err(|e| match e {
             ConfineError::Outside(_) => self.outside("input", &mapped.input),
             ConfineError::Io {
@@ -86,6 +73,28 @@ impl PathPolicy {
             )),
             other => Failure::permanent(other.to_string()),
         })?;
+        Ok(Confined {
+            input,
+            out: self.open_output(mapped)?,
+        })
+    }
+
+    /// Map the job's output path and open and check its folder only: what cleaning up after a
+    /// job needs (its input may be gone).
+    pub fn confine_output(&self, spec: &JobSpec) -> Result<OutputPlace, Failure> {
+        let (mapped, _) = self.map(spec);
+        plain("output", &mapped.output)?;
+        self.open_output(mapped)
+    }
+
+    fn open_output(&self, mapped: JobSpec) -> Result<OutputPlace, Failure> {
+        let (Some(out_dir), Some(out_name)) = (mapped.output.parent(), mapped.output.file_name())
+        else {
+            return Err(Failure::permanent(format!(
+                "refused: the output path {} names no file",
+                mapped.output.display()
+            )));
+        };
         let dir = confine::open_dir_within(&self.roots, out_dir).map_err(|e| match e {
             ConfineError::Outside(_) => self.outside("output", &mapped.output),
             ConfineError::Io {
@@ -100,9 +109,8 @@ impl PathPolicy {
             }
         })?;
         let name = out_name.to_owned();
-        Ok(Confined {
+        Ok(OutputPlace {
             spec: mapped,
-            input,
             dir,
             name,
         })
@@ -121,14 +129,31 @@ impl PathPolicy {
     }
 }
 
+/// Refuse a path that is not plain and absolute.
+fn plain(what: &str, path: &Path) -> Result<(), Failure> {
+    if !path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(Failure::permanent(format!(
+            "refused: the {what} path {} is not a plain absolute path",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// A job's input and output folder, opened and checked: the paths to read and write through.
+/// What concerns the output is its [`OutputPlace`].
 #[derive(Debug)]
 pub struct Confined {
-    /// The job with this worker's paths, for messages.
-    pub spec: JobSpec,
     input: Opened,
-    dir: Opened,
-    name: OsString,
+    out: OutputPlace,
+}
+
+impl std::ops::Deref for Confined {
+    type Target = OutputPlace;
+
+    fn deref(&self) -> &OutputPlace {
+        &self.out
+    }
 }
 
 impl Confined {
@@ -141,7 +166,18 @@ impl Confined {
     pub fn input_file(&self) -> &std::fs::File {
         self.input.file()
     }
+}
 
+/// A job's output folder, opened and checked, and the output's name in it.
+#[derive(Debug)]
+pub struct OutputPlace {
+    /// The job with this worker's paths, for messages.
+    pub spec: JobSpec,
+    dir: Opened,
+    name: OsString,
+}
+
+impl OutputPlace {
     /// The output folder, as a path that stays where it was checked.
     pub fn dir_io(&self) -> PathBuf {
         self.dir.io_path()
