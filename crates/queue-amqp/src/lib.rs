@@ -22,7 +22,7 @@
 //!
 //! Layout: [`envelope`] (the message), [`names`] (broker objects, declared and deleted),
 //! `control` (broadcasts, the live workers), `queue_impl` (the [`Queue`], [`Records`] and
-//! [`Control`] implementations), `browse` (failed queue and tombstones), `events` (following
+//! [`Control`] implementations), `take` (the steps of a lease), `browse` (failed queue and tombstones), `events` (following
 //! lifecycle events), [`records`] (the facts and the local copy), `follow` (writing facts and
 //! following the stream), `presence` (worker sessions, and the attempts of those gone),
 //! `timeout` (the broker's consumer_timeout), this file (settings, connection, consumer, held
@@ -39,6 +39,7 @@ mod presence;
 mod queue_impl;
 pub mod records;
 pub mod route;
+mod take;
 mod timeout;
 
 pub use events::EventStream;

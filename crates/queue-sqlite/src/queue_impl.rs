@@ -97,82 +97,7 @@ impl Queue for SqliteQueue {
                 .map_err(|e| ctx.err(e))?;
             let id = parse_id(&lease.id)?;
             let token = lease.token as i64;
-            let (changed, attempt_outcome, error) = match &outcome {
-                Outcome::Succeeded(report) => (
-                    exec(
-                        &tx,
-                        "UPDATE jobs SET state = 'succeeded', finished_ms = ?3, lease_until = NULL,
-                            error = NULL, stderr_tail = NULL, result = ?4, progress = ?5
-                         WHERE id = ?1 AND token = ?2 AND state = 'running'",
-                        params![
-                            id,
-                            token,
-                            ctx.now,
-                            serde_json::to_string(report).unwrap_or_default(),
-                            serde_json::to_string(&report.final_progress()).unwrap_or_default()
-                        ],
-                    ),
-                    Some(AttemptOutcome::Succeeded),
-                    None,
-                ),
-                Outcome::Failed(failure) => match ctx.settings.after_failure(lease.failures(), failure.kind) {
-                    AfterFailure::Fail => (
-                        exec(
-                            &tx,
-                            "UPDATE jobs SET state = 'failed', finished_ms = ?3, lease_until = NULL,
-                                error = ?4, stderr_tail = ?5, progress = NULL
-                             WHERE id = ?1 AND token = ?2 AND state = 'running'",
-                            params![id, token, ctx.now, failure.reason, failure.stderr_tail],
-                        ),
-                        Some(AttemptOutcome::Failed),
-                        Some(failure.reason.clone()),
-                    ),
-                    AfterFailure::Retry { after } => (
-                        exec(
-                            &tx,
-                            "UPDATE jobs SET state = 'queued', lease_until = NULL, not_before = ?3,
-                                error = ?4, stderr_tail = ?5, progress = NULL, waiting = 0
-                             WHERE id = ?1 AND token = ?2 AND state = 'running'",
-                            params![
-                                id,
-                                token,
-                                ctx.now + after.as_millis() as i64,
-                                failure.reason,
-                                failure.stderr_tail
-                            ],
-                        ),
-                        Some(AttemptOutcome::Failed),
-                        Some(failure.reason.clone()),
-                    ),
-                },
-                Outcome::Deferred { after, progress } => (
-                    exec(
-                        &tx,
-                        "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), not_before = ?3,
-                            lease_until = NULL, progress = ?4, waiting = 1
-                         WHERE id = ?1 AND token = ?2 AND state = 'running'",
-                        params![
-                            id,
-                            token,
-                            ctx.now + after.as_millis() as i64,
-                            serde_json::to_string(progress).unwrap_or_default()
-                        ],
-                    ),
-                    None,
-                    None,
-                ),
-                Outcome::Released => (
-                    exec(
-                        &tx,
-                        "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), not_before = 0,
-                            lease_until = NULL, progress = NULL, waiting = 0
-                         WHERE id = ?1 AND token = ?2 AND state = 'running'",
-                        params![id, token],
-                    ),
-                    Some(AttemptOutcome::Released),
-                    None,
-                ),
-            };
+            let (changed, attempt_outcome, error) = set_end(&tx, ctx, &lease, id, &outcome);
             let changed = changed.map_err(|e| ctx.err(e))?;
             if changed != 1 {
                 let state: Option<JobState> = state_of(&tx, ctx, id)?;
@@ -597,4 +522,97 @@ fn enqueue_one(
             .map_err(|e| ctx.err(e))?,
     };
     Ok(Enqueued::Queued(JobId(id.to_string())))
+}
+
+/// Set the job's state as `outcome` says, if `lease` (job row `id`) still holds it: the rows
+/// changed (0 when the lease is void), how the attempt ended (`None`: a wait, no attempt) and
+/// its error.
+fn set_end(
+    tx: &rusqlite::Transaction<'_>,
+    ctx: &Ctx,
+    lease: &Lease,
+    id: i64,
+    outcome: &Outcome,
+) -> (
+    rusqlite::Result<usize>,
+    Option<AttemptOutcome>,
+    Option<String>,
+) {
+    let token = lease.token as i64;
+    match outcome {
+        Outcome::Succeeded(report) => (
+            exec(
+                tx,
+                "UPDATE jobs SET state = 'succeeded', finished_ms = ?3, lease_until = NULL,
+                    error = NULL, stderr_tail = NULL, result = ?4, progress = ?5
+                 WHERE id = ?1 AND token = ?2 AND state = 'running'",
+                params![
+                    id,
+                    token,
+                    ctx.now,
+                    serde_json::to_string(report).unwrap_or_default(),
+                    serde_json::to_string(&report.final_progress()).unwrap_or_default()
+                ],
+            ),
+            Some(AttemptOutcome::Succeeded),
+            None,
+        ),
+        Outcome::Failed(failure) => match ctx.settings.after_failure(lease.failures(), failure.kind) {
+            AfterFailure::Fail => (
+                exec(
+                    tx,
+                    "UPDATE jobs SET state = 'failed', finished_ms = ?3, lease_until = NULL,
+                        error = ?4, stderr_tail = ?5, progress = NULL
+                     WHERE id = ?1 AND token = ?2 AND state = 'running'",
+                    params![id, token, ctx.now, failure.reason, failure.stderr_tail],
+                ),
+                Some(AttemptOutcome::Failed),
+                Some(failure.reason.clone()),
+            ),
+            AfterFailure::Retry { after } => (
+                exec(
+                    tx,
+                    "UPDATE jobs SET state = 'queued', lease_until = NULL, not_before = ?3,
+                        error = ?4, stderr_tail = ?5, progress = NULL, waiting = 0
+                     WHERE id = ?1 AND token = ?2 AND state = 'running'",
+                    params![
+                        id,
+                        token,
+                        ctx.now + after.as_millis() as i64,
+                        failure.reason,
+                        failure.stderr_tail
+                    ],
+                ),
+                Some(AttemptOutcome::Failed),
+                Some(failure.reason.clone()),
+            ),
+        },
+        Outcome::Deferred { after, progress } => (
+            exec(
+                tx,
+                "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), not_before = ?3,
+                    lease_until = NULL, progress = ?4, waiting = 1
+                 WHERE id = ?1 AND token = ?2 AND state = 'running'",
+                params![
+                    id,
+                    token,
+                    ctx.now + after.as_millis() as i64,
+                    serde_json::to_string(progress).unwrap_or_default()
+                ],
+            ),
+            None,
+            None,
+        ),
+        Outcome::Released => (
+            exec(
+                tx,
+                "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), not_before = 0,
+                    lease_until = NULL, progress = NULL, waiting = 0
+                 WHERE id = ?1 AND token = ?2 AND state = 'running'",
+                params![id, token],
+            ),
+            Some(AttemptOutcome::Released),
+            None,
+        ),
+    }
 }

@@ -92,6 +92,16 @@ pub fn read(
     tasks: &CeleryTaskMap,
     now_ms: i64,
 ) -> Result<Read, String> {
+    check_transport(properties, body)?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("the task message is not valid JSON ({e})"))?;
+    let task = parse_task(properties, value)?;
+    let envelope = job_of(&task, tasks, now_ms)?;
+    Ok(Read { task, envelope })
+}
+
+/// A message this worker reads at all: bounded, JSON, UTF-8.
+fn check_transport(properties: &BasicProperties, body: &[u8]) -> Result<(), String> {
     if body.len() > MAX_MESSAGE {
         return Err(format!(
             "the task message is {} bytes; at most {MAX_MESSAGE} are read",
@@ -118,11 +128,15 @@ pub fn read(
             ));
         }
     }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| format!("the task message is not valid JSON ({e})"))?;
+    Ok(())
+}
+
+/// The task a message carries, in Celery's message protocol 2 (name and id in the headers) or
+/// 1 (everything in the body).
+fn parse_task(properties: &BasicProperties, value: Value) -> Result<CeleryTask, String> {
     let headers = properties.headers().as_ref();
     let header_text = |name: &str| headers.and_then(|h| text(h.inner().get(name)?));
-    let task = match (header_text("task"), header_text("id")) {
+    match (header_text("task"), header_text("id")) {
         (Some(name), Some(id)) => {
             // Protocol 2: [args, kwargs, embed].
             let Value::Array(parts) = value else {
@@ -134,23 +148,18 @@ pub fn read(
             let retries = headers
                 .and_then(|h| number(h.inner().get("retries")?))
                 .unwrap_or(0);
-            task(name, id, args, kwargs, retries, 2)?
+            task(name, id, args, kwargs, retries, 2)
         }
         _ => {
             // Protocol 1: {"task", "id", "args", "kwargs", "retries", ...}.
+            let not_a_task =
+                || "the message is not a Celery task (no task name in its headers or body)";
             let Value::Object(mut map) = value else {
-                return Err(
-                    "the message is not a Celery task (no task name in its headers or body)".into(),
-                );
+                return Err(not_a_task().into());
             };
-            let name =
-                match map.remove("task") {
-                    Some(Value::String(name)) => name,
-                    _ => return Err(
-                        "the message is not a Celery task (no task name in its headers or body)"
-                            .into(),
-                    ),
-                };
+            let Some(Value::String(name)) = map.remove("task") else {
+                return Err(not_a_task().into());
+            };
             let id = match map.remove("id") {
                 Some(Value::String(id)) => id,
                 _ => return Err(format!("the task {} has no id", bounded(&name))),
@@ -160,9 +169,13 @@ pub fn read(
                 .remove("kwargs")
                 .unwrap_or(Value::Object(Default::default()));
             let retries = map.get("retries").and_then(Value::as_u64).unwrap_or(0);
-            task(name, id, args, kwargs, retries, 1)?
+            task(name, id, args, kwargs, retries, 1)
         }
-    };
+    }
+}
+
+/// The job `task` asks for, by the farm's task map.
+fn job_of(task: &CeleryTask, tasks: &CeleryTaskMap, now_ms: i64) -> Result<Envelope, String> {
     let Some(mapped) = tasks.get(&task.name) else {
         let known: Vec<&str> = tasks.keys().map(String::as_str).collect();
         return Err(format!(
@@ -171,7 +184,7 @@ pub fn read(
             known.join(", ")
         ));
     };
-    let (src, dst) = arguments(&task)?;
+    let (src, dst) = arguments(task)?;
     let stem = std::path::Path::new(&src)
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -205,8 +218,7 @@ pub fn read(
         Ok(()) => id,
         Err(_) => JobId(blake3::hash(task.id.as_bytes()).to_hex()[..16].to_owned()),
     };
-    let envelope = Envelope::new(id, spec, now_ms);
-    Ok(Read { task, envelope })
+    Ok(Envelope::new(id, spec, now_ms))
 }
 
 fn task(
