@@ -22,13 +22,10 @@ pub mod cache;
 pub mod capability;
 pub mod checks;
 pub mod cleanup;
-mod parent;
 pub mod paths;
 pub mod publish;
-mod remote;
 pub mod split;
 pub mod transfer;
-mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;

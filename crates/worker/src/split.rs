@@ -120,27 +120,7 @@ pub fn plan(
     if !d.is_finite() || d <= 0.0 {
         return Err("its frame rate is unusable".into());
     }
-    let mut pts = frames.to_vec();
-    if pts.is_empty() {
-        return Err("it has no video frames".into());
-    }
-    let mut last_dts = None;
-    for dts in packets.packets.iter().filter_map(|p| p.dts) {
-        if last_dts.is_some_and(|last| dts < last) {
-            return Err("its timestamps go backwards (a discontinuity)".into());
-        }
-        last_dts = Some(dts);
-    }
-    pts.sort_unstable();
-    if pts.windows(2).any(|w| w[0] == w[1]) {
-        return Err("two frames share a timestamp".into());
-    }
-    if pts
-        .windows(2)
-        .any(|w| ((w[1] - w[0]) as f64 - d).abs() > 1.0 + 1e-9)
-    {
-        return Err("its frame rate varies or its timestamps have gaps".into());
-    }
+    let pts = steady_frames(packets, frames, d)?;
     let n = pts.len() as u64;
     let per_chunk = (chunk_secs / tb.seconds(1) / d).round().max(1.0) as u64;
     let count = ((n as f64) / per_chunk as f64).round().max(1.0) as u64;
@@ -181,8 +161,55 @@ pub fn plan(
             }
         })
         .collect();
-    // The start ffmpeg subtracts: the container's, or for demuxers with timestamp
-    // discontinuities (MPEG-PS/TS) the earliest start of the streams an encode uses.
+    let (start_us, nudge) = encode_start(packets);
+    Ok(Plan {
+        key: key.to_owned(),
+        chunks,
+        frames: n,
+        frames_per_frame: args.frames_per_frame,
+        first_pts: pts[0],
+        time_base: (tb.num, tb.den),
+        start_us,
+        nudge,
+        queued: false,
+        started_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+    })
+}
+
+/// The frames' timestamps in order, if they are steady: decoded in order, each once, one frame
+/// duration (`d` ticks) apart.
+fn steady_frames(packets: &VideoPackets, frames: &[i64], d: f64) -> Result<Vec<i64>, Unsplittable> {
+    let mut pts = frames.to_vec();
+    if pts.is_empty() {
+        return Err("it has no video frames".into());
+    }
+    let mut last_dts = None;
+    for dts in packets.packets.iter().filter_map(|p| p.dts) {
+        if last_dts.is_some_and(|last| dts < last) {
+            return Err("its timestamps go backwards (a discontinuity)".into());
+        }
+        last_dts = Some(dts);
+    }
+    pts.sort_unstable();
+    if pts.windows(2).any(|w| w[0] == w[1]) {
+        return Err("two frames share a timestamp".into());
+    }
+    if pts
+        .windows(2)
+        .any(|w| ((w[1] - w[0]) as f64 - d).abs() > 1.0 + 1e-9)
+    {
+        return Err("its frame rate varies or its timestamps have gaps".into());
+    }
+    Ok(pts)
+}
+
+/// The start ffmpeg subtracts (µs): the container's, or for demuxers with timestamp
+/// discontinuities (MPEG-PS/TS) the earliest start of the streams an encode uses; and whether
+/// the chunks' timestamps need the nudge that such a demuxer's own start calls for.
+fn encode_start(packets: &VideoPackets) -> (i64, bool) {
     let container_us = (packets.start_s * 1e6).round() as i64;
     let discontinuous = matches!(
         packets.format_name.as_str(),
@@ -199,21 +226,7 @@ pub fn plan(
             start_us = start_us.max(min);
         }
     }
-    Ok(Plan {
-        key: key.to_owned(),
-        chunks,
-        frames: n,
-        frames_per_frame: args.frames_per_frame,
-        first_pts: pts[0],
-        time_base: (tb.num, tb.den),
-        start_us,
-        nudge: discontinuous && start_us == container_us,
-        queued: false,
-        started_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
-    })
+    (start_us, discontinuous && start_us == container_us)
 }
 
 fn secs(s: f64) -> String {

@@ -1,31 +1,36 @@
-//! Verifying an encoded file before it may appear, and publishing it: what each kind of work
-//! must prove (a whole output, a chunk, a joined tape), then the fenced, atomic rename.
+//! Verifying an encoded file before it may appear: what each kind of work must prove (a whole
+//! output, a chunk, a joined tape).
 
+use crate::attempt::plan::{Check, Encode};
 use crate::attempt::{Attempt, End};
 use crate::checks::check_media;
-use crate::parent::{mark_damaged, Check, Encode};
 use crate::paths::Confined;
 use crate::publish::TempOutput;
-use std::time::Instant;
-use videofarm_core::{Failure, SuccessReport};
+use videofarm_core::Failure;
 use videofarm_ffmpeg::{
     decode_check, probe, probe_output, sampled_ssim, verify_output, ProbeError,
 };
 
+/// What verification learned of an encoded file, for its report.
+pub(crate) struct Verified {
+    pub(crate) output_info: videofarm_ffmpeg::MediaInfo,
+    pub(crate) ssim: Option<f64>,
+    pub(crate) output_size: u64,
+}
+
 impl Attempt {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn verify_and_publish(
+    /// Prove the encoded file is what `work` must produce (readable, the right streams and
+    /// length, decoding cleanly, and as close to its source as the profile asks): what
+    /// publishing needs to know of it, or the end of the attempt.
+    pub(crate) async fn verify_encoded(
         &self,
         place: &Confined,
         profile: &videofarm_core::Profile,
         work: &Encode,
-        warnings: Vec<String>,
         input_info: &videofarm_ffmpeg::MediaInfo,
-        temp: TempOutput,
-        input_size: u64,
-        started: Instant,
-    ) -> End {
-        let (check, note) = (&work.check, &work.note);
+        temp: &TempOutput,
+    ) -> Result<Verified, End> {
+        let check = &work.check;
         let spec = &place.spec;
         let extension = match check {
             Check::Chunk { .. } => crate::split::CHUNK_EXTENSION,
@@ -35,26 +40,26 @@ impl Attempt {
         {
             Ok(info) => info,
             Err(e) => {
-                return End::Failed(Failure::retryable(
+                return Err(End::Failed(Failure::retryable(
                     format!(
                         "{}: the encoded file could not be read back ({e})",
                         spec.input.display()
                     ),
                     "",
-                ))
+                )))
             }
         };
         if let Err(why) = self
-            .verify(profile, check, place, input_info, &output_info, &temp)
+            .verify(profile, check, place, input_info, &output_info, temp)
             .await
         {
-            return End::Failed(Failure::retryable(
+            return Err(End::Failed(Failure::retryable(
                 format!(
                     "{}: the encoded file failed verification: {why}",
                     spec.input.display()
                 ),
                 "",
-            ));
+            )));
         }
         if self.settings.decode_check && !matches!(check, Check::Chunk { .. }) {
             // A tape is decoded once, joined; its chunks are checked by frame count.
@@ -65,13 +70,13 @@ impl Attempt {
             )
             .await
             {
-                return End::Failed(Failure::retryable(
+                return Err(End::Failed(Failure::retryable(
                     format!(
                         "{}: the encoded file does not decode cleanly ({e})",
                         spec.input.display()
                     ),
                     "",
-                ));
+                )));
             }
         }
         let ssim = match (profile.min_ssim, check) {
@@ -83,16 +88,16 @@ impl Attempt {
                 {
                     Ok(score) if score >= min => Some(score),
                     Ok(score) => {
-                        return End::Failed(Failure::permanent(format!(
+                        return Err(End::Failed(Failure::permanent(format!(
                             "{}: the quality check failed: SSIM {score:.4} against the source, below the profile's min_ssim {min}",
                             spec.input.display()
-                        )))
+                        ))))
                     }
                     Err(why) => {
-                        return End::Failed(Failure::retryable(
+                        return Err(End::Failed(Failure::retryable(
                             format!("{}: the quality check could not run: {why}", spec.input.display()),
                             "",
-                        ))
+                        )))
                     }
                 }
             }
@@ -101,54 +106,10 @@ impl Attempt {
         let output_size = std::fs::metadata(temp.io_path())
             .map(|m| m.len())
             .unwrap_or(0);
-
-        // Fencing: only the current lease holder may publish.
-        if let Err(e) = self.queue.begin_publish(&self.lease).await {
-            return if e.voids_lease() {
-                End::Void(self.void_reason(e))
-            } else {
-                End::Failed(Failure::retryable(
-                    format!("could not confirm the lease before publishing: {e}"),
-                    "",
-                ))
-            };
-        }
-        if let (Check::Chunk { .. }, Some(chunk), false) = (check, &spec.chunk, warnings.is_empty())
-        {
-            // Before the chunk appears: its tape's join must find the damage it saw.
-            mark_damaged(place, chunk, &warnings);
-        }
-        if let Err(failure) = temp.publish(&place.output_io(), &spec.output, spec.overwrite) {
-            return End::Failed(failure);
-        }
-        // Every rename, logged: how a soak proves that no output was written twice.
-        tracing::info!(output = %spec.output.display(), "published");
-        if let Check::Join { work, .. } = check {
-            // The tape is in place: its chunks are no longer needed.
-            if let Err(e) = std::fs::remove_dir_all(work) {
-                tracing::warn!(error = %e, "could not remove the split work folder");
-            }
-        }
-        End::Done(SuccessReport {
-            input_size,
-            output_size,
-            duration_s: output_info.duration_s.unwrap_or(0.0),
-            elapsed_s: match check {
-                // A split tape took from its split to its join, across every worker.
-                Check::Join { started_ms, .. } if *started_ms > 0 => {
-                    let now_ms = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_millis() as i64)
-                        .unwrap_or(0);
-                    (now_ms - started_ms).max(0) as f64 / 1000.0
-                }
-                _ => started.elapsed().as_secs_f64(),
-            },
-            already_done: false,
-            note: note.clone(),
-            warnings,
-            frames: 0,
+        Ok(Verified {
+            output_info,
             ssim,
+            output_size,
         })
     }
 
