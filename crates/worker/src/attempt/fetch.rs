@@ -9,13 +9,12 @@
 //! `transfer_split_wait_secs` is encoded whole here.
 
 use crate::attempt::{Attempt, End};
-use crate::paths::PathPolicy;
+use crate::paths::{Confined, PathPolicy};
 use crate::split;
 use crate::transfer::{Fetched, Files, Report, TransferError};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 use videofarm_core::{Failure, FailureKind, JobId, Progress};
 
 /// How long a split tape this worker leaves for a worker that sees the media stays away.
@@ -29,34 +28,50 @@ fn left_since() -> std::sync::MutexGuard<'static, HashMap<JobId, Instant>> {
         .unwrap_or_else(|p| p.into_inner())
 }
 
-impl Attempt {
-    pub(crate) async fn execute_remote(&mut self, files: Files, abort: &CancellationToken) -> End {
-        let spec = self.lease.spec.clone();
-        let id = self.lease.id.clone();
-        let attempt = self.lease.attempt;
+/// A job's files moved through the file server: the input in the cache, and where this worker
+/// encodes it (a work folder of the cache, confined like any job's place).
+pub(crate) struct Remote {
+    files: Files,
+    /// The job as the server knows it.
+    spec: videofarm_core::JobSpec,
+    input: crate::cache::Held,
+    work: std::path::PathBuf,
+    /// The encoded output in the work folder.
+    output: std::path::PathBuf,
+    place: Confined,
+    /// Why a long tape was encoded whole here, for the report.
+    note: Option<String>,
+    reporter: Report,
+    progress: tokio::sync::watch::Receiver<Progress>,
+}
+
+impl Remote {
+    /// Fetch `attempt`'s input into the cache and make the place it is encoded in; or the
+    /// attempt's end (the output is there already, the tape goes back for a worker that sees
+    /// the media, the fetch failed).
+    pub(crate) async fn fetch(attempt: &Attempt, files: Files) -> Result<Remote, End> {
+        let spec = attempt.lease.spec.clone();
+        let (id, number) = (attempt.lease.id.clone(), attempt.lease.attempt);
         tracing::info!(input = %spec.input.display(), server = %files.url, "fetching the input");
         let (reporter, progress) = tokio::sync::watch::channel(Progress::default());
-        let (input, planned) = match self
+        let (input, planned) = match attempt
             .under_heartbeat_with(progress.clone(), files.fetch_input(&id, Some(&reporter)))
             .await
         {
             Ok(Fetched::Input { input, planned }) => (input, planned),
-            Ok(Fetched::OutputThere(why)) => return already_there(&spec, why),
-            Err(e) => return failed(e),
+            Ok(Fetched::OutputThere(why)) => return Err(already_there(&spec, why)),
+            Err(e) => return Err(failed(e)),
         };
         let mut note = None;
         if spec.chunk.is_none() && !spec.split.is_off() {
-            match self
-                .split_here(&spec, input.path(), planned, files.plan_wait)
-                .await
-            {
-                Err(end) => return end,
-                Ok(why) => note = why,
-            }
+            note = split_here(attempt, &spec, input.path(), planned, files.plan_wait).await?;
         }
-        let work = files.cache.join("work").join(format!("{id}-{attempt}"));
+        let work = files.cache.join("work").join(format!("{id}-{number}"));
         if let Err(e) = std::fs::create_dir_all(&work) {
-            return End::Failed(Failure::retryable(format!("{}: {e}", work.display()), ""));
+            return Err(End::Failed(Failure::retryable(
+                format!("{}: {e}", work.display()),
+                "",
+            )));
         }
         let mut local = spec.clone();
         local.input = input.path().to_owned();
@@ -66,27 +81,63 @@ impl Attempt {
             map: Vec::new(),
             roots: vec![files.cache.clone()],
         };
-        let mut end = match policy.confine(&local) {
-            Ok(place) => self.execute_in(&place, abort).await,
-            Err(failure) => End::Failed(failure),
+        let place = match policy.confine(&local) {
+            Ok(place) => place,
+            Err(failure) => {
+                let _ = std::fs::remove_dir_all(&work);
+                return Err(End::Failed(failure));
+            }
         };
+        Ok(Remote {
+            files,
+            spec,
+            input,
+            work,
+            output: local.output,
+            place,
+            note,
+            reporter,
+            progress,
+        })
+    }
+
+    /// Where the pipeline reads and writes.
+    pub(crate) fn place(&self) -> &Confined {
+        &self.place
+    }
+
+    /// After the pipeline: a verified output is sent back for the server to publish, a chunk
+    /// that failed for good says so through the server; the work folder goes.
+    pub(crate) async fn deliver(self, attempt: &Attempt, end: End) -> End {
+        let Remote {
+            files,
+            spec,
+            input,
+            work,
+            output,
+            place,
+            note,
+            reporter,
+            progress,
+        } = self;
+        let mut end = end;
         if let (End::Done(report), Some(note)) = (&mut end, note) {
             report.note = Some(note);
         }
         let end = match end {
-            End::Done(report) => match self
-                .send(&files, &spec, &local.output, (&reporter, progress))
-                .await
-            {
-                Ok(()) => End::Done(report),
-                Err(e) => failed(e),
-            },
+            End::Done(report) => {
+                match send(attempt, &files, &spec, &output, (&reporter, progress)).await {
+                    Ok(()) => End::Done(report),
+                    Err(e) => failed(e),
+                }
+            }
             End::Failed(failure) => {
-                self.mark_chunk_failed(&files, &failure).await;
+                mark_chunk_failed(attempt, &files, &failure).await;
                 End::Failed(failure)
             }
             other => other,
         };
+        drop(place);
         let _ = std::fs::remove_dir_all(&work);
         match (&end, &spec.chunk) {
             // Done with it (fetched again if it is needed again)...
@@ -97,113 +148,113 @@ impl Attempt {
         }
         end
     }
+}
 
-    /// A split tape: `Ok` when this worker encodes it whole after all, with why when it should
-    /// have been split (too short to split: no note; nobody that sees the media planned it in
-    /// time: that); `Err` when it goes back for a worker that sees the media, which plans and
-    /// joins it (its chunks may come here).
-    async fn split_here(
-        &self,
-        spec: &videofarm_core::JobSpec,
-        input: &std::path::Path,
-        planned: bool,
-        wait: Duration,
-    ) -> Result<Option<String>, End> {
-        if planned {
-            left_since().remove(&self.lease.id);
-        } else {
-            let size = std::fs::metadata(input).map_or(0, |m| m.len());
-            let big = size >= split::MIN_SPLIT_BYTES
-                || !matches!(spec.split, videofarm_core::Split::Auto);
-            // An input the probe cannot read fails in the encode, with ffmpeg's words.
-            let Ok(info) = videofarm_ffmpeg::probe(&self.settings.tools, input).await else {
-                return Ok(None);
-            };
-            let long = spec
-                .split
-                .chunk_secs(info.duration_s.unwrap_or(0.0))
-                .is_some();
-            if !(big && long) {
-                return Ok(None);
-            }
-            let first = *left_since()
-                .entry(self.lease.id.clone())
-                .or_insert_with(Instant::now);
-            if first.elapsed() >= wait {
-                tracing::warn!(
-                    "no worker that sees the media planned this split tape; encoding it whole here"
-                );
-                left_since().remove(&self.lease.id);
-                return Ok(Some(format!(
-                    "not split: no worker that sees the media planned it within {} s",
-                    wait.as_secs()
-                )));
-            }
+/// A split tape: `Ok` when this worker encodes it whole after all, with why when it should
+/// have been split (too short to split: no note; nobody that sees the media planned it in
+/// time: that); `Err` when it goes back for a worker that sees the media, which plans and
+/// joins it (its chunks may come here).
+async fn split_here(
+    attempt: &Attempt,
+    spec: &videofarm_core::JobSpec,
+    input: &std::path::Path,
+    planned: bool,
+    wait: Duration,
+) -> Result<Option<String>, End> {
+    if planned {
+        left_since().remove(&attempt.lease.id);
+    } else {
+        let size = std::fs::metadata(input).map_or(0, |m| m.len());
+        let big =
+            size >= split::MIN_SPLIT_BYTES || !matches!(spec.split, videofarm_core::Split::Auto);
+        // An input the probe cannot read fails in the encode, with ffmpeg's words.
+        let Ok(info) = videofarm_ffmpeg::probe(&attempt.settings.tools, input).await else {
+            return Ok(None);
+        };
+        let long = spec
+            .split
+            .chunk_secs(info.duration_s.unwrap_or(0.0))
+            .is_some();
+        if !(big && long) {
+            return Ok(None);
         }
-        tracing::info!("a split tape is planned and joined where its media is; it goes back for a worker that sees it (its chunks may come here)");
-        // Back after a wait with a random part: a queue that is polled would otherwise offer it
-        // again to whoever left it, in step with the wait, every time.
-        let jitter = Duration::from_millis(u64::from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .subsec_nanos()
-                % 2000,
-        ));
-        Err(End::Deferred(
-            FOR_THE_MEDIA_WAIT + jitter,
-            Progress::default(),
-        ))
+        let first = *left_since()
+            .entry(attempt.lease.id.clone())
+            .or_insert_with(Instant::now);
+        if first.elapsed() >= wait {
+            tracing::warn!(
+                "no worker that sees the media planned this split tape; encoding it whole here"
+            );
+            left_since().remove(&attempt.lease.id);
+            return Ok(Some(format!(
+                "not split: no worker that sees the media planned it within {} s",
+                wait.as_secs()
+            )));
+        }
     }
+    tracing::info!("a split tape is planned and joined where its media is; it goes back for a worker that sees it (its chunks may come here)");
+    // Back after a wait with a random part: a queue that is polled would otherwise offer it
+    // again to whoever left it, in step with the wait, every time.
+    let jitter = Duration::from_millis(u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos()
+            % 2000,
+    ));
+    Err(End::Deferred(
+        FOR_THE_MEDIA_WAIT + jitter,
+        Progress::default(),
+    ))
+}
 
-    /// Send the output (and a chunk's damage first, so its tape's join sees it).
-    async fn send(
-        &self,
-        files: &Files,
-        spec: &videofarm_core::JobSpec,
-        local: &std::path::Path,
-        (reporter, progress): (&Report, tokio::sync::watch::Receiver<Progress>),
-    ) -> Result<(), TransferError> {
-        let (id, attempt) = (&self.lease.id, self.lease.attempt);
-        if let Some(chunk) = &spec.chunk {
-            let warnings = local.with_file_name(split::warnings_name(chunk.index));
-            if let Ok(text) = std::fs::read_to_string(&warnings) {
-                files.mark(id, attempt, "warnings", &text).await?;
-            }
+/// Send the output (and a chunk's damage first, so its tape's join sees it).
+async fn send(
+    attempt: &Attempt,
+    files: &Files,
+    spec: &videofarm_core::JobSpec,
+    local: &std::path::Path,
+    (reporter, progress): (&Report, tokio::sync::watch::Receiver<Progress>),
+) -> Result<(), TransferError> {
+    let (id, number) = (&attempt.lease.id, attempt.lease.attempt);
+    if let Some(chunk) = &spec.chunk {
+        let warnings = local.with_file_name(split::warnings_name(chunk.index));
+        if let Ok(text) = std::fs::read_to_string(&warnings) {
+            files.mark(id, number, "warnings", &text).await?;
         }
-        tracing::info!(output = %spec.output.display(), "sending the output");
-        let sent = self
-            .under_heartbeat_with(
-                progress,
-                files.send_output(id, attempt, local, Some(reporter)),
-            )
-            .await;
-        if sent.is_ok() {
-            tracing::info!(output = %spec.output.display(), "published by the file server");
-        }
-        sent
     }
+    tracing::info!(output = %spec.output.display(), "sending the output");
+    let sent = attempt
+        .under_heartbeat_with(
+            progress,
+            files.send_output(id, number, local, Some(reporter)),
+        )
+        .await;
+    if sent.is_ok() {
+        tracing::info!(output = %spec.output.display(), "published by the file server");
+    }
+    sent
+}
 
-    /// A chunk that failed for good fails its tape: say so where the tape looks, through the
-    /// server.
-    async fn mark_chunk_failed(&self, files: &Files, failure: &Failure) {
-        if self.lease.spec.chunk.is_none()
-            || !(failure.kind == FailureKind::Permanent
-                || self.lease.is_last_try(self.settings.max_attempts))
-        {
-            return;
-        }
-        let marked = files
-            .mark(
-                &self.lease.id,
-                self.lease.attempt,
-                "failed",
-                &failure.reason,
-            )
-            .await;
-        if let Err(e) = marked {
-            tracing::warn!(error = ?e, "could not tell the tape that this chunk failed");
-        }
+/// A chunk that failed for good fails its tape: say so where the tape looks, through the
+/// server.
+async fn mark_chunk_failed(attempt: &Attempt, files: &Files, failure: &Failure) {
+    if attempt.lease.spec.chunk.is_none()
+        || !(failure.kind == FailureKind::Permanent
+            || attempt.lease.is_last_try(attempt.settings.max_attempts))
+    {
+        return;
+    }
+    let marked = files
+        .mark(
+            &attempt.lease.id,
+            attempt.lease.attempt,
+            "failed",
+            &failure.reason,
+        )
+        .await;
+    if let Err(e) = marked {
+        tracing::warn!(error = ?e, "could not tell the tape that this chunk failed");
     }
 }
 

@@ -1,9 +1,9 @@
 //! One attempt at one job, as a pipeline of named steps, each in its own file: `prepare` (the
 //! job's profile and input checked, an output already in place recognised, the output's lock),
-//! `plan` (a whole file, a chunk, a split tape's plan and join), `fetch` (the input of a job
-//! this worker cannot see, through the file server, and its output sent back), `encode`,
-//! `verify`, `publish`, and the answer to the queue (here); `heartbeat`
-//! renews the lease under every long step.
+//! `plan` (a whole file, a chunk, a split tape's plan and join), `encode`, `verify`, `publish`,
+//! and the answer to the queue (here). `source` is where the files are: seen here, or fetched
+//! through the file server and sent back (`fetch`). `heartbeat` renews the lease under every
+//! long step.
 
 mod encode;
 mod fetch;
@@ -11,11 +11,13 @@ mod heartbeat;
 pub(crate) mod plan;
 mod prepare;
 mod publish;
+mod source;
 mod verify;
 
 use crate::attempt::encode::Encoded;
-use crate::attempt::plan::{mark_failed, Step};
+use crate::attempt::plan::Step;
 use crate::attempt::prepare::prepare;
+use crate::attempt::source::Source;
 use crate::paths::Confined;
 use crate::WorkerSettings;
 use std::sync::{Arc, Mutex};
@@ -23,7 +25,7 @@ use std::time::Instant;
 use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use videofarm_core::{Event, Failure, FailureKind, Lease, Outcome, Progress, Queue, SuccessReport};
+use videofarm_core::{Event, Failure, Lease, Outcome, Progress, Queue, SuccessReport};
 
 /// How long a job this worker cannot run stays away before it is offered again.
 const CANNOT_RUN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -167,41 +169,12 @@ impl Attempt {
                 "this worker cannot run the job; it goes back to the queue for one that can");
             return End::Deferred(CANNOT_RUN_WAIT, Progress::default());
         }
-        // Every read and write below goes through what is opened and checked here. A job
-        // whose files this worker cannot see (or all jobs, with `transfer = "always"`) moves
-        // its files through the server that holds them.
-        let files = self.settings.files.clone().filter(|f| f.fetches());
-        let place = match self.settings.paths.confine(&self.lease.spec) {
-            Ok(place)
-                if files
-                    .as_ref()
-                    .is_none_or(|f| f.mode != crate::transfer::TransferMode::Always) =>
-            {
-                place
-            }
-            Err(failure) if files.is_none() => return End::Failed(failure),
-            _ => {
-                return self
-                    .execute_remote(files.expect("transfer is on"), abort)
-                    .await
-            }
+        let source = match Source::open(self).await {
+            Ok(source) => source,
+            Err(end) => return end,
         };
-        let end = self.execute_in(&place, abort).await;
-        if let (End::Void(reason), Some(_)) = (&end, &place.spec.chunk) {
-            if reason == TAPE_CANCELLED {
-                // Its tape was cancelled: the chunks' work folder goes (whoever sees it first).
-                place.remove_dir();
-            }
-        }
-        if let (End::Failed(failure), Some(chunk)) = (&end, &place.spec.chunk) {
-            // A chunk that failed for good fails its tape: say so where the parent looks.
-            if failure.kind == FailureKind::Permanent
-                || self.lease.is_last_try(self.settings.max_attempts)
-            {
-                mark_failed(&place, chunk, &failure.reason);
-            }
-        }
-        end
+        let end = self.execute_in(source.place(), abort).await;
+        source.deliver(self, end).await
     }
 
     /// The steps of an attempt, in order; each may end it.
