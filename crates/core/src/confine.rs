@@ -73,9 +73,10 @@ pub struct Opened {
 }
 
 impl Opened {
-    /// Open `path` (following links as the kernel does) and find where it really is.
+    /// Open `path` (following links as the kernel does) and find where it really is. Only a
+    /// file or a folder: anything else is refused without waiting on it (see [`open_read`]).
     pub fn open(path: &Path) -> Result<Self, ConfineError> {
-        let file = File::open(path).map_err(|e| ConfineError::io(path, &e))?;
+        let file = open_read(path).map_err(|e| ConfineError::io(path, &e))?;
         let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
             .map_err(|e| ConfineError::io(path, &e))?;
         Ok(Self { file, real })
@@ -99,6 +100,139 @@ impl Opened {
     /// True when `self` lies under one of `roots` (no roots: anywhere).
     pub fn is_within(&self, roots: &[PathBuf]) -> bool {
         is_within(roots, &self.real)
+    }
+}
+
+/// Open `path` for reading, never waiting on it: opened without blocking, then refused unless
+/// it is a plain file or a folder. A named pipe would otherwise hold the open (and the thread
+/// doing it) until something writes to it; a device or socket is no video either. (Without
+/// blocking changes nothing for a plain file or a folder, and ffmpeg opens its own.)
+pub fn open_read(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if kind.is_file() || kind.is_dir() {
+        return Ok(file);
+    }
+    Err(std::io::Error::new(
+        ErrorKind::InvalidInput,
+        format!("not a file but {}", kind_name(kind)),
+    ))
+}
+
+/// Refuse, without opening it, anything at `path` but a plain file (a named pipe, a device, a
+/// socket, a folder), in words (the caller names the path).
+pub fn plain_file(path: &Path) -> std::io::Result<()> {
+    let kind = std::fs::metadata(path)?.file_type();
+    if kind.is_file() {
+        return Ok(());
+    }
+    Err(std::io::Error::new(
+        ErrorKind::InvalidInput,
+        format!("not a file but {}", kind_name(kind)),
+    ))
+}
+
+/// Open (or create) `name` in the checked folder `dir` for the farm's own bookkeeping (a lock, a
+/// mark): a link planted there is never followed, and anything but a plain file is refused.
+pub fn open_own(dir: &Path, name: &std::ffi::OsStr, create: bool) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(dir.join(name))
+        .map_err(|e| refuse_link(name, e))?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{}: not a file but {}",
+                name.to_string_lossy(),
+                kind_name(kind)
+            ),
+        ));
+    }
+    Ok(file)
+}
+
+/// Create `name` in the checked folder `dir`, new: nothing there is overwritten, and a link
+/// planted under that name is refused, never followed.
+pub fn create_new(dir: &Path, name: &std::ffi::OsStr) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dir.join(name))
+}
+
+/// A folder the farm made for itself (a tape's work folder): a real folder, not a link, owned by
+/// this user. Anything else in its place is refused.
+pub fn own_folder(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() || !meta.is_dir() {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{}: not a folder this farm made but {}",
+                path.display(),
+                kind_name(meta.file_type())
+            ),
+        ));
+    }
+    // This process's user: the owner of its own /proc entry.
+    let me = std::fs::metadata("/proc/self")?.uid();
+    if meta.uid() != me {
+        return Err(std::io::Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "{}: a folder of another user (uid {})",
+                path.display(),
+                meta.uid()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A link where the farm opens its own file: said so, in words (the kernel says "too many
+/// levels of symbolic links").
+fn refuse_link(name: &std::ffi::OsStr, e: std::io::Error) -> std::io::Error {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        std::io::Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{}: a symbolic link, which is never followed",
+                name.to_string_lossy()
+            ),
+        )
+    } else {
+        e
+    }
+}
+
+fn kind_name(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_fifo() {
+        "a named pipe"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_dir() {
+        "a folder"
+    } else {
+        "a file"
     }
 }
 
@@ -314,5 +448,65 @@ mod tests {
         std::os::unix::fs::symlink(f.media.join("nowhere.mpg"), &dangling).unwrap();
         let err = open_within(&roots, &dangling).unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    fn mkfifo(path: &Path) {
+        let made = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+    }
+
+    /// A named pipe is refused at once, in words, instead of holding the open until something
+    /// writes to it (it stopped the whole dashboard, and `run`).
+    #[test]
+    fn a_named_pipe_is_refused_without_waiting() {
+        let f = farm();
+        let pipe = f.media.join("tapes/pipe.mpg");
+        mkfifo(&pipe);
+        let started = std::time::Instant::now();
+        let refused = open_read(&pipe).unwrap_err();
+        assert!(refused.to_string().contains("named pipe"), "{refused}");
+        let refused = Opened::open(&pipe).unwrap_err();
+        assert!(refused.to_string().contains("named pipe"), "{refused}");
+        assert!(crate::identity::identify(&pipe, "archive", Path::new("/o.mkv")).is_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert!(open_read(&f.media.join("tapes/a.mpg")).is_ok());
+    }
+
+    /// The farm's own files are never written through a link planted under their name, and
+    /// anything outside stays as it was (or absent).
+    #[test]
+    fn a_link_planted_where_the_farm_writes_its_own_files_is_refused() {
+        let f = farm();
+        let enc = f.media.join("enc");
+        let victim = f.outside.join("victim");
+        std::os::unix::fs::symlink(&victim, enc.join(".a.mkv.videofarm-lock")).unwrap();
+        let refused = open_own(&enc, ".a.mkv.videofarm-lock".as_ref(), true).unwrap_err();
+        assert!(refused.to_string().contains("symbolic link"), "{refused}");
+        assert!(!victim.exists(), "nothing was made outside");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, enc.join("mark")).unwrap();
+        assert!(create_new(&enc, "mark".as_ref()).is_err());
+        assert!(open_own(&enc, "mark".as_ref(), false).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        // A pipe under the lock's name is refused too, without waiting.
+        mkfifo(&enc.join("pipe-lock"));
+        assert!(open_own(&enc, "pipe-lock".as_ref(), true).is_err());
+        assert!(open_own(&enc, "fresh-lock".as_ref(), true).is_ok());
+    }
+
+    /// A tape's work folder is used only if it is a real folder of this user.
+    #[test]
+    fn only_a_real_folder_of_ours_is_taken_for_a_work_folder() {
+        let f = farm();
+        let work = f.media.join("enc/.a.mkv.videofarm-split");
+        std::os::unix::fs::symlink(&f.outside, &work).unwrap();
+        let refused = own_folder(&work).unwrap_err();
+        assert!(refused.to_string().contains("symbolic link"), "{refused}");
+        std::fs::remove_file(&work).unwrap();
+        std::fs::create_dir(&work).unwrap();
+        assert!(own_folder(&work).is_ok());
     }
 }

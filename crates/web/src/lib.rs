@@ -476,8 +476,17 @@ async fn enqueue(
     let mut refused = Vec::new();
     let planned: Vec<Planned> = planned
         .into_iter()
-        .filter_map(
-            |job| match confine::existing_within(&state.roots, &job.input) {
+        .filter_map(|job| {
+            match confine::existing_within(&state.roots, &job.input).and_then(|real| {
+                // A named pipe (or a device) is no video, and is never opened.
+                confine::plain_file(&real)
+                    .map(|()| real)
+                    .map_err(|e| confine::ConfineError::Io {
+                        path: job.input.display().to_string(),
+                        why: e.to_string(),
+                        kind: confine::IoKind::Other,
+                    })
+            }) {
                 Ok(real) => Some(Planned {
                     input: real,
                     output: job.output,
@@ -486,8 +495,8 @@ async fn enqueue(
                     refused.push(serde_json::json!({ "path": job.input, "reason": e.to_string() }));
                     None
                 }
-            },
-        )
+            }
+        })
         .collect();
     for job in &planned {
         match state

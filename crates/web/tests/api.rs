@@ -432,3 +432,25 @@ async fn queueing_from_the_page_stays_inside_the_media_roots() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(body["error"].as_str().unwrap().contains("no media roots"));
 }
+
+/// A named pipe posted to the API is refused with the reason while every endpoint keeps
+/// answering (before, the open waited for a writer and the whole dashboard stopped).
+#[tokio::test]
+async fn a_named_pipe_posted_to_the_api_is_refused_and_the_server_keeps_answering() {
+    let api = api(None);
+    let pipe = media(&api).join("tapes/pipe.mpg");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .unwrap()
+        .success());
+    let out = media(&api).join("encoded");
+    let request = json!({"paths": [pipe], "out": out, "profile": "web"});
+    let posting = call(&api, "POST", "/api/jobs", Some(request), &[JSON]);
+    let (status, body, _) = tokio::time::timeout(std::time::Duration::from_secs(5), posting)
+        .await
+        .expect("answered without waiting on the pipe");
+    assert!(body.to_string().contains("named pipe"), "{status}: {body}");
+    let (status, _, _) = call(&api, "GET", "/api/status", None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -72,13 +72,11 @@ impl OutputLock {
         shown: &Path,
         silent_after: std::time::Duration,
     ) -> Result<Option<Self>, Failure> {
-        let path = dir.join(OsString::from_vec(hidden(name, ".videofarm-lock", 0)));
+        let lock_name = OsString::from_vec(hidden(name, ".videofarm-lock", 0));
+        let path = dir.join(&lock_name);
         let shown_dir = shown.parent().unwrap_or(Path::new("."));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
+        // A link (or a pipe) planted under the lock's name is refused, never followed.
+        let file = videofarm_core::confine::open_own(dir, &lock_name, true)
             .map_err(|e| folder_failure(shown_dir, &e))?;
         match file.try_lock() {
             Ok(()) => {
@@ -252,6 +250,10 @@ fn folder_failure(dir: &Path, e: &std::io::Error) -> Failure {
         ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => {
             Failure::permanent(format!("output folder {shown} is not writable ({e})"))
         }
+        // Something planted where the farm keeps its own file (a link, a pipe).
+        ErrorKind::InvalidInput => {
+            Failure::permanent(format!("output folder {shown}: refused: {e}"))
+        }
         ErrorKind::StorageFull => {
             Failure::retryable(format!("output folder {shown}: the disk is full"), "")
         }
@@ -401,5 +403,31 @@ mod tests {
             1
         );
         assert!(other_job.path().exists());
+    }
+
+    /// A link planted under the output lock's name is refused with the reason; the file it
+    /// points to outside is neither made nor touched (before, the worker created it).
+    #[test]
+    fn a_link_planted_at_the_lock_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("enc");
+        std::fs::create_dir(&out).unwrap();
+        let victim = dir.path().join("outside-victim");
+        std::os::unix::fs::symlink(&victim, out.join(".a.mkv.videofarm-lock")).unwrap();
+        let refused = OutputLock::try_take(
+            &out,
+            "a.mkv".as_ref(),
+            &out.join("a.mkv"),
+            std::time::Duration::from_secs(5),
+        )
+        .map(|_| ())
+        .expect_err("refused");
+        assert_eq!(refused.kind, videofarm_core::FailureKind::Permanent);
+        assert!(
+            refused.reason.contains("symbolic link"),
+            "{}",
+            refused.reason
+        );
+        assert!(!victim.exists());
     }
 }

@@ -345,13 +345,30 @@ pub fn write_plan(work: &Path, plan: &Plan) -> std::io::Result<()> {
     write_atomically(work, "plan.json", &serde_json::to_vec_pretty(plan)?)
 }
 
-/// Write `name` in `dir` through a temporary file and a rename.
+/// Write `name` in `dir` through a new temporary file and a rename. The temporary file is
+/// created new (a file or a link planted under its name is refused, never written through);
+/// the rename replaces whatever has the name, a link included, without following it.
 pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut file = std::fs::File::create(&temp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, dir.join(name))
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let temp = format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let written = videofarm_core::confine::create_new(dir, temp.as_ref()).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    let placed = written.and_then(|()| std::fs::rename(dir.join(&temp), dir.join(name)));
+    if placed.is_err() {
+        // Ours alone (made new above): a planted name is left as it was.
+        if let Ok(meta) = std::fs::symlink_metadata(dir.join(&temp)) {
+            if meta.is_file() {
+                let _ = std::fs::remove_file(dir.join(&temp));
+            }
+        }
+    }
+    placed
 }
 
 /// Names in `work` that start with `chunk-` and end with `.suffix`, as chunk indices.
@@ -490,5 +507,23 @@ mod tests {
             .map(|d| (d.parse::<f64>().unwrap() * 1e6).round() as i64)
             .sum();
         assert_eq!(total, 1_000_000);
+    }
+
+    /// A link planted at the name of a file the farm writes in a work folder is replaced by the
+    /// rename, not written through: the file outside stays as it was. (The temporary file
+    /// before it is made new, never through a link: `confine::create_new`, tested in core.)
+    #[test]
+    fn a_file_written_in_a_work_folder_never_goes_through_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, work.join("plan.json")).unwrap();
+        write_atomically(&work, "plan.json", b"{}").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        let meta = std::fs::symlink_metadata(work.join("plan.json")).unwrap();
+        assert!(meta.is_file());
+        assert_eq!(std::fs::read(work.join("plan.json")).unwrap(), b"{}");
     }
 }

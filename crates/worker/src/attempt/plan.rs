@@ -177,6 +177,14 @@ impl Attempt {
                     "",
                 )));
             }
+            // One there already is used only if it is a real folder this farm made: a link
+            // (to a folder outside the roots) is refused, never written through.
+            if let Err(e) = videofarm_core::confine::own_folder(work) {
+                return Step::End(End::Failed(Failure::permanent(format!(
+                    "{}: refused the split work folder: {e}",
+                    spec.output.display()
+                ))));
+            }
         }
         if let Err(e) = split::write_plan(work, &plan) {
             return Step::End(End::Failed(Failure::retryable(
