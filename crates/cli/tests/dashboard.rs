@@ -230,6 +230,14 @@ fn serving_beyond_loopback_without_a_token_is_refused() {
         "{}",
         text(&out.stderr)
     );
+    // So is one no client can send: 16 spaces (a header value loses them).
+    let out = farm.run(["serve", "--listen", "0.0.0.0:0", "--token", &" ".repeat(16)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("visible characters"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// GET a path from a local server, returning the body.

@@ -130,6 +130,8 @@ struct Consuming {
     /// The worker's profiles, profiles it cannot run and tags: what its routes were made of.
     serves: (Option<Vec<String>>, Vec<String>, Vec<String>),
     deliveries: route::Deliveries,
+    /// The consumer that keeps this channel's session queue alive (see `presence`).
+    _session: lapin::Consumer,
 }
 
 /// A delivery a worker holds.

@@ -6,13 +6,15 @@
 //! of the lost attempt only when some worker receives the message again, which with every
 //! worker busy can take hours; meanwhile the job would show running on a worker that is gone.
 //!
-//! So each connection a worker consumes on holds a *session*: an exclusive queue named after the
-//! process and the connection, which the broker deletes the moment the connection ends. Every
-//! attempt records its session (`Fact::Started`), and any process that reads the records (a
-//! worker's clean-up sweep, `serve`, `status`, `jobs`) asks the broker, at most once per half
-//! lease, whether the sessions of the running attempts still exist; each that does not is
-//! recorded as [`Fact::Gone`], which shows its attempts lost. A process knows without asking
-//! that the sessions of its own earlier connections are gone.
+//! So each connection a worker consumes on holds a *session*: a queue named after the process
+//! and the connection, consumed on the channel the jobs come on and auto-deleted by the broker
+//! the moment that consumer is gone (the channel or the connection ended, and with it every
+//! delivery on it). Every attempt records its session (`Fact::Started`), and any process that
+//! reads the records (a worker's clean-up sweep, `serve`, `status`, `jobs`) asks the broker, at
+//! most once per half lease and on a connection of its own, whether the sessions of the running
+//! attempts still exist; each that does not is recorded as [`Fact::Gone`], which shows its
+//! attempts lost. A process knows without asking that the sessions of its own earlier
+//! connections are gone.
 
 use crate::records::{Fact, Holder};
 use crate::{backend, Inner};
@@ -55,24 +57,39 @@ impl Inner {
         }
     }
 
-    /// Hold the session of connection `epoch`, on `channel` (one of that connection's): an
-    /// exclusive queue, gone with the connection.
+    /// Hold the session of connection `epoch` on `channel`, the channel the worker consumes
+    /// jobs on: a queue deleted by the broker once its one consumer, on that channel, is gone
+    /// (auto-delete), so it lives exactly as long as the channel its deliveries came on. Not
+    /// exclusive: asking whether it exists is then no error for the broker to log.
     pub(crate) async fn hold_session(
         &self,
         channel: &Channel,
         epoch: u64,
-    ) -> Result<(), QueueError> {
+    ) -> Result<lapin::Consumer, QueueError> {
+        let name = self.session(epoch);
         channel
             .queue_declare(
-                self.session(epoch).as_str().into(),
+                name.as_str().into(),
                 QueueDeclareOptions {
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(backend)?;
+        channel
+            .basic_consume(
+                name.as_str().into(),
+                "".into(),
+                lapin::options::BasicConsumeOptions {
+                    no_ack: true,
                     exclusive: true,
                     ..Default::default()
                 },
                 FieldTable::default(),
             )
             .await
-            .map(|_| ())
             .map_err(backend)
     }
 
@@ -101,27 +118,16 @@ impl Inner {
             .map_err(|e| backend(format!("the records file: {e}")))?;
         let mine = self.own_sessions();
         let current = self.session(self.epoch.load(Ordering::SeqCst));
-        let mut gone = Vec::new();
-        let mut asking = tokio::task::JoinSet::new();
-        for session in running {
-            if session.starts_with(&mine) && session != current {
-                gone.push(session);
-            } else {
-                let me = self.clone();
-                asking.spawn(async move {
-                    let alive = me.session_alive(&session).await;
-                    (session, alive)
-                });
-            }
-        }
-        while let Some(answer) = asking.join_next().await {
-            match answer {
-                Ok((session, Ok(false))) => gone.push(session),
-                Ok((_, Ok(true))) => {}
-                Ok((session, Err(e))) => {
-                    tracing::debug!(%session, error = %e, "could not tell whether a worker connection lives")
+        let (mut gone, others): (Vec<String>, Vec<String>) = running
+            .into_iter()
+            .filter(|s| s != &current)
+            .partition(|s| s.starts_with(&mine));
+        if !others.is_empty() {
+            match self.sessions_gone(&others).await {
+                Ok(found) => gone.extend(found),
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not tell which worker connections live")
                 }
-                Err(e) => tracing::debug!(error = %e, "a session check stopped"),
             }
         }
         if gone.is_empty() {
@@ -137,31 +143,40 @@ impl Inner {
         Ok(true)
     }
 
-    /// Whether the session queue `name` still exists: the broker answers a passive declaration
-    /// of a missing queue with NOT_FOUND (and closes the channel), of another connection's
-    /// exclusive queue with RESOURCE_LOCKED.
-    async fn session_alive(&self, name: &str) -> Result<bool, QueueError> {
-        let channel = self.new_channel().await?;
-        let answer = channel
-            .queue_declare(
-                name.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        match answer {
-            Ok(_) => {
-                let _ = channel.close(200, "asked".into()).await;
-                Ok(true)
+    /// Which of `sessions` no longer exist, asked on a connection of its own (one at a time:
+    /// a missing queue closes the channel that asked, and a connection carrying leases must
+    /// never see a channel error).
+    async fn sessions_gone(&self, sessions: &[String]) -> Result<Vec<String>, QueueError> {
+        let connection =
+            lapin::Connection::connect(&self.url(), lapin::ConnectionProperties::default())
+                .await
+                .map_err(backend)?;
+        let mut gone = Vec::new();
+        let mut channel = connection.create_channel().await.map_err(backend)?;
+        for session in sessions {
+            let answer = channel
+                .queue_declare(
+                    session.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await;
+            match answer {
+                Ok(_) => {}
+                Err(e) => {
+                    if matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404)
+                    {
+                        gone.push(session.clone());
+                    }
+                    // The broker closed the channel that asked: another for the next question.
+                    channel = connection.create_channel().await.map_err(backend)?;
+                }
             }
-            Err(e) => match e.kind() {
-                lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404 => Ok(false),
-                lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 405 => Ok(true),
-                _ => Err(backend(e)),
-            },
         }
+        crate::close_within(&connection).await;
+        Ok(gone)
     }
 }

@@ -206,7 +206,7 @@ impl Inner {
         let channel = self.new_channel().await?;
         let epoch = self.epoch.load(Ordering::SeqCst);
         // Before any delivery: every attempt recorded on this connection names its session.
-        self.hold_session(&channel, epoch).await?;
+        let session = self.hold_session(&channel, epoch).await?;
         // Shared by every consumer on the channel: a worker holds at most `concurrency` jobs
         // (and `ahead` more whose inputs it fetches), whichever queues they come from.
         channel
@@ -255,6 +255,7 @@ impl Inner {
             channel,
             serves,
             deliveries: merged.expect("the old queue at least"),
+            _session: session,
         });
         Ok(())
     }

@@ -143,6 +143,10 @@ async fn guard(
                 "this farm needs its token: Authorization: Bearer <token>".into(),
             ))
         }
+        _ if form_like(&request) => Some(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a changing request must say what it sends (Content-Type: application/json, or application/octet-stream for a file's bytes), never a form".into(),
+        )),
         _ => None,
     };
     let mut response = match refusal {
@@ -224,6 +228,57 @@ fn require_roots(state: &AppState) -> ApiResult<()> {
         ));
     }
     Ok(())
+}
+
+/// A token anyone could guess protects nothing.
+const MIN_TOKEN: usize = 16;
+
+/// Whether `token` can protect a farm: long enough, and only visible ASCII characters (a space
+/// or a control character cannot travel in an `Authorization` header as written, so no client
+/// could ever send it).
+pub fn check_token(token: &str) -> Result<(), String> {
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "the token must be visible characters only (letters, digits, punctuation; no spaces); for example: openssl rand -hex 16"
+                .into(),
+        );
+    }
+    if token.len() < MIN_TOKEN {
+        return Err(format!(
+            "the token must be at least {MIN_TOKEN} characters (it is {}); for example: openssl rand -hex 16",
+            token.len()
+        ));
+    }
+    Ok(())
+}
+
+/// A changing request in a shape a page on another site could send without asking (a form, or
+/// plain text): refused, so only this farm's page and its workers change anything.
+fn form_like(request: &axum::extract::Request) -> bool {
+    if matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    ) {
+        return false;
+    }
+    let kind = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
+    match kind.as_deref() {
+        None | Some("") => true,
+        Some(kind) => matches!(
+            kind,
+            "application/x-www-form-urlencoded" | "multipart/form-data" | "text/plain"
+        ),
+    }
 }
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {

@@ -27,6 +27,10 @@ async fn call_bytes(
     if let Some(range) = range {
         request = request.header("range", range);
     }
+    if method != "GET" {
+        // As the worker sends them (a form would be refused).
+        request = request.header("content-type", "application/octet-stream");
+    }
     let response = router(api.state.clone())
         .oneshot(request.body(Body::from(body)).unwrap())
         .await
@@ -373,4 +377,59 @@ async fn an_upload_staged_for_a_cancelled_job_is_removed() {
     videofarm_web::files::sweep_staged_uploads(&api.state, &mut sweep, now).await;
     assert!(!staging.exists(), "the cancelled job's upload is gone");
     assert!(other.is_file());
+}
+
+/// Every changing request of the file server refuses the shapes a page on another site can
+/// send without asking (a form, plain text, nothing said): before, the commit took a form.
+#[tokio::test]
+async fn the_file_server_takes_no_form() {
+    let api = api(None);
+    std::fs::write(media(&api).join("tapes/a.mpg"), b"input").unwrap();
+    let id = api
+        .queue
+        .enqueue(spec(&api, "a"), false)
+        .await
+        .unwrap()
+        .id()
+        .clone();
+    api.queue
+        .lease(&worker(), Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("the job");
+    for (method, uri) in [
+        (
+            "POST",
+            format!(
+                "/api/files/{id}/output/commit?attempt=1&blake3={}",
+                "0".repeat(64)
+            ),
+        ),
+        ("PUT", format!("/api/files/{id}/output?attempt=1&offset=0")),
+        ("PUT", format!("/api/files/{id}/mark?attempt=1&kind=failed")),
+    ] {
+        for kind in [
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            Some("text/plain"),
+            None,
+        ] {
+            let mut request = Request::builder()
+                .method(method)
+                .uri(&uri)
+                .header("host", "localhost");
+            if let Some(kind) = kind {
+                request = request.header("content-type", kind);
+            }
+            let response = router(api.state.clone())
+                .oneshot(request.body(Body::from("blake3=x")).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{method} {uri} as {kind:?}"
+            );
+        }
+    }
 }

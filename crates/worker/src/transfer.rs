@@ -179,7 +179,12 @@ impl Files {
         let url = format!("{}/api/files/{path}", self.url.trim_end_matches('/'));
         // A client that could not be made fails the request with its reason.
         let client = self.client().unwrap_or_default();
+        let changes = method != reqwest::Method::GET;
         let mut request = client.request(method, url);
+        if changes {
+            // What the server asks of every changing request: never the shape of a form.
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
+        }
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }

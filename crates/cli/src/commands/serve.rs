@@ -8,9 +8,6 @@ use crate::settings::Settings;
 use tokio_util::sync::CancellationToken;
 use videofarm_web::AppState;
 
-/// A token anyone could guess protects nothing.
-const MIN_TOKEN: usize = 16;
-
 pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitStatus> {
     let token = args
         .token
@@ -24,13 +21,7 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitS
         .into());
     }
     if let Some(token) = &token {
-        if token.chars().count() < MIN_TOKEN {
-            return Err(UsageError::new(format!(
-                "the token must be at least {MIN_TOKEN} characters (it is {}); for example: openssl rand -hex 16",
-                token.chars().count()
-            ))
-            .into());
-        }
+        videofarm_web::check_token(token).map_err(UsageError::new)?;
     }
     let tls = match (&settings.tls_cert, &settings.tls_key) {
         (Some(cert), Some(key)) => {
