@@ -304,3 +304,45 @@ fn a_picture_named_like_a_video_is_refused() {
     assert_eq!(records[0]["attempts"], 1);
     assert!(farm.outputs().is_empty(), "{:?}", farm.outputs());
 }
+
+/// A named pipe among the inputs fails alone with its reason, at once, and the good file beside
+/// it is encoded (before, `run` hung for good without queueing even the good file).
+#[test]
+fn a_named_pipe_among_the_inputs_fails_alone_and_never_hangs_the_run() {
+    let farm = Farm::new();
+    clip(&farm.input.join("good.mpg"), 1);
+    let pipe = farm.input.join("pipe.mpg");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .unwrap()
+        .success());
+    let mut cmd = farm.cmd(["run", "--json", "--out"]);
+    let mut child = cmd
+        .arg(&farm.out)
+        .arg(&pipe)
+        .arg(farm.input.join("good.mpg"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("run hung on the named pipe");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let records: Vec<Value> = run_results(&out.stdout).unwrap();
+    assert_eq!(by_input(&records, "good.mpg")["state"], "succeeded");
+    let job = by_input(&records, "pipe.mpg");
+    assert_eq!(job["state"], "failed");
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.contains("pipe.mpg") && error.contains("named pipe"),
+        "{error}"
+    );
+}

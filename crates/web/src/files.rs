@@ -681,7 +681,7 @@ pub async fn output_commit(
             let _ = std::fs::remove_file(&staging);
             return match already_done(&state, roots, &spec, &target).await {
                 Ok(()) => Ok(Json(
-                    serde_json::json!({ "published": spec.output, "already": true }),
+                    serde_json::json!({ "published": crate::path_value(&spec.output), "already": true }),
                 )),
                 Err(why) => Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, why)),
             };
@@ -694,5 +694,7 @@ pub async fn output_commit(
     tracing::info!(output = %spec.output.display(), "published an uploaded output");
     // What earlier attempts of this job left staged (a worker that died mid-upload) goes too.
     remove_staged(&dir.io_path(), &JobId(id.clone()));
-    Ok(Json(serde_json::json!({ "published": spec.output })))
+    Ok(Json(
+        serde_json::json!({ "published": crate::path_value(&spec.output) }),
+    ))
 }

@@ -485,12 +485,23 @@ async fn profiles(State(state): State<AppState>) -> Json<serde_json::Value> {
 #[derive(Deserialize)]
 struct EnqueueRequest {
     /// Files or folders, each under a media root.
-    paths: Vec<PathBuf>,
+    paths: Vec<AnyPath>,
     /// The output folder, under a media root.
-    out: PathBuf,
+    out: AnyPath,
     profile: Option<String>,
     #[serde(default)]
     priority: i32,
+}
+
+/// A path as the API writes it: a string, or `{"unix_bytes": [...]}` for a name that is not
+/// UTF-8 (see [`videofarm_core::pathser`]), so what `browse` lists can be sent back as it is.
+#[derive(Deserialize)]
+struct AnyPath(#[serde(with = "videofarm_core::pathser")] PathBuf);
+
+/// A path as a JSON value: never a panic, whatever bytes its names hold.
+pub(crate) fn path_value(path: &std::path::Path) -> serde_json::Value {
+    videofarm_core::pathser::serialize(path, serde_json::value::Serializer)
+        .unwrap_or(serde_json::Value::Null)
 }
 
 async fn enqueue(
@@ -518,10 +529,10 @@ async fn enqueue(
     }
     require_roots(&state)?;
     let mut inputs = Vec::new();
-    for path in &request.paths {
+    for AnyPath(path) in &request.paths {
         inputs.push(confine::existing_within(&state.roots, path).map_err(forbidden)?);
     }
-    let out = confine::within(&state.roots, &request.out).map_err(forbidden)?;
+    let out = confine::within(&state.roots, &request.out.0).map_err(forbidden)?;
     let planned: Vec<Planned> = plan::plan(&inputs, &out, &profile.extension)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.0))?;
     // A folder may hold links: each file found is checked where it really is, and queued as
@@ -547,7 +558,7 @@ async fn enqueue(
                     output: job.output,
                 }),
                 Err(e) => {
-                    refused.push(serde_json::json!({ "path": job.input, "reason": e.to_string() }));
+                    refused.push(serde_json::json!({ "path": path_value(&job.input), "reason": e.to_string() }));
                     None
                 }
             }
@@ -586,7 +597,7 @@ async fn browse(
 ) -> ApiResult<Json<serde_json::Value>> {
     let Some(path) = q.path else {
         return Ok(Json(
-            serde_json::json!({ "path": null, "entries": state.roots.iter().map(|r| serde_json::json!({"name": r, "path": r, "dir": true})).collect::<Vec<_>>() }),
+            serde_json::json!({ "path": null, "entries": state.roots.iter().map(|r| serde_json::json!({"name": r.to_string_lossy(), "path": path_value(r), "dir": true})).collect::<Vec<_>>() }),
         ));
     };
     require_roots(&state)?;
@@ -605,11 +616,15 @@ async fn browse(
         };
         let is_dir = real.is_dir();
         if is_dir || (real.is_file() && plan::is_video_name(&entry.path())) {
-            entries.push(serde_json::json!({ "name": name.to_string_lossy(), "path": entry.path(), "dir": is_dir }));
+            // A name that is not UTF-8 is shown as near as it can be, and its path given as
+            // bytes, which `POST /api/jobs` takes back (it panicked here before).
+            entries.push(serde_json::json!({ "name": name.to_string_lossy(), "path": path_value(&entry.path()), "dir": is_dir }));
         }
     }
     entries.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    Ok(Json(serde_json::json!({ "path": dir, "entries": entries })))
+    Ok(Json(
+        serde_json::json!({ "path": path_value(&dir), "entries": entries }),
+    ))
 }
 
 /// Serve until `shutdown` fires.

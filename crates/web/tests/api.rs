@@ -454,3 +454,36 @@ async fn a_named_pipe_posted_to_the_api_is_refused_and_the_server_keeps_answerin
     let (status, _, _) = call(&api, "GET", "/api/status", None, &[]).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// A file whose name is not UTF-8 (old archives copied from other systems have such names):
+/// `browse` lists it (it panicked, answering nothing), with its path as bytes, and
+/// `POST /api/jobs` takes that path back and queues the file.
+#[tokio::test]
+async fn a_name_that_is_not_utf8_is_listed_and_queued() {
+    use std::os::unix::ffi::OsStrExt;
+    let api = api(None);
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.mpg");
+    let tapes = media(&api).join("tapes");
+    std::fs::write(tapes.join(name), b"a video").unwrap();
+    let uri = format!(
+        "/api/browse?path={}",
+        tapes.to_str().unwrap().replace('/', "%2F")
+    );
+    let (status, listing, _) = call(&api, "GET", &uri, None, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{listing}");
+    let entry = listing["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "caf\u{fffd}.mpg")
+        .unwrap_or_else(|| panic!("listed: {listing}"))
+        .clone();
+    assert!(entry["path"]["unix_bytes"].is_array(), "{entry}");
+    let request =
+        json!({"paths": [entry["path"]], "out": media(&api).join("encoded"), "profile": "web"});
+    let (status, body, _) = call(&api, "POST", "/api/jobs", Some(request), &[JSON]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["queued"].as_array().unwrap().len(), 1, "{body}");
+    let jobs = api.queue.jobs(&Default::default()).await.unwrap();
+    assert_eq!(jobs[0].spec.input, tapes.join(name));
+}
