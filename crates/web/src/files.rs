@@ -463,6 +463,17 @@ pub async fn output_status(
 }
 
 /// `PUT /api/files/{job}/output?attempt=A&offset=N`: the next part of the upload.
+/// The most an upload may hold: what an encode of the job's input can come to, with room to
+/// spare (a lossless archive of an MPEG-2 capture is several times larger), and a floor for
+/// small inputs. Beyond it the upload is refused (413) and what was staged goes.
+pub fn upload_cap(input_size: u64) -> u64 {
+    input_size.saturating_mul(UPLOAD_TIMES_INPUT) + UPLOAD_FLOOR
+}
+
+/// See [`upload_cap`].
+const UPLOAD_TIMES_INPUT: u64 = 16;
+const UPLOAD_FLOOR: u64 = 16 * 1024 * 1024;
+
 pub async fn output_part(
     State(state): State<AppState>,
     UrlPath(id): UrlPath<String>,
@@ -502,6 +513,7 @@ pub async fn output_part(
         .map_err(failed)?;
     let mut stream = body.into_data_stream();
     let mut size = have;
+    let cap = upload_cap(spec.input_size);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
             ApiError(
@@ -509,6 +521,18 @@ pub async fn output_part(
                 format!("the upload broke off: {e}"),
             )
         })?;
+        if size + chunk.len() as u64 > cap {
+            drop(file);
+            let _ = std::fs::remove_file(&staging);
+            return Err(ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "{}: the upload is larger than an encode of this input can be (at most {cap} bytes: {UPLOAD_TIMES_INPUT} times the input's {} bytes, and {UPLOAD_FLOOR} more)",
+                    spec.output.display(),
+                    spec.input_size
+                ),
+            ));
+        }
         file.write_all(&chunk).await.map_err(failed)?;
         size += chunk.len() as u64;
         RECEIVED.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);

@@ -433,3 +433,37 @@ async fn the_file_server_takes_no_form() {
         }
     }
 }
+
+/// An upload is bounded by what an encode of the job's input can be: beyond it the server
+/// answers 413 and drops what was staged (before, any size was staged: 300 MB for an 11 MB
+/// input).
+#[tokio::test]
+async fn an_upload_larger_than_the_job_can_produce_is_refused() {
+    let api = api(None);
+    std::fs::write(media(&api).join("tapes/a.mpg"), b"input").unwrap();
+    let id = api
+        .queue
+        .enqueue(spec(&api, "a"), false)
+        .await
+        .unwrap()
+        .id()
+        .clone();
+    api.queue
+        .lease(&worker(), Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("the job");
+    let cap = videofarm_web::files::upload_cap(spec(&api, "a").input_size) as usize;
+    let uri = format!("/api/files/{id}/output?attempt=1&offset=0");
+    let (status, body) = call_bytes(&api, "PUT", &uri, vec![1; cap + 1], None).await;
+    assert_eq!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let staging = media(&api).join(format!("out/.videofarm-upload-{id}-1"));
+    assert!(!staging.exists(), "what was staged goes");
+    let (status, _) = call_bytes(&api, "PUT", &uri, vec![1; 1000], None).await;
+    assert_eq!(status, StatusCode::OK, "a reasonable upload is taken");
+}
