@@ -66,6 +66,17 @@ impl Listing {
         )
     }
 
+    /// The parameters of [`Listing::select`] after the ids (`?1`, written by each backend as
+    /// its ids are stored): the page's size (`?2`, -1 for all), its offset (`?3`) and the
+    /// earliest end (`?4`).
+    pub fn page(filter: &JobFilter) -> (i64, u32, Option<i64>) {
+        (
+            filter.limit.map_or(-1, i64::from),
+            filter.offset,
+            filter.finished_since,
+        )
+    }
+
     /// Tapes by stored state (one row per state; chunks not counted).
     pub fn count_by_state(&self) -> &'static str {
         "SELECT state, count(*) FROM jobs WHERE parent IS NULL GROUP BY state"

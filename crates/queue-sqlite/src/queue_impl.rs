@@ -267,23 +267,16 @@ impl Records for SqliteQueue {
                 })
                 .transpose()
                 .map_err(|e| ctx.err(e))?;
+            let (limit, offset, since) = videofarm_core::listing::Listing::page(&filter);
             let mut stmt = conn
                 .prepare_cached(&LISTING.select(&filter))
                 .map_err(|e| ctx.err(e))?;
             let records: Vec<JobRecord> = stmt
-                .query_map(
-                    params![
-                        ids,
-                        filter.limit.map_or(-1, i64::from),
-                        filter.offset,
-                        filter.finished_since
-                    ],
-                    |row| {
-                        let mut record = read_record(row)?;
-                        record.state = read_state(row, "shown")?;
-                        Ok(record)
-                    },
-                )
+                .query_map(params![ids, limit, offset, since], |row| {
+                    let mut record = read_record(row)?;
+                    record.state = read_state(row, "shown")?;
+                    Ok(record)
+                })
                 .and_then(|rows| rows.collect())
                 .map_err(|e| ctx.err(e))?;
             Ok(records)

@@ -32,7 +32,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use videofarm_core::confine;
-use videofarm_core::sweep::CancelledSweep;
 use videofarm_core::{JobFilter, JobId, JobRecord, JobSpec, JobState};
 
 static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -58,7 +57,7 @@ fn staging_prefix(job: &JobId) -> String {
 }
 
 /// Remove every upload of `job` staged in `dir`; how many there were.
-fn remove_staged(dir: &Path, job: &JobId) -> usize {
+pub(crate) fn remove_staged(dir: &Path, job: &JobId) -> usize {
     let prefix = staging_prefix(job);
     std::fs::read_dir(dir)
         .into_iter()
@@ -67,49 +66,6 @@ fn remove_staged(dir: &Path, job: &JobId) -> usize {
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
         .filter(|e| std::fs::remove_file(e.path()).is_ok())
         .count()
-}
-
-/// Uploads staged for jobs cancelled since the last look go: `serve` holds the media, so it
-/// cleans up after a cancel what workers that cannot see the media sent (see
-/// [`videofarm_core::sweep`]). A cancelled job's attempt can no longer upload or commit.
-pub async fn sweep_staged_uploads(state: &AppState, sweep: &mut CancelledSweep, now_ms: i64) {
-    if state.roots.is_empty() {
-        return;
-    }
-    let found = match state.queue.jobs(&sweep.filter(now_ms)).await {
-        Ok(found) => found,
-        Err(e) => {
-            tracing::debug!(error = %e, "could not read the cancelled jobs to clean up after");
-            return;
-        }
-    };
-    for record in sweep.due(found, now_ms) {
-        let roots = state.roots.clone();
-        let job = record.clone();
-        let removed = tokio::task::spawn_blocking(move || {
-            output_place(&roots, &job.spec)
-                .map_or(0, |(dir, _)| remove_staged(&dir.io_path(), &job.id))
-        })
-        .await
-        .unwrap_or(0);
-        if removed > 0 {
-            tracing::info!(job = %record.id, removed, "removed the uploads staged for a cancelled job");
-        }
-        sweep.cleaned(&record, now_ms);
-    }
-}
-
-/// [`sweep_staged_uploads`] every [`videofarm_core::sweep::SWEEP_EVERY`] until dropped.
-pub fn spawn_upload_sweep(state: AppState) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut sweep = CancelledSweep::default();
-        let mut ticker = tokio::time::interval(videofarm_core::sweep::SWEEP_EVERY);
-        loop {
-            ticker.tick().await;
-            let now = videofarm_core::Clock::now_ms(&videofarm_core::SystemClock);
-            sweep_staged_uploads(&state, &mut sweep, now).await;
-        }
-    })
 }
 
 fn conflict(why: impl Into<String>) -> ApiError {
@@ -429,7 +385,7 @@ async fn upload(state: &AppState, id: &str, attempt: u32) -> ApiResult<Upload> {
 }
 
 /// The output's folder, opened under the roots, and the output's name in it.
-fn output_place(
+pub(crate) fn output_place(
     roots: &[PathBuf],
     spec: &JobSpec,
 ) -> ApiResult<(confine::Opened, std::ffi::OsString)> {

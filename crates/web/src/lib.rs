@@ -14,6 +14,7 @@
 
 pub mod files;
 pub mod metrics;
+pub mod sweep;
 pub mod tls;
 
 use axum::extract::{Path as UrlPath, Query, State};
@@ -633,7 +634,7 @@ pub async fn serve(
     state: AppState,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    let sweeping = AbortOnDrop(files::spawn_upload_sweep(state.clone()));
+    let sweeping = AbortOnDrop(sweep::spawn_upload_sweep(state.clone()));
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
@@ -661,7 +662,7 @@ pub async fn serve_tls(
         tcp: listener,
         acceptor: tokio_rustls::TlsAcceptor::from(tls),
     };
-    let _sweeping = AbortOnDrop(files::spawn_upload_sweep(state.clone()));
+    let _sweeping = AbortOnDrop(sweep::spawn_upload_sweep(state.clone()));
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

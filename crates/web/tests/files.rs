@@ -374,7 +374,7 @@ async fn an_upload_staged_for_a_cancelled_job_is_removed() {
     );
     let mut sweep = videofarm_core::sweep::CancelledSweep::default();
     let now = videofarm_core::Clock::now_ms(&videofarm_core::SystemClock);
-    videofarm_web::files::sweep_staged_uploads(&api.state, &mut sweep, now).await;
+    videofarm_web::sweep::sweep_staged_uploads(&api.state, &mut sweep, now).await;
     assert!(!staging.exists(), "the cancelled job's upload is gone");
     assert!(other.is_file());
 }

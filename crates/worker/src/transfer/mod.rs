@@ -23,47 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use videofarm_core::{Failure, JobId};
 
-/// How long a transfer waits before its next try, at first and at most.
-const FIRST_WAIT: Duration = Duration::from_millis(500);
-const LONGEST_WAIT: Duration = Duration::from_secs(5);
-
-/// How long a transfer keeps trying while the server does not answer or the copy keeps
-/// breaking off, counted from the last time it moved forward.
-struct Patience {
-    limit: Duration,
-    since: std::time::Instant,
-    wait: Duration,
-}
-
-impl Patience {
-    fn new(limit: Duration) -> Self {
-        Self {
-            limit,
-            since: std::time::Instant::now(),
-            wait: FIRST_WAIT,
-        }
-    }
-
-    /// The transfer moved forward: the clock starts again.
-    fn progressed(&mut self) {
-        self.since = std::time::Instant::now();
-        self.wait = FIRST_WAIT;
-    }
-
-    /// Wait before the next try; false when the trouble has lasted the limit.
-    async fn wait(&mut self) -> bool {
-        if self.since.elapsed() >= self.limit {
-            return false;
-        }
-        tokio::time::sleep(self.wait).await;
-        self.wait = (self.wait * 2).min(LONGEST_WAIT);
-        true
-    }
-
-    fn gave_up(&self) -> String {
-        format!("for {} s", self.since.elapsed().as_secs())
-    }
-}
+mod patience;
+use patience::Patience;
 
 /// When this worker fetches inputs and sends outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
