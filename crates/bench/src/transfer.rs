@@ -20,6 +20,50 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
+/// `size_mb` MiB that do not compress, like video.
+fn write_noise(path: &std::path::Path, size_mb: u64) -> Result<()> {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..size_mb {
+        for b in block.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        file.write_all(&block)?;
+    }
+    Ok(())
+}
+
+/// One fetch of job `id`'s input as a worker does it (checked whole), then forgotten.
+async fn fetch_once(files: &Files, id: &videofarm_core::JobId) -> Result<()> {
+    let fetched = files
+        .fetch_input(id, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let Fetched::Input { input, .. } = fetched else {
+        anyhow::bail!("the server said the output is there already");
+    };
+    input.remove();
+    Ok(())
+}
+
+/// The same bytes through curl, into a file on the same disk as the worker's copy goes.
+async fn curl_once(target: &std::path::Path, url: &str, id: &videofarm_core::JobId) -> Result<()> {
+    let status = tokio::process::Command::new("curl")
+        .args(["-sS", "-o"])
+        .arg(target)
+        .arg(format!("{url}/api/files/{id}/input"))
+        .status()
+        .await
+        .context("curl is installed")?;
+    anyhow::ensure!(status.success(), "curl failed");
+    std::fs::remove_file(target)?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -29,21 +73,7 @@ async fn main() -> Result<()> {
     let media = dir.path().join("media");
     std::fs::create_dir_all(&media)?;
     let input = media.join("tape.mpg");
-    {
-        // Incompressible, like video.
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&input)?);
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut block = vec![0u8; 1 << 20];
-        for _ in 0..size_mb {
-            for b in block.iter_mut() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = x as u8;
-            }
-            file.write_all(&block)?;
-        }
-    }
+    write_noise(&input, size_mb)?;
     let queue = Arc::new(SqliteQueue::open(
         &dir.path().join("q.db"),
         QueueSettings {
@@ -95,28 +125,11 @@ async fn main() -> Result<()> {
         for turn in 0..2 {
             let started = Instant::now();
             if (turn + round) % 2 == 0 {
-                let fetched = files
-                    .fetch_input(&id, None)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                fetch_once(&files, &id).await?;
                 ours.push(bytes / started.elapsed().as_secs_f64());
-                let Fetched::Input { input, .. } = fetched else {
-                    anyhow::bail!("the server said the output is there already");
-                };
-                input.remove();
             } else {
-                // Into a file on the same disk, as the worker's copy goes.
-                let target = dir.path().join("curl.out");
-                let status = tokio::process::Command::new("curl")
-                    .args(["-sS", "-o"])
-                    .arg(&target)
-                    .arg(format!("{url}/api/files/{id}/input"))
-                    .status()
-                    .await
-                    .context("curl is installed")?;
-                anyhow::ensure!(status.success(), "curl failed");
+                curl_once(&dir.path().join("curl.out"), &url, &id).await?;
                 curl.push(bytes / started.elapsed().as_secs_f64());
-                std::fs::remove_file(target)?;
             }
         }
     }

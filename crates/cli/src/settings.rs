@@ -257,21 +257,84 @@ fn default_queue_file() -> PathBuf {
         .join("queue.db")
 }
 
+/// The config file at `config`, or the defaults without one.
+fn read_config(config: Option<&Path>) -> Result<ConfigFile, UsageError> {
+    let Some(path) = config else {
+        return Ok(ConfigFile::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| UsageError::new(format!("config file {}: {e}", path.display())))?;
+    toml::from_str::<ConfigFile>(&text)
+        .map_err(|e| UsageError::new(format!("config file {}: {e}", path.display())))
+}
+
+/// The lease, the attempt budget and the heartbeat, checked against each other.
+fn queue_timing(file: &ConfigFile) -> Result<(QueueSettings, Duration), UsageError> {
+    // Below a second a lease runs out between two heartbeats of a busy machine.
+    let lease = secs_at_least("lease_secs", file.lease_secs, 30.0, 1.0)?;
+    let heartbeat = secs(
+        "heartbeat_secs",
+        file.heartbeat_secs,
+        lease.as_secs_f64() / 5.0,
+    )?;
+    if heartbeat >= lease {
+        return Err(UsageError::new(
+            "heartbeat_secs must be shorter than lease_secs",
+        ));
+    }
+    let max_attempts = file.max_attempts.unwrap_or(3);
+    if max_attempts == 0 {
+        return Err(UsageError::new("max_attempts must be at least 1"));
+    }
+    let max_lost = match file.max_lost_attempts {
+        Some(0) => return Err(UsageError::new("max_lost_attempts must be at least 1")),
+        Some(n) => n,
+        None => (max_attempts * 2).max(6),
+    };
+    let queue = QueueSettings {
+        lease,
+        max_attempts,
+        max_lost,
+        retry_backoff: secs("retry_backoff_secs", file.retry_backoff_secs, 10.0)?,
+    };
+    Ok((queue, heartbeat))
+}
+
+/// The worker's tags, each a valid tag, and not too many.
+fn checked_tags(tags: Vec<String>) -> Result<Vec<String>, UsageError> {
+    if tags.len() > videofarm_core::job::MAX_TAGS {
+        return Err(UsageError::new(format!(
+            "tags: {} tags given, {} at most",
+            tags.len(),
+            videofarm_core::job::MAX_TAGS
+        )));
+    }
+    for tag in &tags {
+        videofarm_core::job::check_tag(tag)
+            .map_err(|why| UsageError::new(format!("tags: {why}")))?;
+    }
+    Ok(tags)
+}
+
+/// The address of a `serve` that holds the files.
+fn checked_files_url(url: String) -> Result<String, UsageError> {
+    if (url.starts_with("http://") || url.starts_with("https://")) && url.len() <= 2000 {
+        Ok(url)
+    } else {
+        Err(UsageError::new(format!(
+            "files_url: {url:?} is not the http:// or https:// address of a videofarm serve"
+        )))
+    }
+}
+
 impl Settings {
     /// Resolve settings from the global flags (already merged with the environment by clap).
     pub fn resolve(
         broker_flag: Option<&str>,
         config: Option<&Path>,
     ) -> Result<Settings, UsageError> {
-        let file = match config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| UsageError::new(format!("config file {}: {e}", path.display())))?;
-                toml::from_str::<ConfigFile>(&text)
-                    .map_err(|e| UsageError::new(format!("config file {}: {e}", path.display())))?
-            }
-            None => ConfigFile::default(),
-        };
+        let file = read_config(config)?;
+        let (queue, heartbeat) = queue_timing(&file)?;
         let broker = match broker_flag.or(file.broker.as_deref()) {
             Some(text) => Broker::parse(text)?,
             None => Broker::Sqlite(default_queue_file()),
@@ -281,26 +344,10 @@ impl Settings {
         profiles
             .get(&default_profile)
             .map_err(|e| UsageError::new(e.to_string()))?;
-        // Below a second a lease runs out between two heartbeats of a busy machine.
-        let lease = secs_at_least("lease_secs", file.lease_secs, 30.0, 1.0)?;
-        let heartbeat = secs(
-            "heartbeat_secs",
-            file.heartbeat_secs,
-            lease.as_secs_f64() / 5.0,
-        )?;
-        if heartbeat >= lease {
-            return Err(UsageError::new(
-                "heartbeat_secs must be shorter than lease_secs",
-            ));
-        }
         if file.workers == Some(0) {
             return Err(UsageError::new(
                 "workers must be at least 1 (leave it out to choose from the number of cores)",
             ));
-        }
-        let max_attempts = file.max_attempts.unwrap_or(3);
-        if max_attempts == 0 {
-            return Err(UsageError::new("max_attempts must be at least 1"));
         }
         Ok(Settings {
             broker,
@@ -320,16 +367,7 @@ impl Settings {
             },
             decode_check: file.decode_check,
             workers: file.workers.unwrap_or_else(default_workers),
-            queue: QueueSettings {
-                lease,
-                max_attempts,
-                max_lost: match file.max_lost_attempts {
-                    Some(0) => return Err(UsageError::new("max_lost_attempts must be at least 1")),
-                    Some(n) => n,
-                    None => (max_attempts * 2).max(6),
-                },
-                retry_backoff: secs("retry_backoff_secs", file.retry_backoff_secs, 10.0)?,
-            },
+            queue,
             heartbeat,
             stall_after: secs("stall_secs", file.stall_secs, 120.0)?,
             timeout: file
@@ -348,38 +386,12 @@ impl Settings {
                 .map(|t| secs("amqp_consumer_timeout_secs", Some(t), 0.0))
                 .transpose()?,
             token: file.token.filter(|t| !t.is_empty()),
-            tags: {
-                if file.tags.len() > videofarm_core::job::MAX_TAGS {
-                    return Err(UsageError::new(format!(
-                        "tags: {} tags given, {} at most",
-                        file.tags.len(),
-                        videofarm_core::job::MAX_TAGS
-                    )));
-                }
-                for tag in &file.tags {
-                    videofarm_core::job::check_tag(tag)
-                        .map_err(|why| UsageError::new(format!("tags: {why}")))?;
-                }
-                file.tags
-            },
+            tags: checked_tags(file.tags)?,
             records_file: file.records_file,
             paths: paths_policy(file.paths)?,
             celery: None,
             celery_config: file.celery,
-            files_url: match file.files_url {
-                Some(url)
-                    if (url.starts_with("http://") || url.starts_with("https://"))
-                        && url.len() <= 2000 =>
-                {
-                    Some(url)
-                }
-                Some(url) => {
-                    return Err(UsageError::new(format!(
-                        "files_url: {url:?} is not the http:// or https:// address of a videofarm serve"
-                    )))
-                }
-                None => None,
-            },
+            files_url: file.files_url.map(checked_files_url).transpose()?,
             transfer: file.transfer.unwrap_or_default(),
             transfer_cache: file.transfer_cache,
             transfer_cache_limit: match file.transfer_cache_gb {
@@ -387,8 +399,8 @@ impl Settings {
                 Some(gb) if gb.is_finite() && gb > 0.0 && gb < 1e6 => (gb * 1e9) as u64,
                 Some(gb) => {
                     return Err(UsageError::new(format!(
-                        "transfer_cache_gb: {gb} is not a size in GB (more than 0, less than 1000000)"
-                    )))
+                    "transfer_cache_gb: {gb} is not a size in GB (more than 0, less than 1000000)"
+                )))
                 }
             },
             transfer_ahead: match file.transfer_ahead {

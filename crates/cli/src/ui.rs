@@ -133,21 +133,7 @@ impl ProgressUi {
     pub fn handle(&mut self, event: &Event) {
         let Some(id) = event.job_id() else { return };
         if self.json {
-            let chunk_of_batch = match event {
-                Event::JobStarted {
-                    part: Some(part), ..
-                } => self.batch.contains(&part.parent),
-                _ => false,
-            };
-            if chunk_of_batch {
-                self.chunks.insert(id.clone(), (JobId(String::new()), 0));
-            }
-            if self.batch.contains(id) || self.chunks.contains_key(id) {
-                if let Ok(line) = serde_json::to_string(event) {
-                    // A closed pipe must not stop the batch: the summary is in the records.
-                    let _ = writeln!(std::io::stdout(), "{line}");
-                }
-            }
+            self.print_json(id, event);
             return;
         }
         if let Event::JobStarted {
@@ -185,39 +171,7 @@ impl ProgressUi {
                     self.add_bar(id, &file_name(input));
                 }
             }
-            Event::JobProgress { progress, .. } if progress.transfer.is_some() => {
-                // A worker without the media moving the job's files: its own bar says so (the
-                // batch's progress counts encodes only).
-                if !self.bars.contains_key(id) {
-                    let name = self.names.get(id).cloned().unwrap_or_default();
-                    self.add_bar(id, &name);
-                }
-                if let (Some(bar), Some(t)) = (self.bars.get(id), &progress.transfer) {
-                    bar.set_position((progress.progress.min(1.0) * 1000.0) as u64);
-                    bar.set_message(describe_transfer(t, progress.eta_s));
-                }
-            }
-            Event::JobProgress { progress, .. } => {
-                let speed = self.settled_speed(id, progress.speed);
-                if let Some(bar) = self.bars.get(id) {
-                    bar.set_position((progress.progress * 1000.0) as u64);
-                    let mut shown = *progress;
-                    shown.speed = speed;
-                    if speed == 0.0 {
-                        shown.fps = 0.0;
-                        shown.eta_s = None;
-                    }
-                    bar.set_message(format!(
-                        "{} frames  {}",
-                        progress.frames,
-                        describe_progress(&shown)
-                    ));
-                }
-                self.speeds.insert(id.clone(), speed);
-                self.fractions
-                    .insert(id.clone(), progress.progress.min(1.0));
-                self.show_batch();
-            }
+            Event::JobProgress { progress, .. } => self.show_progress(id, progress),
             Event::JobSucceeded { report, .. } => {
                 self.done = (self.done + 1).min(self.total_jobs);
                 let note = if report.already_done {
@@ -234,6 +188,61 @@ impl ProgressUi {
             Event::JobLost { reason, .. } => self.end(id, &format!("stopped: {reason}")),
             _ => {}
         }
+    }
+
+    /// `--json`: each event of the batch (and of its tapes' chunks) as a line.
+    fn print_json(&mut self, id: &JobId, event: &Event) {
+        let chunk_of_batch = match event {
+            Event::JobStarted {
+                part: Some(part), ..
+            } => self.batch.contains(&part.parent),
+            _ => false,
+        };
+        if chunk_of_batch {
+            self.chunks.insert(id.clone(), (JobId(String::new()), 0));
+        }
+        if self.batch.contains(id) || self.chunks.contains_key(id) {
+            if let Ok(line) = serde_json::to_string(event) {
+                // A closed pipe must not stop the batch: the summary is in the records.
+                let _ = writeln!(std::io::stdout(), "{line}");
+            }
+        }
+    }
+
+    /// A job's progress on its bar: its files moving, or its encode.
+    fn show_progress(&mut self, id: &JobId, progress: &videofarm_core::Progress) {
+        if let Some(transfer) = &progress.transfer {
+            // A worker without the media moving the job's files: its own bar says so (the
+            // batch's progress counts encodes only).
+            if !self.bars.contains_key(id) {
+                let name = self.names.get(id).cloned().unwrap_or_default();
+                self.add_bar(id, &name);
+            }
+            if let Some(bar) = self.bars.get(id) {
+                bar.set_position((progress.progress.min(1.0) * 1000.0) as u64);
+                bar.set_message(describe_transfer(transfer, progress.eta_s));
+            }
+            return;
+        }
+        let speed = self.settled_speed(id, progress.speed);
+        if let Some(bar) = self.bars.get(id) {
+            bar.set_position((progress.progress * 1000.0) as u64);
+            let mut shown = *progress;
+            shown.speed = speed;
+            if speed == 0.0 {
+                shown.fps = 0.0;
+                shown.eta_s = None;
+            }
+            bar.set_message(format!(
+                "{} frames  {}",
+                progress.frames,
+                describe_progress(&shown)
+            ));
+        }
+        self.speeds.insert(id.clone(), speed);
+        self.fractions
+            .insert(id.clone(), progress.progress.min(1.0));
+        self.show_batch();
     }
 
     fn add_bar(&mut self, id: &JobId, name: &str) {

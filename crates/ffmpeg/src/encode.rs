@@ -135,19 +135,7 @@ pub async fn encode(
     progress: &watch::Sender<Progress>,
     cancel: &CancellationToken,
 ) -> Result<Encoded, EncodeError> {
-    let mut command = tokio::process::Command::new(&req.tools.ffmpeg);
-    command
-        .args(encode_args(req))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0);
-    crate::tools_sys::die_with_parent(&mut command);
-    let mut child = command.spawn().map_err(|source| EncodeError::Spawn {
-        path: req.tools.ffmpeg.display().to_string(),
-        source,
-    })?;
+    let mut child = spawn(req)?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let url = file_url(req.input);
@@ -190,19 +178,7 @@ pub async fn encode(
                     source,
                 })?;
                 let tail = stderr_task.await.unwrap_or_else(|_| Tail::new(1));
-                // ffmpeg 5.1 exits 0 when writing the trailer or closing the file fails (a full
-                // disk at the very end): its own words say so.
-                let write_failed = tail.lines().any(|l| WRITE_FAILURES.iter().any(|m| l.contains(m)));
-                if status.success() && !write_failed {
-                    return Ok(Encoded { errors: tail.count(), error_tail: tail.text() });
-                }
-                let reason = tail
-                    .lines()
-                    .find(|l| WRITE_FAILURES.iter().any(|m| l.contains(m)))
-                    .or_else(|| tail.last_line())
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| "it printed no error".to_owned());
-                return Err(EncodeError::Failed { status: status.to_string(), reason, stderr_tail: tail.text() });
+                return exited(status, &tail);
             }
             _ = cancel.cancelled() => break Some(EncodeError::Cancelled),
             _ = ticker.tick() => {
@@ -230,6 +206,49 @@ pub async fn encode(
             stderr_tail: tail,
         },
         _ => EncodeError::Cancelled,
+    })
+}
+
+/// ffmpeg for `req`, started: argv only, its own process group, killed with its parent.
+fn spawn(req: &EncodeRequest<'_>) -> Result<tokio::process::Child, EncodeError> {
+    let mut command = tokio::process::Command::new(&req.tools.ffmpeg);
+    command
+        .args(encode_args(req))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    crate::tools_sys::die_with_parent(&mut command);
+    command.spawn().map_err(|source| EncodeError::Spawn {
+        path: req.tools.ffmpeg.display().to_string(),
+        source,
+    })
+}
+
+/// How an ffmpeg that exited by itself ended, by its status and its last error lines. ffmpeg
+/// 5.1 exits 0 when writing the trailer or closing the file fails (a full disk at the very
+/// end): its own words say so.
+fn exited(status: std::process::ExitStatus, tail: &Tail) -> Result<Encoded, EncodeError> {
+    let write_failed = tail
+        .lines()
+        .any(|l| WRITE_FAILURES.iter().any(|m| l.contains(m)));
+    if status.success() && !write_failed {
+        return Ok(Encoded {
+            errors: tail.count(),
+            error_tail: tail.text(),
+        });
+    }
+    let reason = tail
+        .lines()
+        .find(|l| WRITE_FAILURES.iter().any(|m| l.contains(m)))
+        .or_else(|| tail.last_line())
+        .map(str::to_owned)
+        .unwrap_or_else(|| "it printed no error".to_owned());
+    Err(EncodeError::Failed {
+        status: status.to_string(),
+        reason,
+        stderr_tail: tail.text(),
     })
 }
 

@@ -48,6 +48,24 @@ async fn call_bytes(
     )
 }
 
+/// Job `a`, queued and taken by a worker: the running attempt 1 that may upload.
+async fn running_job(api: &Api) -> videofarm_core::JobId {
+    std::fs::write(media(api).join("tapes/a.mpg"), b"input").unwrap();
+    let id = api
+        .queue
+        .enqueue(spec(api, "a"), false)
+        .await
+        .unwrap()
+        .id()
+        .clone();
+    api.queue
+        .lease(&worker(), Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("the job");
+    id
+}
+
 /// What the server says of a running job's input (its hash, or that its output is there).
 async fn input_said(api: &Api, id: &videofarm_core::JobId) -> serde_json::Value {
     call(
@@ -342,19 +360,7 @@ async fn a_chunk_tells_its_tape_through_the_server() {
 #[tokio::test]
 async fn an_upload_staged_for_a_cancelled_job_is_removed() {
     let api = api(None);
-    std::fs::write(media(&api).join("tapes/a.mpg"), b"input").unwrap();
-    let id = api
-        .queue
-        .enqueue(spec(&api, "a"), false)
-        .await
-        .unwrap()
-        .id()
-        .clone();
-    api.queue
-        .lease(&worker(), Duration::from_secs(1))
-        .await
-        .unwrap()
-        .expect("the job");
+    let id = running_job(&api).await;
     let uri = format!("/api/files/{id}/output?attempt=1&offset=0");
     let (status, _) = call_bytes(&api, "PUT", &uri, vec![7; 20_000], None).await;
     assert_eq!(status, StatusCode::OK);
@@ -384,19 +390,7 @@ async fn an_upload_staged_for_a_cancelled_job_is_removed() {
 #[tokio::test]
 async fn the_file_server_takes_no_form() {
     let api = api(None);
-    std::fs::write(media(&api).join("tapes/a.mpg"), b"input").unwrap();
-    let id = api
-        .queue
-        .enqueue(spec(&api, "a"), false)
-        .await
-        .unwrap()
-        .id()
-        .clone();
-    api.queue
-        .lease(&worker(), Duration::from_secs(1))
-        .await
-        .unwrap()
-        .expect("the job");
+    let id = running_job(&api).await;
     for (method, uri) in [
         (
             "POST",
@@ -440,19 +434,7 @@ async fn the_file_server_takes_no_form() {
 #[tokio::test]
 async fn an_upload_larger_than_the_job_can_produce_is_refused() {
     let api = api(None);
-    std::fs::write(media(&api).join("tapes/a.mpg"), b"input").unwrap();
-    let id = api
-        .queue
-        .enqueue(spec(&api, "a"), false)
-        .await
-        .unwrap()
-        .id()
-        .clone();
-    api.queue
-        .lease(&worker(), Duration::from_secs(1))
-        .await
-        .unwrap()
-        .expect("the job");
+    let id = running_job(&api).await;
     let cap = videofarm_web::files::upload_cap(spec(&api, "a").input_size) as usize;
     let uri = format!("/api/files/{id}/output?attempt=1&offset=0");
     let (status, body) = call_bytes(&api, "PUT", &uri, vec![1; cap + 1], None).await;

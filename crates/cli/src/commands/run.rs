@@ -98,32 +98,9 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
         return Err(UsageError::new("no video files found in the given paths").into());
     }
     let queue = open_queue(settings).await?;
-    let concurrency = args
-        .workers
-        .unwrap_or(settings.workers)
-        // More encodes than files only help when a file may be split into chunks.
-        .min(match args.inputs.split.unwrap_or(settings.split) {
-            videofarm_core::Split::Off => planned.len() as u32,
-            _ => u32::MAX,
-        })
-        .max(1);
+    let concurrency = encoders(settings, &args, planned.len());
     let info = with_capabilities(settings, &tools, worker_info(None, concurrency)).await;
-    let wanted = videofarm_core::JobSpec {
-        profile: profile.name.clone(),
-        require: args.inputs.require.clone(),
-        ..Default::default()
-    };
-    if !info.can_run(&wanted) {
-        // Encoded elsewhere or never: say which before anything is queued.
-        let elsewhere = queue.workers().await.unwrap_or_default();
-        if !elsewhere.iter().any(|w| w.can_run(&wanted)) {
-            return Err(UsageError::new(format!(
-                "this machine cannot run profile {} (see above) and no live worker that can is connected; pick another profile (`videofarm profiles`) or start a worker that can",
-                profile.name
-            ))
-            .into());
-        }
-    }
+    someone_can_run(queue.as_ref(), &info, &profile, &args.inputs.require).await?;
     let worker = Arc::new(Worker::new(
         queue.clone(),
         worker_settings(settings, tools, info),
@@ -143,13 +120,13 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
         .filter(|(_, e)| matches!(e, Enqueued::Duplicate(_, JobState::Succeeded)))
         .map(|(_, e)| e.id().clone())
         .collect();
-    let mut ui = Some(ProgressUi::new(
+    let mut ui = ProgressUi::new(
         enqueued
             .iter()
             .map(|(spec, e)| (e.id().clone(), spec.input.clone())),
         already_done.len() as u64,
         args.json,
-    ));
+    );
 
     let (drain, abort) = (CancellationToken::new(), CancellationToken::new());
     stop_on_signal(abort.clone());
@@ -159,14 +136,11 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
     };
 
     let filter = JobFilter {
-        state: None,
         ids: Some(ids.clone()),
-        chunks: false,
         ..Default::default()
     };
     let mut finished: HashMap<JobId, JobRecord> = HashMap::new();
-    let mut check = tokio::time::interval(Duration::from_millis(500));
-    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut check = every(Duration::from_millis(500));
     let mut source_open = true;
     let mut outage: Option<Instant> = None;
     let interrupted = loop {
@@ -180,9 +154,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
                     source_open = false;
                     continue;
                 };
-                if let Some(ui) = ui.as_mut() {
-                    ui.handle(&event);
-                }
+                ui.handle(&event);
                 // A success seen in the events is final; failures are read from the queue.
                 if let Event::JobSucceeded { id, worker, report } = &event {
                     if let Some(spec) = specs.get(id) {
@@ -196,72 +168,144 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
             _ = check.tick() => {}
         }
         source.reconnect().await;
-        // A broker outage is ridden out: the local workers reconnect by themselves, and the
-        // batch is looked at again once the broker answers.
-        match queue.jobs(&filter).await {
-            Ok(records) => {
-                if outage.take().is_some() {
-                    let _ = writeln!(std::io::stderr(), "the queue answers again");
-                }
-                for record in records {
-                    if record.state.is_terminal() {
-                        finished.insert(record.id.clone(), record);
-                    }
-                }
-            }
-            Err(QueueError::Backend(why)) => {
-                if outage.is_none() {
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "the queue does not answer ({why}); waiting for it"
-                    );
-                    outage = Some(Instant::now());
-                }
-                continue;
-            }
-            Err(e) => return Err(e.into()),
+        if !look(queue.as_ref(), &filter, &mut finished, &mut outage).await? {
+            continue;
         }
-        if let Some(ui) = ui.as_mut() {
-            ui.set_finished(finished.len() as u64);
-        }
+        ui.set_finished(finished.len() as u64);
         if ids.iter().all(|id| finished.contains_key(id)) {
             break false;
         }
     };
     drain.cancel();
-    // Keep showing events while the worker stops, so releases are shown.
-    let stopped = loop {
-        tokio::select! {
-            event = source.next(), if source_open => {
-                match (event, ui.as_mut()) {
-                    (Some(event), Some(ui)) => ui.handle(&event),
-                    (None, _) => source_open = false,
-                    _ => {}
-                }
-            }
-            stopped = &mut running => break stopped,
-        }
-    };
-    stopped??;
+    until_stopped(&mut source, &mut ui, &mut running, source_open).await??;
     drop(worker);
-    if let Some(ui) = &ui {
-        ui.finish();
-    }
+    ui.finish();
     for record in queue.jobs(&filter).await? {
         if record.state.is_terminal() || interrupted {
             finished.insert(record.id.clone(), record);
         }
     }
     let records: Vec<JobRecord> = ids.iter().filter_map(|id| finished.remove(id)).collect();
-    if args.json {
+    report(&records, &already_done, args.json, interrupted)
+}
+
+/// A ticker that waits a whole period after a late tick instead of catching up.
+fn every(period: Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker
+}
+
+/// Keep showing events while the local worker stops (so releases are shown), until it has.
+async fn until_stopped<T>(
+    source: &mut EventSource,
+    ui: &mut ProgressUi,
+    running: &mut tokio::task::JoinHandle<T>,
+    mut source_open: bool,
+) -> Result<T, tokio::task::JoinError> {
+    loop {
+        tokio::select! {
+            event = source.next(), if source_open => {
+                match event {
+                    Some(event) => ui.handle(&event),
+                    None => source_open = false,
+                }
+            }
+            stopped = &mut *running => return stopped,
+        }
+    }
+}
+
+/// Encodes at once: the configured number, but more than files only when a file may be split
+/// into chunks.
+fn encoders(settings: &Settings, args: &RunArgs, files: usize) -> u32 {
+    args.workers
+        .unwrap_or(settings.workers)
+        .min(match args.inputs.split.unwrap_or(settings.split) {
+            videofarm_core::Split::Off => files as u32,
+            _ => u32::MAX,
+        })
+        .max(1)
+}
+
+/// Refuse a batch that nothing can encode (this machine cannot run the profile and no live
+/// worker that can is connected), before anything is queued.
+async fn someone_can_run(
+    queue: &dyn videofarm_core::Backend,
+    here: &videofarm_core::WorkerInfo,
+    profile: &videofarm_core::Profile,
+    require: &[String],
+) -> anyhow::Result<()> {
+    let wanted = videofarm_core::JobSpec {
+        profile: profile.name.clone(),
+        require: require.to_vec(),
+        ..Default::default()
+    };
+    if here.can_run(&wanted) {
+        return Ok(());
+    }
+    let elsewhere = queue.workers().await.unwrap_or_default();
+    if elsewhere.iter().any(|w| w.can_run(&wanted)) {
+        return Ok(());
+    }
+    Err(UsageError::new(format!(
+        "this machine cannot run profile {} (see above) and no live worker that can is connected; pick another profile (`videofarm profiles`) or start a worker that can",
+        profile.name
+    ))
+    .into())
+}
+
+/// Read the batch's jobs from the queue into `finished` (the ended ones). A broker outage is
+/// ridden out: said once, and `false` until the queue answers again (the local workers
+/// reconnect by themselves).
+async fn look(
+    queue: &dyn videofarm_core::Backend,
+    filter: &JobFilter,
+    finished: &mut HashMap<JobId, JobRecord>,
+    outage: &mut Option<Instant>,
+) -> anyhow::Result<bool> {
+    match queue.jobs(filter).await {
+        Ok(records) => {
+            if outage.take().is_some() {
+                let _ = writeln!(std::io::stderr(), "the queue answers again");
+            }
+            for record in records {
+                if record.state.is_terminal() {
+                    finished.insert(record.id.clone(), record);
+                }
+            }
+            Ok(true)
+        }
+        Err(QueueError::Backend(why)) => {
+            if outage.is_none() {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "the queue does not answer ({why}); waiting for it"
+                );
+                *outage = Some(Instant::now());
+            }
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The batch's results (a JSON line per job, or the summary) and the exit status.
+fn report(
+    records: &[JobRecord],
+    already_done: &HashSet<JobId>,
+    json: bool,
+    interrupted: bool,
+) -> anyhow::Result<ExitStatus> {
+    if json {
         // One line per job as it ended, after the batch's event lines.
-        for record in &records {
+        for record in records {
             let mut line = serde_json::to_value(record)?;
             line["type"] = "result".into();
             println!("{line}");
         }
     } else {
-        print_summary(&records, &already_done);
+        print_summary(records, already_done);
     }
     Ok(if interrupted {
         eprintln!("stopped: unfinished jobs are back in the queue; run the same command again to continue");
