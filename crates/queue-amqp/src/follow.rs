@@ -83,6 +83,43 @@ impl Inner {
         self.record_all(vec![fact]).await
     }
 
+    /// A connection's first write to the records stream, on its publish channel: a mark, so a
+    /// stream that takes no writes yet is found before anything that matters is written.
+    pub(crate) async fn first_record(&self, publish: &Channel) -> Result<(), QueueError> {
+        let mark = [self.stamp(Fact::Mark, self.now())];
+        let body = serde_json::to_vec(&mark).map_err(backend)?;
+        let confirm = publish
+            .basic_publish(
+                "".into(),
+                self.names.records.as_str().into(),
+                Default::default(),
+                &body,
+                persistent(),
+            )
+            .await
+            .map_err(backend)?
+            .await
+            .map_err(backend)?;
+        if !confirm.is_ack() {
+            return Err(backend("the broker refused the write"));
+        }
+        self.follower
+            .confirmed
+            .fetch_max(mark[0].seq, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// `fact`, marked as this process's next.
+    fn stamp(&self, fact: Fact, at: i64) -> Stamped {
+        Stamped {
+            origin: self.follower.origin,
+            // One sequence number per fact, confirmed in order on the one publish channel.
+            seq: self.follower.written.fetch_add(1, Ordering::SeqCst) + 1,
+            at,
+            fact,
+        }
+    }
+
     /// Write facts to the records stream, as few messages as will hold them (the stream reads
     /// back per message, so a batch in one message reads back fast), and wait for the confirms.
     pub(crate) async fn record_all(&self, facts: Vec<Fact>) -> Result<(), QueueError> {
@@ -92,13 +129,7 @@ impl Inner {
             let message: Vec<Stamped> = facts
                 .by_ref()
                 .take(FACTS_PER_MESSAGE)
-                .map(|fact| Stamped {
-                    origin: self.follower.origin,
-                    // One sequence number per fact, confirmed in order on the one publish channel.
-                    seq: self.follower.written.fetch_add(1, Ordering::SeqCst) + 1,
-                    at,
-                    fact,
-                })
+                .map(|fact| self.stamp(fact, at))
                 .collect();
             let body = serde_json::to_vec(&message).map_err(backend)?;
             self.publish(&self.names.records, &body, persistent())

@@ -203,6 +203,8 @@ const RECORDS_MAX_BYTES: i64 = 5_000_000_000;
 const TOMBSTONE_REFRESH: Duration = Duration::from_secs(5);
 /// How long a cancelled id is remembered.
 const TOMBSTONE_TTL_MS: i32 = 7 * 24 * 3600 * 1000;
+/// How long a connection waits for a records stream that another process has just declared.
+const STREAM_READY_WAIT: Duration = Duration::from_secs(10);
 
 /// A job queue on RabbitMQ.
 #[derive(Clone)]
@@ -334,11 +336,44 @@ impl Inner {
             // Close it for real, so the broker hands its deliveries to other workers now.
             close_within(&old.connection).await;
         }
-        self.next_epoch();
-        self.routes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        // A farm's first processes declare its records stream at the same moment; the broker
+        // answers the later ones before the stream can take writes, and the first write then
+        // closes the whole connection (RabbitMQ 3.10: INTERNAL_ERROR). Nothing else is on a
+        // new connection yet, so a failed first write costs only a reconnect.
+        let ready_by = tokio::time::Instant::now() + STREAM_READY_WAIT;
+        loop {
+            self.next_epoch();
+            self.routes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+            let (connection, publish) = self.connect_and_declare().await?;
+            match self.first_record(&publish).await {
+                Ok(()) => {
+                    *live = Some(Live {
+                        connection,
+                        publish: publish.clone(),
+                    });
+                    return Ok(publish);
+                }
+                Err(e) if tokio::time::Instant::now() < ready_by => {
+                    tracing::debug!("the records stream is not ready yet ({e}); connecting again");
+                    close_within(&connection).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    close_within(&connection).await;
+                    return Err(backend(format!(
+                        "the records stream {} takes no writes: {e}",
+                        self.names.records
+                    )));
+                }
+            }
+        }
+    }
+
+    /// A new connection, its confirmed publish channel, and the farm's objects declared on it.
+    async fn connect_and_declare(&self) -> Result<(Connection, Channel), QueueError> {
         let connection = Connection::connect(
             &self.url(),
             ConnectionProperties::default()
@@ -361,11 +396,7 @@ impl Inner {
             .await
             .map_err(backend)?;
         self.declare(&publish).await?;
-        *live = Some(Live {
-            connection,
-            publish: publish.clone(),
-        });
-        Ok(publish)
+        Ok((connection, publish))
     }
 
     async fn new_channel(&self) -> Result<Channel, QueueError> {
