@@ -126,6 +126,10 @@ fn blind(farm: Farm, tls: bool) {
     let (streams, duration) = probe(&out.join("tape one.mkv"));
     assert_eq!(streams[0].1, "h264");
     assert!((duration - 2.0).abs() < 0.3, "{duration}");
+    // The record describes the file the server published (before: 1 frame for 50).
+    let published = std::fs::metadata(out.join("tape one.mkv")).unwrap().len();
+    assert_eq!(job["result"]["frames"], 50, "{job}");
+    assert_eq!(job["result"]["output_size"], published, "{job}");
     assert_eq!(
         std::fs::read(tapes.join("tape one.mpg")).unwrap(),
         source,

@@ -18,6 +18,7 @@
 pub mod clock;
 pub mod confine;
 pub mod event;
+pub mod files_api;
 pub mod identity;
 pub mod job;
 pub mod lifecycle;

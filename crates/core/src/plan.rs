@@ -2,6 +2,7 @@
 //! video files, subfolders are mirrored under the output folder, and every job gets its
 //! identity (see `videofarm_core::identity`).
 
+use crate::confine::fs::{self, Kind};
 use crate::identity::{identify, unreadable_key};
 use crate::{JobSpec, Profile};
 use std::collections::BTreeMap;
@@ -101,25 +102,22 @@ pub fn plan(paths: &[PathBuf], out: &Path, extension: &str) -> Result<Vec<Planne
 /// with a video's name is taken even when it leads nowhere (broken, or a loop): its job then
 /// fails with that reason instead of the file vanishing from the batch.
 fn walk(dir: &Path, out: &Path, found: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(names) = fs::names(dir) else {
         tracing::warn!(folder = %dir.display(), "cannot read folder; skipped");
         return;
     };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if is_hidden(&entry.file_name()) || path == out {
+    for name in names {
+        let path = dir.join(&name);
+        if is_hidden(&name) || path == out {
             continue;
         }
-        match entry.file_type() {
-            Ok(t) if t.is_dir() => walk(&path, out, found),
-            Ok(t)
-                if t.is_symlink()
-                    && is_video_name(&path)
-                    && (path.is_file() || std::fs::metadata(&path).is_err()) =>
-            {
+        match fs::kind(&path) {
+            Ok(Kind::Folder) => walk(&path, out, found),
+            // A link that leads nowhere is taken too (`exists` is false for it).
+            Ok(Kind::Link) if is_video_name(&path) && (path.is_file() || !path.exists()) => {
                 found.push(path)
             }
-            Ok(_) if is_video_name(&path) && path.is_file() => found.push(path),
+            Ok(Kind::File) if is_video_name(&path) => found.push(path),
             _ => {}
         }
     }

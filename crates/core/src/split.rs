@@ -151,6 +151,9 @@ impl Chunk {
     }
 }
 
+/// Chunk files are NUT: exact timestamps (Matroska rounds to 1 ms, which drifts at the seams).
+pub const CHUNK_EXTENSION: &str = "nut";
+
 /// The hidden folder beside `output` that holds its chunks while a split encode runs.
 pub fn work_dir(output: &Path) -> PathBuf {
     let name = output

@@ -7,7 +7,6 @@
 //! cannot name, an element too large, a damaged head) gives `None`, and the caller runs ffprobe.
 
 use crate::probe::{MediaInfo, StreamInfo};
-use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
@@ -26,7 +25,8 @@ const MAX_READ: u64 = 1 << 20;
 
 /// Read `path`'s duration and tracks, or `None` when ffprobe should be asked instead.
 pub fn read(path: &Path) -> Option<MediaInfo> {
-    let mut file = BufReader::new(File::open(path).ok()?);
+    // Never waits on a pipe put where a file was expected.
+    let mut file = BufReader::new(videofarm_core::confine::open_read(path).ok()?);
     let (id, size) = header(&mut file)?;
     if id != EBML {
         return None;

@@ -230,6 +230,29 @@ pub fn duration_tolerance(input_s: f64) -> f64 {
     (input_s * 0.02).max(1.0)
 }
 
+/// Check that a split tape's chunk `output` is what `profile` promises: its video codec, and
+/// exactly `want` frames (`got` is what was counted). The one rule for a worker that encoded
+/// the chunk and for the file server that takes its upload. The error is one plain sentence.
+pub fn verify_chunk(
+    profile: &Profile,
+    output: &MediaInfo,
+    got: u64,
+    want: u64,
+) -> Result<(), String> {
+    let codec = output.videos().next().map(|v| v.codec_name.as_str());
+    if codec != Some(profile.video_codec.as_str()) {
+        return Err(format!(
+            "the chunk's video is {}, not {}",
+            codec.unwrap_or("missing"),
+            profile.video_codec
+        ));
+    }
+    if got != want {
+        return Err(format!("the chunk has {got} frames, not {want}"));
+    }
+    Ok(())
+}
+
 /// Check that `output` is what `profile` promises for `input`: the right video codec, the
 /// same duration (within [`duration_tolerance`]), and every stream the profile keeps.
 /// The error is one plain sentence.

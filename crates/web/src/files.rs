@@ -27,11 +27,15 @@ use axum::Json;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::io::ErrorKind;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use videofarm_core::confine;
+use videofarm_core::confine::fs::{self, Kind};
+use videofarm_core::files_api::{
+    Committed, InputAnswer, MarkKind, MarkQuery, Marked, PublishedFile, Staged,
+};
 use videofarm_core::{JobFilter, JobId, JobRecord, JobSpec, JobState};
 
 static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -59,13 +63,7 @@ fn staging_prefix(job: &JobId) -> String {
 /// Remove every upload of `job` staged in `dir`; how many there were.
 pub(crate) fn remove_staged(dir: &Path, job: &JobId) -> usize {
     let prefix = staging_prefix(job);
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .filter(|e| std::fs::remove_file(e.path()).is_ok())
-        .count()
+    fs::remove_named(dir, |n| n.as_bytes().starts_with(prefix.as_bytes()))
 }
 
 fn conflict(why: impl Into<String>) -> ApiError {
@@ -285,11 +283,11 @@ fn blake3_of(file: &std::fs::File, path: &Path) -> ApiResult<String> {
 pub async fn input_hash(
     State(state): State<AppState>,
     UrlPath(id): UrlPath<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<InputAnswer>> {
     let (job, opened) = running_input(&state, &id).await?;
     let spec = &job.spec;
-    if let Some(there) = output_there(&state, spec).await? {
-        return Ok(Json(serde_json::json!({ "output": there })));
+    if let Some(output) = output_there(&state, spec).await? {
+        return Ok(Json(InputAnswer::OutputThere { output }));
     }
     let path = spec.input.clone();
     let (hash, size) = tokio::task::spawn_blocking(move || {
@@ -300,9 +298,11 @@ pub async fn input_hash(
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     // A split tape already planned (by a worker that sees the media) waits for its chunks.
     let planned = spec.chunk.is_none() && !spec.split.is_off() && is_planned(&state, spec);
-    Ok(Json(
-        serde_json::json!({ "blake3": hash, "size": size, "planned": planned }),
-    ))
+    Ok(Json(InputAnswer::Input {
+        blake3: hash,
+        size,
+        planned,
+    }))
 }
 
 /// Whether the tape's work folder holds a plan: looked at, never made (a real folder beside
@@ -318,8 +318,8 @@ fn is_planned(state: &AppState, spec: &JobSpec) -> bool {
         return false;
     };
     let work = dir.io_path().join(name);
-    std::fs::symlink_metadata(&work).is_ok_and(|m| m.is_dir())
-        && std::fs::symlink_metadata(work.join("plan.json")).is_ok_and(|m| m.is_file())
+    fs::kind(&work).is_ok_and(|k| k == Kind::Folder)
+        && fs::kind(&work.join("plan.json")).is_ok_and(|k| k == Kind::File)
 }
 
 /// What is already where the output goes (unless the job may overwrite it): `None` when
@@ -333,9 +333,9 @@ async fn output_there(state: &AppState, spec: &JobSpec) -> ApiResult<Option<Stri
         return Ok(None);
     };
     let target = dir.io_path().join(name);
-    Ok(match std::fs::symlink_metadata(&target) {
+    Ok(match fs::kind(&target) {
         Err(_) => None,
-        Ok(meta) if meta.is_file() => Some(
+        Ok(Kind::File) => Some(
             already_done(state, roots, spec, &target)
                 .await
                 .err()
@@ -400,10 +400,7 @@ pub(crate) fn output_place(
 }
 
 fn staged_size(path: &Path) -> u64 {
-    std::fs::symlink_metadata(path)
-        .ok()
-        .filter(|m| m.is_file())
-        .map_or(0, |m| m.len())
+    fs::file_size(path).unwrap_or(0)
 }
 
 /// `GET /api/files/{job}/output?attempt=A`: how much of the upload is staged.
@@ -411,11 +408,11 @@ pub async fn output_status(
     State(state): State<AppState>,
     UrlPath(id): UrlPath<String>,
     Query(q): Query<AttemptQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Staged>> {
     let upload = upload(&state, &id, q.attempt).await?;
-    Ok(Json(
-        serde_json::json!({ "size": staged_size(&upload.staging) }),
-    ))
+    Ok(Json(Staged {
+        size: staged_size(&upload.staging),
+    }))
 }
 
 /// `PUT /api/files/{job}/output?attempt=A&offset=N`: the next part of the upload.
@@ -435,7 +432,7 @@ pub async fn output_part(
     UrlPath(id): UrlPath<String>,
     Query(q): Query<AttemptQuery>,
     body: Body,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Staged>> {
     use futures_lite::StreamExt;
     let Upload {
         spec,
@@ -456,17 +453,11 @@ pub async fn output_part(
     let failed = |e: std::io::Error| {
         let error = io_error(&spec.output, e);
         if error.0 == StatusCode::INSUFFICIENT_STORAGE {
-            let _ = std::fs::remove_file(&staging);
+            let _ = fs::remove_file(&staging);
         }
         error
     };
-    let mut file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&staging)
-        .await
-        .map_err(failed)?;
+    let mut file = tokio::fs::File::from_std(fs::open_own_append(&staging).map_err(failed)?);
     let mut stream = body.into_data_stream();
     let mut size = have;
     let cap = upload_cap(spec.input_size);
@@ -479,7 +470,7 @@ pub async fn output_part(
         })?;
         if size + chunk.len() as u64 > cap {
             drop(file);
-            let _ = std::fs::remove_file(&staging);
+            let _ = fs::remove_file(&staging);
             return Err(ApiError(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
@@ -495,37 +486,60 @@ pub async fn output_part(
     }
     file.flush().await.map_err(failed)?;
     file.sync_all().await.map_err(failed)?;
-    Ok(Json(serde_json::json!({ "size": size })))
+    Ok(Json(Staged { size }))
 }
 
-/// Whether `file` is a good encode of `spec`'s input, checked as a worker checks its own: the
-/// profile's video codec, the input's duration, the streams kept. A chunk was checked by the
-/// worker that encoded it (frame for frame) and arrived whole (the hash); its tape's join
-/// checks every frame again. Without ffmpeg here (`tools` unset), the hash is the check.
+/// What `file` is, when it is a good encode of `spec`, checked as a worker checks its own: a
+/// chunk by its video codec and its exact frame count (the plan's), any other output by the
+/// profile's video codec, the input's duration and the streams kept; its frames counted for
+/// the job's record either way. Without ffmpeg where the server runs, nothing is published:
+/// an upload that cannot be checked is refused.
 async fn verified(
     state: &AppState,
     roots: &[PathBuf],
     spec: &JobSpec,
     file: &Path,
-) -> Result<(), String> {
-    let Some(tools) = &state.tools else {
-        return Ok(());
-    };
-    if spec.chunk.is_some() {
-        return Ok(());
-    }
+) -> Result<PublishedFile, String> {
+    let tools = state.tools.as_ref().ok_or_else(|| {
+        "this server cannot check an upload (ffmpeg was not found where it runs)".to_owned()
+    })?;
     let profile = state
         .profiles
         .get(&spec.profile)
         .map_err(|e| e.to_string())?;
-    let input = confine::open_within(roots, &spec.input).map_err(|e| e.to_string())?;
-    let input = videofarm_ffmpeg::probe(tools, &input.io_path())
+    let extension = match spec.chunk {
+        Some(_) => videofarm_core::split::CHUNK_EXTENSION,
+        None => profile.extension.as_str(),
+    };
+    let output = videofarm_ffmpeg::probe_output(tools, file, extension)
         .await
         .map_err(|e| e.to_string())?;
-    let output = videofarm_ffmpeg::probe_output(tools, file, &profile.extension)
+    let frames = videofarm_ffmpeg::packets::count_video_frames(tools, file)
         .await
-        .map_err(|e| e.to_string())?;
-    videofarm_ffmpeg::verify_output(profile, &input, &output)
+        .map_err(|e| format!("its frames could not be counted ({e})"))?;
+    match &spec.chunk {
+        Some(chunk) => {
+            let per_frame = profile.split.as_ref().map_or(1, |a| a.frames_per_frame);
+            videofarm_ffmpeg::verify_chunk(
+                profile,
+                &output,
+                frames,
+                chunk.frames() * u64::from(per_frame),
+            )?;
+        }
+        None => {
+            let input = confine::open_within(roots, &spec.input).map_err(|e| e.to_string())?;
+            let input = videofarm_ffmpeg::probe(tools, &input.io_path())
+                .await
+                .map_err(|e| e.to_string())?;
+            videofarm_ffmpeg::verify_output(profile, &input, &output)?;
+        }
+    }
+    Ok(PublishedFile {
+        size: fs::file_size(file).unwrap_or(0),
+        duration_s: output.duration_s.unwrap_or(0.0),
+        frames,
+    })
 }
 
 /// `Ok` when the output already in place at `target` is this job's verified encode (a re-run,
@@ -535,7 +549,7 @@ async fn already_done(
     roots: &[PathBuf],
     spec: &JobSpec,
     target: &Path,
-) -> Result<(), String> {
+) -> Result<PublishedFile, String> {
     verified(state, roots, spec, target).await.map_err(|why| {
         format!(
             "{}: the output already exists and is not a verified encode of this input ({why}); use --overwrite to replace it",
@@ -547,12 +561,6 @@ async fn already_done(
 /// The most a chunk's mark (its failure or its warnings, in words) may say.
 pub const MAX_MARK: usize = 64 * 1024;
 
-#[derive(Deserialize)]
-pub struct MarkQuery {
-    attempt: u32,
-    kind: String,
-}
-
 /// `PUT /api/files/{job}/mark?attempt=A&kind=failed|warnings`: what a chunk's running attempt
 /// tells its tape, written into the tape's work folder as a worker that sees it would (the
 /// damage it saw in its part of the input, or why it failed for good).
@@ -561,36 +569,25 @@ pub async fn chunk_mark(
     UrlPath(id): UrlPath<String>,
     Query(q): Query<MarkQuery>,
     body: axum::body::Bytes,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Marked>> {
     let Upload { spec, dir, .. } = upload(&state, &id, q.attempt).await?;
     let bad = |why: String| ApiError(StatusCode::BAD_REQUEST, why);
     let chunk = spec
         .chunk
         .as_ref()
         .ok_or_else(|| bad(format!("job {id} is not a chunk of a split tape")))?;
-    let name = match q.kind.as_str() {
-        "failed" => videofarm_core::split::failed_name(chunk.index, false),
-        "warnings" => videofarm_core::split::warnings_name(chunk.index),
-        other => return Err(bad(format!("kind={other:?}: not failed or warnings"))),
+    let name = match q.kind {
+        MarkKind::Failed => videofarm_core::split::failed_name(chunk.index, false),
+        MarkKind::Warnings => videofarm_core::split::warnings_name(chunk.index),
     };
     if body.len() > MAX_MARK || std::str::from_utf8(&body).is_err() {
         return Err(bad(format!("a mark is text of at most {MAX_MARK} bytes")));
     }
     // Through a new file (never a link someone left) and a rename: the tape reads it whole.
-    let temp = dir
-        .io_path()
-        .join(format!(".{name}.{}.{}.tmp", std::process::id(), q.attempt));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&temp)
-        .and_then(|mut file| std::io::Write::write_all(&mut file, &body))
-        .and_then(|()| std::fs::rename(&temp, dir.io_path().join(&name)));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&temp);
+    if let Err(e) = fs::write_atomically(&dir.io_path(), &name, &body) {
         return Err(io_error(&spec.output, e));
     }
-    Ok(Json(serde_json::json!({ "marked": name })))
+    Ok(Json(Marked { marked: name }))
 }
 
 /// `POST /api/files/{job}/output/commit?attempt=A&blake3=H`: check, verify and publish.
@@ -598,7 +595,7 @@ pub async fn output_commit(
     State(state): State<AppState>,
     UrlPath(id): UrlPath<String>,
     Query(q): Query<AttemptQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Committed>> {
     let Upload {
         spec,
         dir,
@@ -616,17 +613,14 @@ pub async fn output_commit(
                 "blake3=HEX (64 digits) is required".into(),
             )
         })?;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&staging)
+    let file = fs::open_own_read(&staging)
         .map_err(|e| ApiError(StatusCode::CONFLICT, format!("nothing staged: {e}")))?;
     let shown = spec.output.clone();
     let got = tokio::task::spawn_blocking(move || blake3_of(&file, &shown))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     if got != want.to_ascii_lowercase() {
-        let _ = std::fs::remove_file(&staging);
+        let _ = fs::remove_file(&staging);
         return Err(ApiError(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(
@@ -635,46 +629,51 @@ pub async fn output_commit(
             ),
         ));
     }
-    if let Err(why) = verified(&state, roots, &spec, &staging).await {
-        let _ = std::fs::remove_file(&staging);
-        return Err(ApiError(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!(
-                "{}: the uploaded encode failed verification: {why}",
-                spec.output.display()
-            ),
-        ));
-    }
+    let file = match verified(&state, roots, &spec, &staging).await {
+        Ok(file) => file,
+        Err(why) => {
+            let _ = fs::remove_file(&staging);
+            return Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "{}: the uploaded encode failed verification: {why}",
+                    spec.output.display()
+                ),
+            ));
+        }
+    };
     // Fenced again right before it appears: the lease may have ended while verifying.
     running_attempt(&state, &id, q.attempt).await?;
     let target = dir.io_path().join(&name);
     let published = if spec.overwrite {
-        std::fs::rename(&staging, &target)
+        fs::rename(&staging, &target)
     } else {
-        std::fs::hard_link(&staging, &target).and_then(|()| std::fs::remove_file(&staging))
+        fs::hard_link(&staging, &target).and_then(|()| fs::remove_file(&staging))
     };
     match published {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
             // An earlier attempt published it (and could not say so): done, if it is this
             // job's verified encode; never replaced.
-            let _ = std::fs::remove_file(&staging);
+            let _ = fs::remove_file(&staging);
             return match already_done(&state, roots, &spec, &target).await {
-                Ok(()) => Ok(Json(
-                    serde_json::json!({ "published": crate::path_value(&spec.output), "already": true }),
-                )),
+                Ok(file) => Ok(Json(Committed {
+                    published: spec.output.clone(),
+                    already: true,
+                    file,
+                })),
                 Err(why) => Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, why)),
             };
         }
         Err(e) => return Err(io_error(&spec.output, e)),
     }
-    if let Ok(d) = std::fs::File::open(dir.io_path()) {
-        let _ = d.sync_all();
-    }
+    fs::sync_folder(&dir.io_path());
     tracing::info!(output = %spec.output.display(), "published an uploaded output");
     // What earlier attempts of this job left staged (a worker that died mid-upload) goes too.
     remove_staged(&dir.io_path(), &JobId(id.clone()));
-    Ok(Json(
-        serde_json::json!({ "published": crate::path_value(&spec.output) }),
-    ))
+    Ok(Json(Committed {
+        published: spec.output.clone(),
+        already: false,
+        file,
+    }))
 }

@@ -54,7 +54,8 @@ pub struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+        let body = videofarm_core::files_api::ErrorBody { error: self.1 };
+        (self.0, Json(body)).into_response()
     }
 }
 
@@ -604,22 +605,22 @@ async fn browse(
     require_roots(&state)?;
     let dir = confine::existing_within(&state.roots, &path).map_err(forbidden)?;
     let mut entries = Vec::new();
-    let read = std::fs::read_dir(&dir)
+    let names = confine::fs::names(&dir)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{}: {e}", dir.display())))?;
-    for entry in read.flatten() {
-        let name = entry.file_name();
+    for name in names {
+        let entry_path = dir.join(&name);
         if name.to_string_lossy().starts_with('.') {
             continue;
         }
         // Links are shown only where they lead inside the roots, as what they lead to.
-        let Ok(real) = confine::existing_within(&state.roots, &entry.path()) else {
+        let Ok(real) = confine::existing_within(&state.roots, &entry_path) else {
             continue;
         };
         let is_dir = real.is_dir();
-        if is_dir || (real.is_file() && plan::is_video_name(&entry.path())) {
+        if is_dir || (real.is_file() && plan::is_video_name(&entry_path)) {
             // A name that is not UTF-8 is shown as near as it can be, and its path given as
             // bytes, which `POST /api/jobs` takes back (it panicked here before).
-            entries.push(serde_json::json!({ "name": name.to_string_lossy(), "path": path_value(&entry.path()), "dir": is_dir }));
+            entries.push(serde_json::json!({ "name": name.to_string_lossy(), "path": path_value(&entry_path), "dir": is_dir }));
         }
     }
     entries.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));

@@ -84,9 +84,11 @@ async fn input_said(api: &Api, id: &videofarm_core::JobId) -> serde_json::Value 
 /// may, and a damaged upload is refused and dropped.
 #[tokio::test]
 async fn files_move_for_the_running_attempt_only() {
-    let api = api(None);
-    let input: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
-    std::fs::write(media(&api).join("tapes/a.mpg"), &input).unwrap();
+    let mut api = api(None);
+    api.state.tools = Some(tools());
+    clip(&media(&api).join("tapes/a.mpg"));
+    let input = std::fs::read(media(&api).join("tapes/a.mpg")).unwrap();
+    let half = input.len() / 2;
     let id = api
         .queue
         .enqueue(spec(&api, "a"), false)
@@ -116,23 +118,27 @@ async fn files_move_for_the_running_attempt_only() {
         "GET",
         &format!("/api/files/{id}/input"),
         vec![],
-        Some("bytes=20000-"),
+        Some(&format!("bytes={half}-")),
     )
     .await;
     assert_eq!(status, StatusCode::PARTIAL_CONTENT);
-    assert_eq!(got, input[20_000..]);
+    assert_eq!(got, input[half..]);
     let said = input_said(&api, &id).await;
     assert_eq!(said["blake3"], blake3::hash(&input).to_hex().to_string());
-    assert_eq!(said["size"], 50_000);
+    assert_eq!(said["size"], input.len());
 
-    let output: Vec<u8> = input.iter().rev().copied().collect();
+    let output = archive_encode(
+        &media(&api).join("tapes/a.mpg"),
+        &api.dir.path().join("encoded.mkv"),
+    );
+    let part = output.len() / 2;
     let put = |offset: usize, part: &[u8], attempt: u32| {
         let part = part.to_vec();
         let uri = format!("/api/files/{id}/output?attempt={attempt}&offset={offset}");
         let api = &api;
         async move { call_bytes(api, "PUT", &uri, part, None).await.0 }
     };
-    assert_eq!(put(0, &output[..30_000], 1).await, StatusCode::OK);
+    assert_eq!(put(0, &output[..part], 1).await, StatusCode::OK);
     // A part sent again from the start (a retry that did not know) is refused with the size.
     assert_eq!(put(0, &output[..10], 1).await, StatusCode::CONFLICT);
     let (_, said, _) = call(
@@ -143,8 +149,8 @@ async fn files_move_for_the_running_attempt_only() {
         &[],
     )
     .await;
-    assert_eq!(said["size"], 30_000, "resume from here");
-    assert_eq!(put(30_000, &output[30_000..], 1).await, StatusCode::OK);
+    assert_eq!(said["size"], part, "resume from here");
+    assert_eq!(put(part, &output[part..], 1).await, StatusCode::OK);
     // An earlier attempt than the running one is a stale worker; a later one means the
     // records have not caught up with the queue yet: try again.
     assert_eq!(put(0, &output, 0).await, StatusCode::CONFLICT);
@@ -163,13 +169,33 @@ async fn files_move_for_the_running_attempt_only() {
     );
     assert!(!staging.exists(), "a damaged upload is dropped");
     assert!(!media(&api).join("out/a.mkv").exists());
+    // Whole and as sent, but no encode of this input: refused, nothing published.
+    let forged: Vec<u8> = input.iter().rev().copied().collect();
+    assert_eq!(put(0, &forged, 1).await, StatusCode::OK);
+    assert_eq!(
+        commit(blake3::hash(&forged).to_hex().to_string()).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert!(!staging.exists() && !media(&api).join("out/a.mkv").exists());
     assert_eq!(put(0, &output, 1).await, StatusCode::OK);
     // A worker of an earlier attempt died mid-upload: its staging file goes with this commit.
     let earlier = media(&api).join(format!("out/.videofarm-upload-{id}-0"));
     std::fs::write(&earlier, b"half").unwrap();
+    let uri = format!(
+        "/api/files/{id}/output/commit?attempt=1&blake3={}",
+        blake3::hash(&output).to_hex()
+    );
+    let (status, body) = call_bytes(&api, "POST", &uri, vec![], None).await;
+    assert_eq!(status, StatusCode::OK);
+    // The answer describes the file published, as the server measured it.
+    let committed: videofarm_core::files_api::Committed = serde_json::from_slice(&body).unwrap();
     assert_eq!(
-        commit(blake3::hash(&output).to_hex().to_string()).await,
-        StatusCode::OK
+        (
+            committed.file.frames,
+            committed.file.size,
+            committed.already
+        ),
+        (25, output.len() as u64, false)
     );
     assert!(
         !earlier.exists(),
@@ -191,11 +217,7 @@ async fn files_move_for_the_running_attempt_only() {
     let said = input_said(&api, &id).await;
     assert_eq!(said["output"], "", "{said}");
     assert!(said.get("blake3").is_none(), "{said}");
-    assert_eq!(put(0, b"another", 1).await, StatusCode::OK);
-    let uri = format!(
-        "/api/files/{id}/output/commit?attempt=1&blake3={}",
-        blake3::hash(b"another").to_hex()
-    );
+    assert_eq!(put(0, &output, 1).await, StatusCode::OK);
     let (status, body) = call_bytes(&api, "POST", &uri, vec![], None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(String::from_utf8_lossy(&body).contains("\"already\":true"));

@@ -1,7 +1,6 @@
 //! Checks that fail a job at once, in plain words that name the file, when no retry can help.
 
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use videofarm_core::Failure;
 use videofarm_ffmpeg::MediaInfo;
@@ -47,11 +46,7 @@ pub fn check_media(input: &Path, info: &MediaInfo) -> Result<(), Failure> {
 /// The output (`output`, a name in the checked folder) must not be the input, whatever path
 /// spells it; `shown` names the output.
 pub fn check_not_self(input: &File, output: &Path, shown: &Path) -> Result<(), Failure> {
-    let same = match (input.metadata(), std::fs::metadata(output)) {
-        (Ok(inp), Ok(out)) => (inp.dev(), inp.ino()) == (out.dev(), out.ino()),
-        _ => false,
-    };
-    if same {
+    if videofarm_core::confine::fs::is_same_file(input, output) {
         return Err(Failure::permanent(format!(
             "{}: the output would overwrite its own input",
             shown.display()

@@ -10,6 +10,7 @@ use crate::publish::{remove_stale, OutputLock};
 use crate::split::work_in;
 use crate::WorkerSettings;
 use std::time::Duration;
+use videofarm_core::confine::fs;
 use videofarm_core::sweep::CancelledSweep;
 use videofarm_core::{JobId, JobRecord, Records};
 
@@ -74,8 +75,8 @@ fn clean_up_at(place: &OutputPlace, id: &JobId, silent_after: Duration) -> bool 
     if !place.spec.split.is_off() {
         let work = work_in(&place.dir_io(), &place.spec.output);
         // A real folder only: a link in its place is never followed.
-        if std::fs::symlink_metadata(&work).is_ok_and(|m| m.is_dir()) {
-            if std::fs::remove_dir_all(&work).is_err() {
+        if fs::kind(&work).is_ok_and(|k| k == fs::Kind::Folder) {
+            if fs::remove_own_folder(&work).is_err() {
                 // A chunk still writing into it: look again at the next sweep.
                 return false;
             }

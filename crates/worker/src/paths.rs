@@ -7,6 +7,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Component, Path, PathBuf};
+use videofarm_core::confine::fs;
 use videofarm_core::confine::{self, ConfineError, IoKind, Opened};
 use videofarm_core::{Failure, JobSpec};
 
@@ -67,7 +68,7 @@ impl PathPolicy {
             ConfineError::Io {
                 kind: IoKind::NotFound,
                 ..
-            } if std::fs::symlink_metadata(&mapped.input).is_ok() => Failure::permanent(format!(
+            } if fs::kind(&mapped.input).is_ok() => Failure::permanent(format!(
                 "{}: a symbolic link to a file that does not exist",
                 mapped.input.display()
             )),
@@ -191,12 +192,8 @@ impl OutputPlace {
     /// Remove the output folder and the files in it (a split tape's work folder, once its
     /// tape is cancelled): the files through the checked folder, then the folder itself.
     pub fn remove_dir(&self) {
-        if let Ok(entries) = std::fs::read_dir(self.dir_io()) {
-            for entry in entries.flatten() {
-                let _ = std::fs::remove_file(self.dir_io().join(entry.file_name()));
-            }
-        }
-        let _ = std::fs::remove_dir(self.dir.real());
+        fs::remove_named(&self.dir_io(), |_| true);
+        let _ = fs::remove_empty_folder(self.dir.real());
     }
 
     /// The output, through the checked folder.

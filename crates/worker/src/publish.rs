@@ -8,6 +8,7 @@ use std::io::ErrorKind;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use videofarm_core::confine::fs;
 use videofarm_core::{Failure, JobId};
 
 /// A temporary output that is removed when dropped unless it was published.
@@ -76,8 +77,8 @@ impl OutputLock {
         let path = dir.join(&lock_name);
         let shown_dir = shown.parent().unwrap_or(Path::new("."));
         // A link (or a pipe) planted under the lock's name is refused, never followed.
-        let file = videofarm_core::confine::open_own(dir, &lock_name, true)
-            .map_err(|e| folder_failure(shown_dir, &e))?;
+        let file =
+            fs::open_own(dir, &lock_name, true).map_err(|e| folder_failure(shown_dir, &e))?;
         match file.try_lock() {
             Ok(()) => {
                 let _ = file.set_modified(std::time::SystemTime::now());
@@ -114,7 +115,7 @@ impl Drop for OutputLock {
     fn drop(&mut self) {
         // Gone with its holder: a lock file left behind would only be clutter.
         if self.owned {
-            let _ = std::fs::remove_file(&self.path);
+            let _ = fs::remove_file(&self.path);
         }
     }
 }
@@ -140,13 +141,19 @@ impl TempOutput {
         }
         let mut temp = prefix(name, job);
         temp.extend_from_slice(format!("{token}.part.{extension}").as_bytes());
-        let path = dir.join(OsString::from_vec(temp));
-        let file = std::fs::File::create_new(&path).map_err(|e| folder_failure(shown_dir, &e))?;
+        let path = dir.join(OsStr::from_bytes(&temp));
+        let file = fs::create_new(dir, OsStr::from_bytes(&temp))
+            .map_err(|e| folder_failure(shown_dir, &e))?;
         Ok(Self {
             path,
             file,
             armed: true,
         })
+    }
+
+    /// How many bytes the open temporary file holds (0 when that cannot be read).
+    pub fn size(&self) -> u64 {
+        self.file.metadata().map_or(0, |m| m.len())
     }
 
     /// The temporary file's name in the output folder.
@@ -156,7 +163,7 @@ impl TempOutput {
 
     /// A path to the open temporary file itself, for ffmpeg to write and verification to read.
     pub fn io_path(&self) -> PathBuf {
-        videofarm_core::confine::fd_path(&self.file)
+        fs::fd_path(&self.file)
     }
 
     /// Flush the file to disk and move it to `output` (a name in the same folder); `shown` is
@@ -175,9 +182,8 @@ impl TempOutput {
             .file
             .metadata()
             .map_err(|e| fail("read the encoded file", e))?;
-        let named =
-            std::fs::symlink_metadata(&self.path).map_err(|e| fail("find the encoded file", e))?;
-        if (named.dev(), named.ino()) != (ours.dev(), ours.ino()) {
+        let named = fs::identity(&self.path).map_err(|e| fail("find the encoded file", e))?;
+        if named != (ours.dev(), ours.ino()) {
             return Err(Failure::retryable(
                 format!(
                     "{}: the temporary file was replaced while encoding; not publishing it",
@@ -193,18 +199,19 @@ impl TempOutput {
             ))
         };
         if overwrite {
-            std::fs::rename(&self.path, output)
+            fs::rename(&self.path, output)
                 .map_err(|e| fail("move the encoded file into place", e))?;
         } else {
-            match std::fs::hard_link(&self.path, output) {
-                Ok(()) => std::fs::remove_file(&self.path)
-                    .map_err(|e| fail("remove the temporary file", e))?,
+            match fs::hard_link(&self.path, output) {
+                Ok(()) => {
+                    fs::remove_file(&self.path).map_err(|e| fail("remove the temporary file", e))?
+                }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(appeared()),
                 Err(_) => {
-                    if std::fs::symlink_metadata(output).is_ok() {
+                    if fs::kind(output).is_ok() {
                         return Err(appeared());
                     }
-                    std::fs::rename(&self.path, output)
+                    fs::rename(&self.path, output)
                         .map_err(|e| fail("move the encoded file into place", e))?;
                 }
             }
@@ -212,7 +219,7 @@ impl TempOutput {
         self.armed = false;
         if let Some(dir) = output.parent() {
             // Make the rename itself durable; not every file system allows syncing a folder.
-            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+            fs::sync_folder(dir);
         }
         Ok(())
     }
@@ -221,7 +228,7 @@ impl TempOutput {
 impl Drop for TempOutput {
     fn drop(&mut self) {
         if self.armed {
-            if let Err(e) = std::fs::remove_file(&self.path) {
+            if let Err(e) = fs::remove_file(&self.path) {
                 if e.kind() != ErrorKind::NotFound {
                     tracing::warn!(path = %self.path.display(), error = %e, "could not remove a temporary output");
                 }
@@ -234,14 +241,7 @@ impl Drop for TempOutput {
 /// killed with `kill -9` cannot clean up after itself). Returns how many were removed.
 pub fn remove_stale(dir: &Path, name: &OsStr, job: &JobId) -> usize {
     let prefix = prefix(name, job);
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter(|e| e.file_name().as_bytes().starts_with(&prefix))
-        .filter(|e| std::fs::remove_file(e.path()).is_ok())
-        .count()
+    fs::remove_named(dir, |n| n.as_bytes().starts_with(&prefix))
 }
 
 fn folder_failure(dir: &Path, e: &std::io::Error) -> Failure {

@@ -20,9 +20,9 @@
 
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
-use std::io::Write;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use videofarm_core::confine::fs;
 use videofarm_core::split::Chunk;
 pub use videofarm_core::split::{failed_name, warnings_name};
 use videofarm_core::SplitArgs;
@@ -32,8 +32,7 @@ use videofarm_ffmpeg::packets::{Rational, VideoPackets};
 /// short jobs the probe that planning needs.
 pub const MIN_SPLIT_BYTES: u64 = 8 << 20;
 
-/// Chunk files are NUT: exact timestamps (Matroska rounds to 1 ms, which drifts at the seams).
-pub const CHUNK_EXTENSION: &str = "nut";
+pub use videofarm_core::split::CHUNK_EXTENSION;
 
 /// What the parent decided, and what the join needs; `plan.json` in the work folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -334,52 +333,30 @@ pub fn work_name(output: &Path) -> OsString {
         .unwrap_or_else(|| OsString::from_vec(b".videofarm-split".to_vec()))
 }
 
+/// The largest plan read (a plan takes about 200 bytes a chunk).
+pub const PLAN_MAX_BYTES: u64 = 64 << 20;
+/// The largest chunk note read (a failure's reason, an encode's warnings).
+pub const NOTE_MAX_BYTES: u64 = 1 << 20;
+
 /// Read the plan in `work`, if there is one.
 pub fn read_plan(work: &Path) -> Option<Plan> {
-    let text = std::fs::read(work.join("plan.json")).ok()?;
+    let text = fs::read_own(&work.join("plan.json"), PLAN_MAX_BYTES).ok()?;
     serde_json::from_slice(&text).ok()
 }
 
 /// Write `plan.json` atomically (a reader sees the old plan or the new one, whole).
 pub fn write_plan(work: &Path, plan: &Plan) -> std::io::Result<()> {
-    write_atomically(work, "plan.json", &serde_json::to_vec_pretty(plan)?)
-}
-
-/// Write `name` in `dir` through a new temporary file and a rename. The temporary file is
-/// created new (a file or a link planted under its name is refused, never written through);
-/// the rename replaces whatever has the name, a link included, without following it.
-pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let temp = format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
-    let written = videofarm_core::confine::create_new(dir, temp.as_ref()).and_then(|mut file| {
-        file.write_all(bytes)?;
-        file.sync_all()
-    });
-    let placed = written.and_then(|()| std::fs::rename(dir.join(&temp), dir.join(name)));
-    if placed.is_err() {
-        // Ours alone (made new above): a planted name is left as it was.
-        if let Ok(meta) = std::fs::symlink_metadata(dir.join(&temp)) {
-            if meta.is_file() {
-                let _ = std::fs::remove_file(dir.join(&temp));
-            }
-        }
-    }
-    placed
+    fs::write_atomically(work, "plan.json", &serde_json::to_vec_pretty(plan)?)
 }
 
 /// Names in `work` that start with `chunk-` and end with `.suffix`, as chunk indices.
 pub fn chunks_marked(work: &Path, suffix: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir(work) else {
+    let Ok(names) = fs::names(work) else {
         return Vec::new();
     };
-    let mut found: Vec<u32> = entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name();
+    let mut found: Vec<u32> = names
+        .into_iter()
+        .filter_map(|name| {
             let name = std::str::from_utf8(name.as_bytes()).ok()?.to_owned();
             name.strip_prefix("chunk-")?
                 .strip_suffix(&format!(".{suffix}"))?
@@ -520,7 +497,7 @@ mod tests {
         let victim = dir.path().join("victim");
         std::fs::write(&victim, b"precious").unwrap();
         std::os::unix::fs::symlink(&victim, work.join("plan.json")).unwrap();
-        write_atomically(&work, "plan.json", b"{}").unwrap();
+        fs::write_atomically(&work, "plan.json", b"{}").unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         let meta = std::fs::symlink_metadata(work.join("plan.json")).unwrap();
         assert!(meta.is_file());

@@ -7,6 +7,7 @@ use crate::cli::EnqueueArgs;
 use crate::error::{ExitStatus, UsageError};
 use crate::settings::Settings;
 use std::path::{Path, PathBuf};
+use videofarm_core::confine::fs;
 use videofarm_core::plan::{self as scan, Planned};
 use videofarm_core::Enqueued;
 
@@ -22,7 +23,7 @@ pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<E
     let mut status = ExitStatus::Success;
     if let Some(move_to) = &args.move_to {
         let move_to = scan::absolute(move_to).map_err(UsageError::from)?;
-        std::fs::create_dir_all(&move_to)
+        fs::create_dir_all(&move_to)
             .map_err(|e| UsageError::new(format!("{}: {e}", shown(&move_to))))?;
         let roots: Vec<PathBuf> = args
             .inputs
@@ -78,9 +79,9 @@ fn move_into(input: &Path, roots: &[PathBuf], dest: &Path) -> Result<PathBuf, St
         ));
     }
     if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", shown(parent)))?;
+        fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", shown(parent)))?;
     }
-    std::fs::rename(input, &target).map_err(|e| {
+    fs::rename(input, &target).map_err(|e| {
         if e.raw_os_error() == Some(libc::EXDEV) {
             format!(
                 "{}: cannot move it to {} atomically (another file system); put --move-to on the same disk",

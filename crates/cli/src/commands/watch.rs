@@ -86,13 +86,11 @@ pub async fn watch(settings: &Settings, args: WatchArgs) -> anyhow::Result<ExitS
         let now = Instant::now();
         let mut ready = Vec::new();
         for job in planned {
-            let Ok(meta) = std::fs::metadata(&job.input) else {
+            let Ok((size, modified)) = videofarm_core::confine::fs::size_and_modified(&job.input)
+            else {
                 continue;
             };
-            let look = Look {
-                size: meta.len(),
-                modified: meta.modified().ok(),
-            };
+            let look = Look { size, modified };
             let entry = seen.entry(job.input.clone()).or_insert((look, now, false));
             if entry.0 != look {
                 *entry = (look, now, false);

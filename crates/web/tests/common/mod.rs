@@ -98,6 +98,49 @@ pub fn spec(api: &Api, name: &str) -> JobSpec {
     }
 }
 
+/// ffmpeg and ffprobe as `serve` finds them (the file server checks every upload with them).
+pub fn tools() -> videofarm_ffmpeg::Tools {
+    videofarm_ffmpeg::Tools::locate(None, None)
+        .expect("ffmpeg is installed (apt-get install ffmpeg)")
+}
+
+fn ffmpeg(args: &[&str]) {
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .status()
+        .expect("ffmpeg is installed (apt-get install ffmpeg)");
+    assert!(status.success(), "ffmpeg {args:?}");
+}
+
+/// A one-second MPEG-2 clip at `path` (25 frames, 64x48).
+pub fn clip(path: &std::path::Path) {
+    let out = path.to_str().unwrap();
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=64x48:rate=25",
+        "-t",
+        "1",
+        "-c:v",
+        "mpeg2video",
+        "-f",
+        "mpeg",
+        out,
+    ]);
+}
+
+/// `input` encoded as the `archive` profile makes it, at `output`; its bytes.
+pub fn archive_encode(input: &std::path::Path, output: &std::path::Path) -> Vec<u8> {
+    let profile = Profiles::default().get("archive").unwrap().clone();
+    let mut args = vec!["-i", input.to_str().unwrap()];
+    args.extend(profile.args.iter().map(String::as_str));
+    args.push(output.to_str().unwrap());
+    ffmpeg(&args);
+    std::fs::read(output).unwrap()
+}
+
 pub fn worker() -> WorkerInfo {
     WorkerInfo {
         pid: 42,

@@ -15,6 +15,7 @@ use crate::transfer::{Fetched, Files, Report, TransferError};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use videofarm_core::files_api::{Committed, MarkKind};
 use videofarm_core::{Failure, FailureKind, JobId, Progress};
 
 /// How long a split tape this worker leaves for a worker that sees the media stays away.
@@ -127,7 +128,14 @@ impl Remote {
         let end = match end {
             End::Done(report) => {
                 match send(attempt, &files, &spec, &output, (&reporter, progress)).await {
-                    Ok(()) => End::Done(report),
+                    // The record describes the file the server published, as it measured it.
+                    Ok(committed) => End::Done(videofarm_core::SuccessReport {
+                        output_size: committed.file.size,
+                        duration_s: committed.file.duration_s,
+                        frames: committed.file.frames,
+                        already_done: report.already_done || committed.already,
+                        ..report
+                    }),
                     Err(e) => failed(e),
                 }
             }
@@ -215,12 +223,12 @@ async fn send(
     spec: &videofarm_core::JobSpec,
     local: &std::path::Path,
     (reporter, progress): (&Report, tokio::sync::watch::Receiver<Progress>),
-) -> Result<(), TransferError> {
+) -> Result<Committed, TransferError> {
     let (id, number) = (&attempt.lease.id, attempt.lease.attempt);
     if let Some(chunk) = &spec.chunk {
         let warnings = local.with_file_name(split::warnings_name(chunk.index));
         if let Ok(text) = std::fs::read_to_string(&warnings) {
-            files.mark(id, number, "warnings", &text).await?;
+            files.mark(id, number, MarkKind::Warnings, &text).await?;
         }
     }
     tracing::info!(output = %spec.output.display(), "sending the output");
@@ -230,8 +238,8 @@ async fn send(
             files.send_output(id, number, local, Some(reporter)),
         )
         .await;
-    if sent.is_ok() {
-        tracing::info!(output = %spec.output.display(), "published by the file server");
+    if let Ok(committed) = &sent {
+        tracing::info!(output = %spec.output.display(), frames = committed.file.frames, "published by the file server");
     }
     sent
 }
@@ -249,7 +257,7 @@ async fn mark_chunk_failed(attempt: &Attempt, files: &Files, failure: &Failure) 
         .mark(
             &attempt.lease.id,
             attempt.lease.attempt,
-            "failed",
+            MarkKind::Failed,
             &failure.reason,
         )
         .await;

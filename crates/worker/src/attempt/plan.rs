@@ -6,6 +6,7 @@ use crate::paths::Confined;
 use crate::split::{self, Plan, CHUNK_EXTENSION};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use videofarm_core::confine::fs::{self, OwnFolder};
 use videofarm_core::split::{chunk_key, chunk_path, Chunk};
 use videofarm_core::{
     Enqueued, Failure, JobSpec, JobState, Profile, Progress, QueueError, SplitArgs,
@@ -39,7 +40,7 @@ pub(crate) enum Check {
     /// goes once it is published.
     Join {
         frames: u64,
-        work: PathBuf,
+        work: OwnFolder,
         /// When the tape was split: the tape's wall time counts from there.
         started_ms: i64,
     },
@@ -107,15 +108,21 @@ impl Attempt {
             return whole(None);
         }
         let work = split::work_in(&place.dir_io(), &spec.output);
-        match split::read_plan(&work) {
-            Some(plan) if plan.key == spec.key => {
-                return self.wait_or_join(place, profile, args, plan, work).await
+        if fs::kind(&work).is_ok() {
+            let folder = match own_work_folder(spec, &work) {
+                Ok(folder) => folder,
+                Err(end) => return Step::End(end),
+            };
+            match split::read_plan(&folder.io_path()) {
+                Some(plan) if plan.key == spec.key => {
+                    return self.wait_or_join(place, profile, args, plan, folder).await
+                }
+                Some(_) => {
+                    // A plan for another input or profile: its chunks are not this job's.
+                    let _ = folder.remove();
+                }
+                None => {}
             }
-            Some(_) => {
-                // A plan for another input or profile: its chunks are not this job's.
-                let _ = std::fs::remove_dir_all(&work);
-            }
-            None => {}
         }
         match self.plan(place, args).await {
             Ok(plan) => self.start_split(place, plan, &work).await,
@@ -167,7 +174,7 @@ impl Attempt {
     /// Write the plan, queue the chunks, and wait for them.
     async fn start_split(&self, place: &Confined, mut plan: Plan, work: &Path) -> Step {
         let spec = &place.spec;
-        if let Err(e) = std::fs::create_dir(work) {
+        if let Err(e) = fs::create_dir(work) {
             if e.kind() != std::io::ErrorKind::AlreadyExists {
                 return Step::End(End::Failed(Failure::retryable(
                     format!(
@@ -177,15 +184,12 @@ impl Attempt {
                     "",
                 )));
             }
-            // One there already is used only if it is a real folder this farm made: a link
-            // (to a folder outside the roots) is refused, never written through.
-            if let Err(e) = videofarm_core::confine::own_folder(work) {
-                return Step::End(End::Failed(Failure::permanent(format!(
-                    "{}: refused the split work folder: {e}",
-                    spec.output.display()
-                ))));
-            }
         }
+        let folder = match own_work_folder(spec, work) {
+            Ok(folder) => folder,
+            Err(end) => return Step::End(end),
+        };
+        let work = &folder.io_path();
         if let Err(e) = split::write_plan(work, &plan) {
             return Step::End(End::Failed(Failure::retryable(
                 format!(
@@ -316,9 +320,10 @@ impl Attempt {
         profile: &Profile,
         args: &SplitArgs,
         plan: Plan,
-        work: PathBuf,
+        folder: OwnFolder,
     ) -> Step {
         let spec = &place.spec;
+        let work = folder.io_path();
         let count = plan.chunks.len();
         if !plan.queued || self.lease.fresh {
             // Taken afresh (retried, or the worker that planned died while queueing): queue
@@ -345,11 +350,14 @@ impl Attempt {
             let reasons: Vec<String> = failed
                 .iter()
                 .map(|i| {
-                    let why = std::fs::read_to_string(work.join(split::failed_name(*i, false)))
-                        .unwrap_or_default();
-                    let _ = std::fs::rename(
-                        work.join(split::failed_name(*i, false)),
-                        work.join(split::failed_name(*i, true)),
+                    let why = fs::read_own_text(
+                        &work.join(split::failed_name(*i, false)),
+                        split::NOTE_MAX_BYTES,
+                    )
+                    .unwrap_or_default();
+                    let _ = fs::rename(
+                        &work.join(split::failed_name(*i, false)),
+                        &work.join(split::failed_name(*i, true)),
                     );
                     format!("chunk {} of {count}: {}", i + 1, why.trim())
                 })
@@ -374,14 +382,14 @@ impl Attempt {
                 return Step::End(end);
             }
             for i in &reported {
-                let _ = std::fs::remove_file(work.join(split::failed_name(*i, true)));
+                let _ = fs::remove_file(&work.join(split::failed_name(*i, true)));
             }
             tracing::info!(chunks = again.len(), "queued the failed chunks again");
         }
         if done.len() < count {
             return Step::End(self.wait(done.len(), count));
         }
-        match self.join(place, profile, args, &plan, &work).await {
+        match self.join(place, profile, args, &plan, folder).await {
             Ok(encode) => Step::Run(encode),
             Err(failure) => Step::End(End::Failed(failure)),
         }
@@ -394,9 +402,10 @@ impl Attempt {
         profile: &Profile,
         args: &SplitArgs,
         plan: &Plan,
-        work: &Path,
+        folder: OwnFolder,
     ) -> Result<Encode, Failure> {
         let spec = &place.spec;
+        let work = &folder.io_path();
         let tools = &self.settings.tools;
         let fail =
             |what: String| Failure::retryable(format!("{}: {what}", spec.input.display()), "");
@@ -417,7 +426,7 @@ impl Attempt {
                 Some(first) if *first != hash => {
                     // Encoded with other settings (another ffmpeg build on another worker):
                     // this chunk is encoded again.
-                    let _ = std::fs::remove_file(&path);
+                    let _ = fs::remove_file(&path);
                     let _ = self.queue_chunks(std::slice::from_ref(chunk), true).await;
                     return Err(fail(format!(
                         "chunk {} was encoded with other codec settings than chunk 1 (workers with different ffmpeg builds?); it is queued again",
@@ -433,8 +442,11 @@ impl Attempt {
             .chunks
             .iter()
             .filter_map(|c| {
-                let text =
-                    std::fs::read_to_string(work.join(split::warnings_name(c.index))).ok()?;
+                let text = fs::read_own_text(
+                    &work.join(split::warnings_name(c.index)),
+                    split::NOTE_MAX_BYTES,
+                )
+                .ok()?;
                 Some(format!(
                     "chunk {} of {}: {}",
                     c.index + 1,
@@ -444,7 +456,7 @@ impl Attempt {
             })
             .collect();
         let list = split::concat_list(&spans);
-        split::write_atomically(work, "list.ffconcat", list.as_bytes())
+        fs::write_atomically(work, "list.ffconcat", list.as_bytes())
             .map_err(|e| fail(format!("could not write the chunk list ({e})")))?;
         let rate = packets::frame_rate(tools, &work.join(split::chunk_name(0)))
             .await
@@ -459,7 +471,7 @@ impl Attempt {
             duration_s: None,
             check: Check::Join {
                 frames: plan.output_frames(),
-                work: work.to_owned(),
+                work: folder,
                 started_ms: plan.started_ms,
             },
             note: None,
@@ -470,7 +482,7 @@ impl Attempt {
 
 /// Record the damage a chunk saw in its part of the input, for its tape's report.
 pub fn mark_damaged(place: &Confined, chunk: &Chunk, warnings: &[String]) {
-    let _ = split::write_atomically(
+    let _ = fs::write_atomically(
         &place.dir_io(),
         &split::warnings_name(chunk.index),
         warnings.join("; ").as_bytes(),
@@ -479,9 +491,20 @@ pub fn mark_damaged(place: &Confined, chunk: &Chunk, warnings: &[String]) {
 
 /// Record that chunk `chunk` failed for good, for its parent to see.
 pub fn mark_failed(place: &Confined, chunk: &Chunk, reason: &str) {
-    let _ = split::write_atomically(
+    let _ = fs::write_atomically(
         &place.dir_io(),
         &split::failed_name(chunk.index, false),
         reason.as_bytes(),
     );
+}
+
+/// The tape's work folder at `work`, held open; one there already is used only if it is a real
+/// folder this farm made: a link (to a folder outside the roots) is refused, never followed.
+fn own_work_folder(spec: &videofarm_core::JobSpec, work: &Path) -> Result<OwnFolder, End> {
+    OwnFolder::open(work).map_err(|e| {
+        End::Failed(Failure::permanent(format!(
+            "{}: refused the split work folder: {e}",
+            spec.output.display()
+        )))
+    })
 }

@@ -7,6 +7,7 @@ use crate::paths::Confined;
 use crate::publish::OutputLock;
 use crate::WorkerSettings;
 use std::time::Instant;
+use videofarm_core::confine::fs;
 use videofarm_core::{Failure, Profile, Progress, SuccessReport};
 use videofarm_ffmpeg::{probe_output, verify_output};
 
@@ -40,8 +41,8 @@ impl Attempt {
         if spec.overwrite {
             return None;
         }
-        let meta = std::fs::symlink_metadata(&output_io).ok()?;
-        if meta.file_type().is_symlink() {
+        let kind = fs::kind(&output_io).ok()?;
+        if kind == fs::Kind::Link {
             return Some(End::Failed(exists_failure(
                 &spec.output,
                 "it is a symbolic link, which is never followed",
@@ -50,7 +51,7 @@ impl Attempt {
         let done = |duration_s: f64| {
             End::Done(SuccessReport {
                 input_size,
-                output_size: meta.len(),
+                output_size: fs::file_size(&output_io).unwrap_or(0),
                 duration_s,
                 elapsed_s: started.elapsed().as_secs_f64(),
                 already_done: true,

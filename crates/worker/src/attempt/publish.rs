@@ -49,7 +49,7 @@ impl Attempt {
         tracing::info!(output = %spec.output.display(), "published");
         if let Check::Join { work, .. } = check {
             // The tape is in place: its chunks are no longer needed.
-            if let Err(e) = std::fs::remove_dir_all(work) {
+            if let Err(e) = work.remove() {
                 tracing::warn!(error = %e, "could not remove the split work folder");
             }
         }

@@ -103,9 +103,7 @@ impl Attempt {
             }
             _ => None,
         };
-        let output_size = std::fs::metadata(temp.io_path())
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let output_size = temp.size();
         Ok(Verified {
             output_info,
             ssim,
@@ -132,19 +130,7 @@ impl Attempt {
         match check {
             Check::Whole => verify_output(profile, input_info, output_info),
             Check::Chunk { frames } => {
-                let codec = output_info.videos().next().map(|v| v.codec_name.as_str());
-                if codec != Some(profile.video_codec.as_str()) {
-                    return Err(format!(
-                        "the chunk's video is {}, not {}",
-                        codec.unwrap_or("missing"),
-                        profile.video_codec
-                    ));
-                }
-                let got = count().await?;
-                if got != *frames {
-                    return Err(format!("the chunk has {got} frames, not {frames}"));
-                }
-                Ok(())
+                videofarm_ffmpeg::verify_chunk(profile, output_info, count().await?, *frames)
             }
             Check::Join { frames, .. } => {
                 // The tape against its source, not against the chunk list ffmpeg read first.

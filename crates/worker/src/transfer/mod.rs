@@ -21,6 +21,7 @@ use futures_lite::StreamExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use videofarm_core::files_api::{Committed, ErrorBody, InputAnswer, MarkKind, Staged};
 use videofarm_core::{Failure, JobId};
 
 mod patience;
@@ -165,11 +166,10 @@ impl Files {
             return Ok(response);
         }
         let said = response
-            .json::<serde_json::Value>()
+            .json::<ErrorBody>()
             .await
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| status.to_string());
+            .map(|body| body.error)
+            .unwrap_or_else(|_| status.to_string());
         Err(match status.as_u16() {
             409 => TransferError::Stale(said),
             507 => TransferError::Later(format!("the file server {}: {said}", self.url)),
@@ -191,22 +191,21 @@ impl Files {
         static FETCHING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         self.client()?;
         let _fetching = FETCHING.lock().await;
-        let said = self.ask(job).await?;
-        if let Some(there) = said.get("output").and_then(|o| o.as_str()) {
-            return Ok(Fetched::OutputThere(there.to_owned()));
-        }
-        let (Some(hash), Some(size)) = (
-            said.get("blake3")
-                .and_then(|h| h.as_str())
-                .filter(|h| is_hash(h)),
-            said.get("size").and_then(|s| s.as_u64()),
-        ) else {
-            return Err(TransferError::Retry("the file server gave no hash".into()));
+        let (hash, size, planned) = match self.ask(job).await? {
+            InputAnswer::OutputThere { output } => return Ok(Fetched::OutputThere(output)),
+            InputAnswer::Input {
+                blake3,
+                size,
+                planned,
+            } if is_hash(&blake3) => (blake3, size, planned),
+            InputAnswer::Input { .. } => {
+                return Err(TransferError::Retry(
+                    "the file server's hash is not 64 hex digits".into(),
+                ))
+            }
         };
-        let fetched = |input| Fetched::Input {
-            input,
-            planned: said.get("planned").and_then(|p| p.as_bool()) == Some(true),
-        };
+        let hash = hash.as_str();
+        let fetched = |input| Fetched::Input { input, planned };
         let dir = self.cache.join("inputs");
         std::fs::create_dir_all(&dir)
             .map_err(|e| TransferError::Retry(format!("{}: {e}", dir.display())))?;
@@ -267,7 +266,7 @@ impl Files {
 
     /// What the server says of the job's input (its hash, its size, whether the output is in
     /// place already); a server that is down or records that lag are tried again a few times.
-    async fn ask(&self, job: &JobId) -> Result<serde_json::Value, TransferError> {
+    async fn ask(&self, job: &JobId) -> Result<InputAnswer, TransferError> {
         let mut patience = Patience::new(self.outage);
         loop {
             let said = match self
@@ -392,7 +391,7 @@ impl Files {
         attempt: u32,
         local: &Path,
         report: Option<&Report>,
-    ) -> Result<(), TransferError> {
+    ) -> Result<Committed, TransferError> {
         let hash = hash_file(local).await?;
         let size = std::fs::metadata(local)
             .map_err(|e| TransferError::Retry(format!("{}: {e}", local.display())))?
@@ -429,7 +428,11 @@ impl Files {
                 ))
                 .await;
             let last = match committed {
-                Ok(_) => return Ok(()),
+                Ok(response) => {
+                    return response.json::<Committed>().await.map_err(|e| {
+                        TransferError::Retry(format!("the file server's answer: {e}"))
+                    })
+                }
                 // Damaged on the way (the server dropped it): send it again.
                 Err(TransferError::Refused(why)) if why.contains("arrived damaged") => {
                     tracing::warn!(job = %job, "the upload arrived damaged; sending it again");
@@ -455,7 +458,7 @@ impl Files {
         &self,
         job: &JobId,
         attempt: u32,
-        kind: &str,
+        kind: MarkKind,
         text: &str,
     ) -> Result<(), TransferError> {
         let mut patience = Patience::new(self.outage);
@@ -463,7 +466,7 @@ impl Files {
             let request = self
                 .request(
                     reqwest::Method::PUT,
-                    &format!("{job}/mark?attempt={attempt}&kind={kind}"),
+                    &format!("{job}/mark?attempt={attempt}&kind={}", kind.as_str()),
                 )
                 .body(bounded(text, 60_000).to_owned());
             match self.send(request).await {
@@ -491,7 +494,7 @@ impl Files {
         staged: &mut u64,
         report: Option<&Report>,
     ) -> Result<(), TransferError> {
-        let said: serde_json::Value = self
+        let said: Staged = self
             .send(self.request(
                 reqwest::Method::GET,
                 &format!("{job}/output?attempt={attempt}"),
@@ -500,7 +503,7 @@ impl Files {
             .json()
             .await
             .map_err(|e| TransferError::Retry(format!("the file server's answer: {e}")))?;
-        let have = said.get("size").and_then(|s| s.as_u64()).unwrap_or(0);
+        let have = said.size;
         *staged = have;
         if have == size {
             return Ok(());

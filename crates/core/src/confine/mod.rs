@@ -16,6 +16,9 @@ use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::path::{Component, Path, PathBuf};
 
+pub mod fs;
+pub use fs::{create_new, fd_path, open_own, open_read, own_folder, plain_file};
+
 /// Why a path was refused or could not be opened, in words that name it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfineError {
@@ -101,149 +104,6 @@ impl Opened {
     pub fn is_within(&self, roots: &[PathBuf]) -> bool {
         is_within(roots, &self.real)
     }
-}
-
-/// Open `path` for reading, never waiting on it: opened without blocking, then refused unless
-/// it is a plain file or a folder. A named pipe would otherwise hold the open (and the thread
-/// doing it) until something writes to it; a device or socket is no video either. (Without
-/// blocking changes nothing for a plain file or a folder, and ffmpeg opens its own.)
-pub fn open_read(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let kind = file.metadata()?.file_type();
-    if kind.is_file() || kind.is_dir() {
-        return Ok(file);
-    }
-    Err(std::io::Error::new(
-        ErrorKind::InvalidInput,
-        format!("not a file but {}", kind_name(kind)),
-    ))
-}
-
-/// Refuse, without opening it, anything at `path` but a plain file (a named pipe, a device, a
-/// socket, a folder), in words (the caller names the path).
-pub fn plain_file(path: &Path) -> std::io::Result<()> {
-    let kind = std::fs::metadata(path)?.file_type();
-    if kind.is_file() {
-        return Ok(());
-    }
-    Err(std::io::Error::new(
-        ErrorKind::InvalidInput,
-        format!("not a file but {}", kind_name(kind)),
-    ))
-}
-
-/// Open (or create) `name` in the checked folder `dir` for the farm's own bookkeeping (a lock, a
-/// mark): a link planted there is never followed, and anything but a plain file is refused.
-pub fn open_own(dir: &Path, name: &std::ffi::OsStr, create: bool) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(dir.join(name))
-        .map_err(|e| refuse_link(name, e))?;
-    let kind = file.metadata()?.file_type();
-    if !kind.is_file() {
-        return Err(std::io::Error::new(
-            ErrorKind::InvalidInput,
-            format!(
-                "{}: not a file but {}",
-                name.to_string_lossy(),
-                kind_name(kind)
-            ),
-        ));
-    }
-    Ok(file)
-}
-
-/// Create `name` in the checked folder `dir`, new: nothing there is overwritten, and a link
-/// planted under that name is refused, never followed.
-pub fn create_new(dir: &Path, name: &std::ffi::OsStr) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(dir.join(name))
-}
-
-/// A folder the farm made for itself (a tape's work folder): a real folder, not a link, owned by
-/// this user. Anything else in its place is refused.
-pub fn own_folder(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::symlink_metadata(path)?;
-    if meta.file_type().is_symlink() || !meta.is_dir() {
-        return Err(std::io::Error::new(
-            ErrorKind::InvalidInput,
-            format!(
-                "{}: not a folder this farm made but {}",
-                path.display(),
-                kind_name(meta.file_type())
-            ),
-        ));
-    }
-    // This process's user: the owner of its own /proc entry.
-    let me = std::fs::metadata("/proc/self")?.uid();
-    if meta.uid() != me {
-        return Err(std::io::Error::new(
-            ErrorKind::PermissionDenied,
-            format!(
-                "{}: a folder of another user (uid {})",
-                path.display(),
-                meta.uid()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// A link where the farm opens its own file: said so, in words (the kernel says "too many
-/// levels of symbolic links").
-fn refuse_link(name: &std::ffi::OsStr, e: std::io::Error) -> std::io::Error {
-    if e.raw_os_error() == Some(libc::ELOOP) {
-        std::io::Error::new(
-            ErrorKind::InvalidInput,
-            format!(
-                "{}: a symbolic link, which is never followed",
-                name.to_string_lossy()
-            ),
-        )
-    } else {
-        e
-    }
-}
-
-fn kind_name(kind: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if kind.is_fifo() {
-        "a named pipe"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_block_device() || kind.is_char_device() {
-        "a device"
-    } else if kind.is_symlink() {
-        "a symbolic link"
-    } else if kind.is_dir() {
-        "a folder"
-    } else {
-        "a file"
-    }
-}
-
-/// A path naming exactly the open file `file`, valid for this process and the processes it
-/// starts while `file` is open.
-pub fn fd_path(file: &File) -> PathBuf {
-    PathBuf::from(format!(
-        "/proc/{}/fd/{}",
-        std::process::id(),
-        file.as_raw_fd()
-    ))
 }
 
 /// The longest part of `path` that exists (links not followed), and the names below it that
