@@ -6,9 +6,13 @@ use std::fmt;
 #[derive(Debug)]
 pub struct UsageError(String);
 
+/// The longest a usage error gets: it may quote what the user gave (a config value, a path),
+/// and a value can be as long as a file (found by the config fuzzer).
+const MAX_MESSAGE: usize = 2000;
+
 impl UsageError {
     pub fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
+        Self(videofarm_core::job::truncate(&message.into(), MAX_MESSAGE))
     }
 }
 

@@ -264,8 +264,33 @@ fn read_config(config: Option<&Path>) -> Result<ConfigFile, UsageError> {
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| UsageError::new(format!("config file {}: {e}", path.display())))?;
-    toml::from_str::<ConfigFile>(&text)
-        .map_err(|e| UsageError::new(format!("config file {}: {e}", path.display())))
+    toml::from_str::<ConfigFile>(&text).map_err(|e| {
+        UsageError::new(format!(
+            "config file {}: {}",
+            path.display(),
+            config_error(&text, &e)
+        ))
+    })
+}
+
+/// Where in `text` the config error `e` is and what it is, without quoting the line (which
+/// may be as long as the file: the fuzzer found a 100 KB message).
+fn config_error(text: &str, e: &toml::de::Error) -> String {
+    let message = videofarm_core::job::truncate(e.message().trim(), 300);
+    match e.span() {
+        Some(span) => {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let column = before.len()
+                - before
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |i| i + 1)
+                + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
 }
 
 /// The lease, the attempt budget and the heartbeat, checked against each other.
@@ -618,5 +643,119 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no_such_setting"));
+    }
+
+    /// Found by the config fuzzer: an error quoted the whole offending line, as long as it was.
+    #[test]
+    fn a_config_error_says_where_without_quoting_a_long_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, format!("lease_secs = 30\n{}\n", "x".repeat(100_000))).unwrap();
+        let said = Settings::resolve(None, Some(&path))
+            .unwrap_err()
+            .to_string();
+        assert!(said.len() < 1000, "{} bytes", said.len());
+        assert!(said.contains("c.toml") && said.contains("line 2"), "{said}");
+    }
+}
+
+/// Fuzzing the config file, where a user's (or an example's) text enters every command.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use videofarm_fuzzing::text;
+
+    const KEYS: &[&str] = &[
+        "broker",
+        "ffmpeg",
+        "ffprobe",
+        "default_profile",
+        "workers",
+        "split",
+        "decode_errors",
+        "decode_check",
+        "max_lost_attempts",
+        "lease_secs",
+        "heartbeat_secs",
+        "max_attempts",
+        "retry_backoff_secs",
+        "stall_secs",
+        "timeout_secs",
+        "watch_settle_secs",
+        "watch_interval_secs",
+        "amqp_prefix",
+        "amqp_queue_expires_secs",
+        "amqp_consumer_timeout_secs",
+        "token",
+        "tags",
+        "records_file",
+        "files_url",
+        "transfer",
+        "transfer_cache",
+        "transfer_cache_gb",
+        "transfer_ahead",
+        "transfer_split_wait_secs",
+        "transfer_outage_secs",
+        "roots",
+        "map",
+        "extension",
+        "args",
+        "video_codec",
+        "queue",
+        "tasks",
+    ];
+    const TABLES: &[&str] = &[
+        "",
+        "[paths]",
+        "[profiles.mine]",
+        "[celery]",
+        "[celery.tasks.t]",
+    ];
+
+    /// A TOML value: a string (as a JSON string, which TOML reads the same), a number, a
+    /// boolean, or a list of those.
+    fn value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            text().prop_map(|t| serde_json::to_string(&t).unwrap()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| format!("{f:?}")),
+            any::<bool>().prop_map(|b| b.to_string()),
+        ];
+        prop_oneof![
+            3 => leaf.clone(),
+            1 => proptest::collection::vec(leaf, 0..4).prop_map(|v| format!("[{}]", v.join(", "))),
+        ]
+    }
+
+    fn config() -> impl Strategy<Value = String> {
+        let line = (
+            proptest::sample::select(TABLES),
+            proptest::sample::select(KEYS),
+            value(),
+        )
+            .prop_map(|(table, key, value)| format!("{table}\n{key} = {value}\n"));
+        prop_oneof![
+            4 => proptest::collection::vec(line, 0..10).prop_map(|l| l.concat()),
+            1 => text(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(videofarm_fuzzing::config())]
+
+        /// Settings, or an error that names the file; never a panic.
+        #[test]
+        fn any_config_file(text in config()) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("videofarm.toml");
+            std::fs::write(&path, &text).unwrap();
+            if let Err(e) = Settings::resolve(None, Some(&path)) {
+                let said = e.to_string();
+                prop_assert!(!said.is_empty() && said.len() < 4000, "{said}");
+            }
+        }
     }
 }

@@ -278,3 +278,49 @@ mod tests {
         assert_eq!(info.streams.len(), 2);
     }
 }
+
+/// Fuzzing the reader of ffmpeg's header, where ffmpeg's stderr (which repeats the input's
+/// name and metadata, any bytes at all) enters the farm.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use videofarm_fuzzing::text;
+
+    const URL: &[u8] = b"file:/media/in/a.mpg";
+
+    /// Lines that look like ffmpeg's, with hostile parts.
+    fn line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            text().prop_map(|t| format!("[info]   Duration: {t}\n")),
+            (0u32..4, text()).prop_map(|(i, t)| format!("[info]   Stream #0:{i}: {t}\n")),
+            text().prop_map(|t| format!("[info] {t}\n")),
+            Just("[info] Stream mapping:\n".to_owned()),
+            text(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(videofarm_fuzzing::config())]
+
+        #[test]
+        fn any_stderr(data in videofarm_fuzzing::bytes(b"[info] Input #0, mpeg, from 'file:/media/in/a.mpg':\n")) {
+            let _ = parse(&data, URL);
+            let mut reader = HeaderReader::new(URL);
+            for piece in data.chunks(7) {
+                if reader.feed(piece).is_some() {
+                    break;
+                }
+            }
+        }
+
+        #[test]
+        fn a_header_of_hostile_lines(lines in proptest::collection::vec(line(), 0..12)) {
+            let stderr = format!(
+                "[info] Input #0, mpeg, from 'file:/media/in/a.mpg':\n{}[info] Stream mapping:\n",
+                lines.concat()
+            );
+            let _ = parse(stderr.as_bytes(), URL);
+        }
+    }
+}

@@ -7,7 +7,7 @@
 //! cannot name, an element too large, a damaged head) gives `None`, and the caller runs ffprobe.
 
 use crate::probe::{MediaInfo, StreamInfo};
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 
 const EBML: u32 = 0x1A45_DFA3;
@@ -26,7 +26,13 @@ const MAX_READ: u64 = 1 << 20;
 /// Read `path`'s duration and tracks, or `None` when ffprobe should be asked instead.
 pub fn read(path: &Path) -> Option<MediaInfo> {
     // Never waits on a pipe put where a file was expected.
-    let mut file = BufReader::new(videofarm_core::confine::open_read(path).ok()?);
+    read_from(BufReader::new(
+        videofarm_core::confine::open_read(path).ok()?,
+    ))
+}
+
+/// [`read`] from any reader: the head of a Matroska file, whatever its bytes.
+fn read_from(mut file: impl Read + Seek) -> Option<MediaInfo> {
     let (id, size) = header(&mut file)?;
     if id != EBML {
         return None;
@@ -207,5 +213,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(read(&path), None);
+    }
+}
+
+/// Fuzzing the Matroska head reader, where an output file's bytes (written by ffmpeg, or
+/// uploaded to the file server) enter the farm.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(videofarm_fuzzing::config())]
+
+        /// Anything at all: what it reads or `None` (then ffprobe is asked), never a panic.
+        #[test]
+        fn any_head(data in videofarm_fuzzing::bytes(&[0x1A, 0x45, 0xDF, 0xA3])) {
+            let _ = read_from(std::io::Cursor::new(data));
+        }
     }
 }

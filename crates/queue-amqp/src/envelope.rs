@@ -126,3 +126,82 @@ mod tests {
         assert!(why.len() < 600, "bounded: {} bytes", why.len());
     }
 }
+
+/// Fuzzing the job message, where a broker's bytes enter a worker (see `videofarm-fuzzing`).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use videofarm_core::JobSpec;
+    use videofarm_fuzzing::{bytes, json, mutated};
+
+    const KEYS: &[&str] = &[
+        "v",
+        "id",
+        "spec",
+        "input",
+        "output",
+        "profile",
+        "key",
+        "overwrite",
+        "priority",
+        "input_size",
+        "parent",
+        "split",
+        "chunk",
+        "require",
+        "index",
+        "count",
+        "first",
+        "end",
+        "seek_s",
+        "window",
+        "keep",
+        "attempts",
+        "lost",
+        "created_ms",
+        "waiting",
+        "unix_bytes",
+    ];
+
+    fn valid() -> serde_json::Value {
+        let spec = JobSpec {
+            input: "/media/in/a.mpg".into(),
+            output: "/media/out/a.mkv".into(),
+            profile: "archive".into(),
+            key: "0123456789abcdef".into(),
+            ..Default::default()
+        };
+        serde_json::to_value(Envelope::new(JobId("0123456789abcdef".into()), spec, 1)).unwrap()
+    }
+
+    /// A job, checked, or a reason of bounded length; never a panic.
+    fn answers(data: &[u8]) -> Result<(), TestCaseError> {
+        match parse(data) {
+            Ok(env) => {
+                prop_assert!(env.id.check().is_ok() && env.spec.check().is_ok());
+            }
+            Err(why) => prop_assert!(why.len() <= 600, "{} bytes", why.len()),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(videofarm_fuzzing::config())]
+
+        #[test]
+        fn any_bytes(data in bytes(b"{\"v\":1,")) {
+            answers(&data)?;
+        }
+
+        #[test]
+        fn any_json(value in json(KEYS)) {
+            answers(&serde_json::to_vec(&value).unwrap())?;
+        }
+
+        #[test]
+        fn a_job_with_one_field_made_hostile(value in mutated(valid(), KEYS)) {
+            answers(&serde_json::to_vec(&value).unwrap())?;
+        }
+    }
+}

@@ -453,3 +453,71 @@ mod tests {
         }
     }
 }
+
+/// Fuzzing the Celery task message, where a Celery producer's bytes enter a worker.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use lapin::types::{FieldTable, LongString};
+    use proptest::prelude::*;
+    use videofarm_fuzzing::{bytes, json, text};
+
+    const KEYS: &[&str] = &[
+        "task",
+        "id",
+        "args",
+        "kwargs",
+        "retries",
+        "eta",
+        "expires",
+        "callbacks",
+        "errbacks",
+        "chain",
+        "chord",
+        "utc",
+    ];
+
+    fn properties(task: Option<String>, id: Option<String>) -> BasicProperties {
+        let mut headers = FieldTable::default();
+        for (name, value) in [("task", task), ("id", id)] {
+            if let Some(value) = value {
+                headers.insert(name.into(), AMQPValue::LongString(LongString::from(value)));
+            }
+        }
+        BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_content_encoding("utf-8".into())
+            .with_headers(headers)
+    }
+
+    fn answers(properties: &BasicProperties, body: &[u8]) -> Result<(), TestCaseError> {
+        let tasks = super::super::CelerySettings::new("w@h").tasks;
+        if let Err(why) = read(properties, body, &tasks, 0) {
+            prop_assert!(why.len() <= 1000, "{} bytes", why.len());
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(videofarm_fuzzing::config())]
+
+        #[test]
+        fn any_bytes_under_either_protocol(body in bytes(b"[[\""), two in any::<bool>()) {
+            let props = if two {
+                properties(Some("videoTasks.encode".into()), Some("x".into()))
+            } else {
+                properties(None, None)
+            };
+            answers(&props, &body)?;
+        }
+
+        #[test]
+        fn any_json_with_hostile_headers(
+            body in json(KEYS),
+            task in proptest::option::of(text()),
+            id in proptest::option::of(text()),
+        ) {
+            answers(&properties(task, id), &serde_json::to_vec(&body).unwrap())?;
+        }
+    }
+}
