@@ -103,9 +103,14 @@ async fn the_dashboard_shows_workers_progress_and_failures_and_retries_from_the_
     std::fs::write(hostile_dir.join("script>.mpg"), "not a video").unwrap();
     let img_name = "<img src=x onerror=alert(2)>.mpg";
     std::fs::write(farm.input.join(img_name), "not a video").unwrap();
+    // And a name that is not UTF-8 (the page showed "[object Object]" for it).
+    let odd = farm
+        .input
+        .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"caf\xe9.mpg"));
+    std::fs::write(&odd, "not a video").unwrap();
     farm.enqueue(&[&farm.input.join("tape.mpg")], "slow");
-    let failing = farm.enqueue(&[&hostile_dir, &farm.input.join(img_name)], "archive");
-    assert_eq!(failing.len(), 2);
+    let failing = farm.enqueue(&[&hostile_dir, &farm.input.join(img_name), &odd], "archive");
+    assert_eq!(failing.len(), 3);
 
     let (server, url) = serve(&farm);
     let (driver, port) = chromedriver();
@@ -133,7 +138,7 @@ async fn the_dashboard_shows_workers_progress_and_failures_and_retries_from_the_
     }
 
     eventually(
-        "both failures are listed with their reasons",
+        "the failures are listed with their reasons",
         Duration::from_secs(30),
         || async {
             texts(&client, ".failed-job .reason")
@@ -141,7 +146,7 @@ async fn the_dashboard_shows_workers_progress_and_failures_and_retries_from_the_
                 .iter()
                 .filter(|r| r.contains("not a video"))
                 .count()
-                == 2
+                == 3
         },
     )
     .await;
@@ -149,6 +154,10 @@ async fn the_dashboard_shows_workers_progress_and_failures_and_retries_from_the_
     assert!(
         files.contains(&img_name.to_owned()),
         "the name is shown as text: {files:?}"
+    );
+    assert!(
+        files.contains(&"caf\u{fffd}.mpg".to_owned()),
+        "a name that is not UTF-8 is shown as near as it can be: {files:?}"
     );
     let reasons = texts(&client, ".failed-job .reason").await.join("\n");
     assert!(

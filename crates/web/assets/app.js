@@ -5,6 +5,11 @@ const videofarm = (() => {
   const token = new URLSearchParams(location.hash.slice(1)).get("token") || localStorage.getItem("videofarm-token");
   if (token) localStorage.setItem("videofarm-token", token);
 
+  // A path is text, or {"unix_bytes": [...]} when its name is not UTF-8: shown as near as it
+  // can be (never "[object Object]"), asked for by its bytes, sent back to the API as it came.
+  const shownPath = (p) => p === null || p === undefined || typeof p === "string" ? p
+    : new TextDecoder().decode(new Uint8Array(p.unix_bytes));
+
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {
@@ -20,7 +25,7 @@ const videofarm = (() => {
     return node;
   }
 
-  const baseName = (path) => String(path).split("/").pop();
+  const baseName = (path) => String(shownPath(path)).split("/").pop();
   const duration = (s) => {
     if (s === null || s === undefined || !isFinite(s)) return "-";
     if (s < 60) return s.toFixed(1) + "s";
@@ -186,13 +191,17 @@ const videofarm = (() => {
       document.getElementById("profile").replaceChildren(...profiles.profiles.map((p) =>
         el("option", { value: p.name, selected: p.name === profiles.default }, p.name + " (." + p.extension + ")")));
     } catch (e) { showError(e); }
+    const pathQuery = (p) => typeof p === "string" ? "?path=" + encodeURIComponent(p)
+      : "?path_bytes=" + p.unix_bytes.map((b) => b.toString(16).padStart(2, "0")).join("");
     async function show(path) {
       const box = document.getElementById("browser");
       try {
-        const listing = await api("/api/browse" + (path ? "?path=" + encodeURIComponent(path) : ""));
-        box.replaceChildren(el("div", {}, listing.path ? "In " + listing.path : "Media roots"), el("ul", {}, ...listing.entries.map((e) =>
-          el("li", {}, el("input", { type: "checkbox", checked: chosen.has(e.path), onclick: (ev) => { ev.target.checked ? chosen.add(e.path) : chosen.delete(e.path); } }), " ",
-            e.dir ? el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); show(e.path); } }, e.name + "/") : el("span", {}, e.name)))));
+        const listing = await api("/api/browse" + (path ? pathQuery(path) : ""));
+        box.replaceChildren(el("div", {}, listing.path ? "In " + shownPath(listing.path) : "Media roots"), el("ul", {}, ...listing.entries.map((e) => {
+          const key = JSON.stringify(e.path);
+          return el("li", {}, el("input", { type: "checkbox", checked: chosen.has(key), onclick: (ev) => { ev.target.checked ? chosen.add(key) : chosen.delete(key); } }), " ",
+            e.dir ? el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); show(e.path); } }, e.name + "/") : el("span", {}, e.name));
+        })));
       } catch (e) { box.replaceChildren(el("p", { class: "empty" }, String(e.message || e))); }
     }
     show(null);
@@ -200,7 +209,7 @@ const videofarm = (() => {
       ev.preventDefault();
       const result = document.getElementById("enqueue-result");
       try {
-        const r = await api("/api/jobs", { paths: [...chosen], out: document.getElementById("out").value, profile: document.getElementById("profile").value });
+        const r = await api("/api/jobs", { paths: [...chosen].map((k) => JSON.parse(k)), out: document.getElementById("out").value, profile: document.getElementById("profile").value });
         result.textContent = r.queued.length + " queued, " + r.already_known.length + " already known";
         refresh();
       } catch (e) { result.textContent = String(e.message || e); }
@@ -214,7 +223,7 @@ const videofarm = (() => {
       try {
         const { job, history } = await api("/api/jobs/" + encodeURIComponent(id));
         showError(null);
-        const rows = [["File", job.input], ["Output", job.output], ["Profile", job.profile], ["State", job.state],
+        const rows = [["File", shownPath(job.input)], ["Output", shownPath(job.output)], ["Profile", job.profile], ["State", job.state],
           ["Attempts", job.attempts + " of " + job.max_attempts], ["Worker", job.worker || "-"], ["Reason", job.error || "-"]];
         if (job.waiting_for) rows.push(["Waiting", job.waiting_for]);
         if (job.result) rows.push(["Size in → out", size(job.result.input_size) + " → " + size(job.result.output_size)], ["Took", duration(job.result.elapsed_s)]);

@@ -590,6 +590,30 @@ async fn enqueue(
 #[derive(Deserialize)]
 struct BrowseQuery {
     path: Option<PathBuf>,
+    /// The path as hex bytes: how the page names a folder whose name is not UTF-8 (a query
+    /// string's `path` is text).
+    path_bytes: Option<String>,
+}
+
+/// The longest path `path_bytes` names (Linux's PATH_MAX).
+const MAX_PATH_BYTES: usize = 4096;
+
+/// `hex` as the path whose bytes it spells, or why not.
+fn path_of_hex(hex: &str) -> ApiResult<PathBuf> {
+    let bad = || {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("path_bytes: an even number of hex digits, at most {MAX_PATH_BYTES} bytes"),
+        )
+    };
+    if !hex.len().is_multiple_of(2) || hex.len() > 2 * MAX_PATH_BYTES {
+        return Err(bad());
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2).ok_or_else(bad)?, 16).map_err(|_| bad()))
+        .collect::<ApiResult<Vec<u8>>>()?;
+    Ok(videofarm_core::pathser::from_bytes(bytes))
 }
 
 /// The folders and video files in a folder under the roots (the roots themselves without a path).
@@ -597,7 +621,11 @@ async fn browse(
     State(state): State<AppState>,
     Query(q): Query<BrowseQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let Some(path) = q.path else {
+    let path = match (q.path, q.path_bytes) {
+        (_, Some(hex)) => Some(path_of_hex(&hex)?),
+        (path, None) => path,
+    };
+    let Some(path) = path else {
         return Ok(Json(
             serde_json::json!({ "path": null, "entries": state.roots.iter().map(|r| serde_json::json!({"name": r.to_string_lossy(), "path": path_value(r), "dir": true})).collect::<Vec<_>>() }),
         ));

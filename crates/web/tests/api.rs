@@ -486,4 +486,40 @@ async fn a_name_that_is_not_utf8_is_listed_and_queued() {
     assert_eq!(body["queued"].as_array().unwrap().len(), 1, "{body}");
     let jobs = api.queue.jobs(&Default::default()).await.unwrap();
     assert_eq!(jobs[0].spec.input, tapes.join(name));
+
+    // A folder so named is opened by its bytes (a query string's `path` is text).
+    let folder = tapes.join(std::ffi::OsStr::from_bytes(b"\xe9t\xe9 1998"));
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("b.mpg"), b"a video").unwrap();
+    let hex: String = folder
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let (status, listing, _) = call(
+        &api,
+        "GET",
+        &format!("/api/browse?path_bytes={hex}"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{listing}");
+    assert!(listing["path"]["unix_bytes"].is_array(), "{listing}");
+    assert_eq!(listing["entries"][0]["name"], "b.mpg", "{listing}");
+    for bad in ["abc", "zz", &"00".repeat(5000)] {
+        let (status, _, _) = call(
+            &api,
+            "GET",
+            &format!("/api/browse?path_bytes={bad}"),
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    // Outside the roots by its bytes is outside all the same.
+    let (status, _, _) = call(&api, "GET", "/api/browse?path_bytes=2f657463", None, &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }
