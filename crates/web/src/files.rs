@@ -77,6 +77,10 @@ fn io_error(path: &Path, e: std::io::Error) -> ApiError {
             format!("{}: the disk that holds it is full", path.display()),
         );
     }
+    // Something planted where the farm keeps its own file (a link, a pipe): refused, said.
+    if e.kind() == ErrorKind::InvalidInput {
+        return ApiError(StatusCode::CONFLICT, format!("{}: {e}", path.display()));
+    }
     ApiError(
         StatusCode::INTERNAL_SERVER_ERROR,
         format!("{}: {e}", path.display()),

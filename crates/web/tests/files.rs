@@ -471,3 +471,29 @@ async fn an_upload_larger_than_the_job_can_produce_is_refused() {
     let (status, _) = call_bytes(&api, "PUT", &uri, vec![1; 1000], None).await;
     assert_eq!(status, StatusCode::OK, "a reasonable upload is taken");
 }
+
+/// A link planted under the name of a staging file (to a file outside the roots): the upload
+/// is refused with the reason, never written through.
+#[tokio::test]
+async fn a_link_planted_as_the_staging_file_is_never_written_through() {
+    let api = api(None);
+    let id = running_job(&api).await;
+    let victim = api.dir.path().join("outside/secret.mpg");
+    std::fs::create_dir_all(media(&api).join("out")).unwrap();
+    let staging = media(&api).join(format!("out/.videofarm-upload-{id}-1"));
+    std::os::unix::fs::symlink(&victim, &staging).unwrap();
+    let uri = format!("/api/files/{id}/output?attempt=1&offset=0");
+    let (status, body) = call_bytes(&api, "PUT", &uri, b"evil".to_vec(), None).await;
+    let said = String::from_utf8_lossy(&body);
+    assert_eq!(status, StatusCode::CONFLICT, "{said}");
+    assert!(said.contains("symbolic link"), "{said}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"secret");
+    let uri = format!(
+        "/api/files/{id}/output/commit?attempt=1&blake3={}",
+        blake3::hash(b"secret").to_hex()
+    );
+    let (status, _) = call_bytes(&api, "POST", &uri, vec![], None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "nothing staged to publish");
+    assert!(!media(&api).join("out/a.mkv").exists());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"secret");
+}

@@ -16,8 +16,10 @@
 //!   by this user, held open while it is used ([`OwnFolder`]).
 //! - **Reads of the farm's own small files are bounded** ([`read_own`]).
 //!
-//! Every function is blocking: async callers run them off the async threads
-//! (`spawn_blocking`), or only on files already checked to be plain (never a pipe).
+//! Each function is a system call or two that never waits on a pipe, socket or device (the
+//! opens that could are made without blocking and checked), so async code calls them directly;
+//! reading a large file through what they open (hashing a staged upload) runs off the async
+//! threads (`spawn_blocking`).
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
