@@ -294,15 +294,70 @@ fn a_picture_named_like_a_video_is_refused() {
         &picture,
     );
     std::fs::rename(&picture, farm.input.join("holiday.avi")).unwrap();
+    // A GIF too (it was encoded into a one-frame video).
+    let gif = farm.root().join("logo.gif");
+    ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120",
+            "-frames:v",
+            "1",
+        ],
+        &gif,
+    );
+    std::fs::rename(&gif, farm.input.join("logo.avi")).unwrap();
     let (code, records) = run_json(&farm);
     assert_eq!(code, Some(1), "{records:#?}");
-    let error = records[0]["error"].as_str().unwrap();
-    assert!(
-        error.contains("holiday.avi") && error.contains("still picture"),
-        "{error}"
-    );
-    assert_eq!(records[0]["attempts"], 1);
+    for name in ["holiday.avi", "logo.avi"] {
+        let record = by_input(&records, name);
+        let error = record["error"].as_str().unwrap();
+        assert!(
+            error.contains(name) && error.contains("still picture"),
+            "{error}"
+        );
+        assert_eq!(record["attempts"], 1);
+    }
     assert!(farm.outputs().is_empty(), "{:?}", farm.outputs());
+}
+
+/// A DVD recorder's MPEG-PS carries a navigation data stream that Matroska cannot hold: the
+/// built-in profiles leave it out and say so on the result (it failed three times, the reason
+/// "Error initializing output stream 0:2 --").
+#[test]
+fn a_dvd_recorders_navigation_stream_is_left_out_and_said() {
+    let farm = Farm::new();
+    ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=sample_rate=48000",
+            "-t",
+            "1",
+            "-c:v",
+            "mpeg2video",
+            "-c:a",
+            "mp2",
+            "-f",
+            "dvd",
+        ],
+        &farm.input.join("recorder.mpg"),
+    );
+    let (code, records) = run_json(&farm);
+    assert_eq!(code, Some(0), "{records:#?}");
+    let note = records[0]["result"]["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("left out 1 data stream (dvd_nav_packet)"),
+        "{records:#?}"
+    );
+    assert_eq!(records[0]["attempts"], 1, "{records:#?}");
+    assert!(farm.out.join("recorder.mkv").is_file());
 }
 
 /// A named pipe among the inputs fails alone with its reason, at once, and the good file beside

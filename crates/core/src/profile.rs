@@ -103,7 +103,7 @@ fn one() -> u32 {
 
 /// Every stream of the source but its video, copied.
 fn copy_other_streams() -> Vec<String> {
-    args(&["-map", "1", "-map", "-1:v", "-c", "copy"])
+    args(&["-map", "1", "-map", "-1:v", "-map", "-1:d", "-c", "copy"])
 }
 
 fn split_video(
@@ -137,7 +137,16 @@ fn args(list: &[&str]) -> Vec<String> {
 /// and encoder). Never split: a chunk per GPU session costs more than it saves. Only workers
 /// whose trial encode works run it (see the worker's capability check).
 fn hardware(name: &str, description: &str, codec: &str, video: &[&str]) -> Profile {
-    let mut all = args(&["-max_muxing_queue_size", "1000", "-map", "0", "-c", "copy"]);
+    let mut all = args(&[
+        "-max_muxing_queue_size",
+        "1000",
+        "-map",
+        "0",
+        "-map",
+        "-0:d",
+        "-c",
+        "copy",
+    ]);
     all.extend(args(video));
     Profile {
         min_ssim: None,
@@ -160,7 +169,7 @@ pub fn builtins() -> Vec<Profile> {
             name: "archive".into(),
             description: "The old farm's settings: libx264 CRF 17, every stream kept, audio and subtitles copied, Matroska".into(),
             extension: "mkv".into(),
-            args: args(&["-max_muxing_queue_size", "1000", "-map", "0", "-c", "copy", "-c:v", "libx264", "-crf", "17"]),
+            args: args(&["-max_muxing_queue_size", "1000", "-map", "0", "-map", "-0:d", "-c", "copy", "-c:v", "libx264", "-crf", "17"]),
             video_codec: "h264".into(),
             audio: AudioKeep::All,
             subtitles: SubtitleKeep::All,
@@ -213,7 +222,7 @@ pub fn builtins() -> Vec<Profile> {
             name: "hevc".into(),
             description: "HEVC (libx265 CRF 22), every stream kept, Matroska".into(),
             extension: "mkv".into(),
-            args: args(&["-max_muxing_queue_size", "1000", "-map", "0", "-c", "copy", "-c:v", "libx265", "-crf", "22", "-preset", "medium"]),
+            args: args(&["-max_muxing_queue_size", "1000", "-map", "0", "-map", "-0:d", "-c", "copy", "-c:v", "libx265", "-crf", "22", "-preset", "medium"]),
             video_codec: "hevc".into(),
             audio: AudioKeep::All,
             subtitles: SubtitleKeep::All,
@@ -224,7 +233,7 @@ pub fn builtins() -> Vec<Profile> {
             name: "av1".into(),
             description: "AV1 (libsvtav1 CRF 30, preset 8), every stream kept, Matroska".into(),
             extension: "mkv".into(),
-            args: args(&["-max_muxing_queue_size", "1000", "-map", "0", "-c", "copy", "-c:v", "libsvtav1", "-crf", "30", "-preset", "8", "-pix_fmt", "yuv420p"]),
+            args: args(&["-max_muxing_queue_size", "1000", "-map", "0", "-map", "-0:d", "-c", "copy", "-c:v", "libsvtav1", "-crf", "30", "-preset", "8", "-pix_fmt", "yuv420p"]),
             video_codec: "av1".into(),
             audio: AudioKeep::All,
             subtitles: SubtitleKeep::All,
@@ -451,12 +460,14 @@ mod tests {
     }
 
     #[test]
-    fn archive_is_exactly_the_old_command() {
+    fn archive_is_the_old_command_less_what_matroska_cannot_hold() {
         let profiles = Profiles::default();
         let archive = profiles.get("archive").unwrap();
+        // The old farm's `-map 0 -c copy -c:v libx264 -crf 17` failed on a data stream (a DVD
+        // recorder's navigation packets): those are left out, the job's result says so.
         assert_eq!(
             archive.args.join(" "),
-            "-max_muxing_queue_size 1000 -map 0 -c copy -c:v libx264 -crf 17"
+            "-max_muxing_queue_size 1000 -map 0 -map -0:d -c copy -c:v libx264 -crf 17"
         );
         assert_eq!(archive.extension, "mkv");
     }

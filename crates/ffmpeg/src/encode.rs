@@ -285,7 +285,24 @@ async fn drain_stderr<R: AsyncRead + Unpin>(
     tail
 }
 
-/// Keep a line for the failure message if it is an error (or worse), without its level tag:
+/// Damage ffmpeg reports below the error level: a demuxer's corrupt packets and a decoder's
+/// concealed errors (an MPEG-TS capture with garbage inside lost frames with only these said).
+/// Matched on ffmpeg's own words after the level, never on a file name alone.
+fn is_damage(level: &[u8], text: &[u8]) -> bool {
+    let has = |needle: &[u8]| text.windows(needle.len()).any(|w| w == needle);
+    match level {
+        b"warning" => {
+            text.starts_with(b"Packet corrupt")
+                || has(b": corrupt input packet in stream ")
+                || has(b": corrupt decoded frame in stream ")
+        }
+        b"info" => text.starts_with(b"concealing ") && has(b" errors in "),
+        _ => false,
+    }
+}
+
+/// Keep a line for the failure message if it is an error (or worse), or damage said at a
+/// lower level (see [`is_damage`]), without its level tag:
 /// `[libx264 @ 0x..] [error] text` -> `[libx264 @ 0x..] text`. A line without a tag continues
 /// the message before it, and is kept when that one was.
 fn push_error_line(tail: &mut Tail, keeping: &mut bool, line: &[u8]) {
@@ -306,7 +323,8 @@ fn push_error_line(tail: &mut Tail, keeping: &mut bool, line: &[u8]) {
         }
         return;
     };
-    *keeping = matches!(&rest[1..end], b"error" | b"fatal" | b"panic");
+    *keeping = matches!(&rest[1..end], b"error" | b"fatal" | b"panic")
+        || is_damage(&rest[1..end], &rest[end + 2..]);
     if *keeping {
         let mut kept = prefix.to_vec();
         kept.extend_from_slice(&rest[end + 2..]);
@@ -343,6 +361,25 @@ mod tests {
             "file:/a.mpg: Invalid data found when processing input\n\
              second line of that error\n\
              [mp4 @ 0x1] could not write header"
+        );
+    }
+
+    /// Damage that ffmpeg says only as a warning (or, concealed, as information) counts: an
+    /// MPEG-TS capture with garbage inside lost frames with nothing said at the error level.
+    #[test]
+    fn damage_said_below_the_error_level_is_kept() {
+        assert_eq!(
+            kept(&[
+                "[mpegts @ 0x1] [warning] changing packet size to 192",
+                "[mpegts @ 0x1] [warning] Packet corrupt (stream = 0, dts = 565200).",
+                "[warning] file:/a.ts: corrupt input packet in stream 0",
+                "[warning] file:/corrupt input packet in stream .ts: Multiple -c options",
+                "[mpeg2video @ 0x2] [info] concealing 40 DC, 40 AC, 40 MV errors in P frame",
+                "[info] concealing nothing: a name",
+            ]),
+            "[mpegts @ 0x1] Packet corrupt (stream = 0, dts = 565200).\n\
+             file:/a.ts: corrupt input packet in stream 0\n\
+             [mpeg2video @ 0x2] concealing 40 DC, 40 AC, 40 MV errors in P frame"
         );
     }
 }

@@ -30,8 +30,8 @@ mod tools_sys;
 
 pub use encode::{encode, EncodeError, EncodeRequest};
 pub use probe::{
-    decode_check, probe, probe_output, verify_chunk, verify_output, MediaInfo, ProbeError,
-    StreamInfo,
+    data_streams_left_out, decode_check, probe, probe_output, verify_chunk, verify_output,
+    MediaInfo, ProbeError, StreamInfo,
 };
 pub use quality::sampled_ssim;
 pub use tools::{Tools, ToolsError};

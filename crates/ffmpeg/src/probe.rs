@@ -27,12 +27,13 @@ pub struct StreamInfo {
 }
 
 impl MediaInfo {
-    /// True when the file is a still picture (a JPEG or PNG with a video's name), which ffmpeg
-    /// would happily turn into a one-frame "video".
+    /// True when the file is a picture (a JPEG, PNG or GIF with a video's name), which ffmpeg
+    /// would happily turn into a one-frame "video". A GIF counts even when it moves: no tape
+    /// was ever captured to one, and ffmpeg reads its frames with a picture's timing.
     pub fn is_still_image(&self) -> bool {
         self.format_name
             .as_deref()
-            .is_some_and(|f| f == "image2" || f.ends_with("_pipe"))
+            .is_some_and(|f| f == "image2" || f.ends_with("_pipe") || f == "gif")
     }
 
     pub fn count(&self, codec_type: &str) -> usize {
@@ -228,6 +229,30 @@ fn strip_file_prefix(line: &str, path: &Path) -> String {
 /// Seconds of slack allowed between the input's and the output's duration.
 pub fn duration_tolerance(input_s: f64) -> f64 {
     (input_s * 0.02).max(1.0)
+}
+
+/// What an output in a Matroska container (`extension` mkv or webm) leaves out of `input`: its
+/// data streams (a DVD recorder's navigation packets, a camera's timecode track), which Matroska
+/// cannot hold and the built-in profiles therefore do not map. Said on the job's result.
+pub fn data_streams_left_out(input: &MediaInfo, extension: &str) -> Option<String> {
+    if !["mkv", "webm"].contains(&extension.to_ascii_lowercase().as_str()) {
+        return None;
+    }
+    let data: Vec<&str> = input
+        .streams
+        .iter()
+        .filter(|s| s.codec_type == "data")
+        .map(|s| s.codec_name.as_str())
+        .collect();
+    if data.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "left out {} data stream{} ({}): Matroska holds only video, audio and subtitles",
+        data.len(),
+        if data.len() == 1 { "" } else { "s" },
+        data.join(", ")
+    ))
 }
 
 /// Check that a split tape's chunk `output` is what `profile` promises: its video codec, and

@@ -248,6 +248,14 @@ impl Attempt {
         let mut end = self.under_heartbeat(1.0, verifying).await;
         if let End::Done(report) = &mut end {
             report.frames = frames;
+            if let Some(left_out) =
+                videofarm_ffmpeg::data_streams_left_out(&input_info, &work.extension)
+            {
+                report.note = Some(match report.note.take() {
+                    Some(note) => format!("{note}; {left_out}"),
+                    None => left_out,
+                });
+            }
         }
         end
     }
