@@ -101,11 +101,14 @@ fn cancelling_a_tape(farm: Farm, records: bool, by: By) {
     let id = enqueue_split(&farm, &tape, "2");
     let work = work_folder(&farm, "tape.mkv");
     let worker = farm.spawn_worker("w", 1);
+    // A chunk, not the tape's own attempt planning it (which ends once the chunks are queued,
+    // and the tape then waits queued until a chunk starts).
     wait_until("a chunk is encoding", Duration::from_secs(30), || {
-        farm.inspect()
-            .iter()
-            .any(|w| w["active"].as_array().is_some_and(|a| !a.is_empty()))
-            && work.exists()
+        farm.inspect().iter().any(|w| {
+            w["active"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|job| job["id"] != id.as_str()))
+        }) && work.exists()
     });
     if records {
         // One job to the user: the tape runs while a chunk of it does.
