@@ -281,33 +281,22 @@ fn damage_inside_an_input_is_reported_and_can_fail_the_job() {
 #[test]
 fn a_picture_named_like_a_video_is_refused() {
     let farm = Farm::new();
-    let picture = farm.root().join("photo.jpg");
-    ffmpeg(
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=160x120",
-            "-frames:v",
-            "1",
-        ],
-        &picture,
-    );
-    std::fs::rename(&picture, farm.input.join("holiday.avi")).unwrap();
-    // A GIF too (it was encoded into a one-frame video).
-    let gif = farm.root().join("logo.gif");
-    ffmpeg(
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=160x120",
-            "-frames:v",
-            "1",
-        ],
-        &gif,
-    );
-    std::fs::rename(&gif, farm.input.join("logo.avi")).unwrap();
+    // A JPEG, and a GIF (it was encoded into a one-frame video), each named like a video.
+    for (made, named) in [("photo.jpg", "holiday.avi"), ("logo.gif", "logo.avi")] {
+        let picture = farm.root().join(made);
+        ffmpeg(
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=160x120",
+                "-frames:v",
+                "1",
+            ],
+            &picture,
+        );
+        std::fs::rename(&picture, farm.input.join(named)).unwrap();
+    }
     let (code, records) = run_json(&farm);
     assert_eq!(code, Some(1), "{records:#?}");
     for name in ["holiday.avi", "logo.avi"] {
@@ -328,27 +317,7 @@ fn a_picture_named_like_a_video_is_refused() {
 #[test]
 fn a_dvd_recorders_navigation_stream_is_left_out_and_said() {
     let farm = Farm::new();
-    ffmpeg(
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=160x120:rate=25",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=sample_rate=48000",
-            "-t",
-            "1",
-            "-c:v",
-            "mpeg2video",
-            "-c:a",
-            "mp2",
-            "-f",
-            "dvd",
-        ],
-        &farm.input.join("recorder.mpg"),
-    );
+    clip_muxed(&farm.input.join("recorder.mpg"), 1, "dvd");
     let (code, records) = run_json(&farm);
     assert_eq!(code, Some(0), "{records:#?}");
     let note = records[0]["result"]["note"].as_str().unwrap_or_default();

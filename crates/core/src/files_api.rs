@@ -71,8 +71,10 @@ pub struct Committed {
     #[serde(default)]
     pub already: bool,
     /// What the server found in the file it published: the job's record describes this file,
-    /// not the worker's copy of it.
-    pub file: PublishedFile,
+    /// not the worker's copy of it. Absent from a server of an earlier version (a farm being
+    /// upgraded): the worker's own measures stand.
+    #[serde(default)]
+    pub file: Option<PublishedFile>,
 }
 
 /// A published file as the server measured it.

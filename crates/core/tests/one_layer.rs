@@ -15,6 +15,10 @@ const NOT_MEDIA: &[(&str, &str)] = &[
     ("crates/cli/src/broker.rs", "/proc/sys/kernel/hostname"),
     ("crates/cli/src/settings.rs", "the configuration file"),
     (
+        "crates/cli/src/settings_fuzz.rs",
+        "the config fuzzer's temporary files (tests only)",
+    ),
+    (
         "crates/ffmpeg/src/tools.rs",
         "the size and date of the ffmpeg binaries",
     ),

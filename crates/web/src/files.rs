@@ -664,7 +664,7 @@ pub async fn output_commit(
                 Ok(file) => Ok(Json(Committed {
                     published: spec.output.clone(),
                     already: true,
-                    file,
+                    file: Some(file),
                 })),
                 Err(why) => Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, why)),
             };
@@ -678,6 +678,6 @@ pub async fn output_commit(
     Ok(Json(Committed {
         published: spec.output.clone(),
         already: false,
-        file,
+        file: Some(file),
     }))
 }

@@ -51,13 +51,7 @@ async fn call_bytes(
 /// Job `a`, queued and taken by a worker: the running attempt 1 that may upload.
 async fn running_job(api: &Api) -> videofarm_core::JobId {
     std::fs::write(media(api).join("tapes/a.mpg"), b"input").unwrap();
-    let id = api
-        .queue
-        .enqueue(spec(api, "a"), false)
-        .await
-        .unwrap()
-        .id()
-        .clone();
+    let id = queued(api, "a").await;
     api.queue
         .lease(&worker(), Duration::from_secs(1))
         .await
@@ -89,13 +83,7 @@ async fn files_move_for_the_running_attempt_only() {
     clip(&media(&api).join("tapes/a.mpg"));
     let input = std::fs::read(media(&api).join("tapes/a.mpg")).unwrap();
     let half = input.len() / 2;
-    let id = api
-        .queue
-        .enqueue(spec(&api, "a"), false)
-        .await
-        .unwrap()
-        .id()
-        .clone();
+    let id = queued(&api, "a").await;
     let (status, _) =
         call_bytes(&api, "GET", &format!("/api/files/{id}/input"), vec![], None).await;
     assert_eq!(
@@ -189,12 +177,9 @@ async fn files_move_for_the_running_attempt_only() {
     assert_eq!(status, StatusCode::OK);
     // The answer describes the file published, as the server measured it.
     let committed: videofarm_core::files_api::Committed = serde_json::from_slice(&body).unwrap();
+    let file = committed.file.expect("the file as measured");
     assert_eq!(
-        (
-            committed.file.frames,
-            committed.file.size,
-            committed.already
-        ),
+        (file.frames, file.size, committed.already),
         (25, output.len() as u64, false)
     );
     assert!(

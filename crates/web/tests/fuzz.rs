@@ -10,7 +10,6 @@ use axum::http::{Request, StatusCode};
 use common::*;
 use proptest::prelude::*;
 use tower::ServiceExt;
-use videofarm_core::Queue;
 use videofarm_fuzzing::{bytes, json};
 use videofarm_web::router;
 
@@ -59,13 +58,7 @@ async fn send(api: &Api, method: &str, uri: &str, body: Vec<u8>) -> StatusCode {
 fn answers(endpoint: usize, real_job: bool, body: Vec<u8>) -> Result<(), TestCaseError> {
     runtime().block_on(async {
         let api = api(None);
-        let job = api
-            .queue
-            .enqueue(spec(&api, "a"), false)
-            .await
-            .unwrap()
-            .id()
-            .clone();
+        let job = queued(&api, "a").await;
         let id = if real_job {
             job.0.clone()
         } else {

@@ -403,6 +403,12 @@ pub fn ffmpeg(args: &[&str], out: &Path) {
 
 /// A tape-like clip: MPEG-2 video and MP2 stereo audio in MPEG-PS, `secs` long, 160x120.
 pub fn clip(path: &Path, secs: u32) {
+    clip_muxed(path, secs, "mpeg");
+}
+
+/// [`clip`] through ffmpeg's muxer `muxer` (`dvd`: a DVD recorder's MPEG-PS, with its
+/// navigation packets).
+pub fn clip_muxed(path: &Path, secs: u32, muxer: &str) {
     let t = secs.to_string();
     ffmpeg(
         &[
@@ -423,7 +429,7 @@ pub fn clip(path: &Path, secs: u32) {
             "-ac",
             "2",
             "-f",
-            "mpeg",
+            muxer,
         ],
         path,
     );

@@ -63,16 +63,14 @@ pub fn plain_file(path: &Path) -> std::io::Result<()> {
 /// Open (or create) `name` in the checked folder `dir` for the farm's own bookkeeping (a lock, a
 /// mark): a link planted there is never followed, and anything but a plain file is refused.
 pub fn open_own(dir: &Path, name: &std::ffi::OsStr, create: bool) -> std::io::Result<File> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(dir.join(name))
-        .map_err(|e| refuse_link(name, e))?;
-    plain(&file, name)?;
-    Ok(file)
+    open_own_with(
+        &dir.join(name),
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false),
+    )
 }
 
 /// Create `name` in the checked folder `dir`, new: nothing there is overwritten, and a link
@@ -167,23 +165,20 @@ pub fn read_own(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
 /// Open the farm's own file at `path` (a staged upload) for reading: never through a link,
 /// never waiting on a pipe, a plain file only.
 pub fn open_own_read(path: &Path) -> std::io::Result<File> {
-    let name = path.file_name().unwrap_or_default();
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| refuse_link(name, e))?;
-    plain(&file, name)?;
-    Ok(file)
+    open_own_with(path, std::fs::OpenOptions::new().read(true))
 }
 
 /// Open the farm's own file at `path` (a staged upload) to add to its end, made if missing:
 /// never through a link, never waiting on a pipe, a plain file only.
 pub fn open_own_append(path: &Path) -> std::io::Result<File> {
+    open_own_with(path, std::fs::OpenOptions::new().create(true).append(true))
+}
+
+/// Open `path` as `options` say, without following a link there or waiting on a pipe, and
+/// refuse anything but a plain file.
+fn open_own_with(path: &Path, options: &mut std::fs::OpenOptions) -> std::io::Result<File> {
     let name = path.file_name().unwrap_or_default();
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
+    let file = options
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| refuse_link(name, e))?;

@@ -141,6 +141,17 @@ pub fn archive_encode(input: &std::path::Path, output: &std::path::Path) -> Vec<
     std::fs::read(output).unwrap()
 }
 
+/// Queue job `name` (`spec(api, name)`); its id.
+pub async fn queued(api: &Api, name: &str) -> videofarm_core::JobId {
+    use videofarm_core::Queue;
+    api.queue
+        .enqueue(spec(api, name), false)
+        .await
+        .unwrap()
+        .id()
+        .clone()
+}
+
 pub fn worker() -> WorkerInfo {
     WorkerInfo {
         pid: 42,

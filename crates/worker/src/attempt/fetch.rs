@@ -129,13 +129,18 @@ impl Remote {
             End::Done(report) => {
                 match send(attempt, &files, &spec, &output, (&reporter, progress)).await {
                     // The record describes the file the server published, as it measured it.
-                    Ok(committed) => End::Done(videofarm_core::SuccessReport {
-                        output_size: committed.file.size,
-                        duration_s: committed.file.duration_s,
-                        frames: committed.file.frames,
-                        already_done: report.already_done || committed.already,
+                    Ok(Committed {
+                        file: Some(file),
+                        already,
+                        ..
+                    }) => End::Done(videofarm_core::SuccessReport {
+                        output_size: file.size,
+                        duration_s: file.duration_s,
+                        frames: file.frames,
+                        already_done: report.already_done || already,
                         ..report
                     }),
+                    Ok(_) => End::Done(report),
                     Err(e) => failed(e),
                 }
             }
@@ -238,8 +243,8 @@ async fn send(
             files.send_output(id, number, local, Some(reporter)),
         )
         .await;
-    if let Ok(committed) = &sent {
-        tracing::info!(output = %spec.output.display(), frames = committed.file.frames, "published by the file server");
+    if sent.is_ok() {
+        tracing::info!(output = %spec.output.display(), "published by the file server");
     }
     sent
 }

@@ -21,8 +21,7 @@ use futures_lite::StreamExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use videofarm_core::files_api::{Committed, ErrorBody, InputAnswer, MarkKind, Staged};
-use videofarm_core::{Failure, JobId};
+use videofarm_core::{files_api::*, Failure, JobId};
 
 mod patience;
 use patience::Patience;
