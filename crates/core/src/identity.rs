@@ -22,7 +22,7 @@ pub struct Identity {
 /// Compute the identity of encoding `input` with `profile` into `output`.
 pub fn identify(input: &Path, profile: &str, output: &Path) -> io::Result<Identity> {
     // Never waits on a named pipe: refused with the reason.
-    let mut file = crate::confine::open_read(input)?;
+    let mut file = crate::confine::fs::open_read(input)?;
     let meta = file.metadata()?;
     let size = meta.len();
     let mut hasher = blake3::Hasher::new();

@@ -27,7 +27,7 @@ const MAX_READ: u64 = 1 << 20;
 pub fn read(path: &Path) -> Option<MediaInfo> {
     // Never waits on a pipe put where a file was expected.
     read_from(BufReader::new(
-        videofarm_core::confine::open_read(path).ok()?,
+        videofarm_core::confine::fs::open_read(path).ok()?,
     ))
 }
 

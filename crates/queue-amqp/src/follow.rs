@@ -36,6 +36,9 @@ pub(crate) struct Follower {
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// One mark at a time.
     marking: tokio::sync::Mutex<()>,
+    /// The stream has taken a write of this process's: it is ready, and a reconnect need not
+    /// ask again (see `first_record`).
+    writable: AtomicBool,
 }
 
 impl Follower {
@@ -54,6 +57,7 @@ impl Follower {
             caught_up: AtomicBool::new(false),
             task: Mutex::new(None),
             marking: tokio::sync::Mutex::new(()),
+            writable: AtomicBool::new(false),
         }
     }
 }
@@ -85,7 +89,11 @@ impl Inner {
 
     /// A connection's first write to the records stream, on its publish channel: a mark, so a
     /// stream that takes no writes yet is found before anything that matters is written.
+    /// Once per process: the stream, once ready, stays so.
     pub(crate) async fn first_record(&self, publish: &Channel) -> Result<(), QueueError> {
+        if self.follower.writable.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         // Sequence number 0, outside the order of this process's facts: this mark may be
         // written while a fact numbered before it waits for this very connection, and a read
         // waits for its own facts by their highest number (a numbered mark here let a read
@@ -112,6 +120,7 @@ impl Inner {
         if !confirm.is_ack() {
             return Err(backend("the broker refused the write"));
         }
+        self.follower.writable.store(true, Ordering::SeqCst);
         Ok(())
     }
 
@@ -365,18 +374,27 @@ fn stream_offset(properties: &BasicProperties) -> Option<u64> {
 
 impl Inner {
     /// Bring the records up to date, then read them off the async threads.
+    /// What is read for users (status, jobs, the page, the sweeps) first records the attempts
+    /// of worker connections that are gone (see `presence`).
     pub(crate) async fn read_records<T: Send + 'static>(
         self: &Arc<Self>,
         read: impl FnOnce(&records::RecordStore) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, QueueError> {
         self.sync_records().await?;
         match self.record_lost_sessions().await {
-            Ok(true) => {
-                self.sync_records().await?;
-            }
-            Ok(false) => {}
+            Ok(true) => {}
+            Ok(false) => return self.read_synced(read).await,
             Err(e) => tracing::debug!(error = %e, "could not look for lost worker connections"),
         }
+        self.sync_records().await?;
+        self.read_synced(read).await
+    }
+
+    /// Read the records as this process last brought them up to date, off the async threads.
+    pub(crate) async fn read_synced<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&records::RecordStore) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, QueueError> {
         let store = self.follower.store.clone();
         tokio::task::spawn_blocking(move || read(&store))
             .await

@@ -284,8 +284,11 @@ impl Inner {
     async fn begun(self: &Arc<Self>, env: &Envelope) -> Result<Begun, QueueError> {
         self.follower.read_all_again();
         let (id, queued_ms, attempt) = (env.id.clone(), env.created_ms, env.attempts + 1);
+        // Read as written, without first looking for gone sessions: a running attempt and a
+        // lost one mean the same here (lost), and looking would wait on the broker.
+        self.sync_records().await?;
         let found = self
-            .read_records(move |store| store.attempt_outcome(&id, queued_ms, attempt))
+            .read_synced(move |store| store.attempt_outcome(&id, queued_ms, attempt))
             .await?;
         // A released attempt is not counted: the copy handed back carries its number again,
         // and was not begun while that row is the last of the number (found by the long model

@@ -547,7 +547,7 @@ async fn enqueue(
         .filter_map(|job| {
             match confine::existing_within(&state.roots, &job.input).and_then(|real| {
                 // A named pipe (or a device) is no video, and is never opened.
-                confine::plain_file(&real)
+                confine::fs::plain_file(&real)
                     .map(|()| real)
                     .map_err(|e| confine::ConfineError::Io {
                         path: job.input.display().to_string(),

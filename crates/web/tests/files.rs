@@ -482,3 +482,28 @@ async fn a_link_planted_as_the_staging_file_is_never_written_through() {
     assert!(!media(&api).join("out/a.mkv").exists());
     assert_eq!(std::fs::read(&victim).unwrap(), b"secret");
 }
+
+/// A server without ffmpeg cannot check an upload, so it publishes none (before, the hash was
+/// the only check there).
+#[tokio::test]
+async fn without_ffmpeg_the_server_publishes_nothing() {
+    let api = api(None);
+    assert!(api.state.tools.is_none());
+    let id = running_job(&api).await;
+    let uri = format!("/api/files/{id}/output?attempt=1&offset=0");
+    assert_eq!(
+        call_bytes(&api, "PUT", &uri, b"an encode".to_vec(), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let uri = format!(
+        "/api/files/{id}/output/commit?attempt=1&blake3={}",
+        blake3::hash(b"an encode").to_hex()
+    );
+    let (status, body) = call_bytes(&api, "POST", &uri, vec![], None).await;
+    let said = String::from_utf8_lossy(&body);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{said}");
+    assert!(said.contains("cannot check an upload"), "{said}");
+    assert!(!media(&api).join("out/a.mkv").exists());
+}

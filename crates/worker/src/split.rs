@@ -488,7 +488,7 @@ mod tests {
 
     /// A link planted at the name of a file the farm writes in a work folder is replaced by the
     /// rename, not written through: the file outside stays as it was. (The temporary file
-    /// before it is made new, never through a link: `confine::create_new`, tested in core.)
+    /// before it is made new, never through a link: `confine::fs::create_new`, tested in core.)
     #[test]
     fn a_file_written_in_a_work_folder_never_goes_through_a_planted_link() {
         let dir = tempfile::tempdir().unwrap();

@@ -83,23 +83,6 @@ pub fn create_new(dir: &Path, name: &std::ffi::OsStr) -> std::io::Result<File> {
         .open(dir.join(name))
 }
 
-/// A folder the farm made for itself (a tape's work folder): a real folder, not a link, owned by
-/// this user. Anything else in its place is refused.
-pub fn own_folder(path: &Path) -> std::io::Result<()> {
-    let meta = std::fs::symlink_metadata(path)?;
-    if meta.file_type().is_symlink() || !meta.is_dir() {
-        return Err(std::io::Error::new(
-            ErrorKind::InvalidInput,
-            format!(
-                "{}: not a folder this farm made but {}",
-                path.display(),
-                kind_name(meta.file_type())
-            ),
-        ));
-    }
-    owned_by_me(path, &meta)
-}
-
 /// A link (or a pipe) where the farm opens its own file: said so, in words (the kernel says
 /// "too many levels of symbolic links", or for a pipe opened to write without waiting and with
 /// no reader, "no such device or address").
@@ -246,11 +229,10 @@ pub fn create_dir_all(path: &Path) -> std::io::Result<()> {
 }
 
 /// Remove a folder the farm made and everything in it, after checking it is one
-/// ([`own_folder`]): a link in its place is refused, and links inside are removed, never
+/// ([`OwnFolder`]): a link in its place is refused, and links inside are removed, never
 /// followed (std's `remove_dir_all` opens each level without following links).
 pub fn remove_own_folder(path: &Path) -> std::io::Result<()> {
-    own_folder(path)?;
-    std::fs::remove_dir_all(path)
+    OwnFolder::open(path)?.remove()
 }
 
 /// Remove the empty folder `path` (a link there is an error, never followed).
@@ -370,7 +352,8 @@ impl OwnFolder {
                     format!(
                         "{}: not a folder this farm made but {}",
                         path.display(),
-                        kind(path).map_or("something else", kind_word)
+                        std::fs::symlink_metadata(path)
+                            .map_or("something else", |m| kind_name(m.file_type()))
                     ),
                 ),
                 _ => refuse_link(name, e),
@@ -401,15 +384,6 @@ impl OwnFolder {
     /// A path naming this folder for as long as `self` lives: join names to it.
     pub fn io_path(&self) -> PathBuf {
         fd_path(&self.file)
-    }
-}
-
-fn kind_word(kind: Kind) -> &'static str {
-    match kind {
-        Kind::File => "a file",
-        Kind::Folder => "a folder",
-        Kind::Link => "a symbolic link",
-        Kind::Other => "a named pipe, socket or device",
     }
 }
 

@@ -351,7 +351,7 @@ impl RecordStore {
         tx.execute_batch("DELETE FROM origins; DELETE FROM meta;")?;
         tx.execute(
             "UPDATE attempts SET outcome = 'lost', finished_ms = ?1, error = ?2
-             WHERE outcome IN ('running', 'publishing')",
+             WHERE outcome = 'running'",
             params![now, STREAM_MADE_ANEW],
         )?;
         tx.execute(
