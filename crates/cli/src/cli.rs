@@ -50,6 +50,9 @@ pub enum Command {
     Jobs(JobsArgs),
     /// The live workers and what each is doing right now.
     Inspect(JsonArgs),
+    /// What a tape's signal says: black, clipped, frozen and silent stretches, lost frames,
+    /// field order, each with its time (measured while it was encoded).
+    Report(ReportArgs),
     /// Queue failed or cancelled jobs again.
     Retry(RetryArgs),
     /// Cancel queued or running jobs (a running encode is stopped and its partial output removed).
@@ -174,6 +177,15 @@ pub struct JobsArgs {
     /// The most recently finished first.
     #[arg(long)]
     pub newest: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The job's id (see `videofarm jobs`).
+    pub id: String,
+    /// The whole report as JSON (with its timeline), as `GET /api/jobs/{id}` gives it.
     #[arg(long)]
     pub json: bool,
 }

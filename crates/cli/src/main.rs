@@ -55,6 +55,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             Command::Status(args) => commands::status::status(&settings, args).await,
             Command::Jobs(args) => commands::jobs::jobs(&settings, args).await,
             Command::Inspect(args) => commands::inspect::inspect(&settings, args).await,
+            Command::Report(args) => commands::report::report(&settings, args).await,
             Command::Retry(args) => commands::retry::retry(&settings, args).await,
             Command::Cancel(args) => commands::cancel::cancel(&settings, args).await,
             Command::Profiles => Ok(commands::profiles::profiles(&settings)),

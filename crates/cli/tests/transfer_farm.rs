@@ -163,6 +163,13 @@ fn split_over_a_mixed_farm(farm: Farm) {
     let (streams, duration) = probe(&out.join("tape.mkv"));
     assert_eq!(streams[0].1, "h264");
     assert!((duration - 12.0).abs() < 0.3, "{duration}");
+    // The tape's report counts every frame once: each chunk's measurements reached the join,
+    // those of the worker without the media through the file server.
+    assert_eq!(
+        jobs[0]["result"]["tape"]["frames"], 300,
+        "{:#}",
+        jobs[0]["result"]["tape"]["fields"]
+    );
     let far_chunks = encoded_chunks(&farm.log("far"));
     let near_chunks = encoded_chunks(&farm.log("near"));
     assert!(

@@ -37,6 +37,8 @@ pub enum MarkKind {
     Failed,
     /// The damage the chunk's encode saw in its part of the input.
     Warnings,
+    /// The signal it measured there, for its tape's report (a `report::Signal` in JSON).
+    Signal,
 }
 
 impl MarkKind {
@@ -44,6 +46,7 @@ impl MarkKind {
         match self {
             MarkKind::Failed => "failed",
             MarkKind::Warnings => "warnings",
+            MarkKind::Signal => "signal",
         }
     }
 }

@@ -293,6 +293,10 @@ pub struct SuccessReport {
     /// (1.0 is identical), for profiles with `min_ssim`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssim: Option<f64>,
+    /// What the tape's signal says (black, clipped, silent, lost frames, field order), measured
+    /// in the encode's own decode pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tape: Option<Box<crate::report::TapeReport>>,
 }
 
 impl SuccessReport {

@@ -12,6 +12,7 @@
 //! - [`clock`]: an injectable clock so lease and backoff logic is testable without sleeping.
 //! - [`plan`]: files and folders into planned jobs (the scan behind `run`, `enqueue` and `watch`).
 //! - [`confine`]: confinement to the media roots, checked on open files, not on paths.
+//! - [`report`]: the tape report: a tape's measured signal and the faults it names.
 //! - [`split`]: one long input encoded by many workers: the setting, chunks, work folders.
 //! - [`pathser`]: serde for file names that are not UTF-8.
 
@@ -27,6 +28,7 @@ pub mod pathser;
 pub mod plan;
 pub mod profile;
 pub mod queue;
+pub mod report;
 pub mod split;
 pub mod sweep;
 

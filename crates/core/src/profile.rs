@@ -50,9 +50,17 @@ pub struct Profile {
     /// is below this fails (the score is recorded on every job of a profile that has one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_ssim: Option<f64>,
+    /// Whether jobs of this profile measure the tape for its report (on unless set to false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<bool>,
 }
 
 impl Profile {
+    /// Whether the tape is measured for its report while it is encoded.
+    pub fn reports(&self) -> bool {
+        self.report.unwrap_or(true)
+    }
+
     /// Whether the audio is copied as it is rather than encoded again (the last option that
     /// sets an audio codec, `-c copy` included, says so, as ffmpeg reads them).
     pub fn copies_audio(&self) -> bool {
@@ -150,6 +158,7 @@ fn hardware(name: &str, description: &str, codec: &str, video: &[&str]) -> Profi
     all.extend(args(video));
     Profile {
         min_ssim: None,
+        report: None,
         name: name.into(),
         description: description.into(),
         extension: "mkv".into(),
@@ -166,6 +175,7 @@ pub fn builtins() -> Vec<Profile> {
     vec![
         Profile {
             min_ssim: None,
+        report: None,
             name: "archive".into(),
             description: "The old farm's settings: libx264 CRF 17, every stream kept, audio and subtitles copied, Matroska".into(),
             extension: "mkv".into(),
@@ -177,6 +187,7 @@ pub fn builtins() -> Vec<Profile> {
         },
         Profile {
             min_ssim: None,
+        report: None,
             name: "vhs".into(),
             description: "Interlaced SD captures: bwdif deinterlace to full field rate, libx264 CRF 18, audio to AAC, Matroska".into(),
             extension: "mkv".into(),
@@ -199,6 +210,7 @@ pub fn builtins() -> Vec<Profile> {
         },
         Profile {
             min_ssim: None,
+        report: None,
             name: "web".into(),
             description: "H.264 + AAC in MP4 with faststart, for browsers and phones".into(),
             extension: "mp4".into(),
@@ -219,6 +231,7 @@ pub fn builtins() -> Vec<Profile> {
         },
         Profile {
             min_ssim: None,
+        report: None,
             name: "hevc".into(),
             description: "HEVC (libx265 CRF 22), every stream kept, Matroska".into(),
             extension: "mkv".into(),
@@ -230,6 +243,7 @@ pub fn builtins() -> Vec<Profile> {
         },
         Profile {
             min_ssim: None,
+        report: None,
             name: "av1".into(),
             description: "AV1 (libsvtav1 CRF 30, preset 8), every stream kept, Matroska".into(),
             extension: "mkv".into(),
@@ -499,6 +513,7 @@ mod tests {
             "evil".to_owned(),
             Profile {
                 min_ssim: None,
+                report: None,
                 name: String::new(),
                 description: String::new(),
                 extension: "mkv".into(),

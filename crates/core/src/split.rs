@@ -190,6 +190,14 @@ pub fn warnings_name(index: u32) -> String {
     format!("chunk-{index:05}.warnings")
 }
 
+/// Where a chunk's measured signal (for its tape's report) waits for the join.
+pub fn signal_name(index: u32) -> String {
+    format!("chunk-{index:05}.signal")
+}
+
+/// The most a chunk's signal file may hold (half-second bins: hours of tape).
+pub const SIGNAL_MAX_BYTES: usize = 4 << 20;
+
 /// The identity key of chunk `index` of the job keyed `parent_key`.
 pub fn chunk_key(parent_key: &str, index: u32) -> String {
     blake3::hash(format!("{parent_key}\0chunk\0{index}").as_bytes())

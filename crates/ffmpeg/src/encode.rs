@@ -3,6 +3,7 @@
 //! Ctrl-C in the terminal reaches the worker, which stops ffmpeg itself and cleans up) and gets
 //! SIGKILL from the kernel if its worker dies, so it can never race a redelivered job.
 
+use crate::analyse::Analyser;
 use crate::header::HeaderReader;
 use crate::{file_url, progress::ProgressParser, tail::Tail, tools::Tools, MediaInfo};
 use std::path::Path;
@@ -13,6 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use videofarm_core::report::Signal;
 use videofarm_core::Progress;
 
 /// What ffmpeg prints when the output could not be written, whatever its exit status.
@@ -45,6 +47,9 @@ pub struct EncodeRequest<'a> {
     pub stall_after: Duration,
     /// Kill ffmpeg when the whole encode takes longer than this.
     pub timeout: Option<Duration>,
+    /// A second output that measures the input for the tape report
+    /// ([`crate::analyse::analysis_args`]), read from stderr into [`Encoded::signal`].
+    pub analysis: Option<&'a [std::ffi::OsString]>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +121,9 @@ pub fn encode_args(req: &EncodeRequest<'_>) -> Vec<std::ffi::OsString> {
     }
     argv.push("-y".into());
     argv.push(file_url(req.output));
+    if let Some(analysis) = req.analysis {
+        argv.extend(analysis.iter().cloned());
+    }
     argv
 }
 
@@ -127,6 +135,8 @@ pub struct Encoded {
     pub errors: u64,
     /// The last of them.
     pub error_tail: String,
+    /// What the measuring output found, when there was one.
+    pub signal: Option<Signal>,
 }
 
 /// Run the encode, sending progress snapshots to `progress`, until it ends or `cancel` fires.
@@ -143,6 +153,7 @@ pub async fn encode(
         stderr,
         HeaderReader::new(url.as_encoded_bytes()),
         req.input_info.clone(),
+        req.analysis.map(|_| Analyser::default()),
     ));
 
     let mut lines = BufReader::new(stdout).lines();
@@ -177,8 +188,8 @@ pub async fn encode(
                     path: req.tools.ffmpeg.display().to_string(),
                     source,
                 })?;
-                let tail = stderr_task.await.unwrap_or_else(|_| Tail::new(1));
-                return exited(status, &tail);
+                let (tail, signal) = stderr_task.await.unwrap_or_else(|_| (Tail::new(1), None));
+                return exited(status, &tail).map(|encoded| Encoded { signal, ..encoded });
             }
             _ = cancel.cancelled() => break Some(EncodeError::Cancelled),
             _ = ticker.tick() => {
@@ -195,7 +206,7 @@ pub async fn encode(
     };
     let _ = child.start_kill();
     let _ = child.wait().await;
-    let tail = stderr_task.await.map(|t| t.text()).unwrap_or_default();
+    let tail = stderr_task.await.map(|(t, _)| t.text()).unwrap_or_default();
     Err(match stop {
         Some(EncodeError::Stalled { after, .. }) => EncodeError::Stalled {
             after,
@@ -237,6 +248,7 @@ fn exited(status: std::process::ExitStatus, tail: &Tail) -> Result<Encoded, Enco
         return Ok(Encoded {
             errors: tail.count(),
             error_tail: tail.text(),
+            signal: None,
         });
     }
     let reason = tail
@@ -253,12 +265,14 @@ fn exited(status: std::process::ExitStatus, tail: &Tail) -> Result<Encoded, Enco
 }
 
 /// Read ffmpeg's stderr to its end: hand the input's header to `header_out` as soon as it is
-/// complete, and keep the last error lines (split on `\n` and `\r`) for the failure message.
+/// complete, keep the last error lines (split on `\n` and `\r`) for the failure message, and
+/// read the measuring output's lines into `analyser`.
 async fn drain_stderr<R: AsyncRead + Unpin>(
     mut reader: R,
     mut header: HeaderReader,
     header_out: Option<watch::Sender<Option<Option<MediaInfo>>>>,
-) -> Tail {
+    mut analyser: Option<Analyser>,
+) -> (Tail, Option<Signal>) {
     let mut tail = Tail::new(30);
     let mut buf = vec![0u8; 8192];
     let mut line = Vec::new();
@@ -273,6 +287,9 @@ async fn drain_stderr<R: AsyncRead + Unpin>(
                 for &b in &buf[..n] {
                     if b == b'\n' || b == b'\r' {
                         push_error_line(&mut tail, &mut keeping, &line);
+                        if let Some(analyser) = &mut analyser {
+                            analyser.line(&line);
+                        }
                         line.clear();
                     } else if line.len() < 4096 {
                         line.push(b);
@@ -282,7 +299,11 @@ async fn drain_stderr<R: AsyncRead + Unpin>(
         }
     }
     push_error_line(&mut tail, &mut keeping, &line);
-    tail
+    let signal = analyser.map(|mut a| {
+        a.line(&line);
+        a.finish()
+    });
+    (tail, signal)
 }
 
 /// Damage ffmpeg reports below the error level: a demuxer's corrupt packets and a decoder's

@@ -11,12 +11,14 @@
 //! - [`tools`]: finding the ffmpeg and ffprobe binaries.
 //! - [`probe`]: ffprobe's view of a file, and the checks an output must pass.
 //! - [`encode`]: running one encode with progress.
+//! - [`analyse`]: the tape report's measurements, taken in the encode's decode pass.
 //! - `header`: the input's description read from ffmpeg's own header.
 //! - [`matroska`]: an encoded Matroska file's duration and tracks, read in-process.
 //! - [`packets`]: the first video stream's packets and clocks, for split encoding.
 //! - [`progress`]: parsing `-progress` output.
 //! - [`tail`]: the bounded stderr tail.
 
+pub mod analyse;
 pub mod encode;
 mod header;
 pub mod matroska;

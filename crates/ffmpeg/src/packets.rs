@@ -127,9 +127,15 @@ pub async fn video_packets(tools: &Tools, path: &Path) -> Result<VideoPackets, P
         .and_then(|t| t.parse().ok())
         .unwrap_or(0.0);
     // JSON, not CSV: MPEG-2 side data (pan-scan, GOP time codes) adds lines to CSV output.
+    // `+genpts`: an MPEG-PS muxer writes a pts only where a frame starts a PES packet, so many
+    // packets come without one; the demuxer fills them in from the packets that follow, and
+    // they are the timestamps the decoder gives those frames in a chunk's encode (checked on
+    // `-f mpeg`, `-f dvd` and `-f vob` files with and without B-frames).
     let json = ffprobe(
         tools,
         &[
+            "-fflags",
+            "+genpts",
             "-select_streams",
             "V:0",
             "-show_entries",

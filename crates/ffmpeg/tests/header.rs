@@ -30,6 +30,7 @@ async fn header_and_probe(tools: &Tools, input: &Path, out: &Path) -> (MediaInfo
         input_info: Some(tx),
         stall_after: Duration::from_secs(30),
         timeout: None,
+        analysis: None,
     };
     let (progress, _) = watch::channel(Default::default());
     encode(&request, &progress, &CancellationToken::new())

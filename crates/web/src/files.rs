@@ -583,8 +583,19 @@ pub async fn chunk_mark(
     let name = match q.kind {
         MarkKind::Failed => videofarm_core::split::failed_name(chunk.index, false),
         MarkKind::Warnings => videofarm_core::split::warnings_name(chunk.index),
+        MarkKind::Signal => videofarm_core::split::signal_name(chunk.index),
     };
-    if body.len() > MAX_MARK || std::str::from_utf8(&body).is_err() {
+    if q.kind == MarkKind::Signal {
+        // Read by the join as it is: it must be a signal, and not a huge one.
+        let max = videofarm_core::split::SIGNAL_MAX_BYTES;
+        if body.len() > max
+            || serde_json::from_slice::<videofarm_core::report::Signal>(&body).is_err()
+        {
+            return Err(bad(format!(
+                "a signal mark is a measured signal in JSON of at most {max} bytes"
+            )));
+        }
+    } else if body.len() > MAX_MARK || std::str::from_utf8(&body).is_err() {
         return Err(bad(format!("a mark is text of at most {MAX_MARK} bytes")));
     }
     // Through a new file (never a link someone left) and a rename: the tape reads it whole.

@@ -111,7 +111,13 @@ pub fn router(state: AppState) -> Router {
             get(files::output_status).put(files::output_part),
         )
         .route("/api/files/{id}/output/commit", post(files::output_commit))
-        .route("/api/files/{id}/mark", put(files::chunk_mark))
+        .route(
+            "/api/files/{id}/mark",
+            // A chunk's signal may pass the default 2 MB limit; the handler bounds each kind.
+            put(files::chunk_mark).layer(axum::extract::DefaultBodyLimit::max(
+                videofarm_core::split::SIGNAL_MAX_BYTES,
+            )),
+        )
         .route("/metrics", get(metrics::metrics))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)

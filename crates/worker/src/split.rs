@@ -24,7 +24,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use videofarm_core::confine::fs;
 use videofarm_core::split::Chunk;
-pub use videofarm_core::split::{failed_name, warnings_name};
+pub use videofarm_core::split::{failed_name, signal_name, warnings_name, SIGNAL_MAX_BYTES};
 use videofarm_core::SplitArgs;
 use videofarm_ffmpeg::packets::{Rational, VideoPackets};
 

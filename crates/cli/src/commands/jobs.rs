@@ -48,6 +48,9 @@ pub async fn jobs(settings: &Settings, args: JobsArgs) -> anyhow::Result<ExitSta
         if let Some(why) = &job.waiting_for {
             println!("        {why}");
         }
+        if let Some(tape) = job.result.as_ref().and_then(|r| r.tape.as_deref()) {
+            println!("        tape: {}", tape.verdict());
+        }
         for warning in job.result.iter().flat_map(|r| &r.warnings) {
             println!("        damaged: {warning}");
         }

@@ -7,6 +7,7 @@ pub mod events;
 pub mod inspect;
 pub mod jobs;
 pub mod profiles;
+pub mod report;
 pub mod retry;
 pub mod run;
 pub mod serve;

@@ -18,6 +18,8 @@ pub(crate) struct Encoded {
     pub(crate) input_info: videofarm_ffmpeg::MediaInfo,
     pub(crate) warnings: Vec<String>,
     pub(crate) frames: u64,
+    /// What the measuring output found (for the tape report).
+    pub(crate) signal: Option<videofarm_core::report::Signal>,
 }
 
 impl Attempt {
@@ -76,6 +78,7 @@ impl Attempt {
             input_info: Some(header_tx),
             stall_after: settings.stall_after,
             timeout: settings.timeout,
+            analysis: work.analysis.as_deref(),
         };
         let encoding = async {
             let result = encode(&request, &progress_tx, &stop).await;
@@ -107,9 +110,10 @@ impl Attempt {
             }
             probed
         };
-        let (encoded, void, probed) = tokio::join!(encoding, heartbeat, probing);
+        let (mut encoded, void, probed) = tokio::join!(encoding, heartbeat, probing);
         stop.cancel();
         let input_info = probed.map_err(End::Failed)?;
+        let signal = encoded.as_mut().ok().and_then(|e| e.signal.take());
         let damage = self.judge(place, encoded, void, &shown)?;
         let frames = progress_tx.borrow().frames;
         Ok(Encoded {
@@ -120,6 +124,7 @@ impl Attempt {
                 .flatten()
                 .collect(),
             frames,
+            signal,
         })
     }
 

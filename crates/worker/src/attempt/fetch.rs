@@ -235,6 +235,10 @@ async fn send(
         if let Ok(text) = std::fs::read_to_string(&warnings) {
             files.mark(id, number, MarkKind::Warnings, &text).await?;
         }
+        let signal = local.with_file_name(split::signal_name(chunk.index));
+        if let Ok(text) = std::fs::read_to_string(&signal) {
+            files.mark(id, number, MarkKind::Signal, &text).await?;
+        }
     }
     tracing::info!(output = %spec.output.display(), "sending the output");
     let sent = attempt
@@ -288,6 +292,7 @@ fn already_there(spec: &videofarm_core::JobSpec, why: String) -> End {
         warnings: Vec::new(),
         frames: 0,
         ssim: None,
+        tape: None,
     })
 }
 

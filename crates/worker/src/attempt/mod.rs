@@ -221,6 +221,7 @@ impl Attempt {
             input_info,
             warnings,
             frames,
+            signal,
         } = match encoded {
             Ok(encoded) => encoded,
             Err(end) => return end,
@@ -237,7 +238,7 @@ impl Attempt {
                         place,
                         &work,
                         (temp, verified),
-                        warnings,
+                        (warnings, signal),
                         (input_size, started),
                     )
                     .await

@@ -7,10 +7,12 @@ use crate::split::{self, Plan, CHUNK_EXTENSION};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use videofarm_core::confine::fs::{self, OwnFolder};
+use videofarm_core::report::Signal;
 use videofarm_core::split::{chunk_key, chunk_path, Chunk};
 use videofarm_core::{
     Enqueued, Failure, JobSpec, JobState, Profile, Progress, QueueError, SplitArgs,
 };
+use videofarm_ffmpeg::analyse::analysis_args;
 use videofarm_ffmpeg::{file_url, packets};
 
 /// The encode an attempt runs.
@@ -28,6 +30,10 @@ pub(crate) struct Encode {
     pub note: Option<String>,
     /// Damage already seen (a split tape's chunks').
     pub warnings: Option<String>,
+    /// The measuring output for the tape report (a whole file's or a chunk's own frames).
+    pub analysis: Option<Vec<OsString>>,
+    /// A split tape's signal, its chunks' merged (at the join).
+    pub signal: Option<Box<Signal>>,
 }
 
 /// How the result is verified.
@@ -77,6 +83,8 @@ impl Attempt {
                 check: Check::Whole,
                 note,
                 warnings: None,
+                analysis: profile.reports().then(|| analysis_args(None)),
+                signal: None,
             })
         };
         let Some(args) = &profile.split else {
@@ -102,6 +110,8 @@ impl Attempt {
                 },
                 note: None,
                 warnings: None,
+                analysis: profile.reports().then(|| analysis_args(Some(chunk.keep))),
+                signal: None,
             });
         }
         if spec.split.is_off() {
@@ -476,6 +486,11 @@ impl Attempt {
             },
             note: None,
             warnings: (!warnings.is_empty()).then(|| warnings.join("; ")),
+            analysis: None,
+            signal: profile
+                .reports()
+                .then(|| tape_signal(work, plan).map(Box::new))
+                .flatten(),
         })
     }
 }
@@ -487,6 +502,32 @@ pub fn mark_damaged(place: &Confined, chunk: &Chunk, warnings: &[String]) {
         &split::warnings_name(chunk.index),
         warnings.join("; ").as_bytes(),
     );
+}
+
+/// Record the signal a chunk measured in its part of the input, for its tape's report.
+pub fn mark_signal(place: &Confined, chunk: &Chunk, signal: &Signal) {
+    if let Ok(json) = serde_json::to_vec(signal) {
+        let _ = fs::write_atomically(&place.dir_io(), &split::signal_name(chunk.index), &json);
+    }
+}
+
+/// A split tape's signal: its chunks', merged. `None` when a chunk measured nothing (its
+/// profile makes no report, or an older worker encoded it): a report of part of a tape would
+/// mislead.
+fn tape_signal(work: &Path, plan: &Plan) -> Option<Signal> {
+    let mut tape = Signal::default();
+    for c in &plan.chunks {
+        let path = work.join(split::signal_name(c.index));
+        let bytes = fs::read_own(&path, split::SIGNAL_MAX_BYTES as u64).ok()?;
+        match serde_json::from_slice(&bytes) {
+            Ok(signal) => tape.merge(signal),
+            Err(e) => {
+                tracing::warn!(chunk = c.index, error = %e, "a chunk's signal cannot be read; no tape report");
+                return None;
+            }
+        }
+    }
+    Some(tape)
 }
 
 /// Record that chunk `chunk` failed for good, for its parent to see.

@@ -59,6 +59,7 @@ impl Attempt {
                 warnings: Vec::new(),
                 frames: 0,
                 ssim: None,
+                tape: None,
             })
         };
         if spec.chunk.is_some() {

@@ -1,11 +1,12 @@
 //! Publishing a verified file: the fenced permission, then the atomic rename, and the report.
 
 use super::{Attempt, End};
-use crate::attempt::plan::{mark_damaged, Check, Encode};
+use crate::attempt::plan::{mark_damaged, mark_signal, Check, Encode};
 use crate::attempt::verify::Verified;
 use crate::paths::Confined;
 use crate::publish::TempOutput;
 use std::time::Instant;
+use videofarm_core::report::Signal;
 use videofarm_core::{Failure, SuccessReport};
 
 impl Attempt {
@@ -16,7 +17,7 @@ impl Attempt {
         place: &Confined,
         work: &Encode,
         (temp, verified): (TempOutput, Verified),
-        warnings: Vec<String>,
+        (warnings, signal): (Vec<String>, Option<Signal>),
         (input_size, started): (u64, Instant),
     ) -> End {
         let (check, note) = (&work.check, &work.note);
@@ -42,6 +43,18 @@ impl Attempt {
             // Before the chunk appears: its tape's join must find the damage it saw.
             mark_damaged(place, chunk, &warnings);
         }
+        if let (Check::Chunk { .. }, Some(chunk), Some(signal)) = (check, &spec.chunk, &signal) {
+            // Likewise the signal it measured, for the tape's report.
+            mark_signal(place, chunk, signal);
+        }
+        // The tape's report: what this encode measured, or (at a join) what its chunks did.
+        let tape = match check {
+            Check::Whole => signal.as_ref(),
+            Check::Join { .. } => work.signal.as_deref(),
+            Check::Chunk { .. } => None,
+        }
+        .filter(|s| !s.is_empty())
+        .map(|s| Box::new(s.report()));
         if let Err(failure) = temp.publish(&place.output_io(), &spec.output, spec.overwrite) {
             return End::Failed(failure);
         }
@@ -73,6 +86,7 @@ impl Attempt {
             warnings,
             frames: 0,
             ssim,
+            tape,
         })
     }
 }

@@ -1,0 +1,702 @@
+//! The tape report: what a tape's signal says, frame by frame, turned into events a person can
+//! act on ("black at the start 00:00:00-00:00:01", "3 frames lost at 00:12:33", "audio silent
+//! 00:06-00:07.5", "interlaced, bottom field first").
+//!
+//! ffmpeg measures (`idet`, `signalstats`, `astats`, in the encode's own decode pass); the
+//! reader of its output hands each frame here as a [`FrameStats`] or [`AudioStats`]. A
+//! [`Signal`] keeps them in half-second bins keyed by the input's own clock, so the signals of
+//! a split tape's chunks merge into the tape's by adding bins; [`Signal::report`] then names
+//! the faults. Every rule that decides what a fault is lives here, once.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The width of a bin, in seconds: the precision of every event's time.
+pub const BIN_S: f64 = 0.5;
+/// Luma at or under this (8-bit scale) in 90 % of a frame's pixels, on average under
+/// [`BLACK_AVG`]: a black frame.
+const BLACK_HIGH: f64 = 26.0;
+const BLACK_AVG: f64 = 24.0;
+/// A tenth of the pixels at the very bottom or top of the range: clipped levels.
+const CLIP_LOW: f64 = 1.0;
+const CLIP_HIGH: f64 = 254.0;
+/// A frame that differs from the one before by less than this (mean absolute luma): frozen.
+const FROZEN_DIF: f64 = 0.05;
+/// The share of a frame's pixels that are temporal outliers (`TOUT`) above which the frame is
+/// counted as a dropout (a head clog, a crease, a burst of noise).
+const DROPOUT_TOUT: f64 = 0.002;
+/// Audio whose peak stays under this (dBFS) is silent; at or over [`CLIP_DB`] it clips.
+const SILENT_DB: f64 = -60.0;
+const CLIP_DB: f64 = -0.1;
+/// Where a level is "minus infinity".
+const FLOOR_DB: f64 = -120.0;
+/// The shortest stretch reported, per kind, in seconds.
+const MIN_BLACK_S: f64 = 0.5;
+const MIN_FROZEN_S: f64 = 2.0;
+const MIN_SILENT_S: f64 = 1.0;
+/// At most this many events are kept (the rest are counted), and this many timeline points.
+pub const MAX_EVENTS: usize = 100;
+pub const MAX_POINTS: usize = 200;
+
+/// One video frame's measurements, as ffmpeg printed them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FrameStats {
+    /// The frame's time on the input's clock, in seconds.
+    pub t: f64,
+    pub ymin: f64,
+    pub ylow: f64,
+    pub yavg: f64,
+    pub yhigh: f64,
+    pub ymax: f64,
+    pub sat: f64,
+    /// Mean absolute luma difference from the frame before (0 for the first).
+    pub ydif: f64,
+    pub tout: f64,
+    pub vrep: f64,
+    pub brng: f64,
+    /// Bits per luma sample (values are scaled to 8 bits before they are judged).
+    pub depth: u32,
+    pub field: Option<Field>,
+}
+
+/// What `idet` made of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Top,
+    Bottom,
+    Progressive,
+}
+
+/// One block of audio samples' measurements.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AudioStats {
+    pub t: f64,
+    /// Peak level of the block, dBFS (`None`: digital silence).
+    pub peak_db: Option<f64>,
+}
+
+/// Half a second of a tape, summed so that two halves of one bin (two chunks) add up.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Bin {
+    pub frames: u32,
+    pub black: u32,
+    pub clipped: u32,
+    pub frozen: u32,
+    pub dropout: u32,
+    pub top: u32,
+    pub bottom: u32,
+    pub progressive: u32,
+    pub ymin: f32,
+    pub ymax: f32,
+    /// Sums over the frames (divide by `frames`).
+    pub yavg: f32,
+    pub sat: f32,
+    pub brng: f32,
+    pub tout_max: f32,
+    pub audio: u32,
+    pub silent: u32,
+    pub audio_clipped: u32,
+    pub peak_db: f32,
+}
+
+impl Bin {
+    fn add(&mut self, other: &Bin) {
+        let had_video = self.frames > 0;
+        let had_audio = self.audio > 0;
+        self.ymin = pick(had_video, other.frames > 0, self.ymin, other.ymin, f32::min);
+        self.ymax = pick(had_video, other.frames > 0, self.ymax, other.ymax, f32::max);
+        self.peak_db = pick(
+            had_audio,
+            other.audio > 0,
+            self.peak_db,
+            other.peak_db,
+            f32::max,
+        );
+        self.frames += other.frames;
+        self.black += other.black;
+        self.clipped += other.clipped;
+        self.frozen += other.frozen;
+        self.dropout += other.dropout;
+        self.top += other.top;
+        self.bottom += other.bottom;
+        self.progressive += other.progressive;
+        self.yavg += other.yavg;
+        self.sat += other.sat;
+        self.brng += other.brng;
+        self.tout_max = self.tout_max.max(other.tout_max);
+        self.audio += other.audio;
+        self.silent += other.silent;
+        self.audio_clipped += other.audio_clipped;
+    }
+}
+
+/// `a` and `b` combined by `f`, where only the sides that hold something count.
+fn pick(has_a: bool, has_b: bool, a: f32, b: f32, f: fn(f32, f32) -> f32) -> f32 {
+    match (has_a, has_b) {
+        (true, true) => f(a, b),
+        (false, true) => b,
+        _ => a,
+    }
+}
+
+/// Frames missing between two that were decoded: damaged or cut data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gap {
+    /// The time of the frame before the gap.
+    pub at: f64,
+    pub missing: u64,
+}
+
+/// A tape's (or a chunk's) measured signal, in bins on the input's clock.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Signal {
+    pub bins: BTreeMap<i64, Bin>,
+    /// The first and last video frame's time.
+    pub first: Option<f64>,
+    pub last: Option<f64>,
+    /// The shortest step between two frames: the frame duration.
+    pub frame_s: Option<f64>,
+    pub gaps: Vec<Gap>,
+    /// The previous frame's time, while frames are added (not kept).
+    #[serde(skip)]
+    previous: Option<f64>,
+}
+
+fn bin_of(t: f64) -> i64 {
+    (t / BIN_S).floor() as i64
+}
+
+/// A value on the 8-bit scale.
+fn eight_bit(v: f64, depth: u32) -> f64 {
+    if depth > 8 {
+        v / f64::from(1u32 << (depth - 8).min(16))
+    } else {
+        v
+    }
+}
+
+impl Signal {
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// Count one video frame.
+    pub fn add_frame(&mut self, f: &FrameStats) {
+        if !f.t.is_finite() {
+            return;
+        }
+        let scaled = |v: f64| eight_bit(v, f.depth);
+        let (ylow, yavg, yhigh) = (scaled(f.ylow), scaled(f.yavg), scaled(f.yhigh));
+        let black = yhigh <= BLACK_HIGH && yavg <= BLACK_AVG;
+        let first_here = self.previous.is_none();
+        if let Some(prev) = self.previous {
+            let step = f.t - prev;
+            if step > 0.0 {
+                let frame = self.frame_s.map_or(step, |d| d.min(step));
+                self.frame_s = Some(frame);
+                if step > frame * 1.5 {
+                    self.gaps.push(Gap {
+                        at: prev,
+                        missing: ((step / frame).round() as u64).saturating_sub(1),
+                    });
+                }
+            }
+        }
+        self.previous = Some(f.t);
+        self.first = Some(self.first.map_or(f.t, |v| v.min(f.t)));
+        self.last = Some(self.last.map_or(f.t, |v| v.max(f.t)));
+        let bin = self.bins.entry(bin_of(f.t)).or_default();
+        let this = Bin {
+            frames: 1,
+            black: u32::from(black),
+            clipped: u32::from(ylow <= CLIP_LOW || yhigh >= CLIP_HIGH),
+            frozen: u32::from(!first_here && !black && scaled(f.ydif) < FROZEN_DIF),
+            dropout: u32::from(f.tout >= DROPOUT_TOUT),
+            top: u32::from(f.field == Some(Field::Top)),
+            bottom: u32::from(f.field == Some(Field::Bottom)),
+            progressive: u32::from(f.field == Some(Field::Progressive)),
+            ymin: scaled(f.ymin) as f32,
+            ymax: scaled(f.ymax) as f32,
+            yavg: yavg as f32,
+            sat: scaled(f.sat) as f32,
+            brng: f.brng as f32,
+            tout_max: f.tout as f32,
+            ..Bin::default()
+        };
+        bin.add(&this);
+    }
+
+    /// Count one block of audio.
+    pub fn add_audio(&mut self, a: &AudioStats) {
+        if !a.t.is_finite() {
+            return;
+        }
+        let peak = a.peak_db.filter(|p| p.is_finite()).unwrap_or(FLOOR_DB);
+        let bin = self.bins.entry(bin_of(a.t)).or_default();
+        bin.add(&Bin {
+            audio: 1,
+            silent: u32::from(peak < SILENT_DB),
+            audio_clipped: u32::from(peak >= CLIP_DB),
+            peak_db: peak.max(FLOOR_DB) as f32,
+            ..Bin::default()
+        });
+    }
+
+    /// Add another part's signal (a split tape's chunk).
+    pub fn merge(&mut self, other: Signal) {
+        for (k, b) in other.bins {
+            self.bins.entry(k).or_default().add(&b);
+        }
+        let lower = |a: Option<f64>, b: Option<f64>, f: fn(f64, f64) -> f64| match (a, b) {
+            (Some(a), Some(b)) => Some(f(a, b)),
+            (a, b) => a.or(b),
+        };
+        self.first = lower(self.first, other.first, f64::min);
+        self.last = lower(self.last, other.last, f64::max);
+        self.frame_s = lower(self.frame_s, other.frame_s, f64::min);
+        self.gaps.extend(other.gaps);
+        self.gaps.sort_by(|a, b| a.at.total_cmp(&b.at));
+    }
+
+    /// What the signal says, with times from the first frame.
+    pub fn report(&self) -> TapeReport {
+        let Some(origin) = self.first else {
+            return TapeReport::default();
+        };
+        let frame_s = self.frame_s.unwrap_or(0.0);
+        let duration = (self.last.unwrap_or(origin) - origin + frame_s).max(0.0);
+        // Audio may run past the last frame: its events are kept whole.
+        let bins_end = self
+            .bins
+            .keys()
+            .last()
+            .map_or(origin, |&k| (k + 1) as f64 * BIN_S);
+        let limit = duration.max(bins_end - origin);
+        let at = |t: f64| ((t - origin).clamp(0.0, limit) * 100.0).round() / 100.0;
+        let mut events = Vec::new();
+        let mut totals = Totals::default();
+        for kind in Fault::STRETCHES {
+            for (start, end) in self.stretches(kind) {
+                let (start, end) = (at(start), at(end));
+                let length = end - start;
+                if length + 1e-9 < kind.shortest() {
+                    continue;
+                }
+                totals.add(kind, length);
+                events.push(TapeEvent::new(kind, start, end, duration));
+            }
+        }
+        for gap in &self.gaps {
+            totals.lost += gap.missing;
+            let start = at(gap.at);
+            events.push(TapeEvent {
+                kind: Fault::Lost,
+                start_s: start,
+                end_s: at(gap.at + frame_s * (gap.missing + 1) as f64),
+                text: format!(
+                    "{} frame{} lost after {} (damaged or cut data)",
+                    gap.missing,
+                    if gap.missing == 1 { "" } else { "s" },
+                    clock(start)
+                ),
+            });
+        }
+        events.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
+        let dropped = events.len().saturating_sub(MAX_EVENTS);
+        events.truncate(MAX_EVENTS);
+        let sum = |f: fn(&Bin) -> u32| self.bins.values().map(|b| u64::from(f(b))).sum::<u64>();
+        let frames = sum(|b| b.frames);
+        let share = |n: u64| {
+            if frames == 0 {
+                0.0
+            } else {
+                ((n as f64 / frames as f64) * 1000.0).round() / 1000.0
+            }
+        };
+        TapeReport {
+            duration_s: (duration * 100.0).round() / 100.0,
+            frames,
+            fields: Fields {
+                top: sum(|b| b.top),
+                bottom: sum(|b| b.bottom),
+                progressive: sum(|b| b.progressive),
+            },
+            clipped_share: share(sum(|b| b.clipped)),
+            black_s: round2(totals.black),
+            silent_s: round2(totals.silent),
+            frozen_s: round2(totals.frozen),
+            lost_frames: totals.lost,
+            audio: self.bins.values().any(|b| b.audio > 0),
+            events,
+            more_events: dropped,
+            timeline: self.timeline(origin),
+        }
+    }
+
+    /// The stretches (start, end) on the input's clock where bins of `kind` hold.
+    fn stretches(&self, kind: Fault) -> Vec<(f64, f64)> {
+        let mut out: Vec<(f64, f64)> = Vec::new();
+        for (&k, bin) in &self.bins {
+            if !kind.holds(bin) {
+                continue;
+            }
+            let (start, end) = (k as f64 * BIN_S, (k + 1) as f64 * BIN_S);
+            match out.last_mut() {
+                Some(last) if (last.1 - start).abs() < 1e-9 => last.1 = end,
+                _ => out.push((start, end)),
+            }
+        }
+        out
+    }
+
+    /// At most [`MAX_POINTS`] points, each the bins of an equal stretch of the tape.
+    fn timeline(&self, origin: f64) -> Vec<Point> {
+        let (Some(&first), Some(&last)) = (self.bins.keys().next(), self.bins.keys().last()) else {
+            return Vec::new();
+        };
+        let span = (last - first + 1) as usize;
+        let per = span.div_ceil(MAX_POINTS).max(1) as i64;
+        let mut points = Vec::new();
+        let mut start = first;
+        while start <= last {
+            let mut sum = Bin::default();
+            for (_, b) in self.bins.range(start..start + per) {
+                sum.add(b);
+            }
+            let n = f64::from(sum.frames.max(1));
+            let r = |v: f32| (f64::from(v) * 1000.0).round() / 1000.0;
+            let mean = |v: f32| (f64::from(v) / n * 1000.0).round() / 1000.0;
+            points.push(Point {
+                t: round2((start as f64 * BIN_S - origin).max(0.0)),
+                ymin: r(sum.ymin),
+                yavg: mean(sum.yavg),
+                ymax: r(sum.ymax),
+                sat: mean(sum.sat),
+                brng: mean(sum.brng),
+                tout: r(sum.tout_max),
+                peak_db: (sum.audio > 0).then(|| r(sum.peak_db)),
+                faults: sum.black + sum.clipped + sum.frozen + sum.dropout + sum.silent,
+            });
+            start += per;
+        }
+        points
+    }
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+#[derive(Default)]
+struct Totals {
+    black: f64,
+    silent: f64,
+    frozen: f64,
+    lost: u64,
+}
+
+impl Totals {
+    fn add(&mut self, kind: Fault, length: f64) {
+        match kind {
+            Fault::Black => self.black += length,
+            Fault::Silent => self.silent += length,
+            Fault::Frozen => self.frozen += length,
+            _ => {}
+        }
+    }
+}
+
+/// What kind of fault an event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    Black,
+    Frozen,
+    Clipped,
+    Dropout,
+    Lost,
+    Silent,
+    AudioClipped,
+}
+
+impl Fault {
+    /// The kinds found as stretches of bins.
+    const STRETCHES: [Fault; 6] = [
+        Fault::Black,
+        Fault::Frozen,
+        Fault::Clipped,
+        Fault::Dropout,
+        Fault::Silent,
+        Fault::AudioClipped,
+    ];
+
+    fn holds(self, b: &Bin) -> bool {
+        let most = |n: u32, of: u32| of > 0 && 2 * n >= of;
+        match self {
+            Fault::Black => most(b.black, b.frames),
+            Fault::Frozen => most(b.frozen, b.frames),
+            Fault::Clipped => most(b.clipped, b.frames),
+            Fault::Dropout => b.dropout > 0,
+            Fault::Silent => most(b.silent, b.audio),
+            Fault::AudioClipped => b.audio_clipped > 0,
+            Fault::Lost => false,
+        }
+    }
+
+    fn shortest(self) -> f64 {
+        match self {
+            Fault::Black => MIN_BLACK_S,
+            Fault::Frozen => MIN_FROZEN_S,
+            Fault::Silent => MIN_SILENT_S,
+            _ => 0.0,
+        }
+    }
+
+    /// What the fault is called in words.
+    pub fn words(self) -> &'static str {
+        match self {
+            Fault::Black => "black",
+            Fault::Frozen => "frozen picture",
+            Fault::Clipped => "luma clipped",
+            Fault::Dropout => "dropouts",
+            Fault::Lost => "frames lost",
+            Fault::Silent => "audio silent",
+            Fault::AudioClipped => "audio clipping",
+        }
+    }
+}
+
+/// Something on the tape a person can act on, with its time from the first frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TapeEvent {
+    pub kind: Fault,
+    pub start_s: f64,
+    pub end_s: f64,
+    pub text: String,
+}
+
+impl TapeEvent {
+    fn new(kind: Fault, start: f64, end: f64, duration: f64) -> Self {
+        let span = format!("{}-{}", clock(start), clock(end));
+        let text = match kind {
+            Fault::Black if start <= 0.0 => format!("black at the start ({span})"),
+            Fault::Black if end + BIN_S >= duration => {
+                format!("black from {} to the end", clock(start))
+            }
+            _ => format!("{} {span}", kind.words()),
+        };
+        Self {
+            kind,
+            start_s: start,
+            end_s: end,
+            text,
+        }
+    }
+}
+
+/// `idet`'s verdicts, frame by frame, summed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fields {
+    pub top: u64,
+    pub bottom: u64,
+    pub progressive: u64,
+}
+
+impl Fields {
+    /// "interlaced, bottom field first", "progressive", or nothing when `idet` could not tell.
+    pub fn words(&self) -> Option<&'static str> {
+        let interlaced = self.top + self.bottom;
+        if interlaced + self.progressive == 0 {
+            None
+        } else if interlaced >= self.progressive {
+            Some(if self.bottom > self.top {
+                "interlaced, bottom field first"
+            } else {
+                "interlaced, top field first"
+            })
+        } else {
+            Some("progressive")
+        }
+    }
+}
+
+/// One point of the signal's timeline (the bins of a stretch of the tape).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub t: f64,
+    pub ymin: f64,
+    pub yavg: f64,
+    pub ymax: f64,
+    pub sat: f64,
+    pub brng: f64,
+    pub tout: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_db: Option<f64>,
+    /// Frames and audio blocks in this stretch that count toward some fault.
+    pub faults: u32,
+}
+
+/// What a tape's signal says: stored with its job, shown by `videofarm report`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TapeReport {
+    pub duration_s: f64,
+    pub frames: u64,
+    pub fields: Fields,
+    /// The share of frames whose luma is clipped (0..1).
+    pub clipped_share: f64,
+    pub black_s: f64,
+    pub silent_s: f64,
+    pub frozen_s: f64,
+    pub lost_frames: u64,
+    /// Whether the tape has audio (measured).
+    pub audio: bool,
+    pub events: Vec<TapeEvent>,
+    /// Events beyond [`MAX_EVENTS`], counted.
+    #[serde(default)]
+    pub more_events: usize,
+    pub timeline: Vec<Point>,
+}
+
+impl TapeReport {
+    /// One line: "clean, interlaced, top field first" or "2 black, 3 frames lost, ...".
+    pub fn verdict(&self) -> String {
+        let mut counts: Vec<(Fault, usize)> = Vec::new();
+        for e in &self.events {
+            match counts.iter_mut().find(|(k, _)| *k == e.kind) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((e.kind, 1)),
+            }
+        }
+        let mut parts: Vec<String> = counts
+            .iter()
+            .map(|(kind, n)| match kind {
+                Fault::Lost => format!("{} frames lost", self.lost_frames),
+                Fault::Clipped => format!(
+                    "luma clipped {:.0} % of the tape",
+                    self.clipped_share * 100.0
+                ),
+                _ if *n == 1 => kind.words().to_owned(),
+                _ => format!("{} ×{n}", kind.words()),
+            })
+            .collect();
+        if parts.is_empty() {
+            parts.push("clean".into());
+        }
+        if let Some(fields) = self.fields.words() {
+            parts.push(fields.into());
+        }
+        parts.join(", ")
+    }
+}
+
+/// `t` seconds as `HH:MM:SS.s`.
+pub fn clock(t: f64) -> String {
+    let tenths = (t.max(0.0) * 10.0).round() as u64;
+    let (s, tenth) = (tenths / 10, tenths % 10);
+    format!("{:02}:{:02}:{:02}.{tenth}", s / 3600, s / 60 % 60, s % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(t: f64, yavg: f64) -> FrameStats {
+        FrameStats {
+            t,
+            ymin: yavg - 10.0,
+            ylow: yavg - 5.0,
+            yavg,
+            yhigh: yavg + 5.0,
+            ymax: yavg + 10.0,
+            ydif: 3.0,
+            depth: 8,
+            field: Some(Field::Bottom),
+            ..FrameStats::default()
+        }
+    }
+
+    /// A 10 s tape at 25 fps: black for its first second and after 9 s.
+    fn tape(from: f64, to: f64) -> Signal {
+        let mut s = Signal::default();
+        for i in 0..250 {
+            let t = 1.4 + i as f64 * 0.04;
+            if t < from || t >= to {
+                continue;
+            }
+            let black = !(25..225).contains(&i);
+            s.add_frame(&frame(t, if black { 16.0 } else { 120.0 }));
+        }
+        s
+    }
+
+    #[test]
+    fn black_at_both_ends_is_named_with_its_time() {
+        let report = tape(0.0, 100.0).report();
+        let texts: Vec<&str> = report.events.iter().map(|e| e.text.as_str()).collect();
+        assert_eq!(report.frames, 250);
+        assert_eq!(report.events.len(), 2, "{texts:?}");
+        assert!(texts[0].starts_with("black at the start"), "{texts:?}");
+        assert!(report.events[0].end_s > 0.5 && report.events[0].end_s < 1.5);
+        assert!(texts[1].starts_with("black from 00:00:09"), "{texts:?}");
+        assert_eq!(report.verdict(), "black ×2, interlaced, bottom field first");
+    }
+
+    #[test]
+    fn a_split_tape_reports_what_the_whole_one_does() {
+        let whole = tape(0.0, 100.0).report();
+        let mut parts = tape(0.0, 5.03);
+        parts.merge(tape(5.03, 8.0));
+        parts.merge(tape(8.0, 100.0));
+        assert_eq!(parts.report(), whole);
+    }
+
+    #[test]
+    fn lost_frames_are_counted_where_they_went() {
+        let mut s = Signal::default();
+        for i in (0..100).filter(|i| !(40..43).contains(i)) {
+            s.add_frame(&frame(i as f64 * 0.04, 120.0));
+        }
+        let report = s.report();
+        assert_eq!(report.lost_frames, 3);
+        let lost = &report.events[0];
+        assert_eq!(lost.kind, Fault::Lost);
+        assert!((lost.start_s - 1.56).abs() < 0.01, "{lost:?}");
+        assert_eq!(
+            report.verdict(),
+            "3 frames lost, interlaced, bottom field first"
+        );
+    }
+
+    #[test]
+    fn silence_needs_a_second_and_ten_bit_levels_are_scaled() {
+        let mut s = Signal::default();
+        for i in 0..100 {
+            let t = i as f64 * 0.1;
+            let quiet = (3.0..4.6).contains(&t);
+            s.add_audio(&AudioStats {
+                t,
+                peak_db: if quiet { None } else { Some(-12.0) },
+            });
+        }
+        for i in 0..25 {
+            let mut f = frame(i as f64 * 0.04, 64.0);
+            f.depth = 10;
+            s.add_frame(&f);
+        }
+        let report = s.report();
+        let silent: Vec<_> = report
+            .events
+            .iter()
+            .filter(|e| e.kind == Fault::Silent)
+            .collect();
+        assert_eq!(silent.len(), 1, "{:?}", report.events);
+        assert!((silent[0].start_s - 3.0).abs() <= BIN_S, "{:?}", silent[0]);
+        assert!(report.events.iter().any(|e| e.kind == Fault::Black));
+    }
+
+    #[test]
+    fn the_clock_reads_like_a_tape_counter() {
+        assert_eq!(clock(0.0), "00:00:00.0");
+        assert_eq!(clock(3723.46), "01:02:03.5");
+    }
+}
