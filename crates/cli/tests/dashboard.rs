@@ -225,6 +225,75 @@ async fn the_dashboard_shows_workers_progress_and_failures_and_retries_from_the_
     reap(server);
 }
 
+/// A tape's page draws its report: the verdict, a span for each fault where it is on the tape,
+/// the luma line through every point of the timeline, the faults in words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tapes_page_draws_its_report() {
+    let farm = Farm::new();
+    let tape = farm.input.join("capture.mpg");
+    common::faults::faulty_tape(&tape, "mpeg");
+    let out = farm
+        .cmd(["run", "--profile", "vhs", "--split", "off", "--out"])
+        .arg(&farm.out)
+        .arg(&tape)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let job = farm.jobs().remove(0);
+    let report = &job["result"]["tape"];
+    let events = report["events"].as_array().unwrap();
+    let (server, url) = serve(&farm);
+    let (driver, port) = chromedriver();
+    let client = browser(port, &farm.root().join("chromium")).await;
+    client
+        .goto(&format!(
+            "{}/job/{}",
+            url.trim_end_matches('/'),
+            job["id"].as_str().unwrap()
+        ))
+        .await
+        .unwrap();
+    eventually("the report is shown", Duration::from_secs(10), || async {
+        texts(&client, "#tape-verdict").await == vec![report["verdict"].as_str().unwrap()]
+    })
+    .await;
+    let spans = client.execute(
+        "return [...document.querySelectorAll('#tape-chart rect.fault')].map(r => [r.getAttribute('class'), +r.getAttribute('x'), +r.getAttribute('x') + +r.getAttribute('width')])",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let spans = spans.as_array().unwrap();
+    assert_eq!(spans.len(), events.len(), "{spans:?}");
+    // The plot runs from x = 34 (the start) to x = 676 (the end of the tape).
+    let blacks: Vec<_> = spans.iter().filter(|s| s[0] == "fault black").collect();
+    assert_eq!(blacks.len(), 2, "{spans:?}");
+    assert!(
+        blacks[0][1].as_f64().unwrap() < 40.0,
+        "black at the start: {spans:?}"
+    );
+    assert!(
+        blacks[1][2].as_f64().unwrap() > 670.0,
+        "black to the end: {spans:?}"
+    );
+    let points = client.execute(
+        "return document.querySelector('#tape-chart polyline.luma').getAttribute('points').split(' ').length",
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(points, report["timeline"].as_array().unwrap().len());
+    let listed = texts(&client, "#tape-events li").await;
+    let said: Vec<&str> = events.iter().map(|e| e["text"].as_str().unwrap()).collect();
+    assert_eq!(listed, said);
+    if let Ok(path) = std::env::var("VIDEOFARM_TAPE_SCREENSHOT") {
+        std::fs::write(path, client.screenshot().await.unwrap()).unwrap();
+    }
+    client.close().await.unwrap();
+    reap(driver);
+    reap(server);
+}
+
 #[test]
 fn serving_beyond_loopback_without_a_token_is_refused() {
     let farm = Farm::new();

@@ -5,64 +5,10 @@
 
 mod common;
 
+use common::faults::*;
 use common::*;
 use serde_json::Value;
 use std::path::Path;
-
-/// Where the faults are, in seconds from the tape's first frame.
-const BLACK_END: f64 = 1.0;
-const CLIPPED: (f64, f64) = (3.0, 4.5);
-const NOISE: (f64, f64) = (5.0, 5.5);
-const SILENT: (f64, f64) = (6.0, 7.5);
-const BLACK_AGAIN: f64 = 9.0;
-const LENGTH: u32 = 10;
-
-/// A 10 s capture in MPEG-PS (`muxer`), interlaced bottom field first (fields woven from a
-/// 50 fps source), with the faults above.
-fn faulty_tape(path: &Path, muxer: &str) {
-    let video = format!(
-        "testsrc2=size=320x240:rate=50,tinterlace=mode=interleave_bottom,setfield=bff,\
-         eq=contrast=4:enable='between(t,{},{})',\
-         noise=alls=100:allf=t+u:enable='between(t,{},{})',\
-         drawbox=x=0:y=0:w=iw:h=ih:color=black:t=fill:enable='lt(t,{BLACK_END})+gte(t,{BLACK_AGAIN})'",
-        CLIPPED.0, CLIPPED.1, NOISE.0, NOISE.1
-    );
-    let audio = format!(
-        "sine=frequency=440:sample_rate=48000,volume=0:enable='between(t,{},{})'",
-        SILENT.0, SILENT.1
-    );
-    ffmpeg(
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            &video,
-            "-f",
-            "lavfi",
-            "-i",
-            &audio,
-            "-t",
-            &LENGTH.to_string(),
-            "-c:v",
-            "mpeg2video",
-            "-flags",
-            "+ilme+ildct",
-            "-top",
-            "0",
-            "-g",
-            "12",
-            "-bf",
-            "2",
-            "-b:v",
-            "3M",
-            "-c:a",
-            "mp2",
-            "-f",
-            muxer,
-        ],
-        path,
-    );
-}
 
 fn near(what: &str, got: &Value, want: f64) {
     let got = got.as_f64().unwrap_or(f64::NAN);

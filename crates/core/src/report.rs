@@ -313,7 +313,8 @@ impl Signal {
                 ((n as f64 / frames as f64) * 1000.0).round() / 1000.0
             }
         };
-        TapeReport {
+        let mut report = TapeReport {
+            verdict: String::new(),
             duration_s: (duration * 100.0).round() / 100.0,
             frames,
             fields: Fields {
@@ -330,7 +331,9 @@ impl Signal {
             events,
             more_events: dropped,
             timeline: self.timeline(origin),
-        }
+        };
+        report.verdict = report.summary();
+        report
     }
 
     /// The stretches (start, end) on the input's clock where bins of `kind` hold.
@@ -536,9 +539,13 @@ pub struct Point {
     pub faults: u32,
 }
 
-/// What a tape's signal says: stored with its job, shown by `videofarm report`.
+/// What a tape's signal says: stored with its job, shown by `videofarm report`. Every field
+/// has a default, so a record written by another version still reads.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TapeReport {
+    /// The report in one line ("clean, progressive", "black ×2, 3 frames lost, ...").
+    pub verdict: String,
     pub duration_s: f64,
     pub frames: u64,
     pub fields: Fields,
@@ -558,8 +565,8 @@ pub struct TapeReport {
 }
 
 impl TapeReport {
-    /// One line: "clean, interlaced, top field first" or "2 black, 3 frames lost, ...".
-    pub fn verdict(&self) -> String {
+    /// One line: "clean, interlaced, top field first" or "black ×2, 3 frames lost, ...".
+    fn summary(&self) -> String {
         let mut counts: Vec<(Fault, usize)> = Vec::new();
         for e in &self.events {
             match counts.iter_mut().find(|(k, _)| *k == e.kind) {
@@ -638,7 +645,7 @@ mod tests {
         assert!(texts[0].starts_with("black at the start"), "{texts:?}");
         assert!(report.events[0].end_s > 0.5 && report.events[0].end_s < 1.5);
         assert!(texts[1].starts_with("black from 00:00:09"), "{texts:?}");
-        assert_eq!(report.verdict(), "black ×2, interlaced, bottom field first");
+        assert_eq!(report.verdict, "black ×2, interlaced, bottom field first");
     }
 
     #[test]
@@ -662,7 +669,7 @@ mod tests {
         assert_eq!(lost.kind, Fault::Lost);
         assert!((lost.start_s - 1.56).abs() < 0.01, "{lost:?}");
         assert_eq!(
-            report.verdict(),
+            report.verdict,
             "3 frames lost, interlaced, bottom field first"
         );
     }

@@ -83,16 +83,17 @@ const videofarm = (() => {
 
   // The farm's last hours, drawn here: bars of jobs finished (failed on top) per stretch, and a
   // line of the jobs waiting at the end of each (its own scale, on the right).
+  // An SVG element; `text` (if any) as its text, never as markup.
+  function shape(tag, attrs, text) {
+    const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
   async function drawChart() {
     const buckets = await api("/api/timeline?hours=6");
     const svg = document.getElementById("chart");
-    const ns = "http://www.w3.org/2000/svg";
-    const shape = (tag, attrs, text) => {
-      const node = document.createElementNS(ns, tag);
-      for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-      if (text !== undefined) node.textContent = text;
-      return node;
-    };
     const W = 720, H = 150, left = 34, right = 40, top = 8, bottom = 20;
     const plotW = W - left - right, plotH = H - top - bottom, step = plotW / Math.max(1, buckets.length);
     const most = Math.max(1, ...buckets.map((b) => b.succeeded + b.failed));
@@ -216,6 +217,46 @@ const videofarm = (() => {
     });
   }
 
+  // A tape's report: its signal along the tape (luma range and average on the 0-255 scale with
+  // the broadcast range dashed, audio peak in dBFS on the right) and its faults as spans above,
+  // each with its words as a tooltip.
+  const clock = (t) => {
+    const s = Math.floor(t), pad = (n) => String(n).padStart(2, "0");
+    return pad(Math.floor(s / 3600)) + ":" + pad(Math.floor(s / 60) % 60) + ":" + pad(s % 60);
+  };
+  function drawTape(tape) {
+    const section = document.getElementById("tape");
+    section.hidden = !tape;
+    if (!tape) return;
+    document.getElementById("tape-verdict").textContent = tape.verdict;
+    const W = 720, H = 190, left = 34, right = 44, lane = 18, top = 6 + lane, bottom = 20;
+    const plotW = W - left - right, plotH = H - top - bottom, length = Math.max(tape.duration_s, 0.001);
+    const x = (t) => left + Math.min(1, Math.max(0, t / length)) * plotW;
+    const y = (v) => top + plotH - (Math.min(255, Math.max(0, v)) / 255) * plotH;
+    const yDb = (db) => top + plotH - ((Math.min(0, Math.max(-60, db)) + 60) / 60) * plotH;
+    const parts = [shape("line", { class: "axis", x1: left, x2: W - right, y1: top + plotH, y2: top + plotH })];
+    for (const level of [16, 235]) parts.push(shape("line", { class: "range", x1: left, x2: W - right, y1: y(level), y2: y(level) }));
+    const points = tape.timeline;
+    const band = points.map((p) => x(p.t).toFixed(1) + "," + y(p.ymax).toFixed(1))
+      .concat(points.slice().reverse().map((p) => x(p.t).toFixed(1) + "," + y(p.ymin).toFixed(1)));
+    parts.push(shape("polygon", { class: "luma-range", points: band.join(" ") }));
+    parts.push(shape("polyline", { class: "luma", points: points.map((p) => x(p.t).toFixed(1) + "," + y(p.yavg).toFixed(1)).join(" ") }));
+    const loud = points.filter((p) => p.peak_db !== undefined && p.peak_db !== null);
+    if (loud.length) parts.push(shape("polyline", { class: "audio", points: loud.map((p) => x(p.t).toFixed(1) + "," + yDb(p.peak_db).toFixed(1)).join(" ") }));
+    for (const e of tape.events) {
+      const span = shape("rect", { class: "fault " + e.kind, x: x(e.start_s), y: 4, width: Math.max(2, x(e.end_s) - x(e.start_s)), height: lane - 6 });
+      span.appendChild(shape("title", {}, e.text));
+      parts.push(span);
+    }
+    parts.push(shape("text", { x: 2, y: y(235) + 3 }, "235"), shape("text", { x: 2, y: y(16) + 3 }, "16"));
+    parts.push(shape("text", { x: W - right + 4, y: top + 8 }, "0 dB"), shape("text", { x: W - right + 4, y: top + plotH }, "-60"));
+    parts.push(shape("text", { x: left, y: H - 4 }, "00:00:00"), shape("text", { x: W - right - 44, y: H - 4 }, clock(tape.duration_s)));
+    document.getElementById("tape-chart").replaceChildren(...parts);
+    const events = tape.events.map((e) => el("li", { class: e.kind }, e.text));
+    if (tape.more_events) events.push(el("li", {}, "… and " + tape.more_events + " more"));
+    document.getElementById("tape-events").replaceChildren(...events);
+  }
+
   async function jobPage() {
     const id = decodeURIComponent(location.pathname.split("/").pop());
     document.getElementById("job-id").textContent = id;
@@ -230,6 +271,7 @@ const videofarm = (() => {
         if (job.result && job.result.ssim !== undefined && job.result.ssim !== null) rows.push(["Quality (SSIM)", job.result.ssim.toFixed(4)]);
         for (const w of (job.result && job.result.warnings) || []) rows.push(["Damaged input", w]);
         if (job.result && job.result.note) rows.push(["Note", job.result.note]);
+        drawTape(job.result && job.result.tape);
         document.getElementById("job").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
         const actions = [];
         if (job.state === "failed" || job.state === "cancelled") actions.push(action("Retry", "retry", "/api/jobs/" + encodeURIComponent(id) + "/retry"));

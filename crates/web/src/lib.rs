@@ -373,6 +373,16 @@ async fn jobs(
         })
         .await?;
     mark_waiting(&state, &mut records).await?;
+    // A list (which the page polls) carries each tape's verdict and totals; its events and
+    // timeline, tens of KB, come with the job itself (`/api/jobs/{id}`).
+    for tape in records
+        .iter_mut()
+        .filter_map(|r| r.result.as_mut().and_then(|r| r.tape.as_mut()))
+    {
+        tape.more_events += tape.events.len();
+        tape.events.clear();
+        tape.timeline.clear();
+    }
     Ok(Json(records))
 }
 

@@ -49,7 +49,7 @@ pub async fn jobs(settings: &Settings, args: JobsArgs) -> anyhow::Result<ExitSta
             println!("        {why}");
         }
         if let Some(tape) = job.result.as_ref().and_then(|r| r.tape.as_deref()) {
-            println!("        tape: {}", tape.verdict());
+            println!("        tape: {}", tape.verdict);
         }
         for warning in job.result.iter().flat_map(|r| &r.warnings) {
             println!("        damaged: {warning}");

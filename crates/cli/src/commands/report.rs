@@ -43,7 +43,7 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
 /// The report in words, for a person.
 fn write_text(out: &mut impl Write, input: &str, tape: &TapeReport) -> std::io::Result<()> {
     writeln!(out, "{input}")?;
-    writeln!(out, "  verdict:  {}", tape.verdict())?;
+    writeln!(out, "  verdict:  {}", tape.verdict)?;
     writeln!(
         out,
         "  length:   {} ({} frames)",

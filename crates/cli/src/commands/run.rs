@@ -383,11 +383,7 @@ fn print_summary(records: &[JobRecord], already_done: &HashSet<JobId>) {
         };
         println!("{name:<40}  {result:<12}  {duration:>8}  {sizes:>21}  {time:>8}");
         if let Some(tape) = job.result.as_ref().and_then(|r| r.tape.as_deref()) {
-            println!(
-                "    tape: {} (videofarm report {})",
-                tape.verdict(),
-                job.id.0
-            );
+            println!("    tape: {} (videofarm report {})", tape.verdict, job.id.0);
         }
         for line in job
             .result
