@@ -481,7 +481,9 @@ import os, subprocess, sys
 args = sys.argv[1:]
 code = subprocess.call([{real:?}] + args, close_fds=False)
 if code == 0 and "-progress" in args:
-    out = args[-1][len("file:"):] if args[-1].startswith("file:") else args[-1]
+    # The encode's output follows -y (a measuring output may come after it).
+    out = args[args.index("-y") + 1]
+    out = out[len("file:"):] if out.startswith("file:") else out
     size = os.path.getsize(out)
     with open(out, "r+b") as f:
         f.seek(size // 2)

@@ -220,3 +220,118 @@ fn an_input_that_cannot_be_cut_exactly_is_encoded_whole_and_the_job_says_why() {
         "{records:#?}"
     );
 }
+
+/// A capture `secs` long: `video` from a lavfi source through `codec`, a tone through `audio`,
+/// in ffmpeg's muxer `muxer`.
+fn capture(path: &Path, secs: u32, source: &str, codec: &[&str], audio: &[&str], muxer: &str) {
+    let t = secs.to_string();
+    let mut args = vec![
+        "-f",
+        "lavfi",
+        "-i",
+        source,
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        &t,
+        "-ac",
+        "2",
+    ];
+    args.extend_from_slice(codec);
+    args.extend_from_slice(audio);
+    args.extend_from_slice(&["-f", muxer]);
+    ffmpeg(&args, path);
+}
+
+/// A DVD recorder's MPEG-PS: MPEG-2, AC-3, and DVD navigation packets (a data stream).
+fn dvd_tape(path: &Path, secs: u32) {
+    capture(
+        path,
+        secs,
+        "testsrc2=size=352x288:rate=25",
+        &["-c:v", "mpeg2video", "-g", "15", "-bf", "2", "-b:v", "4M"],
+        &["-c:a", "ac3"],
+        "dvd",
+    );
+}
+
+/// A capture card's MPEG-TS: interlaced MPEG-2 (top field first) and MP2.
+fn ts_tape(path: &Path, secs: u32) {
+    capture(
+        path,
+        secs,
+        "testsrc2=size=320x240:rate=50,tinterlace=mode=interleave_top,setfield=tff",
+        &[
+            "-c:v",
+            "mpeg2video",
+            "-flags",
+            "+ilme+ildct",
+            "-top",
+            "1",
+            "-g",
+            "12",
+            "-bf",
+            "2",
+            "-b:v",
+            "3M",
+        ],
+        &["-c:a", "mp2"],
+        "mpegts",
+    );
+}
+
+/// DV in AVI, as a FireWire capture of a DV or Hi8 (through a DV bridge) camcorder writes it:
+/// PAL DV (intra-only, bottom field first) and PCM.
+fn dv_tape(path: &Path, secs: u32) {
+    capture(
+        path,
+        secs,
+        "testsrc2=size=720x576:rate=25",
+        &["-c:v", "dvvideo", "-pix_fmt", "yuv420p"],
+        &["-c:a", "pcm_s16le"],
+        "avi",
+    );
+}
+
+/// A camera's `.mov`: H.264 with B-frames and PCM.
+fn mov_tape(path: &Path, secs: u32) {
+    capture(
+        path,
+        secs,
+        "testsrc2=size=320x240:rate=30000/1001",
+        &[
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-bf",
+            "2",
+            "-g",
+            "30",
+        ],
+        &["-c:a", "pcm_s16le"],
+        "mov",
+    );
+}
+
+#[test]
+fn a_dvd_recorders_program_stream_splits_frame_for_frame() {
+    split_equals_whole(farm(), dvd_tape, "recorder.vob", "exact", 1);
+}
+
+#[test]
+fn a_capture_cards_transport_stream_splits_frame_for_frame_through_the_deinterlacer() {
+    split_equals_whole(farm(), ts_tape, "card.ts", "deint", 2);
+}
+
+#[test]
+fn dv_in_avi_splits_frame_for_frame() {
+    split_equals_whole(farm(), dv_tape, "camcorder.avi", "exact", 1);
+}
+
+#[test]
+fn a_cameras_mov_splits_frame_for_frame() {
+    split_equals_whole(farm(), mov_tape, "camera.mov", "exact", 1);
+}

@@ -53,6 +53,11 @@ pub struct Profile {
     /// Whether jobs of this profile measure the tape for its report (on unless set to false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<bool>,
+    /// A preservation master: the output must decode to exactly the source's frames (their
+    /// MD5s compared, one by one) before it counts, and its per-frame MD5s are kept beside it
+    /// (`NAME.framemd5`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lossless: bool,
 }
 
 impl Profile {
@@ -159,6 +164,7 @@ fn hardware(name: &str, description: &str, codec: &str, video: &[&str]) -> Profi
     Profile {
         min_ssim: None,
         report: None,
+        lossless: false,
         name: name.into(),
         description: description.into(),
         extension: "mkv".into(),
@@ -176,6 +182,7 @@ pub fn builtins() -> Vec<Profile> {
         Profile {
             min_ssim: None,
         report: None,
+        lossless: false,
             name: "archive".into(),
             description: "The old farm's settings: libx264 CRF 17, every stream kept, audio and subtitles copied, Matroska".into(),
             extension: "mkv".into(),
@@ -188,6 +195,7 @@ pub fn builtins() -> Vec<Profile> {
         Profile {
             min_ssim: None,
         report: None,
+        lossless: false,
             name: "vhs".into(),
             description: "Interlaced SD captures: bwdif deinterlace to full field rate, libx264 CRF 18, audio to AAC, Matroska".into(),
             extension: "mkv".into(),
@@ -211,6 +219,7 @@ pub fn builtins() -> Vec<Profile> {
         Profile {
             min_ssim: None,
         report: None,
+        lossless: false,
             name: "web".into(),
             description: "H.264 + AAC in MP4 with faststart, for browsers and phones".into(),
             extension: "mp4".into(),
@@ -232,6 +241,7 @@ pub fn builtins() -> Vec<Profile> {
         Profile {
             min_ssim: None,
         report: None,
+        lossless: false,
             name: "hevc".into(),
             description: "HEVC (libx265 CRF 22), every stream kept, Matroska".into(),
             extension: "mkv".into(),
@@ -244,6 +254,7 @@ pub fn builtins() -> Vec<Profile> {
         Profile {
             min_ssim: None,
         report: None,
+        lossless: false,
             name: "av1".into(),
             description: "AV1 (libsvtav1 CRF 30, preset 8), every stream kept, Matroska".into(),
             extension: "mkv".into(),
@@ -257,6 +268,24 @@ pub fn builtins() -> Vec<Profile> {
                 &["-c:v", "libsvtav1", "-crf", "30", "-preset", "8", "-pix_fmt", "yuv420p"],
                 copy_other_streams(),
             ),
+        },
+        Profile {
+            min_ssim: None,
+            report: None,
+            lossless: true,
+            name: "preserve".into(),
+            description: "Preservation master: FFV1 version 3 (intra-only, slice CRCs), every stream kept, audio copied, Matroska; proven lossless frame by frame, with a per-frame MD5 sidecar".into(),
+            extension: "mkv".into(),
+            args: args(&[
+                "-max_muxing_queue_size", "1000", "-map", "0", "-map", "-0:d", "-c", "copy",
+                "-c:v", "ffv1", "-level", "3", "-g", "1", "-slices", "16", "-slicecrc", "1",
+                "-fps_mode", "passthrough",
+            ]),
+            video_codec: "ffv1".into(),
+            audio: AudioKeep::All,
+            subtitles: SubtitleKeep::All,
+            // One master, proven whole against its source.
+            split: None,
         },
         hardware("h264-nvenc", "H.264 on an NVIDIA GPU (NVENC, constant quality 21), every stream kept, Matroska", "h264",
             &["-c:v", "h264_nvenc", "-preset", "p5", "-rc", "vbr", "-cq", "21", "-b:v", "0"]),
@@ -514,6 +543,7 @@ mod tests {
             Profile {
                 min_ssim: None,
                 report: None,
+                lossless: false,
                 name: String::new(),
                 description: String::new(),
                 extension: "mkv".into(),

@@ -13,6 +13,7 @@
 //! - [`encode`]: running one encode with progress.
 //! - [`analyse`]: the tape report's measurements, taken in the encode's decode pass.
 //! - `header`: the input's description read from ffmpeg's own header.
+//! - [`lossless`]: proving an output decodes to exactly its source's frames.
 //! - [`matroska`]: an encoded Matroska file's duration and tracks, read in-process.
 //! - [`packets`]: the first video stream's packets and clocks, for split encoding.
 //! - [`progress`]: parsing `-progress` output.
@@ -21,6 +22,7 @@
 pub mod analyse;
 pub mod encode;
 mod header;
+pub mod lossless;
 pub mod matroska;
 pub mod packets;
 pub mod probe;

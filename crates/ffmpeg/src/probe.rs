@@ -218,7 +218,7 @@ pub async fn probe_output(
 }
 
 /// ffprobe starts its messages with the URL it was given; the user knows the file already.
-fn strip_file_prefix(line: &str, path: &Path) -> String {
+pub(crate) fn strip_file_prefix(line: &str, path: &Path) -> String {
     let url = file_url(path);
     let url = url.to_string_lossy();
     line.strip_prefix(url.as_ref())

@@ -1,7 +1,7 @@
 //! `videofarm enqueue`: only queue. With `--move-to`, each file is first moved (an atomic
 //! rename) into that folder, as the old producer moved files from `to_encode` to `encoding`.
 
-use super::{enqueue_planned, shown};
+use super::{enqueue_planned, plan_batch, shown};
 use crate::broker::open_queue;
 use crate::cli::EnqueueArgs;
 use crate::error::{ExitStatus, UsageError};
@@ -12,13 +12,14 @@ use videofarm_core::plan::{self as scan, Planned};
 use videofarm_core::Enqueued;
 
 pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitStatus> {
-    let profile = settings.profile(args.inputs.profile.as_deref())?.clone();
+    let mut batch = plan_batch(settings, &args.inputs)?;
     crate::cli::check_required(&args.inputs.require)?;
-    let mut planned = scan::plan(&args.inputs.paths, &args.inputs.out, &profile.extension)
-        .map_err(UsageError::from)?;
-    if planned.is_empty() {
-        return Err(UsageError::new("no video files found in the given paths").into());
+    if batch.len() > 1 && args.move_to.is_some() {
+        return Err(
+            UsageError::new("--move-to moves each file once: use it with one profile").into(),
+        );
     }
+    let (profile, mut planned) = batch.remove(0);
     let queue = open_queue(settings).await?;
     let mut status = ExitStatus::Success;
     if let Some(move_to) = &args.move_to {
@@ -43,17 +44,25 @@ pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<E
         }
         planned = moved;
     }
-    let results =
-        enqueue_planned(queue.as_ref(), &planned, &profile, &args.inputs, settings).await?;
+    batch.insert(0, (profile, planned));
+    let mut results = Vec::new();
+    for (profile, planned) in &batch {
+        results.extend(
+            enqueue_planned(queue.as_ref(), planned, profile, &args.inputs, settings)
+                .await?
+                .into_iter()
+                .zip(planned.iter().map(|job| job.input.clone())),
+        );
+    }
     let mut queued = 0;
-    for (job, (_, result)) in planned.iter().zip(&results) {
+    for ((_, result), input) in &results {
         match result {
             Enqueued::Queued(id) => {
                 queued += 1;
-                println!("queued {id}: {}", shown(&job.input));
+                println!("queued {id}: {}", shown(input));
             }
             Enqueued::Duplicate(id, state) => {
-                println!("already known as job {id} ({state}): {}", shown(&job.input))
+                println!("already known as job {id} ({state}): {}", shown(input))
             }
         }
     }

@@ -130,6 +130,42 @@ pub async fn with_capabilities(
     info
 }
 
+/// The profiles `--profile` names (one, or several with commas: `preserve,vhs` makes a
+/// master and a viewing copy of each file) and the jobs planned for each. With several, each
+/// output's name carries its profile (`tape.preserve.mkv`, `tape.vhs.mkv`): no two clash.
+pub fn plan_batch(
+    settings: &Settings,
+    inputs: &QueueInputs,
+) -> Result<Vec<(Profile, Vec<Planned>)>, UsageError> {
+    let names: Vec<Option<&str>> = match inputs.profile.as_deref() {
+        Some(list) if list.contains(',') => list.split(',').map(|n| Some(n.trim())).collect(),
+        one => vec![one],
+    };
+    let several = names.len() > 1;
+    let mut batch: Vec<(Profile, Vec<Planned>)> = Vec::with_capacity(names.len());
+    for name in names {
+        let profile = settings.profile(name)?.clone();
+        if batch.iter().any(|(p, _)| p.name == profile.name) {
+            return Err(UsageError::new(format!(
+                "--profile names {} twice",
+                profile.name
+            )));
+        }
+        let extension = if several {
+            format!("{}.{}", profile.name, profile.extension)
+        } else {
+            profile.extension.clone()
+        };
+        let planned =
+            scan::plan(&inputs.paths, &inputs.out, &extension).map_err(UsageError::from)?;
+        if planned.is_empty() {
+            return Err(UsageError::new("no video files found in the given paths"));
+        }
+        batch.push((profile, planned));
+    }
+    Ok(batch)
+}
+
 /// Jobs queued in one call to the queue.
 const ENQUEUE_BATCH: usize = 1000;
 

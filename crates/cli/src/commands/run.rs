@@ -5,7 +5,7 @@
 //! where the backend shares them) drive the progress display.
 
 use super::{
-    enqueue_planned, human_duration, human_size, locate_tools, shown, stop_on_signal,
+    enqueue_planned, human_duration, human_size, locate_tools, plan_batch, shown, stop_on_signal,
     with_capabilities, worker_settings,
 };
 use crate::broker::{open_queue, worker_info};
@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use videofarm_core::plan as scan;
 use videofarm_core::{
     Backend, Enqueued, Event, EventFeed, JobFilter, JobId, JobRecord, JobSpec, JobState, QueueError,
 };
@@ -89,18 +88,16 @@ impl EventSource {
 }
 
 pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatus> {
-    let profile = settings.profile(args.inputs.profile.as_deref())?.clone();
+    let batch = plan_batch(settings, &args.inputs)?;
     crate::cli::check_required(&args.inputs.require)?;
     let tools = locate_tools(settings)?;
-    let planned = scan::plan(&args.inputs.paths, &args.inputs.out, &profile.extension)
-        .map_err(UsageError::from)?;
-    if planned.is_empty() {
-        return Err(UsageError::new("no video files found in the given paths").into());
-    }
     let queue = open_queue(settings).await?;
-    let concurrency = encoders(settings, &args, planned.len());
+    let files = batch.iter().map(|(_, planned)| planned.len()).sum();
+    let concurrency = encoders(settings, &args, files);
     let info = with_capabilities(settings, &tools, worker_info(None, concurrency)).await;
-    someone_can_run(queue.as_ref(), &info, &profile, &args.inputs.require).await?;
+    for (profile, _) in &batch {
+        someone_can_run(queue.as_ref(), &info, profile, &args.inputs.require).await?;
+    }
     let worker = Arc::new(Worker::new(
         queue.clone(),
         worker_settings(settings, tools, info),
@@ -108,8 +105,12 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
     // Subscribe before anything is queued, so no event of this batch is missed.
     let mut source = EventSource::open(queue.clone(), worker.subscribe()).await?;
 
-    let enqueued =
-        enqueue_planned(queue.as_ref(), &planned, &profile, &args.inputs, settings).await?;
+    let mut enqueued = Vec::with_capacity(files);
+    for (profile, planned) in &batch {
+        enqueued.extend(
+            enqueue_planned(queue.as_ref(), planned, profile, &args.inputs, settings).await?,
+        );
+    }
     let ids: Vec<JobId> = enqueued.iter().map(|(_, e)| e.id().clone()).collect();
     let specs: HashMap<JobId, JobSpec> = enqueued
         .iter()

@@ -178,13 +178,20 @@ pub fn read_own_text(path: &Path, limit: u64) -> std::io::Result<String> {
 /// (made with [`create_new`], so a file or link planted under its name is refused, never
 /// written through), flushed, then renamed over `name` (which replaces whatever has the name,
 /// a link included, without following it). A reader sees the old content or the new.
-pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write_atomically(
+    dir: &Path,
+    name: impl AsRef<std::ffi::OsStr>,
+    bytes: &[u8],
+) -> std::io::Result<()> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let temp = format!(
-        ".{name}.{}.{}.tmp",
+    let name = name.as_ref();
+    let mut temp = std::ffi::OsString::from(".");
+    temp.push(name);
+    temp.push(format!(
+        ".{}.{}.tmp",
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
+    ));
     let written = create_new(dir, temp.as_ref()).and_then(|mut file| {
         file.write_all(bytes)?;
         file.sync_all()

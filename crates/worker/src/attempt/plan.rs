@@ -499,7 +499,7 @@ impl Attempt {
 pub fn mark_damaged(place: &Confined, chunk: &Chunk, warnings: &[String]) {
     let _ = fs::write_atomically(
         &place.dir_io(),
-        &split::warnings_name(chunk.index),
+        split::warnings_name(chunk.index),
         warnings.join("; ").as_bytes(),
     );
 }
@@ -507,7 +507,7 @@ pub fn mark_damaged(place: &Confined, chunk: &Chunk, warnings: &[String]) {
 /// Record the signal a chunk measured in its part of the input, for its tape's report.
 pub fn mark_signal(place: &Confined, chunk: &Chunk, signal: &Signal) {
     if let Ok(json) = serde_json::to_vec(signal) {
-        let _ = fs::write_atomically(&place.dir_io(), &split::signal_name(chunk.index), &json);
+        let _ = fs::write_atomically(&place.dir_io(), split::signal_name(chunk.index), &json);
     }
 }
 
@@ -534,7 +534,7 @@ fn tape_signal(work: &Path, plan: &Plan) -> Option<Signal> {
 pub fn mark_failed(place: &Confined, chunk: &Chunk, reason: &str) {
     let _ = fs::write_atomically(
         &place.dir_io(),
-        &split::failed_name(chunk.index, false),
+        split::failed_name(chunk.index, false),
         reason.as_bytes(),
     );
 }

@@ -6,6 +6,7 @@ use crate::attempt::verify::Verified;
 use crate::paths::Confined;
 use crate::publish::TempOutput;
 use std::time::Instant;
+use videofarm_core::confine::fs;
 use videofarm_core::report::Signal;
 use videofarm_core::{Failure, SuccessReport};
 
@@ -26,6 +27,7 @@ impl Attempt {
             output_info,
             ssim,
             output_size,
+            frame_md5s,
         } = verified;
         // Fencing: only the current lease holder may publish.
         if let Err(e) = self.queue.begin_publish(&self.lease).await {
@@ -60,6 +62,14 @@ impl Attempt {
         }
         // Every rename, logged: how a soak proves that no output was written twice.
         tracing::info!(output = %spec.output.display(), "published");
+        if let Some(md5s) = frame_md5s {
+            // The master's per-frame MD5s beside it, whole or not at all.
+            let mut name = place.name().to_owned();
+            name.push(".framemd5");
+            if let Err(e) = fs::write_atomically(&place.dir_io(), &name, md5s.as_bytes()) {
+                tracing::warn!(error = %e, "could not write the master's per-frame MD5s");
+            }
+        }
         if let Check::Join { work, .. } = check {
             // The tape is in place: its chunks are no longer needed.
             if let Err(e) = work.remove() {

@@ -7,6 +7,7 @@ use crate::checks::check_media;
 use crate::paths::Confined;
 use crate::publish::TempOutput;
 use videofarm_core::Failure;
+use videofarm_ffmpeg::lossless::prove_lossless;
 use videofarm_ffmpeg::{
     decode_check, probe, probe_output, sampled_ssim, verify_output, ProbeError,
 };
@@ -16,6 +17,8 @@ pub(crate) struct Verified {
     pub(crate) output_info: videofarm_ffmpeg::MediaInfo,
     pub(crate) ssim: Option<f64>,
     pub(crate) output_size: u64,
+    /// A preservation master's per-frame MD5s (`framemd5`), proven equal to its source's.
+    pub(crate) frame_md5s: Option<String>,
 }
 
 impl Attempt {
@@ -79,6 +82,20 @@ impl Attempt {
                 )));
             }
         }
+        let frame_md5s = match (profile.lossless, check) {
+            (true, Check::Whole) => Some(
+                prove_lossless(&self.settings.tools, &place.input_io(), &temp.io_path())
+                    .await
+                    .map_err(|why| {
+                        // The same encoder gives the same frames: trying again would not help.
+                        End::Failed(Failure::permanent(format!(
+                            "{}: the master failed verification: {why}",
+                            spec.input.display()
+                        )))
+                    })?,
+            ),
+            _ => None,
+        };
         let ssim = match (profile.min_ssim, check) {
             (Some(min), Check::Whole | Check::Join { .. }) => {
                 // On a joined tape this compares across the seams, where a split could hurt.
@@ -108,6 +125,7 @@ impl Attempt {
             output_info,
             ssim,
             output_size,
+            frame_md5s,
         })
     }
 
