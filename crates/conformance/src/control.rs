@@ -208,6 +208,7 @@ pub async fn a_tape_is_cancelled_and_retried_whole(f: Fixture) {
         seek_s: None,
         window: (0.0, Some(90.1)),
         keep: (0.0, Some(90.0)),
+        treat: None,
     });
     let chunk_id = q.enqueue(chunk, false).await.unwrap().id().clone();
     q.finish(&planning, wait(100)).await.unwrap();

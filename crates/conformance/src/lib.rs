@@ -323,6 +323,7 @@ pub async fn a_chunk_job_comes_back_with_its_parent_split_and_frames(f: Fixture)
         seek_s: Some(89.5),
         window: (89.9, Some(180.1)),
         keep: (90.0, Some(180.0)),
+        treat: None,
     });
     q.enqueue(chunk.clone(), false).await.unwrap();
     q.finish(&lease, ok()).await.unwrap();

@@ -14,6 +14,7 @@
 //! - [`confine`]: confinement to the media roots, checked on open files, not on paths.
 //! - [`report`]: the tape report: a tape's measured signal and the faults it names.
 //! - [`split`]: one long input encoded by many workers: the setting, chunks, work folders.
+//! - [`treat`]: treatment chosen from the tape (the deinterlacer's field order, measured).
 //! - [`pathser`]: serde for file names that are not UTF-8.
 
 pub mod clock;
@@ -31,6 +32,7 @@ pub mod queue;
 pub mod report;
 pub mod split;
 pub mod sweep;
+pub mod treat;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use event::Event;

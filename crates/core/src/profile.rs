@@ -58,6 +58,10 @@ pub struct Profile {
     /// (`NAME.framemd5`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lossless: bool,
+    /// Treatment chosen from the tape: its deinterlacer's field order set by what `idet`
+    /// measures in a survey of the tape before the encode (see [`crate::treat`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto: bool,
 }
 
 impl Profile {
@@ -165,6 +169,7 @@ fn hardware(name: &str, description: &str, codec: &str, video: &[&str]) -> Profi
         min_ssim: None,
         report: None,
         lossless: false,
+        auto: false,
         name: name.into(),
         description: description.into(),
         extension: "mkv".into(),
@@ -183,6 +188,7 @@ pub fn builtins() -> Vec<Profile> {
             min_ssim: None,
         report: None,
         lossless: false,
+        auto: false,
             name: "archive".into(),
             description: "The old farm's settings: libx264 CRF 17, every stream kept, audio and subtitles copied, Matroska".into(),
             extension: "mkv".into(),
@@ -196,8 +202,9 @@ pub fn builtins() -> Vec<Profile> {
             min_ssim: None,
         report: None,
         lossless: false,
+        auto: true,
             name: "vhs".into(),
-            description: "Interlaced SD captures: bwdif deinterlace to full field rate, libx264 CRF 18, audio to AAC, Matroska".into(),
+            description: "Interlaced SD captures: bwdif deinterlace to full field rate in the field order measured in the tape (none for a progressive one), libx264 CRF 18, audio to AAC, Matroska".into(),
             extension: "mkv".into(),
             args: args(&[
                 "-max_muxing_queue_size", "1000",
@@ -220,6 +227,7 @@ pub fn builtins() -> Vec<Profile> {
             min_ssim: None,
         report: None,
         lossless: false,
+        auto: false,
             name: "web".into(),
             description: "H.264 + AAC in MP4 with faststart, for browsers and phones".into(),
             extension: "mp4".into(),
@@ -242,6 +250,7 @@ pub fn builtins() -> Vec<Profile> {
             min_ssim: None,
         report: None,
         lossless: false,
+        auto: false,
             name: "hevc".into(),
             description: "HEVC (libx265 CRF 22), every stream kept, Matroska".into(),
             extension: "mkv".into(),
@@ -255,6 +264,7 @@ pub fn builtins() -> Vec<Profile> {
             min_ssim: None,
         report: None,
         lossless: false,
+        auto: false,
             name: "av1".into(),
             description: "AV1 (libsvtav1 CRF 30, preset 8), every stream kept, Matroska".into(),
             extension: "mkv".into(),
@@ -273,6 +283,7 @@ pub fn builtins() -> Vec<Profile> {
             min_ssim: None,
             report: None,
             lossless: true,
+            auto: false,
             name: "preserve".into(),
             description: "Preservation master: FFV1 version 3 (intra-only, slice CRCs), every stream kept, audio copied, Matroska; proven lossless frame by frame, with a per-frame MD5 sidecar".into(),
             extension: "mkv".into(),
@@ -544,6 +555,7 @@ mod tests {
                 min_ssim: None,
                 report: None,
                 lossless: false,
+                auto: false,
                 name: String::new(),
                 description: String::new(),
                 extension: "mkv".into(),

@@ -242,6 +242,16 @@ impl Signal {
         });
     }
 
+    /// `idet`'s verdicts, summed over every bin.
+    pub fn fields(&self) -> Fields {
+        let sum = |f: fn(&Bin) -> u32| self.bins.values().map(|b| u64::from(f(b))).sum::<u64>();
+        Fields {
+            top: sum(|b| b.top),
+            bottom: sum(|b| b.bottom),
+            progressive: sum(|b| b.progressive),
+        }
+    }
+
     /// Add another part's signal (a split tape's chunk).
     pub fn merge(&mut self, other: Signal) {
         for (k, b) in other.bins {
@@ -317,11 +327,7 @@ impl Signal {
             verdict: String::new(),
             duration_s: (duration * 100.0).round() / 100.0,
             frames,
-            fields: Fields {
-                top: sum(|b| b.top),
-                bottom: sum(|b| b.bottom),
-                progressive: sum(|b| b.progressive),
-            },
+            fields: self.fields(),
             clipped_share: share(sum(|b| b.clipped)),
             black_s: round2(totals.black),
             silent_s: round2(totals.silent),
@@ -331,6 +337,7 @@ impl Signal {
             events,
             more_events: dropped,
             timeline: self.timeline(origin),
+            treatment: None,
         };
         report.verdict = report.summary();
         report
@@ -562,6 +569,9 @@ pub struct TapeReport {
     #[serde(default)]
     pub more_events: usize,
     pub timeline: Vec<Point>,
+    /// What was done to the tape from what it measured (`auto` profiles), in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub treatment: Option<String>,
 }
 
 impl TapeReport {

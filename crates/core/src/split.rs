@@ -120,6 +120,9 @@ pub struct Chunk {
     pub window: (f64, Option<f64>),
     /// The frames kept after the filters: the chunk itself.
     pub keep: (f64, Option<f64>),
+    /// The treatment chosen for its tape (every chunk of a tape is treated alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub treat: Option<crate::treat::Treatment>,
 }
 
 impl Chunk {

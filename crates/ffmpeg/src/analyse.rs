@@ -4,8 +4,11 @@
 //! read here from ffmpeg's stderr into a [`Signal`]. What the numbers mean is decided in
 //! [`videofarm_core::report`].
 
+use crate::{file_url, Tools};
 use std::ffi::OsString;
-use videofarm_core::report::{AudioStats, Field, FrameStats, Signal};
+use std::path::Path;
+use std::process::Stdio;
+use videofarm_core::report::{AudioStats, Field, Fields, FrameStats, Signal};
 
 /// Samples per audio measurement (85 ms at 48 kHz).
 const AUDIO_BLOCK: u32 = 4096;
@@ -62,6 +65,72 @@ pub fn analysis_args(range: Option<(f64, Option<f64>)>) -> Vec<OsString> {
     .iter()
     .map(Into::into)
     .collect()
+}
+
+/// Stretches of a tape a survey measures, and their length in seconds: a tape shorter than
+/// all of them together is measured whole.
+const SURVEY_STRETCHES: u32 = 5;
+const SURVEY_SECS: f64 = 6.0;
+
+/// `idet`'s verdicts on stretches spread over `input` (the whole of a short one), read before
+/// the encode: what a treatment is chosen from.
+pub async fn survey_fields(tools: &Tools, input: &Path) -> Result<Fields, String> {
+    let duration = crate::probe(tools, input)
+        .await
+        .map_err(|e| e.to_string())?
+        .duration_s
+        .unwrap_or(0.0);
+    let whole = duration <= f64::from(SURVEY_STRETCHES) * SURVEY_SECS * 2.0;
+    let starts: Vec<Option<f64>> = if whole {
+        vec![None]
+    } else {
+        (0..SURVEY_STRETCHES)
+            .map(|i| Some(duration * (f64::from(i) + 0.5) / f64::from(SURVEY_STRETCHES)))
+            .collect()
+    };
+    let mut signal = Signal::default();
+    for start in starts {
+        let mut command = tokio::process::Command::new(&tools.ffmpeg);
+        command.args([
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "level+info",
+            "-nostats",
+        ]);
+        if let Some(start) = start {
+            command.args(["-ss", &secs(start)]);
+        }
+        command.arg("-i").arg(file_url(input));
+        if start.is_some() {
+            command.args(["-t", &secs(SURVEY_SECS)]);
+        }
+        let output = command
+            .args([
+                "-map",
+                "0:v:0",
+                "-vf",
+                "idet,metadata=mode=print",
+                "-f",
+                "null",
+                "-",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| format!("could not start ffmpeg ({}): {e}", tools.ffmpeg.display()))?;
+        if !output.status.success() {
+            return Err(format!("ffmpeg could not read it ({})", output.status));
+        }
+        let mut part = Analyser::default();
+        for line in output.stderr.split(|&b| b == b'\n' || b == b'\r') {
+            part.line(line);
+        }
+        signal.merge(part.finish());
+    }
+    Ok(signal.fields())
 }
 
 /// What is being read: the frame or block whose values follow.

@@ -228,7 +228,7 @@ const videofarm = (() => {
     const section = document.getElementById("tape");
     section.hidden = !tape;
     if (!tape) return;
-    document.getElementById("tape-verdict").textContent = tape.verdict;
+    document.getElementById("tape-verdict").textContent = tape.verdict + (tape.treatment ? "; " + tape.treatment : "");
     const W = 720, H = 190, left = 34, right = 44, lane = 18, top = 6 + lane, bottom = 20;
     const plotW = W - left - right, plotH = H - top - bottom, length = Math.max(tape.duration_s, 0.001);
     const x = (t) => left + Math.min(1, Math.max(0, t / length)) * plotW;

@@ -306,6 +306,7 @@ async fn a_chunk_tells_its_tape_through_the_server() {
         seek_s: Some(3.9),
         window: (3.95, Some(6.1)),
         keep: (4.0, Some(6.0)),
+        treat: None,
     });
     let id = api.queue.enqueue(chunk, false).await.unwrap().id().clone();
     let mut leases = Vec::new();

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use videofarm_core::confine::fs;
 use videofarm_core::split::Chunk;
 pub use videofarm_core::split::{failed_name, signal_name, warnings_name, SIGNAL_MAX_BYTES};
+use videofarm_core::treat::Treatment;
 use videofarm_core::SplitArgs;
 use videofarm_ffmpeg::packets::{Rational, VideoPackets};
 
@@ -57,6 +58,9 @@ pub struct Plan {
     /// When the tape was split (ms since the epoch): its encode's wall time counts from here.
     #[serde(default)]
     pub started_ms: i64,
+    /// The treatment chosen from the tape, which each chunk carries too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub treat: Option<Treatment>,
 }
 
 impl Plan {
@@ -101,9 +105,10 @@ pub fn plan(
     packets: &VideoPackets,
     frames: &[i64],
     chunk_secs: f64,
-    args: &SplitArgs,
+    (args, treat): (&SplitArgs, Option<Treatment>),
     key: &str,
 ) -> Result<Plan, Unsplittable> {
+    let args = &videofarm_core::treat::treated_split(args, treat.as_ref());
     if packets.video_streams != 1 {
         return Err(format!(
             "it has {} video streams (a split handles one)",
@@ -157,6 +162,7 @@ pub fn plan(
                 seek_s,
                 window: (seconds(at(s) - q), (e < n).then(|| seconds(at(e) - q))),
                 keep: (seconds(at(a) - q), (b < n).then(|| seconds(at(b) - q))),
+                treat,
             }
         })
         .collect();
@@ -175,6 +181,7 @@ pub fn plan(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0),
+        treat,
     })
 }
 
@@ -411,7 +418,14 @@ mod tests {
     #[test]
     fn chunks_cover_every_frame_once_with_context_around_them() {
         let p = packets(250);
-        let plan = plan(&p, &frames_from_packets(&p).unwrap(), 2.0, &args(2), "k").unwrap();
+        let plan = plan(
+            &p,
+            &frames_from_packets(&p).unwrap(),
+            2.0,
+            (&args(2), None),
+            "k",
+        )
+        .unwrap();
         assert_eq!(plan.frames, 250);
         assert_eq!(plan.chunks.len(), 5);
         let mut next = 0;
@@ -439,7 +453,7 @@ mod tests {
     }
 
     fn try_plan(p: &VideoPackets) -> Result<Plan, String> {
-        plan(p, &frames_from_packets(p)?, 2.0, &args(2), "k")
+        plan(p, &frames_from_packets(p)?, 2.0, (&args(2), None), "k")
     }
 
     #[test]

@@ -59,6 +59,9 @@ fn write_text(out: &mut impl Write, input: &str, tape: &TapeReport) -> std::io::
         f.bottom,
         f.progressive
     )?;
+    if let Some(treatment) = &tape.treatment {
+        writeln!(out, "  treated:  {treatment}")?;
+    }
     writeln!(
         out,
         "  levels:   luma clipped in {:.1} % of frames",

@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use videofarm_core::confine::fs::{self, OwnFolder};
 use videofarm_core::report::Signal;
 use videofarm_core::split::{chunk_key, chunk_path, Chunk};
+use videofarm_core::treat::{treat_args, treated_split, Treatment};
 use videofarm_core::{
     Enqueued, Failure, JobSpec, JobState, Profile, Progress, QueueError, SplitArgs,
 };
-use videofarm_ffmpeg::analyse::analysis_args;
+use videofarm_ffmpeg::analyse::{analysis_args, survey_fields};
 use videofarm_ffmpeg::{file_url, packets};
 
 /// The encode an attempt runs.
@@ -34,6 +35,8 @@ pub(crate) struct Encode {
     pub analysis: Option<Vec<OsString>>,
     /// A split tape's signal, its chunks' merged (at the join).
     pub signal: Option<Box<Signal>>,
+    /// What was chosen from the tape's survey (recorded in its report).
+    pub treatment: Option<Treatment>,
 }
 
 /// How the result is verified.
@@ -70,23 +73,51 @@ fn os(list: &[String]) -> Vec<OsString> {
 }
 
 impl Attempt {
+    /// The whole file as one encode, with its profile's arguments treated as the tape's
+    /// survey says (an `auto` profile).
+    async fn whole(&self, place: &Confined, profile: &Profile, note: Option<String>) -> Step {
+        let treatment = self.treatment(place, profile).await;
+        let args = match &treatment {
+            Some(t) => treat_args(&profile.args, t),
+            None => profile.args.clone(),
+        };
+        Step::Run(Encode {
+            input_args: Vec::new(),
+            input: place.input_io(),
+            args: os(&args),
+            extension: profile.extension.clone(),
+            duration_s: None,
+            check: Check::Whole,
+            note,
+            warnings: None,
+            analysis: profile.reports().then(|| analysis_args(None)),
+            signal: None,
+            treatment,
+        })
+    }
+
+    /// The treatment an `auto` profile's tape calls for, from a survey of it; none when the
+    /// survey could not tell (the profile's own settings then apply, as they are).
+    async fn treatment(&self, place: &Confined, profile: &Profile) -> Option<Treatment> {
+        if !profile.auto {
+            return None;
+        }
+        match survey_fields(&self.settings.tools, &place.input_io()).await {
+            Ok(fields) => {
+                let chosen = Treatment::choose(&fields);
+                tracing::info!(?fields, ?chosen, "surveyed the tape");
+                chosen
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not survey the tape; its profile applies as it is");
+                None
+            }
+        }
+    }
+
     /// Decide what this attempt encodes.
     pub(crate) async fn step(&self, place: &Confined, profile: &Profile) -> Step {
         let spec = &place.spec;
-        let whole = |note: Option<String>| {
-            Step::Run(Encode {
-                input_args: Vec::new(),
-                input: place.input_io(),
-                args: os(&profile.args),
-                extension: profile.extension.clone(),
-                duration_s: None,
-                check: Check::Whole,
-                note,
-                warnings: None,
-                analysis: profile.reports().then(|| analysis_args(None)),
-                signal: None,
-            })
-        };
         let Some(args) = &profile.split else {
             return match &spec.chunk {
                 Some(_) => Step::End(End::Failed(Failure::permanent(format!(
@@ -94,11 +125,13 @@ impl Attempt {
                     spec.input.display(),
                     profile.name
                 )))),
-                None => whole(None),
+                None => self.whole(place, profile, None).await,
             };
         };
         if let Some(chunk) = &spec.chunk {
-            let (before, after) = split::chunk_args(chunk, args);
+            // Treated as its tape was, whichever worker surveyed it.
+            let args = treated_split(args, chunk.treat.as_ref());
+            let (before, after) = split::chunk_args(chunk, &args);
             return Step::Run(Encode {
                 input_args: os(&before),
                 input: place.input_io(),
@@ -112,10 +145,11 @@ impl Attempt {
                 warnings: None,
                 analysis: profile.reports().then(|| analysis_args(Some(chunk.keep))),
                 signal: None,
+                treatment: None,
             });
         }
         if spec.split.is_off() {
-            return whole(None);
+            return self.whole(place, profile, None).await;
         }
         let work = split::work_in(&place.dir_io(), &spec.output);
         if fs::kind(&work).is_ok() {
@@ -134,21 +168,27 @@ impl Attempt {
                 None => {}
             }
         }
-        match self.plan(place, args).await {
+        match self.plan(place, profile, args).await {
             Ok(plan) => self.start_split(place, plan, &work).await,
             Err(Unsplit::Short(reason)) => {
                 tracing::debug!(%reason, "encoding the whole file");
-                whole(None)
+                self.whole(place, profile, None).await
             }
             Err(Unsplit::Cannot(reason)) => {
                 tracing::info!(%reason, "encoding the whole file, not split");
-                whole(Some(format!("not split: {reason}")))
+                self.whole(place, profile, Some(format!("not split: {reason}")))
+                    .await
             }
         }
     }
 
     /// Plan the chunks, or say why the input is encoded whole.
-    async fn plan(&self, place: &Confined, args: &SplitArgs) -> Result<Plan, Unsplit> {
+    async fn plan(
+        &self,
+        place: &Confined,
+        profile: &Profile,
+        args: &SplitArgs,
+    ) -> Result<Plan, Unsplit> {
         let spec = &place.spec;
         let size = place.input_file().metadata().map(|m| m.len()).unwrap_or(0);
         if spec.split == videofarm_core::Split::Auto && size < split::MIN_SPLIT_BYTES {
@@ -172,7 +212,9 @@ impl Attempt {
                 .await
                 .map_err(|e| Unsplit::Cannot(format!("its frames could not be read ({e})")))?,
         };
-        split::plan(&packets, &frames, chunk_secs, args, &spec.key).map_err(|why| {
+        // Surveyed once, here: every chunk carries the treatment.
+        let treatment = self.treatment(place, profile).await;
+        split::plan(&packets, &frames, chunk_secs, (args, treatment), &spec.key).map_err(|why| {
             if why.contains("too short") {
                 Unsplit::Short(why)
             } else {
@@ -487,6 +529,7 @@ impl Attempt {
             note: None,
             warnings: (!warnings.is_empty()).then(|| warnings.join("; ")),
             analysis: None,
+            treatment: plan.treat,
             signal: profile
                 .reports()
                 .then(|| tape_signal(work, plan).map(Box::new))

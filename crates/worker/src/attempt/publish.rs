@@ -56,7 +56,11 @@ impl Attempt {
             Check::Chunk { .. } => None,
         }
         .filter(|s| !s.is_empty())
-        .map(|s| Box::new(s.report()));
+        .map(|s| {
+            let mut report = s.report();
+            report.treatment = work.treatment.map(|t| t.words().to_owned());
+            Box::new(report)
+        });
         if let Err(failure) = temp.publish(&place.output_io(), &spec.output, spec.overwrite) {
             return End::Failed(failure);
         }

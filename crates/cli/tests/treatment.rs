@@ -1,0 +1,171 @@
+//! Treatment chosen from the tape: the `vhs` profile deinterlaces in the field order the tape
+//! measures, not the one its flags claim, and leaves a progressive tape alone; whole and split,
+//! on both backends.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+/// A white bar moving down 100 px/s over black, shot at 50 fields a second and woven bottom
+/// field first, in MPEG-2 flagged top field first (a capture card's wrong flags): deinterlaced
+/// in the flagged order the bar stalls every other frame.
+fn mislabelled_tape(path: &Path) {
+    ffmpeg(
+        &[
+            "-f", "lavfi", "-i",
+            "color=black:s=320x240:r=50[bg];color=white:s=320x16:r=50[bar];\
+             [bg][bar]overlay=x=0:y='mod(t*100,200)',tinterlace=mode=interleave_bottom,setfield=tff",
+            "-t", "4", "-c:v", "mpeg2video", "-flags", "+ilme+ildct", "-top", "1", "-b:v", "4M",
+            "-f", "mpeg",
+        ],
+        path,
+    );
+}
+
+/// The steps at which the bar does not move forward, frame to frame, in `video`.
+fn stalls(video: &Path) -> usize {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(video)
+        .args(["-vf", "crop=2:ih:160:0,format=gray", "-f", "rawvideo", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (height, width) = (240, 2);
+    let rows: Vec<f64> = out
+        .stdout
+        .chunks(height * width)
+        .filter_map(|frame| {
+            let lit: Vec<usize> = (0..height).filter(|r| frame[r * width] > 128).collect();
+            (!lit.is_empty()).then(|| lit.iter().sum::<usize>() as f64 / lit.len() as f64)
+        })
+        .collect();
+    assert!(rows.len() > 150, "{} frames with the bar", rows.len());
+    // A wrap from the bottom back to the top is a jump, not a stall.
+    rows.windows(2)
+        .filter(|w| w[1] <= w[0] && w[0] - w[1] < 50.0)
+        .count()
+}
+
+fn run(farm: &Farm, tape: &Path, profile: &str, split: &str) -> Value {
+    let out_dir = farm.root().join(format!("out-{profile}-{split}"));
+    let output = farm
+        .cmd([
+            "-v",
+            "run",
+            "--json",
+            "--profile",
+            profile,
+            "--split",
+            split,
+            "--out",
+        ])
+        .arg(&out_dir)
+        .arg(tape)
+        .output()
+        .unwrap();
+    let records = run_results(&output.stdout).expect("run --json");
+    assert!(
+        output.status.success(),
+        "{records:#?}\n{}",
+        text(&output.stderr)
+    );
+    assert_eq!(
+        text(&output.stderr).contains("split into chunks"),
+        split != "off",
+        "{}",
+        text(&output.stderr)
+    );
+    let mut job = records.into_iter().next().unwrap();
+    job["output_path"] = Value::String(
+        out_dir
+            .join(tape.with_extension("mkv").file_name().unwrap())
+            .display()
+            .to_string(),
+    );
+    job
+}
+
+fn deinterlaced_as_measured(farm: Farm) {
+    let tape = farm.input.join("mislabelled.mpg");
+    mislabelled_tape(&tape);
+    for split in ["off", "1"] {
+        let job = run(&farm, &tape, "vhs", split);
+        assert_eq!(
+            job["result"]["tape"]["treatment"], "deinterlaced bottom field first, as measured",
+            "{job:#}"
+        );
+        let stalled = stalls(Path::new(job["output_path"].as_str().unwrap()));
+        assert!(
+            stalled <= 2,
+            "split {split}: the bar stalls {stalled} times"
+        );
+    }
+}
+
+#[test]
+fn a_tape_flagged_top_first_but_woven_bottom_first_is_deinterlaced_bottom_first() {
+    let farm = Farm::new();
+    deinterlaced_as_measured(farm);
+}
+
+#[test]
+fn on_rabbitmq_a_mislabelled_tape_is_deinterlaced_as_measured_whole_and_split() {
+    deinterlaced_as_measured(Farm::amqp(""));
+}
+
+/// Without the treatment (the same recipe, its parity left to the flags) the bar stalls: what
+/// the test above would see if the survey were ignored.
+#[test]
+fn the_flags_alone_deinterlace_the_mislabelled_tape_wrongly() {
+    let farm = Farm::new();
+    let config = std::fs::read_to_string(&farm.config).unwrap();
+    let flags_only = r#"
+[profiles.flags]
+extension = "mkv"
+args = ["-map", "0:v:0", "-vf", "bwdif=mode=send_field:parity=auto:deint=all", "-c:v", "libx264", "-crf", "18", "-preset", "veryfast"]
+video_codec = "h264"
+audio = "none"
+"#;
+    std::fs::write(&farm.config, config + flags_only).unwrap();
+    let tape = farm.input.join("mislabelled.mpg");
+    mislabelled_tape(&tape);
+    let job = run(&farm, &tape, "flags", "off");
+    let stalled = stalls(Path::new(job["output_path"].as_str().unwrap()));
+    assert!(stalled > 50, "the bar stalls {stalled} times");
+}
+
+#[test]
+fn a_progressive_tape_is_not_deinterlaced() {
+    let farm = Farm::new();
+    let tape = farm.input.join("progressive.mpg");
+    ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-t",
+            "3",
+            "-c:v",
+            "mpeg2video",
+            "-b:v",
+            "3M",
+            "-f",
+            "mpeg",
+        ],
+        &tape,
+    );
+    let job = run(&farm, &tape, "vhs", "off");
+    assert_eq!(
+        job["result"]["tape"]["treatment"], "not deinterlaced: measured progressive",
+        "{job:#}"
+    );
+    assert_eq!(
+        job["result"]["frames"], 75,
+        "a frame per frame, not one per field"
+    );
+}
