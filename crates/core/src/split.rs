@@ -144,6 +144,9 @@ impl Chunk {
             || self.index >= self.count
             || self.end <= self.first
             || times.iter().flatten().any(|t| !t.is_finite())
+            || self
+                .treat
+                .is_some_and(|t| t.mask_bottom > crate::treat::MAX_MASK)
         {
             return Err(format!(
                 "chunk {} of {} (frames {}..{}) is not a valid chunk",

@@ -27,34 +27,40 @@ pub enum FieldOrder {
 /// The choices made for one tape (carried by its chunks, so every worker applies the same).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Treatment {
-    pub fields: FieldOrder,
+    /// `None`: the survey could not tell; the profile's deinterlacer is left as it is.
+    pub fields: Option<FieldOrder>,
+    /// Rows of head-switching noise at the bottom of the picture, masked black (even, at most
+    /// [`MAX_MASK`]).
+    #[serde(default)]
+    pub mask_bottom: u16,
 }
 
+/// The most rows a treatment masks (a message asking for more is held to it).
+pub const MAX_MASK: u16 = 32;
+
 impl Treatment {
-    /// The treatment `idet`'s counts call for; `None` when it decided too few frames, or
-    /// could not tell the field order (interlaced tapes vote near unanimously for theirs; a
-    /// split vote is busy progressive content misread).
-    pub fn choose(fields: &Fields) -> Option<Treatment> {
-        let interlaced = fields.top + fields.bottom;
-        if interlaced + fields.progressive < MIN_DECIDED {
-            return None;
-        }
-        let order = if fields.progressive > interlaced {
-            FieldOrder::Progressive
-        } else if fields.bottom >= ORDER_MAJORITY * fields.top {
-            FieldOrder::BottomFirst
-        } else if fields.top >= ORDER_MAJORITY * fields.bottom {
-            FieldOrder::TopFirst
-        } else {
-            return None;
+    /// The treatment a survey calls for (`idet`'s counts, the noisy rows at the bottom);
+    /// `None` when there is nothing to do.
+    pub fn choose(fields: &Fields, noisy_bottom_rows: u32) -> Option<Treatment> {
+        let mask_bottom = (noisy_bottom_rows.min(u32::from(MAX_MASK)) as u16).div_ceil(2) * 2;
+        let chosen = Treatment {
+            fields: field_order(fields),
+            mask_bottom,
         };
-        Some(Treatment { fields: order })
+        (chosen.fields.is_some() || mask_bottom > 0).then_some(chosen)
     }
 
     /// The profile's video filter chain (`-vf`) with this treatment: each deinterlacer's
     /// `parity` set to the measured order, or the deinterlacer left out of a progressive tape.
     pub fn filter(&self, chain: &str) -> String {
         let mut out = Vec::new();
+        let mask = self.mask_bottom.min(MAX_MASK);
+        if mask > 0 {
+            // First, on the frames as captured (both fields), before any deinterlacer.
+            out.push(format!(
+                "drawbox=x=0:y=ih-{mask}:w=iw:h={mask}:color=black:t=fill"
+            ));
+        }
         for filter in chain.split(',').filter(|f| !f.is_empty()) {
             let (name, options) = filter.split_once('=').unwrap_or((filter, ""));
             if !DEINTERLACERS.contains(&name.trim()) {
@@ -62,9 +68,13 @@ impl Treatment {
                 continue;
             }
             let parity = match self.fields {
-                FieldOrder::Progressive => continue,
-                FieldOrder::TopFirst => "tff",
-                FieldOrder::BottomFirst => "bff",
+                None => {
+                    out.push(filter.to_owned());
+                    continue;
+                }
+                Some(FieldOrder::Progressive) => continue,
+                Some(FieldOrder::TopFirst) => "tff",
+                Some(FieldOrder::BottomFirst) => "bff",
             };
             let mut kept: Vec<String> = options
                 .split(':')
@@ -80,20 +90,54 @@ impl Treatment {
     /// Output frames per source frame once treated: a progressive tape loses the deinterlacer
     /// that made two frames of each.
     pub fn frames_per_frame(&self, chain: &str, profile_fpf: u32) -> u32 {
-        if self.fields == FieldOrder::Progressive && self.filter(chain) != chain {
+        let without = Treatment {
+            mask_bottom: 0,
+            ..*self
+        };
+        if self.fields == Some(FieldOrder::Progressive) && without.filter(chain) != chain {
             1
         } else {
             profile_fpf
         }
     }
 
-    /// The choice in words, for the job's report.
-    pub fn words(&self) -> &'static str {
-        match self.fields {
-            FieldOrder::TopFirst => "deinterlaced top field first, as measured",
-            FieldOrder::BottomFirst => "deinterlaced bottom field first, as measured",
-            FieldOrder::Progressive => "not deinterlaced: measured progressive",
+    /// The choices in words, for the job's report.
+    pub fn words(&self) -> String {
+        let mut said = Vec::new();
+        if let Some(order) = self.fields {
+            said.push(match order {
+                FieldOrder::TopFirst => "deinterlaced top field first, as measured".to_owned(),
+                FieldOrder::BottomFirst => {
+                    "deinterlaced bottom field first, as measured".to_owned()
+                }
+                FieldOrder::Progressive => "not deinterlaced: measured progressive".to_owned(),
+            });
         }
+        if self.mask_bottom > 0 {
+            said.push(format!(
+                "head-switching noise masked (bottom {} lines)",
+                self.mask_bottom.min(MAX_MASK)
+            ));
+        }
+        said.join("; ")
+    }
+}
+
+/// The field order `idet`'s counts show; `None` when it decided too few frames, or could not
+/// tell the order (interlaced tapes vote near unanimously for theirs; a split vote is busy
+/// progressive content misread).
+fn field_order(fields: &Fields) -> Option<FieldOrder> {
+    let interlaced = fields.top + fields.bottom;
+    if interlaced + fields.progressive < MIN_DECIDED {
+        None
+    } else if fields.progressive > interlaced {
+        Some(FieldOrder::Progressive)
+    } else if fields.bottom >= ORDER_MAJORITY * fields.top {
+        Some(FieldOrder::BottomFirst)
+    } else if fields.top >= ORDER_MAJORITY * fields.bottom {
+        Some(FieldOrder::TopFirst)
+    } else {
+        None
     }
 }
 
@@ -113,9 +157,18 @@ pub fn treated_split(args: &SplitArgs, treatment: Option<&Treatment>) -> SplitAr
 /// `args` (a profile's ffmpeg arguments) with the value of its `-vf` treated.
 pub fn treat_args(args: &[String], treatment: &Treatment) -> Vec<String> {
     let mut out = args.to_vec();
+    let mut chained = false;
     for i in 1..out.len() {
         if matches!(out[i - 1].as_str(), "-vf" | "-filter:v") {
             out[i] = treatment.filter(&out[i]);
+            chained = true;
+        }
+    }
+    if !chained {
+        // A profile without a filter gets one for the mask.
+        let chain = treatment.filter("");
+        if !chain.is_empty() {
+            out.extend(["-vf".to_owned(), chain]);
         }
     }
     // A chain left empty (a progressive tape's only filter was the deinterlacer) is no chain.
@@ -141,7 +194,10 @@ mod tests {
     const VHS: &str = "bwdif=mode=send_field:parity=auto:deint=all";
 
     fn treated(fields: FieldOrder) -> Treatment {
-        Treatment { fields }
+        Treatment {
+            fields: Some(fields),
+            mask_bottom: 0,
+        }
     }
 
     #[test]
@@ -179,20 +235,35 @@ mod tests {
             bottom,
             progressive,
         };
-        assert_eq!(Treatment::choose(&fields(3, 5, 2)), None);
-        assert_eq!(
-            Treatment::choose(&fields(2, 200, 10)).unwrap().fields,
-            FieldOrder::BottomFirst
-        );
-        assert_eq!(
-            Treatment::choose(&fields(150, 20, 10)).unwrap().fields,
-            FieldOrder::TopFirst
-        );
-        assert_eq!(
-            Treatment::choose(&fields(10, 5, 300)).unwrap().fields,
-            FieldOrder::Progressive
-        );
+        let order = |f: Fields| Treatment::choose(&f, 0).and_then(|t| t.fields);
+        assert_eq!(order(fields(3, 5, 2)), None);
+        assert_eq!(order(fields(2, 200, 10)), Some(FieldOrder::BottomFirst));
+        assert_eq!(order(fields(150, 20, 10)), Some(FieldOrder::TopFirst));
+        assert_eq!(order(fields(10, 5, 300)), Some(FieldOrder::Progressive));
         // testsrc2's busy progressive picture, as idet read it: no order can be told.
-        assert_eq!(Treatment::choose(&fields(41, 25, 9)), None);
+        assert_eq!(order(fields(41, 25, 9)), None);
+        assert_eq!(Treatment::choose(&fields(41, 25, 9), 0), None);
+    }
+
+    #[test]
+    fn head_switching_rows_are_masked_first_evenly_and_within_bounds() {
+        let t = Treatment::choose(&Fields::default(), 7).unwrap();
+        assert_eq!((t.fields, t.mask_bottom), (None, 8));
+        assert_eq!(
+            t.filter(VHS),
+            format!("drawbox=x=0:y=ih-8:w=iw:h=8:color=black:t=fill,{VHS}")
+        );
+        let hostile = Treatment {
+            fields: None,
+            mask_bottom: 60_000,
+        };
+        assert!(
+            hostile.filter("").contains("h=32"),
+            "{}",
+            hostile.filter("")
+        );
+        let args: Vec<String> = ["-c:v", "libx264"].map(String::from).to_vec();
+        assert_eq!(treat_args(&args, &t)[2..], ["-vf".to_owned(), t.filter("")]);
+        assert_eq!(t.words(), "head-switching noise masked (bottom 8 lines)");
     }
 }

@@ -72,14 +72,31 @@ pub fn analysis_args(range: Option<(f64, Option<f64>)>) -> Vec<OsString> {
 const SURVEY_STRETCHES: u32 = 5;
 const SURVEY_SECS: f64 = 6.0;
 
-/// `idet`'s verdicts on stretches spread over `input` (the whole of a short one), read before
-/// the encode: what a treatment is chosen from.
-pub async fn survey_fields(tools: &Tools, input: &Path) -> Result<Fields, String> {
+/// What a survey of a tape found, before its encode: what a treatment is chosen from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Survey {
+    /// `idet`'s verdicts.
+    pub fields: Fields,
+    /// Rows at the bottom of the picture whose lines break from the line above (head-switching
+    /// noise), as many as the survey found in most frames.
+    pub noisy_bottom_rows: u32,
+}
+
+/// The most rows at the bottom of a picture a survey looks at.
+const BOTTOM_ROWS: u32 = 32;
+
+/// Survey `input`: `idet` on stretches spread over it (the whole of a short one), and the
+/// bottom rows of its pictures (raw, grey) for head-switching noise.
+pub async fn survey(tools: &Tools, input: &Path) -> Result<Survey, String> {
     let duration = crate::probe(tools, input)
         .await
         .map_err(|e| e.to_string())?
         .duration_s
         .unwrap_or(0.0);
+    let (width, height) = crate::packets::video_size(tools, input)
+        .await
+        .map_err(|e| e.to_string())?;
+    let rows = (height / 8).min(BOTTOM_ROWS) & !1;
     let whole = duration <= f64::from(SURVEY_STRETCHES) * SURVEY_SECS * 2.0;
     let starts: Vec<Option<f64>> = if whole {
         vec![None]
@@ -89,6 +106,7 @@ pub async fn survey_fields(tools: &Tools, input: &Path) -> Result<Fields, String
             .collect()
     };
     let mut signal = Signal::default();
+    let mut bottom = BottomRows::new(width as usize, rows as usize);
     for start in starts {
         let mut command = tokio::process::Command::new(&tools.ffmpeg);
         command.args([
@@ -105,18 +123,21 @@ pub async fn survey_fields(tools: &Tools, input: &Path) -> Result<Fields, String
         if start.is_some() {
             command.args(["-t", &secs(SURVEY_SECS)]);
         }
+        command.args([
+            "-map",
+            "0:v:0",
+            "-vf",
+            "idet,metadata=mode=print",
+            "-f",
+            "null",
+            "-",
+        ]);
+        if rows >= 2 {
+            let crop = format!("crop=iw:{rows}:0:ih-{rows},format=gray");
+            command.args(["-map", "0:v:0", "-vf", &crop, "-f", "rawvideo", "pipe:1"]);
+        }
         let output = command
-            .args([
-                "-map",
-                "0:v:0",
-                "-vf",
-                "idet,metadata=mode=print",
-                "-f",
-                "null",
-                "-",
-            ])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .kill_on_drop(true)
             .output()
             .await
@@ -129,8 +150,78 @@ pub async fn survey_fields(tools: &Tools, input: &Path) -> Result<Fields, String
             part.line(line);
         }
         signal.merge(part.finish());
+        bottom.add(&output.stdout);
     }
-    Ok(signal.fields())
+    Ok(Survey {
+        fields: signal.fields(),
+        noisy_bottom_rows: bottom.noisy(),
+    })
+}
+
+/// The bottom rows of a tape's pictures, summed: for each row, how far its samples are from
+/// the row above's, on average (a clean picture changes little from line to line; a line torn
+/// by the head switch is noise against its neighbour).
+struct BottomRows {
+    width: usize,
+    rows: usize,
+    step: Vec<f64>,
+    frames: u64,
+}
+
+/// A row counts as noisy when it steps this many times the picture's usual step above it, and
+/// at least [`NOISE_STEP`] levels.
+const NOISE_FACTOR: f64 = 3.0;
+const NOISE_STEP: f64 = 8.0;
+
+impl BottomRows {
+    fn new(width: usize, rows: usize) -> Self {
+        Self {
+            width,
+            rows,
+            step: vec![0.0; rows],
+            frames: 0,
+        }
+    }
+
+    fn add(&mut self, raw: &[u8]) {
+        let size = self.width * self.rows;
+        if size == 0 {
+            return;
+        }
+        for frame in raw.chunks_exact(size) {
+            for r in 1..self.rows {
+                let (above, row) = (
+                    &frame[(r - 1) * self.width..r * self.width],
+                    &frame[r * self.width..(r + 1) * self.width],
+                );
+                let sum: u64 = above
+                    .iter()
+                    .zip(row)
+                    .map(|(a, b)| u64::from(a.abs_diff(*b)))
+                    .sum();
+                self.step[r] += sum as f64 / self.width as f64;
+            }
+            self.frames += 1;
+        }
+    }
+
+    /// The noisy rows at the very bottom: counted up from the last row while each is noisy.
+    fn noisy(&self) -> u32 {
+        if self.frames == 0 || self.rows < 4 {
+            return 0;
+        }
+        let mean: Vec<f64> = self.step.iter().map(|s| s / self.frames as f64).collect();
+        // The picture's usual step: the median of the upper half of the rows looked at.
+        let mut upper: Vec<f64> = mean[1..self.rows / 2].to_vec();
+        upper.sort_by(f64::total_cmp);
+        let usual = upper[upper.len() / 2];
+        let threshold = (usual * NOISE_FACTOR).max(NOISE_STEP);
+        let noisy = (self.rows / 2..self.rows)
+            .rev()
+            .take_while(|&r| mean[r] >= threshold)
+            .count();
+        noisy as u32
+    }
 }
 
 /// What is being read: the frame or block whose values follow.
@@ -254,6 +345,28 @@ fn video_value(f: &mut FrameStats, key: &str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn torn_rows_at_the_bottom_are_counted_and_nothing_else() {
+        // 8 rows of 16 samples: a smooth ramp, then 3 rows of noise at the bottom.
+        let (width, rows) = (16, 8);
+        let mut frame = Vec::new();
+        for r in 0..rows {
+            for x in 0..width {
+                frame.push(if r >= 5 {
+                    ((x * 97 + r * 31) % 255) as u8
+                } else {
+                    (100 + r) as u8
+                });
+            }
+        }
+        let mut bottom = BottomRows::new(width, rows);
+        bottom.add(&frame.repeat(3));
+        assert_eq!(bottom.noisy(), 3);
+        let mut clean = BottomRows::new(width, rows);
+        clean.add(&vec![100u8; width * rows]);
+        assert_eq!(clean.noisy(), 0);
+    }
 
     #[test]
     fn frames_and_audio_blocks_are_read_from_ffmpegs_lines() {

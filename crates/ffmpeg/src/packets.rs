@@ -247,6 +247,33 @@ pub async fn count_video_frames(tools: &Tools, path: &Path) -> Result<u64, Probe
         .map_err(|_| ProbeError::Unreadable(format!("ffprobe counted no frames ({})", text.trim())))
 }
 
+/// The first video stream's picture size (width, height).
+pub async fn video_size(tools: &Tools, path: &Path) -> Result<(u32, u32), ProbeError> {
+    let out = ffprobe(
+        tools,
+        &[
+            "-select_streams",
+            "V:0",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "csv=p=0",
+        ],
+        path,
+    )
+    .await?;
+    let text = String::from_utf8_lossy(&out);
+    let line = text.lines().next().unwrap_or_default();
+    let mut parts = line.split(',').map(|v| v.trim().parse::<u32>());
+    match (parts.next(), parts.next()) {
+        (Some(Ok(w)), Some(Ok(h))) => Ok((w, h)),
+        _ => Err(ProbeError::Unreadable(format!(
+            "ffprobe gave no picture size ({})",
+            line.trim()
+        ))),
+    }
+}
+
 /// The first video stream's `r_frame_rate` (an encoder's time base is its inverse).
 pub async fn frame_rate(tools: &Tools, path: &Path) -> Result<Rational, ProbeError> {
     let out = ffprobe(

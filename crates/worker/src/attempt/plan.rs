@@ -13,7 +13,7 @@ use videofarm_core::treat::{treat_args, treated_split, Treatment};
 use videofarm_core::{
     Enqueued, Failure, JobSpec, JobState, Profile, Progress, QueueError, SplitArgs,
 };
-use videofarm_ffmpeg::analyse::{analysis_args, survey_fields};
+use videofarm_ffmpeg::analyse::{analysis_args, survey};
 use videofarm_ffmpeg::{file_url, packets};
 
 /// The encode an attempt runs.
@@ -102,10 +102,10 @@ impl Attempt {
         if !profile.auto {
             return None;
         }
-        match survey_fields(&self.settings.tools, &place.input_io()).await {
-            Ok(fields) => {
-                let chosen = Treatment::choose(&fields);
-                tracing::info!(?fields, ?chosen, "surveyed the tape");
+        match survey(&self.settings.tools, &place.input_io()).await {
+            Ok(found) => {
+                let chosen = Treatment::choose(&found.fields, found.noisy_bottom_rows);
+                tracing::info!(?found, ?chosen, "surveyed the tape");
                 chosen
             }
             Err(e) => {

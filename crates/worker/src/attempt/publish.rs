@@ -58,7 +58,7 @@ impl Attempt {
         .filter(|s| !s.is_empty())
         .map(|s| {
             let mut report = s.report();
-            report.treatment = work.treatment.map(|t| t.words().to_owned());
+            report.treatment = work.treatment.map(|t| t.words());
             Box::new(report)
         });
         if let Err(failure) = temp.publish(&place.output_io(), &spec.output, spec.overwrite) {
