@@ -25,7 +25,7 @@ pub enum FieldOrder {
 }
 
 /// The choices made for one tape (carried by its chunks, so every worker applies the same).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Treatment {
     /// `None`: the survey could not tell; the profile's deinterlacer is left as it is.
     pub fields: Option<FieldOrder>,
@@ -33,6 +33,49 @@ pub struct Treatment {
     /// [`MAX_MASK`]).
     #[serde(default)]
     pub mask_bottom: u16,
+    /// The tape's loudness as measured, when its audio is encoded: normalised to
+    /// [`TARGET_LUFS`] with these values (`loudnorm`'s second pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loudness: Option<Loudness>,
+}
+
+/// Where a viewing copy's loudness is brought (integrated, LUFS), its true peak ceiling (dBTP)
+/// and loudness range (LU): EBU R128's streaming figures.
+pub const TARGET_LUFS: f64 = -16.0;
+const TARGET_TP: f64 = -1.5;
+const TARGET_LRA: f64 = 11.0;
+
+/// A tape's loudness as `loudnorm`'s first pass measured it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Loudness {
+    /// Integrated loudness (LUFS), true peak (dBTP), loudness range (LU), gating threshold
+    /// (LUFS), and the offset loudnorm suggests (LU).
+    pub i: f64,
+    pub tp: f64,
+    pub lra: f64,
+    pub thresh: f64,
+    pub offset: f64,
+}
+
+impl Loudness {
+    /// Measured values as loudnorm gives them (a message could carry any number).
+    pub fn is_valid(&self) -> bool {
+        let within = |v: f64, lo: f64, hi: f64| v.is_finite() && (lo..=hi).contains(&v);
+        within(self.i, -99.0, 0.0)
+            && within(self.tp, -99.0, 99.0)
+            && within(self.lra, 0.0, 99.0)
+            && within(self.thresh, -99.0, 0.0)
+            && within(self.offset, -99.0, 99.0)
+    }
+
+    /// The audio filter that brings the tape to the target with these values (linear when it
+    /// can), back at 48 kHz (loudnorm works at 192 kHz).
+    pub fn filter(&self) -> String {
+        format!(
+            "loudnorm=I={TARGET_LUFS}:TP={TARGET_TP}:LRA={TARGET_LRA}:measured_I={:.2}:measured_TP={:.2}:measured_LRA={:.2}:measured_thresh={:.2}:offset={:.2}:linear=true,aresample=48000",
+            self.i, self.tp, self.lra, self.thresh, self.offset
+        )
+    }
 }
 
 /// The most rows a treatment masks (a message asking for more is held to it).
@@ -41,13 +84,23 @@ pub const MAX_MASK: u16 = 32;
 impl Treatment {
     /// The treatment a survey calls for (`idet`'s counts, the noisy rows at the bottom);
     /// `None` when there is nothing to do.
-    pub fn choose(fields: &Fields, noisy_bottom_rows: u32) -> Option<Treatment> {
+    pub fn choose(
+        fields: &Fields,
+        noisy_bottom_rows: u32,
+        loudness: Option<Loudness>,
+    ) -> Option<Treatment> {
         let mask_bottom = (noisy_bottom_rows.min(u32::from(MAX_MASK)) as u16).div_ceil(2) * 2;
         let chosen = Treatment {
             fields: field_order(fields),
             mask_bottom,
+            loudness: loudness.filter(Loudness::is_valid),
         };
-        (chosen.fields.is_some() || mask_bottom > 0).then_some(chosen)
+        (chosen.fields.is_some() || mask_bottom > 0 || chosen.loudness.is_some()).then_some(chosen)
+    }
+
+    /// The audio filter chain: loudness normalisation, when measured.
+    fn audio_filter(&self) -> Option<String> {
+        self.loudness.filter(Loudness::is_valid).map(|l| l.filter())
     }
 
     /// The profile's video filter chain (`-vf`) with this treatment: each deinterlacer's
@@ -119,6 +172,12 @@ impl Treatment {
                 self.mask_bottom.min(MAX_MASK)
             ));
         }
+        if let Some(l) = self.loudness.filter(Loudness::is_valid) {
+            said.push(format!(
+                "loudness normalised to {TARGET_LUFS} LUFS (measured {:.1} LUFS)",
+                l.i
+            ));
+        }
         said.join("; ")
     }
 }
@@ -150,13 +209,46 @@ pub fn treated_split(args: &SplitArgs, treatment: Option<&Treatment>) -> SplitAr
     SplitArgs {
         filter: t.filter(&args.filter),
         frames_per_frame: t.frames_per_frame(&args.filter, args.frames_per_frame),
+        // The join encodes the tape's audio, once: it is normalised there.
+        streams: with_audio_filter(&args.streams, t),
         ..args.clone()
     }
 }
 
+/// `args` with the treatment's audio filter, where they encode audio (never where they copy
+/// it: a copied stream cannot be filtered).
+fn with_audio_filter(args: &[String], t: &Treatment) -> Vec<String> {
+    let Some(chain) = t.audio_filter() else {
+        return args.to_vec();
+    };
+    let encodes_audio = args
+        .windows(2)
+        .any(|w| matches!(w[0].as_str(), "-c:a" | "-acodec" | "-codec:a") && w[1] != "copy");
+    if !encodes_audio {
+        return args.to_vec();
+    }
+    let mut out = Vec::with_capacity(args.len() + 2);
+    let mut filtered = false;
+    let mut i = 0;
+    while i < args.len() {
+        if matches!(args[i].as_str(), "-af" | "-filter:a") && i + 1 < args.len() {
+            out.extend([args[i].clone(), format!("{},{chain}", args[i + 1])]);
+            filtered = true;
+            i += 2;
+            continue;
+        }
+        out.push(args[i].clone());
+        i += 1;
+    }
+    if !filtered {
+        out.extend(["-af".to_owned(), chain]);
+    }
+    out
+}
+
 /// `args` (a profile's ffmpeg arguments) with the value of its `-vf` treated.
 pub fn treat_args(args: &[String], treatment: &Treatment) -> Vec<String> {
-    let mut out = args.to_vec();
+    let mut out = with_audio_filter(args, treatment);
     let mut chained = false;
     for i in 1..out.len() {
         if matches!(out[i - 1].as_str(), "-vf" | "-filter:v") {
@@ -197,6 +289,7 @@ mod tests {
         Treatment {
             fields: Some(fields),
             mask_bottom: 0,
+            loudness: None,
         }
     }
 
@@ -235,19 +328,19 @@ mod tests {
             bottom,
             progressive,
         };
-        let order = |f: Fields| Treatment::choose(&f, 0).and_then(|t| t.fields);
+        let order = |f: Fields| Treatment::choose(&f, 0, None).and_then(|t| t.fields);
         assert_eq!(order(fields(3, 5, 2)), None);
         assert_eq!(order(fields(2, 200, 10)), Some(FieldOrder::BottomFirst));
         assert_eq!(order(fields(150, 20, 10)), Some(FieldOrder::TopFirst));
         assert_eq!(order(fields(10, 5, 300)), Some(FieldOrder::Progressive));
         // testsrc2's busy progressive picture, as idet read it: no order can be told.
         assert_eq!(order(fields(41, 25, 9)), None);
-        assert_eq!(Treatment::choose(&fields(41, 25, 9), 0), None);
+        assert_eq!(Treatment::choose(&fields(41, 25, 9), 0, None), None);
     }
 
     #[test]
     fn head_switching_rows_are_masked_first_evenly_and_within_bounds() {
-        let t = Treatment::choose(&Fields::default(), 7).unwrap();
+        let t = Treatment::choose(&Fields::default(), 7, None).unwrap();
         assert_eq!((t.fields, t.mask_bottom), (None, 8));
         assert_eq!(
             t.filter(VHS),
@@ -256,6 +349,7 @@ mod tests {
         let hostile = Treatment {
             fields: None,
             mask_bottom: 60_000,
+            loudness: None,
         };
         assert!(
             hostile.filter("").contains("h=32"),
@@ -265,5 +359,31 @@ mod tests {
         let args: Vec<String> = ["-c:v", "libx264"].map(String::from).to_vec();
         assert_eq!(treat_args(&args, &t)[2..], ["-vf".to_owned(), t.filter("")]);
         assert_eq!(t.words(), "head-switching noise masked (bottom 8 lines)");
+    }
+
+    #[test]
+    fn encoded_audio_is_normalised_with_the_measured_values_and_copied_audio_is_left() {
+        let measured = Loudness {
+            i: -30.0,
+            tp: -12.0,
+            lra: 3.0,
+            thresh: -40.0,
+            offset: 0.5,
+        };
+        let t = Treatment::choose(&Fields::default(), 0, Some(measured)).unwrap();
+        let encoded: Vec<String> = ["-c:a", "aac", "-b:a", "192k"].map(String::from).to_vec();
+        let treated = treat_args(&encoded, &t);
+        assert_eq!(treated[4], "-af");
+        assert!(
+            treated[5].starts_with("loudnorm=I=-16:TP=-1.5:LRA=11:measured_I=-30.00:"),
+            "{treated:?}"
+        );
+        let copied: Vec<String> = ["-c", "copy"].map(String::from).to_vec();
+        assert_eq!(treat_args(&copied, &t), copied);
+        let bogus = Loudness {
+            i: f64::INFINITY,
+            ..measured
+        };
+        assert_eq!(Treatment::choose(&Fields::default(), 0, Some(bogus)), None);
     }
 }

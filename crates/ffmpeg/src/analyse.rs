@@ -9,6 +9,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::Stdio;
 use videofarm_core::report::{AudioStats, Field, Fields, FrameStats, Signal};
+use videofarm_core::treat::{Loudness, TARGET_LUFS};
 
 /// Samples per audio measurement (85 ms at 48 kHz).
 const AUDIO_BLOCK: u32 = 4096;
@@ -80,14 +81,18 @@ pub struct Survey {
     /// Rows at the bottom of the picture whose lines break from the line above (head-switching
     /// noise), as many as the survey found in most frames.
     pub noisy_bottom_rows: u32,
+    /// The first audio stream's loudness (loudnorm's first pass over all of it), when asked
+    /// for and measurable.
+    pub loudness: Option<Loudness>,
 }
 
 /// The most rows at the bottom of a picture a survey looks at.
 const BOTTOM_ROWS: u32 = 32;
 
-/// Survey `input`: `idet` on stretches spread over it (the whole of a short one), and the
-/// bottom rows of its pictures (raw, grey) for head-switching noise.
-pub async fn survey(tools: &Tools, input: &Path) -> Result<Survey, String> {
+/// Survey `input`: `idet` on stretches spread over it (the whole of a short one), the bottom
+/// rows of its pictures (raw, grey) for head-switching noise, and (`loudness`) its audio's
+/// loudness.
+pub async fn survey(tools: &Tools, input: &Path, loudness: bool) -> Result<Survey, String> {
     let duration = crate::probe(tools, input)
         .await
         .map_err(|e| e.to_string())?
@@ -155,7 +160,52 @@ pub async fn survey(tools: &Tools, input: &Path) -> Result<Survey, String> {
     Ok(Survey {
         fields: signal.fields(),
         noisy_bottom_rows: bottom.noisy(),
+        loudness: if loudness {
+            measure_loudness(tools, input).await
+        } else {
+            None
+        },
     })
+}
+
+/// loudnorm's first pass over the first audio stream: `None` without audio, or when it
+/// measured nothing usable (digital silence).
+async fn measure_loudness(tools: &Tools, input: &Path) -> Option<Loudness> {
+    #[derive(serde::Deserialize)]
+    struct Measured {
+        input_i: String,
+        input_tp: String,
+        input_lra: String,
+        input_thresh: String,
+        target_offset: String,
+    }
+    let output = tokio::process::Command::new(&tools.ffmpeg)
+        .args(["-nostdin", "-hide_banner", "-nostats", "-i"])
+        .arg(file_url(input))
+        .args(["-vn", "-map", "0:a:0", "-af"])
+        .arg(format!("loudnorm=I={TARGET_LUFS}:print_format=json"))
+        .args(["-f", "null", "-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let json = &stderr[stderr.rfind('{')?..=stderr.rfind('}')?];
+    let m: Measured = serde_json::from_str(json).ok()?;
+    let number = |v: &str| v.trim().parse::<f64>().ok();
+    Some(Loudness {
+        i: number(&m.input_i)?,
+        tp: number(&m.input_tp)?,
+        lra: number(&m.input_lra)?,
+        thresh: number(&m.input_thresh)?,
+        offset: number(&m.target_offset)?,
+    })
+    .filter(Loudness::is_valid)
 }
 
 /// The bottom rows of a tape's pictures, summed: for each row, how far its samples are from

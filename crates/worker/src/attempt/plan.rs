@@ -102,9 +102,12 @@ impl Attempt {
         if !profile.auto {
             return None;
         }
-        match survey(&self.settings.tools, &place.input_io()).await {
+        // Loudness only where the audio is encoded (a copied stream cannot be normalised).
+        let loudness = !profile.copies_audio();
+        match survey(&self.settings.tools, &place.input_io(), loudness).await {
             Ok(found) => {
-                let chosen = Treatment::choose(&found.fields, found.noisy_bottom_rows);
+                let chosen =
+                    Treatment::choose(&found.fields, found.noisy_bottom_rows, found.loudness);
                 tracing::info!(?found, ?chosen, "surveyed the tape");
                 chosen
             }
@@ -513,6 +516,8 @@ impl Attempt {
         let rate = packets::frame_rate(tools, &work.join(split::chunk_name(0)))
             .await
             .map_err(|e| fail(format!("chunk 1 cannot be read ({e})")))?;
+        // The tape's audio is encoded here, once, treated as the tape was.
+        let args = &treated_split(args, plan.treat.as_ref());
         let (before, after) = split::join_args(plan, rate, file_url(&place.input_io()), args);
         tracing::info!(chunks = plan.chunks.len(), "joining the chunks");
         Ok(Encode {
