@@ -72,6 +72,43 @@ fn run_encodes_a_folder_mirroring_subfolders_and_a_rerun_encodes_nothing() {
         written
     );
 
+    // An output deleted to be made anew is made again, and only that one.
+    let b_written = std::fs::metadata(farm.out.join("1998/summer/b.mkv"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    std::fs::remove_file(farm.out.join("a.mkv")).unwrap();
+    let (code, remade) = run_json(&farm, &[]);
+    assert_eq!(code, 0, "{remade:?}");
+    let finished = |output: &str| {
+        remade
+            .iter()
+            .find(|r| r["output"].as_str().unwrap().ends_with(output))
+            .unwrap()["finished_ms"]
+            .clone()
+    };
+    let before = |output: &str| {
+        records
+            .iter()
+            .find(|r| r["output"].as_str().unwrap().ends_with(output))
+            .unwrap()["finished_ms"]
+            .clone()
+    };
+    assert_ne!(finished("a.mkv"), before("a.mkv"), "a is made again");
+    assert_eq!(finished("b.mkv"), before("b.mkv"), "b is not: {remade:#?}");
+    assert!(farm.out.join("a.mkv").is_file(), "a.mkv is back");
+    assert_eq!(
+        std::fs::metadata(farm.out.join("1998/summer/b.mkv"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        b_written
+    );
+    let written = std::fs::metadata(farm.out.join("a.mkv"))
+        .unwrap()
+        .modified()
+        .unwrap();
+
     // A fresh queue file still does not encode twice: the verified output is recognised.
     std::fs::remove_file(&farm.db).unwrap();
     let (code, fresh) = run_json(&farm, &[]);

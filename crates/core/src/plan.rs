@@ -125,6 +125,13 @@ fn walk(dir: &Path, out: &Path, found: &mut Vec<PathBuf>) {
 
 /// The job for one planned input. An input that cannot be read still gets a job (with an
 /// identity made from its path), so it fails alone with its reason.
+/// Whether a job the queue knows as succeeded must be made again when it is queued again: its
+/// output is gone (deleted to be made anew, or moved away). One whose output is in place
+/// encodes nothing (a worker recognises a verified output as done).
+pub fn made_again(spec: &JobSpec) -> bool {
+    matches!(fs::kind(&spec.output), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+}
+
 pub fn spec(planned: &Planned, profile: &Profile, priority: i32, overwrite: bool) -> JobSpec {
     let (key, input_size) = match identify(&planned.input, &profile.name, &planned.output) {
         Ok(identity) => (identity.key, identity.size),

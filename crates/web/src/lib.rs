@@ -583,17 +583,17 @@ async fn enqueue(
         })
         .collect();
     for job in &planned {
-        match state
-            .queue
-            .enqueue(
-                JobSpec {
-                    split: state.split,
-                    ..plan::spec(job, &profile, request.priority, false)
-                },
-                false,
-            )
-            .await?
+        let spec = JobSpec {
+            split: state.split,
+            ..plan::spec(job, &profile, request.priority, false)
+        };
+        let mut answer = state.queue.enqueue(spec.clone(), false).await?;
+        if matches!(answer, Enqueued::Duplicate(_, JobState::Succeeded)) && plan::made_again(&spec)
         {
+            // A success whose output is gone is made again.
+            answer = state.queue.enqueue(spec, true).await?;
+        }
+        match answer {
             Enqueued::Queued(id) => queued.push(id),
             Enqueued::Duplicate(id, _) => known.push(id),
         }

@@ -22,7 +22,7 @@ use std::io::Write;
 use std::path::Path;
 use tokio_util::sync::CancellationToken;
 use videofarm_core::plan::{self as scan, Planned};
-use videofarm_core::{Backend, Enqueued, JobId, JobSpec, Profile, WorkerInfo};
+use videofarm_core::{Backend, Enqueued, JobId, JobSpec, JobState, Profile, WorkerInfo};
 use videofarm_ffmpeg::Tools;
 use videofarm_worker::WorkerSettings;
 
@@ -198,11 +198,32 @@ pub async fn enqueue_planned(
             .enqueue_many(specs.clone(), inputs.force)
             .await
             .map_err(|e| anyhow::anyhow!("queueing {} files: {e}", batch.len()))?;
+        let mut answered = Vec::with_capacity(batch.len());
         for ((job, spec), queued) in batch.iter().zip(specs).zip(answers) {
             let queued =
                 queued.map_err(|e| anyhow::anyhow!("queueing {}: {e}", shown(&job.input)))?;
-            results.push((spec, queued));
+            answered.push((spec, queued));
         }
+        // A success whose output is gone is made again (the user deleted it for that).
+        let gone: Vec<usize> = (0..answered.len())
+            .filter(|&i| {
+                matches!(answered[i].1, Enqueued::Duplicate(_, JobState::Succeeded))
+                    && scan::made_again(&answered[i].0)
+            })
+            .collect();
+        if !gone.is_empty() {
+            let again: Vec<JobSpec> = gone.iter().map(|&i| answered[i].0.clone()).collect();
+            let answers = queue
+                .enqueue_many(again, true)
+                .await
+                .map_err(|e| anyhow::anyhow!("queueing {} files again: {e}", gone.len()))?;
+            for (&i, answer) in gone.iter().zip(answers) {
+                answered[i].1 = answer.map_err(|e| {
+                    anyhow::anyhow!("queueing {} again: {e}", shown(&answered[i].0.input))
+                })?;
+            }
+        }
+        results.extend(answered);
     }
     Ok(results)
 }
