@@ -229,11 +229,11 @@ async fn the_dashboard_shows_workers_progress_and_failures_and_retries_from_the_
 /// the luma line through every point of the timeline, the faults in words.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tapes_page_draws_its_report() {
-    let farm = Farm::new();
+    let farm = common::faults::with_quick(Farm::new());
     let tape = farm.input.join("capture.mpg");
     common::faults::faulty_tape(&tape, "mpeg");
     let out = farm
-        .cmd(["run", "--profile", "vhs", "--split", "off", "--out"])
+        .cmd(["run", "--profile", "quick", "--split", "off", "--out"])
         .arg(&farm.out)
         .arg(&tape)
         .output()

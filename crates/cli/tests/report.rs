@@ -79,7 +79,7 @@ fn run_tape(farm: &Farm, tape: &Path, split: &str) -> Value {
             "--workers",
             "2",
             "--profile",
-            "vhs",
+            "quick",
             "--split",
             split,
             "--out",
@@ -128,12 +128,12 @@ fn whole_and_split(farm: Farm) {
 
 #[test]
 fn a_tapes_faults_are_reported_where_they_are_whole_and_split() {
-    whole_and_split(Farm::new());
+    whole_and_split(with_quick(Farm::new()));
 }
 
 #[test]
 fn on_rabbitmq_a_tapes_faults_are_reported_where_they_are_whole_and_split() {
-    whole_and_split(Farm::amqp(""));
+    whole_and_split(with_quick(Farm::amqp("")));
 }
 
 /// ffprobe's position (bytes) and time of the first video packet at or after `at` seconds from
@@ -171,7 +171,7 @@ fn packet_at(path: &Path, at: f64) -> (u64, f64) {
 
 #[test]
 fn garbage_in_a_transport_stream_is_reported_as_frames_lost_where_it_was_written() {
-    let farm = Farm::new();
+    let farm = with_quick(Farm::new());
     let tape = farm.input.join("broadcast.ts");
     faulty_tape(&tape, "mpegts");
     let (pos, at) = packet_at(&tape, 2.0);

@@ -69,10 +69,12 @@ impl Loudness {
     }
 
     /// The audio filter that brings the tape to the target with these values (linear when it
-    /// can), back at 48 kHz (loudnorm works at 192 kHz).
+    /// can), back at 48 kHz (loudnorm works at 192 kHz). The rate is asked of the filter
+    /// graph (`aformat`), not forced with `aresample`: ffmpeg 5.1 then fails to pick a channel
+    /// layout when the graph is set up again for an MPEG-PS stream's first frames.
     pub fn filter(&self) -> String {
         format!(
-            "loudnorm=I={TARGET_LUFS}:TP={TARGET_TP}:LRA={TARGET_LRA}:measured_I={:.2}:measured_TP={:.2}:measured_LRA={:.2}:measured_thresh={:.2}:offset={:.2}:linear=true,aresample=48000",
+            "loudnorm=I={TARGET_LUFS}:TP={TARGET_TP}:LRA={TARGET_LRA}:measured_I={:.2}:measured_TP={:.2}:measured_LRA={:.2}:measured_thresh={:.2}:offset={:.2}:linear=true,aformat=sample_rates=48000",
             self.i, self.tp, self.lra, self.thresh, self.offset
         )
     }

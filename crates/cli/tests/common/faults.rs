@@ -1,7 +1,28 @@
 //! A capture with faults put at known times, for the tape report's tests.
 
-use super::ffmpeg;
+use super::{ffmpeg, Farm};
 use std::path::Path;
+
+/// A quick profile for the report's tests (the report does not depend on the encoder): the
+/// `vhs` recipe at x264's fastest preset, splittable the same way.
+pub const QUICK: &str = r#"
+[profiles.quick]
+extension = "mkv"
+args = ["-max_muxing_queue_size", "1000", "-map", "0:v:0", "-map", "0:a?", "-vf", "bwdif=mode=send_field:parity=auto:deint=all", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"]
+video_codec = "h264"
+[profiles.quick.split]
+filter = "bwdif=mode=send_field:parity=auto:deint=all"
+frames_per_frame = 2
+video = ["-c:v", "libx264", "-preset", "ultrafast"]
+streams = ["-map", "1:a?", "-c:a", "aac"]
+"#;
+
+/// `farm` with the [`QUICK`] profile.
+pub fn with_quick(farm: Farm) -> Farm {
+    let config = std::fs::read_to_string(&farm.config).unwrap();
+    std::fs::write(&farm.config, config + QUICK).unwrap();
+    farm
+}
 
 /// Where the faults are, in seconds from the tape's first frame.
 pub const BLACK_END: f64 = 1.0;
