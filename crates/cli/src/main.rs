@@ -30,12 +30,23 @@ fn main() {
     );
     let status = match run(cli) {
         Ok(status) => status,
+        // The reader of our output went away (`videofarm jobs | head -1`): nothing more to
+        // say, and nothing wrong.
+        Err(error) if broken_pipe(&error) => ExitStatus::Success,
         Err(error) => {
             eprintln!("videofarm: {error:#}");
             ExitStatus::of_error(&error)
         }
     };
     std::process::exit(status as i32);
+}
+
+fn broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitStatus> {

@@ -6,12 +6,14 @@ use crate::broker::open_queue;
 use crate::cli::EnqueueArgs;
 use crate::error::{ExitStatus, UsageError};
 use crate::settings::Settings;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use videofarm_core::confine::fs;
 use videofarm_core::plan::{self as scan, Planned};
 use videofarm_core::Enqueued;
 
 pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitStatus> {
+    let mut out = std::io::stdout();
     let mut batch = plan_batch(settings, &args.inputs)?;
     crate::cli::check_required(&args.inputs.require)?;
     if batch.len() > 1 && args.move_to.is_some() {
@@ -59,10 +61,10 @@ pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<E
         match result {
             Enqueued::Queued(id) => {
                 queued += 1;
-                println!("queued {id}: {}", shown(input));
+                writeln!(out, "queued {id}: {}", shown(input))?;
             }
             Enqueued::Duplicate(id, state) => {
-                println!("already known as job {id} ({state}): {}", shown(input))
+                writeln!(out, "already known as job {id} ({state}): {}", shown(input))?
             }
         }
     }

@@ -5,19 +5,22 @@ use crate::broker::open_queue;
 use crate::cli::JsonArgs;
 use crate::error::ExitStatus;
 use crate::settings::Settings;
+use std::io::Write;
 
 pub async fn inspect(settings: &Settings, args: JsonArgs) -> anyhow::Result<ExitStatus> {
+    let mut out = std::io::stdout();
     let queue = open_queue(settings).await?;
     let workers = queue.workers().await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&workers)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&workers)?)?;
         return Ok(ExitStatus::Success);
     }
     if workers.is_empty() {
-        println!("no live workers");
+        writeln!(out, "no live workers")?;
     }
     for worker in &workers {
-        println!(
+        writeln!(
+            out,
             "{} (pid {} on {}, since {}): {}/{} busy",
             worker.name,
             worker.pid,
@@ -25,26 +28,28 @@ pub async fn inspect(settings: &Settings, args: JsonArgs) -> anyhow::Result<Exit
             worker.started,
             worker.active.len(),
             worker.concurrency
-        );
+        )?;
         if let Some(profiles) = &worker.profiles {
-            println!("  can run: {}", profiles.join(", "));
+            writeln!(out, "  can run: {}", profiles.join(", "))?;
         }
         if !worker.tags.is_empty() {
-            println!("  tags: {}", worker.tags.join(", "));
+            writeln!(out, "  tags: {}", worker.tags.join(", "))?;
         }
         for job in &worker.active {
             if let Some(t) = &job.transfer {
-                println!(
+                writeln!(
+                    out,
                     "  job {}  {:>5.1}%  {}  {} [{}]",
                     job.id,
                     job.progress * 100.0,
                     super::describe_transfer(t, job.eta_s),
                     shown(&job.input),
                     job.profile
-                );
+                )?;
                 continue;
             }
-            println!(
+            writeln!(
+                out,
                 "  job {}  {:>5.1}%  {:.0} fps  {:.2}x  eta {}  {} [{}]",
                 job.id,
                 job.progress * 100.0,
@@ -53,7 +58,7 @@ pub async fn inspect(settings: &Settings, args: JsonArgs) -> anyhow::Result<Exit
                 job.eta_s.map(human_duration).unwrap_or_else(|| "-".into()),
                 shown(&job.input),
                 job.profile
-            );
+            )?;
         }
     }
     Ok(ExitStatus::Success)

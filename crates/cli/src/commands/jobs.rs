@@ -5,9 +5,11 @@ use crate::broker::open_queue;
 use crate::cli::JobsArgs;
 use crate::error::ExitStatus;
 use crate::settings::Settings;
+use std::io::Write;
 use videofarm_core::JobFilter;
 
 pub async fn jobs(settings: &Settings, args: JobsArgs) -> anyhow::Result<ExitStatus> {
+    let mut out = std::io::stdout();
     let queue = open_queue(settings).await?;
     let mut records = queue
         .jobs(&JobFilter {
@@ -28,15 +30,17 @@ pub async fn jobs(settings: &Settings, args: JobsArgs) -> anyhow::Result<ExitSta
         videofarm_core::queue::mark_waiting(&mut records, &queue.workers().await?);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&records)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&records)?)?;
         return Ok(ExitStatus::Success);
     }
-    println!(
+    writeln!(
+        out,
         "{:>6}  {:<10}  {:<8}  {:>3}  INPUT -> OUTPUT",
         "ID", "STATE", "PROFILE", "TRY"
-    );
+    )?;
     for job in &records {
-        println!(
+        writeln!(
+            out,
             "{:>6}  {:<10}  {:<8}  {:>3}  {} -> {}",
             job.id.0,
             job.state.as_str(),
@@ -44,22 +48,22 @@ pub async fn jobs(settings: &Settings, args: JobsArgs) -> anyhow::Result<ExitSta
             job.attempts,
             shown(&job.spec.input),
             shown(&job.spec.output)
-        );
+        )?;
         if let Some(why) = &job.waiting_for {
-            println!("        {why}");
+            writeln!(out, "        {why}")?;
         }
         if let Some(tape) = job.result.as_ref().and_then(|r| r.tape.as_deref()) {
-            println!("        tape: {}", tape.verdict);
+            writeln!(out, "        tape: {}", tape.verdict)?;
         }
         for warning in job.result.iter().flat_map(|r| &r.warnings) {
-            println!("        damaged: {warning}");
+            writeln!(out, "        damaged: {warning}")?;
         }
         if let Some(error) = job
             .error
             .as_deref()
             .filter(|_| job.state != videofarm_core::JobState::Succeeded)
         {
-            println!("        error: {error}");
+            writeln!(out, "        error: {error}")?;
             if let Some(tail) = job.stderr_tail.as_deref().filter(|t| !t.is_empty()) {
                 for line in tail
                     .lines()
@@ -69,7 +73,7 @@ pub async fn jobs(settings: &Settings, args: JobsArgs) -> anyhow::Result<ExitSta
                     .into_iter()
                     .rev()
                 {
-                    println!("        | {line}");
+                    writeln!(out, "        | {line}")?;
                 }
             }
         }

@@ -303,10 +303,15 @@ fn report(
         for record in records {
             let mut line = serde_json::to_value(record)?;
             line["type"] = "result".into();
-            println!("{line}");
+            if writeln!(std::io::stdout(), "{line}").is_err() {
+                // The reader went away (`run --json | head -1`): the batch's status still counts.
+                break;
+            }
         }
-    } else {
-        print_summary(records, already_done);
+    } else if let Err(e) = print_summary(records, already_done) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e.into());
+        }
     }
     Ok(if interrupted {
         eprintln!("stopped: unfinished jobs are back in the queue; run the same command again to continue");
@@ -343,12 +348,14 @@ fn succeeded(
     }
 }
 
-fn print_summary(records: &[JobRecord], already_done: &HashSet<JobId>) {
-    println!();
-    println!(
+fn print_summary(records: &[JobRecord], already_done: &HashSet<JobId>) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out)?;
+    writeln!(
+        out,
         "{:<40}  {:<12}  {:>8}  {:>21}  {:>8}",
         "FILE", "RESULT", "DURATION", "SIZE IN -> OUT", "TIME"
-    );
+    )?;
     let mut failed = 0;
     for job in records {
         let name = job
@@ -382,24 +389,32 @@ fn print_summary(records: &[JobRecord], already_done: &HashSet<JobId>) {
                 "-".into(),
             ),
         };
-        println!("{name:<40}  {result:<12}  {duration:>8}  {sizes:>21}  {time:>8}");
+        writeln!(
+            out,
+            "{name:<40}  {result:<12}  {duration:>8}  {sizes:>21}  {time:>8}"
+        )?;
         if let Some(tape) = job.result.as_ref().and_then(|r| r.tape.as_deref()) {
-            println!("    tape: {} (videofarm report {})", tape.verdict, job.id.0);
+            writeln!(
+                out,
+                "    tape: {} (videofarm report {})",
+                tape.verdict, job.id.0
+            )?;
         }
         for line in job
             .result
             .iter()
             .flat_map(|r| r.note.iter().chain(&r.warnings))
         {
-            println!("    {line}");
+            writeln!(out, "    {line}")?;
         }
         if job.state != JobState::Succeeded {
             failed += 1;
             if let Some(error) = &job.error {
-                println!("    {error}");
+                writeln!(out, "    {error}")?;
             }
         }
     }
-    println!();
-    println!("{} succeeded, {failed} not", records.len() - failed);
+    writeln!(out)?;
+    writeln!(out, "{} succeeded, {failed} not", records.len() - failed)?;
+    Ok(())
 }
