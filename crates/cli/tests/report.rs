@@ -68,46 +68,11 @@ fn check_report(tape: &Value) {
     assert_eq!(tape["lost_frames"], 0);
 }
 
-/// `run` of the tape with `--split split`; the job's record.
-fn run_tape(farm: &Farm, tape: &Path, split: &str) -> Value {
-    let out = farm.root().join(format!("out-{split}"));
-    let output = farm
-        .cmd([
-            "-v",
-            "run",
-            "--json",
-            "--workers",
-            "2",
-            "--profile",
-            "quick",
-            "--split",
-            split,
-            "--out",
-        ])
-        .arg(&out)
-        .arg(tape)
-        .output()
-        .unwrap();
-    let records = run_results(&output.stdout).expect("run --json");
-    assert!(
-        output.status.success(),
-        "{records:#?}\n{}",
-        text(&output.stderr)
-    );
-    let log = text(&output.stderr);
-    assert_eq!(
-        log.contains("split into chunks"),
-        split != "off",
-        "split only when asked: {log}"
-    );
-    records.into_iter().next().expect("one job")
-}
-
 fn whole_and_split(farm: Farm) {
     let tape = farm.input.join("capture.mpg");
     faulty_tape(&tape, "mpeg");
     for split in ["off", "3"] {
-        let job = run_tape(&farm, &tape, split);
+        let (job, _) = run_one(&farm, &tape, "quick", split);
         check_report(&job["result"]["tape"]);
         let id = job["id"].as_str().unwrap();
         // The same report through the command, as JSON and in words.
@@ -185,7 +150,7 @@ fn garbage_in_a_transport_stream_is_reported_as_frames_lost_where_it_was_written
         *b = x as u8;
     }
     std::fs::write(&tape, bytes).unwrap();
-    let job = run_tape(&farm, &tape, "off");
+    let (job, _) = run_one(&farm, &tape, "quick", "off");
     let tape = &job["result"]["tape"];
     let lost = events(tape, "lost", 1);
     near("frames lost", &lost[0]["start_s"], at);

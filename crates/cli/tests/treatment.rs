@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
@@ -100,50 +99,11 @@ fn stalls(video: &Path) -> usize {
         .count()
 }
 
-fn run(farm: &Farm, tape: &Path, profile: &str, split: &str) -> Value {
-    let out_dir = farm.root().join(format!("out-{profile}-{split}"));
-    let output = farm
-        .cmd([
-            "-v",
-            "run",
-            "--json",
-            "--profile",
-            profile,
-            "--split",
-            split,
-            "--out",
-        ])
-        .arg(&out_dir)
-        .arg(tape)
-        .output()
-        .unwrap();
-    let records = run_results(&output.stdout).expect("run --json");
-    assert!(
-        output.status.success(),
-        "{records:#?}\n{}",
-        text(&output.stderr)
-    );
-    assert_eq!(
-        text(&output.stderr).contains("split into chunks"),
-        split != "off",
-        "{}",
-        text(&output.stderr)
-    );
-    let mut job = records.into_iter().next().unwrap();
-    job["output_path"] = Value::String(
-        out_dir
-            .join(tape.with_extension("mkv").file_name().unwrap())
-            .display()
-            .to_string(),
-    );
-    job
-}
-
 fn deinterlaced_as_measured(farm: Farm) {
     let tape = farm.input.join("mislabelled.mpg");
     mislabelled_tape(&tape);
     for split in ["off", "1"] {
-        let job = run(&farm, &tape, "vhs", split);
+        let (job, output) = run_one(&farm, &tape, "vhs", split);
         let said = job["result"]["tape"]["treatment"]
             .as_str()
             .unwrap_or_default();
@@ -153,7 +113,7 @@ fn deinterlaced_as_measured(farm: Farm) {
             ),
             "{job:#}"
         );
-        let output = Path::new(job["output_path"].as_str().unwrap());
+        let output = output.as_path();
         // A handful at most (the wrap, a lossy edge); in the flags' order about every other.
         let stalled = stalls(output);
         assert!(
@@ -197,8 +157,8 @@ audio = "none"
     std::fs::write(&farm.config, config + flags_only).unwrap();
     let tape = farm.input.join("mislabelled.mpg");
     mislabelled_tape(&tape);
-    let job = run(&farm, &tape, "flags", "off");
-    let output = Path::new(job["output_path"].as_str().unwrap());
+    let (_, output) = run_one(&farm, &tape, "flags", "off");
+    let output = output.as_path();
     let stalled = stalls(output);
     assert!(stalled > 50, "the bar stalls {stalled} times");
     assert!(
@@ -228,7 +188,7 @@ fn a_progressive_tape_is_not_deinterlaced() {
         ],
         &tape,
     );
-    let job = run(&farm, &tape, "vhs", "off");
+    let (job, _) = run_one(&farm, &tape, "vhs", "off");
     assert_eq!(
         job["result"]["tape"]["treatment"], "not deinterlaced: measured progressive",
         "{job:#}"

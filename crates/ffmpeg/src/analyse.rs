@@ -7,7 +7,6 @@
 use crate::{file_url, Tools};
 use std::ffi::OsString;
 use std::path::Path;
-use std::process::Stdio;
 use videofarm_core::report::{AudioStats, Field, Fields, FrameStats, Signal};
 use videofarm_core::treat::{Loudness, TARGET_LUFS};
 
@@ -113,40 +112,41 @@ pub async fn survey(tools: &Tools, input: &Path, loudness: bool) -> Result<Surve
     let mut signal = Signal::default();
     let mut bottom = BottomRows::new(width as usize, rows as usize);
     for start in starts {
-        let mut command = tokio::process::Command::new(&tools.ffmpeg);
-        command.args([
+        let mut args: Vec<OsString> = [
             "-nostdin",
             "-hide_banner",
             "-loglevel",
             "level+info",
             "-nostats",
-        ]);
+        ]
+        .map(OsString::from)
+        .to_vec();
         if let Some(start) = start {
-            command.args(["-ss", &secs(start)]);
+            args.extend(["-ss".into(), secs(start).into()]);
         }
-        command.arg("-i").arg(file_url(input));
+        args.extend(["-i".into(), file_url(input)]);
         if start.is_some() {
-            command.args(["-t", &secs(SURVEY_SECS)]);
+            args.extend(["-t".into(), secs(SURVEY_SECS).into()]);
         }
-        command.args([
-            "-map",
-            "0:v:0",
-            "-vf",
-            "idet,metadata=mode=print",
-            "-f",
-            "null",
-            "-",
-        ]);
+        args.extend(
+            [
+                "-map",
+                "0:v:0",
+                "-vf",
+                "idet,metadata=mode=print",
+                "-f",
+                "null",
+                "-",
+            ]
+            .map(OsString::from),
+        );
         if rows >= 2 {
             let crop = format!("crop=iw:{rows}:0:ih-{rows},format=gray");
-            command.args(["-map", "0:v:0", "-vf", &crop, "-f", "rawvideo", "pipe:1"]);
+            args.extend(
+                ["-map", "0:v:0", "-vf", &crop, "-f", "rawvideo", "pipe:1"].map(OsString::from),
+            );
         }
-        let output = command
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|e| format!("could not start ffmpeg ({}): {e}", tools.ffmpeg.display()))?;
+        let output = tools.ffmpeg_output(args).await?;
         if !output.status.success() {
             return Err(format!("ffmpeg could not read it ({})", output.status));
         }
@@ -179,18 +179,14 @@ async fn measure_loudness(tools: &Tools, input: &Path) -> Option<Loudness> {
         input_thresh: String,
         target_offset: String,
     }
-    let output = tokio::process::Command::new(&tools.ffmpeg)
-        .args(["-nostdin", "-hide_banner", "-nostats", "-i"])
-        .arg(file_url(input))
-        .args(["-vn", "-map", "0:a:0", "-af"])
-        .arg(format!("loudnorm=I={TARGET_LUFS}:print_format=json"))
-        .args(["-f", "null", "-"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .ok()?;
+    let mut args: Vec<OsString> = ["-nostdin", "-hide_banner", "-nostats", "-i"]
+        .map(OsString::from)
+        .to_vec();
+    args.push(file_url(input));
+    args.extend(["-vn", "-map", "0:a:0", "-af"].map(OsString::from));
+    args.push(format!("loudnorm=I={TARGET_LUFS}:print_format=json").into());
+    args.extend(["-f", "null", "-"].map(OsString::from));
+    let output = tools.ffmpeg_output(args).await.ok()?;
     if !output.status.success() {
         return None;
     }

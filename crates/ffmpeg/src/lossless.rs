@@ -3,16 +3,18 @@
 
 use crate::probe::strip_file_prefix;
 use crate::{file_url, Tools};
+use std::ffi::OsString;
 use std::path::Path;
-use std::process::Stdio;
 
 /// The `framemd5` of the first video stream of `path`: a line per decoded frame (stream, dts,
 /// pts, duration, size, MD5), after a `#` header.
 pub async fn frame_md5s(tools: &Tools, path: &Path) -> Result<String, String> {
-    let output = tokio::process::Command::new(&tools.ffmpeg)
-        .args(["-nostdin", "-hide_banner", "-v", "error", "-i"])
-        .arg(file_url(path))
-        .args([
+    let mut args: Vec<OsString> = ["-nostdin", "-hide_banner", "-v", "error", "-i"]
+        .map(OsString::from)
+        .to_vec();
+    args.push(file_url(path));
+    args.extend(
+        [
             "-map",
             "0:v:0",
             "-fps_mode",
@@ -20,12 +22,10 @@ pub async fn frame_md5s(tools: &Tools, path: &Path) -> Result<String, String> {
             "-f",
             "framemd5",
             "-",
-        ])
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| format!("could not start ffmpeg ({}): {e}", tools.ffmpeg.display()))?;
+        ]
+        .map(OsString::from),
+    );
+    let output = tools.ffmpeg_output(args).await?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let first = stderr.lines().map(str::trim).find(|l| !l.is_empty());

@@ -16,6 +16,22 @@ pub enum ToolsError {
 }
 
 impl Tools {
+    /// Run ffmpeg with `args` to its end (no input, killed if the caller gives up), its output
+    /// kept; an error only when it could not be started.
+    pub(crate) async fn ffmpeg_output<I, S>(&self, args: I) -> Result<std::process::Output, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        tokio::process::Command::new(&self.ffmpeg)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| format!("could not start ffmpeg ({}): {e}", self.ffmpeg.display()))
+    }
+
     /// Resolve both tools. `ffmpeg`/`ffprobe` are configured paths (or names) if any.
     pub fn locate(ffmpeg: Option<&Path>, ffprobe: Option<&Path>) -> Result<Tools, ToolsError> {
         Ok(Tools {

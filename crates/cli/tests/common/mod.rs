@@ -628,3 +628,38 @@ pub fn run_results(stdout: &[u8]) -> Result<Vec<Value>, serde_json::Error> {
     }
     Ok(results)
 }
+
+/// `run --json` of one tape with `profile` and `--split split` (two workers, logging what they
+/// do), into a folder of its own; the job's record and its output. Asserts the run succeeded
+/// and that the tape was split exactly when asked.
+pub fn run_one(farm: &Farm, tape: &Path, profile: &str, split: &str) -> (Value, PathBuf) {
+    let out = farm.root().join(format!("out-{profile}-{split}"));
+    let output = farm
+        .cmd([
+            "-v",
+            "run",
+            "--json",
+            "--workers",
+            "2",
+            "--profile",
+            profile,
+            "--split",
+            split,
+            "--out",
+        ])
+        .arg(&out)
+        .arg(tape)
+        .output()
+        .unwrap();
+    let records = run_results(&output.stdout).expect("run --json");
+    let log = text(&output.stderr);
+    assert!(output.status.success(), "{records:#?}\n{log}");
+    assert_eq!(
+        log.contains("split into chunks"),
+        split != "off",
+        "split only when asked: {log}"
+    );
+    let name = tape.with_extension("mkv");
+    let job = records.into_iter().next().expect("one job");
+    (job, out.join(name.file_name().unwrap()))
+}
