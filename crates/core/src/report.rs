@@ -34,6 +34,9 @@ const FLOOR_DB: f64 = -120.0;
 const MIN_BLACK_S: f64 = 0.5;
 const MIN_FROZEN_S: f64 = 2.0;
 const MIN_SILENT_S: f64 = 1.0;
+/// The longest tape a signal may describe (a week, in seconds), and the most gaps it may list.
+const MAX_TAPE_S: f64 = 7.0 * 24.0 * 3600.0;
+const MAX_GAPS: usize = 100_000;
 /// At most this many events are kept (the rest are counted), and this many timeline points.
 pub const MAX_EVENTS: usize = 100;
 pub const MAX_POINTS: usize = 200;
@@ -112,21 +115,21 @@ impl Bin {
             other.peak_db,
             f32::max,
         );
-        self.frames += other.frames;
-        self.black += other.black;
-        self.clipped += other.clipped;
-        self.frozen += other.frozen;
-        self.dropout += other.dropout;
-        self.top += other.top;
-        self.bottom += other.bottom;
-        self.progressive += other.progressive;
+        self.frames = self.frames.saturating_add(other.frames);
+        self.black = self.black.saturating_add(other.black);
+        self.clipped = self.clipped.saturating_add(other.clipped);
+        self.frozen = self.frozen.saturating_add(other.frozen);
+        self.dropout = self.dropout.saturating_add(other.dropout);
+        self.top = self.top.saturating_add(other.top);
+        self.bottom = self.bottom.saturating_add(other.bottom);
+        self.progressive = self.progressive.saturating_add(other.progressive);
         self.yavg += other.yavg;
         self.sat += other.sat;
         self.brng += other.brng;
         self.tout_max = self.tout_max.max(other.tout_max);
-        self.audio += other.audio;
-        self.silent += other.silent;
-        self.audio_clipped += other.audio_clipped;
+        self.audio = self.audio.saturating_add(other.audio);
+        self.silent = self.silent.saturating_add(other.silent);
+        self.audio_clipped = self.audio_clipped.saturating_add(other.audio_clipped);
     }
 }
 
@@ -242,6 +245,26 @@ impl Signal {
         });
     }
 
+    /// Why a signal read from elsewhere (a chunk's mark, sent through the file server) cannot
+    /// be a tape's: bins or times beyond any tape, more gaps than frames could leave.
+    pub fn check(&self) -> Result<(), String> {
+        let time_ok = |t: Option<f64>| t.is_none_or(|t| t.is_finite() && t.abs() <= MAX_TAPE_S);
+        let bins_ok = self
+            .bins
+            .keys()
+            .all(|k| (k.unsigned_abs() as f64) * BIN_S <= MAX_TAPE_S);
+        if !bins_ok
+            || !time_ok(self.first)
+            || !time_ok(self.last)
+            || !time_ok(self.frame_s)
+            || self.gaps.len() > MAX_GAPS
+            || self.gaps.iter().any(|g| !time_ok(Some(g.at)))
+        {
+            return Err("a measured signal with times beyond any tape".into());
+        }
+        Ok(())
+    }
+
     /// `idet`'s verdicts, summed over every bin.
     pub fn fields(&self) -> Fields {
         let sum = |f: fn(&Bin) -> u32| self.bins.values().map(|b| u64::from(f(b))).sum::<u64>();
@@ -280,7 +303,7 @@ impl Signal {
             .bins
             .keys()
             .last()
-            .map_or(origin, |&k| (k + 1) as f64 * BIN_S);
+            .map_or(origin, |&k| (k as f64 + 1.0) * BIN_S);
         let limit = duration.max(bins_end - origin);
         let at = |t: f64| ((t - origin).clamp(0.0, limit) * 100.0).round() / 100.0;
         let mut events = Vec::new();
@@ -297,12 +320,12 @@ impl Signal {
             }
         }
         for gap in &self.gaps {
-            totals.lost += gap.missing;
+            totals.lost = totals.lost.saturating_add(gap.missing);
             let start = at(gap.at);
             events.push(TapeEvent {
                 kind: Fault::Lost,
                 start_s: start,
-                end_s: at(gap.at + frame_s * (gap.missing + 1) as f64),
+                end_s: at(gap.at + frame_s * (gap.missing as f64 + 1.0)),
                 text: format!(
                     "{} frame{} lost after {} (damaged or cut data)",
                     gap.missing,
@@ -350,7 +373,7 @@ impl Signal {
             if !kind.holds(bin) {
                 continue;
             }
-            let (start, end) = (k as f64 * BIN_S, (k + 1) as f64 * BIN_S);
+            let (start, end) = (k as f64 * BIN_S, (k as f64 + 1.0) * BIN_S);
             match out.last_mut() {
                 Some(last) if (last.1 - start).abs() < 1e-9 => last.1 = end,
                 _ => out.push((start, end)),
@@ -364,13 +387,15 @@ impl Signal {
         let (Some(&first), Some(&last)) = (self.bins.keys().next(), self.bins.keys().last()) else {
             return Vec::new();
         };
-        let span = (last - first + 1) as usize;
-        let per = span.div_ceil(MAX_POINTS).max(1) as i64;
+        // In i128: a signal read from elsewhere may hold any keys.
+        let span = i128::from(last) - i128::from(first) + 1;
+        let per = (span + MAX_POINTS as i128 - 1) / MAX_POINTS as i128;
+        let per = i64::try_from(per.max(1)).unwrap_or(i64::MAX);
         let mut points = Vec::new();
         let mut start = first;
         while start <= last {
             let mut sum = Bin::default();
-            for (_, b) in self.bins.range(start..start + per) {
+            for (_, b) in self.bins.range(start..start.saturating_add(per)) {
                 sum.add(b);
             }
             let n = f64::from(sum.frames.max(1));
@@ -387,7 +412,10 @@ impl Signal {
                 peak_db: (sum.audio > 0).then(|| r(sum.peak_db)),
                 faults: sum.black + sum.clipped + sum.frozen + sum.dropout + sum.silent,
             });
-            start += per;
+            match start.checked_add(per) {
+                Some(next) => start = next,
+                None => break,
+            }
         }
         points
     }
@@ -709,6 +737,41 @@ mod tests {
         assert_eq!(silent.len(), 1, "{:?}", report.events);
         assert!((silent[0].start_s - 3.0).abs() <= BIN_S, "{:?}", silent[0]);
         assert!(report.events.iter().any(|e| e.kind == Fault::Black));
+    }
+
+    #[test]
+    fn a_hostile_signal_is_refused_and_cannot_overflow_a_report() {
+        let mut s = Signal::default();
+        s.bins.insert(
+            i64::MIN,
+            Bin {
+                frames: u32::MAX,
+                ..Bin::default()
+            },
+        );
+        s.bins.insert(
+            i64::MAX,
+            Bin {
+                frames: u32::MAX,
+                ..Bin::default()
+            },
+        );
+        s.first = Some(0.0);
+        s.gaps.push(Gap {
+            at: 1.0,
+            missing: u64::MAX,
+        });
+        s.gaps.push(Gap {
+            at: 2.0,
+            missing: u64::MAX,
+        });
+        assert!(s.check().is_err());
+        let mut twice = s.clone();
+        twice.merge(s);
+        let report = twice.report();
+        assert_eq!(report.lost_frames, u64::MAX);
+        assert!(report.timeline.len() <= MAX_POINTS + 1);
+        assert!(tape(0.0, 100.0).check().is_ok());
     }
 
     #[test]

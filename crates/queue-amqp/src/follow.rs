@@ -36,6 +36,11 @@ pub(crate) struct Follower {
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// One mark at a time.
     marking: tokio::sync::Mutex<()>,
+    /// One write at a time, numbered and published under it: the stream then holds this
+    /// process's facts in the order of their numbers, which a read relies on (it waits for
+    /// the highest number confirmed; two tasks writing at once could publish 6 before 5, and a
+    /// read waiting for 5 returned when 6 arrived: seen in `own_writes`).
+    writing: tokio::sync::Mutex<()>,
     /// The stream has taken a write of this process's: it is ready, and a reconnect need not
     /// ask again (see `first_record`).
     writable: AtomicBool,
@@ -57,6 +62,7 @@ impl Follower {
             caught_up: AtomicBool::new(false),
             task: Mutex::new(None),
             marking: tokio::sync::Mutex::new(()),
+            writing: tokio::sync::Mutex::new(()),
             writable: AtomicBool::new(false),
         }
     }
@@ -128,7 +134,7 @@ impl Inner {
     fn stamp(&self, fact: Fact, at: i64) -> Stamped {
         Stamped {
             origin: self.follower.origin,
-            // One sequence number per fact, confirmed in order on the one publish channel.
+            // One sequence number per fact, published in order (under `writing`).
             seq: self.follower.written.fetch_add(1, Ordering::SeqCst) + 1,
             at,
             fact,
@@ -138,6 +144,7 @@ impl Inner {
     /// Write facts to the records stream, as few messages as will hold them (the stream reads
     /// back per message, so a batch in one message reads back fast), and wait for the confirms.
     pub(crate) async fn record_all(&self, facts: Vec<Fact>) -> Result<(), QueueError> {
+        let _in_order = self.follower.writing.lock().await;
         let at = self.now();
         let mut facts = facts.into_iter().peekable();
         while facts.peek().is_some() {

@@ -588,8 +588,12 @@ pub async fn chunk_mark(
     if q.kind == MarkKind::Signal {
         // Read by the join as it is: it must be a signal, and not a huge one.
         let max = videofarm_core::split::SIGNAL_MAX_BYTES;
+        let signal = serde_json::from_slice::<videofarm_core::report::Signal>(&body);
         if body.len() > max
-            || serde_json::from_slice::<videofarm_core::report::Signal>(&body).is_err()
+            || signal
+                .map_err(|e| e.to_string())
+                .and_then(|s| s.check())
+                .is_err()
         {
             return Err(bad(format!(
                 "a signal mark is a measured signal in JSON of at most {max} bytes"

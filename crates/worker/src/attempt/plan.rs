@@ -567,7 +567,10 @@ fn tape_signal(work: &Path, plan: &Plan) -> Option<Signal> {
     for c in &plan.chunks {
         let path = work.join(split::signal_name(c.index));
         let bytes = fs::read_own(&path, split::SIGNAL_MAX_BYTES as u64).ok()?;
-        match serde_json::from_slice(&bytes) {
+        match serde_json::from_slice::<Signal>(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|s| s.check().map(|()| s))
+        {
             Ok(signal) => tape.merge(signal),
             Err(e) => {
                 tracing::warn!(chunk = c.index, error = %e, "a chunk's signal cannot be read; no tape report");
