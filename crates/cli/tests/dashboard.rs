@@ -286,6 +286,15 @@ async fn a_tapes_page_draws_its_report() {
     let listed = texts(&client, "#tape-events li").await;
     let said: Vec<&str> = events.iter().map(|e| e["text"].as_str().unwrap()).collect();
     assert_eq!(listed, said);
+    // The list the overview polls carries the verdict and totals, not the events and timeline.
+    let listed: serde_json::Value =
+        serde_json::from_str(&http_get(&url, "/api/jobs?state=succeeded")).unwrap();
+    let brief = &listed[0]["result"]["tape"];
+    assert_eq!(brief["verdict"], report["verdict"]);
+    assert_eq!(brief["frames"], report["frames"]);
+    assert_eq!(brief["timeline"], serde_json::json!([]), "{brief}");
+    assert_eq!(brief["events"], serde_json::json!([]));
+    assert_eq!(brief["more_events"], events.len());
     if let Ok(path) = std::env::var("VIDEOFARM_TAPE_SCREENSHOT") {
         std::fs::write(path, client.screenshot().await.unwrap()).unwrap();
     }

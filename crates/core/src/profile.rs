@@ -181,6 +181,29 @@ fn hardware(name: &str, description: &str, codec: &str, video: &[&str]) -> Profi
     }
 }
 
+/// The preservation master: FFV1 version 3, intra-only, slice CRCs, every stream copied; never
+/// split (one master, proven whole against its source).
+fn preserve() -> Profile {
+    Profile {
+        min_ssim: None,
+        report: None,
+        lossless: true,
+        auto: false,
+        name: "preserve".into(),
+        description: "Preservation master: FFV1 version 3 (intra-only, slice CRCs), every stream kept, audio copied, Matroska; proven lossless frame by frame, with a per-frame MD5 sidecar".into(),
+        extension: "mkv".into(),
+        args: args(&[
+            "-max_muxing_queue_size", "1000", "-map", "0", "-map", "-0:d", "-c", "copy",
+            "-c:v", "ffv1", "-level", "3", "-g", "1", "-slices", "16", "-slicecrc", "1",
+            "-fps_mode", "passthrough",
+        ]),
+        video_codec: "ffv1".into(),
+        audio: AudioKeep::All,
+        subtitles: SubtitleKeep::All,
+            split: None,
+    }
+}
+
 /// The profiles that ship with videofarm.
 pub fn builtins() -> Vec<Profile> {
     vec![
@@ -279,25 +302,7 @@ pub fn builtins() -> Vec<Profile> {
                 copy_other_streams(),
             ),
         },
-        Profile {
-            min_ssim: None,
-            report: None,
-            lossless: true,
-            auto: false,
-            name: "preserve".into(),
-            description: "Preservation master: FFV1 version 3 (intra-only, slice CRCs), every stream kept, audio copied, Matroska; proven lossless frame by frame, with a per-frame MD5 sidecar".into(),
-            extension: "mkv".into(),
-            args: args(&[
-                "-max_muxing_queue_size", "1000", "-map", "0", "-map", "-0:d", "-c", "copy",
-                "-c:v", "ffv1", "-level", "3", "-g", "1", "-slices", "16", "-slicecrc", "1",
-                "-fps_mode", "passthrough",
-            ]),
-            video_codec: "ffv1".into(),
-            audio: AudioKeep::All,
-            subtitles: SubtitleKeep::All,
-            // One master, proven whole against its source.
-            split: None,
-        },
+        preserve(),
         hardware("h264-nvenc", "H.264 on an NVIDIA GPU (NVENC, constant quality 21), every stream kept, Matroska", "h264",
             &["-c:v", "h264_nvenc", "-preset", "p5", "-rc", "vbr", "-cq", "21", "-b:v", "0"]),
         hardware("hevc-nvenc", "HEVC on an NVIDIA GPU (NVENC, constant quality 23), every stream kept, Matroska", "hevc",

@@ -1,7 +1,7 @@
 //! `videofarm enqueue`: only queue. With `--move-to`, each file is first moved (an atomic
 //! rename) into that folder, as the old producer moved files from `to_encode` to `encoding`.
 
-use super::{enqueue_planned, plan_batch, shown};
+use super::{enqueue_batch, plan_batch, shown};
 use crate::broker::open_queue;
 use crate::cli::EnqueueArgs;
 use crate::error::{ExitStatus, UsageError};
@@ -47,17 +47,10 @@ pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<E
         planned = moved;
     }
     batch.insert(0, (profile, planned));
-    let mut results = Vec::new();
-    for (profile, planned) in &batch {
-        results.extend(
-            enqueue_planned(queue.as_ref(), planned, profile, &args.inputs, settings)
-                .await?
-                .into_iter()
-                .zip(planned.iter().map(|job| job.input.clone())),
-        );
-    }
+    let results = enqueue_batch(queue.as_ref(), &batch, &args.inputs, settings).await?;
     let mut queued = 0;
-    for ((_, result), input) in &results {
+    for (spec, result) in &results {
+        let input = &spec.input;
         match result {
             Enqueued::Queued(id) => {
                 queued += 1;

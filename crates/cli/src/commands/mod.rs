@@ -166,6 +166,21 @@ pub fn plan_batch(
     Ok(batch)
 }
 
+/// Queue the jobs of every profile of a batch ([`plan_batch`]); each job's spec and what the
+/// queue said, profile after profile.
+pub async fn enqueue_batch(
+    queue: &dyn Backend,
+    batch: &[(Profile, Vec<Planned>)],
+    inputs: &QueueInputs,
+    settings: &Settings,
+) -> anyhow::Result<Vec<(JobSpec, Enqueued)>> {
+    let mut enqueued = Vec::new();
+    for (profile, planned) in batch {
+        enqueued.extend(enqueue_planned(queue, planned, profile, inputs, settings).await?);
+    }
+    Ok(enqueued)
+}
+
 /// Jobs queued in one call to the queue.
 const ENQUEUE_BATCH: usize = 1000;
 

@@ -5,7 +5,7 @@
 //! where the backend shares them) drive the progress display.
 
 use super::{
-    enqueue_planned, human_duration, human_size, locate_tools, plan_batch, shown, stop_on_signal,
+    enqueue_batch, human_duration, human_size, locate_tools, plan_batch, shown, stop_on_signal,
     with_capabilities, worker_settings,
 };
 use crate::broker::{open_queue, worker_info};
@@ -105,12 +105,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
     // Subscribe before anything is queued, so no event of this batch is missed.
     let mut source = EventSource::open(queue.clone(), worker.subscribe()).await?;
 
-    let mut enqueued = Vec::with_capacity(files);
-    for (profile, planned) in &batch {
-        enqueued.extend(
-            enqueue_planned(queue.as_ref(), planned, profile, &args.inputs, settings).await?,
-        );
-    }
+    let enqueued = enqueue_batch(queue.as_ref(), &batch, &args.inputs, settings).await?;
     let ids: Vec<JobId> = enqueued.iter().map(|(_, e)| e.id().clone()).collect();
     let specs: HashMap<JobId, JobSpec> = enqueued
         .iter()

@@ -83,17 +83,7 @@ impl Attempt {
             }
         }
         let frame_md5s = match (profile.lossless, check) {
-            (true, Check::Whole) => Some(
-                prove_lossless(&self.settings.tools, &place.input_io(), &temp.io_path())
-                    .await
-                    .map_err(|why| {
-                        // The same encoder gives the same frames: trying again would not help.
-                        End::Failed(Failure::permanent(format!(
-                            "{}: the master failed verification: {why}",
-                            spec.input.display()
-                        )))
-                    })?,
-            ),
+            (true, Check::Whole) => Some(self.prove_master(place, temp).await?),
             _ => None,
         };
         let ssim = match (profile.min_ssim, check) {
@@ -127,6 +117,19 @@ impl Attempt {
             output_size,
             frame_md5s,
         })
+    }
+
+    /// A preservation master's per-frame MD5s, once they are proven equal to its source's.
+    async fn prove_master(&self, place: &Confined, temp: &TempOutput) -> Result<String, End> {
+        prove_lossless(&self.settings.tools, &place.input_io(), &temp.io_path())
+            .await
+            .map_err(|why| {
+                // The same encoder gives the same frames: trying again would not help.
+                End::Failed(Failure::permanent(format!(
+                    "{}: the master failed verification: {why}",
+                    place.spec.input.display()
+                )))
+            })
     }
 
     /// Check an encoded file as `check` says; the error is one plain sentence.
