@@ -602,3 +602,24 @@ min_ssim = 0.99
     assert_eq!(records[0]["attempts"], 1, "a poor profile is not retried");
     assert!(!mush.join("tape.mkv").exists(), "nothing published");
 }
+
+#[test]
+fn relative_paths_with_dots_are_taken_as_a_shell_user_means_them() {
+    let farm = Farm::new();
+    let deep = farm.root().join("work/deep");
+    std::fs::create_dir_all(&deep).unwrap();
+    clip(&farm.input.join("a.mpg"), 1);
+    // From work/deep: ../../in is the input folder, ../enc a folder beside deep.
+    let out = farm
+        .cmd(["run", "../../in/./a.mpg", "--out", "../enc"])
+        .current_dir(&deep)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(farm.root().join("work/enc/a.mkv").is_file());
+}

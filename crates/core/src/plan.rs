@@ -8,7 +8,7 @@ use crate::{JobSpec, Profile};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// File extensions taken as video when a folder is searched (a file named on the command line
 /// is always taken, whatever its name).
@@ -40,8 +40,24 @@ fn is_hidden(name: &OsStr) -> bool {
 #[error("{0}")]
 pub struct PlanError(pub String);
 
+/// `path` made absolute against the working folder and normalised the way a shell user reads
+/// it: `.` dropped, and `..` takes away the name before it (`/m/a/../b` is `/m/b`, and `..`
+/// from `/` stays at `/`). Links are resolved later, where the path is checked against the
+/// roots.
 pub fn absolute(path: &Path) -> Result<PathBuf, PlanError> {
-    std::path::absolute(path).map_err(|e| PlanError(format!("{}: {e}", path.display())))
+    let full =
+        std::path::absolute(path).map_err(|e| PlanError(format!("{}: {e}", path.display())))?;
+    let mut plain = PathBuf::new();
+    for part in full.components() {
+        match part {
+            Component::ParentDir => {
+                plain.pop();
+            }
+            Component::CurDir => {}
+            other => plain.push(other),
+        }
+    }
+    Ok(plain)
 }
 
 /// Plan jobs for `paths`, with outputs under `out` ending in `.{extension}`.
@@ -158,6 +174,28 @@ pub fn spec(planned: &Planned, profile: &Profile, priority: i32, overwrite: bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_paths_with_dots_are_read_as_a_shell_user_reads_them() {
+        let here = std::env::current_dir().unwrap();
+        let up = here.parent().unwrap_or(&here).to_owned();
+        assert_eq!(absolute(Path::new("../x/./y")).unwrap(), up.join("x/y"));
+        assert_eq!(absolute(Path::new("/m/a/../b")).unwrap(), Path::new("/m/b"));
+        assert_eq!(absolute(Path::new("/../../m")).unwrap(), Path::new("/m"));
+        let planned = plan(
+            &[PathBuf::from("/m/in/../in/a.mpg")],
+            Path::new("/m/x/../out"),
+            "mkv",
+        )
+        .unwrap();
+        assert_eq!(
+            planned,
+            [Planned {
+                input: PathBuf::from("/m/in/a.mpg"),
+                output: PathBuf::from("/m/out/a.mkv"),
+            }]
+        );
+    }
 
     #[test]
     fn folders_are_mirrored_and_non_video_and_hidden_files_skipped() {
