@@ -32,7 +32,14 @@ fn events<'a>(tape: &'a Value, kind: &str, count: usize) -> Vec<&'a Value> {
 
 /// Every fault of [`faulty_tape`] named where it was put.
 fn check_report(tape: &Value) {
-    let black = events(tape, "black", 2);
+    check_faults(tape, "black");
+    assert_eq!(tape["frames"], 250, "every frame measured once");
+}
+
+/// Every fault of [`faulty_tape`] named where it was put, its black ends as `ends` ("black",
+/// or "blank" where the treatment cut them), times on the tape's clock.
+fn check_faults(tape: &Value, ends: &str) {
+    let black = events(tape, ends, 2);
     near("black at the start", &black[0]["start_s"], 0.0);
     near(
         "end of the black at the start",
@@ -45,8 +52,9 @@ fn check_report(tape: &Value) {
         black[0]["text"]
             .as_str()
             .unwrap()
-            .starts_with("black at the start")
-            && black[1]["text"].as_str().unwrap().ends_with("to the end"),
+            .starts_with(&format!("{ends} "))
+            && black[0]["text"].as_str().unwrap().contains(" at the start")
+            && black[1]["text"].as_str().unwrap().contains(" to the end"),
         "{black:#?}"
     );
     let clipped = events(tape, "clipped", 1);
@@ -64,7 +72,6 @@ fn check_report(tape: &Value) {
             && fields["bottom"].as_u64() > fields["progressive"].as_u64(),
         "bottom field first: {fields}"
     );
-    assert_eq!(tape["frames"], 250, "every frame measured once");
     assert_eq!(tape["lost_frames"], 0);
 }
 
@@ -89,6 +96,85 @@ fn whole_and_split(farm: Farm) {
         let listed = text(&farm.run(["jobs"]).stdout);
         assert!(listed.contains("tape: black ×2, luma clipped"), "{listed}");
     }
+}
+
+/// [`faulty_tape`] through `vhs`: its black ends cut to the frame, whole and split alike
+/// (the same pictures, the same sound), deinterlaced bottom field first, and every other fault
+/// named where it was put on the tape's clock.
+fn cut_whole_and_split(farm: Farm) {
+    let tape = farm.input.join("capture.mpg");
+    faulty_tape(&tape, "mpeg");
+    for split in ["off", "2"] {
+        let (job, output) = run_one(&farm, &tape, "vhs", split);
+        let report = &job["result"]["tape"];
+        check_faults(report, "blank");
+        assert_eq!(report["frames"], 200, "the frames kept, measured once");
+        let said = report["treatment"].as_str().unwrap_or_default();
+        assert!(
+            said.starts_with("deinterlaced bottom field first, as measured")
+                && said.ends_with(
+                    "blank tape cut at the start (1.0 s); blank tape cut at the end (1.0 s)"
+                ),
+            "{report:#}"
+        );
+        // 8 s of 25 frames, each made two by the deinterlacer.
+        let pictures = common::split::frame_hashes(&output).len();
+        assert_eq!(pictures, 400, "split {split}: only the frames kept");
+        let (_, duration) = probe(&output);
+        assert!((duration - 8.0).abs() < 0.1, "split {split}: {duration} s");
+    }
+}
+
+/// The `deint` test profile (lossless x264 after `vhs`'s deinterlacer, so frames compare
+/// exactly) with the treatment on.
+const CUT: &str = r#"
+[profiles.cut]
+extension = "mkv"
+args = ["-max_muxing_queue_size", "1000", "-map", "0:v:0", "-map", "0:a?", "-vf", "bwdif=mode=send_field:parity=auto:deint=all", "-c:v", "libx264", "-qp", "0", "-preset", "ultrafast", "-c:a", "aac", "-b:a", "128k"]
+video_codec = "h264"
+auto = true
+[profiles.cut.split]
+filter = "bwdif=mode=send_field:parity=auto:deint=all"
+frames_per_frame = 2
+video = ["-c:v", "libx264", "-qp", "0", "-preset", "ultrafast"]
+streams = ["-map", "1:a?", "-c:a", "aac", "-b:a", "128k"]
+"#;
+
+#[test]
+fn a_cut_tape_split_is_frame_for_frame_and_sample_for_sample_the_cut_whole_encode() {
+    let farm = Farm::new();
+    let config = std::fs::read_to_string(&farm.config).unwrap();
+    std::fs::write(&farm.config, config + CUT).unwrap();
+    let tape = farm.input.join("capture.mpg");
+    faulty_tape(&tape, "mpeg");
+    let encoded: Vec<(Vec<String>, Vec<String>)> = ["off", "2"]
+        .iter()
+        .map(|split| {
+            let (_, output) = run_one(&farm, &tape, "cut", split);
+            (common::split::frame_hashes(&output), audio_packets(&output))
+        })
+        .collect();
+    assert_eq!(encoded[0].0.len(), 400, "only the frames kept");
+    assert!(
+        encoded[0].0 == encoded[1].0,
+        "the split tape is cut on the frames the whole one is"
+    );
+    assert_eq!(encoded[0].1, encoded[1].1, "and its sound is cut alike");
+}
+
+/// Every audio packet's timestamp and hash.
+fn audio_packets(path: &Path) -> Vec<String> {
+    common::split::column(&["-map", "0:a", "-c", "copy", "-f", "framemd5", "-"], path)
+}
+
+#[test]
+fn a_tapes_blank_ends_are_cut_to_the_frame_whole_and_split() {
+    cut_whole_and_split(Farm::new());
+}
+
+#[test]
+fn on_rabbitmq_a_tapes_blank_ends_are_cut_to_the_frame_whole_and_split() {
+    cut_whole_and_split(Farm::amqp(""));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Encoding profiles: the ffmpeg arguments that sit between the input and the output, the
 //! output container, and what a correct output must contain (checked before it is published).
 
+use crate::treat::Auto;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -59,9 +60,11 @@ pub struct Profile {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lossless: bool,
     /// Treatment chosen from the tape: its deinterlacer's field order set by what `idet`
-    /// measures in a survey of the tape before the encode (see [`crate::treat`]).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub auto: bool,
+    /// measures in a survey of the tape before the encode, its head-switching rows masked, its
+    /// loudness normalised, its blank ends cut (see [`crate::treat`]).
+    /// `true` for every choice, or a list of those made (see [`Auto`]).
+    #[serde(default, skip_serializing_if = "Auto::is_off")]
+    pub auto: Auto,
 }
 
 impl Profile {
@@ -73,18 +76,24 @@ impl Profile {
     /// Whether the audio is copied as it is rather than encoded again (the last option that
     /// sets an audio codec, `-c copy` included, says so, as ffmpeg reads them).
     pub fn copies_audio(&self) -> bool {
-        let mut copied = false;
-        for pair in self.args.windows(2) {
-            let option = pair[0].as_str();
-            let audio = matches!(option, "-c" | "-codec" | "-acodec")
-                || option.starts_with("-c:a")
-                || option.starts_with("-codec:a");
-            if audio {
-                copied = pair[1] == "copy";
-            }
-        }
-        copied
+        copies_audio(&self.args)
     }
+}
+
+/// Whether ffmpeg arguments copy the audio as it is (the last option that sets an audio codec,
+/// `-c copy` included, says so, as ffmpeg reads them).
+pub fn copies_audio(args: &[String]) -> bool {
+    let mut copied = false;
+    for pair in args.windows(2) {
+        let option = pair[0].as_str();
+        let audio = matches!(option, "-c" | "-codec" | "-acodec")
+            || option.starts_with("-c:a")
+            || option.starts_with("-codec:a");
+        if audio {
+            copied = pair[1] == "copy";
+        }
+    }
+    copied
 }
 
 /// A profile's recipe for split encoding: the first video stream is encoded in chunks with
@@ -169,7 +178,7 @@ fn hardware(name: &str, description: &str, codec: &str, video: &[&str]) -> Profi
         min_ssim: None,
         report: None,
         lossless: false,
-        auto: false,
+        auto: Auto::OFF,
         name: name.into(),
         description: description.into(),
         extension: "mkv".into(),
@@ -188,7 +197,7 @@ fn preserve() -> Profile {
         min_ssim: None,
         report: None,
         lossless: true,
-        auto: false,
+        auto: Auto::OFF,
         name: "preserve".into(),
         description: "Preservation master: FFV1 version 3 (intra-only, slice CRCs), every stream kept, audio copied, Matroska; proven lossless frame by frame, with a per-frame MD5 sidecar".into(),
         extension: "mkv".into(),
@@ -211,7 +220,7 @@ pub fn builtins() -> Vec<Profile> {
             min_ssim: None,
         report: None,
         lossless: false,
-        auto: false,
+        auto: Auto::OFF,
             name: "archive".into(),
             description: "The old farm's settings: libx264 CRF 17, every stream kept, audio and subtitles copied, Matroska".into(),
             extension: "mkv".into(),
@@ -225,7 +234,7 @@ pub fn builtins() -> Vec<Profile> {
             min_ssim: None,
         report: None,
         lossless: false,
-        auto: true,
+        auto: Auto::ALL,
             name: "vhs".into(),
             description: "Interlaced SD captures: bwdif deinterlace to full field rate in the field order measured in the tape (none for a progressive one), libx264 CRF 18, audio to AAC, Matroska".into(),
             extension: "mkv".into(),
@@ -250,7 +259,7 @@ pub fn builtins() -> Vec<Profile> {
             min_ssim: None,
         report: None,
         lossless: false,
-        auto: false,
+        auto: Auto::OFF,
             name: "web".into(),
             description: "H.264 + AAC in MP4 with faststart, for browsers and phones".into(),
             extension: "mp4".into(),
@@ -273,7 +282,7 @@ pub fn builtins() -> Vec<Profile> {
             min_ssim: None,
         report: None,
         lossless: false,
-        auto: false,
+        auto: Auto::OFF,
             name: "hevc".into(),
             description: "HEVC (libx265 CRF 22), every stream kept, Matroska".into(),
             extension: "mkv".into(),
@@ -287,7 +296,7 @@ pub fn builtins() -> Vec<Profile> {
             min_ssim: None,
         report: None,
         lossless: false,
-        auto: false,
+        auto: Auto::OFF,
             name: "av1".into(),
             description: "AV1 (libsvtav1 CRF 30, preset 8), every stream kept, Matroska".into(),
             extension: "mkv".into(),
@@ -560,7 +569,7 @@ mod tests {
                 min_ssim: None,
                 report: None,
                 lossless: false,
-                auto: false,
+                auto: Auto::OFF,
                 name: String::new(),
                 description: String::new(),
                 extension: "mkv".into(),

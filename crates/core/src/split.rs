@@ -144,9 +144,7 @@ impl Chunk {
             || self.index >= self.count
             || self.end <= self.first
             || times.iter().flatten().any(|t| !t.is_finite())
-            || self.treat.is_some_and(|t| {
-                t.mask_bottom > crate::treat::MAX_MASK || t.loudness.is_some_and(|l| !l.is_valid())
-            })
+            || self.treat.is_some_and(|t| !t.is_valid())
         {
             return Err(format!(
                 "chunk {} of {} (frames {}..{}) is not a valid chunk",

@@ -8,7 +8,7 @@ use crate::{file_url, Tools};
 use std::ffi::OsString;
 use std::path::Path;
 use videofarm_core::report::{AudioStats, Field, Fields, FrameStats, Signal};
-use videofarm_core::treat::{Loudness, TARGET_LUFS};
+use videofarm_core::treat::{Loudness, Trim, TARGET_LUFS};
 
 /// Samples per audio measurement (85 ms at 48 kHz).
 const AUDIO_BLOCK: u32 = 4096;
@@ -83,15 +83,26 @@ pub struct Survey {
     /// The first audio stream's loudness (loudnorm's first pass over all of it), when asked
     /// for and measurable.
     pub loudness: Option<Loudness>,
+    /// The blank tape at its ends to cut, when asked for and there is some.
+    pub trim: Option<Trim>,
 }
 
 /// The most rows at the bottom of a picture a survey looks at.
 const BOTTOM_ROWS: u32 = 32;
 
+/// What a survey measures besides the fields and the head-switching rows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Asked {
+    /// The first audio stream's loudness.
+    pub loudness: bool,
+    /// The blank tape at the ends.
+    pub trim: bool,
+}
+
 /// Survey `input`: `idet` on stretches spread over it (the whole of a short one), the bottom
-/// rows of its pictures (raw, grey) for head-switching noise, and (`loudness`) its audio's
-/// loudness.
-pub async fn survey(tools: &Tools, input: &Path, loudness: bool) -> Result<Survey, String> {
+/// rows of its pictures (raw, grey) for head-switching noise, and as `asked` its audio's
+/// loudness and the blank tape at its ends.
+pub async fn survey(tools: &Tools, input: &Path, asked: Asked) -> Result<Survey, String> {
     let duration = crate::probe(tools, input)
         .await
         .map_err(|e| e.to_string())?
@@ -160,8 +171,13 @@ pub async fn survey(tools: &Tools, input: &Path, loudness: bool) -> Result<Surve
     Ok(Survey {
         fields: signal.fields(),
         noisy_bottom_rows: bottom.noisy(),
-        loudness: if loudness {
+        loudness: if asked.loudness {
             measure_loudness(tools, input).await
+        } else {
+            None
+        },
+        trim: if asked.trim {
+            crate::ends::find_trim(tools, input, duration).await?
         } else {
             None
         },

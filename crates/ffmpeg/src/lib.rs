@@ -21,6 +21,7 @@
 
 pub mod analyse;
 pub mod encode;
+pub mod ends;
 mod header;
 pub mod lossless;
 pub mod matroska;

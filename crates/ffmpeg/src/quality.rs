@@ -11,12 +11,12 @@ const SAMPLES: &[f64] = &[0.2, 0.5, 0.8];
 const SEGMENT_S: f64 = 2.0;
 
 /// The mean SSIM ("All") of `output` against `source` over the sampled segments of a file of
-/// `duration_s` seconds.
+/// `duration_s` seconds, whose first `lead_s` seconds of source were cut (blank tape).
 pub async fn sampled_ssim(
     tools: &Tools,
     source: &Path,
     output: &Path,
-    duration_s: f64,
+    (duration_s, lead_s): (f64, f64),
 ) -> Result<f64, String> {
     let duration = duration_s.max(0.0);
     let segment = SEGMENT_S.min(duration.max(0.1));
@@ -38,7 +38,7 @@ pub async fn sampled_ssim(
             .arg(file_url(output))
             .args([
                 "-ss",
-                &format!("{start:.3}"),
+                &format!("{:.3}", start + lead_s.max(0.0)),
                 "-t",
                 &format!("{segment:.3}"),
             ])

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use videofarm_core::confine::fs;
 use videofarm_core::split::Chunk;
 pub use videofarm_core::split::{failed_name, signal_name, warnings_name, SIGNAL_MAX_BYTES};
-use videofarm_core::treat::Treatment;
+use videofarm_core::treat::{Treatment, Trim};
 use videofarm_core::SplitArgs;
 use videofarm_ffmpeg::packets::{Rational, VideoPackets};
 
@@ -50,6 +50,10 @@ pub struct Plan {
     pub time_base: (i64, i64),
     /// The start time ffmpeg subtracts from the source in an unsplit encode (µs).
     pub start_us: i64,
+    /// The container's start (s): what a plain encode's filters subtract from the source's
+    /// timestamps (the clock of a [`Trim`]).
+    #[serde(default)]
+    pub source_start_s: f64,
     /// Shift the source 1 µs more at the join, so ffmpeg does not correct the start again.
     pub nudge: bool,
     /// Every chunk job was queued (a worker that died while queueing leaves this false).
@@ -124,14 +128,30 @@ pub fn plan(
     if !d.is_finite() || d <= 0.0 {
         return Err("its frame rate is unusable".into());
     }
-    let pts = steady_frames(packets, frames, d)?;
-    let n = pts.len() as u64;
+    let all = steady_frames(packets, frames, d)?;
+    // A tape whose blank ends are cut is planned as the frames kept: its first chunk starts,
+    // and its last ends, where the picture does (the filters see no frame beyond them, as in a
+    // whole encode of the cut tape).
+    let cut = treat.and_then(|t| t.trim).filter(Trim::is_valid);
+    let seconds = |ticks: f64| ticks * tb.num as f64 / tb.den as f64;
+    let base = match cut {
+        Some(t) => all
+            .iter()
+            .position(|&p| t.keeps(seconds(p as f64) - packets.start_s))
+            .ok_or("the cut keeps none of its frames".to_owned())?,
+        None => 0,
+    };
+    let kept = all[base..]
+        .iter()
+        .take_while(|&&p| cut.is_none_or(|t| t.keeps(seconds(p as f64) - packets.start_s)))
+        .count();
+    let pts = &all[base..];
+    let n = kept as u64;
     let per_chunk = (chunk_secs / tb.seconds(1) / d).round().max(1.0) as u64;
     let count = ((n as f64) / per_chunk as f64).round().max(1.0) as u64;
     if count < 2 {
         return Err("it is too short to split".into());
     }
-    let seconds = |ticks: f64| ticks * tb.num as f64 / tb.den as f64;
     let q = d / 4.0;
     let context = u64::from(args.context_frames);
     let at = |i: u64| pts[i as usize] as f64;
@@ -139,7 +159,7 @@ pub fn plan(
         .map(|i| {
             let (a, b) = (i * n / count, (i + 1) * n / count);
             let (s, e) = (a.saturating_sub(context), (b + context).min(n));
-            let seek_s = (s > 0)
+            let seek_s = (s > 0 || base > 0)
                 .then(|| {
                     // The last keyframe shown at or before frame s; open one frame before its
                     // decode time, relative to the container's start (what -ss means).
@@ -160,8 +180,15 @@ pub fn plan(
                 first: a,
                 end: b,
                 seek_s,
-                window: (seconds(at(s) - q), (e < n).then(|| seconds(at(e) - q))),
-                keep: (seconds(at(a) - q), (b < n).then(|| seconds(at(b) - q))),
+                // Bounded after the last frame kept by the first frame cut, if any.
+                window: (
+                    seconds(at(s) - q),
+                    (base as u64 + e < all.len() as u64).then(|| seconds(at(e) - q)),
+                ),
+                keep: (
+                    seconds(at(a) - q),
+                    (base as u64 + b < all.len() as u64).then(|| seconds(at(b) - q)),
+                ),
                 treat,
             }
         })
@@ -173,6 +200,7 @@ pub fn plan(
         frames: n,
         frames_per_frame: args.frames_per_frame,
         first_pts: pts[0],
+        source_start_s: packets.start_s,
         time_base: (tb.num, tb.den),
         start_us,
         nudge,
@@ -283,8 +311,15 @@ pub fn join_args(
         * i128::from(chunk_rate.num);
     let denom = tb_den * 1_000_000 * i128::from(chunk_rate.den);
     let k = (numer as f64 / denom as f64).round();
-    let video_offset = k * chunk_rate.den as f64 / chunk_rate.num as f64;
-    let source_offset = -(plan.start_us + i64::from(plan.nudge)) as f64 / 1e6;
+    let (video_offset, source_offset) = match plan.treat.and_then(|t| t.trim) {
+        // A cut tape starts at zero, video and sound, at its first frame kept (as its whole
+        // encode's filters reset both clocks there).
+        Some(cut) if cut.is_valid() => (0.0, -(plan.source_start_s + cut.start_s)),
+        _ => (
+            k * chunk_rate.den as f64 / chunk_rate.num as f64,
+            -(plan.start_us + i64::from(plan.nudge)) as f64 / 1e6,
+        ),
+    };
     let os = |s: &str| OsString::from(s);
     let before = vec![
         os("-copyts"),

@@ -10,6 +10,7 @@
 
 mod signal;
 
+use crate::treat::Trim;
 use serde::{Deserialize, Serialize};
 pub use signal::{AudioStats, Bin, Field, FrameStats, Gap, Signal, BIN_S};
 
@@ -24,11 +25,22 @@ pub const MAX_POINTS: usize = 200;
 impl Signal {
     /// What the signal says, with times from the first frame.
     pub fn report(&self) -> TapeReport {
-        let Some(origin) = self.first else {
+        self.report_cut(None)
+    }
+
+    /// What the signal of a tape whose blank ends were cut (`trim`) says: the signal is of the
+    /// frames kept; times are from the tape's first frame, and the cuts are events too.
+    pub fn report_cut(&self, trim: Option<&Trim>) -> TapeReport {
+        let Some(first) = self.first else {
             return TapeReport::default();
         };
+        let trim = trim.filter(|t| t.is_valid());
+        let origin = first - trim.map_or(0.0, Trim::lead_s);
         let frame_s = self.frame_s.unwrap_or(0.0);
-        let duration = (self.last.unwrap_or(origin) - origin + frame_s).max(0.0);
+        let duration = match trim {
+            Some(t) => t.tape_end_s - t.first_s,
+            None => (self.last.unwrap_or(origin) - origin + frame_s).max(0.0),
+        };
         // Audio may run past the last frame: its events are kept whole.
         let bins_end = self
             .bins
@@ -64,6 +76,9 @@ impl Signal {
                     clock(start)
                 ),
             });
+        }
+        if let Some(t) = trim {
+            events.extend(cut_events(t));
         }
         events.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
         let dropped = events.len().saturating_sub(MAX_EVENTS);
@@ -152,6 +167,34 @@ impl Signal {
     }
 }
 
+/// The blank stretches a trim cut, as events on the tape's clock.
+fn cut_events(t: &Trim) -> Vec<TapeEvent> {
+    let mut events = Vec::new();
+    if t.lead_s() > 0.0 {
+        let end = round2(t.lead_s());
+        events.push(TapeEvent {
+            kind: Fault::Blank,
+            start_s: 0.0,
+            end_s: end,
+            text: format!(
+                "blank tape at the start ({}-{}), cut",
+                clock(0.0),
+                clock(end)
+            ),
+        });
+    }
+    if let Some(end) = t.end_s {
+        let start = round2(end - t.first_s);
+        events.push(TapeEvent {
+            kind: Fault::Blank,
+            start_s: start,
+            end_s: round2(t.tape_end_s - t.first_s),
+            text: format!("blank tape from {} to the end, cut", clock(start)),
+        });
+    }
+    events
+}
+
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
@@ -186,6 +229,8 @@ pub enum Fault {
     Lost,
     Silent,
     AudioClipped,
+    /// Blank tape (black or snow) at an end, cut by the treatment.
+    Blank,
 }
 
 impl Fault {
@@ -208,7 +253,7 @@ impl Fault {
             Fault::Dropout => b.dropout > 0,
             Fault::Silent => most(b.silent, b.audio),
             Fault::AudioClipped => b.audio_clipped > 0,
-            Fault::Lost => false,
+            Fault::Lost | Fault::Blank => false,
         }
     }
 
@@ -231,6 +276,7 @@ impl Fault {
             Fault::Lost => "frames lost",
             Fault::Silent => "audio silent",
             Fault::AudioClipped => "audio clipping",
+            Fault::Blank => "blank tape cut",
         }
     }
 }

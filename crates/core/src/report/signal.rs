@@ -12,6 +12,10 @@ pub const BIN_S: f64 = 0.5;
 /// [`BLACK_AVG`]: a black frame.
 const BLACK_HIGH: f64 = 26.0;
 const BLACK_AVG: f64 = 24.0;
+/// A frame whose neighbouring luma samples (two pixels apart) differ by this much on average
+/// (8-bit scale) is snow: noise with no picture in it (an unrecorded stretch of tape, a lost
+/// signal). A grainy picture steps about 10; snow, even once compressed, 20 to 85.
+const SNOW_STEP: f64 = 20.0;
 /// A tenth of the pixels at the very bottom or top of the range: clipped levels.
 const CLIP_LOW: f64 = 1.0;
 const CLIP_HIGH: f64 = 254.0;
@@ -48,6 +52,20 @@ pub struct FrameStats {
     /// Bits per luma sample (values are scaled to 8 bits before they are judged).
     pub depth: u32,
     pub field: Option<Field>,
+}
+
+impl FrameStats {
+    /// Black: nearly every pixel dark.
+    pub fn is_black(&self) -> bool {
+        let scaled = |v: f64| eight_bit(v, self.depth);
+        scaled(self.yhigh) <= BLACK_HIGH && scaled(self.yavg) <= BLACK_AVG
+    }
+
+    /// Blank tape: black, or snow (`step`: the mean absolute difference between neighbouring
+    /// luma samples, 8-bit scale), where no picture was recorded.
+    pub fn is_blank(&self, step: f64) -> bool {
+        self.is_black() || step >= SNOW_STEP
+    }
 }
 
 /// What `idet` made of a frame.
@@ -178,7 +196,7 @@ impl Signal {
         }
         let scaled = |v: f64| eight_bit(v, f.depth);
         let (ylow, yavg, yhigh) = (scaled(f.ylow), scaled(f.yavg), scaled(f.yhigh));
-        let black = yhigh <= BLACK_HIGH && yavg <= BLACK_AVG;
+        let black = f.is_black();
         let first_here = self.previous.is_none();
         if let Some(prev) = self.previous {
             let step = f.t - prev;

@@ -13,7 +13,7 @@ use videofarm_core::treat::{treat_args, treated_split, Treatment};
 use videofarm_core::{
     Enqueued, Failure, JobSpec, JobState, Profile, Progress, QueueError, SplitArgs,
 };
-use videofarm_ffmpeg::analyse::{analysis_args, survey};
+use videofarm_ffmpeg::analyse::{analysis_args, survey, Asked};
 use videofarm_ffmpeg::{file_url, packets};
 
 /// The encode an attempt runs.
@@ -64,7 +64,7 @@ enum Unsplit {
 
 /// What a parent job does now.
 pub(crate) enum Step {
-    Run(Encode),
+    Run(Box<Encode>),
     End(End),
 }
 
@@ -81,33 +81,49 @@ impl Attempt {
             Some(t) => treat_args(&profile.args, t),
             None => profile.args.clone(),
         };
-        Step::Run(Encode {
+        let cut = treatment.and_then(|t| t.trim);
+        // A cut tape's report measures the frames kept, as its chunks' would.
+        let measured = cut.map(|t| {
+            let q = t.frame_s / 4.0;
+            (t.start_s - q, t.end_s.map(|e| e - q))
+        });
+        Step::Run(Box::new(Encode {
             input_args: Vec::new(),
             input: place.input_io(),
             args: os(&args),
             extension: profile.extension.clone(),
-            duration_s: None,
+            duration_s: cut.map(|t| t.kept_s()),
             check: Check::Whole,
             note,
             warnings: None,
-            analysis: profile.reports().then(|| analysis_args(None)),
+            analysis: profile.reports().then(|| analysis_args(measured)),
             signal: None,
             treatment,
-        })
+        }))
     }
 
     /// The treatment an `auto` profile's tape calls for, from a survey of it; none when the
     /// survey could not tell (the profile's own settings then apply, as they are).
     async fn treatment(&self, place: &Confined, profile: &Profile) -> Option<Treatment> {
-        if !profile.auto {
+        let auto = profile.auto;
+        if auto.is_off() {
             return None;
         }
-        // Loudness only where the audio is encoded (a copied stream cannot be normalised).
-        let loudness = !profile.copies_audio();
-        match survey(&self.settings.tools, &place.input_io(), loudness).await {
+        // Loudness and the cut only where the audio is encoded (a copied stream can be
+        // neither normalised nor cut on the frame).
+        let asked = Asked {
+            loudness: auto.loudness && !profile.copies_audio(),
+            trim: auto.trim && !profile.copies_audio(),
+        };
+        match survey(&self.settings.tools, &place.input_io(), asked).await {
             Ok(found) => {
-                let chosen =
-                    Treatment::choose(&found.fields, found.noisy_bottom_rows, found.loudness);
+                let chosen = Treatment::choose_as(
+                    auto,
+                    &found.fields,
+                    found.noisy_bottom_rows,
+                    found.loudness,
+                    found.trim,
+                );
                 tracing::info!(?found, ?chosen, "surveyed the tape");
                 chosen
             }
@@ -135,7 +151,7 @@ impl Attempt {
             // Treated as its tape was, whichever worker surveyed it.
             let args = treated_split(args, chunk.treat.as_ref());
             let (before, after) = split::chunk_args(chunk, &args);
-            return Step::Run(Encode {
+            return Step::Run(Box::new(Encode {
                 input_args: os(&before),
                 input: place.input_io(),
                 args: os(&after),
@@ -149,7 +165,7 @@ impl Attempt {
                 analysis: profile.reports().then(|| analysis_args(Some(chunk.keep))),
                 signal: None,
                 treatment: None,
-            });
+            }));
         }
         if spec.split.is_off() {
             return self.whole(place, profile, None).await;
@@ -445,7 +461,7 @@ impl Attempt {
             return Step::End(self.wait(done.len(), count));
         }
         match self.join(place, profile, args, &plan, folder).await {
-            Ok(encode) => Step::Run(encode),
+            Ok(encode) => Step::Run(Box::new(encode)),
             Err(failure) => Step::End(End::Failed(failure)),
         }
     }

@@ -57,7 +57,7 @@ impl Attempt {
         }
         .filter(|s| !s.is_empty())
         .map(|s| {
-            let mut report = s.report();
+            let mut report = s.report_cut(work.treatment.and_then(|t| t.trim).as_ref());
             report.treatment = work.treatment.map(|t| t.words());
             Box::new(report)
         });

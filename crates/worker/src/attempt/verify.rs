@@ -6,6 +6,7 @@ use crate::attempt::{Attempt, End};
 use crate::checks::check_media;
 use crate::paths::Confined;
 use crate::publish::TempOutput;
+use videofarm_core::treat::Trim;
 use videofarm_core::Failure;
 use videofarm_ffmpeg::lossless::prove_lossless;
 use videofarm_ffmpeg::{
@@ -52,8 +53,15 @@ impl Attempt {
                 )))
             }
         };
+        let cut = work.treatment.and_then(|t| t.trim);
         if let Err(why) = self
-            .verify(profile, check, place, input_info, &output_info, temp)
+            .verify(
+                profile,
+                (check, cut),
+                place,
+                (input_info, &output_info),
+                temp,
+            )
             .await
         {
             return Err(End::Failed(Failure::retryable(
@@ -90,7 +98,7 @@ impl Attempt {
             (Some(min), Check::Whole | Check::Join { .. }) => {
                 // On a joined tape this compares across the seams, where a split could hurt.
                 let duration = output_info.duration_s.unwrap_or(0.0);
-                match sampled_ssim(&self.settings.tools, &place.input_io(), &temp.io_path(), duration)
+                match sampled_ssim(&self.settings.tools, &place.input_io(), &temp.io_path(), (duration, cut.map_or(0.0, |t| t.lead_s())))
                     .await
                 {
                     Ok(score) if score >= min => Some(score),
@@ -133,13 +141,13 @@ impl Attempt {
     }
 
     /// Check an encoded file as `check` says; the error is one plain sentence.
+    /// `cut`: the blank ends cut from the tape, which the output must be without.
     async fn verify(
         &self,
         profile: &videofarm_core::Profile,
-        check: &Check,
+        (check, cut): (&Check, Option<Trim>),
         place: &Confined,
-        input_info: &videofarm_ffmpeg::MediaInfo,
-        output_info: &videofarm_ffmpeg::MediaInfo,
+        (input_info, output_info): (&videofarm_ffmpeg::MediaInfo, &videofarm_ffmpeg::MediaInfo),
         temp: &TempOutput,
     ) -> Result<(), String> {
         let tools = &self.settings.tools;
@@ -149,7 +157,7 @@ impl Attempt {
                 .map_err(|e| format!("its frames could not be counted ({e})"))
         };
         match check {
-            Check::Whole => verify_output(profile, input_info, output_info),
+            Check::Whole => verify_output(profile, &kept(input_info, cut), output_info),
             Check::Chunk { frames } => {
                 videofarm_ffmpeg::verify_chunk(profile, output_info, count().await?, *frames)
             }
@@ -159,7 +167,8 @@ impl Attempt {
                     .probe_input(&place.input_io(), &place.spec.input)
                     .await
                     .map_err(|f| f.reason)?;
-                verify_output(profile, &source, output_info)?;
+                // Its blank ends cut as its whole encode's would be.
+                verify_output(profile, &kept(&source, cut), output_info)?;
                 let got = count().await?;
                 if got != *frames {
                     return Err(format!(
@@ -200,4 +209,14 @@ impl Attempt {
         check_media(input, &info)?;
         Ok(info)
     }
+}
+
+/// What the output of `input` must be like once its blank ends are cut (`cut`): as long as
+/// the frames kept.
+fn kept(input: &videofarm_ffmpeg::MediaInfo, cut: Option<Trim>) -> videofarm_ffmpeg::MediaInfo {
+    let mut info = input.clone();
+    if let Some(t) = cut.filter(|t| t.is_valid()) {
+        info.duration_s = Some(t.kept_s());
+    }
+    info
 }
