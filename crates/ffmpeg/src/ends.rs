@@ -2,9 +2,10 @@
 //! found before the encode so that a treatment can cut it ([`Trim`]). What counts as blank is
 //! decided in [`videofarm_core::report`], for the report and the cut alike.
 //!
-//! A short tape is looked at frame by frame. A long one is looked at by its keyframes (a decode
-//! of a twelfth of its frames or less), then frame by frame between the two keyframes where the
-//! picture begins, and the two where it ends: the cut is on the exact frame.
+//! A tape is looked at by its keyframes (a decode of a twelfth of its frames or less: 7 CPU-s
+//! for 10 minutes of SD MPEG-2), then frame by frame between the two keyframes where the
+//! picture begins, and the two where it ends: the cut is on the exact frame. A short tape whose
+//! keyframes are too few to tell (one IDR frame, intra refresh) is looked at frame by frame.
 
 use crate::{file_url, Tools};
 use std::collections::BTreeMap;
@@ -13,8 +14,8 @@ use std::path::Path;
 use videofarm_core::report::FrameStats;
 use videofarm_core::treat::Trim;
 
-/// Tapes longer than this are looked at by their keyframes first.
-pub const KEYFRAME_SCAN_S: f64 = 60.0;
+/// Tapes up to this long are looked at frame by frame when their keyframes are too few.
+const EVERY_FRAME_S: f64 = 60.0;
 
 /// One frame looked at: its time (on the clock of a plain encode's filters), and whether it is
 /// blank.
@@ -27,7 +28,12 @@ pub struct Look {
 /// The cut of `input`'s blank ends (`duration`: its length as probed), or `None` when there is
 /// nothing worth cutting (or the whole tape is blank: nothing is cut from a tape with no picture).
 pub async fn find_trim(tools: &Tools, input: &Path, duration: f64) -> Result<Option<Trim>, String> {
-    find_trim_by(tools, input, duration, duration > KEYFRAME_SCAN_S).await
+    let keyframes = look(tools, input, None, true).await?;
+    if keyframes.len() >= 2 || duration > EVERY_FRAME_S {
+        trim_from(tools, input, duration, (keyframes, true)).await
+    } else {
+        find_trim_by(tools, input, duration, false).await
+    }
 }
 
 /// [`find_trim`], looking first at keyframes only (`keyframes`) or at every frame.
@@ -38,6 +44,16 @@ pub async fn find_trim_by(
     keyframes: bool,
 ) -> Result<Option<Trim>, String> {
     let looks = look(tools, input, None, keyframes).await?;
+    trim_from(tools, input, duration, (looks, keyframes)).await
+}
+
+/// The cut from a first look at the tape (`keyframes`: at its keyframes only).
+async fn trim_from(
+    tools: &Tools,
+    input: &Path,
+    duration: f64,
+    (looks, keyframes): (Vec<Look>, bool),
+) -> Result<Option<Trim>, String> {
     let (Some(first), Some(last)) = (looks.first().copied(), looks.last().copied()) else {
         return Ok(None);
     };
