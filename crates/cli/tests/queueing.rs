@@ -183,3 +183,58 @@ fn watch_survives_a_closed_pipe_stops_on_sigterm_and_says_when_its_folder_is_gon
     signal(watch.id(), "TERM");
     watch.wait().unwrap();
 }
+
+/// `tape.avi` dropped beside `tape.mpg` (both would become `tape.mkv`): the watch says so once
+/// and goes on queueing every other file, and it does again after a restart (as systemd's
+/// restart would start it).
+#[test]
+fn a_name_clash_in_a_watched_folder_is_said_once_and_never_stops_the_watch() {
+    let farm = Farm::new();
+    let drop_dir = farm.root().join("drop");
+    std::fs::create_dir_all(&drop_dir).unwrap();
+    let seed = farm.root().join("seed.mpg");
+    clip(&seed, 1);
+    let put = |name: &str| std::fs::copy(&seed, drop_dir.join(name)).unwrap();
+    let queued = |name: &str| {
+        farm.jobs()
+            .iter()
+            .any(|j| j["input"] == drop_dir.join(name).to_str().unwrap())
+    };
+    put("tape.mpg");
+    for round in 0..2 {
+        let log = farm.root().join(format!("watch-{round}.log"));
+        let mut watch = farm
+            .cmd(["watch", "--interval", "0.1", "--settle", "0.1", "--out"])
+            .arg(&farm.out)
+            .arg(&drop_dir)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        if round == 0 {
+            wait_until("tape.mpg is queued", Duration::from_secs(10), || {
+                farm.db.exists() && queued("tape.mpg")
+            });
+            put("tape.avi");
+        }
+        let next = format!("next-{round}.mpg");
+        put(&next);
+        wait_until(
+            &format!("{next} is queued past the clash"),
+            Duration::from_secs(10),
+            || queued(&next),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(watch.try_wait().unwrap().is_none(), "still watching");
+        signal(watch.id(), "TERM");
+        watch.wait().unwrap();
+        let said = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(
+            said.matches("would both become").count(),
+            1,
+            "said once: {said}"
+        );
+        assert!(said.contains("tape.avi") && said.contains("tape.mkv"), "{said}");
+        assert!(!queued("tape.avi"));
+    }
+}

@@ -60,8 +60,44 @@ pub fn absolute(path: &Path) -> Result<PathBuf, PlanError> {
     Ok(plain)
 }
 
-/// Plan jobs for `paths`, with outputs under `out` ending in `.{extension}`.
+/// Two inputs that would become one output.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Clash {
+    pub output: PathBuf,
+    pub inputs: (PathBuf, PathBuf),
+}
+
+impl std::fmt::Display for Clash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} and {} would both become {}",
+            self.inputs.0.display(),
+            self.inputs.1.display(),
+            self.output.display()
+        )
+    }
+}
+
+/// Plan jobs for `paths`, with outputs under `out` ending in `.{extension}`; inputs that would
+/// become the same output are refused, all of them, and nothing is planned.
 pub fn plan(paths: &[PathBuf], out: &Path, extension: &str) -> Result<Vec<Planned>, PlanError> {
+    let (planned, clashes) = plan_apart(paths, out, extension)?;
+    match clashes.first() {
+        Some(clash) => Err(PlanError(format!(
+            "{clash}; queue them with different --out folders"
+        ))),
+        None => Ok(planned),
+    }
+}
+
+/// [`plan`], with the inputs that would become the same output left out and named, the rest
+/// planned (what a watch folder does: one clash never stops the others).
+pub fn plan_apart(
+    paths: &[PathBuf],
+    out: &Path,
+    extension: &str,
+) -> Result<(Vec<Planned>, Vec<Clash>), PlanError> {
     let out = absolute(out)?;
     let mut planned = Vec::new();
     for path in paths {
@@ -97,21 +133,23 @@ pub fn plan(paths: &[PathBuf], out: &Path, extension: &str) -> Result<Vec<Planne
         .map(|q| q.output.clone())
         .collect();
     planned.retain(|p| !produced.contains(&p.input));
-    let mut by_output: BTreeMap<&Path, &Path> = BTreeMap::new();
+    planned.dedup();
+    let mut by_output: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
+    let mut clashes = Vec::new();
     for job in &planned {
-        if let Some(other) = by_output.insert(&job.output, &job.input) {
-            if other != job.input {
-                return Err(PlanError(format!(
-                    "{} and {} would both become {}; queue them with different --out folders",
-                    other.display(),
-                    job.input.display(),
-                    job.output.display()
-                )));
+        match by_output.get(&job.output) {
+            Some(first) if *first != job.input => clashes.push(Clash {
+                output: job.output.clone(),
+                inputs: (first.clone(), job.input.clone()),
+            }),
+            Some(_) => {}
+            None => {
+                by_output.insert(job.output.clone(), job.input.clone());
             }
         }
     }
-    planned.dedup();
-    Ok(planned)
+    planned.retain(|job| !clashes.iter().any(|c| c.output == job.output));
+    Ok((planned, clashes))
 }
 
 /// Collect video files under `dir`, skipping hidden entries, symlinked folders and `out`. A link

@@ -8,7 +8,7 @@ use crate::broker::open_queue;
 use crate::cli::{QueueInputs, WatchArgs};
 use crate::error::{ExitStatus, UsageError};
 use crate::settings::Settings;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -61,6 +61,8 @@ pub async fn watch(settings: &Settings, args: WatchArgs) -> anyhow::Result<ExitS
     };
     // Path -> (last look, when it last changed, queued already for this look).
     let mut seen: HashMap<PathBuf, (Look, Instant, bool)> = HashMap::new();
+    // Problems already said (each once).
+    let mut told: HashSet<String> = HashSet::new();
     let mut ticker = tokio::time::interval(interval);
     loop {
         tokio::select! {
@@ -81,8 +83,26 @@ pub async fn watch(settings: &Settings, args: WatchArgs) -> anyhow::Result<ExitS
             warn(format!("{}: the watched folder is back", shown(&args.dir)));
             folder_gone = false;
         }
-        let planned =
-            scan::plan(&inputs.paths, &inputs.out, &profile.extension).map_err(UsageError::from)?;
+        // What one file does never stops the watch: a clash is said once, and its files wait
+        // until it is gone; the others are queued.
+        let planned = match scan::plan_apart(&inputs.paths, &inputs.out, &profile.extension) {
+            Ok((planned, clashes)) => {
+                for clash in clashes {
+                    if told.insert(clash.to_string()) {
+                        warn(format!(
+                            "{clash}: both skipped while both are there; rename or move one"
+                        ));
+                    }
+                }
+                planned
+            }
+            Err(e) => {
+                if told.insert(e.to_string()) {
+                    warn(format!("{e}; will look again"));
+                }
+                continue;
+            }
+        };
         let now = Instant::now();
         let mut ready = Vec::new();
         for job in planned {
