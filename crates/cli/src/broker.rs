@@ -3,6 +3,7 @@
 use crate::error::UsageError;
 use crate::settings::{Broker, Settings};
 use anyhow::Context;
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -34,13 +35,18 @@ pub async fn open_queue_waiting(
         match open_queue(settings).await {
             Ok(queue) => {
                 if said {
-                    eprintln!("connected to {}", settings.broker.describe());
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "connected to {}",
+                        settings.broker.describe()
+                    );
                 }
                 return Ok(Some(queue));
             }
             Err(e) if is_unreachable(&e) => {
                 if !said {
-                    eprintln!(
+                    let _ = writeln!(
+                        std::io::stderr(),
                         "waiting for {} ({}); retrying until it answers (Ctrl-C to stop)",
                         settings.broker.describe(),
                         e.root_cause()
@@ -60,7 +66,7 @@ pub async fn open_queue_waiting(
 
 /// True for a broker that is down or restarting (worth waiting for), not for one that refused
 /// us.
-fn is_unreachable(e: &anyhow::Error) -> bool {
+pub(crate) fn is_unreachable(e: &anyhow::Error) -> bool {
     let text = format!("{e:#}");
     text.contains("cannot connect")
         && !["ACCESS_REFUSED", "NOT_ALLOWED", "access to vhost"]

@@ -33,6 +33,9 @@ pub enum ExitStatus {
     Failure = 1,
     /// Usage or configuration error.
     Usage = 2,
+    /// The queue could not be reached (the broker is down or restarting): nothing was done,
+    /// and the same command later may well work.
+    Unreachable = 3,
     /// Stopped by a signal before the work was done.
     Interrupted = 130,
 }
@@ -42,6 +45,8 @@ impl ExitStatus {
     pub fn of_error(error: &anyhow::Error) -> ExitStatus {
         if error.chain().any(|e| e.is::<UsageError>()) {
             ExitStatus::Usage
+        } else if crate::broker::is_unreachable(error) {
+            ExitStatus::Unreachable
         } else {
             ExitStatus::Failure
         }

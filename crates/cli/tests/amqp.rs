@@ -367,6 +367,53 @@ fn a_worker_started_before_the_broker_waits_for_it() {
     reap(worker);
 }
 
+/// `run` started before its broker is up waits for it (said once) and then does its batch; a
+/// command that only asks (`status`, `jobs`) exits 3 at once, not 1 ("a job failed").
+#[test]
+fn run_started_before_the_broker_waits_for_it_and_queries_exit_3() {
+    let relay = Relay::new(false);
+    let farm = Farm::amqp_at(&relay.url(), "");
+    clip(&farm.input.join("early.mpg"), 1);
+    for args in [&["status"][..], &["jobs", "--json"]] {
+        let asked = farm.run(args);
+        assert_eq!(
+            asked.status.code(),
+            Some(3),
+            "{args:?}: {}",
+            text(&asked.stderr)
+        );
+        assert!(
+            text(&asked.stderr).contains("connecting to"),
+            "{args:?}: {}",
+            text(&asked.stderr)
+        );
+    }
+    let log = farm.root().join("run.log");
+    let mut run = farm
+        .cmd(["run", "--out"])
+        .arg(&farm.out)
+        .arg(&farm.input)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let said = || std::fs::read_to_string(&log).unwrap();
+    wait_until("it says it is waiting", Duration::from_secs(10), || {
+        said().contains("waiting for")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "still waiting: {}",
+        said()
+    );
+    relay.up();
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", said());
+    assert!(farm.out.join("early.mkv").is_file());
+    assert_eq!(said().matches("waiting for").count(), 1, "said once");
+}
+
 /// `run` on RabbitMQ rides out a broker outage of several seconds mid-batch and finishes.
 #[test]
 fn run_rides_out_a_broker_outage_and_finishes_its_batch() {

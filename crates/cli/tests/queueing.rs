@@ -234,7 +234,10 @@ fn a_name_clash_in_a_watched_folder_is_said_once_and_never_stops_the_watch() {
             1,
             "said once: {said}"
         );
-        assert!(said.contains("tape.avi") && said.contains("tape.mkv"), "{said}");
+        assert!(
+            said.contains("tape.avi") && said.contains("tape.mkv"),
+            "{said}"
+        );
         assert!(!queued("tape.avi"));
     }
 }

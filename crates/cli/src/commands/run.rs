@@ -8,7 +8,7 @@ use super::{
     enqueue_batch, human_duration, human_size, locate_tools, plan_batch, shown, stop_on_signal,
     with_capabilities, worker_settings,
 };
-use crate::broker::{open_queue, worker_info};
+use crate::broker::{open_queue_waiting, worker_info};
 use crate::cli::RunArgs;
 use crate::error::{ExitStatus, UsageError};
 use crate::settings::Settings;
@@ -91,7 +91,12 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
     let batch = plan_batch(settings, &args.inputs)?;
     crate::cli::check_required(&args.inputs.require)?;
     let tools = locate_tools(settings)?;
-    let queue = open_queue(settings).await?;
+    let abort = CancellationToken::new();
+    stop_on_signal(abort.clone());
+    // A broker not up yet is waited for, as a worker waits (said once).
+    let Some(queue) = open_queue_waiting(settings, &abort).await? else {
+        return Ok(ExitStatus::Interrupted);
+    };
     let files = batch.iter().map(|(_, planned)| planned.len()).sum();
     let concurrency = encoders(settings, &args, files);
     let info = with_capabilities(settings, &tools, worker_info(None, concurrency)).await;
@@ -124,8 +129,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
         args.json,
     );
 
-    let (drain, abort) = (CancellationToken::new(), CancellationToken::new());
-    stop_on_signal(abort.clone());
+    let drain = CancellationToken::new();
     let mut running = {
         let (worker, drain, abort) = (worker.clone(), drain.clone(), abort.clone());
         tokio::spawn(async move { worker.run(drain, abort).await })

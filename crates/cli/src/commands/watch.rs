@@ -4,7 +4,7 @@
 //! the same on local disks and on network mounts (where inotify sees nothing).
 
 use super::{enqueue_planned, shown, stop_on_signal};
-use crate::broker::open_queue;
+use crate::broker::open_queue_waiting;
 use crate::cli::{QueueInputs, WatchArgs};
 use crate::error::{ExitStatus, UsageError};
 use crate::settings::Settings;
@@ -32,9 +32,12 @@ pub async fn watch(settings: &Settings, args: WatchArgs) -> anyhow::Result<ExitS
     }
     let settle = args.settle.unwrap_or(settings.watch_settle);
     let interval = args.interval.unwrap_or(settings.watch_interval);
-    let queue = open_queue(settings).await?;
     let stop = CancellationToken::new();
     stop_on_signal(stop.clone());
+    // A broker not up yet is waited for (said once); so is one that restarts later.
+    let Some(queue) = open_queue_waiting(settings, &stop).await? else {
+        return Ok(ExitStatus::Success);
+    };
     // Output may go to a pipe that closes (`watch ... | head -1`): never let a write stop the
     // watch, which only a signal does.
     let say = |line: String| {
