@@ -99,7 +99,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub inputs: QueueInputs,
     /// Encodes at once (default: chosen from the number of cores).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::settings::MAX_WORKERS)))]
     pub workers: Option<u32>,
     /// Print JSON lines instead of progress bars and a table.
     #[arg(long)]
@@ -119,7 +119,7 @@ pub struct EnqueueArgs {
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
     /// Encodes at once (default: chosen from the number of cores).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::settings::MAX_WORKERS)))]
     pub concurrency: Option<u32>,
     /// The name `inspect` shows (default: host:pid).
     #[arg(long)]

@@ -199,6 +199,10 @@ pub struct Settings {
 /// The longest time any setting may say: about 31 years, far past any encode, and far below
 /// what makes a timer overflow.
 const MAX_SECS: f64 = 1e9;
+/// The most encodes one process runs at once (`workers`, `--workers`, `--concurrency`).
+pub const MAX_WORKERS: u32 = 1024;
+/// The most attempts a job may be given.
+const MAX_ATTEMPTS: u32 = 100;
 
 /// A number of seconds from a flag, from 1 ms to [`MAX_SECS`].
 pub fn parse_secs(text: &str) -> Result<Duration, String> {
@@ -308,11 +312,18 @@ fn queue_timing(file: &ConfigFile) -> Result<(QueueSettings, Duration), UsageErr
         ));
     }
     let max_attempts = file.max_attempts.unwrap_or(3);
-    if max_attempts == 0 {
-        return Err(UsageError::new("max_attempts must be at least 1"));
+    if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
+        return Err(UsageError::new(format!(
+            "max_attempts must be 1 to {MAX_ATTEMPTS}, not {max_attempts}"
+        )));
     }
     let max_lost = match file.max_lost_attempts {
-        Some(0) => return Err(UsageError::new("max_lost_attempts must be at least 1")),
+        Some(n) if !(1..=MAX_ATTEMPTS * 2).contains(&n) => {
+            return Err(UsageError::new(format!(
+                "max_lost_attempts must be 1 to {}, not {n}",
+                MAX_ATTEMPTS * 2
+            )))
+        }
         Some(n) => n,
         None => (max_attempts * 2).max(6),
     };
@@ -369,10 +380,10 @@ impl Settings {
         profiles
             .get(&default_profile)
             .map_err(|e| UsageError::new(e.to_string()))?;
-        if file.workers == Some(0) {
-            return Err(UsageError::new(
-                "workers must be at least 1 (leave it out to choose from the number of cores)",
-            ));
+        if let Some(n) = file.workers.filter(|n| !(1..=MAX_WORKERS).contains(n)) {
+            return Err(UsageError::new(format!(
+                "workers must be 1 to {MAX_WORKERS}, not {n} (leave it out to choose from the number of cores)"
+            )));
         }
         Ok(Settings {
             broker,
@@ -643,6 +654,28 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no_such_setting"));
+        // What could only fail later is refused when read.
+        for (text, said) in [
+            ("workers = 100000\n", "workers must be 1 to 1024"),
+            ("max_attempts = 100000\n", "max_attempts must be 1 to 100"),
+            ("max_lost_attempts = 0\n", "max_lost_attempts must be 1 to 200"),
+            (
+                "[profiles.tv]\nextension = \"mkv\"\nargs = [\"-c:v\", \"libx265\"]\nvideo_codec = \"h265\"\n",
+                "ffprobe calls H.265 \"hevc\"",
+            ),
+            (
+                "[profiles.tv]\nextension = \"mkv\"\nargs = [\"-vstats_file\", \"/tmp/v\"]\nvideo_codec = \"h264\"\n",
+                "'-vstats_file' takes a file path",
+            ),
+            (
+                "[profiles.VHS]\nextension = \"mkv\"\nargs = [\"-an\"]\nvideo_codec = \"h264\"\n",
+                "a built-in profile has this name",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = Settings::resolve(None, Some(&path)).unwrap_err().to_string();
+            assert!(err.contains(said), "{text}: {err}");
+        }
     }
 
     /// Found by the config fuzzer: an error quoted the whole offending line, as long as it was.

@@ -164,6 +164,7 @@ fn the_text_summary_names_every_file_and_its_result() {
         stdout.contains("bad.mpg") && stdout.contains("not a video"),
         "{stdout}"
     );
+    assert!(stdout.contains("1 succeeded, 1 did not"), "{stdout}");
 }
 
 #[test]

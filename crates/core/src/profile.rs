@@ -353,7 +353,11 @@ impl Profiles {
             .collect();
         for (name, mut profile) in configured {
             profile.name = name.clone();
-            if by_name.contains_key(&name) {
+            // `ARCHIVE` beside `archive` would be two profiles a person reads as one.
+            if by_name
+                .keys()
+                .any(|known| known.eq_ignore_ascii_case(&name))
+            {
                 // Replacing a built-in silently would change what every farm document and
                 // every queued job means by that name.
                 return Err(ProfileError::Invalid {
@@ -399,10 +403,19 @@ fn validate(p: &Profile) -> Result<(), ProfileError> {
             "extension must be letters and digits, like \"mkv\"",
         ));
     }
-    if p.video_codec.is_empty() {
-        return Err(invalid(
-            "video_codec must name the codec ffprobe reports, like \"h264\"",
-        ));
+    if !VIDEO_CODECS.contains(&p.video_codec.as_str()) {
+        let hint = match p.video_codec.to_ascii_lowercase().as_str() {
+            "h265" | "x265" | "hevc" | "libx265" => " (ffprobe calls H.265 \"hevc\")",
+            "x264" | "avc" | "libx264" | "h264" => " (ffprobe calls H.264 \"h264\")",
+            "mpeg2" | "mpeg-2" => " (ffprobe calls MPEG-2 \"mpeg2video\")",
+            "libsvtav1" | "svt-av1" | "libaom-av1" | "av1" => " (ffprobe calls AV1 \"av1\")",
+            _ => "",
+        };
+        return Err(invalid(&format!(
+            "video_codec {:?} is not a codec name ffprobe reports{hint}; one of: {}",
+            p.video_codec,
+            VIDEO_CODECS.join(", ")
+        )));
     }
     // The worker owns the input, the output and progress reporting; a profile that set them
     // would write somewhere the worker does not verify or clean up.
@@ -418,6 +431,11 @@ fn validate(p: &Profile) -> Result<(), ProfileError> {
     }
     for list in std::iter::once(&p.args).chain(p.split.iter().flat_map(|s| [&s.video, &s.streams]))
     {
+        if let Some(option) = list.iter().find(|a| FILE_OPTIONS.contains(&a.as_str())) {
+            return Err(invalid(&format!(
+                "args must not name a file: '{option}' takes a file path (a file videofarm neither confines, verifies nor cleans up)"
+            )));
+        }
         if let Some(path) = bare_output(list) {
             return Err(invalid(&format!(
                 "args must not name a file ('{path}' would be a second output that videofarm neither verifies nor cleans up): videofarm sets the output"
@@ -438,6 +456,66 @@ fn validate(p: &Profile) -> Result<(), ProfileError> {
     }
     Ok(())
 }
+
+/// The video codec names ffprobe reports (`codec_name`) that a profile's output may have:
+/// what verification compares the output against.
+const VIDEO_CODECS: &[&str] = &[
+    "h264",
+    "hevc",
+    "av1",
+    "vvc",
+    "vp8",
+    "vp9",
+    "mpeg1video",
+    "mpeg2video",
+    "mpeg4",
+    "h263",
+    "theora",
+    "ffv1",
+    "ffvhuff",
+    "huffyuv",
+    "utvideo",
+    "magicyuv",
+    "prores",
+    "dnxhd",
+    "cfhd",
+    "dvvideo",
+    "mjpeg",
+    "jpeg2000",
+    "rawvideo",
+    "v210",
+    "qtrle",
+    "png",
+    "msmpeg4v2",
+    "msmpeg4v3",
+    "wmv2",
+    "flv1",
+];
+
+/// ffmpeg options whose value is a file path, or that write a file of their own (`-pass`,
+/// `-report`: in the working folder): a profile may not name a file, whatever option carries
+/// it. (Hardware device options name device nodes, which are opened, not written.)
+const FILE_OPTIONS: &[&str] = &[
+    "-vstats",
+    "-vstats_file",
+    "-passlogfile",
+    "-pass",
+    "-stats_enc_pre",
+    "-stats_enc_post",
+    "-stats_mux_pre",
+    "-attach",
+    "-dump_attachment",
+    "-filter_script",
+    "-filter_complex_script",
+    "-sdp_file",
+    "-report",
+    "-x264-stats",
+    "-fpre",
+    "-vpre",
+    "-apre",
+    "-spre",
+    "-pre",
+];
 
 /// ffmpeg options that take no value (the others take the next argument as theirs).
 const FLAGS: &[&str] = &[
@@ -511,6 +589,35 @@ mod tests {
         for builtin in builtins() {
             validate(&builtin).unwrap_or_else(|e| panic!("{e}"));
         }
+        let with = |extra: &[&str], codec: &str| {
+            let mut p = builtins()[0].clone();
+            p.name = "mine".into();
+            p.args.extend(extra.iter().map(|a| a.to_string()));
+            p.video_codec = codec.into();
+            validate(&p).map_err(|e| e.to_string())
+        };
+        for option in [
+            "-vstats_file",
+            "-passlogfile",
+            "-filter_script",
+            "-sdp_file",
+        ] {
+            let err = with(&[option, "/tmp/x"], "h264").unwrap_err();
+            assert!(
+                err.contains(&format!("'{option}' takes a file path")),
+                "{err}"
+            );
+        }
+        assert!(with(&["-pass", "1"], "h264").is_err(), "writes a pass log");
+        let err = with(&[], "h265").unwrap_err();
+        assert!(err.contains("ffprobe calls H.265 \"hevc\""), "{err}");
+        assert!(with(&[], "hevc").is_ok());
+        let mut configured = BTreeMap::new();
+        let mut shouting = builtins()[0].clone();
+        shouting.args.push("-an".into());
+        configured.insert(builtins()[0].name.to_ascii_uppercase(), shouting);
+        let err = Profiles::new(configured).unwrap_err().to_string();
+        assert!(err.contains("built-in"), "{err}");
         let mut configured = BTreeMap::new();
         let mut archive = Profiles::default().get("archive").unwrap().clone();
         archive.args.push("-an".into());

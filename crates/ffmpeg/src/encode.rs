@@ -65,12 +65,12 @@ pub enum EncodeError {
         reason: String,
         stderr_tail: String,
     },
-    #[error("ffmpeg made no progress for {} s and was stopped", after.as_secs())]
+    #[error("ffmpeg made no progress for {} s and was stopped", seconds(*after))]
     Stalled {
         after: Duration,
         stderr_tail: String,
     },
-    #[error("the encode took longer than the {} s timeout and was stopped", after.as_secs())]
+    #[error("the encode took longer than the {} s timeout and was stopped", seconds(*after))]
     TimedOut {
         after: Duration,
         stderr_tail: String,
@@ -353,9 +353,31 @@ fn push_error_line(tail: &mut Tail, keeping: &mut bool, line: &[u8]) {
     }
 }
 
+/// A duration in seconds as a person reads it: tenths under ten seconds ("0.3"), whole
+/// seconds above ("120").
+fn seconds(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 10.0 {
+        format!("{}", (s * 10.0).round() / 10.0)
+    } else {
+        format!("{}", s.round())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_are_said_as_a_person_reads_them() {
+        assert_eq!(seconds(Duration::from_millis(300)), "0.3");
+        assert_eq!(seconds(Duration::from_secs(120)), "120");
+        let timed_out = EncodeError::TimedOut {
+            after: Duration::from_millis(300),
+            stderr_tail: String::new(),
+        };
+        assert!(timed_out.to_string().contains("the 0.3 s timeout"));
+    }
 
     fn kept(lines: &[&str]) -> String {
         let mut tail = Tail::new(30);

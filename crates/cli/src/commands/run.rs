@@ -414,6 +414,10 @@ fn print_summary(records: &[JobRecord], already_done: &HashSet<JobId>) -> std::i
         }
     }
     writeln!(out)?;
-    writeln!(out, "{} succeeded, {failed} not", records.len() - failed)?;
+    let succeeded = records.len() - failed;
+    match failed {
+        0 => writeln!(out, "{succeeded} succeeded")?,
+        _ => writeln!(out, "{succeeded} succeeded, {failed} did not")?,
+    }
     Ok(())
 }
