@@ -7,6 +7,23 @@
 //! - [`broker`]: opening the queue; [`ui`]: progress bars;
 //! - [`error`]: usage errors and exit statuses.
 
+/// A line to standard error that never panics (`eprintln!` does when stderr is a closed pipe:
+/// `videofarm events 2>&1 | head -1`).
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// A line to standard output that never panics (see [`note!`]).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod broker;
 mod cli;
 mod commands;
@@ -34,7 +51,7 @@ fn main() {
         // say, and nothing wrong.
         Err(error) if broken_pipe(&error) => ExitStatus::Success,
         Err(error) => {
-            eprintln!("videofarm: {error:#}");
+            note!("videofarm: {error:#}");
             ExitStatus::of_error(&error)
         }
     };

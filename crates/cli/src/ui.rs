@@ -331,7 +331,7 @@ impl ProgressUi {
             .cloned()
             .unwrap_or_else(|| id.to_string());
         if !self.terminal {
-            eprintln!("{name}: {note}");
+            note!("{name}: {note}");
         } else {
             let _ = self.multi.println(format!("{name}: {note}"));
         }

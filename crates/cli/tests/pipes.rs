@@ -45,3 +45,33 @@ fn printing_commands_stop_quietly_when_their_reader_is_gone() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(!text(&out.stderr).contains("panicked"));
 }
+
+/// `videofarm events 2>&1 | head -1` on RabbitMQ: both of its outputs are gone; the first event
+/// ends it quietly, status 0.
+#[test]
+fn events_stop_quietly_when_their_reader_is_gone() {
+    let farm = Farm::amqp("");
+    clip(&farm.input.join("a.mpg"), 1);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut events = farm
+        .cmd(["events"])
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    // Events are published once it follows them; queue until one reaches it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        farm.run(["enqueue", "--force", "--out"].iter().copied().chain([
+            farm.out.to_str().unwrap(),
+            farm.input.join("a.mpg").to_str().unwrap(),
+        ]));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        if let Some(status) = events.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "events never ended");
+    };
+    assert_eq!(status.code(), Some(0));
+}

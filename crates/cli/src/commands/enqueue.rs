@@ -39,7 +39,7 @@ pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<E
             match move_into(&job.input, &roots, &move_to) {
                 Ok(input) => moved.push(Planned { input, ..job }),
                 Err(e) => {
-                    eprintln!("not queued: {e}");
+                    note!("not queued: {e}");
                     status = ExitStatus::Failure;
                 }
             }
@@ -61,7 +61,7 @@ pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<E
             }
         }
     }
-    eprintln!("{queued} queued, {} already known", results.len() - queued);
+    note!("{queued} queued, {} already known", results.len() - queued);
     Ok(status)
 }
 

@@ -19,7 +19,7 @@ pub async fn events(settings: &Settings, json: bool) -> anyhow::Result<ExitStatu
         )
         .into());
     };
-    eprintln!(
+    note!(
         "following events on {}; stop with Ctrl-C",
         settings.broker.describe()
     );
@@ -42,14 +42,14 @@ pub async fn events(settings: &Settings, json: bool) -> anyhow::Result<ExitStatu
             }
             Some(Err(_)) | None => {
                 // A broker restart or a closed connection: follow again once it answers.
-                eprintln!("lost the event stream; following it again when the broker answers");
+                note!("lost the event stream; following it again when the broker answers");
                 feed = loop {
                     tokio::select! {
                         _ = stop.cancelled() => return Ok(ExitStatus::Success),
                         _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     }
                     if let Ok(Some(feed)) = queue.subscribe_events().await {
-                        eprintln!("following events again (what happened meanwhile is in `jobs`)");
+                        note!("following events again (what happened meanwhile is in `jobs`)");
                         break feed;
                     }
                 };

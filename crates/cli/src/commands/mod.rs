@@ -37,7 +37,7 @@ pub fn report_answers(
     for answer in answers {
         let line = answer.describe(request);
         if answer.verdict.is_problem() {
-            eprintln!("{line}");
+            note!("{line}");
             status = crate::error::ExitStatus::Failure;
         } else if writeln!(std::io::stdout(), "{line}").is_err() {
             break;

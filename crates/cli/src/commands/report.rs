@@ -28,7 +28,7 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
             JobState::Succeeded => "it was not measured (an output already in place, or a profile with `report = false`)",
             _ => "it has not been encoded yet",
         };
-        eprintln!("job {}: no tape report: {why}", args.id);
+        note!("job {}: no tape report: {why}", args.id);
         return Ok(ExitStatus::Failure);
     };
     let mut out = std::io::stdout().lock();

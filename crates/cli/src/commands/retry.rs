@@ -12,7 +12,7 @@ pub async fn retry(settings: &Settings, args: RetryArgs) -> anyhow::Result<ExitS
     let answers = if args.all_failed {
         let answers = queue.retry_all_failed().await?;
         if answers.is_empty() {
-            println!("queued again: nothing (no job has failed)");
+            say!("queued again: nothing (no job has failed)");
         }
         answers
     } else {

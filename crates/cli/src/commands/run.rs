@@ -313,7 +313,7 @@ fn report(
         }
     }
     Ok(if interrupted {
-        eprintln!("stopped: unfinished jobs are back in the queue; run the same command again to continue");
+        note!("stopped: unfinished jobs are back in the queue; run the same command again to continue");
         ExitStatus::Interrupted
     } else if records.iter().all(|r| r.state == JobState::Succeeded) {
         ExitStatus::Success

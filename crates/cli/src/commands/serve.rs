@@ -40,12 +40,12 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitS
         .map_err(|e| UsageError::new(format!("cannot listen on {}: {e}", args.listen)))?;
     let address = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    eprintln!(
+    note!(
         "videofarm dashboard on {scheme}://{address}/ (queue {})",
         settings.broker.describe()
     );
     if tls.is_none() && !address.ip().is_loopback() {
-        eprintln!(
+        note!(
             "WARNING: plain HTTP off loopback: the token, the files and everything else cross the network unencrypted; set tls_cert and tls_key unless you trust the network"
         );
     }

@@ -24,7 +24,7 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
     let settings = &settings;
     if let Some(url) = &settings.files_url {
         if url.starts_with("http://") && !is_loopback_url(url) {
-            eprintln!(
+            note!(
                 "WARNING: files move to and from {url} unencrypted (plain HTTP off this machine): use it only on a network you trust"
             );
         }
@@ -42,7 +42,7 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
         worker_info(args.name.as_deref(), concurrency),
     )
     .await;
-    eprintln!(
+    note!(
         "videofarm worker {} on {}: {} at once; stop with Ctrl-C or SIGTERM",
         info.name,
         settings.broker.describe(),
