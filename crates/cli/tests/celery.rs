@@ -184,37 +184,8 @@ fn spawn_celery_worker(farm: &Farm, name: &str) -> Child {
         .unwrap()
 }
 
-#[test]
-fn celery_tasks_run_on_videofarm_workers_that_celery_tools_can_see() {
-    let vhost = Vhost::new();
-    let farm = Farm::amqp_at(&vhost.url(), "");
-    // Only the farm's folder may be read or written.
-    let text_config = std::fs::read_to_string(&farm.config).unwrap();
-    std::fs::write(
-        &farm.config,
-        format!("{text_config}\n[paths]\nroots = [{:?}]\n", farm.root()),
-    )
-    .unwrap();
-    let base = farm.root().join("nas");
-    for dir in ["to_encode", "encoding"] {
-        std::fs::create_dir_all(base.join(dir)).unwrap();
-    }
-    capture(&base.join("to_encode/tape1.mpg"), 40);
-    capture(&base.join("to_encode/tape2.mpg"), 40);
-    clip(&base.join("to_encode/tape3.mpg"), 2);
-    old_farm(farm.root(), &vhost.url());
-    let out_dir = format!("{}/", farm.out.display());
-
-    let mut dump = python(
-        farm.root(),
-        &["-m", "celery", "-A", "videoTasks", "events", "--dump"],
-    )
-    .stdout(std::fs::File::create(farm.root().join("events.txt")).unwrap())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    let mut w1 = spawn_celery_worker(&farm, "w1");
-    let w2 = spawn_celery_worker(&farm, "w2");
+/// Both workers answer `celery inspect ping`.
+fn both_answer_ping(farm: &Farm) {
     let started = std::time::Instant::now();
     loop {
         let pong = inspect(farm.root(), "ping");
@@ -229,19 +200,60 @@ fn celery_tasks_run_on_videofarm_workers_that_celery_tools_can_see() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+}
 
-    let queued = python(
+/// Each refused message is in the failed list with its reason, and nothing else failed.
+fn refused_messages_failed_with_their_reasons(jobs: &[serde_json::Value]) {
+    let failed: Vec<String> = jobs
+        .iter()
+        .filter(|j| j["state"] == "failed")
+        .map(|j| j["error"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    for reason in [
+        "unknown task \"videoTasks.transcode\"",
+        "takes 2 arguments",
+        "srcFile must be a path",
+        "only application/json is read",
+        "outside",
+        "not valid JSON",
+        "application/x-yaml",
+    ] {
+        assert!(
+            failed.iter().any(|f| f.contains(reason)),
+            "{reason}: {failed:#?}"
+        );
+    }
+    assert_eq!(failed.len(), 7, "{failed:#?}");
+}
+
+/// The old task queued again for a file already done is recognised, not encoded twice.
+fn a_task_for_a_file_already_done_is_recognised(farm: &Farm, base: &Path, out_dir: &str) {
+    let done = farm.out.join("tape3.mkv");
+    let before = std::fs::metadata(&done).unwrap().modified().unwrap();
+    let again = python(
         farm.root(),
-        &["queueFiles.py", base.to_str().unwrap(), &out_dir],
+        &[
+            "-c",
+            "import sys, videoTasks; videoTasks.encode.delay(sys.argv[1], sys.argv[2])",
+            base.join("encoding/tape3.mpg").to_str().unwrap(),
+            out_dir,
+        ],
     )
     .output()
     .unwrap();
-    assert!(queued.status.success(), "{}", text(&queued.stderr));
-    assert!(std::fs::read_dir(base.join("to_encode"))
-        .unwrap()
-        .next()
-        .is_none());
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    wait_until("the re-run is recognised", Duration::from_secs(30), || {
+        farm.log("w2").contains("already_done=true")
+    });
+    assert_eq!(
+        std::fs::metadata(&done).unwrap().modified().unwrap(),
+        before
+    );
+}
 
+/// Both long tapes encode at once (`celery inspect active` lists each with its worker); w1
+/// is stopped mid-task (SIGTERM). The tape it had, for w2 to do.
+fn w1_stops_mid_task(farm: &Farm, mut w1: Child) -> String {
     // Both long tapes encode at once: `celery inspect active` lists each with its worker.
     let mut active = String::new();
     wait_until(
@@ -283,6 +295,55 @@ fn celery_tasks_run_on_videofarm_workers_that_celery_tools_can_see() {
     assert!(stats.contains("max-concurrency"), "{stats}");
     let registered = inspect(farm.root(), "registered");
     assert!(registered.contains("videoTasks.encode"), "{registered}");
+    w1_tape
+}
+
+#[test]
+fn celery_tasks_run_on_videofarm_workers_that_celery_tools_can_see() {
+    let vhost = Vhost::new();
+    let farm = Farm::amqp_at(&vhost.url(), "");
+    // Only the farm's folder may be read or written.
+    let text_config = std::fs::read_to_string(&farm.config).unwrap();
+    std::fs::write(
+        &farm.config,
+        format!("{text_config}\n[paths]\nroots = [{:?}]\n", farm.root()),
+    )
+    .unwrap();
+    let base = farm.root().join("nas");
+    for dir in ["to_encode", "encoding"] {
+        std::fs::create_dir_all(base.join(dir)).unwrap();
+    }
+    capture(&base.join("to_encode/tape1.mpg"), 40);
+    capture(&base.join("to_encode/tape2.mpg"), 40);
+    clip(&base.join("to_encode/tape3.mpg"), 2);
+    old_farm(farm.root(), &vhost.url());
+    let out_dir = format!("{}/", farm.out.display());
+
+    let mut dump = python(
+        farm.root(),
+        &["-m", "celery", "-A", "videoTasks", "events", "--dump"],
+    )
+    .stdout(std::fs::File::create(farm.root().join("events.txt")).unwrap())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let w1 = spawn_celery_worker(&farm, "w1");
+    let w2 = spawn_celery_worker(&farm, "w2");
+    both_answer_ping(&farm);
+
+    let queued = python(
+        farm.root(),
+        &["queueFiles.py", base.to_str().unwrap(), &out_dir],
+    )
+    .output()
+    .unwrap();
+    assert!(queued.status.success(), "{}", text(&queued.stderr));
+    assert!(std::fs::read_dir(base.join("to_encode"))
+        .unwrap()
+        .next()
+        .is_none());
+
+    let w1_tape = w1_stops_mid_task(&farm, w1);
 
     // Malformed and hostile messages are refused into the failed list; good tasks go on.
     let bad = python(farm.root(), &["badMessages.py", &out_dir])
@@ -326,50 +387,9 @@ fn celery_tasks_run_on_videofarm_workers_that_celery_tools_can_see() {
         "the task w1 dropped was done by w2: {handed}"
     );
 
-    // Each refused message is in the failed list with its reason, and nothing else failed.
-    let failed: Vec<String> = jobs
-        .iter()
-        .filter(|j| j["state"] == "failed")
-        .map(|j| j["error"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    for reason in [
-        "unknown task \"videoTasks.transcode\"",
-        "takes 2 arguments",
-        "srcFile must be a path",
-        "only application/json is read",
-        "outside",
-        "not valid JSON",
-        "application/x-yaml",
-    ] {
-        assert!(
-            failed.iter().any(|f| f.contains(reason)),
-            "{reason}: {failed:#?}"
-        );
-    }
-    assert_eq!(failed.len(), 7, "{failed:#?}");
+    refused_messages_failed_with_their_reasons(&jobs);
 
-    // The old task queued again for a file already done is recognised, not encoded twice.
-    let done = farm.out.join("tape3.mkv");
-    let before = std::fs::metadata(&done).unwrap().modified().unwrap();
-    let again = python(
-        farm.root(),
-        &[
-            "-c",
-            "import sys, videoTasks; videoTasks.encode.delay(sys.argv[1], sys.argv[2])",
-            base.join("encoding/tape3.mpg").to_str().unwrap(),
-            &out_dir,
-        ],
-    )
-    .output()
-    .unwrap();
-    assert!(again.status.success(), "{}", text(&again.stderr));
-    wait_until("the re-run is recognised", Duration::from_secs(30), || {
-        farm.log("w2").contains("already_done=true")
-    });
-    assert_eq!(
-        std::fs::metadata(&done).unwrap().modified().unwrap(),
-        before
-    );
+    a_task_for_a_file_already_done_is_recognised(&farm, &base, &out_dir);
 
     // `celery events --dump` saw the workers and their tasks.
     std::thread::sleep(Duration::from_secs(3));

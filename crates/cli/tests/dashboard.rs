@@ -88,6 +88,48 @@ async fn texts(client: &Client, css: &str) -> Vec<String> {
     out
 }
 
+/// The page lists the three failures with their reasons, every hostile name as text: none
+/// became markup or ran.
+async fn failures_are_shown_as_text(client: &fantoccini::Client, img_name: &str) {
+    eventually(
+        "the failures are listed with their reasons",
+        Duration::from_secs(30),
+        || async {
+            texts(client, ".failed-job .reason")
+                .await
+                .iter()
+                .filter(|r| r.contains("not a video"))
+                .count()
+                == 3
+        },
+    )
+    .await;
+    let files = texts(client, ".failed-job .file").await;
+    assert!(
+        files.contains(&img_name.to_owned()),
+        "the name is shown as text: {files:?}"
+    );
+    assert!(
+        files.contains(&"caf\u{fffd}.mpg".to_owned()),
+        "a name that is not UTF-8 is shown as near as it can be: {files:?}"
+    );
+    let reasons = texts(client, ".failed-job .reason").await.join("\n");
+    assert!(
+        reasons.contains("<script>alert(1)</script>.mpg"),
+        "{reasons}"
+    );
+    // Nothing from a file name became markup or ran.
+    let injected = client
+        .execute(
+            "return document.querySelectorAll('main img, main script').length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(injected, serde_json::json!(0));
+    assert!(client.get_alert_text().await.is_err(), "no alert opened");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_workers_progress_and_failures_and_retries_from_the_page() {
     let farm = Farm::new();
@@ -137,43 +179,7 @@ async fn the_dashboard_shows_workers_progress_and_failures_and_retries_from_the_
         std::fs::write(path, client.screenshot().await.unwrap()).unwrap();
     }
 
-    eventually(
-        "the failures are listed with their reasons",
-        Duration::from_secs(30),
-        || async {
-            texts(&client, ".failed-job .reason")
-                .await
-                .iter()
-                .filter(|r| r.contains("not a video"))
-                .count()
-                == 3
-        },
-    )
-    .await;
-    let files = texts(&client, ".failed-job .file").await;
-    assert!(
-        files.contains(&img_name.to_owned()),
-        "the name is shown as text: {files:?}"
-    );
-    assert!(
-        files.contains(&"caf\u{fffd}.mpg".to_owned()),
-        "a name that is not UTF-8 is shown as near as it can be: {files:?}"
-    );
-    let reasons = texts(&client, ".failed-job .reason").await.join("\n");
-    assert!(
-        reasons.contains("<script>alert(1)</script>.mpg"),
-        "{reasons}"
-    );
-    // Nothing from a file name became markup or ran.
-    let injected = client
-        .execute(
-            "return document.querySelectorAll('main img, main script').length",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(injected, serde_json::json!(0));
-    assert!(client.get_alert_text().await.is_err(), "no alert opened");
+    failures_are_shown_as_text(&client, img_name).await;
 
     // Stop the worker so the retried job stays visible as queued, then retry from the page.
     signal(worker.id(), "TERM");

@@ -22,6 +22,11 @@ fn run_json(farm: &Farm, extra: &[&str]) -> (i32, Vec<Value>) {
     (code, records)
 }
 
+/// When `path` was last written.
+fn modified(path: &std::path::Path) -> std::time::SystemTime {
+    std::fs::metadata(path).unwrap().modified().unwrap()
+}
+
 #[test]
 fn run_encodes_a_folder_mirroring_subfolders_and_a_rerun_encodes_nothing() {
     let farm = Farm::new();
@@ -54,29 +59,17 @@ fn run_encodes_a_folder_mirroring_subfolders_and_a_rerun_encodes_nothing() {
     );
 
     // Again: nothing is encoded (the output file is not even rewritten).
-    let written = std::fs::metadata(farm.out.join("a.mkv"))
-        .unwrap()
-        .modified()
-        .unwrap();
+    let written = modified(&farm.out.join("a.mkv"));
     let (code, again) = run_json(&farm, &[]);
     assert_eq!(code, 0);
     assert!(
         again.iter().all(|r| r["attempts"] == 1),
         "not run again: {again:?}"
     );
-    assert_eq!(
-        std::fs::metadata(farm.out.join("a.mkv"))
-            .unwrap()
-            .modified()
-            .unwrap(),
-        written
-    );
+    assert_eq!(modified(&farm.out.join("a.mkv")), written);
 
     // An output deleted to be made anew is made again, and only that one.
-    let b_written = std::fs::metadata(farm.out.join("1998/summer/b.mkv"))
-        .unwrap()
-        .modified()
-        .unwrap();
+    let b_written = modified(&farm.out.join("1998/summer/b.mkv"));
     std::fs::remove_file(farm.out.join("a.mkv")).unwrap();
     let (code, remade) = run_json(&farm, &[]);
     assert_eq!(code, 0, "{remade:?}");
@@ -97,17 +90,8 @@ fn run_encodes_a_folder_mirroring_subfolders_and_a_rerun_encodes_nothing() {
     assert_ne!(finished("a.mkv"), before("a.mkv"), "a is made again");
     assert_eq!(finished("b.mkv"), before("b.mkv"), "b is not: {remade:#?}");
     assert!(farm.out.join("a.mkv").is_file(), "a.mkv is back");
-    assert_eq!(
-        std::fs::metadata(farm.out.join("1998/summer/b.mkv"))
-            .unwrap()
-            .modified()
-            .unwrap(),
-        b_written
-    );
-    let written = std::fs::metadata(farm.out.join("a.mkv"))
-        .unwrap()
-        .modified()
-        .unwrap();
+    assert_eq!(modified(&farm.out.join("1998/summer/b.mkv")), b_written);
+    let written = modified(&farm.out.join("a.mkv"));
 
     // A fresh queue file still does not encode twice: the verified output is recognised.
     std::fs::remove_file(&farm.db).unwrap();
@@ -117,13 +101,7 @@ fn run_encodes_a_folder_mirroring_subfolders_and_a_rerun_encodes_nothing() {
         fresh.iter().all(|r| r["result"]["already_done"] == true),
         "{fresh:?}"
     );
-    assert_eq!(
-        std::fs::metadata(farm.out.join("a.mkv"))
-            .unwrap()
-            .modified()
-            .unwrap(),
-        written
-    );
+    assert_eq!(modified(&farm.out.join("a.mkv")), written);
 
     // --force encodes again.
     let (code, forced) = run_json(&farm, &["--force"]);
@@ -132,13 +110,7 @@ fn run_encodes_a_folder_mirroring_subfolders_and_a_rerun_encodes_nothing() {
         forced.iter().all(|r| r["result"]["already_done"] == false),
         "{forced:?}"
     );
-    assert_ne!(
-        std::fs::metadata(farm.out.join("a.mkv"))
-            .unwrap()
-            .modified()
-            .unwrap(),
-        written
-    );
+    assert_ne!(modified(&farm.out.join("a.mkv")), written);
     assert_eq!(farm.outputs().len(), 2, "no temporary files left");
 }
 
@@ -386,7 +358,7 @@ fn nonsense_numbers_are_usage_errors_not_panics() {
         ("stall_secs = 1e20", "stall_secs must be at most"),
         ("timeout_secs = 1e20", "timeout_secs must be at most"),
         ("lease_secs = 0.0001", "lease_secs must be at least 1"),
-        ("workers = 0", "workers must be at least 1"),
+        ("workers = 0", "workers must be 1 to 1024"),
     ] {
         let config = farm.root().join("bad.toml");
         std::fs::write(&config, line).unwrap();

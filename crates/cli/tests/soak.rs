@@ -86,6 +86,64 @@ impl<'a> Crew<'a> {
     }
 }
 
+/// Every output renamed into place exactly once. A worker killed between its rename and its
+/// log line leaves no line; then the job's next worker must have found the output in place and
+/// finished without encoding or renaming again.
+fn each_output_renamed_once(farm: &Farm, logs: &[String]) {
+    let mut renames: HashMap<String, usize> = HashMap::new();
+    let mut found_done: Vec<String> = Vec::new();
+    for line in logs.iter().flat_map(|l| l.lines()) {
+        if let Some((_, rest)) = line.split_once(" published output=") {
+            let output = rest.split_whitespace().next().unwrap_or_default();
+            *renames.entry(output.to_owned()).or_default() += 1;
+        }
+        if let Some((_, rest)) = line.split_once(" job succeeded output=") {
+            if rest.contains("already_done=true") {
+                found_done.push(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
+        }
+    }
+    assert!(
+        renames.values().all(|n| *n == 1),
+        "an output was written twice: {renames:?}"
+    );
+    for i in 0..JOBS {
+        let output = farm.out.join(format!("tape{i:03}.mkv"));
+        let output = output.to_string_lossy();
+        assert!(
+            renames.contains_key(output.as_ref())
+                || found_done.iter().any(|o| o == output.as_ref()),
+            "{output}: neither a rename nor a later worker finding it done was logged: {renames:?}"
+        );
+    }
+}
+
+/// No ffmpeg outlived its worker: none is a child of a worker of this soak (all stopped or
+/// killed), none was left to init.
+fn no_ffmpeg_outlived_its_worker(worker_pids: &[u32]) {
+    let orphans: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| stat.contains("(ffmpeg)"))
+        .filter(|stat| {
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let mut fields = after.split_whitespace();
+            // A zombie has exited: it runs nothing (where PID 1 does not reap, as in some
+            // containers, the killed workers' ffmpegs stay listed as such).
+            let running = fields.next() != Some("Z");
+            let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            running && (ppid == 1 || worker_pids.contains(&ppid))
+        })
+        .collect();
+    assert!(orphans.is_empty(), "{orphans:?}");
+}
+
 /// The chaos the backend can take besides killed and paused workers.
 type Extra<'a> = Box<dyn FnMut(Duration) + 'a>;
 
@@ -143,40 +201,7 @@ fn soak(farm: &Farm, mut extra: Extra<'_>) {
     let worker_pids = crew.pids.clone();
     crew.stop();
 
-    // Every output renamed into place exactly once. A worker killed between its rename and its
-    // log line leaves no line; then the job's next worker must have found the output in place
-    // and finished without encoding or renaming again.
-    let mut renames: HashMap<String, usize> = HashMap::new();
-    let mut found_done: Vec<String> = Vec::new();
-    for line in logs.iter().flat_map(|l| l.lines()) {
-        if let Some((_, rest)) = line.split_once(" published output=") {
-            let output = rest.split_whitespace().next().unwrap_or_default();
-            *renames.entry(output.to_owned()).or_default() += 1;
-        }
-        if let Some((_, rest)) = line.split_once(" job succeeded output=") {
-            if rest.contains("already_done=true") {
-                found_done.push(
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned(),
-                );
-            }
-        }
-    }
-    assert!(
-        renames.values().all(|n| *n == 1),
-        "an output was written twice: {renames:?}"
-    );
-    for i in 0..JOBS {
-        let output = farm.out.join(format!("tape{i:03}.mkv"));
-        let output = output.to_string_lossy();
-        assert!(
-            renames.contains_key(output.as_ref())
-                || found_done.iter().any(|o| o == output.as_ref()),
-            "{output}: neither a rename nor a later worker finding it done was logged: {renames:?}"
-        );
-    }
+    each_output_renamed_once(farm, &logs);
     // Nothing partial or temporary is left beside the outputs.
     let leftovers: Vec<String> = std::fs::read_dir(&farm.out)
         .unwrap()
@@ -195,24 +220,7 @@ fn soak(farm: &Farm, mut extra: Extra<'_>) {
             output.display()
         );
     }
-    // No ffmpeg outlived its worker: none is a child of a worker of this soak (all stopped or
-    // killed), none was left to init.
-    let orphans: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter(|stat| stat.contains("(ffmpeg)"))
-        .filter(|stat| {
-            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-            let mut fields = after.split_whitespace();
-            // A zombie has exited: it runs nothing (where PID 1 does not reap, as in some
-            // containers, the killed workers' ffmpegs stay listed as such).
-            let running = fields.next() != Some("Z");
-            let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-            running && (ppid == 1 || worker_pids.contains(&ppid))
-        })
-        .collect();
-    assert!(orphans.is_empty(), "{orphans:?}");
+    no_ffmpeg_outlived_its_worker(&worker_pids);
     // The records are exact.
     let status = farm.status();
     assert_eq!(

@@ -215,12 +215,20 @@ fn preserve() -> Profile {
 
 /// The profiles that ship with videofarm.
 pub fn builtins() -> Vec<Profile> {
+    let mut all = encoders();
+    all.push(preserve());
+    all.extend(accelerated());
+    all
+}
+
+/// The built-in profiles that encode in software.
+fn encoders() -> Vec<Profile> {
     vec![
         Profile {
             min_ssim: None,
-        report: None,
-        lossless: false,
-        auto: Auto::OFF,
+            report: None,
+            lossless: false,
+            auto: Auto::OFF,
             name: "archive".into(),
             description: "The old farm's settings: libx264 CRF 17, every stream kept, audio and subtitles copied, Matroska".into(),
             extension: "mkv".into(),
@@ -232,9 +240,9 @@ pub fn builtins() -> Vec<Profile> {
         },
         Profile {
             min_ssim: None,
-        report: None,
-        lossless: false,
-        auto: Auto::ALL,
+            report: None,
+            lossless: false,
+            auto: Auto::ALL,
             name: "vhs".into(),
             description: "Interlaced SD captures: bwdif deinterlace to full field rate in the field order measured in the tape (none for a progressive one), libx264 CRF 18, audio to AAC, Matroska".into(),
             extension: "mkv".into(),
@@ -257,9 +265,9 @@ pub fn builtins() -> Vec<Profile> {
         },
         Profile {
             min_ssim: None,
-        report: None,
-        lossless: false,
-        auto: Auto::OFF,
+            report: None,
+            lossless: false,
+            auto: Auto::OFF,
             name: "web".into(),
             description: "H.264 + AAC in MP4 with faststart, for browsers and phones".into(),
             extension: "mp4".into(),
@@ -280,9 +288,9 @@ pub fn builtins() -> Vec<Profile> {
         },
         Profile {
             min_ssim: None,
-        report: None,
-        lossless: false,
-        auto: Auto::OFF,
+            report: None,
+            lossless: false,
+            auto: Auto::OFF,
             name: "hevc".into(),
             description: "HEVC (libx265 CRF 22), every stream kept, Matroska".into(),
             extension: "mkv".into(),
@@ -294,9 +302,9 @@ pub fn builtins() -> Vec<Profile> {
         },
         Profile {
             min_ssim: None,
-        report: None,
-        lossless: false,
-        auto: Auto::OFF,
+            report: None,
+            lossless: false,
+            auto: Auto::OFF,
             name: "av1".into(),
             description: "AV1 (libsvtav1 CRF 30, preset 8), every stream kept, Matroska".into(),
             extension: "mkv".into(),
@@ -311,7 +319,13 @@ pub fn builtins() -> Vec<Profile> {
                 copy_other_streams(),
             ),
         },
-        preserve(),
+    ]
+}
+
+/// The built-in profiles for hardware encoders (each tried on the machine before it is
+/// offered).
+fn accelerated() -> Vec<Profile> {
+    vec![
         hardware("h264-nvenc", "H.264 on an NVIDIA GPU (NVENC, constant quality 21), every stream kept, Matroska", "h264",
             &["-c:v", "h264_nvenc", "-preset", "p5", "-rc", "vbr", "-cq", "21", "-b:v", "0"]),
         hardware("hevc-nvenc", "HEVC on an NVIDIA GPU (NVENC, constant quality 23), every stream kept, Matroska", "hevc",

@@ -14,14 +14,13 @@ mod common;
 
 use common::*;
 
-#[tokio::test]
-async fn read_endpoints_have_the_cli_shapes() {
-    let api = api(None);
+/// Three jobs: one done (with a warning), one failed for good, one running.
+async fn one_done_one_failed_one_running(api: &Api) {
     let q = api.queue.as_ref();
     q.register_worker(&worker()).await.unwrap();
-    q.enqueue(spec(&api, "done"), false).await.unwrap();
-    q.enqueue(spec(&api, "bad"), false).await.unwrap();
-    q.enqueue(spec(&api, "busy"), false).await.unwrap();
+    q.enqueue(spec(api, "done"), false).await.unwrap();
+    q.enqueue(spec(api, "bad"), false).await.unwrap();
+    q.enqueue(spec(api, "busy"), false).await.unwrap();
     let l1 = q.lease(&worker(), Duration::ZERO).await.unwrap().unwrap();
     q.finish(
         &l1,
@@ -47,6 +46,31 @@ async fn read_endpoints_have_the_cli_shapes() {
     .await
     .unwrap();
     let _busy = q.lease(&worker(), Duration::ZERO).await.unwrap().unwrap();
+}
+
+/// `/metrics` counts them.
+async fn metrics_count_what_happened(api: &Api) {
+    let (status, _, metrics) = call(api, "GET", "/metrics", None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    for line in [
+        "videofarm_jobs{state=\"failed\"} 1",
+        "videofarm_workers 1",
+        "videofarm_encode_seconds_bucket{profile=\"archive\",le=\"30\"} 1",
+        "videofarm_encode_speed_bucket{profile=\"archive\",le=\"4\"} 1",
+        "videofarm_encode_speed_sum{profile=\"archive\"} 3",
+        "videofarm_input_bytes_total{profile=\"archive\"} 1000",
+        "videofarm_output_bytes_total{profile=\"archive\"} 400",
+        "videofarm_failed_jobs{reason=\"empty\"} 1",
+        "videofarm_damaged_inputs{profile=\"archive\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn read_endpoints_have_the_cli_shapes() {
+    let api = api(None);
+    one_done_one_failed_one_running(&api).await;
 
     let (status, body, _) = call(&api, "GET", "/api/status", None, &[]).await;
     assert_eq!(status, StatusCode::OK);
@@ -109,21 +133,7 @@ async fn read_endpoints_have_the_cli_shapes() {
         .iter()
         .any(|p| p["name"] == "av1"));
 
-    let (status, _, metrics) = call(&api, "GET", "/metrics", None, &[]).await;
-    assert_eq!(status, StatusCode::OK);
-    for line in [
-        "videofarm_jobs{state=\"failed\"} 1",
-        "videofarm_workers 1",
-        "videofarm_encode_seconds_bucket{profile=\"archive\",le=\"30\"} 1",
-        "videofarm_encode_speed_bucket{profile=\"archive\",le=\"4\"} 1",
-        "videofarm_encode_speed_sum{profile=\"archive\"} 3",
-        "videofarm_input_bytes_total{profile=\"archive\"} 1000",
-        "videofarm_output_bytes_total{profile=\"archive\"} 400",
-        "videofarm_failed_jobs{reason=\"empty\"} 1",
-        "videofarm_damaged_inputs{profile=\"archive\"} 1",
-    ] {
-        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
-    }
+    metrics_count_what_happened(&api).await;
 
     let (status, _, html) = call(&api, "GET", "/", None, &[]).await;
     assert_eq!(status, StatusCode::OK);
@@ -135,6 +145,27 @@ async fn read_endpoints_have_the_cli_shapes() {
     assert_eq!(openapi["openapi"], "3.0.3");
     let (status, _, _) = call(&api, "GET", "/job/1", None, &[]).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// With a token (a server off loopback), reading needs it too.
+async fn reading_needs_the_token(api: &Api, auth: (&str, &str), wrong: (&str, &str)) {
+    for path in ["/api/jobs", "/api/status", "/api/browse", "/metrics"] {
+        assert_eq!(
+            call(api, "GET", path, None, &[]).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        assert_eq!(
+            call(api, "GET", path, None, &[wrong]).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        assert_eq!(
+            call(api, "GET", path, None, &[auth]).await.0,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -232,24 +263,7 @@ async fn changes_need_json_and_the_token() {
             .0,
         StatusCode::OK
     );
-    // With a token (a server off loopback), reading needs it too; the page itself does not.
-    for path in ["/api/jobs", "/api/status", "/api/browse", "/metrics"] {
-        assert_eq!(
-            call(&api, "GET", path, None, &[]).await.0,
-            StatusCode::UNAUTHORIZED,
-            "{path}"
-        );
-        assert_eq!(
-            call(&api, "GET", path, None, &[wrong]).await.0,
-            StatusCode::UNAUTHORIZED,
-            "{path}"
-        );
-        assert_eq!(
-            call(&api, "GET", path, None, &[auth]).await.0,
-            StatusCode::OK,
-            "{path}"
-        );
-    }
+    reading_needs_the_token(&api, auth, wrong).await;
     assert_eq!(call(&api, "GET", "/", None, &[]).await.0, StatusCode::OK);
 }
 
@@ -300,6 +314,46 @@ async fn a_loopback_dashboard_answers_only_loopback_names_with_safe_headers() {
     assert!(
         !String::from_utf8_lossy(&page).contains("<script>"),
         "no inline script for the policy to block"
+    );
+}
+
+/// Browsing lists the roots, videos and folders inside them, and tells nothing of what is
+/// outside.
+async fn browsing_stays_inside_the_roots(api: &Api) {
+    let (_, roots, _) = call(api, "GET", "/api/browse", None, &[]).await;
+    assert_eq!(roots["entries"][0]["path"], media(api).to_str().unwrap());
+    let (status, listing, _) = call(
+        api,
+        "GET",
+        &format!("/api/browse?path={}", media(api).join("tapes").display()),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<_> = listing["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["a.mpg"],
+        "videos and folders only, and no link out of the roots"
+    );
+    let (status, exists, _) = call(api, "GET", "/api/browse?path=/etc", None, &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, missing, _) =
+        call(api, "GET", "/api/browse?path=/no/such/folder", None, &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        exists["error"].as_str().unwrap().replace("/etc", "X"),
+        missing["error"]
+            .as_str()
+            .unwrap()
+            .replace("/no/such/folder", "X"),
+        "the answer tells nothing about what exists outside the roots"
     );
 }
 
@@ -378,41 +432,7 @@ async fn queueing_from_the_page_stays_inside_the_media_roots() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
-    let (_, roots, _) = call(&api, "GET", "/api/browse", None, &[]).await;
-    assert_eq!(roots["entries"][0]["path"], media(&api).to_str().unwrap());
-    let (status, listing, _) = call(
-        &api,
-        "GET",
-        &format!("/api/browse?path={}", media(&api).join("tapes").display()),
-        None,
-        &[],
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
-    let names: Vec<_> = listing["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        names,
-        vec!["a.mpg"],
-        "videos and folders only, and no link out of the roots"
-    );
-    let (status, exists, _) = call(&api, "GET", "/api/browse?path=/etc", None, &[]).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, missing, _) =
-        call(&api, "GET", "/api/browse?path=/no/such/folder", None, &[]).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(
-        exists["error"].as_str().unwrap().replace("/etc", "X"),
-        missing["error"]
-            .as_str()
-            .unwrap()
-            .replace("/no/such/folder", "X"),
-        "the answer tells nothing about what exists outside the roots"
-    );
+    browsing_stays_inside_the_roots(&api).await;
 
     let mut closed = api.state.clone();
     closed.roots.clear();

@@ -76,13 +76,77 @@ async fn input_said(api: &Api, id: &videofarm_core::JobId) -> serde_json::Value 
 /// A worker that cannot see the media gets the input of the job it runs (whole or from an
 /// offset) and its hash, and sends the output in parts, resumable; only the running attempt
 /// may, and a damaged upload is refused and dropped.
+/// The running attempt's input, whole or from an offset, and what the server says of it.
+async fn the_input_is_sent_whole_or_from_an_offset(
+    api: &Api,
+    id: &videofarm_core::JobId,
+    input: &[u8],
+) {
+    let half = input.len() / 2;
+    let (status, got) =
+        call_bytes(api, "GET", &format!("/api/files/{id}/input"), vec![], None).await;
+    assert_eq!((status, got == *input), (StatusCode::OK, true));
+    let (status, got) = call_bytes(
+        api,
+        "GET",
+        &format!("/api/files/{id}/input"),
+        vec![],
+        Some(&format!("bytes={half}-")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(got, input[half..]);
+    let said = input_said(api, id).await;
+    assert_eq!(said["blake3"], blake3::hash(input).to_hex().to_string());
+    assert_eq!(said["size"], input.len());
+}
+
+/// The upload committed: published as the server measured it, an earlier attempt's staging
+/// file removed, the source untouched. The commit's URI.
+async fn committed_as_measured(
+    api: &Api,
+    id: &videofarm_core::JobId,
+    output: &[u8],
+    input: &[u8],
+) -> String {
+    // A worker of an earlier attempt died mid-upload: its staging file goes with this commit.
+    let earlier = media(api).join(format!("out/.videofarm-upload-{id}-0"));
+    std::fs::write(&earlier, b"half").unwrap();
+    let uri = format!(
+        "/api/files/{id}/output/commit?attempt=1&blake3={}",
+        blake3::hash(output).to_hex()
+    );
+    let (status, body) = call_bytes(api, "POST", &uri, vec![], None).await;
+    assert_eq!(status, StatusCode::OK);
+    // The answer describes the file published, as the server measured it.
+    let committed: videofarm_core::files_api::Committed = serde_json::from_slice(&body).unwrap();
+    let file = committed.file.expect("the file as measured");
+    assert_eq!(
+        (file.frames, file.size, committed.already),
+        (25, output.len() as u64, false)
+    );
+    assert!(
+        !earlier.exists(),
+        "an earlier attempt's staging file is removed"
+    );
+    assert_eq!(std::fs::read(media(api).join("out/a.mkv")).unwrap(), output);
+    assert!(!media(api)
+        .join(format!("out/.videofarm-upload-{id}-1"))
+        .exists());
+    assert_eq!(
+        std::fs::read(media(api).join("tapes/a.mpg")).unwrap(),
+        input,
+        "the source is untouched"
+    );
+    uri
+}
+
 #[tokio::test]
 async fn files_move_for_the_running_attempt_only() {
     let mut api = api(None);
     api.state.tools = Some(tools());
     clip(&media(&api).join("tapes/a.mpg"));
     let input = std::fs::read(media(&api).join("tapes/a.mpg")).unwrap();
-    let half = input.len() / 2;
     let id = queued(&api, "a").await;
     let (status, _) =
         call_bytes(&api, "GET", &format!("/api/files/{id}/input"), vec![], None).await;
@@ -98,22 +162,7 @@ async fn files_move_for_the_running_attempt_only() {
         .unwrap()
         .unwrap();
 
-    let (status, got) =
-        call_bytes(&api, "GET", &format!("/api/files/{id}/input"), vec![], None).await;
-    assert_eq!((status, got == input), (StatusCode::OK, true));
-    let (status, got) = call_bytes(
-        &api,
-        "GET",
-        &format!("/api/files/{id}/input"),
-        vec![],
-        Some(&format!("bytes={half}-")),
-    )
-    .await;
-    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
-    assert_eq!(got, input[half..]);
-    let said = input_said(&api, &id).await;
-    assert_eq!(said["blake3"], blake3::hash(&input).to_hex().to_string());
-    assert_eq!(said["size"], input.len());
+    the_input_is_sent_whole_or_from_an_offset(&api, &id, &input).await;
 
     let output = archive_encode(
         &media(&api).join("tapes/a.mpg"),
@@ -166,36 +215,7 @@ async fn files_move_for_the_running_attempt_only() {
     );
     assert!(!staging.exists() && !media(&api).join("out/a.mkv").exists());
     assert_eq!(put(0, &output, 1).await, StatusCode::OK);
-    // A worker of an earlier attempt died mid-upload: its staging file goes with this commit.
-    let earlier = media(&api).join(format!("out/.videofarm-upload-{id}-0"));
-    std::fs::write(&earlier, b"half").unwrap();
-    let uri = format!(
-        "/api/files/{id}/output/commit?attempt=1&blake3={}",
-        blake3::hash(&output).to_hex()
-    );
-    let (status, body) = call_bytes(&api, "POST", &uri, vec![], None).await;
-    assert_eq!(status, StatusCode::OK);
-    // The answer describes the file published, as the server measured it.
-    let committed: videofarm_core::files_api::Committed = serde_json::from_slice(&body).unwrap();
-    let file = committed.file.expect("the file as measured");
-    assert_eq!(
-        (file.frames, file.size, committed.already),
-        (25, output.len() as u64, false)
-    );
-    assert!(
-        !earlier.exists(),
-        "an earlier attempt's staging file is removed"
-    );
-    assert_eq!(
-        std::fs::read(media(&api).join("out/a.mkv")).unwrap(),
-        output
-    );
-    assert!(!staging.exists());
-    assert_eq!(
-        std::fs::read(media(&api).join("tapes/a.mpg")).unwrap(),
-        input,
-        "the source is untouched"
-    );
+    let uri = committed_as_measured(&api, &id, &output, &input).await;
     // The output in place: a worker asking for the input hears there is nothing to fetch, and
     // an upload published again (an attempt that published and could not say so) is done,
     // the file in place not replaced.

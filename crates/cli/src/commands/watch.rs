@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use videofarm_core::plan as scan;
+use videofarm_core::plan::{self as scan, Planned};
 use videofarm_core::Enqueued;
 
 /// What a file looked like when last seen.
@@ -38,72 +38,119 @@ pub async fn watch(settings: &Settings, args: WatchArgs) -> anyhow::Result<ExitS
     let Some(queue) = open_queue_waiting(settings, &stop).await? else {
         return Ok(ExitStatus::Success);
     };
-    // Output may go to a pipe that closes (`watch ... | head -1`): never let a write stop the
-    // watch, which only a signal does.
-    let say = |line: String| {
-        let _ = writeln!(std::io::stdout(), "{line}");
-    };
-    let warn = |line: String| {
-        let _ = writeln!(std::io::stderr(), "{line}");
-    };
     warn(format!(
         "watching {} (a file is queued {}s after it stops changing); stop with Ctrl-C",
         shown(&args.dir),
         settle.as_secs_f64()
     ));
-    let mut folder_gone = false;
-    let inputs = QueueInputs {
-        paths: vec![args.dir.clone()],
-        out: args.out.clone(),
-        profile: Some(profile.name.clone()),
-        priority: 0,
-        force: false,
-        overwrite: false,
-        split: args.split,
-        require: args.require.clone(),
+    let mut folder = Folder {
+        inputs: QueueInputs {
+            paths: vec![args.dir.clone()],
+            out: args.out.clone(),
+            profile: Some(profile.name.clone()),
+            priority: 0,
+            force: false,
+            overwrite: false,
+            split: args.split,
+            require: args.require.clone(),
+        },
+        extension: profile.extension.clone(),
+        settle,
+        seen: HashMap::new(),
+        told: HashSet::new(),
+        gone: false,
     };
-    // Path -> (last look, when it last changed, queued already for this look).
-    let mut seen: HashMap<PathBuf, (Look, Instant, bool)> = HashMap::new();
-    // Problems already said (each once).
-    let mut told: HashSet<String> = HashSet::new();
     let mut ticker = tokio::time::interval(interval);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(ExitStatus::Success),
             _ = ticker.tick() => {}
         }
-        if !args.dir.is_dir() {
-            if !folder_gone {
-                warn(format!(
-                    "{}: the watched folder is gone; waiting for it to come back",
-                    shown(&args.dir)
-                ));
-                folder_gone = true;
-            }
+        let ready = folder.ready();
+        if ready.is_empty() {
             continue;
         }
-        if folder_gone {
-            warn(format!("{}: the watched folder is back", shown(&args.dir)));
-            folder_gone = false;
+        match enqueue_planned(queue.as_ref(), &ready, &profile, &folder.inputs, settings).await {
+            Ok(results) => {
+                for (job, (_, result)) in ready.iter().zip(results) {
+                    if let Enqueued::Queued(id) = result {
+                        say(format!("queued {id}: {}", shown(&job.input)));
+                    }
+                }
+            }
+            Err(e) => {
+                // The queue is away (broker restarting): these are tried again.
+                warn(format!("could not queue: {e:#}; will try again"));
+                folder.forget(&ready);
+            }
         }
-        // What one file does never stops the watch: a clash is said once, and its files wait
-        // until it is gone; the others are queued.
-        let planned = match scan::plan_apart(&inputs.paths, &inputs.out, &profile.extension) {
+    }
+}
+
+// Output may go to a pipe that closes (`watch ... | head -1`): never let a write stop the
+// watch, which only a signal does.
+fn say(line: String) {
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+fn warn(line: String) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// The watched folder, as last seen.
+struct Folder {
+    inputs: QueueInputs,
+    extension: String,
+    settle: std::time::Duration,
+    /// Path -> (last look, when it last changed, queued already for this look).
+    seen: HashMap<PathBuf, (Look, Instant, bool)>,
+    /// Problems already said (each once).
+    told: HashSet<String>,
+    gone: bool,
+}
+
+impl Folder {
+    fn dir(&self) -> &std::path::Path {
+        &self.inputs.paths[0]
+    }
+
+    /// Say a problem, once.
+    fn tell(&mut self, problem: String) {
+        if self.told.insert(problem.clone()) {
+            warn(problem);
+        }
+    }
+
+    /// The files that have stopped changing and are not queued yet. What one file does never
+    /// stops the watch: a clash is said once and its files wait until it is gone.
+    fn ready(&mut self) -> Vec<Planned> {
+        if !self.dir().is_dir() {
+            if !self.gone {
+                warn(format!(
+                    "{}: the watched folder is gone; waiting for it to come back",
+                    shown(self.dir())
+                ));
+                self.gone = true;
+            }
+            return Vec::new();
+        }
+        if self.gone {
+            warn(format!("{}: the watched folder is back", shown(self.dir())));
+            self.gone = false;
+        }
+        let planned = match scan::plan_apart(&self.inputs.paths, &self.inputs.out, &self.extension)
+        {
             Ok((planned, clashes)) => {
                 for clash in clashes {
-                    if told.insert(clash.to_string()) {
-                        warn(format!(
-                            "{clash}: both skipped while both are there; rename or move one"
-                        ));
-                    }
+                    self.tell(format!(
+                        "{clash}: both skipped while both are there; rename or move one"
+                    ));
                 }
                 planned
             }
             Err(e) => {
-                if told.insert(e.to_string()) {
-                    warn(format!("{e}; will look again"));
-                }
-                continue;
+                self.tell(format!("{e}; will look again"));
+                return Vec::new();
             }
         };
         let now = Instant::now();
@@ -114,34 +161,26 @@ pub async fn watch(settings: &Settings, args: WatchArgs) -> anyhow::Result<ExitS
                 continue;
             };
             let look = Look { size, modified };
-            let entry = seen.entry(job.input.clone()).or_insert((look, now, false));
+            let entry = self
+                .seen
+                .entry(job.input.clone())
+                .or_insert((look, now, false));
             if entry.0 != look {
                 *entry = (look, now, false);
             }
-            if !entry.2 && look.size > 0 && now.duration_since(entry.1) >= settle {
+            if !entry.2 && look.size > 0 && now.duration_since(entry.1) >= self.settle {
                 entry.2 = true;
                 ready.push(job);
             }
         }
-        if ready.is_empty() {
-            continue;
-        }
-        match enqueue_planned(queue.as_ref(), &ready, &profile, &inputs, settings).await {
-            Ok(results) => {
-                for (job, (_, result)) in ready.iter().zip(results) {
-                    if let Enqueued::Queued(id) = result {
-                        say(format!("queued {id}: {}", shown(&job.input)));
-                    }
-                }
-            }
-            Err(e) => {
-                // The queue is away (broker restarting): forget these so they are tried again.
-                warn(format!("could not queue: {e:#}; will try again"));
-                for job in &ready {
-                    if let Some(entry) = seen.get_mut(&job.input) {
-                        entry.2 = false;
-                    }
-                }
+        ready
+    }
+
+    /// Files that could not be queued: looked at again next time.
+    fn forget(&mut self, jobs: &[Planned]) {
+        for job in jobs {
+            if let Some(entry) = self.seen.get_mut(&job.input) {
+                entry.2 = false;
             }
         }
     }
