@@ -36,6 +36,48 @@ fn installed() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// The binary, the configuration, the user, and the worker's unit (returned).
+fn what_it_installed() -> String {
+    let version = sh("/usr/bin/videofarm", &["--version"]);
+    assert!(version.starts_with("videofarm "), "{version}");
+    assert!(Path::new("/etc/videofarm/videofarm.toml").is_file());
+    let passwd = sh("getent", &["passwd", "videofarm"]);
+    assert!(passwd.contains(":/var/lib/videofarm:"), "{passwd}");
+    let unit = std::fs::read_to_string("/lib/systemd/system/videofarm-worker.service").unwrap();
+    assert_eq!(service_value(&unit, "User"), ["videofarm"]);
+    assert_eq!(
+        service_value(&unit, "ExecStart"),
+        ["/usr/bin/videofarm worker"]
+    );
+    assert_eq!(
+        service_value(&unit, "Environment"),
+        ["VIDEOFARM_CONFIG=/etc/videofarm/videofarm.toml"]
+    );
+    unit
+}
+
+/// `apt-get purge`: nothing of it is left.
+fn purged_leaves_nothing() {
+    sh("apt-get", &["purge", "-y", "videofarm"]);
+    assert!(!installed());
+    for gone in [
+        "/usr/bin/videofarm",
+        "/etc/videofarm",
+        "/lib/systemd/system/videofarm-worker.service",
+        "/var/lib/videofarm",
+    ] {
+        assert!(!Path::new(gone).exists(), "{gone} is left");
+    }
+    assert!(
+        !Command::new("getent")
+            .args(["passwd", "videofarm"])
+            .status()
+            .unwrap()
+            .success(),
+        "the user is removed"
+    );
+}
+
 #[test]
 fn the_package_installs_runs_a_job_as_its_unit_says_and_purges_cleanly() {
     assert_eq!(
@@ -67,22 +109,7 @@ fn the_package_installs_runs_a_job_as_its_unit_says_and_purges_cleanly() {
     );
     assert!(installed());
 
-    // What it installed.
-    let version = sh("/usr/bin/videofarm", &["--version"]);
-    assert!(version.starts_with("videofarm "), "{version}");
-    assert!(Path::new("/etc/videofarm/videofarm.toml").is_file());
-    let passwd = sh("getent", &["passwd", "videofarm"]);
-    assert!(passwd.contains(":/var/lib/videofarm:"), "{passwd}");
-    let unit = std::fs::read_to_string("/lib/systemd/system/videofarm-worker.service").unwrap();
-    assert_eq!(service_value(&unit, "User"), ["videofarm"]);
-    assert_eq!(
-        service_value(&unit, "ExecStart"),
-        ["/usr/bin/videofarm worker"]
-    );
-    assert_eq!(
-        service_value(&unit, "Environment"),
-        ["VIDEOFARM_CONFIG=/etc/videofarm/videofarm.toml"]
-    );
+    let unit = what_it_installed();
 
     // The unit's worker, against the test broker: the farm's folders opened to its user, its
     // configuration beside them with the records in the user's state folder.
@@ -134,23 +161,5 @@ fn the_package_installs_runs_a_job_as_its_unit_says_and_purges_cleanly() {
     let jobs = farm.jobs();
     assert_eq!(jobs[0]["state"], "succeeded", "{jobs:#?}");
 
-    // Purged: nothing of it is left.
-    sh("apt-get", &["purge", "-y", "videofarm"]);
-    assert!(!installed());
-    for gone in [
-        "/usr/bin/videofarm",
-        "/etc/videofarm",
-        "/lib/systemd/system/videofarm-worker.service",
-        "/var/lib/videofarm",
-    ] {
-        assert!(!Path::new(gone).exists(), "{gone} is left");
-    }
-    assert!(
-        !Command::new("getent")
-            .args(["passwd", "videofarm"])
-            .status()
-            .unwrap()
-            .success(),
-        "the user is removed"
-    );
+    purged_leaves_nothing();
 }
