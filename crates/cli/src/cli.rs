@@ -1,5 +1,6 @@
-//! The command line, as clap parses it. Commands never see these structs directly for
-//! configuration: [`crate::settings`] resolves flags, environment and config file first.
+//! The command line, as clap parses it. Commands never see these structs: each command's
+//! flags are resolved against the configuration into its own settings
+//! ([`crate::settings::command`]) before it runs.
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -214,18 +215,6 @@ pub struct ServeArgs {
     /// Required on every request that changes something (default: `token` in the config).
     #[arg(long, env = "VIDEOFARM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-}
-
-/// The tags a job may require: each a tag, and few.
-pub fn check_required(tags: &[String]) -> Result<(), crate::error::UsageError> {
-    let max = videofarm_core::job::MAX_TAGS;
-    if tags.len() > max {
-        return Err(crate::error::UsageError::new(format!(
-            "--require: the job requires {} tags ({max} at most)",
-            tags.len()
-        )));
-    }
-    Ok(())
 }
 
 fn parse_tag(text: &str) -> Result<String, String> {

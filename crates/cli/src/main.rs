@@ -34,7 +34,10 @@ mod ui;
 use clap::Parser;
 use cli::{Cli, Command};
 use error::ExitStatus;
-use settings::Settings;
+use settings::{
+    CancelSettings, EnqueueSettings, JobsSettings, Output, ReportSettings, RetrySettings,
+    RunSettings, ServeSettings, Settings, WatchSettings, WorkerSettings,
+};
 
 fn main() {
     let cli = Cli::parse();
@@ -75,20 +78,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        // Each command's flags are resolved against the settings here, before it runs.
+        let s = &settings;
         match cli.command {
-            Command::Run(args) => commands::run::run(&settings, args).await,
-            Command::Enqueue(args) => commands::enqueue::enqueue(&settings, args).await,
-            Command::Worker(args) => commands::worker::worker(&settings, args).await,
-            Command::Watch(args) => commands::watch::watch(&settings, args).await,
-            Command::Status(args) => commands::status::status(&settings, args).await,
-            Command::Jobs(args) => commands::jobs::jobs(&settings, args).await,
-            Command::Inspect(args) => commands::inspect::inspect(&settings, args).await,
-            Command::Report(args) => commands::report::report(&settings, args).await,
-            Command::Retry(args) => commands::retry::retry(&settings, args).await,
-            Command::Cancel(args) => commands::cancel::cancel(&settings, args).await,
-            Command::Profiles => Ok(commands::profiles::profiles(&settings)),
-            Command::Events(args) => commands::events::events(&settings, args.json).await,
-            Command::Serve(args) => commands::serve::serve(&settings, args).await,
+            Command::Run(args) => commands::run::run(s, RunSettings::resolve(args, s)?).await,
+            Command::Enqueue(args) => {
+                commands::enqueue::enqueue(s, EnqueueSettings::resolve(args, s)?).await
+            }
+            Command::Worker(args) => {
+                commands::worker::worker(s, WorkerSettings::resolve(args, s)?).await
+            }
+            Command::Watch(args) => {
+                commands::watch::watch(s, WatchSettings::resolve(args, s)?).await
+            }
+            Command::Status(args) => commands::status::status(s, Output::resolve(args)).await,
+            Command::Jobs(args) => commands::jobs::jobs(s, JobsSettings::resolve(args)).await,
+            Command::Inspect(args) => commands::inspect::inspect(s, Output::resolve(args)).await,
+            Command::Report(args) => {
+                commands::report::report(s, ReportSettings::resolve(args)?).await
+            }
+            Command::Retry(args) => commands::retry::retry(s, RetrySettings::resolve(args)?).await,
+            Command::Cancel(args) => {
+                commands::cancel::cancel(s, CancelSettings::resolve(args)?).await
+            }
+            Command::Profiles => Ok(commands::profiles::profiles(s)),
+            Command::Events(args) => commands::events::events(s, Output::resolve(args)).await,
+            Command::Serve(args) => {
+                commands::serve::serve(s, ServeSettings::resolve(args, s)?).await
+            }
         }
     })
 }

@@ -13,9 +13,9 @@ const NOT_MEDIA: &[(&str, &str)] = &[
         "the benchmark's own scratch files",
     ),
     ("crates/cli/src/broker.rs", "/proc/sys/kernel/hostname"),
-    ("crates/cli/src/settings.rs", "the configuration file"),
+    ("crates/cli/src/settings/file.rs", "the configuration file"),
     (
-        "crates/cli/src/settings_fuzz.rs",
+        "crates/cli/src/settings/fuzz.rs",
         "the config fuzzer's temporary files (tests only)",
     ),
     (

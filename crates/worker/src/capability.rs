@@ -10,13 +10,41 @@ use std::time::Duration;
 use videofarm_core::{Profile, Profiles};
 use videofarm_ffmpeg::Tools;
 
+/// The most verdicts the cache keeps.
+const MAX_VERDICTS: usize = 1000;
 /// How long a trial encode may take before the profile counts as not runnable here.
 const TRIAL_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The names of the profiles this worker can run, and for each one it cannot, why. Successes
-/// are kept in `cache` (a JSON file), keyed by the ffmpeg binary (path, size, time) and the
-/// profile, so a worker restarted on the same machine starts at once. Failures are tried again
-/// at the next start: a driver installed or a device plugged in since counts.
+/// Where hardware encoders' devices appear: a trial's verdict holds while the same nodes are
+/// there.
+const DEVICE_FOLDERS: &[&str] = &["/dev/dri", "/dev"];
+/// Device node names (in [`DEVICE_FOLDERS`]) a hardware encoder may use.
+const DEVICE_PREFIXES: &[&str] = &["renderD", "card", "nvidia", "dxg", "accel"];
+
+/// The device nodes present that a hardware encoder could use, in words.
+fn devices() -> String {
+    let mut found: Vec<String> = DEVICE_FOLDERS
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok().map(|d| (dir, d)))
+        .flat_map(|(dir, entries)| {
+            entries.flatten().filter_map(move |e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                DEVICE_PREFIXES
+                    .iter()
+                    .any(|p| name.starts_with(p))
+                    .then(|| format!("{dir}/{name}"))
+            })
+        })
+        .collect();
+    found.sort();
+    found.join(",")
+}
+
+/// The names of the profiles this worker can run, and for each one it cannot, why. Verdicts
+/// are kept in `cache` (a JSON file), keyed by what they depend on: the ffmpeg binary (path,
+/// size, time), the device nodes present (`/dev/dri/renderD128`, `/dev/nvidia0`...) and the
+/// profile. A worker restarted on the same machine starts at once, and a profile that failed
+/// is tried again only once one of those changed (a device plugged in, another ffmpeg).
 pub async fn runnable_profiles(
     tools: &Tools,
     profiles: &Profiles,
@@ -26,13 +54,13 @@ pub async fn runnable_profiles(
         .and_then(|c| std::fs::read(c).ok())
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or_default();
-    known.retain(|_, verdict| verdict.is_ok());
     let binary = std::fs::metadata(&tools.ffmpeg)
         .map(|m| format!("{:?}:{}:{:?}", tools.ffmpeg, m.len(), m.modified().ok()))
         .unwrap_or_else(|_| format!("{:?}", tools.ffmpeg));
+    let devices = devices();
     let key = |profile: &Profile| {
         let text = format!(
-            "{binary}\n{}",
+            "{binary}\n{devices}\n{}",
             serde_json::to_string(profile).unwrap_or_default()
         );
         blake3::hash(text.as_bytes()).to_hex().to_string()
@@ -61,7 +89,12 @@ pub async fn runnable_profiles(
         };
         verdicts.push((profile.name.clone(), verdict));
     }
-    known.retain(|_, verdict| verdict.is_ok());
+    // Verdicts for other configurations are kept (several farms may share a machine), within
+    // bounds: past them, only this one's.
+    if known.len() > MAX_VERDICTS {
+        let present: BTreeSet<String> = profiles.iter().map(key).collect();
+        known.retain(|k, _| present.contains(k));
+    }
     if let (Some(cache), Some(_)) = (cache, &lists) {
         // Written whole then renamed: two workers starting at once never read half a file.
         let temp = cache.with_extension(format!("{}.tmp", std::process::id()));

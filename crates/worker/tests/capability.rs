@@ -27,13 +27,43 @@ async fn the_software_profiles_run_here_and_the_hardware_ones_do_not() {
             "{name} is not runnable here"
         );
     }
-    // The verdicts are kept: the second look gives the same answer from the cache file.
+    // Every verdict is kept, the failures too (with the device nodes they depended on).
     assert!(file.is_file());
-    // Only the successes: a profile that failed is tried again at the next start (a driver may
-    // have been installed since).
     let kept: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_eq!(kept.len(), runnable.len(), "{kept:?}");
+    assert_eq!(kept.len(), runnable.len() + not.len(), "{kept:?}");
+}
+
+/// A worker started again on the same machine runs no ffmpeg to find what it can run: the
+/// failed hardware trials included (they were tried again at every start).
+#[tokio::test]
+async fn a_second_start_tries_nothing_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = dir.path().join("calls");
+    let wrapper = dir.path().join("ffmpeg");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho run >> '{}'\nexec ffmpeg \"$@\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let tools = Tools::locate(Some(&wrapper), None).expect("ffmpeg is installed");
+    let file = dir.path().join("trials.json");
+    let first = runnable_profiles(&tools, &Profiles::default(), Some(&file)).await;
+    let ran = std::fs::read_to_string(&calls).unwrap().lines().count();
+    assert!(ran >= 2 + first.1.len(), "listed and tried: {ran} runs");
     let again = runnable_profiles(&tools, &Profiles::default(), Some(&file)).await;
-    assert_eq!(again.0, runnable);
+    assert_eq!(again, first);
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap().lines().count(),
+        ran,
+        "no ffmpeg ran the second time"
+    );
 }

@@ -3,19 +3,17 @@
 
 use super::{enqueue_batch, plan_batch, shown};
 use crate::broker::open_queue;
-use crate::cli::EnqueueArgs;
 use crate::error::{ExitStatus, UsageError};
-use crate::settings::Settings;
+use crate::settings::{EnqueueSettings, Settings};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use videofarm_core::confine::fs;
 use videofarm_core::plan::{self as scan, Planned};
 use videofarm_core::Enqueued;
 
-pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitStatus> {
+pub async fn enqueue(settings: &Settings, args: EnqueueSettings) -> anyhow::Result<ExitStatus> {
     let mut out = std::io::stdout();
-    let mut batch = plan_batch(settings, &args.inputs)?;
-    crate::cli::check_required(&args.inputs.require)?;
+    let mut batch = plan_batch(settings, &args.batch)?;
     if batch.len() > 1 && args.move_to.is_some() {
         return Err(
             UsageError::new("--move-to moves each file once: use it with one profile").into(),
@@ -29,7 +27,7 @@ pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<E
         fs::create_dir_all(&move_to)
             .map_err(|e| UsageError::new(format!("{}: {e}", shown(&move_to))))?;
         let roots: Vec<PathBuf> = args
-            .inputs
+            .batch
             .paths
             .iter()
             .filter_map(|p| scan::absolute(p).ok())
@@ -47,7 +45,7 @@ pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<E
         planned = moved;
     }
     batch.insert(0, (profile, planned));
-    let results = enqueue_batch(queue.as_ref(), &batch, &args.inputs, settings).await?;
+    let results = enqueue_batch(queue.as_ref(), &batch, &args.batch).await?;
     let mut queued = 0;
     for (spec, result) in &results {
         let input = &spec.input;

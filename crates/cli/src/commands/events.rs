@@ -3,13 +3,14 @@
 use super::{describe_progress, human_duration, shown, stop_on_signal};
 use crate::broker::open_queue;
 use crate::error::{ExitStatus, UsageError};
-use crate::settings::Settings;
+use crate::settings::{Output, Settings};
 use std::io::Write;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use videofarm_core::Event;
 
-pub async fn events(settings: &Settings, json: bool) -> anyhow::Result<ExitStatus> {
+pub async fn events(settings: &Settings, output: Output) -> anyhow::Result<ExitStatus> {
+    let json = output.json;
     let stop = CancellationToken::new();
     stop_on_signal(stop.clone());
     let queue = open_queue(settings).await?;

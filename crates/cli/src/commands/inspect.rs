@@ -2,12 +2,11 @@
 
 use super::{human_duration, shown};
 use crate::broker::open_queue;
-use crate::cli::JsonArgs;
 use crate::error::ExitStatus;
-use crate::settings::Settings;
+use crate::settings::{Output, Settings};
 use std::io::Write;
 
-pub async fn inspect(settings: &Settings, args: JsonArgs) -> anyhow::Result<ExitStatus> {
+pub async fn inspect(settings: &Settings, args: Output) -> anyhow::Result<ExitStatus> {
     let mut out = std::io::stdout();
     let queue = open_queue(settings).await?;
     let workers = queue.workers().await?;

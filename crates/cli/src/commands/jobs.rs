@@ -2,26 +2,14 @@
 
 use super::shown;
 use crate::broker::open_queue;
-use crate::cli::JobsArgs;
 use crate::error::ExitStatus;
-use crate::settings::Settings;
+use crate::settings::{JobsSettings, Settings};
 use std::io::Write;
-use videofarm_core::JobFilter;
 
-pub async fn jobs(settings: &Settings, args: JobsArgs) -> anyhow::Result<ExitStatus> {
+pub async fn jobs(settings: &Settings, args: JobsSettings) -> anyhow::Result<ExitStatus> {
     let mut out = std::io::stdout();
     let queue = open_queue(settings).await?;
-    let mut records = queue
-        .jobs(&JobFilter {
-            state: args.state,
-            ids: None,
-            chunks: args.all,
-            limit: args.limit,
-            offset: args.offset,
-            newest_first: args.newest,
-            finished_since: None,
-        })
-        .await?;
+    let mut records = queue.jobs(&args.filter).await?;
     // A waiting job no live worker can run says so.
     if records
         .iter()

@@ -15,14 +15,13 @@ pub mod status;
 pub mod watch;
 pub mod worker;
 
-use crate::cli::QueueInputs;
 use crate::error::UsageError;
-use crate::settings::Settings;
+use crate::settings::{Batch, Settings};
 use std::io::Write;
 use std::path::Path;
 use tokio_util::sync::CancellationToken;
 use videofarm_core::plan::{self as scan, Planned};
-use videofarm_core::{Backend, Enqueued, JobId, JobSpec, JobState, Profile, WorkerInfo};
+use videofarm_core::{Backend, Enqueued, JobSpec, JobState, Profile, WorkerInfo};
 use videofarm_ffmpeg::Tools;
 use videofarm_worker::WorkerSettings;
 
@@ -135,7 +134,7 @@ pub async fn with_capabilities(
 /// output's name carries its profile (`tape.preserve.mkv`, `tape.vhs.mkv`): no two clash.
 pub fn plan_batch(
     settings: &Settings,
-    inputs: &QueueInputs,
+    inputs: &Batch,
 ) -> Result<Vec<(Profile, Vec<Planned>)>, UsageError> {
     let names: Vec<Option<&str>> = match inputs.profile.as_deref() {
         Some(list) if list.contains(',') => list.split(',').map(|n| Some(n.trim())).collect(),
@@ -171,12 +170,11 @@ pub fn plan_batch(
 pub async fn enqueue_batch(
     queue: &dyn Backend,
     batch: &[(Profile, Vec<Planned>)],
-    inputs: &QueueInputs,
-    settings: &Settings,
+    inputs: &Batch,
 ) -> anyhow::Result<Vec<(JobSpec, Enqueued)>> {
     let mut enqueued = Vec::new();
     for (profile, planned) in batch {
-        enqueued.extend(enqueue_planned(queue, planned, profile, inputs, settings).await?);
+        enqueued.extend(enqueue_planned(queue, planned, profile, inputs).await?);
     }
     Ok(enqueued)
 }
@@ -189,8 +187,7 @@ pub async fn enqueue_planned(
     queue: &dyn Backend,
     planned: &[Planned],
     profile: &Profile,
-    inputs: &QueueInputs,
-    settings: &Settings,
+    inputs: &Batch,
 ) -> anyhow::Result<Vec<(JobSpec, Enqueued)>> {
     let mut results = Vec::with_capacity(planned.len());
     // In batches: one transaction or one round of broker confirms each.
@@ -204,7 +201,7 @@ pub async fn enqueue_planned(
                     inputs.priority,
                     inputs.overwrite || inputs.force,
                 );
-                spec.split = inputs.split.unwrap_or(settings.split);
+                spec.split = inputs.split;
                 spec.require = inputs.require.clone();
                 spec
             })
@@ -279,16 +276,6 @@ pub fn shown(path: &Path) -> String {
             } else {
                 vec![c]
             }
-        })
-        .collect()
-}
-
-/// Parse job ids from the command line.
-pub fn job_ids(ids: &[String]) -> Result<Vec<JobId>, UsageError> {
-    ids.iter()
-        .map(|id| {
-            let id = JobId(id.trim().to_owned());
-            id.check().map(|()| id).map_err(UsageError::new)
         })
         .collect()
 }

@@ -2,19 +2,17 @@
 //! order, its levels), measured while it was encoded.
 
 use crate::broker::open_queue;
-use crate::cli::ReportArgs;
 use crate::error::{ExitStatus, UsageError};
-use crate::settings::Settings;
+use crate::settings::{ReportSettings, Settings};
 use std::io::Write;
 use videofarm_core::report::{clock, TapeReport};
-use videofarm_core::{JobFilter, JobId, JobState};
+use videofarm_core::{JobFilter, JobState};
 
-pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<ExitStatus> {
+pub async fn report(settings: &Settings, args: ReportSettings) -> anyhow::Result<ExitStatus> {
     let queue = open_queue(settings).await?;
-    let id = JobId(args.id.clone());
     let records = queue
         .jobs(&JobFilter {
-            ids: Some(vec![id]),
+            ids: Some(vec![args.id.clone()]),
             chunks: true,
             ..JobFilter::default()
         })

@@ -9,9 +9,8 @@ use super::{
     with_capabilities, worker_settings,
 };
 use crate::broker::{open_queue_waiting, worker_info};
-use crate::cli::RunArgs;
 use crate::error::{ExitStatus, UsageError};
-use crate::settings::Settings;
+use crate::settings::{RunSettings, Settings};
 use crate::ui::ProgressUi;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -87,9 +86,8 @@ impl EventSource {
     }
 }
 
-pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatus> {
-    let batch = plan_batch(settings, &args.inputs)?;
-    crate::cli::check_required(&args.inputs.require)?;
+pub async fn run(settings: &Settings, args: RunSettings) -> anyhow::Result<ExitStatus> {
+    let batch = plan_batch(settings, &args.batch)?;
     let tools = locate_tools(settings)?;
     let abort = CancellationToken::new();
     stop_on_signal(abort.clone());
@@ -98,10 +96,10 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
         return Ok(ExitStatus::Interrupted);
     };
     let files = batch.iter().map(|(_, planned)| planned.len()).sum();
-    let concurrency = encoders(settings, &args, files);
+    let concurrency = encoders(&args, files);
     let info = with_capabilities(settings, &tools, worker_info(None, concurrency)).await;
     for (profile, _) in &batch {
-        someone_can_run(queue.as_ref(), &info, profile, &args.inputs.require).await?;
+        someone_can_run(queue.as_ref(), &info, profile, &args.batch.require).await?;
     }
     let worker = Arc::new(Worker::new(
         queue.clone(),
@@ -110,7 +108,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitStatu
     // Subscribe before anything is queued, so no event of this batch is missed.
     let mut source = EventSource::open(queue.clone(), worker.subscribe()).await?;
 
-    let enqueued = enqueue_batch(queue.as_ref(), &batch, &args.inputs, settings).await?;
+    let enqueued = enqueue_batch(queue.as_ref(), &batch, &args.batch).await?;
     let ids: Vec<JobId> = enqueued.iter().map(|(_, e)| e.id().clone()).collect();
     let specs: HashMap<JobId, JobSpec> = enqueued
         .iter()
@@ -218,10 +216,9 @@ async fn until_stopped<T>(
 
 /// Encodes at once: the configured number, but more than files only when a file may be split
 /// into chunks.
-fn encoders(settings: &Settings, args: &RunArgs, files: usize) -> u32 {
+fn encoders(args: &RunSettings, files: usize) -> u32 {
     args.workers
-        .unwrap_or(settings.workers)
-        .min(match args.inputs.split.unwrap_or(settings.split) {
+        .min(match args.batch.split {
             videofarm_core::Split::Off => files as u32,
             _ => u32::MAX,
         })

@@ -2,27 +2,13 @@
 
 use super::{locate_tools, stop_on_signal};
 use crate::broker::open_queue;
-use crate::cli::ServeArgs;
 use crate::error::{ExitStatus, UsageError};
-use crate::settings::Settings;
+use crate::settings::{ServeSettings, Settings};
 use tokio_util::sync::CancellationToken;
 use videofarm_web::AppState;
 
-pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitStatus> {
-    let token = args
-        .token
-        .filter(|t| !t.is_empty())
-        .or_else(|| settings.token.clone());
-    if !args.listen.ip().is_loopback() && token.is_none() {
-        return Err(UsageError::new(format!(
-            "listening on {} lets other machines change the farm: set a token (--token, VIDEOFARM_TOKEN or `token` in the config)",
-            args.listen
-        ))
-        .into());
-    }
-    if let Some(token) = &token {
-        videofarm_web::check_token(token).map_err(UsageError::new)?;
-    }
+pub async fn serve(settings: &Settings, args: ServeSettings) -> anyhow::Result<ExitStatus> {
+    let token = args.token;
     let tls = match (&settings.tls_cert, &settings.tls_key) {
         (Some(cert), Some(key)) => {
             Some(videofarm_web::tls::server_config(cert, key).map_err(UsageError::new)?)

@@ -1,12 +1,11 @@
 //! `videofarm status`: job counts by state and the number of live workers.
 
 use crate::broker::open_queue;
-use crate::cli::JsonArgs;
 use crate::error::ExitStatus;
-use crate::settings::Settings;
+use crate::settings::{Output, Settings};
 use std::io::Write;
 
-pub async fn status(settings: &Settings, args: JsonArgs) -> anyhow::Result<ExitStatus> {
+pub async fn status(settings: &Settings, args: Output) -> anyhow::Result<ExitStatus> {
     let mut out = std::io::stdout();
     let queue = open_queue(settings).await?;
     let counts = queue.counts().await?;

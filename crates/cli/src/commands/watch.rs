@@ -5,9 +5,8 @@
 
 use super::{enqueue_planned, shown, stop_on_signal};
 use crate::broker::open_queue_waiting;
-use crate::cli::{QueueInputs, WatchArgs};
 use crate::error::{ExitStatus, UsageError};
-use crate::settings::Settings;
+use crate::settings::{Batch, Settings, WatchSettings};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
@@ -24,14 +23,12 @@ struct Look {
     modified: Option<SystemTime>,
 }
 
-pub async fn watch(settings: &Settings, args: WatchArgs) -> anyhow::Result<ExitStatus> {
-    let profile = settings.profile(args.profile.as_deref())?.clone();
-    crate::cli::check_required(&args.require)?;
-    if !args.dir.is_dir() {
-        return Err(UsageError::new(format!("{}: not a folder", shown(&args.dir))).into());
+pub async fn watch(settings: &Settings, args: WatchSettings) -> anyhow::Result<ExitStatus> {
+    let profile = settings.profile(args.batch.profile.as_deref())?.clone();
+    if !args.dir().is_dir() {
+        return Err(UsageError::new(format!("{}: not a folder", shown(args.dir()))).into());
     }
-    let settle = args.settle.unwrap_or(settings.watch_settle);
-    let interval = args.interval.unwrap_or(settings.watch_interval);
+    let (settle, interval) = (args.settle, args.interval);
     let stop = CancellationToken::new();
     stop_on_signal(stop.clone());
     // A broker not up yet is waited for (said once); so is one that restarts later.
@@ -40,20 +37,11 @@ pub async fn watch(settings: &Settings, args: WatchArgs) -> anyhow::Result<ExitS
     };
     warn(format!(
         "watching {} (a file is queued {}s after it stops changing); stop with Ctrl-C",
-        shown(&args.dir),
+        shown(args.dir()),
         settle.as_secs_f64()
     ));
     let mut folder = Folder {
-        inputs: QueueInputs {
-            paths: vec![args.dir.clone()],
-            out: args.out.clone(),
-            profile: Some(profile.name.clone()),
-            priority: 0,
-            force: false,
-            overwrite: false,
-            split: args.split,
-            require: args.require.clone(),
-        },
+        inputs: args.batch,
         extension: profile.extension.clone(),
         settle,
         seen: HashMap::new(),
@@ -70,7 +58,7 @@ pub async fn watch(settings: &Settings, args: WatchArgs) -> anyhow::Result<ExitS
         if ready.is_empty() {
             continue;
         }
-        match enqueue_planned(queue.as_ref(), &ready, &profile, &folder.inputs, settings).await {
+        match enqueue_planned(queue.as_ref(), &ready, &profile, &folder.inputs).await {
             Ok(results) => {
                 for (job, (_, result)) in ready.iter().zip(results) {
                     if let Enqueued::Queued(id) = result {
@@ -99,7 +87,7 @@ fn warn(line: String) {
 
 /// The watched folder, as last seen.
 struct Folder {
-    inputs: QueueInputs,
+    inputs: Batch,
     extension: String,
     settle: std::time::Duration,
     /// Path -> (last look, when it last changed, queued already for this look).

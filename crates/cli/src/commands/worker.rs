@@ -3,21 +3,14 @@
 
 use super::{locate_tools, stop_on_signal, with_capabilities, worker_settings};
 use crate::broker::{open_queue_waiting, worker_info};
-use crate::cli::WorkerArgs;
 use crate::error::ExitStatus;
-use crate::settings::Settings;
+use crate::settings::{Settings, WorkerSettings};
 use tokio_util::sync::CancellationToken;
 use videofarm_worker::Worker;
 
-pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<ExitStatus> {
+pub async fn worker(settings: &Settings, args: WorkerSettings) -> anyhow::Result<ExitStatus> {
     let mut settings = settings.clone();
-    if args.celery || settings.celery_config.is_some() {
-        if !matches!(settings.broker, crate::settings::Broker::Amqp(_)) {
-            return Err(crate::error::UsageError::new(
-                "--celery and [celery] need the Celery app's broker: --broker amqp://...",
-            )
-            .into());
-        }
+    if args.celery {
         let host = crate::broker::hostname();
         settings.celery = Some(settings.celery_for(args.name.as_deref(), &host)?);
     }
@@ -35,7 +28,7 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
     let Some(queue) = open_queue_waiting(settings, &abort).await? else {
         return Ok(ExitStatus::Success);
     };
-    let concurrency = args.concurrency.unwrap_or(settings.workers);
+    let concurrency = args.concurrency;
     let info = with_capabilities(
         settings,
         &tools,

@@ -5,6 +5,12 @@
 //! `parity=bff`, a top-field-first one `parity=tff`, and a progressive one no deinterlacer.
 //! Blank tape (black or snow) at either end is cut ([`Trim`]), never a stretch inside it.
 
+mod auto;
+mod trim;
+
+pub use auto::Auto;
+pub use trim::{Trim, MIN_TRIM_S};
+
 use crate::report::Fields;
 use crate::SplitArgs;
 use serde::{Deserialize, Serialize};
@@ -15,99 +21,6 @@ const DEINTERLACERS: &[&str] = &["bwdif", "yadif"];
 const MIN_DECIDED: u64 = 20;
 /// How many times the other order's votes one order needs to be taken.
 const ORDER_MAJORITY: u64 = 3;
-
-/// What a profile's treatment may choose: `auto = true` in a profile, everything; a list
-/// (`auto = ["fields", "trim"]`), only the choices it names; `false` (the default), nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Auto {
-    /// The deinterlacer's field order (or none for a progressive tape).
-    pub fields: bool,
-    /// Head-switching rows masked black.
-    pub mask: bool,
-    /// Loudness normalised.
-    pub loudness: bool,
-    /// Blank tape cut at the ends.
-    pub trim: bool,
-}
-
-impl Auto {
-    pub const ALL: Auto = Auto {
-        fields: true,
-        mask: true,
-        loudness: true,
-        trim: true,
-    };
-    pub const OFF: Auto = Auto {
-        fields: false,
-        mask: false,
-        loudness: false,
-        trim: false,
-    };
-    /// The choices' names in a profile's list.
-    pub const NAMES: [&'static str; 4] = ["fields", "mask", "loudness", "trim"];
-
-    pub fn any(&self) -> bool {
-        *self != Auto::OFF
-    }
-
-    pub fn is_off(&self) -> bool {
-        !self.any()
-    }
-
-    fn flags(&self) -> [bool; 4] {
-        [self.fields, self.mask, self.loudness, self.trim]
-    }
-}
-
-impl Serialize for Auto {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match *self {
-            Auto::ALL => s.serialize_bool(true),
-            Auto::OFF => s.serialize_bool(false),
-            _ => s.collect_seq(
-                Auto::NAMES
-                    .iter()
-                    .zip(self.flags())
-                    .filter(|(_, on)| *on)
-                    .map(|(name, _)| name),
-            ),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Auto {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            All(bool),
-            Some(Vec<String>),
-        }
-        match Raw::deserialize(d)? {
-            Raw::All(true) => Ok(Auto::ALL),
-            Raw::All(false) => Ok(Auto::OFF),
-            Raw::Some(names) => {
-                let mut auto = Auto::OFF;
-                for name in names {
-                    let slot = match name.as_str() {
-                        "fields" => &mut auto.fields,
-                        "mask" => &mut auto.mask,
-                        "loudness" => &mut auto.loudness,
-                        "trim" => &mut auto.trim,
-                        other => {
-                            return Err(serde::de::Error::custom(format!(
-                                "auto: {other:?} is not a treatment (true, false, or a list of {})",
-                                Auto::NAMES.join(", ")
-                            )))
-                        }
-                    };
-                    *slot = true;
-                }
-                Ok(auto)
-            }
-        }
-    }
-}
 
 /// What the survey found the tape's fields to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,124 +47,6 @@ pub struct Treatment {
     /// Blank tape cut from its ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trim: Option<Trim>,
-}
-
-/// Blank tape (black or snow) cut from a tape's start and end. Times are on the clock ffmpeg's
-/// filters see in a plain encode: the source's timestamps less its container's start.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Trim {
-    /// The tape's first frame.
-    pub first_s: f64,
-    /// The first frame kept: the frames before it are blank.
-    pub start_s: f64,
-    /// The first frame cut at the end (it and every frame after it are blank), if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_s: Option<f64>,
-    /// Where the tape ends (its last frame's end).
-    pub tape_end_s: f64,
-    /// One frame's duration: bounds are set a quarter of it before a frame's time.
-    pub frame_s: f64,
-}
-
-/// The shortest blank stretch worth cutting, at either end.
-pub const MIN_TRIM_S: f64 = 0.5;
-
-impl Trim {
-    /// The cut that keeps the frames from the first to the last that are not blank (`None`:
-    /// the blank stretches at the ends are too short to cut, or the whole tape is blank).
-    /// `first_s`/`tape_end_s` bound the tape, `content` is (first frame kept, first frame cut
-    /// at the end, if any).
-    pub fn choose(
-        (first_s, tape_end_s): (f64, f64),
-        content: (f64, Option<f64>),
-        frame_s: f64,
-    ) -> Option<Trim> {
-        let (start, end) = content;
-        let lead = start - first_s;
-        let tail = end.map(|e| tape_end_s - e);
-        let start_s = if lead >= MIN_TRIM_S { start } else { first_s };
-        let end_s = end.filter(|_| tail.is_some_and(|t| t >= MIN_TRIM_S));
-        let trim = Trim {
-            first_s,
-            start_s,
-            end_s,
-            tape_end_s,
-            frame_s,
-        };
-        (trim.is_valid() && (start_s > first_s || end_s.is_some())).then_some(trim)
-    }
-
-    /// Times a tape could have, in order (a message could carry any numbers).
-    pub fn is_valid(&self) -> bool {
-        let time = |t: f64| t.is_finite() && t.abs() <= 7.0 * 24.0 * 3600.0;
-        let end = self.end_s.unwrap_or(self.tape_end_s);
-        [self.first_s, self.start_s, self.tape_end_s, end]
-            .into_iter()
-            .all(time)
-            && self.frame_s.is_finite()
-            && self.frame_s > 0.0
-            && self.frame_s <= 1.0
-            && self.first_s <= self.start_s
-            && self.start_s < end
-            && end <= self.tape_end_s
-    }
-
-    /// The length kept.
-    pub fn kept_s(&self) -> f64 {
-        self.end_s.unwrap_or(self.tape_end_s) - self.start_s
-    }
-
-    /// Blank tape cut at the start, in seconds.
-    pub fn lead_s(&self) -> f64 {
-        self.start_s - self.first_s
-    }
-
-    /// Whether a frame at `t` is kept.
-    pub fn keeps(&self, t: f64) -> bool {
-        let q = self.frame_s / 4.0;
-        t >= self.start_s - q && self.end_s.is_none_or(|e| t < e - q)
-    }
-
-    /// The video filter that keeps only these frames (a quarter frame before each bound),
-    /// first in a whole encode's chain.
-    pub fn video_filter(&self) -> String {
-        let q = self.frame_s / 4.0;
-        match self.end_s {
-            Some(end) => format!("trim=start={:.6}:end={:.6}", self.start_s - q, end - q),
-            None => format!("trim=start={:.6}", self.start_s - q),
-        }
-    }
-
-    /// The audio filter that keeps the sound of the frames kept, from the first frame's time
-    /// on (`from_zero`: on a clock where that time is zero, as at a split tape's join), its
-    /// clock then starting at zero like the video's.
-    pub fn audio_filter(&self, from_zero: bool) -> String {
-        let shift = if from_zero { self.start_s } else { 0.0 };
-        let start = format!("atrim=start={:.6}", self.start_s - shift);
-        let end = self
-            .end_s
-            .map(|e| format!(":end={:.6}", e - shift))
-            .unwrap_or_default();
-        format!("{start}{end},asetpts=PTS-STARTPTS")
-    }
-
-    /// The cut in words, for the job's report.
-    fn words(&self) -> String {
-        let mut said = Vec::new();
-        if self.lead_s() > 0.0 {
-            said.push(format!(
-                "blank tape cut at the start ({:.1} s)",
-                self.lead_s()
-            ));
-        }
-        if let Some(end) = self.end_s {
-            said.push(format!(
-                "blank tape cut at the end ({:.1} s)",
-                self.tape_end_s - end
-            ));
-        }
-        said.join("; ")
-    }
 }
 
 /// Where a viewing copy's loudness is brought (integrated, LUFS), its true peak ceiling (dBTP)
@@ -660,41 +455,6 @@ mod tests {
     }
 
     #[test]
-    fn blank_ends_are_cut_only_where_worth_it_and_never_past_the_tape() {
-        let cut = |start, end| Trim::choose((0.0, 10.0), (start, end), 0.04);
-        let t = cut(1.48, Some(9.0)).unwrap();
-        assert_eq!(
-            (t.start_s, t.end_s, t.kept_s()),
-            (1.48, Some(9.0), 9.0 - 1.48)
-        );
-        assert!(!t.keeps(1.44) && t.keeps(1.48) && t.keeps(8.96) && !t.keeps(9.0));
-        assert_eq!(t.video_filter(), "trim=start=1.470000:end=8.990000");
-        assert_eq!(
-            t.audio_filter(false),
-            "atrim=start=1.480000:end=9.000000,asetpts=PTS-STARTPTS"
-        );
-        assert_eq!(
-            t.audio_filter(true),
-            "atrim=start=0.000000:end=7.520000,asetpts=PTS-STARTPTS"
-        );
-        // A blank start too short to cut: only the end is; nothing worth cutting: no trim.
-        assert_eq!(cut(0.2, Some(9.0)).unwrap().start_s, 0.0);
-        assert_eq!(cut(0.2, Some(9.8)), None);
-        assert_eq!(cut(0.0, None), None);
-        // Numbers no survey gives are refused, from a message too.
-        assert_eq!(cut(f64::NAN, None), None);
-        let hostile = Trim { start_s: 12.0, ..t };
-        assert!(!hostile.is_valid());
-        let treatment = Treatment {
-            fields: None,
-            mask_bottom: 0,
-            loudness: None,
-            trim: Some(hostile),
-        };
-        assert!(!treatment.is_valid());
-    }
-
-    #[test]
     fn a_whole_tape_is_cut_before_its_filters_and_its_clocks_start_at_the_cut() {
         let t = Treatment {
             fields: Some(FieldOrder::BottomFirst),
@@ -723,42 +483,5 @@ mod tests {
         // Its chunks' filters are cut by their windows, not by the chain.
         assert_eq!(t.filter(VHS), "bwdif=mode=send_field:deint=all:parity=bff");
         assert!(t.words().ends_with("blank tape cut at the start (1.0 s)"));
-    }
-
-    #[test]
-    fn a_profile_turns_the_treatment_on_whole_or_choice_by_choice() {
-        #[derive(Deserialize, Serialize)]
-        struct P {
-            #[serde(default)]
-            auto: Auto,
-        }
-        let read = |text: &str| serde_json::from_str::<P>(text).map(|p| p.auto);
-        assert_eq!(read(r#"{"auto": true}"#).unwrap(), Auto::ALL);
-        assert_eq!(read("{}").unwrap(), Auto::OFF);
-        let some = read(r#"{"auto": ["fields", "trim"]}"#).unwrap();
-        assert!(some.fields && some.trim && !some.mask && !some.loudness);
-        let err = read(r#"{"auto": ["deinterlace"]}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("\"deinterlace\" is not a treatment"), "{err}");
-        assert_eq!(
-            serde_json::to_string(&P { auto: some }).unwrap(),
-            r#"{"auto":["fields","trim"]}"#
-        );
-        // What is not allowed is not chosen, whatever the survey found.
-        let fields = Fields {
-            top: 0,
-            bottom: 200,
-            progressive: 0,
-        };
-        let t = Treatment::choose_as(some, &fields, 8, None, None).unwrap();
-        assert_eq!(
-            (t.fields, t.mask_bottom),
-            (Some(FieldOrder::BottomFirst), 0)
-        );
-        assert_eq!(
-            Treatment::choose_as(Auto::OFF, &fields, 8, None, None),
-            None
-        );
     }
 }

@@ -1,12 +1,25 @@
 //! Flags, environment and the config file resolved into one validated [`Settings`] before any
 //! work starts. Precedence: flags, then environment (`VIDEOFARM_*`), then the file, then
-//! defaults.
+//! defaults. By what it configures:
+//! - [`file`]: the config file as written, read with errors that say where;
+//! - [`time`]: durations and counts, bounded, and the queue's timing as a whole;
+//! - this module: the farm's settings (broker, profiles, paths, transfer, Celery);
+//! - [`command`]: each command's own settings, its flags resolved against these (commands
+//!   never see clap's structs).
+
+mod command;
+mod file;
+mod time;
+
+pub use command::*;
+pub use file::{CeleryConfig, PathsConfig};
+pub use time::{parse_secs, MAX_WORKERS};
 
 use crate::error::UsageError;
-use serde::Deserialize;
-use std::collections::BTreeMap;
+use file::read_config;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use time::{queue_timing, secs, secs_at_least};
 use videofarm_core::{Profile, Profiles, QueueSettings};
 use videofarm_worker::paths::{PathMap, PathPolicy};
 
@@ -45,110 +58,6 @@ impl Broker {
             },
         }
     }
-}
-
-/// The config file, as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigFile {
-    pub broker: Option<String>,
-    pub ffmpeg: Option<PathBuf>,
-    pub ffprobe: Option<PathBuf>,
-    pub default_profile: Option<String>,
-    pub workers: Option<u32>,
-    /// auto, off, or a chunk length in seconds.
-    pub split: Option<videofarm_core::Split>,
-    /// What decoder errors in an input make of its job: "warn" (the default) or "fail".
-    pub decode_errors: Option<String>,
-    /// Decode every output whole before it may appear (about an eighth of an SD encode).
-    #[serde(default)]
-    pub decode_check: bool,
-    /// Attempts lost with their worker before a job fails (default: twice max_attempts, at
-    /// least 6).
-    pub max_lost_attempts: Option<u32>,
-    pub lease_secs: Option<f64>,
-    pub heartbeat_secs: Option<f64>,
-    pub max_attempts: Option<u32>,
-    pub retry_backoff_secs: Option<f64>,
-    pub stall_secs: Option<f64>,
-    pub timeout_secs: Option<f64>,
-    pub watch_settle_secs: Option<f64>,
-    pub watch_interval_secs: Option<f64>,
-    /// Prefix of the RabbitMQ queue and exchange names (several farms can share a broker).
-    pub amqp_prefix: Option<String>,
-    /// Let idle RabbitMQ queues expire after this long (for throwaway farms such as tests).
-    pub amqp_queue_expires_secs: Option<f64>,
-    /// Per-consumer acknowledgement timeout asked of RabbitMQ 3.12+ (`x-consumer-timeout`).
-    pub amqp_consumer_timeout_secs: Option<f64>,
-    /// `serve`: the token every changing request must carry.
-    pub token: Option<String>,
-    /// What a worker on this machine says of it, for jobs queued with `--require TAG`.
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// On RabbitMQ: where this machine keeps its copy of the farm's records (read from the
-    /// records stream). `history_file` is the name earlier versions gave it.
-    #[serde(alias = "history_file")]
-    pub records_file: Option<PathBuf>,
-    #[serde(default)]
-    pub paths: PathsConfig,
-    #[serde(default)]
-    pub profiles: BTreeMap<String, Profile>,
-    /// `[celery]`: `worker` also takes a Celery app's tasks (see the README).
-    pub celery: Option<CeleryConfig>,
-    /// A worker that cannot see a job's files fetches and sends them through this `serve`.
-    pub files_url: Option<String>,
-    /// auto (only what this worker cannot see), always, never.
-    pub transfer: Option<videofarm_worker::transfer::TransferMode>,
-    /// Where fetched inputs and outputs on their way wait.
-    pub transfer_cache: Option<PathBuf>,
-    /// The most the transfer cache holds, in GB (default 50).
-    pub transfer_cache_gb: Option<f64>,
-    /// Jobs a worker holds beyond its concurrency to fetch their inputs while it encodes
-    /// (default 1; 0: fetch only when an encoder is free).
-    pub transfer_ahead: Option<u32>,
-    /// Worker without the media: how long a split tape waits for a worker that sees it to plan
-    /// it before this one encodes it whole (default 120).
-    pub transfer_split_wait_secs: Option<f64>,
-    /// Worker: how long a transfer keeps trying while the file server is away (default 300).
-    pub transfer_outage_secs: Option<f64>,
-    /// Worker: the certificate (or its CA) of an `https://` files_url, PEM.
-    pub files_ca: Option<PathBuf>,
-    /// `serve`: HTTPS with this certificate chain and key (PEM files).
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-}
-
-/// `[celery]`: where the Celery app's tasks are and what they run. Every key is optional.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CeleryConfig {
-    pub queue: Option<String>,
-    pub exchange: Option<String>,
-    pub routing_key: Option<String>,
-    /// The node name Celery's tools show (default `celery@HOST`, or `NAME@HOST` with `--name`).
-    pub hostname: Option<String>,
-    /// Send Celery events (default true).
-    pub events: Option<bool>,
-    /// Task name = profile (default `"videoTasks.encode" = "archive"`).
-    #[serde(default)]
-    pub tasks: BTreeMap<String, String>,
-}
-
-/// `[paths]`: what a worker may touch, and how the producer's paths map to this machine's.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PathsConfig {
-    #[serde(default)]
-    pub roots: Vec<PathBuf>,
-    #[serde(default)]
-    pub map: Vec<PathMapConfig>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PathMapConfig {
-    pub from: PathBuf,
-    pub to: PathBuf,
 }
 
 /// Everything a command needs to know, validated.
@@ -196,50 +105,6 @@ pub struct Settings {
     pub tls_key: Option<PathBuf>,
 }
 
-/// The longest time any setting may say: about 31 years, far past any encode, and far below
-/// what makes a timer overflow.
-const MAX_SECS: f64 = 1e9;
-/// The most encodes one process runs at once (`workers`, `--workers`, `--concurrency`).
-pub const MAX_WORKERS: u32 = 1024;
-/// The most attempts a job may be given.
-const MAX_ATTEMPTS: u32 = 100;
-
-/// A number of seconds from a flag, from 1 ms to [`MAX_SECS`].
-pub fn parse_secs(text: &str) -> Result<Duration, String> {
-    let value: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    bounded_secs(value, 0.001).map_err(|why| format!("{text}: {why}"))
-}
-
-fn bounded_secs(value: f64, min: f64) -> Result<Duration, String> {
-    if !value.is_finite() || value <= 0.0 {
-        return Err("must be a positive number of seconds".into());
-    }
-    if value < min {
-        return Err(format!("must be at least {min} s"));
-    }
-    if value > MAX_SECS {
-        return Err(format!("must be at most {MAX_SECS} s"));
-    }
-    Ok(Duration::from_secs_f64(value))
-}
-
-fn secs(name: &str, value: Option<f64>, default: f64) -> Result<Duration, UsageError> {
-    secs_at_least(name, value, default, 0.001)
-}
-
-fn secs_at_least(
-    name: &str,
-    value: Option<f64>,
-    default: f64,
-    min: f64,
-) -> Result<Duration, UsageError> {
-    let value = value.unwrap_or(default);
-    bounded_secs(value, min).map_err(|why| UsageError::new(format!("{name} {why}, not {value}")))
-}
-
 /// A good default for encodes at once on this machine. x264 threads well, but at SD sizes two
 /// encodes at once beat one on two cores; beyond that each encode gets about four cores.
 pub fn default_workers() -> u32 {
@@ -259,81 +124,6 @@ fn default_queue_file() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
         .join("videofarm")
         .join("queue.db")
-}
-
-/// The config file at `config`, or the defaults without one.
-fn read_config(config: Option<&Path>) -> Result<ConfigFile, UsageError> {
-    let Some(path) = config else {
-        return Ok(ConfigFile::default());
-    };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| UsageError::new(format!("config file {}: {e}", path.display())))?;
-    toml::from_str::<ConfigFile>(&text).map_err(|e| {
-        UsageError::new(format!(
-            "config file {}: {}",
-            path.display(),
-            config_error(&text, &e)
-        ))
-    })
-}
-
-/// Where in `text` the config error `e` is and what it is, without quoting the line (which
-/// may be as long as the file: the fuzzer found a 100 KB message).
-fn config_error(text: &str, e: &toml::de::Error) -> String {
-    let message = videofarm_core::job::truncate(e.message().trim(), 300);
-    match e.span() {
-        Some(span) => {
-            let before = &text.as_bytes()[..span.start.min(text.len())];
-            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-            let column = before.len()
-                - before
-                    .iter()
-                    .rposition(|&b| b == b'\n')
-                    .map_or(0, |i| i + 1)
-                + 1;
-            format!("line {line}, column {column}: {message}")
-        }
-        None => message,
-    }
-}
-
-/// The lease, the attempt budget and the heartbeat, checked against each other.
-fn queue_timing(file: &ConfigFile) -> Result<(QueueSettings, Duration), UsageError> {
-    // Below a second a lease runs out between two heartbeats of a busy machine.
-    let lease = secs_at_least("lease_secs", file.lease_secs, 30.0, 1.0)?;
-    let heartbeat = secs(
-        "heartbeat_secs",
-        file.heartbeat_secs,
-        lease.as_secs_f64() / 5.0,
-    )?;
-    if heartbeat >= lease {
-        return Err(UsageError::new(
-            "heartbeat_secs must be shorter than lease_secs",
-        ));
-    }
-    let max_attempts = file.max_attempts.unwrap_or(3);
-    if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
-        return Err(UsageError::new(format!(
-            "max_attempts must be 1 to {MAX_ATTEMPTS}, not {max_attempts}"
-        )));
-    }
-    let max_lost = match file.max_lost_attempts {
-        Some(n) if !(1..=MAX_ATTEMPTS * 2).contains(&n) => {
-            return Err(UsageError::new(format!(
-                "max_lost_attempts must be 1 to {}, not {n}",
-                MAX_ATTEMPTS * 2
-            )))
-        }
-        Some(n) => n,
-        None => (max_attempts * 2).max(6),
-    };
-    let queue = QueueSettings {
-        lease,
-        max_attempts,
-        max_lost,
-        retry_backoff: secs("retry_backoff_secs", file.retry_backoff_secs, 10.0)?,
-    };
-    Ok((queue, heartbeat))
 }
 
 /// The worker's tags, each a valid tag, and not too many.
@@ -578,7 +368,7 @@ mod tests {
     fn the_example_deploy_config_is_valid() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("videofarm.toml");
-        std::fs::write(&path, include_str!("../../../deploy/videofarm.toml")).unwrap();
+        std::fs::write(&path, include_str!("../../../../deploy/videofarm.toml")).unwrap();
         let settings = Settings::resolve(None, Some(&path)).unwrap();
         assert!(matches!(settings.broker, Broker::Amqp(_)));
         assert_eq!(settings.paths.roots, vec![PathBuf::from("/srv/media")]);
@@ -587,7 +377,7 @@ mod tests {
     /// The README's configuration example, every key in it, is a config this version reads.
     #[test]
     fn the_readme_config_example_is_valid() {
-        let readme = include_str!("../../../README.md");
+        let readme = include_str!("../../../../README.md");
         let section = &readme[readme.find("## Configuration").unwrap()..];
         let start = section.find("```toml\n").unwrap() + "```toml\n".len();
         let example = &section[start..start + section[start..].find("```").unwrap()];
@@ -694,5 +484,4 @@ mod tests {
 
 /// Fuzzing the config file, where a user's (or an example's) text enters every command.
 #[cfg(test)]
-#[path = "settings_fuzz.rs"]
 mod fuzz;
