@@ -80,7 +80,10 @@ pub(crate) async fn spawn_responder(
         )
         .await
         .map_err(backend)?;
+    // Counted among the responders while this one lives (see [`ask`]).
+    let counted = count_me(&channel, &inner.names.responders).await?;
     Ok(tokio::spawn(async move {
+        let _counted = counted;
         while let Some(Ok(delivery)) = requests.next().await {
             let Some(reply_to) = delivery.properties.reply_to().clone() else {
                 continue;
@@ -134,8 +137,65 @@ pub(crate) async fn spawn_responder(
     }))
 }
 
-/// Broadcast `request` and collect the replies that arrive within the inspect timeout.
+/// Consume the responders' queue on `channel` (declared when missing; gone with its last
+/// consumer): one more live responder in its consumer count.
+async fn count_me(channel: &Channel, name: &str) -> Result<lapin::Consumer, QueueError> {
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(backend)?;
+    channel
+        .basic_consume(
+            name.into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(backend)
+}
+
+/// How many responders are live: the consumers of their queue (none when it is gone).
+async fn live_responders(inner: &Inner) -> Result<usize, QueueError> {
+    let channel = inner.new_channel().await?;
+    let counted = channel
+        .queue_declare(
+            inner.names.responders.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    match counted {
+        Ok(queue) => {
+            let _ = channel.close(200, "counted".into()).await;
+            Ok(queue.consumer_count() as usize)
+        }
+        // Not found (the broker closed the channel): no responder is live.
+        Err(e) if e.is_amqp_soft_error() => Ok(0),
+        Err(e) => Err(backend(e)),
+    }
+}
+
+/// Broadcast `request` and collect the replies: until every live responder has answered, or
+/// the inspect timeout (for one that does not).
 async fn ask(inner: &Inner, request: &Request) -> Result<Vec<Reply>, QueueError> {
+    let expected = live_responders(inner).await?;
+    if expected == 0 {
+        return Ok(Vec::new());
+    }
     let channel = inner.new_channel().await?;
     let (queue, mut replies) = private_queue(&channel).await?;
     let body = serde_json::to_vec(request).map_err(backend)?;
@@ -151,7 +211,12 @@ async fn ask(inner: &Inner, request: &Request) -> Result<Vec<Reply>, QueueError>
         .map_err(backend)?;
     let deadline = tokio::time::Instant::now() + inner.settings.inspect_timeout;
     let mut collected = Vec::new();
-    while let Ok(Some(Ok(delivery))) = tokio::time::timeout_at(deadline, replies.next()).await {
+    let mut answered = 0;
+    while answered < expected {
+        let Ok(Some(Ok(delivery))) = tokio::time::timeout_at(deadline, replies.next()).await else {
+            break;
+        };
+        answered += 1;
         if let Ok(reply) = serde_json::from_slice::<Reply>(&delivery.data) {
             collected.push(reply);
         }

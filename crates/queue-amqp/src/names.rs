@@ -20,6 +20,9 @@ pub struct Names {
     pub cancelled: String,
     /// Fanout exchange for requests to every live worker (inspect, cancel).
     pub control: String,
+    /// A queue no message is ever sent to, consumed by every live worker's control responder:
+    /// its consumer count is how many answers a broadcast waits for.
+    pub responders: String,
     /// Topic exchange for lifecycle events (`job.started`, `worker.online`, ...).
     pub events: String,
     /// Stream of the facts behind the farm's records (every job's states and attempts).
@@ -57,6 +60,7 @@ impl Names {
             failed: format!("{prefix}.failed"),
             cancelled: format!("{prefix}.cancelled"),
             control: format!("{prefix}.control"),
+            responders: format!("{prefix}.responders"),
             events: format!("{prefix}.events"),
             records: format!("{prefix}.records"),
             sessions: format!("{prefix}.session"),
