@@ -41,40 +41,6 @@ fn progressive_tape(path: &Path, secs: u32) {
     );
 }
 
-/// `run --json` for one file; the records.
-fn run(farm: &Farm, input: &Path, out: &Path, profile: &str, split: &str) -> (Vec<Value>, String) {
-    let output = farm
-        .cmd([
-            "-v",
-            "run",
-            "--json",
-            "--workers",
-            "2",
-            "--profile",
-            profile,
-            "--split",
-            split,
-            "--out",
-        ])
-        .arg(out)
-        .arg(input)
-        .output()
-        .unwrap();
-    let records: Vec<Value> = run_results(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "run --json ({e}): {}\n{}",
-            text(&output.stdout),
-            text(&output.stderr)
-        )
-    });
-    assert!(
-        output.status.success(),
-        "{records:#?}\n{}",
-        text(&output.stderr)
-    );
-    (records, text(&output.stderr))
-}
-
 /// Every audio packet's timestamp and hash (the audio encoded once, in sync).
 fn audio_packets(path: &Path) -> Vec<String> {
     column(&["-map", "0:a", "-c", "copy", "-f", "framemd5", "-"], path)
@@ -109,12 +75,12 @@ fn split_equals_whole(
     let source_frames = frame_hashes(&tape).len();
     let (split_out, whole_out) = (farm.root().join("split"), farm.root().join("whole"));
 
-    let (records, log) = run(&farm, &tape, &split_out, profile, "1");
+    let (records, log) = run_batch(&farm, &tape, &split_out, profile, "1");
     assert_eq!(records.len(), 1, "one job to the user: {records:#?}");
     assert_eq!(records[0]["state"], "succeeded");
     assert!(log.contains("split into chunks chunks=5"), "{log}");
     assert!(log.contains("joining the chunks"), "{log}");
-    let (_, log) = run(&farm, &tape, &whole_out, profile, "off");
+    let (_, log) = run_batch(&farm, &tape, &whole_out, profile, "off");
     assert!(!log.contains("split into chunks"), "{log}");
 
     let stem = Path::new(name).with_extension("mkv");
@@ -172,7 +138,7 @@ fn chunks_are_listed_only_when_asked_and_the_tape_counts_once() {
     let farm = farm();
     let tape = farm.input.join("tape.mpg");
     interlaced_tape(&tape, 3);
-    run(&farm, &tape, &farm.out, "deint", "1");
+    run_batch(&farm, &tape, &farm.out, "deint", "1");
     let jobs = |args: &[&str]| -> Vec<Value> {
         let out = farm.run(args);
         assert!(out.status.success(), "{}", text(&out.stderr));
@@ -211,7 +177,7 @@ fn an_input_that_cannot_be_cut_exactly_is_encoded_whole_and_the_job_says_why() {
         ],
         &tape,
     );
-    let (records, log) = run(&farm, &tape, &farm.out, "exact", "1");
+    let (records, log) = run_batch(&farm, &tape, &farm.out, "exact", "1");
     assert_eq!(records[0]["state"], "succeeded");
     assert!(!log.contains("split into chunks"), "{log}");
     let note = records[0]["result"]["note"].as_str().unwrap_or_default();

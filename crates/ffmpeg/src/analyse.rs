@@ -123,15 +123,7 @@ pub async fn survey(tools: &Tools, input: &Path, asked: Asked) -> Result<Survey,
     let mut signal = Signal::default();
     let mut bottom = BottomRows::new(width as usize, rows as usize);
     for start in starts {
-        let mut args: Vec<OsString> = [
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "level+info",
-            "-nostats",
-        ]
-        .map(OsString::from)
-        .to_vec();
+        let mut args = measuring_args();
         if let Some(start) = start {
             args.extend(["-ss".into(), secs(start).into()]);
         }
@@ -286,6 +278,55 @@ impl BottomRows {
     }
 }
 
+/// The start of a measuring ffmpeg run's arguments: quiet, but for what the `metadata`
+/// filters print (info level, each line tagged with its level).
+pub(crate) fn measuring_args() -> Vec<OsString> {
+    [
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "level+info",
+        "-nostats",
+    ]
+    .map(OsString::from)
+    .to_vec()
+}
+
+/// A line a `metadata` or `ametadata` filter printed on stderr:
+/// `[Parsed_metadata_4 @ 0x5555] [info] lavfi.signalstats.YAVG=16`.
+pub(crate) struct Printed<'a> {
+    pub audio: bool,
+    /// The filter's place in its graph: which of several printing filters printed it.
+    pub filter: u32,
+    /// What follows `[info] `.
+    pub text: &'a str,
+}
+
+impl<'a> Printed<'a> {
+    pub(crate) fn read(line: &'a [u8]) -> Option<Self> {
+        let rest = line.strip_prefix(b"[Parsed_")?;
+        let (audio, rest) = match rest.strip_prefix(b"ametadata_") {
+            Some(rest) => (true, rest),
+            None => (false, rest.strip_prefix(b"metadata_")?),
+        };
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let filter = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+        let at = rest.windows(9).position(|w| w == b"] [info] ")?;
+        let text = std::str::from_utf8(&rest[at + 9..]).ok()?;
+        Some(Self {
+            audio,
+            filter,
+            text,
+        })
+    }
+}
+
+/// The time in a printed frame's head (`frame:0 pts:902 pts_time:0.0100222`).
+pub(crate) fn frame_time(head: &str) -> Option<f64> {
+    head.split_once("pts_time:")
+        .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+}
+
 /// What is being read: the frame or block whose values follow.
 enum Current {
     None,
@@ -311,25 +352,13 @@ impl Default for Analyser {
 impl Analyser {
     /// One line of stderr (other lines are left alone).
     pub fn line(&mut self, line: &[u8]) {
-        let Some(rest) = line.strip_prefix(b"[Parsed_") else {
+        let Some(printed) = Printed::read(line) else {
             return;
         };
-        let audio = rest.starts_with(b"ametadata_");
-        if !audio && !rest.starts_with(b"metadata_") {
-            return;
-        }
-        let Some(at) = rest.windows(9).position(|w| w == b"] [info] ") else {
-            return;
-        };
-        let Ok(text) = std::str::from_utf8(&rest[at + 9..]) else {
-            return;
-        };
+        let (audio, text) = (printed.audio, printed.text);
         if let Some(head) = text.strip_prefix("frame:") {
             self.flush();
-            let t = head
-                .split_once("pts_time:")
-                .and_then(|(_, v)| v.trim().parse::<f64>().ok())
-                .unwrap_or(f64::NAN);
+            let t = frame_time(head).unwrap_or(f64::NAN);
             self.current = if audio {
                 Current::Audio(AudioStats { t, peak_db: None })
             } else {
@@ -368,7 +397,8 @@ impl Analyser {
     }
 }
 
-fn video_value(f: &mut FrameStats, key: &str, value: &str) {
+/// One value a `metadata` filter printed for a video frame, into `f` (the rest left alone).
+pub(crate) fn video_value(f: &mut FrameStats, key: &str, value: &str) {
     if key == "lavfi.idet.multiple.current_frame" {
         f.field = match value {
             "tff" => Some(Field::Top),

@@ -7,6 +7,7 @@
 //! picture begins, and the two where it ends: the cut is on the exact frame. A short tape whose
 //! keyframes are too few to tell (one IDR frame, intra refresh) is looked at frame by frame.
 
+use crate::analyse::{frame_time, measuring_args, video_value, Printed};
 use crate::{file_url, Tools};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -126,15 +127,7 @@ pub async fn look(
     range: Option<(f64, f64)>,
     keyframes: bool,
 ) -> Result<Vec<Look>, String> {
-    let mut args: Vec<OsString> = [
-        "-nostdin",
-        "-hide_banner",
-        "-loglevel",
-        "level+info",
-        "-nostats",
-    ]
-    .map(OsString::from)
-    .to_vec();
+    let mut args = measuring_args();
     if keyframes {
         args.extend(["-skip_frame", "nokey"].map(OsString::from));
     }
@@ -172,26 +165,11 @@ fn read_looks(stderr: &[u8]) -> Vec<Look> {
     let mut printed: BTreeMap<u32, BTreeMap<i64, FrameStats>> = BTreeMap::new();
     let mut current: Option<(u32, i64)> = None;
     for line in stderr.split(|&b| b == b'\n' || b == b'\r') {
-        let Ok(line) = std::str::from_utf8(line) else {
-            continue;
-        };
-        let Some(rest) = line.strip_prefix("[Parsed_metadata_") else {
-            continue;
-        };
-        let Some((number, text)) = rest.split_once(" @ ") else {
-            continue;
-        };
-        let Ok(filter) = number.parse::<u32>() else {
-            continue;
-        };
-        let Some((_, text)) = text.split_once("] [info] ") else {
+        let Some(Printed { filter, text, .. }) = Printed::read(line) else {
             continue;
         };
         if let Some(head) = text.strip_prefix("frame:") {
-            let t = head
-                .split_once("pts_time:")
-                .and_then(|(_, v)| v.trim().parse::<f64>().ok())
-                .filter(|t| t.is_finite());
+            let t = frame_time(head).filter(|t| t.is_finite());
             current = t.map(|t| {
                 let key = (t * 1e6).round() as i64;
                 printed.entry(filter).or_default().insert(
@@ -209,18 +187,8 @@ fn read_looks(stderr: &[u8]) -> Vec<Look> {
         let (Some((f, key)), Some((name, value))) = (current, text.trim().split_once('=')) else {
             continue;
         };
-        let (Some(stats), Ok(v)) = (
-            printed.get_mut(&f).and_then(|m| m.get_mut(&key)),
-            value.parse::<f64>(),
-        ) else {
-            continue;
-        };
-        match name {
-            "lavfi.signalstats.YLOW" => stats.ylow = v,
-            "lavfi.signalstats.YAVG" => stats.yavg = v,
-            "lavfi.signalstats.YHIGH" => stats.yhigh = v,
-            "lavfi.signalstats.YBITDEPTH" => stats.depth = v.clamp(8.0, 16.0) as u32,
-            _ => {}
+        if let Some(stats) = printed.get_mut(&f).and_then(|m| m.get_mut(&key)) {
+            video_value(stats, name, value);
         }
     }
     let mut filters = printed.into_values();

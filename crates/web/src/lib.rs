@@ -8,15 +8,18 @@
 //! accepts only paths under the configured media roots. Pages put every file name in the
 //! document as text, never as HTML.
 //!
-//! Layout: this file (state, routes, API handlers), `videofarm_core::confine` (path checks),
+//! Layout: this file (state, routes, API handlers), [`auth`] (who may do what), `videofarm_core::confine` (path checks),
 //! [`metrics`], [`files`] (inputs and outputs for workers that cannot see the media).
 //! Every backend keeps its own records: the handlers never ask which one they talk to.
 
+mod auth;
 pub mod files;
 pub mod metrics;
 pub mod sweep;
 pub mod tls;
 
+pub use auth::check_token;
+use auth::{authorize, guard};
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -123,93 +126,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// What every request passes and every response carries:
-/// - without a token (the server is on loopback), only requests addressed to a loopback name
-///   are answered, so a web page cannot reach the dashboard by DNS rebinding;
-/// - with a token (the server may be off loopback), reads of the API and the metrics need it
-///   too: only the page itself and its assets are served to anyone;
-/// - headers that stop sniffing, framing and any script not served from here.
-async fn guard(
-    State(state): State<AppState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let headers = request.headers();
-    let path = request.uri().path();
-    let refusal = match &state.token {
-        None if !loopback_host(headers) => Some(ApiError(
-            StatusCode::MISDIRECTED_REQUEST,
-            "this dashboard answers only at a loopback address (localhost, 127.0.0.1, [::1]); set a token to serve it to other names".into(),
-        )),
-        Some(token)
-            if (path.starts_with("/api/") || path == "/metrics")
-                && path != "/api/openapi.json"
-                && bearer(headers) != Some(token.as_str()) =>
-        {
-            Some(ApiError(
-                StatusCode::UNAUTHORIZED,
-                "this farm needs its token: Authorization: Bearer <token>".into(),
-            ))
-        }
-        _ if form_like(&request) => Some(ApiError(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "a changing request must say what it sends (Content-Type: application/json, or application/octet-stream for a file's bytes), never a form".into(),
-        )),
-        _ => None,
-    };
-    let mut response = match refusal {
-        Some(refused) => refused.into_response(),
-        None => next.run(request).await,
-    };
-    let out = response.headers_mut();
-    out.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        header::HeaderValue::from_static("nosniff"),
-    );
-    out.insert(
-        header::X_FRAME_OPTIONS,
-        header::HeaderValue::from_static("DENY"),
-    );
-    out.insert(
-        header::CONTENT_SECURITY_POLICY,
-        header::HeaderValue::from_static(
-            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-        ),
-    );
-    out.insert(
-        header::REFERRER_POLICY,
-        header::HeaderValue::from_static("no-referrer"),
-    );
-    response
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-}
-
-/// True when the request names a loopback host (or, like a client that is not a browser, none).
-fn loopback_host(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST) else {
-        return true;
-    };
-    let Ok(host) = host.to_str() else {
-        return false;
-    };
-    // Strip the port: `[::1]:8080`, `127.0.0.1:8080`, `localhost:8080`.
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or_default()
-    } else {
-        host.rsplit_once(':').map_or(host, |(name, _)| name)
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
@@ -221,7 +137,6 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// Requests that change something: the token when one is set, and a JSON body type.
 /// A path refused by the media roots. Without roots nothing can be chosen from the page (the
 /// core's confinement takes "no roots" as "anywhere", which a server must never do).
 fn forbidden(e: ConfineError) -> ApiError {
@@ -234,79 +149,6 @@ fn require_roots(state: &AppState) -> ApiResult<()> {
             StatusCode::FORBIDDEN,
             "no media roots are configured ([paths] roots in the config), so nothing can be chosen from the page".into(),
         ));
-    }
-    Ok(())
-}
-
-/// A token anyone could guess protects nothing.
-const MIN_TOKEN: usize = 16;
-
-/// Whether `token` can protect a farm: long enough, and only visible ASCII characters (a space
-/// or a control character cannot travel in an `Authorization` header as written, so no client
-/// could ever send it).
-pub fn check_token(token: &str) -> Result<(), String> {
-    if !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(
-            "the token must be visible characters only (letters, digits, punctuation; no spaces); for example: openssl rand -hex 16"
-                .into(),
-        );
-    }
-    if token.len() < MIN_TOKEN {
-        return Err(format!(
-            "the token must be at least {MIN_TOKEN} characters (it is {}); for example: openssl rand -hex 16",
-            token.len()
-        ));
-    }
-    Ok(())
-}
-
-/// A changing request in a shape a page on another site could send without asking (a form, or
-/// plain text): refused, so only this farm's page and its workers change anything.
-fn form_like(request: &axum::extract::Request) -> bool {
-    if matches!(
-        *request.method(),
-        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
-    ) {
-        return false;
-    }
-    let kind = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        });
-    match kind.as_deref() {
-        None | Some("") => true,
-        Some(kind) => matches!(
-            kind,
-            "application/x-www-form-urlencoded" | "multipart/form-data" | "text/plain"
-        ),
-    }
-}
-
-fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !json {
-        return Err(ApiError(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send JSON (Content-Type: application/json)".into(),
-        ));
-    }
-    if let Some(token) = &state.token {
-        if bearer(headers) != Some(token.as_str()) {
-            return Err(ApiError(
-                StatusCode::UNAUTHORIZED,
-                "this farm needs its token: Authorization: Bearer <token>".into(),
-            ));
-        }
     }
     Ok(())
 }

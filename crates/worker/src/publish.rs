@@ -113,8 +113,10 @@ impl OutputLock {
 
 impl Drop for OutputLock {
     fn drop(&mut self) {
-        // Gone with its holder: a lock file left behind would only be clutter.
-        if self.owned {
+        // Gone with its holder: a lock file left behind would only be clutter. One taken over
+        // from a silent holder is removed too once that holder is gone (killed while paused:
+        // nobody else would remove it); while it lives, it is the holder's to remove.
+        if self.owned || self.file.try_lock().is_ok() {
             let _ = fs::remove_file(&self.path);
         }
     }
@@ -388,6 +390,28 @@ mod tests {
         let again = OutputLock::try_take(dir.path(), name, &out, patience).unwrap();
         assert!(again.is_some(), "free once the first is done");
         drop(again);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// A holder paused past its silence, passed by, then killed (its clean-up never ran): the
+    /// attempt that took over removes the lock file when it is done (a soak found one left).
+    #[test]
+    fn a_lock_taken_over_from_a_holder_that_died_is_not_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("tape.mkv");
+        let name = out.file_name().unwrap();
+        let patience = std::time::Duration::from_secs(60);
+        // Another worker's lock, silent for two minutes.
+        let holder = fs::open_own(dir.path(), ".tape.mkv.videofarm-lock".as_ref(), true).unwrap();
+        holder.try_lock().unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        holder.set_modified(old).unwrap();
+        let past = OutputLock::try_take(dir.path(), name, &out, patience)
+            .unwrap()
+            .expect("a silent holder is passed by");
+        // It dies: its descriptor closes, the file stays.
+        drop(holder);
+        drop(past);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 

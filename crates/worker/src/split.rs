@@ -113,38 +113,12 @@ pub fn plan(
     key: &str,
 ) -> Result<Plan, Unsplittable> {
     let args = &videofarm_core::treat::treated_split(args, treat.as_ref());
-    if packets.video_streams != 1 {
-        return Err(format!(
-            "it has {} video streams (a split handles one)",
-            packets.video_streams
-        ));
-    }
     let tb = packets.time_base;
-    let rate = packets
-        .frame_rate
-        .ok_or("its frame rate is unknown".to_owned())?;
-    // Frame duration in ticks.
-    let d = (tb.den as f64 * rate.den as f64) / (tb.num as f64 * rate.num as f64);
-    if !d.is_finite() || d <= 0.0 {
-        return Err("its frame rate is unusable".into());
-    }
+    let d = frame_ticks(packets)?;
     let all = steady_frames(packets, frames, d)?;
-    // A tape whose blank ends are cut is planned as the frames kept: its first chunk starts,
-    // and its last ends, where the picture does (the filters see no frame beyond them, as in a
-    // whole encode of the cut tape).
-    let cut = treat.and_then(|t| t.trim).filter(Trim::is_valid);
     let seconds = |ticks: f64| ticks * tb.num as f64 / tb.den as f64;
-    let base = match cut {
-        Some(t) => all
-            .iter()
-            .position(|&p| t.keeps(seconds(p as f64) - packets.start_s))
-            .ok_or("the cut keeps none of its frames".to_owned())?,
-        None => 0,
-    };
-    let kept = all[base..]
-        .iter()
-        .take_while(|&&p| cut.is_none_or(|t| t.keeps(seconds(p as f64) - packets.start_s)))
-        .count();
+    // A tape whose blank ends are cut is planned as the frames kept.
+    let (base, kept) = kept_frames(packets, &all, treat.and_then(|t| t.trim))?;
     let pts = &all[base..];
     let n = kept as u64;
     let per_chunk = (chunk_secs / tb.seconds(1) / d).round().max(1.0) as u64;
@@ -160,20 +134,8 @@ pub fn plan(
             let (a, b) = (i * n / count, (i + 1) * n / count);
             let (s, e) = (a.saturating_sub(context), (b + context).min(n));
             let seek_s = (s > 0 || base > 0)
-                .then(|| {
-                    // The last keyframe shown at or before frame s; open one frame before its
-                    // decode time, relative to the container's start (what -ss means).
-                    packets
-                        .packets
-                        .iter()
-                        .filter(|p| p.key)
-                        .filter_map(|p| Some((p.pts?, p.dts.unwrap_or(p.pts?))))
-                        .filter(|(kp, _)| *kp <= pts[s as usize])
-                        .max_by_key(|(kp, _)| *kp)
-                        .map(|(kp, kd)| seconds(kp.min(kd) as f64 - d) - packets.start_s)
-                })
-                .flatten()
-                .filter(|ss| *ss > 0.0);
+                .then(|| seek_before(packets, pts[s as usize], d))
+                .flatten();
             Chunk {
                 index: i as u32,
                 count: count as u32,
@@ -211,6 +173,64 @@ pub fn plan(
             .unwrap_or(0),
         treat,
     })
+}
+
+/// One frame's duration in ticks of the video's time base, for an input with one video stream
+/// at a known, usable rate.
+fn frame_ticks(packets: &VideoPackets) -> Result<f64, Unsplittable> {
+    if packets.video_streams != 1 {
+        return Err(format!(
+            "it has {} video streams (a split handles one)",
+            packets.video_streams
+        ));
+    }
+    let (tb, rate) = (
+        packets.time_base,
+        packets
+            .frame_rate
+            .ok_or("its frame rate is unknown".to_owned())?,
+    );
+    let d = (tb.den as f64 * rate.den as f64) / (tb.num as f64 * rate.num as f64);
+    if !d.is_finite() || d <= 0.0 {
+        return Err("its frame rate is unusable".into());
+    }
+    Ok(d)
+}
+
+/// The frames a tape whose blank ends are cut (`cut`) is planned as: the first kept frame's
+/// index in `all` and how many are kept (all of them without a cut). Its first chunk then
+/// starts, and its last ends, where the picture does: the filters see no frame beyond them, as
+/// in a whole encode of the cut tape.
+fn kept_frames(
+    packets: &VideoPackets,
+    all: &[i64],
+    cut: Option<Trim>,
+) -> Result<(usize, usize), Unsplittable> {
+    let Some(cut) = cut.filter(Trim::is_valid) else {
+        return Ok((0, all.len()));
+    };
+    let keeps = |p: i64| cut.keeps(packets.time_base.seconds(p) - packets.start_s);
+    let base = all
+        .iter()
+        .position(|&p| keeps(p))
+        .ok_or("the cut keeps none of its frames".to_owned())?;
+    Ok((base, all[base..].iter().take_while(|&&p| keeps(p)).count()))
+}
+
+/// Where a chunk whose filters need frames from the one at `pts` on opens the input: one frame
+/// (`d` ticks) before the decode time of the last keyframe shown at or before it, relative to
+/// the container's start (what -ss means); `None` at the very start.
+fn seek_before(packets: &VideoPackets, pts: i64, d: f64) -> Option<f64> {
+    let tb = packets.time_base;
+    packets
+        .packets
+        .iter()
+        .filter(|p| p.key)
+        .filter_map(|p| Some((p.pts?, p.dts.unwrap_or(p.pts?))))
+        .filter(|(kp, _)| *kp <= pts)
+        .max_by_key(|(kp, _)| *kp)
+        .map(|(kp, kd)| (kp.min(kd) as f64 - d) * tb.num as f64 / tb.den as f64 - packets.start_s)
+        .filter(|ss| *ss > 0.0)
 }
 
 /// The frames' timestamps in order, if they are steady: decoded in order, each once, one frame

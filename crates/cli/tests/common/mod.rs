@@ -634,6 +634,26 @@ pub fn run_results(stdout: &[u8]) -> Result<Vec<Value>, serde_json::Error> {
 /// and that the tape was split exactly when asked.
 pub fn run_one(farm: &Farm, tape: &Path, profile: &str, split: &str) -> (Value, PathBuf) {
     let out = farm.root().join(format!("out-{profile}-{split}"));
+    let (records, log) = run_batch(farm, tape, &out, profile, split);
+    assert_eq!(
+        log.contains("split into chunks"),
+        split != "off",
+        "split only when asked: {log}"
+    );
+    let name = tape.with_extension("mkv");
+    let job = records.into_iter().next().expect("one job");
+    (job, out.join(name.file_name().unwrap()))
+}
+
+/// `run -v --json` of `input` into `out` with two encoders, which must succeed: its result
+/// records and its log.
+pub fn run_batch(
+    farm: &Farm,
+    input: &Path,
+    out: &Path,
+    profile: &str,
+    split: &str,
+) -> (Vec<Value>, String) {
     let output = farm
         .cmd([
             "-v",
@@ -647,19 +667,18 @@ pub fn run_one(farm: &Farm, tape: &Path, profile: &str, split: &str) -> (Value, 
             split,
             "--out",
         ])
-        .arg(&out)
-        .arg(tape)
+        .arg(out)
+        .arg(input)
         .output()
         .unwrap();
-    let records = run_results(&output.stdout).expect("run --json");
+    let records = run_results(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "run --json ({e}): {}\n{}",
+            text(&output.stdout),
+            text(&output.stderr)
+        )
+    });
     let log = text(&output.stderr);
     assert!(output.status.success(), "{records:#?}\n{log}");
-    assert_eq!(
-        log.contains("split into chunks"),
-        split != "off",
-        "split only when asked: {log}"
-    );
-    let name = tape.with_extension("mkv");
-    let job = records.into_iter().next().expect("one job");
-    (job, out.join(name.file_name().unwrap()))
+    (records, log)
 }

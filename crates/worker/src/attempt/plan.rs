@@ -75,8 +75,13 @@ fn os(list: &[String]) -> Vec<OsString> {
 impl Attempt {
     /// The whole file as one encode, with its profile's arguments treated as the tape's
     /// survey says (an `auto` profile).
-    async fn whole(&self, place: &Confined, profile: &Profile, note: Option<String>) -> Step {
-        let treatment = self.treatment(place, profile).await;
+    async fn whole(
+        &self,
+        place: &Confined,
+        profile: &Profile,
+        note: Option<String>,
+        treatment: Option<Treatment>,
+    ) -> Step {
         let args = match &treatment {
             Some(t) => treat_args(&profile.args, t),
             None => profile.args.clone(),
@@ -100,6 +105,12 @@ impl Attempt {
             signal: None,
             treatment,
         }))
+    }
+
+    /// The whole file as one encode, its tape surveyed first.
+    async fn surveyed_whole(&self, place: &Confined, profile: &Profile) -> Step {
+        let treatment = self.treatment(place, profile).await;
+        self.whole(place, profile, None, treatment).await
     }
 
     /// The treatment an `auto` profile's tape calls for, from a survey of it; none when the
@@ -144,7 +155,7 @@ impl Attempt {
                     spec.input.display(),
                     profile.name
                 )))),
-                None => self.whole(place, profile, None).await,
+                None => self.surveyed_whole(place, profile).await,
             };
         };
         if let Some(chunk) = &spec.chunk {
@@ -168,7 +179,7 @@ impl Attempt {
             }));
         }
         if spec.split.is_off() {
-            return self.whole(place, profile, None).await;
+            return self.surveyed_whole(place, profile).await;
         }
         let work = split::work_in(&place.dir_io(), &spec.output);
         if fs::kind(&work).is_ok() {
@@ -187,16 +198,19 @@ impl Attempt {
                 None => {}
             }
         }
-        match self.plan(place, profile, args).await {
+        // Surveyed once, here, whether the tape is then split (every chunk carries the
+        // treatment) or encoded whole.
+        let treatment = self.treatment(place, profile).await;
+        match self.plan(place, args, treatment).await {
             Ok(plan) => self.start_split(place, plan, &work).await,
             Err(Unsplit::Short(reason)) => {
                 tracing::debug!(%reason, "encoding the whole file");
-                self.whole(place, profile, None).await
+                self.whole(place, profile, None, treatment).await
             }
             Err(Unsplit::Cannot(reason)) => {
                 tracing::info!(%reason, "encoding the whole file, not split");
-                self.whole(place, profile, Some(format!("not split: {reason}")))
-                    .await
+                let note = Some(format!("not split: {reason}"));
+                self.whole(place, profile, note, treatment).await
             }
         }
     }
@@ -205,8 +219,8 @@ impl Attempt {
     async fn plan(
         &self,
         place: &Confined,
-        profile: &Profile,
         args: &SplitArgs,
+        treatment: Option<Treatment>,
     ) -> Result<Plan, Unsplit> {
         let spec = &place.spec;
         let size = place.input_file().metadata().map(|m| m.len()).unwrap_or(0);
@@ -231,8 +245,6 @@ impl Attempt {
                 .await
                 .map_err(|e| Unsplit::Cannot(format!("its frames could not be read ({e})")))?,
         };
-        // Surveyed once, here: every chunk carries the treatment.
-        let treatment = self.treatment(place, profile).await;
         split::plan(&packets, &frames, chunk_secs, (args, treatment), &spec.key).map_err(|why| {
             if why.contains("too short") {
                 Unsplit::Short(why)
