@@ -225,10 +225,53 @@ async fn the_dashboard_shows_workers_progress_and_failures_and_retries_from_the_
         },
     )
     .await;
+    watch_problems_are_shown(&farm, &client).await;
 
     client.close().await.unwrap();
     reap(driver);
     reap(server);
+}
+
+/// A watch that cannot read a file (a link to nowhere, named in HTML) is shown at the top of
+/// the page as text, while it runs and not after.
+async fn watch_problems_are_shown(farm: &Farm, client: &fantoccini::Client) {
+    let drop_dir = farm.root().join("drop");
+    std::fs::create_dir_all(&drop_dir).unwrap();
+    std::os::unix::fs::symlink("/nowhere", drop_dir.join("<b>lost<i>.mpg")).unwrap();
+    let mut watch = farm
+        .cmd(["watch", "--interval", "0.1", "--out"])
+        .arg(&farm.out)
+        .arg(&drop_dir)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(
+        "the page shows the watch's problem",
+        Duration::from_secs(15),
+        || async {
+            texts(client, "#watch-problems .watch-problem")
+                .await
+                .iter()
+                .any(|t| t.contains("<b>lost<i>.mpg: cannot be read"))
+        },
+    )
+    .await;
+    assert!(client
+        .find(Locator::Css("#watch-problems b"))
+        .await
+        .is_err());
+    signal(watch.id(), "TERM");
+    assert!(watch.wait().unwrap().success());
+    eventually(
+        "the page no longer shows it",
+        Duration::from_secs(15),
+        || async {
+            texts(client, "#watch-problems .watch-problem")
+                .await
+                .is_empty()
+        },
+    )
+    .await;
 }
 
 /// A tape's page draws its report: the verdict, a span for each fault where it is on the tape,

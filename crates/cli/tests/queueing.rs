@@ -184,12 +184,11 @@ fn watch_survives_a_closed_pipe_stops_on_sigterm_and_says_when_its_folder_is_gon
     watch.wait().unwrap();
 }
 
-/// `tape.avi` dropped beside `tape.mpg` (both would become `tape.mkv`): the watch says so once
-/// and goes on queueing every other file, and it does again after a restart (as systemd's
-/// restart would start it).
-#[test]
-fn a_name_clash_in_a_watched_folder_is_said_once_and_never_stops_the_watch() {
-    let farm = Farm::new();
+/// `tape.avi` dropped beside `tape.mpg` (both would become `tape.mkv`), and a link that leads
+/// nowhere: the watch says each once and goes on queueing every other file, and it does again
+/// after a restart (as systemd's restart would start it). `status` shows both problems while
+/// the watch runs, on either queue, and none once it has stopped.
+fn a_watch_says_each_problem_once_shows_it_in_status_and_never_stops(farm: Farm) {
     let drop_dir = farm.root().join("drop");
     std::fs::create_dir_all(&drop_dir).unwrap();
     let seed = farm.root().join("seed.mpg");
@@ -199,6 +198,17 @@ fn a_name_clash_in_a_watched_folder_is_said_once_and_never_stops_the_watch() {
         farm.jobs()
             .iter()
             .any(|j| j["input"] == drop_dir.join(name).to_str().unwrap())
+    };
+    let problems = || -> Vec<String> {
+        let status = farm.status();
+        let mut said = Vec::new();
+        for watch in status["watch_problems"].as_array().unwrap() {
+            assert_eq!(watch["folder"], drop_dir.to_str().unwrap());
+            for p in watch["problems"].as_array().unwrap() {
+                said.push(p.as_str().unwrap().to_owned());
+            }
+        }
+        said
     };
     put("tape.mpg");
     for round in 0..2 {
@@ -212,32 +222,51 @@ fn a_name_clash_in_a_watched_folder_is_said_once_and_never_stops_the_watch() {
             .spawn()
             .unwrap();
         if round == 0 {
-            wait_until("tape.mpg is queued", Duration::from_secs(10), || {
-                farm.db.exists() && queued("tape.mpg")
+            wait_until("tape.mpg is queued", Duration::from_secs(20), || {
+                queued("tape.mpg")
             });
             put("tape.avi");
+            std::os::unix::fs::symlink("/nowhere/lost.mpg", drop_dir.join("lost.mpg")).unwrap();
         }
         let next = format!("next-{round}.mpg");
         put(&next);
         wait_until(
             &format!("{next} is queued past the clash"),
-            Duration::from_secs(10),
+            Duration::from_secs(20),
             || queued(&next),
         );
-        std::thread::sleep(Duration::from_millis(500));
+        wait_until(
+            "status shows both problems",
+            Duration::from_secs(10),
+            || {
+                let said = problems();
+                said.len() == 2
+                    && said.iter().any(|p| p.contains("would both become"))
+                    && said.iter().any(|p| p.contains("lost.mpg: cannot be read"))
+            },
+        );
         assert!(watch.try_wait().unwrap().is_none(), "still watching");
         signal(watch.id(), "TERM");
-        watch.wait().unwrap();
+        assert!(watch.wait().unwrap().success());
+        assert_eq!(problems(), Vec::<String>::new(), "a stopped watch has none");
         let said = std::fs::read_to_string(&log).unwrap();
-        assert_eq!(
-            said.matches("would both become").count(),
-            1,
-            "said once: {said}"
-        );
+        for problem in ["would both become", "lost.mpg: cannot be read"] {
+            assert_eq!(said.matches(problem).count(), 1, "said once: {said}");
+        }
         assert!(
             said.contains("tape.avi") && said.contains("tape.mkv"),
             "{said}"
         );
-        assert!(!queued("tape.avi"));
+        assert!(!queued("tape.avi") && !queued("lost.mpg"));
     }
+}
+
+#[test]
+fn a_watch_on_sqlite_says_each_problem_once_shows_it_in_status_and_never_stops() {
+    a_watch_says_each_problem_once_shows_it_in_status_and_never_stops(Farm::new());
+}
+
+#[test]
+fn a_watch_on_rabbitmq_says_each_problem_once_shows_it_in_status_and_never_stops() {
+    a_watch_says_each_problem_once_shows_it_in_status_and_never_stops(Farm::amqp(""));
 }

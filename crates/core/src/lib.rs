@@ -16,6 +16,7 @@
 //! - [`split`]: one long input encoded by many workers: the setting, chunks, work folders.
 //! - [`treat`]: treatment chosen from the tape (the deinterlacer's field order, measured).
 //! - [`pathser`]: serde for file names that are not UTF-8.
+//! - [`watching`]: what a `watch` cannot do right now, kept for `status` and the page.
 
 pub mod clock;
 pub mod confine;
@@ -33,6 +34,7 @@ pub mod report;
 pub mod split;
 pub mod sweep;
 pub mod treat;
+pub mod watching;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use event::Event;

@@ -16,6 +16,7 @@ use crate::job::{
 };
 pub use crate::lifecycle::AfterFailure;
 use crate::lifecycle::{Answer, Budget};
+use crate::watching::WatchReport;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -318,6 +319,9 @@ pub trait Queue: Send + Sync {
     /// for watching, never for correctness). A backend without a shared event stream keeps
     /// them to the process, which is the default.
     async fn publish_event(&self, _event: &Event) {}
+
+    /// Keep a watch's list of problems (replacing its last one) for `status` and the page.
+    async fn report_watch(&self, report: &WatchReport) -> Result<(), QueueError>;
 }
 
 /// What a farm keeps about its jobs and workers: exact on every backend.
@@ -334,6 +338,9 @@ pub trait Records: Send + Sync {
 
     /// Job counts by state; a split tape counts as one job.
     async fn counts(&self) -> Result<Counts, QueueError>;
+
+    /// The watches that last said they have problems, with those problems.
+    async fn watch_problems(&self) -> Result<Vec<WatchReport>, QueueError>;
 
     async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, QueueError>;
 

@@ -216,6 +216,17 @@ impl Queue for AmqpQueue {
         self.inner.publish_event(event).await;
     }
 
+    async fn report_watch(
+        &self,
+        report: &videofarm_core::watching::WatchReport,
+    ) -> Result<(), QueueError> {
+        self.inner
+            .record(Fact::Watched {
+                report: report.clone(),
+            })
+            .await
+    }
+
     async fn unregister_worker(&self, _worker: &WorkerInfo) -> Result<(), QueueError> {
         self.inner.forget_workers();
         self.inner
@@ -267,6 +278,14 @@ impl Records for AmqpQueue {
             .await
             .map_err(backend)?;
         Ok(declared.consumer_count() as usize)
+    }
+
+    async fn watch_problems(
+        &self,
+    ) -> Result<Vec<videofarm_core::watching::WatchReport>, QueueError> {
+        self.inner
+            .read_records(|store| store.watch_problems())
+            .await
     }
 
     async fn counts(&self) -> Result<Counts, QueueError> {

@@ -3,6 +3,7 @@
 use super::*;
 
 use videofarm_core::lifecycle::{self, JobView};
+use videofarm_core::watching::{self, WatchReport};
 use videofarm_core::{Answer, Verdict};
 
 use videofarm_core::listing::{timeline, Bucket, TimelineRow, TIMELINE_ROWS};
@@ -163,6 +164,16 @@ impl Queue for SqliteQueue {
         })
         .await
     }
+
+    async fn report_watch(&self, report: &WatchReport) -> Result<(), QueueError> {
+        let (key, json) = watching::row(report);
+        self.with(move |conn, ctx| {
+            conn.execute(watching::KEEP, [key, json])
+                .map_err(|e| ctx.err(e))?;
+            Ok(())
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -219,6 +230,23 @@ impl Records for SqliteQueue {
                     .collect();
             }
             Ok(workers)
+        })
+        .await
+    }
+
+    async fn watch_problems(&self) -> Result<Vec<WatchReport>, QueueError> {
+        self.with(|conn, ctx| {
+            let mut stmt = conn
+                .prepare_cached(watching::LIST)
+                .map_err(|e| ctx.err(e))?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(|e| ctx.err(e))?;
+            let mut reports = Vec::new();
+            for row in rows {
+                reports.extend(watching::read(&row.map_err(|e| ctx.err(e))?));
+            }
+            Ok(reports)
         })
         .await
     }

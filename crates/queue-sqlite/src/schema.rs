@@ -83,35 +83,20 @@ ALTER TABLE workers ADD COLUMN tags TEXT;
 /// taken afresh queues again the chunks whose files are missing.
 const V6: &str = "ALTER TABLE jobs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;";
 
+// Version 7: what each watch cannot do right now (`videofarm_core::watching`).
+
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     // Two processes may open a new file at once: the write lock makes one of them create it.
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
     let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if version < 1 {
-        tx.execute_batch(V1)?;
-        tx.pragma_update(None, "user_version", 1)?;
-    }
-    if version < 2 {
-        tx.execute_batch(V2)?;
-        tx.pragma_update(None, "user_version", 2)?;
-    }
-    if version < 3 {
-        tx.execute_batch(V3)?;
-        tx.pragma_update(None, "user_version", 3)?;
-    }
-    if version < 4 {
-        tx.execute_batch(V4)?;
-        tx.pragma_update(None, "user_version", 4)?;
-    }
-    if version < 5 {
-        tx.execute_batch(V5)?;
-        tx.pragma_update(None, "user_version", 5)?;
-    }
-    if version < 6 {
-        tx.execute_batch(V6)?;
-        tx.pragma_update(None, "user_version", 6)?;
+    let steps = [V1, V2, V3, V4, V5, V6, videofarm_core::watching::TABLE];
+    for (to, step) in (1..).zip(steps) {
+        if version < to {
+            tx.execute_batch(step)?;
+            tx.pragma_update(None, "user_version", to)?;
+        }
     }
     tx.commit()
 }

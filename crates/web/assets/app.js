@@ -136,6 +136,13 @@ const videofarm = (() => {
         document.getElementById("counts").replaceChildren(
           ...["queued", "running", "succeeded", "failed", "cancelled"].map((k) => el("span", { class: "count-" + k }, k + " " + (status[k] || 0))),
           el("span", {}, status.workers + " worker" + (status.workers === 1 ? "" : "s")));
+        // What a watch folder cannot do (two files that would become one, a file it cannot
+        // read, the folder gone): said where the operator looks, not only in its log.
+        const watchProblems = (status.watch_problems || []).flatMap((w) =>
+          w.problems.map((p) => el("li", { class: "watch-problem" }, "on " + w.host + " (pid " + w.pid + "): " + p)));
+        const watchBox = document.getElementById("watch-problems");
+        watchBox.hidden = watchProblems.length === 0;
+        watchBox.querySelector("ul").replaceChildren(...watchProblems);
         const box = document.getElementById("workers");
         box.replaceChildren(...(workers.length ? workers.map((w) => el("div", { class: "worker", "data-name": w.name },
           el("div", {}, el("span", { class: "name" }, w.name), " on " + w.host + " (pid " + w.pid + "), " + w.active.length + "/" + w.concurrency + " busy"),

@@ -156,9 +156,12 @@ fn require_roots(state: &AppState) -> ApiResult<()> {
 async fn status(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
     let counts = state.queue.counts().await?;
     let workers = state.queue.worker_count().await?;
+    let watches = state.queue.watch_problems().await?;
     let mut value = serde_json::to_value(counts)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     value["workers"] = workers.into();
+    value["watch_problems"] = serde_json::to_value(watches)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(value))
 }
 

@@ -7,6 +7,7 @@ use http_body_util::BodyExt;
 use serde_json::json;
 use std::time::Duration;
 use tower::ServiceExt;
+use videofarm_core::watching::WatchReport;
 use videofarm_core::{Failure, Outcome, Queue, Records, SuccessReport};
 use videofarm_web::router;
 
@@ -76,8 +77,23 @@ async fn read_endpoints_have_the_cli_shapes() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body,
-        json!({"queued": 0, "retrying": 0, "running": 1, "succeeded": 1, "failed": 1, "cancelled": 0, "workers": 1})
+        json!({"queued": 0, "retrying": 0, "running": 1, "succeeded": 1, "failed": 1, "cancelled": 0, "workers": 1, "watch_problems": []})
     );
+    // A watch's problems, as `status` shows them; its list when all is well again shows none.
+    let drop_dir = std::path::PathBuf::from("/m/drop");
+    let problem = "/m/drop/lost.mpg: cannot be read (No such file or directory (os error 2))";
+    let report =
+        |problems: Vec<String>, at| WatchReport::new("nas", drop_dir.clone(), problems, at);
+    let q = api.queue.as_ref();
+    q.report_watch(&report(vec![problem.into()], 1))
+        .await
+        .unwrap();
+    let (_, body, _) = call(&api, "GET", "/api/status", None, &[]).await;
+    assert_eq!(body["watch_problems"][0]["problems"], json!([problem]));
+    assert_eq!(body["watch_problems"][0]["host"], "nas");
+    q.report_watch(&report(vec![], 2)).await.unwrap();
+    let (_, body, _) = call(&api, "GET", "/api/status", None, &[]).await;
+    assert_eq!(body["watch_problems"], json!([]));
 
     let (_, workers, _) = call(&api, "GET", "/api/workers", None, &[]).await;
     assert_eq!(workers[0]["name"], "w1");

@@ -1,4 +1,5 @@
-//! `videofarm status`: job counts by state and the number of live workers.
+//! `videofarm status`: job counts by state, the number of live workers, and what any watch
+//! cannot do right now.
 
 use crate::broker::open_queue;
 use crate::error::ExitStatus;
@@ -10,9 +11,11 @@ pub async fn status(settings: &Settings, args: Output) -> anyhow::Result<ExitSta
     let queue = open_queue(settings).await?;
     let counts = queue.counts().await?;
     let workers = queue.worker_count().await?;
+    let watches = queue.watch_problems().await?;
     if args.json {
         let mut value = serde_json::to_value(counts)?;
         value["workers"] = workers.into();
+        value["watch_problems"] = serde_json::to_value(&watches)?;
         writeln!(out, "{value}")?;
     } else {
         let plural = if workers == 1 { "" } else { "s" };
@@ -20,6 +23,15 @@ pub async fn status(settings: &Settings, args: Output) -> anyhow::Result<ExitSta
             "queued {} (retrying {})  running {}  succeeded {}  failed {}  cancelled {}  ({workers} live worker{plural})",
             counts.queued, counts.retrying, counts.running, counts.succeeded, counts.failed, counts.cancelled
         )?;
+        for watch in &watches {
+            for problem in &watch.problems {
+                writeln!(
+                    out,
+                    "watch problem on {} (pid {}): {problem}",
+                    watch.host, watch.pid
+                )?;
+            }
+        }
     }
     Ok(ExitStatus::Success)
 }

@@ -7,14 +7,15 @@ use super::{enqueue_planned, shown, stop_on_signal};
 use crate::broker::open_queue_waiting;
 use crate::error::{ExitStatus, UsageError};
 use crate::settings::{Batch, Settings, WatchSettings};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::SystemTime;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use videofarm_core::plan::{self as scan, Planned};
-use videofarm_core::Enqueued;
+use videofarm_core::watching::WatchReport;
+use videofarm_core::{Clock, Enqueued, Queue, SystemClock};
 
 /// What a file looked like when last seen.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,16 +46,22 @@ pub async fn watch(settings: &Settings, args: WatchSettings) -> anyhow::Result<E
         extension: profile.extension.clone(),
         settle,
         seen: HashMap::new(),
-        told: HashSet::new(),
-        gone: false,
+        problems: BTreeSet::new(),
+        reported: None,
     };
     let mut ticker = tokio::time::interval(interval);
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return Ok(ExitStatus::Success),
+            _ = stop.cancelled() => {
+                // Gone, it has no problems: the list it leaves must not outlive it.
+                folder.problems.clear();
+                folder.report(queue.as_ref()).await;
+                return Ok(ExitStatus::Success);
+            }
             _ = ticker.tick() => {}
         }
         let ready = folder.ready();
+        folder.report(queue.as_ref()).await;
         if ready.is_empty() {
             continue;
         }
@@ -92,9 +99,10 @@ struct Folder {
     settle: std::time::Duration,
     /// Path -> (last look, when it last changed, queued already for this look).
     seen: HashMap<PathBuf, (Look, Instant, bool)>,
-    /// Problems already said (each once).
-    told: HashSet<String>,
-    gone: bool,
+    /// What it cannot do as of its last look, each said once while it lasts.
+    problems: BTreeSet<String>,
+    /// The list the queue last kept (`None`: none kept yet by this process).
+    reported: Option<BTreeSet<String>>,
 }
 
 impl Folder {
@@ -102,53 +110,81 @@ impl Folder {
         &self.inputs.paths[0]
     }
 
-    /// Say a problem, once.
-    fn tell(&mut self, problem: String) {
-        if self.told.insert(problem.clone()) {
-            warn(problem);
+    /// Keep the problems of this look; say each new one (a problem is said once while it
+    /// lasts) and the end of the folder's absence.
+    fn see(&mut self, problems: BTreeSet<String>) {
+        for problem in problems.difference(&self.problems) {
+            warn(problem.clone());
+        }
+        if self.problems.contains(&self.gone_problem()) && !problems.contains(&self.gone_problem())
+        {
+            warn(format!("{}: the watched folder is back", shown(self.dir())));
+        }
+        self.problems = problems;
+    }
+
+    fn gone_problem(&self) -> String {
+        format!(
+            "{}: the watched folder is gone; waiting for it to come back",
+            shown(self.dir())
+        )
+    }
+
+    /// Tell the queue the problems if they changed since it last kept them, so `status` and
+    /// the page show them. A queue that is away hears of them at a later look.
+    async fn report(&mut self, queue: &dyn Queue) {
+        if self.reported.as_ref() == Some(&self.problems) {
+            return;
+        }
+        let report = WatchReport::new(
+            &crate::broker::hostname(),
+            self.dir().to_owned(),
+            self.problems.iter().cloned().collect(),
+            SystemClock.now_ms(),
+        );
+        match queue.report_watch(&report).await {
+            Ok(()) => self.reported = Some(self.problems.clone()),
+            Err(e) => tracing::debug!(error = %e, "could not keep the watch's problems"),
         }
     }
 
     /// The files that have stopped changing and are not queued yet. What one file does never
-    /// stops the watch: a clash is said once and its files wait until it is gone.
+    /// stops the watch: a clash or a file it cannot read is said once and waits until it is
+    /// gone, and every other file is queued.
     fn ready(&mut self) -> Vec<Planned> {
+        let mut problems = BTreeSet::new();
         if !self.dir().is_dir() {
-            if !self.gone {
-                warn(format!(
-                    "{}: the watched folder is gone; waiting for it to come back",
-                    shown(self.dir())
-                ));
-                self.gone = true;
-            }
+            problems.insert(self.gone_problem());
+            self.see(problems);
             return Vec::new();
-        }
-        if self.gone {
-            warn(format!("{}: the watched folder is back", shown(self.dir())));
-            self.gone = false;
         }
         let planned = match scan::plan_apart(&self.inputs.paths, &self.inputs.out, &self.extension)
         {
             Ok((planned, clashes)) => {
-                for clash in clashes {
-                    self.tell(format!(
-                        "{clash}: both skipped while both are there; rename or move one"
-                    ));
-                }
+                problems.extend(clashes.into_iter().map(|clash| {
+                    format!("{clash}: both skipped while both are there; rename or move one")
+                }));
                 planned
             }
             Err(e) => {
-                self.tell(format!("{e}; will look again"));
+                problems.insert(format!("{e}; will look again"));
+                self.see(problems);
                 return Vec::new();
             }
         };
         let now = Instant::now();
         let mut ready = Vec::new();
         for job in planned {
-            let Ok((size, modified)) = videofarm_core::confine::fs::size_and_modified(&job.input)
-            else {
-                continue;
+            let look = match videofarm_core::confine::fs::size_and_modified(&job.input) {
+                Ok((size, modified)) => Look { size, modified },
+                Err(e) => {
+                    problems.insert(format!(
+                        "{}: cannot be read ({e}); skipped until it can be",
+                        shown(&job.input)
+                    ));
+                    continue;
+                }
             };
-            let look = Look { size, modified };
             let entry = self
                 .seen
                 .entry(job.input.clone())
@@ -161,6 +197,7 @@ impl Folder {
                 ready.push(job);
             }
         }
+        self.see(problems);
         ready
     }
 

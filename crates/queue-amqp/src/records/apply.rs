@@ -47,6 +47,16 @@ pub(super) fn apply_one(
             )?;
             Ok(())
         }
+        Fact::Watched { report } => {
+            // From the stream, so from anyone: a report out of bounds is not kept.
+            if let Err(why) = videofarm_core::watching::check(report) {
+                tracing::warn!(%why, "a watch report left out of the records");
+                return Ok(());
+            }
+            let (key, json) = videofarm_core::watching::row(report);
+            tx.execute(videofarm_core::watching::KEEP, [key, json])?;
+            Ok(())
+        }
         Fact::Mark => Ok(()),
     }
 }

@@ -112,6 +112,10 @@ pub enum Fact {
     /// A split tape's attempt waits for its chunks with no delivery held: the end of the
     /// connection it was taken on does not lose it.
     Parked { id: JobId, holder: Holder },
+    /// A watch's list of problems now (empty when all is well again): replaces its last one.
+    Watched {
+        report: videofarm_core::watching::WatchReport,
+    },
     /// Changes nothing: a process writes one and waits to read it back to know it has read
     /// everything written before.
     Mark,
@@ -230,6 +234,7 @@ impl RecordStore {
             None => Connection::open_in_memory()?,
         };
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(videofarm_core::watching::TABLE)?;
         migrate(&conn)?;
         // A process waits only for its own recent writes: older marks can go.
         let week_ago =
@@ -422,6 +427,18 @@ impl RecordStore {
         counts.retrying =
             conn.query_row(&LISTING.count_retrying(), [now], |r| r.get::<_, i64>(0))? as u64;
         Ok(counts)
+    }
+
+    /// The watches whose last list has problems.
+    pub fn watch_problems(&self) -> rusqlite::Result<Vec<videofarm_core::watching::WatchReport>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(videofarm_core::watching::LIST)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut reports = Vec::new();
+        for row in rows {
+            reports.extend(videofarm_core::watching::read(&row?));
+        }
+        Ok(reports)
     }
 
     pub fn jobs(&self, filter: &JobFilter) -> rusqlite::Result<Vec<JobRecord>> {
