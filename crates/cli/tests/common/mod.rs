@@ -5,7 +5,11 @@
 
 pub mod faults;
 pub mod files;
+mod relay;
 pub mod split;
+
+#[allow(unused_imports)] // not every test binary uses it
+pub use relay::Relay;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -262,66 +266,6 @@ impl Drop for Farm {
     }
 }
 
-/// A TCP relay to the test broker that can be taken down and brought back: a broker outage for
-/// one test, without stopping the broker every other test uses.
-pub struct Relay {
-    port: u16,
-    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
-}
-
-impl Relay {
-    pub fn new(up: bool) -> Relay {
-        use std::sync::atomic::Ordering;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let relay = Relay {
-            port,
-            up: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(up)),
-            open: Default::default(),
-        };
-        let (up, open) = (relay.up.clone(), relay.open.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                // Down: the connection is dropped at once, as by a broker that is not there.
-                if !up.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let Ok(broker) = std::net::TcpStream::connect("127.0.0.1:5672") else {
-                    continue;
-                };
-                let mut open = open.lock().unwrap();
-                for (from, to) in [(&client, &broker), (&broker, &client)] {
-                    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                }
-                open.push(client);
-                open.push(broker);
-            }
-        });
-        relay
-    }
-
-    pub fn url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
-    }
-
-    /// Cut every connection and refuse new ones.
-    pub fn down(&self) {
-        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
-        for stream in self.open.lock().unwrap().drain(..) {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    pub fn up(&self) {
-        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 fn collect(root: &Path, dir: &Path, found: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -333,6 +277,42 @@ fn collect(root: &Path, dir: &Path, found: &mut Vec<PathBuf>) {
         } else {
             found.push(path.strip_prefix(root).unwrap().to_owned());
         }
+    }
+}
+
+/// Every output renamed into place exactly once. A worker killed between its rename and its
+/// log line leaves no line; then the job's next worker must have found the output in place and
+/// finished without encoding or renaming again.
+pub fn each_output_renamed_once(outputs: &[PathBuf], logs: &[String]) {
+    let mut renames: std::collections::HashMap<String, usize> = Default::default();
+    let mut found_done: Vec<String> = Vec::new();
+    for line in logs.iter().flat_map(|l| l.lines()) {
+        if let Some((_, rest)) = line.split_once(" published output=") {
+            let output = rest.split_whitespace().next().unwrap_or_default();
+            *renames.entry(output.to_owned()).or_default() += 1;
+        }
+        if let Some((_, rest)) = line.split_once(" job succeeded output=") {
+            if rest.contains("already_done=true") {
+                found_done.push(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
+        }
+    }
+    assert!(
+        renames.values().all(|n| *n == 1),
+        "an output was written twice: {renames:?}"
+    );
+    for output in outputs {
+        let output = output.to_string_lossy();
+        assert!(
+            renames.contains_key(output.as_ref())
+                || found_done.iter().any(|o| o == output.as_ref()),
+            "{output}: neither a rename nor a later worker finding it done was logged: {renames:?}"
+        );
     }
 }
 
