@@ -144,16 +144,18 @@ pub fn mark_waiting(records: &mut [JobRecord], workers: &[WorkerStatus]) {
     }
     for record in records.iter_mut().filter(|r| r.state == JobState::Queued) {
         if !workers.iter().any(|w| w.can_run(&record.spec)) {
-            let mut why = format!(
-                "waiting for a worker that can run profile {}",
-                record.spec.profile
-            );
-            if !record.spec.require.is_empty() {
-                why.push_str(&format!(" with tags {}", record.spec.require.join(", ")));
-            }
-            record.waiting_for = Some(why);
+            record.waiting_for = Some(why_waiting(&record.spec));
         }
     }
+}
+
+/// Why a waiting job that no live worker can take waits.
+pub fn why_waiting(spec: &JobSpec) -> String {
+    let mut why = format!("waiting for a worker that can run profile {}", spec.profile);
+    if !spec.require.is_empty() {
+        why.push_str(&format!(" with tags {}", spec.require.join(", ")));
+    }
+    why
 }
 
 /// A job held by a worker.
@@ -338,6 +340,17 @@ pub trait Records: Send + Sync {
 
     /// Job counts by state; a split tape counts as one job.
     async fn counts(&self) -> Result<Counts, QueueError>;
+
+    /// Say in each waiting job of `records` that no live worker can take why it waits
+    /// ([`mark_waiting`]'s rule). A backend that knows which jobs a live worker serves without
+    /// asking every worker answers from that.
+    async fn explain_waiting(&self, records: &mut [JobRecord]) -> Result<(), QueueError> {
+        if records.iter().any(|r| r.state == JobState::Queued) {
+            let workers = self.workers().await?;
+            mark_waiting(records, &workers);
+        }
+        Ok(())
+    }
 
     /// The watches that last said they have problems, with those problems.
     async fn watch_problems(&self) -> Result<Vec<WatchReport>, QueueError>;

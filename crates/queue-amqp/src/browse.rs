@@ -40,13 +40,16 @@ impl Inner {
                 .await
                 .map_err(backend)?
             {
-                // "ID\tWHEN"; a tombstone without a time (older versions) cancels any copy.
-                let body = String::from_utf8_lossy(&message.delivery.data).into_owned();
-                let (id, at) = match body.split_once('\t') {
-                    Some((id, at)) => (id.to_owned(), at.parse().unwrap_or(i64::MAX)),
-                    None => (body, i64::MAX),
-                };
-                ids.push((JobId(id), at));
+                // "ID\tWHEN" a line; a tombstone without a time (older versions) cancels
+                // any copy.
+                let body = String::from_utf8_lossy(&message.delivery.data);
+                for line in body.lines().filter(|l| !l.is_empty()) {
+                    let (id, at) = match line.split_once('\t') {
+                        Some((id, at)) => (id, at.parse().unwrap_or(i64::MAX)),
+                        None => (line, i64::MAX),
+                    };
+                    ids.push((JobId(id.to_owned()), at));
+                }
                 if ids.len() >= 100_000 {
                     break;
                 }

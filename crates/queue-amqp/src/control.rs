@@ -167,26 +167,7 @@ async fn count_me(channel: &Channel, name: &str) -> Result<lapin::Consumer, Queu
 
 /// How many responders are live: the consumers of their queue (none when it is gone).
 async fn live_responders(inner: &Inner) -> Result<usize, QueueError> {
-    let channel = inner.new_channel().await?;
-    let counted = channel
-        .queue_declare(
-            inner.names.responders.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
-    match counted {
-        Ok(queue) => {
-            let _ = channel.close(200, "counted".into()).await;
-            Ok(queue.consumer_count() as usize)
-        }
-        // Not found (the broker closed the channel): no responder is live.
-        Err(e) if e.is_amqp_soft_error() => Ok(0),
-        Err(e) => Err(backend(e)),
-    }
+    inner.consumers(&inner.names.responders).await
 }
 
 /// Broadcast `request` and collect the replies: until every live responder has answered, or

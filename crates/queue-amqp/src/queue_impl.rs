@@ -7,6 +7,9 @@ use records::Fact;
 use videofarm_core::lifecycle::{self, JobView};
 use videofarm_core::{Answer, AttemptOutcome, Verdict};
 
+/// How many cancelled ids one tombstone message holds.
+const TOMBSTONES_PER_MESSAGE: usize = 1000;
+
 #[async_trait]
 impl Queue for AmqpQueue {
     async fn enqueue_many(
@@ -265,19 +268,14 @@ impl Records for AmqpQueue {
 
     async fn worker_count(&self) -> Result<usize, QueueError> {
         // Every worker process consumes the job queue once: the broker knows how many do.
-        let channel = self.inner.channel().await?;
-        let declared = channel
-            .queue_declare(
-                self.inner.names.jobs.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(backend)?;
-        Ok(declared.consumer_count() as usize)
+        self.inner.consumers(&self.inner.names.jobs).await
+    }
+
+    async fn explain_waiting(&self, records: &mut [JobRecord]) -> Result<(), QueueError> {
+        // A worker consumes the queue of every route it serves, so a route's queue without a
+        // consumer is a job no live worker can take: the broker's counts say so, no worker is
+        // asked.
+        self.inner.explain_waiting(records).await
     }
 
     async fn watch_problems(
@@ -416,14 +414,18 @@ impl Control for AmqpQueue {
         // its holder's end says later (see `records::apply_one`).
         inner.record(Fact::Cancelled { ids: ids.clone() }).await?;
         let at = inner.now();
-        for id in &ids {
-            inner
-                .publish(
-                    &inner.names.cancelled,
-                    format!("{id}\t{at}").as_bytes(),
-                    persistent(),
-                )
-                .await?;
+        // Tombstones, "ID\tWHEN" a line, many to a message: 10,000 ids are a few messages
+        // published together, not 10,000 round trips (and as few for each reader).
+        let tombstones = ids
+            .chunks(TOMBSTONES_PER_MESSAGE)
+            .map(|chunk| {
+                let lines: Vec<String> = chunk.iter().map(|id| format!("{id}\t{at}")).collect();
+                let body = lines.join("\n").into_bytes();
+                (inner.names.cancelled.clone(), body, persistent())
+            })
+            .collect();
+        for sent in inner.publish_many("", tombstones).await? {
+            sent?;
         }
         inner.add_tombstones(&ids, at);
         let running = control::cancel_running(inner, &ids).await?;

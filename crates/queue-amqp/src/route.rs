@@ -96,6 +96,36 @@ impl Inner {
         format!("{}.jobs.{route}", self.settings.prefix)
     }
 
+    /// Mark each waiting job whose route's queue has no consumer with why it waits; with no
+    /// live worker at all nothing is said (any worker may come), as
+    /// [`videofarm_core::queue::mark_waiting`] says.
+    pub(crate) async fn explain_waiting(
+        &self,
+        records: &mut [JobRecord],
+    ) -> Result<(), QueueError> {
+        let waiting = |r: &JobRecord| r.state == JobState::Queued;
+        if !records.iter().any(waiting) || self.consumers(&self.names.jobs).await? == 0 {
+            return Ok(());
+        }
+        let routes: BTreeSet<String> = records
+            .iter()
+            .filter(|r| waiting(r))
+            .map(|r| job_route(&r.spec))
+            .collect();
+        let mut unserved = BTreeSet::new();
+        for route in routes {
+            if self.consumers(&self.route_queue(&route)).await? == 0 {
+                unserved.insert(route);
+            }
+        }
+        for record in records.iter_mut().filter(|r| waiting(r)) {
+            if unserved.contains(&job_route(&record.spec)) {
+                record.waiting_for = Some(videofarm_core::queue::why_waiting(&record.spec));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether `key` was declared on the current connection (the set empties on reconnect).
     fn declared(&self, key: &str) -> bool {
         self.routes

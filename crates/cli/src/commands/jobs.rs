@@ -11,12 +11,7 @@ pub async fn jobs(settings: &Settings, args: JobsSettings) -> anyhow::Result<Exi
     let queue = open_queue(settings).await?;
     let mut records = queue.jobs(&args.filter).await?;
     // A waiting job no live worker can run says so.
-    if records
-        .iter()
-        .any(|r| r.state == videofarm_core::JobState::Queued)
-    {
-        videofarm_core::queue::mark_waiting(&mut records, &queue.workers().await?);
-    }
+    queue.explain_waiting(&mut records).await?;
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&records)?)?;
         return Ok(ExitStatus::Success);
