@@ -28,6 +28,7 @@ mod broker;
 mod cli;
 mod commands;
 mod error;
+mod eta;
 mod settings;
 mod ui;
 

@@ -3,11 +3,12 @@
 //! the batch as a JSON line as it happens.
 
 use crate::commands::{describe_progress, describe_transfer, human_duration, shown};
+use crate::eta::MediaLeft;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use videofarm_core::{Event, JobId};
 
 pub struct ProgressUi {
@@ -31,19 +32,17 @@ pub struct ProgressUi {
     names: HashMap<JobId, String>,
     /// Each running job's progress (0 to 1), for the batch's.
     fractions: HashMap<JobId, f64>,
-    /// When each running job's encode started: ffmpeg's first speed readouts are noise.
-    started: HashMap<JobId, Instant>,
-    batch_started: Instant,
+    /// The media time left, for the batch's ETA.
+    media: MediaLeft,
 }
 
 const JOB_STYLE: &str = "{prefix:.bold} [{bar:32.cyan/blue}] {percent:>3}% {msg}";
 const TOTAL_STYLE: &str = "{prefix:.bold} [{bar:32.green/white}] {msg}";
-/// How long an encode runs before its speed is shown.
-const SPEED_SETTLES: Duration = Duration::from_secs(2);
 
 impl ProgressUi {
+    /// A batch of jobs: each one's id, input and input size.
     pub fn new(
-        batch: impl IntoIterator<Item = (JobId, PathBuf)>,
+        batch: impl IntoIterator<Item = (JobId, PathBuf, u64)>,
         already_done: u64,
         json: bool,
     ) -> Self {
@@ -53,9 +52,11 @@ impl ProgressUi {
         } else {
             ProgressDrawTarget::hidden()
         });
+        let mut sizes = Vec::new();
         let names: HashMap<JobId, String> = batch
             .into_iter()
-            .map(|(id, input)| {
+            .map(|(id, input, size)| {
+                sizes.push((id.clone(), size));
                 let name = input
                     .file_name()
                     .map(|n| shown(n.as_ref()))
@@ -86,15 +87,14 @@ impl ProgressUi {
             total_jobs,
             names,
             fractions: HashMap::new(),
-            started: HashMap::new(),
-            batch_started: Instant::now(),
+            media: MediaLeft::new(sizes),
         };
         ui.show_batch();
         ui
     }
 
-    /// The batch bar: jobs done, running, the batch's speed and, once it means something, an
-    /// estimate of the time left from the progress of the whole batch.
+    /// The batch bar: jobs done, running, the batch's speed and, once there is a speed, the
+    /// time left: the media time left over that speed ([`MediaLeft`]).
     fn show_batch(&self) {
         let running: f64 = self.fractions.values().sum::<f64>()
             + self
@@ -114,20 +114,10 @@ impl ProgressUi {
         if speed > 0.0 {
             message.push_str(&format!("  {speed:.2}x"));
         }
-        let elapsed = self.batch_started.elapsed().as_secs_f64();
-        if fraction > 0.02 && fraction < 1.0 && elapsed > SPEED_SETTLES.as_secs_f64() {
-            let left = elapsed * (1.0 - fraction) / fraction;
+        if let Some(left) = self.media.eta().filter(|_| fraction < 1.0) {
             message.push_str(&format!("  about {} left", human_duration(left)));
         }
         self.total.set_message(message);
-    }
-
-    /// The live speed to show for a job: none until its encode has settled.
-    fn settled_speed(&self, id: &JobId, speed: f64) -> f64 {
-        match self.started.get(id) {
-            Some(at) if at.elapsed() >= SPEED_SETTLES => speed,
-            _ => 0.0,
-        }
     }
 
     pub fn handle(&mut self, event: &Event) {
@@ -162,7 +152,6 @@ impl ProgressUi {
         }
         match event {
             Event::JobStarted { input, .. } => {
-                self.started.insert(id.clone(), Instant::now());
                 if self.tapes.contains_key(id) {
                     if let Some(bar) = self.bars.get(id) {
                         bar.set_message("joining the chunks");
@@ -174,6 +163,8 @@ impl ProgressUi {
             Event::JobProgress { progress, .. } => self.show_progress(id, progress),
             Event::JobSucceeded { report, .. } => {
                 self.done = (self.done + 1).min(self.total_jobs);
+                let length = (!report.already_done).then_some(report.duration_s);
+                self.media.finished(id, length);
                 let note = if report.already_done {
                     "already done".to_owned()
                 } else {
@@ -224,21 +215,18 @@ impl ProgressUi {
             }
             return;
         }
-        let speed = self.settled_speed(id, progress.speed);
+        // Speed and fps as ffmpeg reports them, from its first report.
+        let speed = progress.speed;
         if let Some(bar) = self.bars.get(id) {
             bar.set_position((progress.progress * 1000.0) as u64);
-            let mut shown = *progress;
-            shown.speed = speed;
-            if speed == 0.0 {
-                shown.fps = 0.0;
-                shown.eta_s = None;
-            }
             bar.set_message(format!(
                 "{} frames  {}",
                 progress.frames,
-                describe_progress(&shown)
+                describe_progress(progress)
             ));
         }
+        self.media
+            .progress(id, progress.progress, speed, progress.eta_s);
         self.speeds.insert(id.clone(), speed);
         self.fractions
             .insert(id.clone(), progress.progress.min(1.0));
@@ -267,21 +255,19 @@ impl ProgressUi {
             }
         };
         match event {
-            Event::JobStarted { .. } => {
-                self.started.insert(id.clone(), Instant::now());
-            }
             Event::JobProgress { progress, .. } => {
                 slot(self, progress.progress.min(0.999));
-                let speed = self.settled_speed(id, progress.speed);
-                self.speeds.insert(id.clone(), speed);
+                self.speeds.insert(id.clone(), progress.speed);
             }
             Event::JobSucceeded { .. } => {
                 slot(self, 1.0);
                 self.speeds.remove(id);
+                self.media.stopped(id);
             }
             Event::JobFailed { .. } | Event::JobReleased { .. } | Event::JobLost { .. } => {
                 slot(self, 0.0);
                 self.speeds.remove(id);
+                self.media.stopped(id);
             }
             _ => {}
         }
@@ -291,6 +277,10 @@ impl ProgressUi {
         let done = parts.iter().filter(|p| **p >= 1.0).count();
         let running = parts.iter().filter(|p| **p > 0.0 && **p < 1.0).count();
         let fraction = parts.iter().sum::<f64>() / parts.len().max(1) as f64;
+        if let Event::JobProgress { progress, .. } = event {
+            self.media
+                .chunk_progress(tape, id, fraction, progress.speed);
+        }
         let speed: f64 = self
             .chunks
             .iter()
@@ -307,17 +297,24 @@ impl ProgressUi {
         self.show_batch();
     }
 
-    /// Record that a job reached a final state without an event from this process (another
-    /// worker finished it, or it failed for good after a retry here).
-    pub fn set_finished(&mut self, finished: u64) {
-        self.done = finished.min(self.total_jobs);
+    /// The jobs of the batch in a final state, with the media length of each that has one,
+    /// as the queue says (another worker finished some, or one failed for good after a retry
+    /// here).
+    pub fn set_finished<'a>(
+        &mut self,
+        finished: impl ExactSizeIterator<Item = (&'a JobId, Option<f64>)>,
+    ) {
+        self.done = (finished.len() as u64).min(self.total_jobs);
+        for (id, length) in finished {
+            self.media.finished(id, length);
+        }
         self.show_batch();
     }
 
     fn end(&mut self, id: &JobId, note: &str) {
         self.speeds.remove(id);
         self.fractions.remove(id);
-        self.started.remove(id);
+        self.media.stopped(id);
         // A finished tape counts in `done`, not again as a tape in progress.
         self.tapes.remove(id);
         if let Some(bar) = self.bars.remove(id) {
@@ -372,7 +369,11 @@ mod tests {
     #[test]
     fn a_transfer_shows_on_the_jobs_bar_before_its_encode() {
         let id = JobId("j1".into());
-        let mut ui = ProgressUi::new([(id.clone(), PathBuf::from("/m/tape one.mpg"))], 0, false);
+        let mut ui = ProgressUi::new(
+            [(id.clone(), PathBuf::from("/m/tape one.mpg"), 1000)],
+            0,
+            false,
+        );
         let fetching = Progress {
             progress: 0.5,
             eta_s: Some(2.0),

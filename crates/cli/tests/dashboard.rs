@@ -128,6 +128,30 @@ async fn failures_are_shown_as_text(client: &fantoccini::Client, img_name: &str)
         .unwrap();
     assert_eq!(injected, serde_json::json!(0));
     assert!(client.get_alert_text().await.is_err(), "no alert opened");
+    // ffmpeg's words are fetched when a row is opened, and the row stays open while the page
+    // refreshes.
+    client
+        .find(Locator::Css(".failed-job details.stderr summary"))
+        .await
+        .expect("a failure with ffmpeg's words")
+        .click()
+        .await
+        .unwrap();
+    eventually(
+        "ffmpeg's words are shown",
+        Duration::from_secs(10),
+        || async {
+            texts(client, ".failed-job details.stderr[open] pre")
+                .await
+                .iter()
+                .any(|t| t.contains("Invalid too big"))
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!texts(client, ".failed-job details.stderr[open] pre")
+        .await
+        .is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,6 +159,12 @@ async fn the_dashboard_shows_workers_progress_and_failures_and_retries_from_the_
     let farm = Farm::new();
     let mut config = std::fs::read_to_string(&farm.config).unwrap();
     config.push_str(&format!("\n[paths]\nroots = [{:?}]\n", farm.root()));
+    // A profile ffmpeg refuses for a picture this small (its trial's is larger): a failure
+    // with ffmpeg's own words.
+    config.push_str(
+        "[profiles.narrow]\nextension = \"mkv\"\nvideo_codec = \"h264\"\n\
+         args = [\"-vf\", \"crop=w='if(lt(iw,200),2*iw,iw)'\", \"-c:v\", \"libx264\"]\n",
+    );
     std::fs::write(&farm.config, config).unwrap();
 
     // A batch: one real tape (slow: it takes its own length to encode) and two files that are
@@ -151,6 +181,8 @@ async fn the_dashboard_shows_workers_progress_and_failures_and_retries_from_the_
         .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"caf\xe9.mpg"));
     std::fs::write(&odd, "not a video").unwrap();
     farm.enqueue(&[&farm.input.join("tape.mpg")], "slow");
+    clip(&farm.root().join("small.mpg"), 1);
+    farm.enqueue(&[&farm.root().join("small.mpg")], "narrow");
     let failing = farm.enqueue(&[&hostile_dir, &farm.input.join(img_name), &odd], "archive");
     assert_eq!(failing.len(), 3);
 

@@ -124,14 +124,34 @@ const videofarm = (() => {
     setTimeout(() => chartEvery(ms), ms);
   }
 
+  // ffmpeg's last words for a failed job, fetched when the row is opened (the list leaves them
+  // out: with hundreds of failures they were most of what the page moved).
+  // The rows opened stay open when the list is drawn again.
+  const opened = new Set();
+  function stderrTail(id) {
+    const pre = el("pre", {}, "…");
+    const box = el("details", { class: "stderr" }, el("summary", {}, "ffmpeg said"), pre);
+    box.addEventListener("toggle", async () => {
+      if (!box.open) { opened.delete(id); return; }
+      opened.add(id);
+      try {
+        const answer = await api("/api/jobs/" + encodeURIComponent(id));
+        pre.textContent = answer.job.stderr_tail || "";
+      } catch (e) { pre.textContent = String(e.message || e); }
+    });
+    if (opened.has(id)) box.open = true;
+    return box;
+  }
+
   async function overview() {
+    let shownLists = "";
     refresh = async () => {
       try {
-        // Pages, not the whole library: the counts say how many there are.
-        const [status, workers, failed, running, queuedPage, done] = await Promise.all([
-          api("/api/status"), api("/api/workers"),
-          api("/api/jobs?state=failed&limit=" + PAGE), api("/api/jobs?state=running&limit=" + PAGE),
-          api("/api/jobs?state=queued&limit=" + PAGE), api("/api/jobs?state=succeeded&limit=10&order=newest").then((page) => page.filter((j) => j.result))]);
+        // Pages, not the whole library: the counts say how many there are. Two requests a second, each answered "not modified" while nothing changed: the
+        // workers' progress, and everything else.
+        const [view, workers] = await Promise.all([api("/api/overview"), api("/api/workers")]);
+        const { status, failed, waiting } = view;
+        const done = view.recent.filter((j) => j.result);
         showError(null);
         document.getElementById("counts").replaceChildren(
           ...["queued", "running", "succeeded", "failed", "cancelled"].map((k) => el("span", { class: "count-" + k }, k + " " + (status[k] || 0))),
@@ -155,27 +175,31 @@ const videofarm = (() => {
               : j.fps.toFixed(0) + " fps  " + j.speed.toFixed(2) + "x") + "  eta " + duration(j.eta_s)))))) :
           [el("p", { class: "empty" }, "No live workers.")]));
 
-        replaceRows("#failed", failed.map((j) => el("tr", { class: "failed-job", "data-id": j.id },
-          el("td", {}, el("a", { class: "file", href: "/job/" + encodeURIComponent(j.id) }, baseName(j.input))),
-          el("td", {}, el("div", { class: "reason" }, j.error || ""), j.stderr_tail ? el("details", {}, el("summary", {}, "ffmpeg said"), el("pre", {}, j.stderr_tail)) : null),
-          el("td", {}, j.attempts),
-          el("td", {}, action("Retry", "retry", "/api/jobs/" + encodeURIComponent(j.id) + "/retry")))), "Nothing failed.");
+        // Drawn again only when they changed: an opened row stays open.
+        const lists = JSON.stringify([failed, waiting, done]);
+        if (lists !== shownLists) {
+          shownLists = lists;
+          replaceRows("#failed", failed.map((j) => el("tr", { class: "failed-job", "data-id": j.id },
+            el("td", {}, el("a", { class: "file", href: "/job/" + encodeURIComponent(j.id) }, baseName(j.input))),
+            el("td", {}, el("div", { class: "reason" }, j.error || ""), j.stderr_tail_bytes ? stderrTail(j.id) : null),
+            el("td", {}, j.attempts),
+            el("td", {}, action("Retry", "retry", "/api/jobs/" + encodeURIComponent(j.id) + "/retry")))), "Nothing failed.");
 
-        const waiting = running.concat(queuedPage);
-        replaceRows("#waiting", waiting.map((j) => el("tr", { class: "waiting-job", "data-id": j.id },
-          el("td", {}, el("a", { class: "file", href: "/job/" + encodeURIComponent(j.id) }, baseName(j.input))),
-          el("td", {}, j.profile), el("td", { class: "state" }, j.state, j.waiting_for ? el("div", { class: "waiting-for" }, j.waiting_for) : null),
-          el("td", {}, action("Cancel", "cancel", "/api/jobs/" + encodeURIComponent(j.id) + "/cancel")))), "Nothing waiting.");
+          replaceRows("#waiting", waiting.map((j) => el("tr", { class: "waiting-job", "data-id": j.id },
+            el("td", {}, el("a", { class: "file", href: "/job/" + encodeURIComponent(j.id) }, baseName(j.input))),
+            el("td", {}, j.profile), el("td", { class: "state" }, j.state, j.waiting_for ? el("div", { class: "waiting-for" }, j.waiting_for) : null),
+            el("td", {}, action("Cancel", "cancel", "/api/jobs/" + encodeURIComponent(j.id) + "/cancel")))), "Nothing waiting.");
 
+          replaceRows("#recent", done.map((j) => el("tr", { class: "done-job", "data-id": j.id },
+            el("td", {}, el("a", { class: "file", href: "/job/" + encodeURIComponent(j.id) }, baseName(j.input))),
+            el("td", {}, size(j.result.input_size) + " → " + size(j.result.output_size)),
+            el("td", {}, duration(j.result.elapsed_s)),
+            el("td", {}, j.result.elapsed_s > 0 ? (j.result.duration_s / j.result.elapsed_s).toFixed(2) + "x" : "-"))), "Nothing finished yet.");
+
+        }
         const more = (shown, total, what) => total > shown ? " (the first " + shown + " of " + total + " " + what + ")" : "";
         document.getElementById("failed-more").textContent = more(failed.length, status.failed || 0, "failed");
         document.getElementById("waiting-more").textContent = more(waiting.length, (status.queued || 0) + (status.running || 0), "waiting or running");
-        replaceRows("#recent", done.map((j) => el("tr", { class: "done-job", "data-id": j.id },
-          el("td", {}, el("a", { class: "file", href: "/job/" + encodeURIComponent(j.id) }, baseName(j.input))),
-          el("td", {}, size(j.result.input_size) + " → " + size(j.result.output_size)),
-          el("td", {}, duration(j.result.elapsed_s)),
-          el("td", {}, j.result.elapsed_s > 0 ? (j.result.duration_s / j.result.elapsed_s).toFixed(2) + "x" : "-"))), "Nothing finished yet.");
-
         // Batch ETA: what the running encodes still need, plus the waiting jobs at the recent
         // average time per job, spread over the workers' slots.
         const slots = Math.max(1, workers.reduce((n, w) => n + w.concurrency, 0));

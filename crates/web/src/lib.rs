@@ -17,6 +17,7 @@ pub mod files;
 pub mod metrics;
 pub mod sweep;
 pub mod tls;
+mod unchanged;
 
 pub use auth::check_token;
 use auth::{authorize, guard};
@@ -99,6 +100,7 @@ pub fn router(state: AppState) -> Router {
             get(|| async { asset("application/json", include_str!("../assets/openapi.json")) }),
         )
         .route("/api/status", get(status))
+        .route("/api/overview", get(overview))
         .route("/api/workers", get(workers))
         .route("/api/jobs", get(jobs).post(enqueue))
         .route("/api/jobs/{id}", get(job))
@@ -122,6 +124,7 @@ pub fn router(state: AppState) -> Router {
             )),
         )
         .route("/metrics", get(metrics::metrics))
+        .layer(axum::middleware::from_fn(unchanged::conditional))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
@@ -154,6 +157,11 @@ fn require_roots(state: &AppState) -> ApiResult<()> {
 }
 
 async fn status(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    Ok(Json(status_value(&state).await?))
+}
+
+/// `videofarm status --json`: the counts, the live workers, the watches' problems.
+async fn status_value(state: &AppState) -> ApiResult<serde_json::Value> {
     let counts = state.queue.counts().await?;
     let workers = state.queue.worker_count().await?;
     let watches = state.queue.watch_problems().await?;
@@ -162,7 +170,42 @@ async fn status(State(state): State<AppState>) -> ApiResult<Json<serde_json::Val
     value["workers"] = workers.into();
     value["watch_problems"] = serde_json::to_value(watches)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(Json(value))
+    Ok(value)
+}
+
+/// How many jobs of each list the overview shows.
+const OVERVIEW_PAGE: u32 = 100;
+
+/// What the overview page shows besides the workers, in one answer (so one request a second,
+/// and a `304` while nothing changed): the status, the first failed jobs (without ffmpeg's
+/// words, which the page asks for when a row is opened), the running and the waiting, and the
+/// last ten finished.
+async fn overview(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    let page = |state: Option<JobState>, limit: u32, newest_first: bool| JobFilter {
+        state,
+        limit: Some(limit),
+        newest_first,
+        ..Default::default()
+    };
+    let failed = list(&state, &page(Some(JobState::Failed), OVERVIEW_PAGE, false)).await?;
+    let failed: Vec<serde_json::Value> = failed
+        .into_iter()
+        .map(|mut job| {
+            let tail = job.stderr_tail.take().map_or(0, |t| t.len());
+            let mut value = serde_json::to_value(job).unwrap_or_default();
+            value["stderr_tail_bytes"] = tail.into();
+            value
+        })
+        .collect();
+    let mut waiting = list(&state, &page(Some(JobState::Running), OVERVIEW_PAGE, false)).await?;
+    waiting.extend(list(&state, &page(Some(JobState::Queued), OVERVIEW_PAGE, false)).await?);
+    let recent = list(&state, &page(Some(JobState::Succeeded), 10, true)).await?;
+    Ok(Json(serde_json::json!({
+        "status": status_value(&state).await?,
+        "failed": failed,
+        "waiting": waiting,
+        "recent": recent,
+    })))
 }
 
 async fn workers(
@@ -205,21 +248,24 @@ async fn jobs(
             ))
         }
     };
-    let mut records = state
-        .queue
-        .jobs(&JobFilter {
-            state: wanted,
-            ids: None,
-            chunks: false,
-            limit: Some(q.limit.unwrap_or(MAX_PAGE).min(MAX_PAGE)),
-            offset: q.offset.unwrap_or(0),
-            newest_first,
-            finished_since: None,
-        })
-        .await?;
-    mark_waiting(&state, &mut records).await?;
-    // A list (which the page polls) carries each tape's verdict and totals; its events and
-    // timeline, tens of KB, come with the job itself (`/api/jobs/{id}`).
+    let filter = JobFilter {
+        state: wanted,
+        ids: None,
+        chunks: false,
+        limit: Some(q.limit.unwrap_or(MAX_PAGE).min(MAX_PAGE)),
+        offset: q.offset.unwrap_or(0),
+        newest_first,
+        finished_since: None,
+    };
+    Ok(Json(list(&state, &filter).await?))
+}
+
+/// The jobs `filter` asks for, as a list shows them: why a waiting one waits; each tape's
+/// verdict and totals, without its events and timeline (tens of KB, which come with the job
+/// itself, `/api/jobs/{id}`).
+async fn list(state: &AppState, filter: &JobFilter) -> ApiResult<Vec<videofarm_core::JobRecord>> {
+    let mut records = state.queue.jobs(filter).await?;
+    mark_waiting(state, &mut records).await?;
     for tape in records
         .iter_mut()
         .filter_map(|r| r.result.as_mut().and_then(|r| r.tape.as_mut()))
@@ -228,7 +274,7 @@ async fn jobs(
         tape.events.clear();
         tape.timeline.clear();
     }
-    Ok(Json(records))
+    Ok(records)
 }
 
 /// Say why a waiting job that no live worker can run waits.
@@ -236,11 +282,7 @@ async fn mark_waiting(
     state: &AppState,
     records: &mut [videofarm_core::JobRecord],
 ) -> ApiResult<()> {
-    if records.iter().any(|r| r.state == JobState::Queued) {
-        let workers = state.queue.workers().await?;
-        videofarm_core::queue::mark_waiting(records, &workers);
-    }
-    Ok(())
+    Ok(state.queue.explain_waiting(records).await?)
 }
 
 #[derive(Deserialize)]

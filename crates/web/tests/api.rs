@@ -559,3 +559,67 @@ async fn a_name_that_is_not_utf8_is_listed_and_queued() {
     let (status, _, _) = call(&api, "GET", "/api/browse?path_bytes=2f657463", None, &[]).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+/// GET `uri` with `If-None-Match: etag` when given: the status, the ETag, the body's length.
+async fn get_tagged(api: &Api, uri: &str, etag: Option<&str>) -> (StatusCode, String, usize) {
+    let mut request = Request::builder().uri(uri);
+    if let Some(etag) = etag {
+        request = request.header("if-none-match", etag);
+    }
+    let response = router(api.state.clone())
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let tag = response
+        .headers()
+        .get("etag")
+        .map(|t| t.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, tag, bytes.len())
+}
+
+/// The overview is one answer for the page, and while nothing changes an answer is a `304`
+/// with no body; a failed job's ffmpeg words stay out of it (its length is said) and come with
+/// the job itself.
+#[tokio::test]
+async fn an_unchanged_answer_is_not_sent_again_and_the_overview_leaves_out_stderr() {
+    let api = api(None);
+    one_done_one_failed_one_running(&api).await;
+    let (_, overview, _) = call(&api, "GET", "/api/overview", None, &[]).await;
+    assert_eq!(overview["status"]["failed"], 1);
+    assert_eq!(overview["waiting"][0]["state"], "running");
+    assert_eq!(overview["recent"].as_array().unwrap().len(), 1);
+    let failed = &overview["failed"][0];
+    assert!(
+        failed.get("stderr_tail").is_none_or(|t| t.is_null()),
+        "{failed}"
+    );
+    let id = failed["id"].as_str().unwrap();
+    let (_, job, _) = call(&api, "GET", &format!("/api/jobs/{id}"), None, &[]).await;
+    let tail = job["job"]["stderr_tail"].as_str().map_or(0, str::len);
+    assert_eq!(failed["stderr_tail_bytes"], tail);
+
+    for uri in [
+        "/api/overview",
+        "/api/status",
+        "/api/workers",
+        "/api/jobs?limit=5",
+    ] {
+        let (status, tag, sent) = get_tagged(&api, uri, None).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert!(tag.starts_with('"') && sent > 0, "{uri}: {tag:?}");
+        let (status, again, sent) = get_tagged(&api, uri, Some(&tag)).await;
+        assert_eq!((status, sent), (StatusCode::NOT_MODIFIED, 0), "{uri}");
+        assert_eq!(again, tag);
+        let (status, _, _) = get_tagged(&api, uri, Some("\"something else\"")).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+    }
+    // A change is sent.
+    let (_, before, _) = get_tagged(&api, "/api/overview", None).await;
+    api.queue.enqueue(spec(&api, "more"), false).await.unwrap();
+    let (status, after, _) = get_tagged(&api, "/api/overview", Some(&before)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(after, before);
+}

@@ -122,7 +122,7 @@ pub async fn run(settings: &Settings, args: RunSettings) -> anyhow::Result<ExitS
     let mut ui = ProgressUi::new(
         enqueued
             .iter()
-            .map(|(spec, e)| (e.id().clone(), spec.input.clone())),
+            .map(|(spec, e)| (e.id().clone(), spec.input.clone(), spec.input_size)),
         already_done.len() as u64,
         args.json,
     );
@@ -169,7 +169,11 @@ pub async fn run(settings: &Settings, args: RunSettings) -> anyhow::Result<ExitS
         if !look(queue.as_ref(), &filter, &mut finished, &mut outage).await? {
             continue;
         }
-        ui.set_finished(finished.len() as u64);
+        ui.set_finished(
+            finished
+                .iter()
+                .map(|(id, r)| (id, r.result.as_ref().map(|r| r.duration_s))),
+        );
         if ids.iter().all(|id| finished.contains_key(id)) {
             break false;
         }
