@@ -213,3 +213,59 @@ fn more_than_four_tags_are_refused() {
         text(&out.stderr)
     );
 }
+
+/// A worker starting with no trial verdicts kept tries only its default profile before its
+/// first job; the rest are tried beside that job, and each found runnable is taken from then
+/// on, without the job held meanwhile being dropped (on RabbitMQ its routes' consumers are
+/// added on the same channel).
+fn a_cold_worker_takes_its_first_job_before_trying_the_rest(farm: Farm) {
+    let mut config = std::fs::read_to_string(&farm.config).unwrap();
+    config.insert_str(0, "default_profile = \"slow\"\n");
+    std::fs::write(&farm.config, config).unwrap();
+    clip(&farm.input.join("long.mpg"), 4);
+    clip(&farm.input.join("short.mpg"), 1);
+    let slow = farm.enqueue(&[&farm.input.join("long.mpg")], "slow");
+    let web = farm.enqueue(&[&farm.input.join("short.mpg")], "web");
+    let cache = farm.root().join("cold-cache");
+    let log = std::fs::File::create(farm.log_path("cold")).unwrap();
+    let mut worker = farm
+        .cmd(["worker", "--name", "cold", "--concurrency", "2"])
+        .env("XDG_CACHE_HOME", &cache)
+        .env("RUST_LOG", "info")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_until("both jobs are done", Duration::from_secs(60), || {
+        farm.status()["succeeded"] == 2
+    });
+    signal(worker.id(), "TERM");
+    worker.wait().unwrap();
+    let said = farm.log("cold");
+    let taken: Vec<&str> = said.lines().filter(|l| l.contains("job taken")).collect();
+    assert_eq!(taken.len(), 2, "{said}");
+    assert!(
+        taken[0].contains(&slow[0]),
+        "the default profile's job first: {said}"
+    );
+    assert!(taken[1].contains(&web[0]), "{said}");
+    // The web job was taken while the slow one still ran, which was not lost or taken again.
+    let job = farm.job(&slow[0]);
+    assert_eq!(job["attempts"], 1, "{job}");
+    assert!(!said.contains("lost"), "{said}");
+    // Every verdict is kept for the next start.
+    let kept: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(
+        &std::fs::read(cache.join("videofarm/profile-trials.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(kept.len() >= 11, "{kept:?}");
+}
+
+#[test]
+fn a_cold_worker_on_sqlite_takes_its_first_job_before_trying_the_rest() {
+    a_cold_worker_takes_its_first_job_before_trying_the_rest(Farm::new());
+}
+
+#[test]
+fn a_cold_worker_on_rabbitmq_takes_its_first_job_before_trying_the_rest() {
+    a_cold_worker_takes_its_first_job_before_trying_the_rest(Farm::amqp(""));
+}

@@ -40,16 +40,7 @@ impl Inner {
                 .await
                 .map_err(backend)?
             {
-                // "ID\tWHEN" a line; a tombstone without a time (older versions) cancels
-                // any copy.
-                let body = String::from_utf8_lossy(&message.delivery.data);
-                for line in body.lines().filter(|l| !l.is_empty()) {
-                    let (id, at) = match line.split_once('\t') {
-                        Some((id, at)) => (id, at.parse().unwrap_or(i64::MAX)),
-                        None => (line, i64::MAX),
-                    };
-                    ids.push((JobId(id.to_owned()), at));
-                }
+                ids.extend(tombstones(&message.delivery.data));
                 if ids.len() >= 100_000 {
                     break;
                 }
@@ -119,5 +110,34 @@ impl Inner {
         // Closing the channel returns every message not acknowledged, in order.
         let _ = channel.close(200, "done".into()).await;
         Ok(taken)
+    }
+}
+
+/// The cancelled ids in a tombstone message: "ID\tWHEN" a line. A tombstone without a time
+/// (older versions) cancels any copy.
+fn tombstones(body: &[u8]) -> Vec<(JobId, i64)> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|line| match line.split_once('\t') {
+            Some((id, at)) => (JobId(id.to_owned()), at.parse().unwrap_or(i64::MAX)),
+            None => (JobId(line.to_owned()), i64::MAX),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tombstone_message_holds_many_ids_and_old_ones_one() {
+        let id = |s: &str| JobId(s.to_owned());
+        assert_eq!(
+            tombstones(b"a\t5\nb\t6\n"),
+            vec![(id("a"), 5), (id("b"), 6)]
+        );
+        assert_eq!(tombstones(b"old"), vec![(id("old"), i64::MAX)]);
+        assert_eq!(tombstones(b"c\tnonsense"), vec![(id("c"), i64::MAX)]);
     }
 }

@@ -129,6 +129,8 @@ struct Consuming {
     channel: Channel,
     /// The worker's profiles, profiles it cannot run and tags: what its routes were made of.
     serves: (Option<Vec<String>>, Vec<String>, Vec<String>),
+    /// The routes consumed.
+    routes: std::collections::BTreeSet<String>,
     deliveries: route::Deliveries,
     /// The consumer that keeps this channel's session queue alive (see `presence`).
     _session: lapin::Consumer,

@@ -204,17 +204,66 @@ impl Inner {
             .unwrap_or_else(|| Err(backend("nothing was published")))
     }
 
+    /// A consumer of `queue` on `channel`, its deliveries marked as from `source`.
+    async fn consume(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        source: Source,
+    ) -> Result<Deliveries, QueueError> {
+        let mut args = FieldTable::default();
+        if let Some(timeout) = self.settings.consumer_timeout {
+            let ms = timeout.as_millis().min(i64::MAX as u128) as i64;
+            args.insert("x-consumer-timeout".into(), AMQPValue::LongLongInt(ms));
+        }
+        let consumer = channel
+            .basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                args,
+            )
+            .await
+            .map_err(backend)?
+            .map(move |delivery| (source, delivery));
+        Ok(Box::pin(consumer))
+    }
+
     /// This worker's consumers, (re)created on the current connection: one per route it
     /// serves, and the old single queue.
     pub(crate) async fn consumer(&self, worker: &WorkerInfo) -> Result<(), QueueError> {
         let mut consuming = self.consuming.lock().await;
         let epoch = self.epoch.load(Ordering::SeqCst);
-        if let Some(c) = consuming.as_ref() {
+        if let Some(c) = consuming.as_mut() {
             // What decides the routes is compared on every lease; the routes themselves are
             // worked out only when the consumers are made.
             let same_worker = (&c.serves.0, &c.serves.1, &c.serves.2)
                 == (&worker.profiles, &worker.unable, &worker.tags);
-            if c.epoch == epoch && c.channel.status().connected() && same_worker {
+            let live = c.epoch == epoch && c.channel.status().connected();
+            if live && same_worker {
+                return Ok(());
+            }
+            // More routes (a profile found runnable by a trial left for later): consumed on
+            // the same channel, so the jobs held meanwhile stay held.
+            let routes = worker_routes(worker);
+            if live && routes.is_superset(&c.routes) {
+                for route in routes.difference(&c.routes) {
+                    self.declare_route(&c.channel, route).await?;
+                    let consumer = self
+                        .consume(&c.channel, &self.route_queue(route), Source::Farm)
+                        .await?;
+                    let before = std::mem::replace(
+                        &mut c.deliveries,
+                        Box::pin(futures_lite::stream::empty()),
+                    );
+                    c.deliveries = Box::pin(before.race(consumer));
+                }
+                c.routes = routes;
+                c.serves = (
+                    worker.profiles.clone(),
+                    worker.unable.clone(),
+                    worker.tags.clone(),
+                );
                 return Ok(());
             }
             // The channel closed under us (consumer_timeout, broker restart): start afresh.
@@ -243,11 +292,6 @@ impl Inner {
             .basic_qos(prefetch, BasicQosOptions { global: true })
             .await
             .map_err(backend)?;
-        let mut args = FieldTable::default();
-        if let Some(timeout) = self.settings.consumer_timeout {
-            let ms = timeout.as_millis().min(i64::MAX as u128) as i64;
-            args.insert("x-consumer-timeout".into(), AMQPValue::LongLongInt(ms));
-        }
         let mut queues = vec![(Source::Farm, self.names.jobs.clone())];
         for route in &routes {
             self.declare_route(&channel, route).await?;
@@ -259,20 +303,10 @@ impl Inner {
         }
         let mut merged: Option<Deliveries> = None;
         for (source, queue) in &queues {
-            let source = *source;
-            let consumer = channel
-                .basic_consume(
-                    queue.as_str().into(),
-                    "".into(),
-                    BasicConsumeOptions::default(),
-                    args.clone(),
-                )
-                .await
-                .map_err(backend)?
-                .map(move |delivery| (source, delivery));
+            let consumer = self.consume(&channel, queue, *source).await?;
             // Taken from whichever is ready, at random when several are: no queue starves.
             merged = Some(match merged {
-                None => Box::pin(consumer),
+                None => consumer,
                 Some(before) => Box::pin(before.race(consumer)),
             });
         }
@@ -284,6 +318,7 @@ impl Inner {
             epoch,
             channel,
             serves,
+            routes,
             deliveries: merged.expect("the old queue at least"),
             _session: session,
         });

@@ -4,7 +4,7 @@
 //! without its device or driver).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use videofarm_core::{Profile, Profiles};
@@ -40,16 +40,41 @@ fn devices() -> String {
     found.join(",")
 }
 
-/// The names of the profiles this worker can run, and for each one it cannot, why. Verdicts
-/// are kept in `cache` (a JSON file), keyed by what they depend on: the ffmpeg binary (path,
-/// size, time), the device nodes present (`/dev/dri/renderD128`, `/dev/nvidia0`...) and the
-/// profile. A worker restarted on the same machine starts at once, and a profile that failed
-/// is tried again only once one of those changed (a device plugged in, another ffmpeg).
+/// What a worker knows of its profiles when it starts, and the trials it leaves for later.
+pub struct Found {
+    /// The profiles it can run.
+    pub runnable: Vec<String>,
+    /// The profiles it cannot run, and why.
+    pub not: Vec<(String, String)>,
+    /// The profiles not tried yet: not run until [`Found::later`] finds them runnable.
+    pub untried: Vec<String>,
+    later: Later,
+}
+
+/// What the trials left for later need.
+struct Later {
+    tools: Tools,
+    cache: Option<PathBuf>,
+    known: BTreeMap<String, Result<(), String>>,
+    /// Each profile not tried yet, with its key in `known`.
+    untried: Vec<(Profile, String)>,
+    /// Every profile's name and key, in the configuration's order.
+    keyed: Vec<(String, String)>,
+}
+
+/// The profiles this worker can run, and for each one it cannot, why; the trial encodes of
+/// profiles other than `first` are left for [`Found::later`], so that a worker's first job
+/// waits for no trial it does not need. Verdicts are kept in `cache` (a JSON file), keyed by
+/// what they depend on: the ffmpeg binary (path, size, time), the device nodes present
+/// (`/dev/dri/renderD128`, `/dev/nvidia0`...) and the profile. A worker restarted on the same
+/// machine starts at once, and a profile that failed is tried again only once one of those
+/// changed (a device plugged in, another ffmpeg).
 pub async fn runnable_profiles(
     tools: &Tools,
     profiles: &Profiles,
     cache: Option<&Path>,
-) -> (Vec<String>, Vec<(String, String)>) {
+    first: &[String],
+) -> Found {
     let mut known: BTreeMap<String, Result<(), String>> = cache
         .and_then(|c| std::fs::read(c).ok())
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
@@ -65,37 +90,95 @@ pub async fn runnable_profiles(
         );
         blake3::hash(text.as_bytes()).to_hex().to_string()
     };
-    let mut lists = None;
-    let mut verdicts = Vec::new();
-    for profile in profiles.iter() {
-        let k = key(profile);
-        let verdict = match known.get(&k) {
-            Some(verdict) => verdict.clone(),
-            None => {
-                if lists.is_none() {
-                    lists = Some((
-                        listed(tools, "-encoders").await,
-                        listed(tools, "-filters").await,
-                    ));
-                }
-                let (encoders, filters) = lists.as_ref().expect("just listed");
-                let verdict = match missing(profile, encoders, filters) {
-                    Some(why) => Err(why),
-                    None => trial(tools, profile).await,
-                };
-                known.insert(k, verdict.clone());
-                verdict
-            }
+    let keyed: Vec<(Profile, String)> = profiles.iter().map(|p| (p.clone(), key(p))).collect();
+    let untried: Vec<(Profile, String)> = keyed
+        .iter()
+        .filter(|(_, k)| !known.contains_key(k))
+        .cloned()
+        .collect();
+    // Only what the first job may need is tried now: no ffmpeg runs at all when that is known.
+    let (now, later): (Vec<_>, Vec<_>) = untried
+        .into_iter()
+        .partition(|(p, _)| first.contains(&p.name));
+    try_each(tools, &now, &mut known).await;
+    let tried_now = !now.is_empty();
+    let untried = later;
+    let later = Later {
+        tools: tools.clone(),
+        cache: cache.map(Path::to_owned),
+        known,
+        untried,
+        keyed: keyed.into_iter().map(|(p, k)| (p.name, k)).collect(),
+    };
+    if tried_now {
+        later.keep();
+    }
+    let untried_names: Vec<String> = later.untried.iter().map(|(p, _)| p.name.clone()).collect();
+    let (runnable, not) = later.lists();
+    Found {
+        runnable,
+        not,
+        untried: untried_names,
+        later,
+    }
+}
+
+impl Found {
+    /// Try the profiles left untried (one after another, beside the jobs), and say what this
+    /// worker can run and cannot then: every profile in one list or the other.
+    pub async fn later(mut self) -> (Vec<String>, Vec<(String, String)>) {
+        let untried = std::mem::take(&mut self.later.untried);
+        if !untried.is_empty() {
+            try_each(&self.later.tools, &untried, &mut self.later.known).await;
+            self.later.keep();
+        }
+        self.later.lists()
+    }
+}
+
+/// Find each of `profiles` runnable or not (with why) into `known`: what this ffmpeg lacks
+/// needs no trial (its two lists are read at once), the rest get a trial encode each.
+async fn try_each(
+    tools: &Tools,
+    profiles: &[(Profile, String)],
+    known: &mut BTreeMap<String, Result<(), String>>,
+) {
+    if profiles.is_empty() {
+        return;
+    }
+    let (encoders, filters) = tokio::join!(listed(tools, "-encoders"), listed(tools, "-filters"));
+    for (profile, k) in profiles {
+        let verdict = match missing(profile, &encoders, &filters) {
+            Some(why) => Err(why),
+            None => trial(tools, profile).await,
         };
-        verdicts.push((profile.name.clone(), verdict));
+        known.insert(k.clone(), verdict);
     }
-    // Verdicts for other configurations are kept (several farms may share a machine), within
-    // bounds: past them, only this one's.
-    if known.len() > MAX_VERDICTS {
-        let present: BTreeSet<String> = profiles.iter().map(key).collect();
-        known.retain(|k, _| present.contains(k));
+}
+
+impl Later {
+    /// The profiles tried, runnable or not (with why), in the configuration's order.
+    fn lists(&self) -> (Vec<String>, Vec<(String, String)>) {
+        let (mut runnable, mut not) = (Vec::new(), Vec::new());
+        for (name, k) in &self.keyed {
+            match self.known.get(k) {
+                Some(Ok(())) => runnable.push(name.clone()),
+                Some(Err(why)) => not.push((name.clone(), why.clone())),
+                None => {}
+            }
+        }
+        (runnable, not)
     }
-    if let (Some(cache), Some(_)) = (cache, &lists) {
+
+    /// Keep the verdicts in the cache file. Verdicts for other configurations are kept (several
+    /// farms may share a machine), within bounds: past them, only this one's.
+    fn keep(&self) {
+        let Some(cache) = &self.cache else { return };
+        let mut known = self.known.clone();
+        if known.len() > MAX_VERDICTS {
+            let present: BTreeSet<&String> = self.keyed.iter().map(|(_, k)| k).collect();
+            known.retain(|k, _| present.contains(k));
+        }
         // Written whole then renamed: two workers starting at once never read half a file.
         let temp = cache.with_extension(format!("{}.tmp", std::process::id()));
         let written = cache
@@ -107,15 +190,6 @@ pub async fn runnable_profiles(
             tracing::debug!(error = %e, "could not keep the profile trials");
         }
     }
-    let mut runnable = Vec::new();
-    let mut not = Vec::new();
-    for (name, verdict) in verdicts {
-        match verdict {
-            Ok(()) => runnable.push(name),
-            Err(why) => not.push((name, why)),
-        }
-    }
-    (runnable, not)
 }
 
 /// The names in the first column of `ffmpeg -encoders` or `-filters` (after the legend).

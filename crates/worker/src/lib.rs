@@ -65,11 +65,20 @@ pub struct WorkerSettings {
     pub files: Option<transfer::Files>,
 }
 
+fn read_info(info: &std::sync::RwLock<WorkerInfo>) -> WorkerInfo {
+    info.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
 /// A worker process's job-running part: `concurrency` slots sharing one queue.
 pub struct Worker {
     queue: Arc<dyn Backend>,
     settings: Arc<WorkerSettings>,
     events: broadcast::Sender<Event>,
+    /// What it says of itself: the settings' at first, and more profiles as trials left for
+    /// later find them runnable ([`Worker::learned`]).
+    info: Arc<std::sync::RwLock<WorkerInfo>>,
+    /// Set once its first ask for a job has been answered (a job, or none waiting).
+    asked: tokio::sync::watch::Sender<bool>,
 }
 
 impl Worker {
@@ -77,8 +86,36 @@ impl Worker {
         let (events, _) = broadcast::channel(4096);
         Self {
             queue,
+            info: Arc::new(std::sync::RwLock::new(settings.info.clone())),
             settings: Arc::new(settings),
             events,
+            asked: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// What this worker says of itself now.
+    pub fn info(&self) -> WorkerInfo {
+        read_info(&self.info)
+    }
+
+    /// Wait until the worker's first ask for a job has been answered: work left for later
+    /// (profile trials) never delays a first job.
+    pub async fn first_asked(&self) {
+        let mut asked = self.asked.subscribe();
+        let _ = asked.wait_for(|asked| *asked).await;
+    }
+
+    /// Trials left for later found what this worker can run (`runnable`) and cannot
+    /// (`unable`): it takes their jobs from its next ask on, and tells the queue at once.
+    pub async fn learned(&self, runnable: Vec<String>, unable: Vec<String>) {
+        let info = {
+            let mut info = self.info.write().unwrap_or_else(|p| p.into_inner());
+            info.profiles = Some(runnable);
+            info.unable = unable;
+            info.clone()
+        };
+        if let Err(e) = self.queue.register_worker(&info).await {
+            tracing::warn!(error = %e, "could not report the worker's profiles");
         }
     }
 
@@ -93,7 +130,7 @@ impl Worker {
         drain: CancellationToken,
         abort: CancellationToken,
     ) -> Result<(), QueueError> {
-        let info = &self.settings.info;
+        let info = &self.info();
         self.queue.register_worker(info).await?;
         let forwarding = CancellationToken::new();
         let forwarder = self.forward_events(forwarding.clone());
@@ -103,7 +140,11 @@ impl Worker {
         tracing::info!(worker = %info.name, concurrency = info.concurrency, "worker online");
 
         let liveness = {
-            let (queue, info, every) = (self.queue.clone(), info.clone(), self.settings.heartbeat);
+            let (queue, info, every) = (
+                self.queue.clone(),
+                self.info.clone(),
+                self.settings.heartbeat,
+            );
             let stop = abort.clone();
             tokio::spawn(async move {
                 let mut ticker = tokio::time::interval(every);
@@ -111,7 +152,7 @@ impl Worker {
                     tokio::select! {
                         _ = stop.cancelled() => break,
                         _ = ticker.tick() => {
-                            if let Err(e) = queue.register_worker(&info).await {
+                            if let Err(e) = queue.register_worker(&read_info(&info)).await {
                                 tracing::warn!(error = %e, "could not report the worker alive");
                             }
                         }
@@ -227,14 +268,20 @@ impl Worker {
             } else {
                 None
             };
+            let info = self.info();
             let leased = tokio::select! {
                 _ = drain.cancelled() => break,
                 _ = abort.cancelled() => break,
-                leased = self.queue.lease(&self.settings.info, self.settings.poll) => leased,
+                leased = self.queue.lease(&info, self.settings.poll) => leased,
             };
+            if leased.is_ok() {
+                self.asked.send_replace(true);
+            }
             match leased {
                 Ok(Some(lease)) => {
                     backoff = Duration::from_millis(200);
+                    tracing::info!(job = %lease.id, attempt = lease.attempt, "job taken");
+                    let runnable = info.can_run(&lease.spec);
                     let attempt = attempt::Attempt {
                         queue: self.queue.clone(),
                         settings: self.settings.clone(),
@@ -244,6 +291,7 @@ impl Worker {
                         encoders: encoders.clone(),
                         slot,
                         lock: Default::default(),
+                        runnable,
                     };
                     attempts.spawn(attempt.run(abort.clone()));
                 }

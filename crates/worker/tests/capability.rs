@@ -9,7 +9,8 @@ async fn the_software_profiles_run_here_and_the_hardware_ones_do_not() {
     let tools = Tools::locate(None, None).expect("ffmpeg is installed");
     let cache = tempfile::tempdir().unwrap();
     let file = cache.path().join("trials.json");
-    let (runnable, not) = runnable_profiles(&tools, &Profiles::default(), Some(&file)).await;
+    let found = runnable_profiles(&tools, &Profiles::default(), Some(&file), &[]).await;
+    let (runnable, not) = found.later().await;
     for name in ["archive", "vhs", "web", "hevc", "av1"] {
         assert!(runnable.iter().any(|r| r == name), "{name}: {not:?}");
     }
@@ -56,14 +57,31 @@ async fn a_second_start_tries_nothing_again() {
     .unwrap();
     let tools = Tools::locate(Some(&wrapper), None).expect("ffmpeg is installed");
     let file = dir.path().join("trials.json");
-    let first = runnable_profiles(&tools, &Profiles::default(), Some(&file)).await;
-    let ran = std::fs::read_to_string(&calls).unwrap().lines().count();
-    assert!(ran >= 2 + first.1.len(), "listed and tried: {ran} runs");
-    let again = runnable_profiles(&tools, &Profiles::default(), Some(&file)).await;
-    assert_eq!(again, first);
-    assert_eq!(
-        std::fs::read_to_string(&calls).unwrap().lines().count(),
-        ran,
-        "no ffmpeg ran the second time"
+    let runs = || {
+        std::fs::read_to_string(&calls)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    // At the start, only the profile asked for first is tried (after the two lists).
+    let found = runnable_profiles(&tools, &Profiles::default(), Some(&file), &["web".into()]).await;
+    assert_eq!(runs(), 3, "two lists and one trial");
+    assert_eq!(found.runnable, vec!["web".to_string()]);
+    assert!(
+        found.untried.iter().any(|n| n == "archive"),
+        "{:?}",
+        found.untried
     );
+    let first = found.later().await;
+    assert!(
+        runs() >= 3 + first.1.len(),
+        "the rest tried later: {} runs",
+        runs()
+    );
+    let ran = runs();
+    let again = runnable_profiles(&tools, &Profiles::default(), Some(&file), &[]).await;
+    assert!(again.untried.is_empty());
+    assert_eq!((again.runnable.clone(), again.not.clone()), first);
+    assert_eq!(again.later().await, first);
+    assert_eq!(runs(), ran, "no ffmpeg ran the second time");
 }

@@ -19,11 +19,12 @@ use crate::error::UsageError;
 use crate::settings::{Batch, Settings};
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use videofarm_core::plan::{self as scan, Planned};
 use videofarm_core::{Backend, Enqueued, JobSpec, JobState, Profile, WorkerInfo};
 use videofarm_ffmpeg::Tools;
-use videofarm_worker::WorkerSettings;
+use videofarm_worker::{Worker, WorkerSettings};
 
 /// Print what a cancel or retry did to each job, one line each (those it could not do on
 /// stderr), and the exit status: 1 when an id was wrong for the request, else 0 (a job that
@@ -100,22 +101,59 @@ pub fn worker_settings(settings: &Settings, tools: Tools, info: WorkerInfo) -> W
 
 /// This machine as a worker: the profiles it can run (each one's encoders and filters present
 /// and a trial encode working; verdicts kept in the user's cache folder per ffmpeg build) and
-/// its tags. Says on stderr what it cannot run and why.
+/// its tags. Only the profiles in `first` are tried now if their verdict is not kept yet; the
+/// others wait (counted as not runnable) for [`try_later`]. Says on stderr what it cannot run
+/// and why.
 pub async fn with_capabilities(
     settings: &Settings,
     tools: &Tools,
     mut info: WorkerInfo,
-) -> WorkerInfo {
+    first: &[String],
+) -> (WorkerInfo, Option<videofarm_worker::capability::Found>) {
     let cache = dirs::cache_dir().map(|d| d.join("videofarm").join("profile-trials.json"));
-    let (runnable, not) = videofarm_worker::capability::runnable_profiles(
+    let found = videofarm_worker::capability::runnable_profiles(
         tools,
         &settings.profiles,
         cache.as_deref(),
+        first,
     )
     .await;
+    say_unable(&found.not);
+    info.profiles = Some(found.runnable.clone());
+    info.unable = found
+        .not
+        .iter()
+        .map(|(name, _)| name.clone())
+        .chain(found.untried.iter().cloned())
+        .collect();
+    info.tags = settings.tags.clone();
+    let later = (!found.untried.is_empty()).then_some(found);
+    (info, later)
+}
+
+/// The trials left for later, once the worker's first ask for a job is answered: each profile
+/// found runnable is taken from then on.
+pub fn try_later(worker: Arc<Worker>, later: Option<videofarm_worker::capability::Found>) {
+    let Some(found) = later else { return };
+    tokio::spawn(async move {
+        worker.first_asked().await;
+        let known: Vec<String> = found.not.iter().map(|(n, _)| n.clone()).collect();
+        let (runnable, not) = found.later().await;
+        let new: Vec<(String, String)> = not
+            .iter()
+            .filter(|(n, _)| !known.contains(n))
+            .cloned()
+            .collect();
+        say_unable(&new);
+        worker
+            .learned(runnable, not.into_iter().map(|(n, _)| n).collect())
+            .await;
+    });
+}
+
+fn say_unable(not: &[(String, String)]) {
     if !not.is_empty() {
-        let _ = writeln!(
-            std::io::stderr(),
+        note!(
             "this machine cannot run: {}",
             not.iter()
                 .map(|(name, why)| format!("{name} ({why})"))
@@ -123,10 +161,6 @@ pub async fn with_capabilities(
                 .join("; ")
         );
     }
-    info.profiles = Some(runnable);
-    info.unable = not.into_iter().map(|(name, _)| name).collect();
-    info.tags = settings.tags.clone();
-    info
 }
 
 /// The profiles `--profile` names (one, or several with commas: `preserve,vhs` makes a

@@ -6,7 +6,7 @@
 
 use super::{
     enqueue_batch, human_duration, human_size, locate_tools, plan_batch, shown, stop_on_signal,
-    with_capabilities, worker_settings,
+    try_later, with_capabilities, worker_settings,
 };
 use crate::broker::{open_queue_waiting, worker_info};
 use crate::error::{ExitStatus, UsageError};
@@ -97,7 +97,10 @@ pub async fn run(settings: &Settings, args: RunSettings) -> anyhow::Result<ExitS
     };
     let files = batch.iter().map(|(_, planned)| planned.len()).sum();
     let concurrency = encoders(&args, files);
-    let info = with_capabilities(settings, &tools, worker_info(None, concurrency)).await;
+    // The batch's profiles are tried now if need be; the rest once the first job is taken.
+    let first: Vec<String> = batch.iter().map(|(p, _)| p.name.clone()).collect();
+    let (info, later) =
+        with_capabilities(settings, &tools, worker_info(None, concurrency), &first).await;
     for (profile, _) in &batch {
         someone_can_run(queue.as_ref(), &info, profile, &args.batch.require).await?;
     }
@@ -105,6 +108,7 @@ pub async fn run(settings: &Settings, args: RunSettings) -> anyhow::Result<ExitS
         queue.clone(),
         worker_settings(settings, tools, info),
     ));
+    try_later(worker.clone(), later);
     // Subscribe before anything is queued, so no event of this batch is missed.
     let mut source = EventSource::open(queue.clone(), worker.subscribe()).await?;
 

@@ -1,7 +1,7 @@
 //! `videofarm worker`: take jobs until stopped. SIGTERM or Ctrl-C stops the running encodes,
 //! removes their partial outputs and puts the jobs back in the queue at once.
 
-use super::{locate_tools, stop_on_signal, with_capabilities, worker_settings};
+use super::{locate_tools, stop_on_signal, try_later, with_capabilities, worker_settings};
 use crate::broker::{open_queue_waiting, worker_info};
 use crate::error::ExitStatus;
 use crate::settings::{Settings, WorkerSettings};
@@ -25,23 +25,30 @@ pub async fn worker(settings: &Settings, args: WorkerSettings) -> anyhow::Result
     let tools = locate_tools(settings)?;
     let abort = CancellationToken::new();
     stop_on_signal(abort.clone());
-    let Some(queue) = open_queue_waiting(settings, &abort).await? else {
+    let concurrency = args.concurrency;
+    // The broker is reached while this machine's profiles are found (only the default one is
+    // tried now if need be; the rest once the first job is taken).
+    let first = [settings.default_profile.clone()];
+    let (queue, (info, later)) = tokio::join!(
+        open_queue_waiting(settings, &abort),
+        with_capabilities(
+            settings,
+            &tools,
+            worker_info(args.name.as_deref(), concurrency),
+            &first,
+        )
+    );
+    let Some(queue) = queue? else {
         return Ok(ExitStatus::Success);
     };
-    let concurrency = args.concurrency;
-    let info = with_capabilities(
-        settings,
-        &tools,
-        worker_info(args.name.as_deref(), concurrency),
-    )
-    .await;
     note!(
         "videofarm worker {} on {}: {} at once; stop with Ctrl-C or SIGTERM",
         info.name,
         settings.broker.describe(),
         concurrency
     );
-    let worker = Worker::new(queue, worker_settings(settings, tools, info));
+    let worker = std::sync::Arc::new(Worker::new(queue, worker_settings(settings, tools, info)));
+    try_later(worker.clone(), later);
     worker.run(CancellationToken::new(), abort).await?;
     Ok(ExitStatus::Success)
 }

@@ -60,6 +60,8 @@ pub struct Attempt {
     pub slot: OwnedSemaphorePermit,
     /// The lock on the output, once taken: every heartbeat marks it alive.
     pub(crate) lock: Mutex<Option<std::fs::File>>,
+    /// Whether this worker could run the job's profile (with its tags) when it took it.
+    pub runnable: bool,
 }
 
 impl Attempt {
@@ -162,7 +164,7 @@ impl Attempt {
     }
 
     async fn execute(&mut self, abort: &CancellationToken) -> End {
-        if !self.settings.info.can_run(&self.lease.spec) {
+        if !self.runnable {
             // A queue that cannot route by capability handed it here: back after a while, for
             // a worker that can run it, without counting an attempt.
             tracing::info!(profile = %self.lease.spec.profile, require = ?self.lease.spec.require,
