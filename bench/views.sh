@@ -16,7 +16,7 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rabbitmqctl list_queues name --silent 2>/dev/null | grep "^$prefix" |
-    while read -r q; do rabbitmqctl delete_queue "$q" >/dev/null 2>&1 || true; done
+    while read -r q; do rabbitmqctl delete_queue "$q" </dev/null >/dev/null 2>&1 || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -75,10 +75,14 @@ const videofarm = (() => {
   // The jobs listed per table: the page stays light whatever the size of the library.
   const PAGE = 100;
 
-  // Refresh, then wait `ms` before the next one: a slow answer never piles requests up.
+  // Refresh, then wait before the next one (a slow answer never piles requests up): `ms` after
+  // a change, twice as long after each look that found nothing new, up to four times `ms`.
+  // An idle page asks twice in four seconds.
+  let unchanged = 0;
   async function every(ms) {
-    await refresh();
-    setTimeout(() => every(ms), ms);
+    const changed = await refresh();
+    unchanged = changed === false ? unchanged + 1 : 0;
+    setTimeout(() => every(ms), ms * Math.min(4, 2 ** unchanged));
   }
 
   // The farm's last hours, drawn here: bars of jobs finished (failed on top) per stretch, and a
@@ -145,11 +149,15 @@ const videofarm = (() => {
 
   async function overview() {
     let shownLists = "";
+    let lastSeen = "";
     refresh = async () => {
       try {
         // Pages, not the whole library: the counts say how many there are. Two requests a second, each answered "not modified" while nothing changed: the
         // workers' progress, and everything else.
         const [view, workers] = await Promise.all([api("/api/overview"), api("/api/workers")]);
+        const seen = JSON.stringify([view, workers]);
+        if (seen === lastSeen) return false;
+        lastSeen = seen;
         const { status, failed, waiting } = view;
         const done = view.recent.filter((j) => j.result);
         showError(null);

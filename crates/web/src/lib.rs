@@ -178,8 +178,8 @@ const OVERVIEW_PAGE: u32 = 100;
 
 /// What the overview page shows besides the workers, in one answer (so one request a second,
 /// and a `304` while nothing changed): the status, the first failed jobs (without ffmpeg's
-/// words, which the page asks for when a row is opened), the running and the waiting, and the
-/// last ten finished.
+/// words, which the page asks for when a row is opened), the running and the waiting (without
+/// their progress, which the workers' answer carries), and the last ten finished.
 async fn overview(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
     let page = |state: Option<JobState>, limit: u32, newest_first: bool| JobFilter {
         state,
@@ -199,6 +199,11 @@ async fn overview(State(state): State<AppState>) -> ApiResult<Json<serde_json::V
         .collect();
     let mut waiting = list(&state, &page(Some(JobState::Running), OVERVIEW_PAGE, false)).await?;
     waiting.extend(list(&state, &page(Some(JobState::Queued), OVERVIEW_PAGE, false)).await?);
+    // How far a running job is comes with the workers (`/api/workers`), which change every
+    // second while something runs; this answer then stays the same.
+    for job in &mut waiting {
+        job.progress = None;
+    }
     let recent = list(&state, &page(Some(JobState::Succeeded), 10, true)).await?;
     Ok(Json(serde_json::json!({
         "status": status_value(&state).await?,
