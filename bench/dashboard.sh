@@ -32,7 +32,7 @@ vf status
 
 port=18950
 relay=18951
-vf serve --listen "127.0.0.1:$port" >/dev/null 2>&1 &
+"$bin" --broker "sqlite:$work/queue.db" serve --listen "127.0.0.1:$port" >/dev/null 2>&1 &
 pids+=($!)
 # The relay: counts bytes each way, prints the total when asked (SIGUSR1) and at the end.
 python3 - "$relay" "$port" "$work/bytes" <<'EOF' &
@@ -79,7 +79,7 @@ sort "$work/bytes.requests" | uniq -c | sort -rn | head -5
 
 ffmpeg -v error -f lavfi -i "testsrc2=size=320x240:rate=25" -t "$secs" -c:v mpeg2video "$work/long.mpg"
 vf enqueue --out "$work/out" "$work/long.mpg" >/dev/null
-vf worker --concurrency 1 >/dev/null 2>&1 &
+"$bin" --broker "sqlite:$work/queue.db" worker --concurrency 1 >/dev/null 2>&1 &
 pids+=($!)
 sleep 3
 a=$(count)
