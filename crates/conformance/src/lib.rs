@@ -470,6 +470,49 @@ pub async fn higher_priority_runs_first(f: Fixture) {
     assert_eq!(order, ["key-high", "key-normal", "key-background"]);
 }
 
+/// A worker takes only the jobs whose profile it can run and whose tags it has, however many it
+/// cannot run wait ahead of them; jobs of one profile and tags come best first (priority, then
+/// the oldest). Across routes RabbitMQ takes from whichever queue is ready (none starves), so
+/// the order between them is not part of the contract.
+pub async fn a_worker_takes_only_what_it_can_run(f: Fixture) {
+    let q = f.queue.as_ref();
+    let job = |name: &str, profile: &str, require: &[&str], priority: i32| {
+        let mut s = spec(name);
+        s.profile = profile.into();
+        s.require = require.iter().map(|t| t.to_string()).collect();
+        s.priority = priority;
+        s
+    };
+    // More than a look at the first in line sees, all of a profile the worker cannot run.
+    let ahead: Vec<JobSpec> = (0..40)
+        .map(|i| job(&format!("other-profile-{i}"), "web", &[], 9))
+        .collect();
+    q.enqueue_many(ahead, false).await.unwrap();
+    for s in [
+        job("gpu-first", "archive", &["gpu"], 5),
+        job("other-tag", "archive", &["tape"], 7),
+        job("plain", "archive", &[], 1),
+        job("gpu-second", "archive", &["gpu"], 5),
+        job("both-tags", "archive", &["gpu", "tape"], 8),
+    ] {
+        q.enqueue(s, false).await.unwrap();
+    }
+    let mut w = worker("w1");
+    w.profiles = Some(vec!["archive".into()]);
+    w.unable = vec!["web".into()];
+    w.tags = vec!["gpu".into()];
+    let mut order = Vec::new();
+    while let Some(lease) = q.lease(&w, NONE_WAIT).await.unwrap() {
+        order.push(lease.spec.key.clone());
+        q.finish(&lease, ok()).await.unwrap();
+    }
+    let mut taken = order.clone();
+    taken.sort();
+    assert_eq!(taken, ["key-gpu-first", "key-gpu-second", "key-plain"]);
+    let at = |key: &str| order.iter().position(|k| k == key);
+    assert!(at("key-gpu-first") < at("key-gpu-second"), "{order:?}");
+}
+
 pub async fn workers_show_their_active_jobs_with_progress(f: Fixture) {
     let q = f.queue.as_ref();
     let w = worker("w1");
@@ -538,6 +581,7 @@ macro_rules! conformance_tests {
             a_job_retried_after_a_cancel_runs,
             a_job_queued_again_after_a_cancel_is_not_undone_by_its_old_holder,
             higher_priority_runs_first,
+            a_worker_takes_only_what_it_can_run,
             workers_show_their_active_jobs_with_progress,
             records_list_every_job_with_its_attempts_and_exact_counts,
             jobs_are_listed_a_page_at_a_time,

@@ -85,13 +85,17 @@ const V6: &str = "ALTER TABLE jobs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0
 
 // Version 7: what each watch cannot do right now (`videofarm_core::watching`).
 
+/// Taking a job: the (profile, tags) pairs waiting, and each pair's jobs in the order they are
+/// taken.
+const V8: &str = "CREATE INDEX jobs_routes ON jobs (state, profile, require, priority DESC, id);";
+
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     // Two processes may open a new file at once: the write lock makes one of them create it.
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
     let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let steps = [V1, V2, V3, V4, V5, V6, videofarm_core::watching::TABLE];
+    let steps = [V1, V2, V3, V4, V5, V6, videofarm_core::watching::TABLE, V8];
     for (to, step) in (1..).zip(steps) {
         if version < to {
             tx.execute_batch(step)?;
