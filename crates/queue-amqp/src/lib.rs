@@ -401,32 +401,7 @@ impl Inner {
         Ok((connection, publish))
     }
 
-    /// How many consumers `queue` has, as the broker counts them (none when it does not
-    /// exist), asked on a channel of its own: a queue that is not there closes the channel.
-    pub(crate) async fn consumers(&self, queue: &str) -> Result<usize, QueueError> {
-        let channel = self.new_channel().await?;
-        let counted = channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        match counted {
-            Ok(declared) => {
-                let _ = channel.close(200, "counted".into()).await;
-                Ok(declared.consumer_count() as usize)
-            }
-            // Not found (the broker closed the channel): nobody consumes it.
-            Err(e) if e.is_amqp_soft_error() => Ok(0),
-            Err(e) => Err(backend(e)),
-        }
-    }
-
-    async fn new_channel(&self) -> Result<Channel, QueueError> {
+    pub(crate) async fn new_channel(&self) -> Result<Channel, QueueError> {
         self.channel().await?;
         let live = self.live.lock().await;
         let l = live.as_ref().ok_or_else(|| backend("connection lost"))?;

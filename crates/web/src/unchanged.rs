@@ -15,10 +15,8 @@ pub(crate) async fn conditional(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let asked = (request.method() == Method::GET)
-        .then(|| request.headers().get(header::IF_NONE_MATCH).cloned())
-        .flatten();
     let get = request.method() == Method::GET;
+    let asked = request.headers().get(header::IF_NONE_MATCH).cloned();
     let response = next.run(request).await;
     let json = response
         .headers()

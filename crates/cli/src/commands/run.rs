@@ -18,9 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use videofarm_core::plan::Planned;
+use videofarm_core::Profile;
 use videofarm_core::{
     Backend, Enqueued, Event, EventFeed, JobFilter, JobId, JobRecord, JobSpec, JobState, QueueError,
 };
+use videofarm_ffmpeg::Tools;
 use videofarm_worker::Worker;
 
 /// Where `run` learns what happens to its jobs as it happens: its own workers' events and,
@@ -95,20 +98,7 @@ pub async fn run(settings: &Settings, args: RunSettings) -> anyhow::Result<ExitS
     let Some(queue) = open_queue_waiting(settings, &abort).await? else {
         return Ok(ExitStatus::Interrupted);
     };
-    let files = batch.iter().map(|(_, planned)| planned.len()).sum();
-    let concurrency = encoders(&args, files);
-    // The batch's profiles are tried now if need be; the rest once the first job is taken.
-    let first: Vec<String> = batch.iter().map(|(p, _)| p.name.clone()).collect();
-    let (info, later) =
-        with_capabilities(settings, &tools, worker_info(None, concurrency), &first).await;
-    for (profile, _) in &batch {
-        someone_can_run(queue.as_ref(), &info, profile, &args.batch.require).await?;
-    }
-    let worker = Arc::new(Worker::new(
-        queue.clone(),
-        worker_settings(settings, tools, info),
-    ));
-    try_later(worker.clone(), later);
+    let worker = local_worker(settings, tools, &queue, &batch, &args).await?;
     // Subscribe before anything is queued, so no event of this batch is missed.
     let mut source = EventSource::open(queue.clone(), worker.subscribe()).await?;
 
@@ -193,6 +183,32 @@ pub async fn run(settings: &Settings, args: RunSettings) -> anyhow::Result<ExitS
     }
     let records: Vec<JobRecord> = ids.iter().filter_map(|id| finished.remove(id)).collect();
     report(&records, &already_done, args.json, interrupted)
+}
+
+/// This process's own worker for the batch, once some worker (it or another) can run each of
+/// the batch's profiles. The batch's profiles are tried now if need be; the rest once its
+/// first job is taken.
+async fn local_worker(
+    settings: &Settings,
+    tools: Tools,
+    queue: &Arc<dyn Backend>,
+    batch: &[(Profile, Vec<Planned>)],
+    args: &RunSettings,
+) -> anyhow::Result<Arc<Worker>> {
+    let files = batch.iter().map(|(_, planned)| planned.len()).sum();
+    let concurrency = encoders(args, files);
+    let first: Vec<String> = batch.iter().map(|(p, _)| p.name.clone()).collect();
+    let (info, later) =
+        with_capabilities(settings, &tools, worker_info(None, concurrency), &first).await;
+    for (profile, _) in batch {
+        someone_can_run(queue.as_ref(), &info, profile, &args.batch.require).await?;
+    }
+    let worker = Arc::new(Worker::new(
+        queue.clone(),
+        worker_settings(settings, tools, info),
+    ));
+    try_later(worker.clone(), later);
+    Ok(worker)
 }
 
 /// A ticker that waits a whole period after a late tick instead of catching up.

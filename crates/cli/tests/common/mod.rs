@@ -316,6 +316,27 @@ pub fn each_output_renamed_once(outputs: &[PathBuf], logs: &[String]) {
     }
 }
 
+/// Each of `outputs` is whole (h264, `secs` long) and nothing partial or temporary is left
+/// beside them in `out`.
+pub fn outputs_in_place(out: &Path, outputs: &[PathBuf], secs: f64) {
+    let leftovers: Vec<String> = std::fs::read_dir(out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') || !n.ends_with(".mkv"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    for output in outputs {
+        let (streams, duration) = probe(output);
+        assert_eq!(streams[0].1, "h264");
+        assert!(
+            (duration - secs).abs() < 0.3,
+            "{}: {duration}",
+            output.display()
+        );
+    }
+}
+
 /// `rabbitmqctl ARGS`, which must succeed.
 pub fn rabbitmqctl(args: &[&str]) {
     let out = Command::new("rabbitmqctl")
