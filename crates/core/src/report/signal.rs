@@ -47,7 +47,6 @@ pub struct FrameStats {
     /// Mean absolute luma difference from the frame before (0 for the first).
     pub ydif: f64,
     pub tout: f64,
-    pub vrep: f64,
     pub brng: f64,
     /// Bits per luma sample (values are scaled to 8 bits before they are judged).
     pub depth: u32,
