@@ -11,7 +11,9 @@ use records::{Fact, RecordStore, Stamped};
 use std::sync::atomic::AtomicBool;
 use tokio::sync::watch;
 
-/// How long a read waits for the stream before it says the records do not answer.
+/// How long a read waits for the stream to move before it says the records do not answer.
+/// A read that has much to catch up waits as long as the copy keeps moving: on a machine
+/// starved of CPU (200 busy workers beside it) a copy far behind took longer than this in all.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(15);
 /// Facts written in one message at most (a fact is well under 2 KiB).
 const FACTS_PER_MESSAGE: usize = 500;
@@ -31,6 +33,9 @@ pub(crate) struct Follower {
     confirmed: AtomicU64,
     /// The highest of this process's facts the cache holds.
     seen: watch::Sender<u64>,
+    /// Messages of the stream the follower has applied: a read far behind waits while this
+    /// moves.
+    applied: watch::Sender<u64>,
     /// The follower has read back a mark written since it (re)connected.
     caught_up: AtomicBool,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -59,6 +64,7 @@ impl Follower {
             written: AtomicU64::new(0),
             confirmed: AtomicU64::new(0),
             seen: watch::channel(0).0,
+            applied: watch::channel(0).0,
             caught_up: AtomicBool::new(false),
             task: Mutex::new(None),
             marking: tokio::sync::Mutex::new(()),
@@ -166,11 +172,21 @@ impl Inner {
     pub(crate) async fn sync_records(self: &Arc<Self>) -> Result<&RecordStore, QueueError> {
         let follower = &self.follower;
         self.ensure_follower();
+        let mut applied = follower.applied.subscribe();
+        let silent = || {
+            backend(format!(
+                "the records stream {} did not answer within {} s",
+                self.names.records,
+                SYNC_TIMEOUT.as_secs()
+            ))
+        };
         let wait = async {
             if !follower.caught_up.load(Ordering::SeqCst) {
                 let _one = follower.marking.lock().await;
                 if !follower.caught_up.load(Ordering::SeqCst) {
-                    self.record(Fact::Mark).await?;
+                    tokio::time::timeout(SYNC_TIMEOUT, self.record(Fact::Mark))
+                        .await
+                        .map_err(|_| silent())??;
                     let target = follower.confirmed.load(Ordering::SeqCst);
                     let mut seen = follower.seen.subscribe();
                     seen.wait_for(|s| *s >= target)
@@ -186,15 +202,9 @@ impl Inner {
                 .map_err(|_| backend("the records follower stopped"))?;
             Ok::<_, QueueError>(())
         };
-        match tokio::time::timeout(SYNC_TIMEOUT, wait).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(backend(format!(
-                    "the records stream {} did not answer within {} s",
-                    self.names.records,
-                    SYNC_TIMEOUT.as_secs()
-                )))
-            }
+        match while_moving(wait, &mut applied, SYNC_TIMEOUT).await {
+            Some(result) => result?,
+            None => return Err(silent()),
         }
         Ok(&follower.store)
     }
@@ -220,6 +230,26 @@ impl Inner {
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }));
+    }
+}
+
+/// `done`'s output, or `None` once `moved` has not changed for `stall`.
+async fn while_moving<F: std::future::Future>(
+    done: F,
+    moved: &mut watch::Receiver<u64>,
+    stall: Duration,
+) -> Option<F::Output> {
+    tokio::pin!(done);
+    loop {
+        tokio::select! {
+            out = &mut done => return Some(out),
+            changed = tokio::time::timeout(stall, moved.changed()) => match changed {
+                Ok(Ok(())) => {}
+                // No follower to move it any more: what is left is the plain wait.
+                Ok(Err(_)) => return tokio::time::timeout(stall, done).await.ok(),
+                Err(_) => return None,
+            },
+        }
     }
 }
 
@@ -283,6 +313,10 @@ async fn follow_on(inner: &Arc<Inner>, connection: &Connection) -> Result<(), Qu
         // applied this process's facts, and this follower (restarted after its offset) would
         // never read them itself.
         inner.follower.notice_own_facts()?;
+        inner
+            .follower
+            .applied
+            .send_modify(|n| *n = n.wrapping_add(batch.len() as u64));
         if let Some(last) = batch.last() {
             last.acker
                 .ack(BasicAckOptions { multiple: true })
@@ -412,6 +446,44 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
+    use super::while_moving;
+    use std::time::Duration;
+    use tokio::sync::watch;
+
+    /// A read far behind: the wait ends when the copy gets there, however long that takes in
+    /// all, while it keeps moving.
+    #[tokio::test]
+    async fn a_copy_that_keeps_moving_is_waited_for() {
+        let (tx, mut rx) = watch::channel(0u64);
+        let done = async {
+            for n in 1..=20 {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                tx.send_replace(n);
+            }
+            "caught up"
+        };
+        // 600 ms in all, never 150 ms without a move.
+        let out = while_moving(done, &mut rx, Duration::from_millis(150)).await;
+        assert_eq!(out, Some("caught up"));
+    }
+
+    #[tokio::test]
+    async fn a_copy_that_stops_is_given_up_on() {
+        let (tx, mut rx) = watch::channel(0u64);
+        let started = std::time::Instant::now();
+        let done = async {
+            tx.send_replace(1);
+            std::future::pending::<()>().await;
+        };
+        let out = while_moving(done, &mut rx, Duration::from_millis(150)).await;
+        assert!(out.is_none());
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(150) && waited < Duration::from_secs(2),
+            "{waited:?}"
+        );
+    }
+
     use super::*;
     use videofarm_core::Records;
 
