@@ -357,6 +357,14 @@ pub trait Records: Send + Sync {
 
     async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, QueueError>;
 
+    /// Whether a job may have been cancelled at or after `since_ms`. False only where the
+    /// backend knows it cheaply, without reading the jobs (RabbitMQ: from the cancel
+    /// tombstones every worker keeps), so that a sweep with nothing to do reads nothing.
+    async fn cancels_since(&self, since_ms: i64) -> Result<bool, QueueError> {
+        let _ = since_ms;
+        Ok(true)
+    }
+
     /// A job's attempts, oldest first.
     async fn history(&self, id: &JobId) -> Result<Vec<AttemptRecord>, QueueError>;
 

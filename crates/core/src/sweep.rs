@@ -4,7 +4,7 @@
 //! `serve`: uploads staged for the job). Each looks every [`SWEEP_EVERY`] at the jobs cancelled
 //! since its last look, and once more at those it could not clean yet.
 
-use crate::{JobFilter, JobId, JobRecord, JobState};
+use crate::{JobFilter, JobId, JobRecord, JobState, QueueError, Records};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -45,6 +45,25 @@ impl CancelledSweep {
             finished_since: Some(since),
             ..Default::default()
         }
+    }
+
+    /// A look at `now_ms`: the jobs to clean up after now. The jobs are read the first time,
+    /// and later only when `records` says a job may have been cancelled since the last look
+    /// (less the margin): an idle farm's sweeps read nothing (on RabbitMQ a read keeps the
+    /// process following the records stream, every fact delivered to it).
+    pub async fn look(
+        &mut self,
+        records: &dyn Records,
+        now_ms: i64,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        let filter = self.filter(now_ms);
+        let since = filter.finished_since.unwrap_or(i64::MIN);
+        let found = if self.looked.is_none() || records.cancels_since(since).await? {
+            records.jobs(&filter).await?
+        } else {
+            Vec::new()
+        };
+        Ok(self.due(found, now_ms))
     }
 
     /// Of the jobs `found` by a look at `now_ms`, and those still pending, the ones to clean

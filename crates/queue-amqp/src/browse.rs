@@ -23,6 +23,31 @@ impl Inner {
         id: &JobId,
         queued_ms: i64,
     ) -> Result<bool, QueueError> {
+        self.fresh_tombstones().await?;
+        Ok(self
+            .tombstones
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .get(id)
+            .is_some_and(|at| queued_ms <= *at))
+    }
+
+    /// Whether any job was cancelled at or after `since_ms`, by the tombstones (a cancel
+    /// records the job's state, then writes its tombstone with a later time).
+    pub(crate) async fn cancels_since(&self, since_ms: i64) -> Result<bool, QueueError> {
+        self.fresh_tombstones().await?;
+        Ok(self
+            .tombstones
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .values()
+            .any(|at| *at >= since_ms))
+    }
+
+    /// Read the broker's list of tombstones when the cache is older than `TOMBSTONE_REFRESH`.
+    async fn fresh_tombstones(&self) -> Result<(), QueueError> {
         let stale = {
             let tombstones = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
             tombstones
@@ -52,13 +77,7 @@ impl Inner {
             self.tombstones.lock().unwrap_or_else(|p| p.into_inner()).1 =
                 Some(tokio::time::Instant::now());
         }
-        Ok(self
-            .tombstones
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .get(id)
-            .is_some_and(|at| queued_ms <= *at))
+        Ok(())
     }
 
     /// Take the messages of `queue` whose id is in `ids` (all when `ids` is None), hand each

@@ -15,6 +15,11 @@ use tokio::sync::watch;
 /// A read that has much to catch up waits as long as the copy keeps moving: on a machine
 /// starved of CPU (200 busy workers beside it) a copy far behind took longer than this in all.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(15);
+/// A follower nobody has read from for this long stops, and starts again at the next read
+/// from the offset its copy reached. A worker follows the stream only to answer a redelivered
+/// job's question; one that followed for ever took every fact the farm wrote: 200 workers were
+/// 198 consumers of the stream, each fact delivered 198 times.
+const REST_AFTER: Duration = Duration::from_secs(60);
 /// Facts written in one message at most (a fact is well under 2 KiB).
 const FACTS_PER_MESSAGE: usize = 500;
 /// Messages applied in one transaction at most.
@@ -38,6 +43,12 @@ pub(crate) struct Follower {
     applied: watch::Sender<u64>,
     /// The follower has read back a mark written since it (re)connected.
     caught_up: AtomicBool,
+    /// When a read last asked for the records, and how many are waiting now: a follower
+    /// rests only when none is and none has for `rest_after`.
+    last_read: Mutex<std::time::Instant>,
+    reading: std::sync::atomic::AtomicUsize,
+    /// `REST_AFTER`, shorter in tests, in milliseconds.
+    pub(crate) rest_after_ms: AtomicU64,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// One mark at a time.
     marking: tokio::sync::Mutex<()>,
@@ -65,6 +76,9 @@ impl Follower {
             confirmed: AtomicU64::new(0),
             seen: watch::channel(0).0,
             applied: watch::channel(0).0,
+            last_read: Mutex::new(std::time::Instant::now()),
+            reading: std::sync::atomic::AtomicUsize::new(0),
+            rest_after_ms: AtomicU64::new(REST_AFTER.as_millis() as u64),
             caught_up: AtomicBool::new(false),
             task: Mutex::new(None),
             marking: tokio::sync::Mutex::new(()),
@@ -81,6 +95,25 @@ impl Follower {
         self.caught_up.store(false, Ordering::SeqCst);
     }
 
+    /// A read is waiting for the records until the guard is dropped.
+    fn reading(&self) -> Reading<'_> {
+        self.reading.fetch_add(1, Ordering::SeqCst);
+        *self.last_read.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+        Reading(self)
+    }
+
+    /// Nobody has read for a while and nobody is reading: the follower may stop.
+    fn may_rest(&self) -> bool {
+        let rest = Duration::from_millis(self.rest_after_ms.load(Ordering::SeqCst));
+        self.reading.load(Ordering::SeqCst) == 0
+            && self
+                .last_read
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed()
+                >= rest
+    }
+
     /// Let waiting reads know which of this process's facts the cache holds.
     fn notice_own_facts(&self) -> Result<(), QueueError> {
         let mine = self.store.seen(self.origin).map_err(backend)?;
@@ -90,6 +123,16 @@ impl Follower {
             newer
         });
         Ok(())
+    }
+}
+
+/// See [`Follower::reading`].
+struct Reading<'a>(&'a Follower);
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        *self.0.last_read.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+        self.0.reading.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -171,6 +214,7 @@ impl Inner {
     /// Bring the local records up to date (see the module documentation).
     pub(crate) async fn sync_records(self: &Arc<Self>) -> Result<&RecordStore, QueueError> {
         let follower = &self.follower;
+        let _reading = follower.reading();
         self.ensure_follower();
         let mut applied = follower.applied.subscribe();
         let silent = || {
@@ -222,7 +266,18 @@ impl Inner {
                 let result = follow(&inner).await;
                 inner.follower.caught_up.store(false, Ordering::SeqCst);
                 match result {
-                    Ok(()) => return,
+                    // Rested (or the queue is being dropped): the slot is emptied under its
+                    // lock unless a read came meanwhile, so the next read starts a follower
+                    // and none waits on one that is ending.
+                    Ok(()) => {
+                        let follower = &inner.follower;
+                        let mut slot = follower.task.lock().unwrap_or_else(|p| p.into_inner());
+                        if follower.reading.load(Ordering::SeqCst) == 0 {
+                            *slot = None;
+                            return;
+                        }
+                        continue;
+                    }
                     Err(e) => tracing::debug!(error = %e, "following the records stream again"),
                 }
                 drop(inner);
@@ -281,7 +336,7 @@ async fn follow_on(inner: &Arc<Inner>, connection: &Connection) -> Result<(), Qu
         // Woken each second while idle: a follower is the last holder of its queue handle
         // only until it notices (then its connection closes).
         let delivery = match tokio::time::timeout(Duration::from_secs(1), consumer.next()).await {
-            Err(_) if Arc::strong_count(inner) <= 1 => return Ok(()),
+            Err(_) if Arc::strong_count(inner) <= 1 || inner.follower.may_rest() => return Ok(()),
             Err(_) => continue,
             Ok(None) => return Err(backend("the records stream consumer ended")),
             Ok(Some(delivery)) => delivery,
@@ -323,7 +378,7 @@ async fn follow_on(inner: &Arc<Inner>, connection: &Connection) -> Result<(), Qu
                 .await
                 .map_err(backend)?;
         }
-        if Arc::strong_count(inner) <= 1 {
+        if Arc::strong_count(inner) <= 1 || inner.follower.may_rest() {
             return Ok(());
         }
     }
@@ -446,9 +501,8 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
-    use super::while_moving;
-    use std::time::Duration;
-    use tokio::sync::watch;
+    use super::*;
+    use videofarm_core::Records;
 
     /// A read far behind: the wait ends when the copy gets there, however long that takes in
     /// all, while it keeps moving.
@@ -483,9 +537,6 @@ mod tests {
             "{waited:?}"
         );
     }
-
-    use super::*;
-    use videofarm_core::Records;
 
     fn test_url() -> String {
         std::env::var("VIDEOFARM_TEST_AMQP")
@@ -585,6 +636,64 @@ mod tests {
             .await
             .unwrap();
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A worker follows the records stream only to answer a question: a redelivered job's, or
+    /// a sweep's after a cancel. A sweep with nothing to do reads nothing, so an idle worker's
+    /// follower rests, and the next question wakes it. Before, every worker swept every 2 s and
+    /// followed for ever: 200 workers were 198 consumers of the stream.
+    #[tokio::test]
+    async fn sweeps_with_nothing_to_do_let_the_follower_rest() {
+        let url = test_url();
+        let mut settings = AmqpSettings::new(&url);
+        settings.prefix = format!("vftest-rest-{}", std::process::id());
+        settings.queue_expires = Some(Duration::from_secs(600));
+        let prefix = settings.prefix.clone();
+        let queue = AmqpQueue::connect(settings, videofarm_core::QueueSettings::default())
+            .await
+            .expect("RabbitMQ must be running for this test");
+        let follower = &queue.inner.follower;
+        follower.rest_after_ms.store(1000, Ordering::SeqCst);
+        let following = || {
+            follower
+                .task
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|t| !t.is_finished())
+        };
+        let spec = videofarm_core::JobSpec {
+            input: "/m/a.mpg".into(),
+            output: "/m/a.mkv".into(),
+            profile: "archive".into(),
+            key: "key-a".into(),
+            ..Default::default()
+        };
+        let id = queue.enqueue(spec, false).await.unwrap().id().clone();
+        let mut sweep = videofarm_core::sweep::CancelledSweep::default();
+        let now = || queue.inner.now();
+        // The first look reads the jobs (a day back) and starts a follower.
+        assert!(sweep.look(&queue, now()).await.unwrap().is_empty());
+        assert!(following(), "a read starts a follower");
+        // Looks every 200 ms with nothing cancelled: it rests within a few seconds.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while following() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "sweeps with nothing to do kept the follower going"
+            );
+            assert!(sweep.look(&queue, now()).await.unwrap().is_empty());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // A cancel: the next look reads the jobs (waking the follower) and finds it.
+        queue.cancel(std::slice::from_ref(&id)).await.unwrap();
+        let due = sweep.look(&queue, now()).await.unwrap();
+        assert_eq!(due.iter().map(|r| &r.id).collect::<Vec<_>>(), [&id]);
+        assert!(following(), "the read woke it");
+        drop(queue);
+        tokio::task::spawn_blocking(move || crate::delete_farm_blocking(&url, &prefix))
+            .await
+            .unwrap();
     }
 
     /// A dropped queue handle is not kept alive by its records follower (nor its connection).

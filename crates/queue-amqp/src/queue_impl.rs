@@ -300,6 +300,10 @@ impl Records for AmqpQueue {
             .await
     }
 
+    async fn cancels_since(&self, since_ms: i64) -> Result<bool, QueueError> {
+        self.inner.cancels_since(since_ms).await
+    }
+
     async fn history(&self, id: &JobId) -> Result<Vec<AttemptRecord>, QueueError> {
         let id = id.clone();
         self.inner

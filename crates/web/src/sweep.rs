@@ -13,14 +13,14 @@ pub async fn sweep_staged_uploads(state: &AppState, sweep: &mut CancelledSweep, 
     if state.roots.is_empty() {
         return;
     }
-    let found = match state.queue.jobs(&sweep.filter(now_ms)).await {
-        Ok(found) => found,
+    let due = match sweep.look(state.queue.as_ref(), now_ms).await {
+        Ok(due) => due,
         Err(e) => {
             tracing::debug!(error = %e, "could not read the cancelled jobs to clean up after");
             return;
         }
     };
-    for record in sweep.due(found, now_ms) {
+    for record in due {
         let roots = state.roots.clone();
         let job = record.clone();
         let removed = tokio::task::spawn_blocking(move || {

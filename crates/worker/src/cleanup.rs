@@ -25,14 +25,14 @@ pub struct Sweeper {
 impl Sweeper {
     /// Clean up after the jobs cancelled lately that this worker has not cleaned yet.
     pub async fn sweep(&mut self, records: &dyn Records, settings: &WorkerSettings, now_ms: i64) {
-        let found = match records.jobs(&self.sweep.filter(now_ms)).await {
-            Ok(jobs) => jobs,
+        let due = match self.sweep.look(records, now_ms).await {
+            Ok(due) => due,
             Err(e) => {
                 tracing::debug!(error = %e, "could not read the cancelled jobs to clean up after");
                 return;
             }
         };
-        for record in self.sweep.due(found, now_ms) {
+        for record in due {
             let settings_paths = settings.paths.clone();
             let silent_after = settings.heartbeat * 8;
             let job = record.clone();
