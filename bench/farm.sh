@@ -93,10 +93,12 @@ pids+=($!)
 time_it() { local a; a=$(now); "$@" >/dev/null 2>&1; printf '%.3f' "$(echo "$(now) - $a" | bc -l)"; }
 killed_at=""
 views=""
+status_failed=0
 while :; do
-  # A status that fails under the load is said, and the loop goes on.
+  # A status that fails under the load is counted (its first words kept), and the loop goes on.
   if ! line=$(vf status --json 2>"$work/status.err"); then
-    echo "status failed: $(cat "$work/status.err")"
+    [ $status_failed = 0 ] && echo "status failed at $(printf '%.0f' "$(echo "$(now) - $t0" | bc -l)") s: $(cat "$work/status.err")"
+    status_failed=$((status_failed + 1))
     sleep 1
     continue
   fi
@@ -123,15 +125,17 @@ printf 'through the farm: %s jobs in %.1f s = %.1f jobs/s (2 s of media each at 
 printf 'broker CPU: %.1f s over the run (%.0f%% of one core)\n' \
   "$(echo "($ticks1 - $ticks0) / $(getconf CLK_TCK)" | bc -l)" "$(echo "100 * ($ticks1 - $ticks0) / $(getconf CLK_TCK) / $elapsed" | bc -l)"
 [ -n "$killed_at" ] && printf 'after the kill: every job done %.1f s later\n' "$(echo "$t1 - $killed_at" | bc -l)"
+echo "status failed $status_failed times while the farm ran"
 vf status
-python3 - "$work/logs" <<'EOF'
+python3 - "$work/logs" "${killed_at:-0}" <<'EOF'
 import os, re, sys, datetime
 def stamp(line):
     m = re.match(r"(\S+?)\.(\d+)Z", line)
     if not m: return None
     t = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc)
     return t.timestamp() + float("0." + m.group(2))
-waits, lost = [], 0
+waits, lost, retaken = [], 0, []
+killed_at = float(sys.argv[2])
 for name in os.listdir(sys.argv[1]):
     ended = None
     for line in open(os.path.join(sys.argv[1], name), errors="replace"):
@@ -142,10 +146,12 @@ for name in os.listdir(sys.argv[1]):
         m = re.search(r"job taken job=\S+ attempt=(\d+)", line)
         if m and int(m.group(1)) > 1:
             lost += 1
+            retaken.append(stamp(line) - killed_at)
 waits.sort()
 q = lambda f: waits[min(len(waits) - 1, int(f * len(waits)))] * 1000
 print(f"wait for the next job: p50 {q(0.5):.0f} ms, p99 {q(0.99):.0f} ms ({len(waits)} waits)")
-print(f"jobs taken again after the kill: {lost}")
+print(f"jobs taken again after the kill: {lost}" +
+      (f", the last {max(retaken):.1f} s after it" if retaken and killed_at else ""))
 EOF
 t0=$(now)
 config "$work/newcomer.db" >"$work/newcomer.toml"

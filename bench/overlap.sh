@@ -3,10 +3,10 @@
 # (`transfer = "always"`, concurrency 1) encoding JOBS copies of an SD capture fetched and sent
 # through `serve` over bench/throttle.py (RATE bytes a second each way, one link for all
 # connections), from `enqueue` to the last job succeeded. AHEAD is `transfer_ahead`.
-# Made to be timed as a whole by farm-bench, pairing AHEAD=1 against AHEAD=0:
+# Made to be timed as a whole, alternating AHEAD=1 and AHEAD=0 runs, e.g. with hyperfine:
 #
 #   cargo build --release -p videofarm
-#   farm-bench -n 3 --timeout 1800 -- bench/overlap.sh 1 --vs 'bench/overlap.sh 0'
+#   hyperfine -r 3 'bench/overlap.sh 1' 'bench/overlap.sh 0'
 #
 # The captures are made once into bench/out/overlap-media/ (JOBS, LEN, RATE from the
 # environment: 4 jobs of 20 s, 4 MB/s).

@@ -44,10 +44,16 @@ until [ "$("$bin" "${cfg[@]}" status --json | python3 -c 'import json,sys; print
 done
 "$bin" "${cfg[@]}" jobs --limit 1 --json | grep -q 'waiting for a worker' || { echo "jobs do not say why they wait" >&2; exit 1; }
 
+# Each view RUNS times as a whole process; the median, min and max wall time.
 for view in "status --json" "jobs --limit 50 --json" "inspect --json"; do
-  echo "== $view ($jobs queued, 2 idle workers)"
-  # shellcheck disable=SC2086
-  farm-bench -n "$runs" -- "$bin" "${cfg[@]}" $view | grep -E '^A (wall|cpu) s'
+  for i in $(seq 1 "$runs"); do
+    a=$(now)
+    # shellcheck disable=SC2086
+    "$bin" "${cfg[@]}" $view >/dev/null
+    echo "$(now) - $a" | bc -l
+  done | sort -n | awk -v view="$view" -v jobs="$jobs" '{ t[NR] = $1 }
+    END { printf "%s (%s queued, 2 idle workers): median %.0f ms (%.0f-%.0f), %d runs\n",
+      view, jobs, 1000 * t[int((NR + 1) / 2)], 1000 * t[1], 1000 * t[NR], NR }'
 done
 
 echo "== cancel of all $jobs ids"

@@ -89,10 +89,17 @@ impl Inner {
         // A cancelled job is dropped first, even one whose worker died: its loss is not
         // counted (that could fail it, and a failed job can be retried back to life).
         let parent_cancelled = match &env.spec.parent {
-            Some(parent) => self.is_cancelled(parent, env.created_ms).await?,
+            Some(parent) => {
+                let asked = self.is_cancelled(parent, env.created_ms).await;
+                or_put_back(&delivery, asked).await?
+            }
             None => false,
         };
-        if parent_cancelled || self.is_cancelled(&env.id, env.created_ms).await? {
+        let cancelled = || async {
+            let asked = self.is_cancelled(&env.id, env.created_ms).await;
+            or_put_back(&delivery, asked).await
+        };
+        if parent_cancelled || cancelled().await? {
             tracing::info!(job = %env.id, "dropped a cancelled job");
             settled(&delivery).await?;
             return Ok(None);
@@ -101,7 +108,10 @@ impl Inner {
             // A Celery task is read afresh at each delivery (it carries none of the farm's
             // marks): a redelivered one counts as lost, as it always did.
             let begun = match source {
-                route::Source::Farm => self.begun(&env).await?,
+                route::Source::Farm => {
+                    let asked = self.begun(&env).await;
+                    or_put_back(&delivery, asked).await?
+                }
                 route::Source::Celery => Begun::Lost,
             };
             self.redelivered(env, &delivery, begun).await?;
@@ -301,6 +311,26 @@ impl Inner {
     }
 }
 
+/// `asked`, a question about `delivery` asked before anything was done with it; when it could
+/// not be answered (the broker or the records stream too slow), the delivery goes back to the
+/// queue as it was, to be asked about again. Left unsettled, it stayed with this worker's
+/// channel, neither run nor handed on, until the connection ended: seen as jobs queued for
+/// ever beside idle workers after 20 workers of 200 were killed.
+async fn or_put_back<T>(
+    delivery: &lapin::message::Delivery,
+    asked: Result<T, QueueError>,
+) -> Result<T, QueueError> {
+    if asked.is_err() {
+        let _ = delivery
+            .nack(lapin::options::BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await;
+    }
+    asked
+}
+
 /// A delivery this worker does not run (refused, lost before, cancelled, not runnable here):
 /// whatever became of it is already published, so it is taken off the queue.
 async fn settled(delivery: &lapin::message::Delivery) -> Result<(), QueueError> {
@@ -309,4 +339,63 @@ async fn settled(delivery: &lapin::message::Delivery) -> Result<(), QueueError> 
         .await
         .map(|_| ())
         .map_err(backend)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+    /// A question about a delivery that could not be answered leaves the delivery back on its
+    /// queue for someone to take, not held by this channel.
+    #[tokio::test]
+    async fn a_delivery_whose_question_failed_is_back_on_its_queue() {
+        let url = std::env::var("VIDEOFARM_TEST_AMQP")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        let connection = Connection::connect(&url, ConnectionProperties::default())
+            .await
+            .expect("RabbitMQ must be running for this test");
+        let channel = connection.create_channel().await.unwrap();
+        let queue = format!("vftest-putback-{}", std::process::id());
+        let options = QueueDeclareOptions {
+            auto_delete: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(queue.as_str().into(), options, FieldTable::default())
+            .await
+            .unwrap();
+        channel
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                b"job",
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let get = || async {
+            channel
+                .basic_get(queue.as_str().into(), BasicGetOptions::default())
+                .await
+                .unwrap()
+        };
+        let taken = get().await.expect("the message is there");
+        let asked: Result<(), QueueError> = Err(backend("the records did not answer"));
+        assert!(or_put_back(&taken.delivery, asked).await.is_err());
+        let again = get().await.expect("the message is back on its queue");
+        assert_eq!(again.delivery.data, b"job");
+        assert!(again.delivery.redelivered);
+        again
+            .delivery
+            .ack(BasicAckOptions::default())
+            .await
+            .unwrap();
+        let _ = connection.close(200, "done".into()).await;
+    }
 }
