@@ -86,7 +86,7 @@ for i in $(seq 1 "$workers"); do
   pids+=($!)
   disown
 done
-vf serve --listen 127.0.0.1:18931 >/dev/null 2>&1 &
+"$bin" --config "$work/producer.toml" serve --listen 127.0.0.1:18931 >/dev/null 2>&1 &
 pids+=($!)
 
 # While it runs: the views, then the kill.

@@ -2,15 +2,17 @@
 # One command for every figure of bench/README.md, side by side with the Celery reference, in
 # one run on this machine: prints a table and writes bench/out/latest.json.
 #
-#   bench/run.sh        (CLIPS=8 SECS=20 TINY=500 ROUNDS=3 QUEUE_JOBS=3000 BACKLOGS=10,10000,100000)
+#   bench/run.sh        (CLIPS=8 SECS=20 TINY=500 ROUNDS=3 QUEUE_JOBS=3000 BACKLOGS=10,10000,100000
+#                        SPLIT=yes)
 #
 # Every variant runs once per round, and each round starts one variant later than the one
 # before, so a slow spell of this shared machine lands on all of them alike; the table gives
 # medians, and each ratio is the median of the ratios within a round.
 #
-# Needs ffmpeg, RabbitMQ on 127.0.0.1:5672 (guest/guest) and python3 (Celery 5 is installed
-# into bench/.venv on first use). Takes about 25 minutes on two cores with the defaults, then
-# bench/split.sh (one tape split across both cores) about 8 more.
+# Needs ffmpeg, RabbitMQ on 127.0.0.1:5672 (guest/guest), python3 (Celery 5 is installed
+# into bench/.venv on first use) and chromium (the dashboard's figure). Takes about 25 minutes
+# on two cores with the defaults, then the scale figures (start-up, live views, the dashboard,
+# 200 workers) about 15 more and bench/split.sh (one tape split across both cores) about 8.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clips=${CLIPS:-8}; secs=${SECS:-20}; tiny=${TINY:-500}; rounds=${ROUNDS:-3}
@@ -180,6 +182,23 @@ if celery_noop:
 print("\nwritten: bench/out/latest.json")
 PY
 
+# Fast at any size: short clips against plain ffmpeg, a worker's start, the live views with a
+# large backlog, the dashboard on the wire, and a 200-worker farm (each script also runs
+# alone); their output is added to bench/out/latest.txt.
+{
+  echo
+  echo "== run --workers 1 against plain ffmpeg: 3 SD clips of 6 s, 5 alternating rounds"
+  ROUNDS=5 bench/overhead.sh 3 6 | tail -3
+  echo "== a worker's start to its first job taken"
+  bench/startup.sh
+  echo "== live views on RabbitMQ"
+  bench/views.sh
+  echo "== the dashboard on the wire"
+  bench/dashboard.sh
+  echo "== a large farm on one machine"
+  bench/farm.sh | grep -v ' queued, 0 already known'
+} 2>&1 | tee -a bench/out/latest.txt
+
 # One long tape split across cores as if they were machines (bench/split.sh, also runnable
-# alone): its figures go to bench/out/split.json.
-bench/split.sh
+# alone): its figures go to bench/out/split.json. SPLIT=no leaves it out.
+[ "${SPLIT:-yes}" = no ] || bench/split.sh
