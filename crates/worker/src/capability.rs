@@ -150,6 +150,7 @@ async fn try_each(
     for (profile, k) in profiles {
         let verdict = match missing(profile, &encoders, &filters) {
             Some(why) => Err(why),
+            None if copies_only(profile) => Ok(()),
             None => trial(tools, profile).await,
         };
         known.insert(k.clone(), verdict);
@@ -290,6 +291,20 @@ fn missing(
         return Some(format!("this ffmpeg has no filter {f}"));
     }
     None
+}
+
+/// A profile that copies streams and names no encoder or filter: it needs nothing of this
+/// ffmpeg a trial could show (whether a stream can be copied into the container depends on
+/// the input). Its trial copied the raw test picture, which no container but a few takes, so
+/// every stream-copy profile was found not runnable and refused.
+fn copies_only(profile: &Profile) -> bool {
+    let (encoders, filters) = needs(profile);
+    let copies = profile.args.windows(2).any(|pair| {
+        let option = pair[0].as_str();
+        let codec = option == "-c" || option.starts_with("-c:") || option.starts_with("-codec");
+        codec && pair[1] == "copy"
+    });
+    copies && encoders.is_empty() && filters.is_empty()
 }
 
 /// Encode a fraction of a second of test picture and tone with the profile's arguments.

@@ -85,3 +85,23 @@ async fn a_second_start_tries_nothing_again() {
     assert_eq!(again.later().await, first);
     assert_eq!(runs(), ran, "no ffmpeg ran the second time");
 }
+
+/// A profile that only copies streams is runnable wherever ffmpeg is: its trial copied the raw
+/// test picture into Matroska, which failed, and `run --profile copy` was refused.
+#[tokio::test]
+async fn a_stream_copy_profile_is_runnable() {
+    let tools = Tools::locate(None, None).expect("ffmpeg is installed");
+    let cache = tempfile::tempdir().unwrap();
+    let file = cache.path().join("trials.json");
+    let copy: videofarm_core::Profile = serde_json::from_value(serde_json::json!({
+        "name": "copy",
+        "extension": "mkv",
+        "args": ["-map", "0", "-c", "copy"],
+        "video_codec": "mpeg2video",
+    }))
+    .unwrap();
+    let profiles = Profiles::new([("copy".to_owned(), copy)].into()).unwrap();
+    let found = runnable_profiles(&tools, &profiles, Some(&file), &[]).await;
+    let (runnable, not) = found.later().await;
+    assert!(runnable.iter().any(|r| r == "copy"), "{not:?}");
+}
