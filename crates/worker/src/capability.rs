@@ -12,6 +12,9 @@ use videofarm_ffmpeg::Tools;
 
 /// The most verdicts the cache keeps.
 const MAX_VERDICTS: usize = 1000;
+/// The rules that judge a profile, by number: a verdict kept under other rules is not used.
+/// Raise it when a trial or what counts as runnable changes (2: a stream copy needs no trial).
+const TRIAL_RULES: u32 = 2;
 /// How long a trial encode may take before the profile counts as not runnable here.
 const TRIAL_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -85,12 +88,18 @@ pub async fn runnable_profiles(
     let devices = devices();
     let key = |profile: &Profile| {
         let text = format!(
-            "{binary}\n{devices}\n{}",
+            "{TRIAL_RULES}\n{binary}\n{devices}\n{}",
             serde_json::to_string(profile).unwrap_or_default()
         );
         blake3::hash(text.as_bytes()).to_hex().to_string()
     };
     let keyed: Vec<(Profile, String)> = profiles.iter().map(|p| (p.clone(), key(p))).collect();
+    // A profile that only copies needs no trial: runnable, whatever an older rule kept for it.
+    for (profile, k) in &keyed {
+        if copies_only(profile) {
+            known.insert(k.clone(), Ok(()));
+        }
+    }
     let untried: Vec<(Profile, String)> = keyed
         .iter()
         .filter(|(_, k)| !known.contains_key(k))
@@ -150,7 +159,6 @@ async fn try_each(
     for (profile, k) in profiles {
         let verdict = match missing(profile, &encoders, &filters) {
             Some(why) => Err(why),
-            None if copies_only(profile) => Ok(()),
             None => trial(tools, profile).await,
         };
         known.insert(k.clone(), verdict);

@@ -104,4 +104,16 @@ async fn a_stream_copy_profile_is_runnable() {
     let found = runnable_profiles(&tools, &profiles, Some(&file), &[]).await;
     let (runnable, not) = found.later().await;
     assert!(runnable.iter().any(|r| r == "copy"), "{not:?}");
+    // A failure kept by the old rule for it does not stick (found on a machine that had
+    // tried it before the fix).
+    let kept: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let poisoned: serde_json::Map<String, serde_json::Value> = kept
+        .into_iter()
+        .map(|(k, _)| (k, serde_json::json!({"Err": "a trial encode failed"})))
+        .collect();
+    std::fs::write(&file, serde_json::to_vec(&poisoned).unwrap()).unwrap();
+    let found = runnable_profiles(&tools, &profiles, Some(&file), &[]).await;
+    let (runnable, not) = found.later().await;
+    assert!(runnable.iter().any(|r| r == "copy"), "{not:?}");
 }
