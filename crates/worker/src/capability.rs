@@ -236,11 +236,7 @@ pub fn needs(profile: &Profile) -> (Vec<String>, Vec<String>) {
     for (i, arg) in args.iter().enumerate() {
         let Some(value) = args.get(i + 1) else { break };
         let option = arg.as_str();
-        let codec = option == "-c"
-            || option.starts_with("-c:")
-            || option.starts_with("-codec")
-            || matches!(option, "-vcodec" | "-acodec" | "-scodec");
-        if codec && value != "copy" {
+        if codec_option(option) && value != "copy" {
             encoders.push(value.clone());
         }
         let filter = matches!(option, "-vf" | "-af" | "-filter_complex" | "-lavfi")
@@ -260,6 +256,14 @@ pub fn needs(profile: &Profile) -> (Vec<String>, Vec<String>) {
         }
     }
     (encoders, filters)
+}
+
+/// An option that names a stream's codec (`-c:v`, `-codec:a`, `-vcodec`...).
+fn codec_option(option: &str) -> bool {
+    option == "-c"
+        || option.starts_with("-c:")
+        || option.starts_with("-codec")
+        || matches!(option, "-vcodec" | "-acodec" | "-scodec")
 }
 
 /// A filtergraph cut at its `,` and `;`, except inside quotes (`'...'`) or after a `\\`:
@@ -307,11 +311,10 @@ fn missing(
 /// every stream-copy profile was found not runnable and refused.
 fn copies_only(profile: &Profile) -> bool {
     let (encoders, filters) = needs(profile);
-    let copies = profile.args.windows(2).any(|pair| {
-        let option = pair[0].as_str();
-        let codec = option == "-c" || option.starts_with("-c:") || option.starts_with("-codec");
-        codec && pair[1] == "copy"
-    });
+    let copies = profile
+        .args
+        .windows(2)
+        .any(|pair| codec_option(&pair[0]) && pair[1] == "copy");
     copies && encoders.is_empty() && filters.is_empty()
 }
 

@@ -1,0 +1,221 @@
+use super::*;
+use videofarm_core::Records;
+
+/// A read far behind: the wait ends when the copy gets there, however long that takes in
+/// all, while it keeps moving.
+#[tokio::test]
+async fn a_copy_that_keeps_moving_is_waited_for() {
+    let (tx, mut rx) = watch::channel(0u64);
+    let done = async {
+        for n in 1..=20 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            tx.send_replace(n);
+        }
+        "caught up"
+    };
+    // 600 ms in all, never 150 ms without a move.
+    let out = while_moving(done, &mut rx, Duration::from_millis(150)).await;
+    assert_eq!(out, Some("caught up"));
+}
+
+#[tokio::test]
+async fn a_copy_that_stops_is_given_up_on() {
+    let (tx, mut rx) = watch::channel(0u64);
+    let started = std::time::Instant::now();
+    let done = async {
+        tx.send_replace(1);
+        std::future::pending::<()>().await;
+    };
+    let out = while_moving(done, &mut rx, Duration::from_millis(150)).await;
+    assert!(out.is_none());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(150) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+}
+
+fn test_url() -> String {
+    std::env::var("VIDEOFARM_TEST_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A farm of its own on the test broker, named `name` and this process: its queue handle, the
+/// broker's address and the farm's prefix (to delete it after).
+async fn own_farm(name: &str) -> (AmqpQueue, String, String) {
+    let url = test_url();
+    let mut settings = AmqpSettings::new(&url);
+    settings.prefix = format!("vftest-{name}-{}", std::process::id());
+    settings.queue_expires = Some(Duration::from_secs(600));
+    let prefix = settings.prefix.clone();
+    let queue = AmqpQueue::connect(settings, videofarm_core::QueueSettings::default())
+        .await
+        .expect("RabbitMQ must be running for this test");
+    (queue, url, prefix)
+}
+
+/// A farm deleted and made again (a broker reinstalled) under the same name, read by a
+/// machine that kept its records file: the new stream is read from its start, instead of
+/// waiting for offsets the copy has passed, and the copy keeps the history it read (before,
+/// it was wiped, against the README's "each local copy keeps what it has read for good");
+/// a job the old farm had not finished is failed with the reason, to be retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_made_anew_is_read_from_its_start() {
+    let url = test_url();
+    let dir = std::env::temp_dir().join(format!("vftest-anew-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let prefix = format!("vftest-anew-{}", std::process::id());
+    let open = || async {
+        let mut settings = AmqpSettings::new(&url);
+        settings.prefix = prefix.clone();
+        settings.queue_expires = Some(Duration::from_secs(600));
+        settings.records_file = Some(dir.join("records.db"));
+        AmqpQueue::connect(settings, videofarm_core::QueueSettings::default())
+            .await
+            .expect("RabbitMQ must be running for this test")
+    };
+    let spec = |name: &str| videofarm_core::JobSpec {
+        input: format!("/m/{name}.mpg").into(),
+        output: format!("/m/{name}.mkv").into(),
+        profile: "archive".into(),
+        key: format!("key-{name}"),
+        ..Default::default()
+    };
+    let first = open().await;
+    for name in ["a", "b", "c"] {
+        first.enqueue(spec(name), false).await.unwrap();
+    }
+    let worker = videofarm_core::WorkerInfo::new("w", "h");
+    let lease = first
+        .lease(&worker, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("a job");
+    first.begin_publish(&lease).await.unwrap();
+    first
+        .finish(
+            &lease,
+            videofarm_core::Outcome::Succeeded(Default::default()),
+        )
+        .await
+        .unwrap();
+    let done = lease.id.clone();
+    assert_eq!(first.counts().await.unwrap().queued, 2);
+    drop(first);
+    let (u, p) = (url.clone(), prefix.clone());
+    tokio::task::spawn_blocking(move || crate::delete_farm_blocking(&u, &p))
+        .await
+        .unwrap();
+
+    let again = open().await;
+    again.enqueue(spec("d"), false).await.unwrap();
+    let counts = tokio::time::timeout(Duration::from_secs(10), again.counts())
+        .await
+        .expect("the records answer")
+        .unwrap();
+    assert_eq!(
+        counts.queued, 1,
+        "only the new farm's job waits: {counts:?}"
+    );
+    assert_eq!(
+        counts.succeeded, 1,
+        "the old farm's finished job is kept: {counts:?}"
+    );
+    assert_eq!(
+        counts.failed, 2,
+        "its unfinished ones are failed: {counts:?}"
+    );
+    let history = again.history(&done).await.unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    let failed = again
+        .jobs(&videofarm_core::JobFilter {
+            state: Some(videofarm_core::JobState::Failed),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        failed[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("made anew")),
+        "{failed:?}"
+    );
+    drop(again);
+    let (u, p) = (url.clone(), prefix.clone());
+    tokio::task::spawn_blocking(move || crate::delete_farm_blocking(&u, &p))
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A worker follows the records stream only to answer a question: a redelivered job's, or
+/// a sweep's after a cancel. A sweep with nothing to do reads nothing, so an idle worker's
+/// follower rests, and the next question wakes it. Before, every worker swept every 2 s and
+/// followed for ever: 200 workers were 198 consumers of the stream.
+#[tokio::test]
+async fn sweeps_with_nothing_to_do_let_the_follower_rest() {
+    let (queue, url, prefix) = own_farm("rest").await;
+    let follower = &queue.inner.follower;
+    follower.rest_after_ms.store(1000, Ordering::SeqCst);
+    let following = || {
+        follower
+            .task
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+    };
+    let spec = videofarm_core::JobSpec {
+        input: "/m/a.mpg".into(),
+        output: "/m/a.mkv".into(),
+        profile: "archive".into(),
+        key: "key-a".into(),
+        ..Default::default()
+    };
+    let id = queue.enqueue(spec, false).await.unwrap().id().clone();
+    let mut sweep = videofarm_core::sweep::CancelledSweep::default();
+    let now = || queue.inner.now();
+    // The first look reads the jobs (a day back) and starts a follower.
+    assert!(sweep.look(&queue, now()).await.unwrap().is_empty());
+    assert!(following(), "a read starts a follower");
+    // Looks every 200 ms with nothing cancelled: it rests within a few seconds.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while following() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sweeps with nothing to do kept the follower going"
+        );
+        assert!(sweep.look(&queue, now()).await.unwrap().is_empty());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A cancel: the next look reads the jobs (waking the follower) and finds it.
+    queue.cancel(std::slice::from_ref(&id)).await.unwrap();
+    let due = sweep.look(&queue, now()).await.unwrap();
+    assert_eq!(due.iter().map(|r| &r.id).collect::<Vec<_>>(), [&id]);
+    assert!(following(), "the read woke it");
+    drop(queue);
+    tokio::task::spawn_blocking(move || crate::delete_farm_blocking(&url, &prefix))
+        .await
+        .unwrap();
+}
+
+/// A dropped queue handle is not kept alive by its records follower (nor its connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_queue_is_not_kept_alive_by_its_follower() {
+    let (queue, url, prefix) = own_farm("follow").await;
+    queue.counts().await.expect("the records answer");
+    let weak = Arc::downgrade(&queue.inner);
+    drop(queue);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while weak.upgrade().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the follower kept the dropped queue alive"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::task::spawn_blocking(move || crate::delete_farm_blocking(&url, &prefix))
+        .await
+        .unwrap();
+}
