@@ -15,6 +15,7 @@
 
 mod queue_impl;
 mod schema;
+pub mod shared_file;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
@@ -74,9 +75,8 @@ impl SqliteQueue {
             std::fs::create_dir_all(dir)
                 .map_err(|e| backend(path, format!("cannot create its folder: {e}")))?;
         }
-        let conn = Connection::open(path).map_err(|e| backend(path, e))?;
-        conn.busy_timeout(Duration::from_secs(30))
-            .map_err(|e| backend(path, e))?;
+        let conn =
+            shared_file::open(path, Duration::from_secs(30)).map_err(|e| backend(path, e))?;
         schema::migrate(&conn).map_err(|e| backend(path, e))?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),

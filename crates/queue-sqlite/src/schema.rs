@@ -90,8 +90,6 @@ const V6: &str = "ALTER TABLE jobs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0
 const V8: &str = "CREATE INDEX jobs_routes ON jobs (state, profile, require, priority DESC, id);";
 
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
     // Two processes may open a new file at once: the write lock makes one of them create it.
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
     let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;

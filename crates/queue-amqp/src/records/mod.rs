@@ -225,11 +225,7 @@ impl RecordStore {
                 if let Some(dir) = path.parent() {
                     let _ = std::fs::create_dir_all(dir);
                 }
-                let conn = Connection::open(path)?;
-                conn.pragma_update(None, "journal_mode", "WAL")?;
-                conn.pragma_update(None, "synchronous", "NORMAL")?;
-                conn.busy_timeout(std::time::Duration::from_secs(10))?;
-                conn
+                videofarm_queue_sqlite::shared_file::open(path, std::time::Duration::from_secs(10))?
             }
             None => Connection::open_in_memory()?,
         };
