@@ -434,6 +434,11 @@ fn run_rides_out_a_broker_outage_and_finishes_its_batch() {
         ])
         .arg(&farm.out)
         .arg(&farm.input)
+        // What it did is shown if it fails.
+        .env(
+            "VIDEOFARM_LOG",
+            "info,videofarm_queue_amqp=debug,videofarm_worker=debug",
+        )
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -448,7 +453,12 @@ fn run_rides_out_a_broker_outage_and_finishes_its_batch() {
     while run.try_wait().unwrap().is_none() {
         if std::time::Instant::now() > deadline {
             let _ = run.kill();
-            panic!("run never finished after the outage");
+            let out = run.wait_with_output().unwrap();
+            panic!(
+                "run never finished after the outage:\n{}\n{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -25,11 +25,12 @@
 //! [`Control`] implementations), `take` (the steps of a lease), `browse` (failed queue and tombstones), `events` (following
 //! lifecycle events), [`records`] (the facts and the local copy), `follow` (writing facts and
 //! following the stream), `presence` (worker sessions, and the attempts of those gone),
-//! `timeout` (the broker's consumer_timeout), this file (settings, connection, consumer, held
-//! deliveries, publishing).
+//! `timeout` (the broker's consumer_timeout), `connection` (connecting, and every wait on the
+//! broker bounded), this file (settings, held deliveries, publishing).
 
 mod browse;
 pub mod celery;
+mod connection;
 mod control;
 pub mod envelope;
 mod events;
@@ -41,6 +42,7 @@ pub mod records;
 pub mod route;
 mod take;
 mod timeout;
+use connection::close_within;
 
 pub use events::EventStream;
 pub use names::delete_farm_blocking;
@@ -207,6 +209,8 @@ const TOMBSTONE_REFRESH: Duration = Duration::from_secs(5);
 const TOMBSTONE_TTL_MS: i32 = 7 * 24 * 3600 * 1000;
 /// How long a connection waits for a records stream that another process has just declared.
 const STREAM_READY_WAIT: Duration = Duration::from_secs(10);
+/// The shortest bound on a wait for the broker (see [`Inner::broker_wait`]).
+const BROKER_WAIT_MIN: Duration = Duration::from_secs(10);
 
 /// A job queue on RabbitMQ.
 #[derive(Clone)]
@@ -314,125 +318,6 @@ impl Inner {
         self.clock.now_ms()
     }
 
-    fn url(&self) -> String {
-        // A dead worker's jobs come back when its connection's heartbeat fails: tie that to
-        // the lease time unless the URL sets its own.
-        let url = &self.settings.url;
-        if url.contains("heartbeat=") {
-            return url.clone();
-        }
-        let secs = (self.queue.lease.as_secs() / 2).max(1);
-        let sep = if url.contains('?') { '&' } else { '?' };
-        format!("{url}{sep}heartbeat={secs}")
-    }
-
-    /// The publish channel, connecting (and declaring the topology) if needed.
-    async fn channel(&self) -> Result<Channel, QueueError> {
-        let mut live = self.live.lock().await;
-        if let Some(l) = live.as_ref() {
-            if l.connection.status().connected() && l.publish.status().connected() {
-                return Ok(l.publish.clone());
-            }
-        }
-        if let Some(old) = live.take() {
-            // Close it for real, so the broker hands its deliveries to other workers now.
-            close_within(&old.connection).await;
-        }
-        // A farm's first processes declare its records stream at the same moment; the broker
-        // answers the later ones before the stream can take writes, and the first write then
-        // closes the whole connection (RabbitMQ 3.10: INTERNAL_ERROR). Nothing else is on a
-        // new connection yet, so a failed first write costs only a reconnect.
-        let ready_by = tokio::time::Instant::now() + STREAM_READY_WAIT;
-        loop {
-            self.next_epoch();
-            self.routes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clear();
-            let (connection, publish) = self.connect_and_declare().await?;
-            match self.first_record(&publish).await {
-                Ok(()) => {
-                    *live = Some(Live {
-                        connection,
-                        publish: publish.clone(),
-                    });
-                    return Ok(publish);
-                }
-                Err(e) if tokio::time::Instant::now() < ready_by => {
-                    tracing::debug!("the records stream is not ready yet ({e}); connecting again");
-                    close_within(&connection).await;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => {
-                    close_within(&connection).await;
-                    return Err(backend(format!(
-                        "the records stream {} takes no writes: {e}",
-                        self.names.records
-                    )));
-                }
-            }
-        }
-    }
-
-    /// A new connection, its confirmed publish channel, and the farm's objects declared on it.
-    async fn connect_and_declare(&self) -> Result<(Connection, Channel), QueueError> {
-        let connection = Connection::connect(
-            &self.url(),
-            ConnectionProperties::default()
-                .with_connection_name(format!("videofarm-{}", std::process::id()).into()),
-        )
-        .await
-        .map_err(|e| {
-            backend(format!(
-                "cannot connect ({e}); is the broker running and the URL right?"
-            ))
-        })?;
-        timeout::watch(
-            &connection,
-            self.epoch.load(Ordering::SeqCst),
-            self.ack_timeouts.clone(),
-        );
-        let publish = connection.create_channel().await.map_err(backend)?;
-        publish
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(backend)?;
-        self.declare(&publish).await?;
-        Ok((connection, publish))
-    }
-
-    pub(crate) async fn new_channel(&self) -> Result<Channel, QueueError> {
-        self.channel().await?;
-        let live = self.live.lock().await;
-        let l = live.as_ref().ok_or_else(|| backend("connection lost"))?;
-        l.connection.create_channel().await.map_err(backend)
-    }
-
-    /// Forget the connection: every lease taken on it is void from now on.
-    async fn invalidate(&self) {
-        let old = self.live.lock().await.take();
-        self.consume_channel
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        self.consuming.lock().await.take();
-        if let Some(old) = old {
-            close_within(&old.connection).await;
-        }
-        self.next_epoch();
-    }
-
-    /// A new connection: deliveries of the old one are void (the broker hands them out again),
-    /// so they are no longer this worker's, and `inspect` must not list them as running.
-    fn next_epoch(&self) {
-        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
-        self.own_connection_ended();
-        self.held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, h| h.epoch == epoch);
-    }
-
     /// Publish `body` to `queue` persistently and wait for the broker's confirm.
     async fn publish(
         &self,
@@ -456,6 +341,17 @@ impl Inner {
         messages: Vec<(String, Vec<u8>, BasicProperties)>,
     ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
         let channel = self.channel().await?;
+        self.within("a publish", self.publish_on(&channel, exchange, messages))
+            .await
+    }
+
+    /// See [`Inner::publish_many`].
+    async fn publish_on(
+        &self,
+        channel: &Channel,
+        exchange: &str,
+        messages: Vec<(String, Vec<u8>, BasicProperties)>,
+    ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
         let options = BasicPublishOptions {
             mandatory: !exchange.is_empty(),
             ..Default::default()
@@ -640,18 +536,6 @@ impl Inner {
                 h.envelope.id.clone()
             })
             .collect()
-    }
-}
-
-/// Close a connection we are leaving, but never wait long for the broker to agree: on a
-/// connection that died without a word (a network cut) the close handshake never ends.
-async fn close_within(connection: &Connection) {
-    let closing = connection.close(320, "videofarm: reconnecting".into());
-    if tokio::time::timeout(Duration::from_secs(2), closing)
-        .await
-        .is_err()
-    {
-        tracing::debug!("the old connection did not close in time; leaving it");
     }
 }
 
