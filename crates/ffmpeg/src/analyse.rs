@@ -17,11 +17,11 @@ fn secs(s: f64) -> String {
     format!("{s:.6}")
 }
 
-/// The measuring output's arguments, placed after the encode's output. `range` keeps only the
-/// frames from `start` (up to `end`) on the input's clock (a chunk's own frames, its
-/// neighbours' context left out); its output clock then starts at zero like the chunk's, so
-/// ffmpeg's progress stays the chunk's.
-pub fn analysis_args(range: Option<(f64, Option<f64>)>) -> Vec<OsString> {
+/// The measuring output's arguments, placed after the encode's output (whose arguments are
+/// `encode`). `range` keeps only the frames from `start` (up to `end`) on the input's clock (a
+/// chunk's own frames, its neighbours' context left out); its output clock then starts at zero
+/// like the chunk's, so ffmpeg's progress stays the chunk's.
+pub fn analysis_args(range: Option<(f64, Option<f64>)>, encode: &[String]) -> Vec<OsString> {
     let (trim, atrim, reset) = match range {
         Some((start, end)) => {
             let bounds = match end {
@@ -52,22 +52,32 @@ pub fn analysis_args(range: Option<(f64, Option<f64>)>) -> Vec<OsString> {
          ametadata=mode=print{}",
         reset.1
     );
-    [
-        "-map",
-        "0:v:0",
-        "-map",
-        "0:a:0?",
-        "-filter:v",
-        &video,
-        "-filter:a",
-        &audio,
-        "-f",
-        "null",
-        "-",
-    ]
-    .iter()
-    .map(Into::into)
-    .collect()
+    let mut args: Vec<String> = Vec::new();
+    // On pictures this small, slice threads cost more in waking each other than they save:
+    // the video measures in a graph of their own, in one thread, cost about half as much CPU
+    // (the encode's own filters keep theirs). A profile with a complex graph of its own keeps
+    // the simple form, so its graph keeps its threads.
+    let own_graph = !encode.iter().any(|a| {
+        matches!(
+            a.as_str(),
+            "-filter_complex" | "-lavfi" | "-filter_complex_threads" | "-filter_complex_script"
+        )
+    });
+    if own_graph {
+        args.extend([
+            "-filter_complex_threads".into(),
+            "1".into(),
+            "-filter_complex".into(),
+            format!("[0:v:0]{video}[measured]"),
+            "-map".into(),
+            "[measured]".into(),
+        ]);
+    } else {
+        args.extend(["-map".into(), "0:v:0".into(), "-filter:v".into(), video]);
+    }
+    args.extend(["-map".into(), "0:a:0?".into(), "-filter:a".into(), audio]);
+    args.extend(["-f".into(), "null".into(), "-".into()]);
+    args.into_iter().map(Into::into).collect()
 }
 
 /// Stretches of a tape a survey measures, and their length in seconds: a tape shorter than

@@ -101,7 +101,7 @@ impl Attempt {
             check: Check::Whole,
             note,
             warnings: None,
-            analysis: profile.reports().then(|| analysis_args(measured)),
+            analysis: profile.reports().then(|| analysis_args(measured, &args)),
             signal: None,
             treatment,
         }))
@@ -173,7 +173,9 @@ impl Attempt {
                 },
                 note: None,
                 warnings: None,
-                analysis: profile.reports().then(|| analysis_args(Some(chunk.keep))),
+                analysis: profile
+                    .reports()
+                    .then(|| analysis_args(Some(chunk.keep), &after)),
                 signal: None,
                 treatment: None,
             }));
