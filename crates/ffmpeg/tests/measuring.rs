@@ -1,0 +1,102 @@
+//! The tape report's measures, taken in the encode's own run: in a filter graph of their own
+//! (one thread), or, beside a profile with a complex graph of its own, in the simple form.
+//! Both measure the same signal, frame for frame, whole and for a chunk's range.
+
+mod common;
+
+use common::ffmpeg;
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use videofarm_core::report::Signal;
+use videofarm_ffmpeg::analyse::analysis_args;
+use videofarm_ffmpeg::{encode, EncodeRequest, Tools};
+
+async fn measured(
+    tools: &Tools,
+    input: &Path,
+    out: &Path,
+    profile: &[&str],
+    range: Option<(f64, Option<f64>)>,
+) -> Signal {
+    let profile: Vec<String> = profile.iter().map(|s| s.to_string()).collect();
+    let args: Vec<OsString> = profile.iter().map(Into::into).collect();
+    let analysis = analysis_args(range, &profile);
+    let duration = OnceLock::new();
+    let request = EncodeRequest {
+        tools,
+        input_args: &[],
+        input,
+        format: None,
+        output: out,
+        args: &args,
+        duration_s: &duration,
+        input_info: None,
+        stall_after: Duration::from_secs(30),
+        timeout: None,
+        analysis: Some(&analysis),
+    };
+    let (progress, _) = watch::channel(Default::default());
+    encode(&request, &progress, &CancellationToken::new())
+        .await
+        .unwrap_or_else(|e| panic!("{profile:?}: {e}"))
+        .signal
+        .expect("the measures were read")
+}
+
+#[tokio::test]
+async fn a_graph_of_its_own_measures_what_the_simple_form_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = Tools::locate(None, None).expect("ffmpeg is installed");
+    let tape = dir.path().join("tape.mpg");
+    // Interlaced, with a black stretch and sound, so every measure has something to say.
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25,drawbox=color=black:t=fill:enable='between(t,1,1.5)'",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        "3",
+        "-vf",
+        "tinterlace=mode=interleave_top",
+        "-flags",
+        "+ilme+ildct",
+        "-c:v",
+        "mpeg2video",
+        "-c:a",
+        "mp2",
+        "-f",
+        "mpeg",
+        tape.to_str().unwrap(),
+    ]);
+    let out = dir.path().join("out.mkv");
+    let plain = ["-map", "0", "-c:v", "mpeg4", "-c:a", "copy"];
+    // The same encode, through a complex graph of the profile's own.
+    let complex = [
+        "-filter_complex",
+        "[0:v:0]null[v]",
+        "-map",
+        "[v]",
+        "-map",
+        "0:a",
+        "-c:v",
+        "mpeg4",
+        "-c:a",
+        "copy",
+    ];
+    for range in [None, Some((0.8, Some(2.2)))] {
+        let own = measured(&tools, &tape, &out, &plain, range).await;
+        let simple = measured(&tools, &tape, &out, &complex, range).await;
+        assert!(!own.is_empty(), "{range:?}: nothing measured");
+        assert!(own.bins.values().any(|b| b.black > 0), "{range:?}: {own:?}");
+        assert!(own.bins.values().any(|b| b.audio > 0), "{range:?}: {own:?}");
+        assert_eq!(own, simple, "{range:?}");
+    }
+}
