@@ -2,6 +2,8 @@
 //! (one thread), or, beside a profile with a complex graph of its own, in the simple form.
 //! Both measure the same signal, frame for frame, whole and for a chunk's range.
 
+// Only its ffmpeg runner is used here.
+#[allow(dead_code)]
 mod common;
 
 use common::ffmpeg;
