@@ -43,6 +43,10 @@ pub(crate) struct Follower {
     applied: watch::Sender<u64>,
     /// The follower has read back a mark written since it (re)connected.
     caught_up: AtomicBool,
+    /// A read waited a whole `SYNC_TIMEOUT` and the copy did not move: the follower's
+    /// connection may have stopped answering while it looks alive (heartbeats pass, nothing
+    /// else), so it connects again.
+    stale: AtomicBool,
     /// When a read last asked for the records, and how many are waiting now: a follower
     /// rests only when none is and none has for `rest_after`.
     last_read: Mutex<std::time::Instant>,
@@ -80,6 +84,7 @@ impl Follower {
             reading: std::sync::atomic::AtomicUsize::new(0),
             rest_after_ms: AtomicU64::new(REST_AFTER.as_millis() as u64),
             caught_up: AtomicBool::new(false),
+            stale: AtomicBool::new(false),
             task: Mutex::new(None),
             marking: tokio::sync::Mutex::new(()),
             writing: tokio::sync::Mutex::new(()),
@@ -248,7 +253,10 @@ impl Inner {
         };
         match while_moving(wait, &mut applied, SYNC_TIMEOUT).await {
             Some(result) => result?,
-            None => return Err(silent()),
+            None => {
+                follower.stale.store(true, Ordering::SeqCst);
+                return Err(silent());
+            }
         }
         Ok(&follower.store)
     }
@@ -320,23 +328,45 @@ async fn follow(inner: &Arc<Inner>) -> Result<(), QueueError> {
 }
 
 async fn follow_on(inner: &Arc<Inner>, connection: &Connection) -> Result<(), QueueError> {
-    let channel = connection.create_channel().await.map_err(backend)?;
-    inner.declare_records(&channel).await?;
-    channel
-        .basic_qos(PREFETCH, BasicQosOptions::default())
-        .await
-        .map_err(backend)?;
+    inner.follower.stale.store(false, Ordering::SeqCst);
     let store = inner.follower.store.clone();
-    same_stream(inner, connection, &store).await?;
-    inner.follower.notice_own_facts()?;
-    let from = store.offset().map_err(backend)?;
-    let next = from.map_or(0, |offset| offset as i64 + 1);
-    let mut consumer = read_stream(inner, &channel, AMQPValue::LongLongInt(next)).await?;
+    // Every step that waits for the broker is bounded, as a publish is (`Inner::within`).
+    let wait = inner.broker_wait();
+    let bounded = |what: &'static str| {
+        move |_| {
+            backend(format!(
+                "the records stream did not answer {what} within {} s",
+                wait.as_secs()
+            ))
+        }
+    };
+    let subscribe = async {
+        let channel = connection.create_channel().await.map_err(backend)?;
+        inner.declare_records(&channel).await?;
+        channel
+            .basic_qos(PREFETCH, BasicQosOptions::default())
+            .await
+            .map_err(backend)?;
+        same_stream(inner, connection, &store).await?;
+        inner.follower.notice_own_facts()?;
+        let from = store.offset().map_err(backend)?;
+        let next = from.map_or(0, |offset| offset as i64 + 1);
+        let consumer = read_stream(inner, &channel, AMQPValue::LongLongInt(next)).await?;
+        Ok::<_, QueueError>((channel, consumer))
+    };
+    let (_channel, mut consumer) = tokio::time::timeout(wait, subscribe)
+        .await
+        .map_err(bounded("a subscribe"))??;
     loop {
         // Woken each second while idle: a follower is the last holder of its queue handle
         // only until it notices (then its connection closes).
         let delivery = match tokio::time::timeout(Duration::from_secs(1), consumer.next()).await {
             Err(_) if Arc::strong_count(inner) <= 1 || inner.follower.may_rest() => return Ok(()),
+            Err(_) if inner.follower.stale.swap(false, Ordering::SeqCst) => {
+                return Err(backend(
+                    "a read waited for the records stream in vain; following it again",
+                ))
+            }
             Err(_) => continue,
             Ok(None) => return Err(backend("the records stream consumer ended")),
             Ok(Some(delivery)) => delivery,
@@ -373,9 +403,9 @@ async fn follow_on(inner: &Arc<Inner>, connection: &Connection) -> Result<(), Qu
             .applied
             .send_modify(|n| *n = n.wrapping_add(batch.len() as u64));
         if let Some(last) = batch.last() {
-            last.acker
-                .ack(BasicAckOptions { multiple: true })
+            tokio::time::timeout(wait, last.acker.ack(BasicAckOptions { multiple: true }))
                 .await
+                .map_err(bounded("an acknowledgement"))?
                 .map_err(backend)?;
         }
         if Arc::strong_count(inner) <= 1 || inner.follower.may_rest() {

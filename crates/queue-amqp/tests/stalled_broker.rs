@@ -5,7 +5,7 @@
 //! for ever held the records' lock, and every later write and read of its process waited
 //! behind it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,58 +19,111 @@ impl Drop for Cleanup {
     }
 }
 
-/// A relay to the broker that can go quiet: while `stalled`, only heartbeats reach the
-/// broker, so the connection stays up by every sign and nothing sent on it is ever answered
-/// (a broker too busy to answer; a publish that waits for its confirm for ever).
-async fn relay(broker: &str, stalled: Arc<AtomicBool>) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let broker = broker.to_owned();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = tokio::net::TcpStream::connect(&broker).await else {
-                continue;
-            };
-            let (mut from_client, mut to_client) = client.into_split();
-            let (mut from_server, mut to_server) = server.into_split();
-            let stalled = stalled.clone();
-            tokio::spawn(async move {
-                let mut pending = Vec::new();
-                let mut header_sent = false;
-                let mut buf = vec![0; 64 * 1024];
-                while let Ok(n @ 1..) = from_client.read(&mut buf).await {
-                    pending.extend_from_slice(&buf[..n]);
-                    let mut out = Vec::new();
-                    if !header_sent && pending.len() >= 8 {
-                        // "AMQP" and the protocol version.
-                        out.extend(pending.drain(..8));
-                        header_sent = true;
-                    }
-                    // Frames: type, channel (2 bytes), size (4 bytes), payload, end byte.
-                    while header_sent && pending.len() >= 7 {
-                        let size = u32::from_be_bytes(pending[3..7].try_into().unwrap()) as usize;
-                        if pending.len() < 7 + size + 1 {
-                            break;
-                        }
-                        let frame: Vec<u8> = pending.drain(..7 + size + 1).collect();
-                        const HEARTBEAT: u8 = 8;
-                        if !stalled.load(Ordering::SeqCst) || frame[0] == HEARTBEAT {
-                            out.extend(frame);
-                        }
-                    }
-                    if to_server.write_all(&out).await.is_err() {
-                        break;
-                    }
+/// A relay to the broker whose connections can go quiet: a quiet connection passes only
+/// heartbeats, both ways, so it stays up by every sign and nothing sent on it is ever answered
+/// (a broker too busy to answer; a connection lapin still thinks alive).
+#[derive(Clone, Default)]
+struct Relay {
+    /// Every connection is quiet, new ones too.
+    all: Arc<AtomicBool>,
+    /// The connections numbered below this are quiet for good.
+    before: Arc<AtomicU64>,
+    made: Arc<AtomicU64>,
+}
+
+impl Relay {
+    async fn start(&self, broker: &str) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (broker, relay) = (broker.to_owned(), self.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&broker).await else {
+                    continue;
+                };
+                let number = relay.made.fetch_add(1, Ordering::SeqCst);
+                let (from_client, to_client) = client.into_split();
+                let (from_server, to_server) = server.into_split();
+                // The client starts with "AMQP" and the protocol version; the broker with frames.
+                tokio::spawn(relay.clone().pump(number, from_client, to_server, 8));
+                tokio::spawn(relay.clone().pump(number, from_server, to_client, 0));
+            }
+        });
+        port
+    }
+
+    /// The connections made so far go quiet for good; new ones work.
+    fn quiet_the_ones_there(&self) {
+        self.before
+            .store(self.made.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    fn quiet(&self, number: u64) -> bool {
+        self.all.load(Ordering::SeqCst) || number < self.before.load(Ordering::SeqCst)
+    }
+
+    /// Pass frames from `from` to `to` (after a header of `header` bytes), only heartbeats
+    /// while the connection is quiet.
+    async fn pump(
+        self,
+        number: u64,
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut header: usize,
+    ) {
+        const HEARTBEAT: u8 = 8;
+        let mut pending = Vec::new();
+        let mut buf = vec![0; 64 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            pending.extend_from_slice(&buf[..n]);
+            let mut out = Vec::new();
+            if header > 0 && pending.len() >= header {
+                out.extend(pending.drain(..header));
+                header = 0;
+            }
+            // Frames: type, channel (2 bytes), size (4 bytes), payload, end byte.
+            while header == 0 && pending.len() >= 7 {
+                let size = u32::from_be_bytes(pending[3..7].try_into().unwrap()) as usize;
+                if pending.len() < 7 + size + 1 {
+                    break;
                 }
-                let _ = to_server.shutdown().await;
-            });
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
-                let _ = to_client.shutdown().await;
-            });
+                let frame: Vec<u8> = pending.drain(..7 + size + 1).collect();
+                if !self.quiet(number) || frame[0] == HEARTBEAT {
+                    out.extend(frame);
+                }
+            }
+            if to.write_all(&out).await.is_err() {
+                break;
+            }
         }
-    });
-    port
+        let _ = to.shutdown().await;
+    }
+}
+
+/// A farm of its own through `relay`, with heartbeats every second (a lease of 2 s).
+async fn farm(name: &str, relay: &Relay) -> (AmqpQueue, Cleanup) {
+    let url = std::env::var("VIDEOFARM_TEST_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let prefix = format!("vftest-{name}-{}", std::process::id());
+    let cleanup = Cleanup(url.clone(), prefix.clone());
+    let broker = url
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("127.0.0.1:5672")
+        .to_owned();
+    let port = relay.start(&broker).await;
+    let mut settings = AmqpSettings::new(&format!("amqp://guest:guest@127.0.0.1:{port}/%2f"));
+    settings.prefix = prefix;
+    settings.queue_expires = Some(Duration::from_secs(600));
+    let queue_settings = QueueSettings {
+        lease: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let queue = AmqpQueue::connect(settings, queue_settings)
+        .await
+        .expect("RabbitMQ must be running for this test");
+    (queue, cleanup)
 }
 
 fn spec(key: &str) -> JobSpec {
@@ -85,26 +138,11 @@ fn spec(key: &str) -> JobSpec {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_the_broker_never_answers_gives_up_and_the_next_connects_again() {
-    let url = std::env::var("VIDEOFARM_TEST_AMQP")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let prefix = format!("vftest-oneway-{}", std::process::id());
-    let _cleanup = Cleanup(url.clone(), prefix.clone());
-    let stalled = Arc::new(AtomicBool::new(false));
-    let port = relay("127.0.0.1:5672", stalled.clone()).await;
-    let mut settings = AmqpSettings::new(&format!("amqp://guest:guest@127.0.0.1:{port}/%2f"));
-    settings.prefix = prefix.clone();
-    settings.queue_expires = Some(Duration::from_secs(600));
-    // Heartbeats every second: the broker ends a connection it hears nothing from in seconds.
-    let queue_settings = QueueSettings {
-        lease: Duration::from_secs(2),
-        ..Default::default()
-    };
-    let queue = AmqpQueue::connect(settings, queue_settings)
-        .await
-        .expect("RabbitMQ must be running for this test");
+    let relay = Relay::default();
+    let (queue, _cleanup) = farm("stalled", &relay).await;
     queue.enqueue(spec("before"), false).await.unwrap();
 
-    stalled.store(true, Ordering::SeqCst);
+    relay.all.store(true, Ordering::SeqCst);
     let asked = Instant::now();
     let during = tokio::time::timeout(
         Duration::from_secs(60),
@@ -115,7 +153,7 @@ async fn a_write_the_broker_never_answers_gives_up_and_the_next_connects_again()
     assert!(during.is_err(), "nothing was confirmed");
     eprintln!("gave up after {:?}", asked.elapsed());
 
-    stalled.store(false, Ordering::SeqCst);
+    relay.all.store(false, Ordering::SeqCst);
     let after = tokio::time::timeout(Duration::from_secs(60), queue.enqueue(spec("after"), false))
         .await
         .expect("the next write connects again");
@@ -125,4 +163,57 @@ async fn a_write_the_broker_never_answers_gives_up_and_the_next_connects_again()
         .expect("the records are read again")
         .expect("the records answer again");
     assert!(listed.iter().any(|j| j.id == after), "{listed:?}");
+}
+
+/// The connections there are go quiet for good while new ones work: the process's writes
+/// connect again, and so does the follower of the records stream, once a read has waited for
+/// it in vain (before, every read failed until that connection died, which it never did).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_records_follower_whose_connection_goes_quiet_is_replaced() {
+    let relay = Relay::default();
+    let (queue, _cleanup) = farm("quietfollower", &relay).await;
+    let before = queue
+        .enqueue(spec("before"), false)
+        .await
+        .unwrap()
+        .id()
+        .clone();
+    assert!(queue
+        .jobs(&JobFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .any(|j| j.id == before));
+
+    relay.quiet_the_ones_there();
+    let asked = Instant::now();
+    let again = |what: &str| {
+        assert!(
+            asked.elapsed() < Duration::from_secs(90),
+            "{what} never worked again"
+        );
+    };
+    // The first write gives up on its quiet connection; the next connects again.
+    let after = loop {
+        again("a write");
+        match queue.enqueue(spec("after"), false).await {
+            Ok(queued) => break queued.id().clone(),
+            Err(e) => eprintln!("{:?}: {e}", asked.elapsed()),
+        }
+    };
+    // A read waits for the follower to read that write back: on its quiet connection it never
+    // does; the read fails, and the follower connects again for the next.
+    let listed = loop {
+        again("a read");
+        match tokio::time::timeout(Duration::from_secs(60), queue.jobs(&JobFilter::default())).await
+        {
+            Ok(Ok(listed)) => break listed,
+            Ok(Err(e)) => eprintln!("{:?}: {e}", asked.elapsed()),
+            Err(_) => eprintln!("{:?}: a read waited a minute", asked.elapsed()),
+        }
+    };
+    eprintln!("read again after {:?}", asked.elapsed());
+    for id in [&before, &after] {
+        assert!(listed.iter().any(|j| &j.id == id), "{id}: {listed:?}");
+    }
 }
