@@ -36,8 +36,8 @@ pub fn analysis_args(range: Option<(f64, Option<f64>)>, encode: &[String]) -> Ve
         }
         None => (String::new(), String::new(), ("", "")),
     };
-    // The measures run in ffmpeg's one filter thread, beside the encode, so each costs the
-    // encode's time. idet sees every line (its fields) of a quarter of the columns; the levels
+    // The measures run in the encode's own ffmpeg, beside it, so each costs the encode's
+    // time. idet sees every line (its fields) of a quarter of the columns; the levels
     // are measured on a picture a quarter as wide and a quarter as tall, taking every fourth
     // sample (no new values). signalstats' `vrep` is not asked for: nothing reads it.
     let video = format!(
@@ -60,7 +60,7 @@ pub fn analysis_args(range: Option<(f64, Option<f64>)>, encode: &[String]) -> Ve
     let own_graph = !encode.iter().any(|a| {
         matches!(
             a.as_str(),
-            "-filter_complex" | "-lavfi" | "-filter_complex_threads" | "-filter_complex_script"
+            "-filter_complex" | "-lavfi" | "-filter_complex_threads"
         )
     });
     if own_graph {

@@ -4,36 +4,18 @@
 
 mod common;
 
-use common::{ffmpeg, rich_clip};
+use common::{encode_with, ffmpeg, rich_clip};
 use std::path::Path;
-use std::sync::OnceLock;
-use std::time::Duration;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
-use videofarm_ffmpeg::{encode, probe, EncodeRequest, MediaInfo, Tools};
+use videofarm_ffmpeg::{probe, MediaInfo, Tools};
 
 async fn header_and_probe(tools: &Tools, input: &Path, out: &Path) -> (MediaInfo, MediaInfo) {
     let (tx, mut rx) = watch::channel(None);
-    let duration = OnceLock::new();
     // Video re-encoded (an MPEG-2 program stream cannot be stream-copied into Matroska).
     let args: Vec<std::ffi::OsString> = ["-map", "0", "-c", "copy", "-c:v", "mpeg4"]
         .map(Into::into)
         .to_vec();
-    let request = EncodeRequest {
-        tools,
-        input_args: &[],
-        input,
-        format: None,
-        output: out,
-        args: &args,
-        duration_s: &duration,
-        input_info: Some(tx),
-        stall_after: Duration::from_secs(30),
-        timeout: None,
-        analysis: None,
-    };
-    let (progress, _) = watch::channel(Default::default());
-    encode(&request, &progress, &CancellationToken::new())
+    encode_with(tools, (input, out), &args, Some(tx), None)
         .await
         .expect("the copy succeeds");
     let header = rx

@@ -2,20 +2,16 @@
 //! (one thread), or, beside a profile with a complex graph of its own, in the simple form.
 //! Both measure the same signal, frame for frame, whole and for a chunk's range.
 
-// Only its ffmpeg runner is used here.
+// Its clip makers are not all used here.
 #[allow(dead_code)]
 mod common;
 
-use common::ffmpeg;
+use common::{encode_with, ffmpeg};
 use std::ffi::OsString;
 use std::path::Path;
-use std::sync::OnceLock;
-use std::time::Duration;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 use videofarm_core::report::Signal;
 use videofarm_ffmpeg::analyse::analysis_args;
-use videofarm_ffmpeg::{encode, EncodeRequest, Tools};
+use videofarm_ffmpeg::Tools;
 
 async fn measured(
     tools: &Tools,
@@ -27,25 +23,9 @@ async fn measured(
     let profile: Vec<String> = profile.iter().map(|s| s.to_string()).collect();
     let args: Vec<OsString> = profile.iter().map(Into::into).collect();
     let analysis = analysis_args(range, &profile);
-    let duration = OnceLock::new();
-    let request = EncodeRequest {
-        tools,
-        input_args: &[],
-        input,
-        format: None,
-        output: out,
-        args: &args,
-        duration_s: &duration,
-        input_info: None,
-        stall_after: Duration::from_secs(30),
-        timeout: None,
-        analysis: Some(&analysis),
-    };
-    let (progress, _) = watch::channel(Default::default());
-    encode(&request, &progress, &CancellationToken::new())
+    encode_with(tools, (input, out), &args, None, Some(&analysis))
         .await
         .unwrap_or_else(|e| panic!("{profile:?}: {e}"))
-        .signal
         .expect("the measures were read")
 }
 

@@ -33,19 +33,14 @@ impl Inner {
         what: &str,
         step: impl std::future::Future<Output = Result<T, QueueError>>,
     ) -> Result<T, QueueError> {
-        let wait = self.broker_wait();
-        match tokio::time::timeout(wait, step).await {
+        match answered(what, self.broker_wait(), step).await {
             Ok(done) => done,
-            Err(_) => {
+            Err(silent) => {
                 // Unless another task holds the connection (it is connecting again already).
-                let old = match self.live.try_lock() {
-                    Ok(mut live) => live.take(),
-                    Err(_) => None,
-                };
-                if let Some(old) = old {
-                    close_within(&old.connection).await;
+                if let Ok(mut live) = self.live.try_lock() {
+                    forget(&mut live).await;
                 }
-                Err(unanswered(what, wait))
+                Err(silent)
             }
         }
     }
@@ -74,14 +69,12 @@ impl Inner {
                 .unwrap_or_else(|p| p.into_inner())
                 .clear();
             let wait = self.broker_wait();
-            let connected = tokio::time::timeout(wait, self.connect_and_declare())
+            let (connection, publish) =
+                answered("a connect", wait, self.connect_and_declare()).await??;
+            match answered("the first write", wait, self.first_record(&publish))
                 .await
-                .map_err(|_| unanswered("a connect", wait))??;
-            let (connection, publish) = connected;
-            let first = tokio::time::timeout(wait, self.first_record(&publish))
-                .await
-                .unwrap_or_else(|_| Err(unanswered("the first write", wait)));
-            match first {
+                .and_then(|written| written)
+            {
                 Ok(()) => {
                     *live = Some(Live {
                         connection,
@@ -136,15 +129,18 @@ impl Inner {
         self.channel().await?;
         let mut live = self.live.lock().await;
         let l = live.as_ref().ok_or_else(|| backend("connection lost"))?;
-        let wait = self.broker_wait();
-        match tokio::time::timeout(wait, l.connection.create_channel()).await {
+        match answered(
+            "a new channel",
+            self.broker_wait(),
+            l.connection.create_channel(),
+        )
+        .await
+        {
             Ok(opened) => opened.map_err(backend),
             // As in `within`, under the lock this holds.
-            Err(_) => {
-                if let Some(old) = live.take() {
-                    close_within(&old.connection).await;
-                }
-                Err(unanswered("a new channel", wait))
+            Err(silent) => {
+                forget(&mut live).await;
+                Err(silent)
             }
         }
     }
@@ -175,14 +171,28 @@ impl Inner {
     }
 }
 
-/// A wait for the broker given up (see [`Inner::broker_wait`]), said where it happens.
-pub(crate) fn unanswered(what: &str, wait: Duration) -> QueueError {
-    let why = format!(
-        "the broker did not answer {what} within {} s; connecting again",
-        wait.as_secs()
-    );
-    tracing::warn!("{why}");
-    backend(why)
+/// `step`'s output, or an error saying the broker did not answer `what` within `wait` (see
+/// [`Inner::broker_wait`]), said where it happens.
+pub(crate) async fn answered<T>(
+    what: &str,
+    wait: Duration,
+    step: impl std::future::Future<Output = T>,
+) -> Result<T, QueueError> {
+    tokio::time::timeout(wait, step).await.map_err(|_| {
+        let why = format!(
+            "the broker did not answer {what} within {} s; connecting again",
+            wait.as_secs()
+        );
+        tracing::warn!("{why}");
+        backend(why)
+    })
+}
+
+/// Close the publish connection (if any) so that the next use connects again.
+async fn forget(live: &mut Option<Live>) {
+    if let Some(old) = live.take() {
+        close_within(&old.connection).await;
+    }
 }
 
 /// Close a connection we are leaving, but never wait long for the broker to agree: on a

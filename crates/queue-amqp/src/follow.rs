@@ -332,14 +332,6 @@ async fn follow_on(inner: &Arc<Inner>, connection: &Connection) -> Result<(), Qu
     let store = inner.follower.store.clone();
     // Every step that waits for the broker is bounded, as a publish is (`Inner::within`).
     let wait = inner.broker_wait();
-    let bounded = |what: &'static str| {
-        move |_| {
-            backend(format!(
-                "the records stream did not answer {what} within {} s",
-                wait.as_secs()
-            ))
-        }
-    };
     let subscribe = async {
         let channel = connection.create_channel().await.map_err(backend)?;
         inner.declare_records(&channel).await?;
@@ -354,9 +346,8 @@ async fn follow_on(inner: &Arc<Inner>, connection: &Connection) -> Result<(), Qu
         let consumer = read_stream(inner, &channel, AMQPValue::LongLongInt(next)).await?;
         Ok::<_, QueueError>((channel, consumer))
     };
-    let (_channel, mut consumer) = tokio::time::timeout(wait, subscribe)
-        .await
-        .map_err(bounded("a subscribe"))??;
+    let (_channel, mut consumer) =
+        connection::answered("a subscribe to the records stream", wait, subscribe).await??;
     loop {
         // Woken each second while idle: a follower is the last holder of its queue handle
         // only until it notices (then its connection closes).
@@ -403,9 +394,9 @@ async fn follow_on(inner: &Arc<Inner>, connection: &Connection) -> Result<(), Qu
             .applied
             .send_modify(|n| *n = n.wrapping_add(batch.len() as u64));
         if let Some(last) = batch.last() {
-            tokio::time::timeout(wait, last.acker.ack(BasicAckOptions { multiple: true }))
-                .await
-                .map_err(bounded("an acknowledgement"))?
+            let ack = last.acker.ack(BasicAckOptions { multiple: true });
+            connection::answered("an acknowledgement of the records stream", wait, ack)
+                .await?
                 .map_err(backend)?;
         }
         if Arc::strong_count(inner) <= 1 || inner.follower.may_rest() {

@@ -42,3 +42,37 @@ pub fn rich_clip(dir: &Path, name: &str, codec: &[&str], extra: &[&str]) -> Path
     ffmpeg(&args);
     out
 }
+
+/// One encode of `input` to `out` with the profile's `args`, as a worker runs it: the input's
+/// header sent to `input_info`, its progress left unread; what the measures of `analysis`
+/// found.
+pub async fn encode_with(
+    tools: &videofarm_ffmpeg::Tools,
+    (input, out): (&Path, &Path),
+    args: &[std::ffi::OsString],
+    input_info: Option<tokio::sync::watch::Sender<Option<Option<videofarm_ffmpeg::MediaInfo>>>>,
+    analysis: Option<&[std::ffi::OsString]>,
+) -> Result<Option<videofarm_core::report::Signal>, videofarm_ffmpeg::EncodeError> {
+    let duration = std::sync::OnceLock::new();
+    let request = videofarm_ffmpeg::EncodeRequest {
+        tools,
+        input_args: &[],
+        input,
+        format: None,
+        output: out,
+        args,
+        duration_s: &duration,
+        input_info,
+        stall_after: std::time::Duration::from_secs(30),
+        timeout: None,
+        analysis,
+    };
+    let (progress, _) = tokio::sync::watch::channel(Default::default());
+    videofarm_ffmpeg::encode(
+        &request,
+        &progress,
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .map(|encoded| encoded.signal)
+}
