@@ -56,21 +56,25 @@ impl Inner {
         };
         if stale {
             let channel = self.new_channel().await?;
-            let mut ids = Vec::new();
-            while let Some(message) = channel
-                .basic_get(
-                    self.names.cancelled.as_str().into(),
-                    BasicGetOptions::default(),
-                )
-                .await
-                .map_err(backend)?
-            {
-                ids.extend(tombstones(&message.delivery.data));
-                if ids.len() >= 100_000 {
-                    break;
+            let read = async {
+                let mut ids = Vec::new();
+                while let Some(message) = channel
+                    .basic_get(
+                        self.names.cancelled.as_str().into(),
+                        BasicGetOptions::default(),
+                    )
+                    .await
+                    .map_err(backend)?
+                {
+                    ids.extend(tombstones(&message.delivery.data));
+                    if ids.len() >= 100_000 {
+                        break;
+                    }
                 }
-            }
-            let _ = channel.close(200, "read tombstones".into()).await;
+                Ok(ids)
+            };
+            let ids = self.within("a read of the cancelled list", read).await?;
+            close_channel(&channel, "read tombstones").await;
             for (id, at) in ids {
                 self.add_tombstones(&[id], at);
             }
@@ -93,10 +97,12 @@ impl Inner {
         let channel = self.new_channel().await?;
         let mut taken = Vec::new();
         let mut seen = 0usize;
-        while let Some(message) = channel
-            .basic_get(queue.into(), BasicGetOptions::default())
-            .await
-            .map_err(backend)?
+        while let Some(message) = self
+            .within("a look at a queue", async {
+                let get = channel.basic_get(queue.into(), BasicGetOptions::default());
+                get.await.map_err(backend)
+            })
+            .await?
         {
             seen += 1;
             let Ok(env) = envelope::parse(&message.delivery.data) else {
@@ -116,18 +122,16 @@ impl Inner {
                     self.publish_job(&env, None).await?;
                 }
             }
-            message
-                .delivery
-                .ack(BasicAckOptions::default())
-                .await
-                .map_err(backend)?;
+            let ack = message.delivery.ack(BasicAckOptions::default());
+            self.within("an acknowledgement", async { ack.await.map_err(backend) })
+                .await?;
             taken.push(id);
             if seen >= 100_000 {
                 break;
             }
         }
         // Closing the channel returns every message not acknowledged, in order.
-        let _ = channel.close(200, "done".into()).await;
+        close_channel(&channel, "done").await;
         Ok(taken)
     }
 }

@@ -195,14 +195,24 @@ async fn forget(live: &mut Option<Live>) {
     }
 }
 
+/// How long a close waits for the broker to agree.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 /// Close a connection we are leaving, but never wait long for the broker to agree: on a
 /// connection that died without a word (a network cut) the close handshake never ends.
 pub(crate) async fn close_within(connection: &Connection) {
     let closing = connection.close(320, "videofarm: reconnecting".into());
-    if tokio::time::timeout(Duration::from_secs(2), closing)
+    if tokio::time::timeout(CLOSE_WAIT, closing).await.is_err() {
+        tracing::debug!("the old connection did not close in time; leaving it");
+    }
+}
+
+/// Close a channel we are done with, as [`close_within`] closes a connection.
+pub(crate) async fn close_channel(channel: &Channel, why: &str) {
+    if tokio::time::timeout(CLOSE_WAIT, channel.close(200, why.into()))
         .await
         .is_err()
     {
-        tracing::debug!("the old connection did not close in time; leaving it");
+        tracing::debug!("a channel did not close in time; leaving it");
     }
 }

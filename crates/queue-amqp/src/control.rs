@@ -3,6 +3,7 @@
 //! the asker collects answers for a short time. The live workers asked for by a dashboard are
 //! answered from the last answer while a fresh one is asked for.
 
+use crate::connection::answered;
 use crate::{backend, Inner};
 use futures_lite::StreamExt;
 use lapin::options::{
@@ -69,19 +70,26 @@ pub(crate) async fn spawn_responder(
     inner: Arc<Inner>,
 ) -> Result<tokio::task::JoinHandle<()>, QueueError> {
     let channel = inner.new_channel().await?;
-    let (queue, mut requests) = private_queue(&channel).await?;
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            inner.names.control.as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(backend)?;
-    // Counted among the responders while this one lives (see [`ask`]).
-    let counted = count_me(&channel, &inner.names.responders).await?;
+    let start = async {
+        let (queue, requests) = private_queue(&channel).await?;
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                inner.names.control.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(backend)?;
+        // Counted among the responders while this one lives (see [`ask`]).
+        let counted = count_me(&channel, &inner.names.responders).await?;
+        Ok((requests, counted))
+    };
+    let (mut requests, counted) = inner
+        .within("a start of the control responder", start)
+        .await?;
+    let wait = inner.broker_wait();
     Ok(tokio::spawn(async move {
         let _counted = counted;
         while let Some(Ok(delivery)) = requests.next().await {
@@ -124,15 +132,16 @@ pub(crate) async fn spawn_responder(
             let Ok(body) = serde_json::to_vec(&reply) else {
                 continue;
             };
-            let _ = channel
-                .basic_publish(
-                    "".into(),
-                    reply_to,
-                    BasicPublishOptions::default(),
-                    &body,
-                    BasicProperties::default(),
-                )
-                .await;
+            let reply = channel.basic_publish(
+                "".into(),
+                reply_to,
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default(),
+            );
+            // An answer the broker does not take in time is lost, as a late one would be; the
+            // next question is answered all the same.
+            let _ = answered("an answer to a control request", wait, reply).await;
         }
     }))
 }
@@ -178,18 +187,22 @@ async fn ask(inner: &Inner, request: &Request) -> Result<Vec<Reply>, QueueError>
         return Ok(Vec::new());
     }
     let channel = inner.new_channel().await?;
-    let (queue, mut replies) = private_queue(&channel).await?;
     let body = serde_json::to_vec(request).map_err(backend)?;
-    channel
-        .basic_publish(
-            inner.names.control.as_str().into(),
-            "".into(),
-            BasicPublishOptions::default(),
-            &body,
-            BasicProperties::default().with_reply_to(queue.as_str().into()),
-        )
-        .await
-        .map_err(backend)?;
+    let asked = async {
+        let (queue, replies) = private_queue(&channel).await?;
+        channel
+            .basic_publish(
+                inner.names.control.as_str().into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default().with_reply_to(queue.as_str().into()),
+            )
+            .await
+            .map_err(backend)?;
+        Ok(replies)
+    };
+    let mut replies = inner.within("a question to the workers", asked).await?;
     let deadline = tokio::time::Instant::now() + inner.settings.inspect_timeout;
     let mut collected = Vec::new();
     let mut answered = 0;
@@ -202,7 +215,7 @@ async fn ask(inner: &Inner, request: &Request) -> Result<Vec<Reply>, QueueError>
             collected.push(reply);
         }
     }
-    let _ = channel.close(200, "asked".into()).await;
+    crate::close_channel(&channel, "asked").await;
     Ok(collected)
 }
 

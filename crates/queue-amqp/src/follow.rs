@@ -319,9 +319,15 @@ async fn while_moving<F: std::future::Future>(
 /// Consume the stream into the cache until the connection ends (an error) or the queue handle
 /// is dropped (`Ok`).
 async fn follow(inner: &Arc<Inner>) -> Result<(), QueueError> {
-    let connection = Connection::connect(&inner.url(), ConnectionProperties::default())
-        .await
-        .map_err(backend)?;
+    let url = inner.url();
+    let connect = Connection::connect(&url, ConnectionProperties::default());
+    let connection = connection::answered(
+        "a connect to follow the records",
+        inner.broker_wait(),
+        connect,
+    )
+    .await?
+    .map_err(backend)?;
     let result = follow_on(inner, &connection).await;
     close_within(&connection).await;
     result
@@ -427,7 +433,7 @@ async fn same_stream(
     let delivery = match tokio::time::timeout(Duration::from_secs(3), first.next()).await {
         Ok(Some(Ok(delivery))) => delivery,
         _ => {
-            let _ = channel.close(200, "checked".into()).await;
+            crate::close_channel(&channel, "checked").await;
             if store.offset().map_err(backend)?.is_some() {
                 tracing::warn!("the records stream is empty but this copy has read one before: it was made anew; keeping what this copy read");
                 store.new_stream(inner.now()).map_err(backend)?;
@@ -435,7 +441,7 @@ async fn same_stream(
             return Ok(());
         }
     };
-    let _ = channel.close(200, "checked".into()).await;
+    crate::close_channel(&channel, "checked").await;
     let offset = stream_offset(&delivery.properties).unwrap_or(0);
     let head = serde_json::from_slice::<Vec<Stamped>>(&delivery.data)
         .ok()

@@ -42,7 +42,7 @@ pub mod records;
 pub mod route;
 mod take;
 mod timeout;
-use connection::close_within;
+use connection::{close_channel, close_within};
 
 pub use events::EventStream;
 pub use names::delete_farm_blocking;

@@ -16,6 +16,7 @@
 //! attempts lost. A process knows without asking that the sessions of its own earlier
 //! connections are gone.
 
+use crate::connection::answered;
 use crate::records::{Fact, Holder};
 use crate::{backend, Inner};
 use lapin::options::QueueDeclareOptions;
@@ -43,19 +44,23 @@ impl Inner {
     /// exist), asked on a channel of its own: a queue that is not there closes the channel.
     pub(crate) async fn consumers(&self, queue: &str) -> Result<usize, QueueError> {
         let channel = self.new_channel().await?;
-        let counted = channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
+        let counted = self
+            .within("a count of a queue's consumers", async {
+                Ok(channel
+                    .queue_declare(
+                        queue.into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await)
+            })
+            .await?;
         match counted {
             Ok(declared) => {
-                let _ = channel.close(200, "counted".into()).await;
+                crate::close_channel(&channel, "counted").await;
                 Ok(declared.consumer_count() as usize)
             }
             // Not found (the broker closed the channel): nobody consumes it.
@@ -92,30 +97,33 @@ impl Inner {
         epoch: u64,
     ) -> Result<lapin::Consumer, QueueError> {
         let name = self.session(epoch);
-        channel
-            .queue_declare(
-                name.as_str().into(),
-                QueueDeclareOptions {
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(backend)?;
-        channel
-            .basic_consume(
-                name.as_str().into(),
-                "".into(),
-                lapin::options::BasicConsumeOptions {
-                    no_ack: true,
-                    exclusive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(backend)
+        let held = async {
+            channel
+                .queue_declare(
+                    name.as_str().into(),
+                    QueueDeclareOptions {
+                        auto_delete: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(backend)?;
+            channel
+                .basic_consume(
+                    name.as_str().into(),
+                    "".into(),
+                    lapin::options::BasicConsumeOptions {
+                        no_ack: true,
+                        exclusive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(backend)
+        };
+        self.within("a hold of the session", held).await
     }
 
     /// This process's connection ended: the attempts recorded on it are lost.
@@ -172,36 +180,47 @@ impl Inner {
     /// a missing queue closes the channel that asked, and a connection carrying leases must
     /// never see a channel error).
     async fn sessions_gone(&self, sessions: &[String]) -> Result<Vec<String>, QueueError> {
-        let connection =
-            lapin::Connection::connect(&self.url(), lapin::ConnectionProperties::default())
-                .await
-                .map_err(backend)?;
-        let mut gone = Vec::new();
-        let mut channel = connection.create_channel().await.map_err(backend)?;
-        for session in sessions {
-            let answer = channel
-                .queue_declare(
-                    session.as_str().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await;
-            match answer {
-                Ok(_) => {}
-                Err(e) => {
-                    if matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404)
-                    {
-                        gone.push(session.clone());
-                    }
-                    // The broker closed the channel that asked: another for the next question.
-                    channel = connection.create_channel().await.map_err(backend)?;
+        let wait = self.broker_wait();
+        let url = self.url();
+        let connect = lapin::Connection::connect(&url, lapin::ConnectionProperties::default());
+        let connection = answered("a connect to look at sessions", wait, connect)
+            .await?
+            .map_err(backend)?;
+        let gone = answered("a look at sessions", wait, gone_of(&connection, sessions)).await;
+        crate::close_within(&connection).await;
+        gone?
+    }
+}
+
+/// Which of `sessions` no longer exist, asked on `connection`.
+async fn gone_of(
+    connection: &lapin::Connection,
+    sessions: &[String],
+) -> Result<Vec<String>, QueueError> {
+    let mut gone = Vec::new();
+    let mut channel = connection.create_channel().await.map_err(backend)?;
+    for session in sessions {
+        let answer = channel
+            .queue_declare(
+                session.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match answer {
+            Ok(_) => {}
+            Err(e) => {
+                if matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404)
+                {
+                    gone.push(session.clone());
                 }
+                // The broker closed the channel that asked: another for the next question.
+                channel = connection.create_channel().await.map_err(backend)?;
             }
         }
-        crate::close_within(&connection).await;
-        Ok(gone)
     }
+    Ok(gone)
 }

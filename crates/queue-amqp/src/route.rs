@@ -144,8 +144,12 @@ impl Inner {
     /// Declare a route's queue and bind it (once per connection and route).
     async fn declare_route(&self, channel: &Channel, route: &str) -> Result<(), QueueError> {
         if !self.declared(route) {
-            self.declare_route_queue(channel, &self.route_queue(route), route)
-                .await?;
+            let queue = self.route_queue(route);
+            self.within(
+                "a declare of a route's queue",
+                self.declare_route_queue(channel, &queue, route),
+            )
+            .await?;
             self.mark_declared(route.to_owned());
         }
         Ok(())
@@ -156,7 +160,11 @@ impl Inner {
         let (name, wait) = self.names.wait_queue(delay_ms);
         let key = format!("wait:{name}");
         if !self.declared(&key) {
-            self.declare_wait_queue(channel, &name, wait).await?;
+            self.within(
+                "a declare of a wait queue",
+                self.declare_wait_queue(channel, &name, wait),
+            )
+            .await?;
             self.mark_declared(key);
         }
         Ok(name)
@@ -216,15 +224,15 @@ impl Inner {
             let ms = timeout.as_millis().min(i64::MAX as u128) as i64;
             args.insert("x-consumer-timeout".into(), AMQPValue::LongLongInt(ms));
         }
-        let consumer = channel
-            .basic_consume(
-                queue.into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                args,
-            )
-            .await
-            .map_err(backend)?
+        let consume = channel.basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            args,
+        );
+        let consumer = self
+            .within("a consume", async { consume.await.map_err(backend) })
+            .await?
             .map(move |delivery| (source, delivery));
         Ok(Box::pin(consumer))
     }
@@ -288,17 +296,20 @@ impl Inner {
         let session = self.hold_session(&channel, epoch).await?;
         // Shared by every consumer on the channel: a worker holds at most `concurrency` jobs
         // (and `ahead` more whose inputs it fetches), whichever queues they come from.
-        channel
-            .basic_qos(prefetch, BasicQosOptions { global: true })
-            .await
-            .map_err(backend)?;
+        let qos = channel.basic_qos(prefetch, BasicQosOptions { global: true });
+        self.within("a prefetch setting", async { qos.await.map_err(backend) })
+            .await?;
         let mut queues = vec![(Source::Farm, self.names.jobs.clone())];
         for route in &routes {
             self.declare_route(&channel, route).await?;
             queues.push((Source::Farm, self.route_queue(route)));
         }
         if let Some(celery) = &self.settings.celery {
-            self.declare_celery(&channel, celery).await?;
+            self.within(
+                "a declare of the Celery queue",
+                self.declare_celery(&channel, celery),
+            )
+            .await?;
             queues.push((Source::Celery, celery.queue.clone()));
         }
         let mut merged: Option<Deliveries> = None;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use videofarm_core::{JobFilter, JobSpec, Queue, QueueSettings, Records};
+use videofarm_core::{Control, JobFilter, JobSpec, Queue, QueueSettings, Records, WorkerInfo};
 use videofarm_queue_amqp::{delete_farm_blocking, AmqpQueue, AmqpSettings};
 
 struct Cleanup(String, String);
@@ -28,6 +28,9 @@ struct Relay {
     all: Arc<AtomicBool>,
     /// The connections numbered below this are quiet for good.
     before: Arc<AtomicU64>,
+    /// A quiet connection still opens channels: the broker seems to answer until the first
+    /// question asked on one.
+    opens: Arc<AtomicBool>,
     made: Arc<AtomicU64>,
 }
 
@@ -62,6 +65,17 @@ impl Relay {
         self.all.load(Ordering::SeqCst) || number < self.before.load(Ordering::SeqCst)
     }
 
+    /// A channel's opening and the broker's yes to it (method frames of class 20, method 10
+    /// and 11), when quiet connections still open channels.
+    fn passes_open(&self, frame: &[u8]) -> bool {
+        const METHOD: u8 = 1;
+        self.opens.load(Ordering::SeqCst)
+            && frame[0] == METHOD
+            && frame.len() >= 11
+            && frame[7..9] == [0, 20]
+            && matches!(frame[9..11], [0, 10] | [0, 11])
+    }
+
     /// Pass frames from `from` to `to` (after a header of `header` bytes), only heartbeats
     /// while the connection is quiet.
     async fn pump(
@@ -88,7 +102,7 @@ impl Relay {
                     break;
                 }
                 let frame: Vec<u8> = pending.drain(..7 + size + 1).collect();
-                if !self.quiet(number) || frame[0] == HEARTBEAT {
+                if !self.quiet(number) || frame[0] == HEARTBEAT || self.passes_open(&frame) {
                     out.extend(frame);
                 }
             }
@@ -102,6 +116,22 @@ impl Relay {
 
 /// A farm of its own through `relay`, with heartbeats every second (a lease of 2 s).
 async fn farm(name: &str, relay: &Relay) -> (AmqpQueue, Cleanup) {
+    let (settings, cleanup) = farm_settings(name, relay).await;
+    (connect(settings).await, cleanup)
+}
+
+/// Another handle on the farm of `settings`: a process of its own, in all but name.
+async fn connect(settings: AmqpSettings) -> AmqpQueue {
+    let queue_settings = QueueSettings {
+        lease: Duration::from_secs(2),
+        ..Default::default()
+    };
+    AmqpQueue::connect(settings, queue_settings)
+        .await
+        .expect("RabbitMQ must be running for this test")
+}
+
+async fn farm_settings(name: &str, relay: &Relay) -> (AmqpSettings, Cleanup) {
     let url = std::env::var("VIDEOFARM_TEST_AMQP")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let prefix = format!("vftest-{name}-{}", std::process::id());
@@ -116,14 +146,7 @@ async fn farm(name: &str, relay: &Relay) -> (AmqpQueue, Cleanup) {
     let mut settings = AmqpSettings::new(&format!("amqp://guest:guest@127.0.0.1:{port}/%2f"));
     settings.prefix = prefix;
     settings.queue_expires = Some(Duration::from_secs(600));
-    let queue_settings = QueueSettings {
-        lease: Duration::from_secs(2),
-        ..Default::default()
-    };
-    let queue = AmqpQueue::connect(settings, queue_settings)
-        .await
-        .expect("RabbitMQ must be running for this test");
-    (queue, cleanup)
+    (settings, cleanup)
 }
 
 fn spec(key: &str) -> JobSpec {
@@ -217,4 +240,85 @@ async fn a_records_follower_whose_connection_goes_quiet_is_replaced() {
     for id in [&before, &after] {
         assert!(listed.iter().any(|j| &j.id == id), "{id}: {listed:?}");
     }
+}
+
+/// Each question asked once on a channel of its own (a count of a queue's consumers, a read of
+/// the cancelled list, a look at the failed queue, a worker's consumers, its control queue)
+/// gives up when the broker opens the channel and then answers nothing, and works again on
+/// the next connection. Before, each waited for ever: a sweep, `status` or `retry` that never
+/// ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_off_questions_a_quiet_broker_never_answers_give_up() {
+    let relay = Relay::default();
+    let (settings, _cleanup) = farm_settings("quietasks", &relay).await;
+    let worker = WorkerInfo::new("quiet", "h");
+    let (count, cancels, failed, lease, register) = tokio::join!(
+        connect(settings.clone()),
+        connect(settings.clone()),
+        connect(settings.clone()),
+        connect(settings.clone()),
+        connect(settings.clone()),
+    );
+    // Each connected, then quiet, but for opening channels.
+    for queue in [&count, &cancels, &failed, &lease, &register] {
+        queue.worker_count().await.expect("the broker answers");
+    }
+    relay.opens.store(true, Ordering::SeqCst);
+    relay.quiet_the_ones_there();
+
+    let asked = Instant::now();
+    let bounded = |what: &'static str| {
+        move |answer: Result<Result<String, String>, tokio::time::error::Elapsed>| {
+            let answer = answer.unwrap_or_else(|_| panic!("{what} waited a minute"));
+            eprintln!("{what}: {answer:?} after {:?}", asked.elapsed());
+        }
+    };
+    let minute = Duration::from_secs(60);
+    let said = |r: Result<String, videofarm_core::QueueError>| r.map_err(|e| e.to_string());
+    let (a, b, c, d, e) = tokio::join!(
+        tokio::time::timeout(minute, async {
+            said(count.worker_count().await.map(|n| n.to_string()))
+        }),
+        tokio::time::timeout(minute, async {
+            said(cancels.cancels_since(0).await.map(|c| c.to_string()))
+        }),
+        tokio::time::timeout(minute, async {
+            said(failed.retry_all_failed().await.map(|r| format!("{r:?}")))
+        }),
+        tokio::time::timeout(minute, async {
+            let taken = lease.lease(&worker, Duration::from_secs(1)).await;
+            said(taken.map(|l| format!("{l:?}")))
+        }),
+        tokio::time::timeout(minute, async {
+            said(
+                register
+                    .register_worker(&worker)
+                    .await
+                    .map(|()| "ok".into()),
+            )
+        }),
+    );
+    bounded("a count of consumers")(a);
+    bounded("a read of the cancelled list")(b);
+    bounded("a retry of the failed")(c);
+    bounded("a lease")(d);
+    bounded("a worker's registration")(e);
+
+    // The next of each connects again, and the broker answers it.
+    relay.opens.store(false, Ordering::SeqCst);
+    let again = |what: &'static str| {
+        move |r: Result<(), videofarm_core::QueueError>| {
+            r.unwrap_or_else(|e| panic!("{what} did not work again: {e}"))
+        }
+    };
+    again("a count")(count.worker_count().await.map(|_| ()));
+    again("a read of the cancelled list")(cancels.cancels_since(0).await.map(|_| ()));
+    again("a retry")(failed.retry_all_failed().await.map(|_| ()));
+    again("a lease")(
+        lease
+            .lease(&worker, Duration::from_millis(500))
+            .await
+            .map(|_| ()),
+    );
+    again("a registration")(register.register_worker(&worker).await);
 }

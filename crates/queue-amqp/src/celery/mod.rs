@@ -209,7 +209,7 @@ impl Inner {
             )
             .await
             .is_ok();
-        let _ = passive.close(200, "checked".into()).await;
+        crate::close_channel(&passive, "checked").await;
         if exists {
             return Ok(());
         }
