@@ -1,12 +1,17 @@
-//! The tape report's measurements, taken in the encode's own decode pass: a second output of
-//! the same ffmpeg run (`-f null`) whose filters measure every frame (`idet`, `signalstats` on
-//! a picture a sixteenth the size, `astats` on blocks of audio) and print what they found (`metadata`),
-//! read here from ffmpeg's stderr into a [`Signal`]. What the numbers mean is decided in
+//! The tape report's measurements, taken in the encode's own decode pass, in two more outputs
+//! of the same ffmpeg run: a small picture of every frame (a quarter of its columns, every
+//! line) written to a pipe, whose fields `idet` judges on the way and whose levels are
+//! measured here ([`crate::picture`]), and the audio's peak level per block (`astats`).
+//! ffmpeg prints each frame's time and verdicts (`metadata`), read here from its stderr and
+//! paired with the pictures in order into a [`Signal`]. What the numbers mean is decided in
 //! [`videofarm_core::report`].
 
+use crate::picture::Picture;
 use crate::{file_url, Tools};
+use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::Path;
+use std::sync::mpsc::Receiver;
 use videofarm_core::report::{AudioStats, Field, Fields, FrameStats, Signal};
 use videofarm_core::treat::{Loudness, Trim, TARGET_LUFS};
 
@@ -17,7 +22,11 @@ fn secs(s: f64) -> String {
     format!("{s:.6}")
 }
 
-/// The measuring output's arguments, placed after the encode's output (whose arguments are
+/// Where the measuring output writes its pictures: the encode hands ffmpeg a pipe and puts its
+/// descriptor in this argument's place.
+pub const PICTURES: &str = "pipe:3";
+
+/// The measuring outputs' arguments, placed after the encode's output (whose arguments are
 /// `encode`). `range` keeps only the frames from `start` (up to `end`) on the input's clock (a
 /// chunk's own frames, its neighbours' context left out); its output clock then starts at zero
 /// like the chunk's, so ffmpeg's progress stays the chunk's.
@@ -36,16 +45,16 @@ pub fn analysis_args(range: Option<(f64, Option<f64>)>, encode: &[String]) -> Ve
         }
         None => (String::new(), String::new(), ("", "")),
     };
-    // The measures run in the encode's own ffmpeg, beside it, so each costs the encode's
-    // time. idet sees every line (its fields) of a quarter of the columns; the levels
-    // are measured on a picture a quarter as wide and a quarter as tall, taking every fourth
-    // sample (no new values). signalstats' `vrep` is not asked for: nothing reads it.
+    // What runs in ffmpeg costs the encode's time (its filters share one thread): there, only
+    // the small picture (every line, for its fields; a quarter of the columns, taking every
+    // fourth sample: no new values) and `idet` on it. The levels are measured here.
     let video = format!(
-        "{trim}scale=trunc(iw/8)*2:ih:flags=neighbor,idet,\
-         scale=iw:trunc(ih/8)*2:flags=neighbor,\
-         signalstats=stat=tout+brng,metadata=mode=print{}",
+        "{trim}scale=trunc(iw/8)*2:ih:flags=neighbor,format=yuv420p,idet,\
+         metadata=mode=print:key=lavfi.idet.multiple.current_frame{}",
         reset.0
     );
+    // Every frame written once, as it came: the pictures pair with the printed frames in order.
+    let pictures = ["-fps_mode", "passthrough", "-f", "yuv4mpegpipe", PICTURES];
     let audio = format!(
         "{atrim}asetnsamples=n={AUDIO_BLOCK},\
          astats=metadata=1:reset=1:measure_perchannel=none:measure_overall=Peak_level,\
@@ -75,8 +84,24 @@ pub fn analysis_args(range: Option<(f64, Option<f64>)>, encode: &[String]) -> Ve
     } else {
         args.extend(["-map".into(), "0:v:0".into(), "-filter:v".into(), video]);
     }
+    args.extend(pictures.map(String::from));
+    // The audio's output holds one video packet, copied: an output must hold a stream, and
+    // the input may have no audio.
     args.extend(["-map".into(), "0:a:0?".into(), "-filter:a".into(), audio]);
-    args.extend(["-f".into(), "null".into(), "-".into()]);
+    args.extend(
+        [
+            "-map",
+            "0:v:0",
+            "-c:v",
+            "copy",
+            "-frames:v",
+            "1",
+            "-f",
+            "null",
+            "-",
+        ]
+        .map(String::from),
+    );
     args.into_iter().map(Into::into).collect()
 }
 
@@ -347,10 +372,18 @@ enum Current {
     Audio(AudioStats),
 }
 
-/// Reads the measuring output's lines from ffmpeg's stderr.
+/// Reads the measuring outputs' lines from ffmpeg's stderr (and their pictures' measures).
 pub struct Analyser {
     signal: Signal,
     current: Current,
+    pictures: Option<Pairing>,
+}
+
+/// Printed frames and their pictures' measures, each in order, paired as both arrive.
+struct Pairing {
+    from: Receiver<Picture>,
+    frames: VecDeque<FrameStats>,
+    measured: VecDeque<Picture>,
 }
 
 impl Default for Analyser {
@@ -358,11 +391,24 @@ impl Default for Analyser {
         Self {
             signal: Signal::default(),
             current: Current::None,
+            pictures: None,
         }
     }
 }
 
 impl Analyser {
+    /// An analyser whose frames' levels come from `pictures` (see [`crate::picture`]).
+    pub fn with_pictures(pictures: Receiver<Picture>) -> Self {
+        Self {
+            pictures: Some(Pairing {
+                from: pictures,
+                frames: VecDeque::new(),
+                measured: VecDeque::new(),
+            }),
+            ..Self::default()
+        }
+    }
+
     /// One line of stderr (other lines are left alone).
     pub fn line(&mut self, line: &[u8]) {
         let Some(printed) = Printed::read(line) else {
@@ -397,16 +443,51 @@ impl Analyser {
 
     fn flush(&mut self) {
         match std::mem::replace(&mut self.current, Current::None) {
-            Current::Video(f) => self.signal.add_frame(&f),
+            Current::Video(f) => match &mut self.pictures {
+                Some(pairing) => {
+                    pairing.frames.push_back(f);
+                    pairing.measured.extend(pairing.from.try_iter());
+                    pairing.pair(&mut self.signal);
+                }
+                None => self.signal.add_frame(&f),
+            },
             Current::Audio(a) => self.signal.add_audio(&a),
             Current::None => {}
         }
     }
 
-    /// The signal of everything read.
+    /// The signal of everything read. With pictures, waits for the last of them (their
+    /// writer ends with ffmpeg, whose stderr has ended when this is called).
     pub fn finish(mut self) -> Signal {
         self.flush();
+        if let Some(mut pairing) = self.pictures.take() {
+            pairing.measured.extend(pairing.from.iter());
+            pairing.pair(&mut self.signal);
+            if !pairing.frames.is_empty() {
+                // The pictures stopped early (see `picture::read_pictures`): those frames are
+                // left out rather than shown as black.
+                tracing::debug!(
+                    frames = pairing.frames.len(),
+                    "frames without their picture"
+                );
+            }
+        }
         self.signal
+    }
+}
+
+impl Pairing {
+    fn pair(&mut self, signal: &mut Signal) {
+        while !self.frames.is_empty() && !self.measured.is_empty() {
+            let (Some(mut f), Some(p)) = (self.frames.pop_front(), self.measured.pop_front())
+            else {
+                break;
+            };
+            (f.ymin, f.ylow, f.yavg, f.yhigh, f.ymax) = (p.ymin, p.ylow, p.yavg, p.yhigh, p.ymax);
+            (f.sat, f.ydif, f.tout, f.brng) = (p.sat, p.ydif, p.tout, p.brng);
+            f.depth = 8;
+            signal.add_frame(&f);
+        }
     }
 }
 

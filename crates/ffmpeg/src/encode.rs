@@ -3,9 +3,11 @@
 //! Ctrl-C in the terminal reaches the worker, which stops ffmpeg itself and cleans up) and gets
 //! SIGKILL from the kernel if its worker dies, so it can never race a redelivered job.
 
-use crate::analyse::Analyser;
+use crate::analyse::{Analyser, PICTURES};
 use crate::header::HeaderReader;
+use crate::picture;
 use crate::{file_url, progress::ProgressParser, tail::Tail, tools::Tools, MediaInfo};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::OnceLock;
@@ -95,8 +97,9 @@ impl EncodeError {
     }
 }
 
-/// The argv for an encode (without the program name).
-pub fn encode_args(req: &EncodeRequest<'_>) -> Vec<std::ffi::OsString> {
+/// The argv for an encode (without the program name); the measuring outputs' pictures go to
+/// descriptor `pictures`.
+pub fn encode_args(req: &EncodeRequest<'_>, pictures: Option<RawFd>) -> Vec<std::ffi::OsString> {
     let mut argv: Vec<std::ffi::OsString> = [
         "-hide_banner",
         "-nostdin",
@@ -122,7 +125,11 @@ pub fn encode_args(req: &EncodeRequest<'_>) -> Vec<std::ffi::OsString> {
     argv.push("-y".into());
     argv.push(file_url(req.output));
     if let Some(analysis) = req.analysis {
-        argv.extend(analysis.iter().cloned());
+        let to = pictures.map(|fd| std::ffi::OsString::from(format!("pipe:{fd}")));
+        argv.extend(analysis.iter().map(|a| match &to {
+            Some(to) if a == PICTURES => to.clone(),
+            _ => a.clone(),
+        }));
     }
     argv
 }
@@ -145,7 +152,23 @@ pub async fn encode(
     progress: &watch::Sender<Progress>,
     cancel: &CancellationToken,
 ) -> Result<Encoded, EncodeError> {
-    let mut child = spawn(req)?;
+    let spawn_failed = |source| EncodeError::Spawn {
+        path: req.tools.ffmpeg.display().to_string(),
+        source,
+    };
+    // The measures' pictures: a pipe whose writing end only ffmpeg keeps.
+    let pictures = req
+        .analysis
+        .map(|_| std::io::pipe())
+        .transpose()
+        .map_err(spawn_failed)?;
+    let mut child = spawn(req, pictures.as_ref().map(|(_, to)| to.as_raw_fd()))?;
+    let analyser = pictures.map(|(from, to)| {
+        drop(to);
+        let (measured, measures) = std::sync::mpsc::channel();
+        tokio::task::spawn_blocking(move || picture::read_pictures(from, measured));
+        Analyser::with_pictures(measures)
+    });
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let url = file_url(req.input);
@@ -153,7 +176,7 @@ pub async fn encode(
         stderr,
         HeaderReader::new(url.as_encoded_bytes()),
         req.input_info.clone(),
-        req.analysis.map(|_| Analyser::default()),
+        analyser,
     ));
 
     let mut lines = BufReader::new(stdout).lines();
@@ -220,17 +243,24 @@ pub async fn encode(
     })
 }
 
-/// ffmpeg for `req`, started: argv only, its own process group, killed with its parent.
-fn spawn(req: &EncodeRequest<'_>) -> Result<tokio::process::Child, EncodeError> {
+/// ffmpeg for `req`, started: argv only, its own process group, killed with its parent,
+/// writing the measures' pictures to descriptor `pictures`.
+fn spawn(
+    req: &EncodeRequest<'_>,
+    pictures: Option<RawFd>,
+) -> Result<tokio::process::Child, EncodeError> {
     let mut command = tokio::process::Command::new(&req.tools.ffmpeg);
     command
-        .args(encode_args(req))
+        .args(encode_args(req, pictures))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
     crate::tools_sys::die_with_parent(&mut command);
+    if let Some(fd) = pictures {
+        crate::tools_sys::keep_open(&mut command, fd);
+    }
     command.spawn().map_err(|source| EncodeError::Spawn {
         path: req.tools.ffmpeg.display().to_string(),
         source,
@@ -299,10 +329,14 @@ async fn drain_stderr<R: AsyncRead + Unpin>(
         }
     }
     push_error_line(&mut tail, &mut keeping, &line);
-    let signal = analyser.map(|mut a| {
-        a.line(&line);
-        a.finish()
-    });
+    let signal = match analyser {
+        Some(mut a) => {
+            a.line(&line);
+            // It waits for the last pictures' measures.
+            tokio::task::spawn_blocking(move || a.finish()).await.ok()
+        }
+        None => None,
+    };
     (tail, signal)
 }
 

@@ -26,6 +26,7 @@ mod header;
 pub mod lossless;
 pub mod matroska;
 pub mod packets;
+pub mod picture;
 pub mod probe;
 pub mod progress;
 mod quality;

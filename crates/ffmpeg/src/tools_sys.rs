@@ -1,5 +1,6 @@
-//! The one piece of unsafe code in videofarm: asking the kernel to kill ffmpeg when its worker
-//! dies, so that a `kill -9`ed worker never leaves an encode racing the redelivered job.
+//! The one piece of unsafe code in videofarm, run in the child between fork and exec: asking
+//! the kernel to kill ffmpeg when its worker dies, so that a `kill -9`ed worker never leaves
+//! an encode racing the redelivered job; and keeping open the pipe its measures go to.
 
 #![allow(unsafe_code)]
 
@@ -29,5 +30,21 @@ pub fn die_with_parent(command: &mut tokio::process::Command) {
                 Ok(())
             });
         }
+    }
+}
+
+/// Let the spawned child keep `fd` (a pipe's end, opened close-on-exec so that no other child
+/// inherits it) under the same number, for ffmpeg to write as `pipe:N`.
+pub fn keep_open(command: &mut tokio::process::Command, fd: std::os::fd::RawFd) {
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls (fcntl); it touches no allocator or lock.
+    unsafe {
+        command.pre_exec(move || {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }

@@ -1,6 +1,7 @@
 //! The tape report's measures, taken in the encode's own run: in a filter graph of their own
 //! (one thread), or, beside a profile with a complex graph of its own, in the simple form.
-//! Both measure the same signal, frame for frame, whole and for a chunk's range.
+//! Both measure the same signal, frame for frame, whole and for a chunk's range; the levels
+//! computed from the small picture are those of ffmpeg's `signalstats` on the same lines.
 
 // Its clip makers are not all used here.
 #[allow(dead_code)]
@@ -81,4 +82,103 @@ async fn a_graph_of_its_own_measures_what_the_simple_form_does() {
         assert!(own.bins.values().any(|b| b.audio > 0), "{range:?}: {own:?}");
         assert_eq!(own, simple, "{range:?}");
     }
+}
+
+/// The levels measured here from the small picture are those ffmpeg's `signalstats` measures
+/// on the same lines of it, frame for frame: the report's thresholds were set on ffmpeg's.
+#[test]
+fn the_pictures_measures_are_those_of_signalstats_on_the_same_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("noisy.mkv");
+    // Colour, noise (specks that break from their lines), levels pushed out of range, and a
+    // stretch frozen: every measure has something to say.
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25,noise=alls=40:allf=t,lutyuv=y=val*1.15,split[a][b];\
+         [a][b]freezeframes=first=20:last=30:replace=19[out0]",
+        "-t",
+        "2",
+        "-c:v",
+        "ffv1",
+        tape.to_str().unwrap(),
+    ]);
+    let small = "scale=trunc(iw/8)*2:ih:flags=neighbor,format=yuv420p";
+    let url = tape.to_str().unwrap();
+    let y4m = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-i",
+            url,
+            "-vf",
+            small,
+            "-fps_mode",
+            "passthrough",
+        ])
+        .args(["-f", "yuv4mpegpipe", "-"])
+        .output()
+        .unwrap();
+    assert!(y4m.status.success());
+    let (to, from) = std::sync::mpsc::channel();
+    videofarm_ffmpeg::picture::read_pictures(&y4m.stdout[..], to);
+    let ours: Vec<_> = from.into_iter().collect();
+
+    // signalstats on every fourth line of the same picture (`field` twice: lines 0, 4, 8...).
+    let theirs = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-i", url, "-vf"])
+        .arg(format!(
+            "{small},field=top,field=top,signalstats=stat=tout+brng,metadata=mode=print"
+        ))
+        .args(["-fps_mode", "passthrough", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&theirs.stderr);
+    let mut frames: Vec<std::collections::HashMap<String, f64>> = Vec::new();
+    for line in stderr.lines() {
+        if line.contains("] frame:") {
+            frames.push(Default::default());
+        } else if let Some((key, value)) = line
+            .split_once("lavfi.signalstats.")
+            .and_then(|(_, kv)| kv.split_once('='))
+        {
+            if let (Some(frame), Ok(v)) = (frames.last_mut(), value.trim().parse()) {
+                frame.insert(key.to_owned(), v);
+            }
+        }
+    }
+    assert_eq!(ours.len(), 50);
+    assert_eq!(ours.len(), frames.len());
+    let mut specks = 0.0;
+    for (n, (p, s)) in ours.iter().zip(&frames).enumerate() {
+        let close = |name: &str, ours: f64, within: f64| {
+            let theirs = s[name];
+            assert!(
+                (ours - theirs).abs() <= within,
+                "frame {n}: {name} {ours} here, {theirs} by signalstats"
+            );
+        };
+        close("YMIN", p.ymin, 0.0);
+        close("YLOW", p.ylow, 0.0);
+        close("YAVG", p.yavg, 0.01);
+        close("YHIGH", p.yhigh, 0.0);
+        close("YMAX", p.ymax, 0.0);
+        // signalstats truncates each sample's saturation to a whole level.
+        close("SATAVG", p.sat, 1.0);
+        close("YDIF", p.ydif, 0.01);
+        close("TOUT", p.tout, 1e-7);
+        // Its chroma line for a measured line is that of the picture it measured.
+        close("BRNG", p.brng, 0.02);
+        specks += p.tout;
+    }
+    assert!(
+        specks > 0.0,
+        "the noise made no outliers: the test says nothing"
+    );
+    assert!(ours.iter().any(|p| p.brng > 0.0), "nothing out of range");
+    assert!(
+        ours[21..30].iter().all(|p| p.ydif == 0.0),
+        "the frozen frames changed"
+    );
 }

@@ -2,8 +2,9 @@
 //! act on ("black at the start 00:00:00-00:00:01", "3 frames lost at 00:12:33", "audio silent
 //! 00:06-00:07.5", "interlaced, bottom field first").
 //!
-//! ffmpeg measures (`idet`, `signalstats`, `astats`, in the encode's own decode pass); the
-//! reader of its output hands each frame here as a [`FrameStats`] or [`AudioStats`]. A
+//! The encode's own decode pass measures (`idet` and `astats` in ffmpeg, the levels of a small
+//! picture of each frame as `signalstats` defines them); the reader of its output hands each
+//! frame here as a [`FrameStats`] or [`AudioStats`]. A
 //! [`Signal`] keeps them in half-second bins keyed by the input's own clock, so the signals of
 //! a split tape's chunks merge into the tape's by adding bins; [`Signal::report`] then names
 //! the faults. Every rule that decides what a fault is lives here, once.
