@@ -33,9 +33,14 @@ const MOST_SIDE: usize = 16_384;
 /// Read YUV4MPEG pictures from `from` to its end, sending each one's measures to `to`. A
 /// stream this cannot read (not 8-bit 4:2:0, a broken frame) stops the measures, never the
 /// reading: ffmpeg must never block or fail on a pipe nobody reads.
+/// Whatever happens here (a panic included), the pipe is read to its end.
 pub fn read_pictures(from: impl Read, to: Sender<Picture>) {
     let mut from = BufReader::with_capacity(256 * 1024, from);
-    if let Err(why) = measure_stream(&mut from, &to) {
+    let measured = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        measure_stream(&mut from, &to)
+    }))
+    .unwrap_or_else(|_| Err("a fault in measuring them".into()));
+    if let Err(why) = measured {
         tracing::warn!("the tape report's pictures could not be read ({why}); measures stop here");
         let _ = std::io::copy(&mut from, &mut std::io::sink());
     }
