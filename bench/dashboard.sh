@@ -77,7 +77,8 @@ b=$(count)
 printf 'idle page, %s queued + %s failed: %.0f bytes/s (both ways)\n' "$jobs" "$failed" "$(echo "($b - $a) / $secs" | bc -l)"
 sort "$work/bytes.requests" | uniq -c | sort -rn | head -5
 
-ffmpeg -v error -f lavfi -i "testsrc2=size=320x240:rate=25" -t "$secs" -c:v mpeg2video "$work/long.mpg"
+# SD and twice the window long, so that the encode runs all through the window measured.
+ffmpeg -v error -f lavfi -i "testsrc2=size=720x480:rate=25" -t $((secs * 2)) -c:v mpeg2video "$work/long.mpg"
 vf enqueue --out "$work/out" "$work/long.mpg" >/dev/null
 "$bin" --broker "sqlite:$work/queue.db" worker --concurrency 1 >/dev/null 2>&1 &
 pids+=($!)
@@ -86,3 +87,4 @@ a=$(count)
 sleep $((secs / 2))
 b=$(count)
 printf 'busy page (one encode running): %.0f bytes/s\n' "$(echo "($b - $a) / ($secs / 2)" | bc -l)"
+vf status

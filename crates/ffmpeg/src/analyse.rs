@@ -478,11 +478,8 @@ impl Analyser {
 
 impl Pairing {
     fn pair(&mut self, signal: &mut Signal) {
-        while !self.frames.is_empty() && !self.measured.is_empty() {
-            let (Some(mut f), Some(p)) = (self.frames.pop_front(), self.measured.pop_front())
-            else {
-                break;
-            };
+        let both = self.frames.len().min(self.measured.len());
+        for (mut f, p) in self.frames.drain(..both).zip(self.measured.drain(..both)) {
             (f.ymin, f.ylow, f.yavg, f.yhigh, f.ymax) = (p.ymin, p.ylow, p.yavg, p.yhigh, p.ymax);
             (f.sat, f.ydif, f.tout, f.brng) = (p.sat, p.ydif, p.tout, p.brng);
             f.depth = 8;
