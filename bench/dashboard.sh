@@ -77,8 +77,8 @@ b=$(count)
 printf 'idle page, %s queued + %s failed: %.0f bytes/s (both ways)\n' "$jobs" "$failed" "$(echo "($b - $a) / $secs" | bc -l)"
 sort "$work/bytes.requests" | uniq -c | sort -rn | head -5
 
-# SD and twice the window long, so that the encode runs all through the window measured.
-ffmpeg -v error -f lavfi -i "testsrc2=size=720x480:rate=25" -t $((secs * 2)) -c:v mpeg2video "$work/long.mpg"
+# SD and eight times the window long, so that the encode runs all through the window measured.
+ffmpeg -v error -f lavfi -i "testsrc2=size=720x480:rate=25" -t $((secs * 8)) -c:v mpeg2video "$work/long.mpg"
 vf enqueue --out "$work/out" "$work/long.mpg" >/dev/null
 "$bin" --broker "sqlite:$work/queue.db" worker --concurrency 1 >/dev/null 2>&1 &
 pids+=($!)
