@@ -84,7 +84,9 @@ vf enqueue --out "$work/out" "$work/long.mpg" >/dev/null
 pids+=($!)
 sleep 3
 a=$(count)
+seen=$(wc -l <"$work/bytes.requests")
 sleep $((secs / 2))
 b=$(count)
 printf 'busy page (one encode running): %.0f bytes/s\n' "$(echo "($b - $a) / ($secs / 2)" | bc -l)"
+tail -n +$((seen + 1)) "$work/bytes.requests" | sort | uniq -c | sort -rn | head -8
 vf status
