@@ -6,7 +6,6 @@
 //! paired with the pictures in order into a [`Signal`]. What the numbers mean is decided in
 //! [`videofarm_core::report`].
 
-use crate::picture::Picture;
 use crate::{file_url, Tools};
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -381,9 +380,9 @@ pub struct Analyser {
 
 /// Printed frames and their pictures' measures, each in order, paired as both arrive.
 struct Pairing {
-    from: Receiver<Picture>,
+    from: Receiver<FrameStats>,
     frames: VecDeque<FrameStats>,
-    measured: VecDeque<Picture>,
+    measured: VecDeque<FrameStats>,
 }
 
 impl Default for Analyser {
@@ -398,7 +397,7 @@ impl Default for Analyser {
 
 impl Analyser {
     /// An analyser whose frames' levels come from `pictures` (see [`crate::picture`]).
-    pub fn with_pictures(pictures: Receiver<Picture>) -> Self {
+    pub fn with_pictures(pictures: Receiver<FrameStats>) -> Self {
         Self {
             pictures: Some(Pairing {
                 from: pictures,
@@ -479,11 +478,12 @@ impl Analyser {
 impl Pairing {
     fn pair(&mut self, signal: &mut Signal) {
         let both = self.frames.len().min(self.measured.len());
-        for (mut f, p) in self.frames.drain(..both).zip(self.measured.drain(..both)) {
-            (f.ymin, f.ylow, f.yavg, f.yhigh, f.ymax) = (p.ymin, p.ylow, p.yavg, p.yhigh, p.ymax);
-            (f.sat, f.ydif, f.tout, f.brng) = (p.sat, p.ydif, p.tout, p.brng);
-            f.depth = 8;
-            signal.add_frame(&f);
+        for (printed, measured) in self.frames.drain(..both).zip(self.measured.drain(..both)) {
+            signal.add_frame(&FrameStats {
+                t: printed.t,
+                field: printed.field,
+                ..measured
+            });
         }
     }
 }

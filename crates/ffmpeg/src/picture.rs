@@ -8,20 +8,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::sync::mpsc::Sender;
-
-/// One picture's measures, on the 8-bit scale.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Picture {
-    pub ymin: f64,
-    pub ylow: f64,
-    pub yavg: f64,
-    pub yhigh: f64,
-    pub ymax: f64,
-    pub sat: f64,
-    pub ydif: f64,
-    pub tout: f64,
-    pub brng: f64,
-}
+use videofarm_core::report::FrameStats;
 
 /// Every fourth line of the picture is measured (as ffmpeg's own measures were, on a picture
 /// scaled to a quarter of its height).
@@ -30,11 +17,12 @@ const LINE_STEP: usize = 4;
 const MOST_HEADER: usize = 1024;
 const MOST_SIDE: usize = 16_384;
 
-/// Read YUV4MPEG pictures from `from` to its end, sending each one's measures to `to`. A
+/// Read YUV4MPEG pictures from `from` to its end, sending each one's measures to `to` (8-bit;
+/// the frame's time and field are ffmpeg's to say, see [`crate::analyse::Analyser`]). A
 /// stream this cannot read (not 8-bit 4:2:0, a broken frame) stops the measures, never the
 /// reading: ffmpeg must never block or fail on a pipe nobody reads.
 /// Whatever happens here (a panic included), the pipe is read to its end.
-pub fn read_pictures(from: impl Read, to: Sender<Picture>) {
+pub fn read_pictures(from: impl Read, to: Sender<FrameStats>) {
     let mut from = BufReader::with_capacity(256 * 1024, from);
     let measured = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         measure_stream(&mut from, &to)
@@ -46,7 +34,7 @@ pub fn read_pictures(from: impl Read, to: Sender<Picture>) {
     }
 }
 
-fn measure_stream(from: &mut impl BufRead, to: &Sender<Picture>) -> Result<(), String> {
+fn measure_stream(from: &mut impl BufRead, to: &Sender<FrameStats>) -> Result<(), String> {
     let Some(header) = line(from)? else {
         return Ok(());
     };
@@ -129,7 +117,7 @@ impl Measure {
     }
 
     /// `frame`: the luma plane, then the two chroma planes, each a quarter of its size.
-    fn picture(&mut self, frame: &[u8]) -> Picture {
+    fn picture(&mut self, frame: &[u8]) -> FrameStats {
         let (w, h) = (self.width, self.height);
         let (luma, chroma) = frame.split_at(w * h);
         let cw = w.div_ceil(2);
@@ -183,7 +171,7 @@ impl Measure {
         };
         let tout = outliers(&self.lines, w, rows) as f64 / count;
         std::mem::swap(&mut self.before, &mut self.lines);
-        Picture {
+        FrameStats {
             ymin,
             ylow,
             yavg,
@@ -197,6 +185,8 @@ impl Measure {
             ydif,
             tout,
             brng: brng as f64 / count,
+            depth: 8,
+            ..FrameStats::default()
         }
     }
 }
@@ -279,7 +269,7 @@ mod tests {
         out
     }
 
-    fn measured(bytes: &[u8]) -> Vec<Picture> {
+    fn measured(bytes: &[u8]) -> Vec<FrameStats> {
         let (to, from) = std::sync::mpsc::channel();
         read_pictures(bytes, to);
         from.into_iter().collect()
@@ -299,7 +289,7 @@ mod tests {
         });
         let pictures = measured(&stream(w, h, &[ramp.clone(), speck, ramp]));
         assert_eq!(pictures.len(), 3);
-        let first = pictures[0];
+        let first = &pictures[0];
         assert_eq!((first.ymin, first.ymax), (16.0, 166.0));
         assert_eq!((first.ylow, first.yhigh), (26.0, 156.0));
         assert_eq!(first.yavg, 91.0);
@@ -307,7 +297,7 @@ mod tests {
             (first.ydif, first.tout, first.brng, first.sat),
             (0.0, 0.0, 0.0, 0.0)
         );
-        let second = pictures[1];
+        let second = &pictures[1];
         // Of the 8 x 16 samples measured, the middle one of the three breaks from its lines.
         assert_eq!(second.tout, 1.0 / 128.0);
         assert!(second.ydif > 0.0 && pictures[2].ydif == second.ydif);
@@ -323,7 +313,7 @@ mod tests {
         let chroma = w.div_ceil(2) * h.div_ceil(2);
         f[luma..luma + chroma].fill(158);
         f[luma + chroma..].fill(168);
-        let p = measured(&stream(w, h, &[f]))[0];
+        let p = &measured(&stream(w, h, &[f]))[0];
         assert_eq!(p.brng, 0.5);
         assert_eq!(p.sat, 50.0);
     }

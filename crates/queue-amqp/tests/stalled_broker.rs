@@ -266,59 +266,44 @@ async fn one_off_questions_a_quiet_broker_never_answers_give_up() {
     relay.opens.store(true, Ordering::SeqCst);
     relay.quiet_the_ones_there();
 
-    let asked = Instant::now();
-    let bounded = |what: &'static str| {
-        move |answer: Result<Result<String, String>, tokio::time::error::Elapsed>| {
-            let answer = answer.unwrap_or_else(|_| panic!("{what} waited a minute"));
-            eprintln!("{what}: {answer:?} after {:?}", asked.elapsed());
-        }
-    };
-    let minute = Duration::from_secs(60);
-    let said = |r: Result<String, videofarm_core::QueueError>| r.map_err(|e| e.to_string());
-    let (a, b, c, d, e) = tokio::join!(
-        tokio::time::timeout(minute, async {
-            said(count.worker_count().await.map(|n| n.to_string()))
-        }),
-        tokio::time::timeout(minute, async {
-            said(cancels.cancels_since(0).await.map(|c| c.to_string()))
-        }),
-        tokio::time::timeout(minute, async {
-            said(failed.retry_all_failed().await.map(|r| format!("{r:?}")))
-        }),
-        tokio::time::timeout(minute, async {
-            let taken = lease.lease(&worker, Duration::from_secs(1)).await;
-            said(taken.map(|l| format!("{l:?}")))
-        }),
-        tokio::time::timeout(minute, async {
-            said(
-                register
-                    .register_worker(&worker)
-                    .await
-                    .map(|()| "ok".into()),
-            )
-        }),
+    tokio::join!(
+        within_a_minute("a count of consumers", count.worker_count()),
+        within_a_minute("a read of the cancelled list", cancels.cancels_since(0)),
+        within_a_minute("a retry of the failed", failed.retry_all_failed()),
+        within_a_minute("a lease", lease.lease(&worker, Duration::from_secs(1))),
+        within_a_minute("a worker's registration", register.register_worker(&worker)),
     );
-    bounded("a count of consumers")(a);
-    bounded("a read of the cancelled list")(b);
-    bounded("a retry of the failed")(c);
-    bounded("a lease")(d);
-    bounded("a worker's registration")(e);
 
     // The next of each connects again, and the broker answers it.
     relay.opens.store(false, Ordering::SeqCst);
-    let again = |what: &'static str| {
-        move |r: Result<(), videofarm_core::QueueError>| {
-            r.unwrap_or_else(|e| panic!("{what} did not work again: {e}"))
-        }
-    };
-    again("a count")(count.worker_count().await.map(|_| ()));
-    again("a read of the cancelled list")(cancels.cancels_since(0).await.map(|_| ()));
-    again("a retry")(failed.retry_all_failed().await.map(|_| ()));
-    again("a lease")(
-        lease
-            .lease(&worker, Duration::from_millis(500))
-            .await
-            .map(|_| ()),
-    );
-    again("a registration")(register.register_worker(&worker).await);
+    count.worker_count().await.expect("a count works again");
+    cancels
+        .cancels_since(0)
+        .await
+        .expect("a read of the cancelled list works again");
+    failed
+        .retry_all_failed()
+        .await
+        .expect("a retry works again");
+    lease
+        .lease(&worker, Duration::from_millis(500))
+        .await
+        .expect("a lease works again");
+    register
+        .register_worker(&worker)
+        .await
+        .expect("a registration works again");
+}
+
+/// Wait for `asked`, whatever its answer (printed, with how long it took): a panic after a
+/// minute.
+async fn within_a_minute<T: std::fmt::Debug>(
+    what: &str,
+    asked: impl std::future::Future<Output = Result<T, videofarm_core::QueueError>>,
+) {
+    let started = Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(60), asked)
+        .await
+        .unwrap_or_else(|_| panic!("{what} waited a minute"));
+    eprintln!("{what}: {answer:?} after {:?}", started.elapsed());
 }
