@@ -5,7 +5,8 @@
 # of 2 s each. The workers are grouped ten to a "machine" (ten share a records copy, as
 # workers on one machine do). Midway, KILL workers are killed -9 at once.
 #
-#   bench/farm.sh     (WORKERS=200 JOBS=20000 SPEED=20 KILL=20; RabbitMQ on 127.0.0.1:5672)
+#   bench/farm.sh     (WORKERS=200 JOBS=20000 SPEED=20 KILL=20; RabbitMQ on 127.0.0.1:5672;
+#                      WORKER_LOG=debug for the workers' own logs, kept in $KEEP if set)
 #
 # Prints: jobs/s through the farm; the wait for the next job (a worker's job ending to its
 # next taken, while work waits) p50/p99; the broker's memory and CPU; status, inspect and the
@@ -25,6 +26,7 @@ cleanup() {
   wait 2>/dev/null || true
   rabbitmqctl list_queues name --silent 2>/dev/null | grep "^$prefix" |
     while read -r q; do rabbitmqctl delete_queue "$q" </dev/null >/dev/null 2>&1 || true; done
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp -r "$work/logs" "$KEEP/"; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -80,7 +82,7 @@ for i in $(seq 1 "$workers"); do
     esac
     sed -i "1i tags = $tags" "$work/machines/$m.toml"
   fi
-  STANDIN_SPEED=$speed RUST_LOG=info XDG_CACHE_HOME="$work/cache" \
+  STANDIN_SPEED=$speed RUST_LOG=${WORKER_LOG:-info} XDG_CACHE_HOME="$work/cache" \
     "$bin" --config "$work/machines/$m.toml" worker --concurrency 1 --name "w$i" \
     >/dev/null 2>"$work/logs/w$i.log" &
   pids+=($!)

@@ -47,10 +47,12 @@ impl CancelledSweep {
         }
     }
 
-    /// A look at `now_ms`: the jobs to clean up after now. The jobs are read the first time,
-    /// and later only when `records` says a job may have been cancelled since the last look
-    /// (less the margin): an idle farm's sweeps read nothing (on RabbitMQ a read keeps the
-    /// process following the records stream, every fact delivered to it).
+    /// A look at `now_ms`: the jobs to clean up after now. The jobs are read only when
+    /// `records` says a job may have been cancelled since the last look (less the margin), or
+    /// within [`LOOK_BACK`] the first time: an idle farm's sweeps read nothing, and neither
+    /// does a worker starting on a farm where nothing was cancelled (on RabbitMQ a read keeps
+    /// the process following the records stream, every fact delivered to it; 200 workers
+    /// starting at once each read the whole stream, and the broker ran out of files).
     pub async fn look(
         &mut self,
         records: &dyn Records,
@@ -58,7 +60,7 @@ impl CancelledSweep {
     ) -> Result<Vec<JobRecord>, QueueError> {
         let filter = self.filter(now_ms);
         let since = filter.finished_since.unwrap_or(i64::MIN);
-        let found = if self.looked.is_none() || records.cancels_since(since).await? {
+        let found = if records.cancels_since(since).await? {
             records.jobs(&filter).await?
         } else {
             Vec::new()

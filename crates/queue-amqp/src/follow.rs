@@ -2,7 +2,9 @@
 //!
 //! A process that reads the records starts one follower: a consumer of the stream on a
 //! connection of its own (its outages never touch the leases of a worker in the same process),
-//! from the offset after the last one its cache applied. A read waits until the cache holds
+//! from the offset after the last one its cache applied. Of the processes sharing a records
+//! file (one machine's workers, `serve` and commands), only the one holding the file's lock
+//! follows; the others read its progress from the file (see [`watch_file`]). A read waits until the cache holds
 //! everything this process wrote and, the first time after each (re)connection, until a mark
 //! it wrote has come back: then it has read everything anyone wrote before the question.
 
@@ -64,6 +66,8 @@ pub(crate) struct Follower {
     /// The stream has taken a write of this process's: it is ready, and a reconnect need not
     /// ask again (see `first_record`).
     writable: AtomicBool,
+    /// This process is consuming the stream now (not resting, nor reading another's progress).
+    pub(crate) consuming: AtomicBool,
 }
 
 impl Follower {
@@ -89,6 +93,7 @@ impl Follower {
             marking: tokio::sync::Mutex::new(()),
             writing: tokio::sync::Mutex::new(()),
             writable: AtomicBool::new(false),
+            consuming: AtomicBool::new(false),
         }
     }
 }
@@ -269,9 +274,32 @@ impl Inner {
         let weak = Arc::downgrade(self);
         *task = Some(tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);
+            // A read waited in vain on the process that follows into this file: this one
+            // follows too, once.
+            let mut alone = false;
             loop {
                 let Some(inner) = weak.upgrade() else { return };
-                let result = follow(&inner).await;
+                let lead = match std::mem::take(&mut alone) {
+                    true => Ok(Some(None)),
+                    false => inner.follower.store.lead().map(|l| l.map(Some)),
+                };
+                let result = match lead {
+                    // Held while following: the others sharing the file read its progress.
+                    Ok(Some(_held)) => follow(&inner).await,
+                    Ok(None) => match watch_file(&inner).await {
+                        // Let go: this process follows now.
+                        Ok(true) => continue,
+                        Ok(false) => Ok(()),
+                        Err(e) => {
+                            alone = true;
+                            Err(e)
+                        }
+                    },
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot share the records file's following; following it here");
+                        follow(&inner).await
+                    }
+                };
                 inner.follower.caught_up.store(false, Ordering::SeqCst);
                 match result {
                     // Rested (or the queue is being dropped): the slot is emptied under its
@@ -294,6 +322,46 @@ impl Inner {
             }
         }));
     }
+}
+
+/// How often a process that does not follow reads the file's progress.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+/// How many of those looks between two tries of the follower's lock.
+const LOCK_EVERY: u32 = 5;
+
+/// Another process sharing the records file follows the stream into it (see
+/// [`records::RecordStore::lead`]): read its progress from the file, as this process's own
+/// follower would report it, until that process lets go (`Ok(true)`: this one follows now),
+/// until nobody here has read for a while (`Ok(false)`), or until a read waited in vain for
+/// the file to move (an error: this process then follows the stream itself). Ten workers of a machine
+/// were ten followers of the whole stream into one file; after a `kill -9` of twenty workers
+/// of a 200-worker farm, every taker of a lost job started one from the start of the stream,
+/// and none got anywhere.
+async fn watch_file(inner: &Arc<Inner>) -> Result<bool, QueueError> {
+    let follower = &inner.follower;
+    follower.stale.store(false, Ordering::SeqCst);
+    let mut reached = None;
+    for look in 1u32.. {
+        let offset = follower.store.offset().map_err(backend)?;
+        follower.notice_own_facts()?;
+        if offset != reached {
+            reached = offset;
+            follower.applied.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        if Arc::strong_count(inner) <= 1 || follower.may_rest() {
+            return Ok(false);
+        }
+        if follower.stale.swap(false, Ordering::SeqCst) {
+            return Err(backend(
+                "a read waited in vain for the process that follows the records into this file; following them here too",
+            ));
+        }
+        if look % LOCK_EVERY == 0 && matches!(follower.store.lead(), Ok(Some(_))) {
+            return Ok(true);
+        }
+        tokio::time::sleep(WATCH_EVERY).await;
+    }
+    Ok(false)
 }
 
 /// `done`'s output, or `None` once `moved` has not changed for `stall`.
@@ -328,7 +396,9 @@ async fn follow(inner: &Arc<Inner>) -> Result<(), QueueError> {
     )
     .await?
     .map_err(backend)?;
+    inner.follower.consuming.store(true, Ordering::SeqCst);
     let result = follow_on(inner, &connection).await;
+    inner.follower.consuming.store(false, Ordering::SeqCst);
     close_within(&connection).await;
     result
 }

@@ -176,10 +176,16 @@ async fn sweeps_with_nothing_to_do_let_the_follower_rest() {
     let id = queue.enqueue(spec, false).await.unwrap().id().clone();
     let mut sweep = videofarm_core::sweep::CancelledSweep::default();
     let now = || queue.inner.now();
-    // The first look reads the jobs (a day back) and starts a follower.
+    // The first look, with nothing cancelled in the day it looks back, reads nothing: a
+    // worker starting on such a farm does not follow the stream.
     assert!(sweep.look(&queue, now()).await.unwrap().is_empty());
+    assert!(
+        !following(),
+        "a first look with nothing cancelled started a follower"
+    );
+    // A read starts one; looks every 200 ms with nothing cancelled let it rest in seconds.
+    queue.counts().await.expect("the records answer");
     assert!(following(), "a read starts a follower");
-    // Looks every 200 ms with nothing cancelled: it rests within a few seconds.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while following() {
         assert!(
@@ -195,6 +201,73 @@ async fn sweeps_with_nothing_to_do_let_the_follower_rest() {
     assert_eq!(due.iter().map(|r| &r.id).collect::<Vec<_>>(), [&id]);
     assert!(following(), "the read woke it");
     drop(queue);
+    tokio::task::spawn_blocking(move || crate::delete_farm_blocking(&url, &prefix))
+        .await
+        .unwrap();
+}
+
+/// Of the processes sharing a records file (a machine's workers), one follows the stream and
+/// the others read its progress from the file, their own writes included; when it goes,
+/// another takes over. Before, each followed the whole stream into the one file: after a
+/// `kill -9` in a 200-worker farm, every taker of a lost job read the stream from its start at
+/// once, and none got anywhere in minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_sharing_a_records_file_follow_the_stream_once() {
+    let url = test_url();
+    let dir = std::env::temp_dir().join(format!("vftest-share-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let prefix = format!("vftest-share-{}", std::process::id());
+    let open = || async {
+        let mut settings = AmqpSettings::new(&url);
+        settings.prefix = prefix.clone();
+        settings.queue_expires = Some(Duration::from_secs(600));
+        settings.records_file = Some(dir.join("records.db"));
+        AmqpQueue::connect(settings, videofarm_core::QueueSettings::default())
+            .await
+            .expect("RabbitMQ must be running for this test")
+    };
+    let spec = |name: &str| videofarm_core::JobSpec {
+        input: format!("/m/{name}.mpg").into(),
+        output: format!("/m/{name}.mkv").into(),
+        profile: "archive".into(),
+        key: format!("key-{name}"),
+        ..Default::default()
+    };
+    let consuming = |q: &AmqpQueue| q.inner.follower.consuming.load(Ordering::SeqCst);
+    let (first, second) = (open().await, open().await);
+    first.enqueue(spec("a"), false).await.unwrap();
+    assert_eq!(first.counts().await.unwrap().queued, 1);
+    // Each reads the other's writes and its own; only the first consumes the stream.
+    second.enqueue(spec("b"), false).await.unwrap();
+    assert_eq!(second.counts().await.unwrap().queued, 2);
+    first.enqueue(spec("c"), false).await.unwrap();
+    // Everything anyone wrote before the question, as a redelivered job's question asks.
+    second.inner.follower.read_all_again();
+    assert_eq!(second.counts().await.unwrap().queued, 3);
+    assert!(consuming(&first), "the first reader follows the stream");
+    assert!(
+        !consuming(&second),
+        "a second process follows the stream into the same file"
+    );
+    // The follower goes: the other takes over (within a few seconds: the lock is let go when
+    // the gone process's follower notices), and reads on.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !consuming(&second) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nobody took over following the stream"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    second.enqueue(spec("d"), false).await.unwrap();
+    let counts = tokio::time::timeout(Duration::from_secs(20), second.counts())
+        .await
+        .expect("a read after the follower went waited 20 s")
+        .unwrap();
+    assert_eq!(counts.queued, 4);
+    drop(second);
+    let _ = std::fs::remove_dir_all(&dir);
     tokio::task::spawn_blocking(move || crate::delete_farm_blocking(&url, &prefix))
         .await
         .unwrap();

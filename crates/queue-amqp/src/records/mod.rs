@@ -191,6 +191,14 @@ const LISTING: videofarm_core::listing::Listing = videofarm_core::listing::Listi
 pub struct RecordStore {
     conn: Mutex<Connection>,
     budget: Budget,
+    /// Beside a file: the lock its one follower holds (see [`RecordStore::lead`]).
+    follow_lock: Option<(std::path::PathBuf, std::ffi::OsString)>,
+}
+
+/// This process follows the stream into the file while it holds this (see
+/// [`RecordStore::lead`]); dropping it lets another process sharing the file take over.
+pub struct Lead {
+    _lock: Option<std::fs::File>,
 }
 
 /// Columns added since the first records files, added to a file made before them.
@@ -229,6 +237,14 @@ impl RecordStore {
             }
             None => Connection::open_in_memory()?,
         };
+        // Never the database file itself: closing any other descriptor of it would drop
+        // SQLite's own locks on it in this process.
+        let follow_lock = path.map(|path| {
+            let mut name = path.file_name().unwrap_or_default().to_owned();
+            name.push(".follow");
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            (dir.unwrap_or(Path::new(".")).to_owned(), name)
+        });
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(videofarm_core::watching::TABLE)?;
         migrate(&conn)?;
@@ -239,7 +255,25 @@ impl RecordStore {
         Ok(Self {
             conn: Mutex::new(conn),
             budget,
+            follow_lock,
         })
+    }
+
+    /// Whether this process is the one to follow the stream into this file: of the processes
+    /// sharing it (the workers, `serve` and commands of one machine), one follows and the
+    /// others read what it applies. `Some` while this process holds the lock beside the file
+    /// (an exclusive `flock`, dropped with the process however it ends); `None` when another
+    /// holds it. A copy in memory is this process's alone.
+    pub fn lead(&self) -> std::io::Result<Option<Lead>> {
+        let Some((dir, name)) = &self.follow_lock else {
+            return Ok(Some(Lead { _lock: None }));
+        };
+        let file = videofarm_core::confine::fs::open_own(dir, name, true)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Lead { _lock: Some(file) })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
