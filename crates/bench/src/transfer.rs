@@ -104,6 +104,7 @@ async fn main() -> Result<()> {
         roots: vec![media.clone()],
         token: None,
         tools: None,
+        overviews: Default::default(),
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let server = tokio::spawn(videofarm_web::serve(listener, state, stop.clone()));

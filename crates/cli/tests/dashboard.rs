@@ -129,7 +129,17 @@ async fn failures_are_shown_as_text(client: &fantoccini::Client, img_name: &str)
     assert_eq!(injected, serde_json::json!(0));
     assert!(client.get_alert_text().await.is_err(), "no alert opened");
     // ffmpeg's words are fetched when a row is opened, and the row stays open while the page
-    // refreshes.
+    // refreshes. (The failure with ffmpeg's words may come after the three refused files.)
+    eventually(
+        "a failure with ffmpeg's words is listed",
+        Duration::from_secs(20),
+        || async {
+            !texts(client, ".failed-job details.stderr summary")
+                .await
+                .is_empty()
+        },
+    )
+    .await;
     client
         .find(Locator::Css(".failed-job details.stderr summary"))
         .await

@@ -39,12 +39,13 @@ const videofarm = (() => {
     return u ? v.toFixed(1) + " " + units[u] : b + " B";
   };
 
+  // The token goes with every request: off loopback, reads need it too.
+  const auth = () => token ? { Authorization: "Bearer " + token } : {};
+
   async function api(path, body) {
-    // The token goes with every request: off loopback, reads need it too.
-    const auth = token ? { Authorization: "Bearer " + token } : {};
-    const options = body === undefined ? { headers: auth } : {
+    const options = body === undefined ? { headers: auth() } : {
       method: "POST",
-      headers: Object.assign({ "Content-Type": "application/json" }, auth),
+      headers: Object.assign({ "Content-Type": "application/json" }, auth()),
       body: JSON.stringify(body),
     };
     const response = await fetch(path, options);
@@ -147,14 +148,48 @@ const videofarm = (() => {
     return box;
   }
 
+  // The overview as the server has it now. The page names the answer it holds (its ETag), and
+  // gets "not modified" while nothing changed, or only what changed: the status, and of each
+  // list the jobs' ids in order with the rows it does not hold as they are now. Asked past the
+  // browser's cache: the answer to the same question differs with what the page holds.
+  let held = null;
+  async function currentOverview() {
+    const path = "/api/overview" + (held ? "?since=" + encodeURIComponent(held.tag) : "");
+    const response = await fetch(path, { headers: auth(), cache: "no-store" });
+    if (response.status === 304 && held) return held.view;
+    const data = await response.json();
+    if (!response.ok) throw new Error(data.error || response.statusText);
+    if (data.since === undefined) {
+      held = { tag: response.headers.get("ETag"), view: data };
+      return data;
+    }
+    const view = applied(held.view, data);
+    if (!view) { held = null; return currentOverview(); }
+    held = { tag: data.tag, view };
+    return view;
+  }
+
+  // What the page holds with the changes applied, or null if a row it needs is not there.
+  function applied(view, changes) {
+    const next = Object.assign({}, view, { status: changes.status });
+    for (const [name, list] of Object.entries(changes.lists)) {
+      const rows = new Map(view[name].map((j) => [j.id, j]));
+      for (const row of list.rows) rows.set(row.id, row);
+      next[name] = list.ids.map((id) => rows.get(id));
+      if (next[name].includes(undefined)) return null;
+    }
+    return next;
+  }
+
   async function overview() {
     let shownLists = "";
     let lastSeen = "";
     refresh = async () => {
       try {
-        // Pages, not the whole library: the counts say how many there are. Two requests a second, each answered "not modified" while nothing changed: the
-        // workers' progress, and everything else.
-        const [view, workers] = await Promise.all([api("/api/overview"), api("/api/workers")]);
+        // Pages, not the whole library: the counts say how many there are. Two requests a
+        // second, each answered "not modified" while nothing changed: the workers' progress,
+        // and everything else (only what changed, when something did).
+        const [view, workers] = await Promise.all([currentOverview(), api("/api/workers")]);
         const seen = JSON.stringify([view, workers]);
         if (seen === lastSeen) return false;
         lastSeen = seen;

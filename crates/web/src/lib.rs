@@ -9,12 +9,13 @@
 //! document as text, never as HTML.
 //!
 //! Layout: this file (state, routes, API handlers), [`auth`] (who may do what), `videofarm_core::confine` (path checks),
-//! [`metrics`], [`files`] (inputs and outputs for workers that cannot see the media).
+//! [`metrics`], [`overview`] (the page's one answer, and what changed in it), [`files`] (inputs and outputs for workers that cannot see the media).
 //! Every backend keeps its own records: the handlers never ask which one they talk to.
 
 mod auth;
 pub mod files;
 pub mod metrics;
+mod overview;
 pub mod sweep;
 pub mod tls;
 mod unchanged;
@@ -26,6 +27,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+pub use overview::Recent as RecentOverviews;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,6 +53,8 @@ pub struct AppState {
     pub token: Option<String>,
     /// ffprobe, to verify outputs uploaded by workers that cannot see the media.
     pub tools: Option<videofarm_ffmpeg::Tools>,
+    /// The overview's last answers, to send the page only what changed since one.
+    pub overviews: RecentOverviews,
 }
 
 /// An API error: a status and one plain sentence.
@@ -100,7 +104,7 @@ pub fn router(state: AppState) -> Router {
             get(|| async { asset("application/json", include_str!("../assets/openapi.json")) }),
         )
         .route("/api/status", get(status))
-        .route("/api/overview", get(overview))
+        .route("/api/overview", get(overview::overview))
         .route("/api/workers", get(workers))
         .route("/api/jobs", get(jobs).post(enqueue))
         .route("/api/jobs/{id}", get(job))
@@ -171,46 +175,6 @@ async fn status_value(state: &AppState) -> ApiResult<serde_json::Value> {
     value["watch_problems"] = serde_json::to_value(watches)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(value)
-}
-
-/// How many jobs of each list the overview shows.
-const OVERVIEW_PAGE: u32 = 100;
-
-/// What the overview page shows besides the workers, in one answer (so one request a second,
-/// and a `304` while nothing changed): the status, the first failed jobs (without ffmpeg's
-/// words, which the page asks for when a row is opened), the running and the waiting (without
-/// their progress, which the workers' answer carries), and the last ten finished.
-async fn overview(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
-    let page = |state: Option<JobState>, limit: u32, newest_first: bool| JobFilter {
-        state,
-        limit: Some(limit),
-        newest_first,
-        ..Default::default()
-    };
-    let failed = list(&state, &page(Some(JobState::Failed), OVERVIEW_PAGE, false)).await?;
-    let failed: Vec<serde_json::Value> = failed
-        .into_iter()
-        .map(|mut job| {
-            let tail = job.stderr_tail.take().map_or(0, |t| t.len());
-            let mut value = serde_json::to_value(job).unwrap_or_default();
-            value["stderr_tail_bytes"] = tail.into();
-            value
-        })
-        .collect();
-    let mut waiting = list(&state, &page(Some(JobState::Running), OVERVIEW_PAGE, false)).await?;
-    waiting.extend(list(&state, &page(Some(JobState::Queued), OVERVIEW_PAGE, false)).await?);
-    // How far a running job is comes with the workers (`/api/workers`), which change every
-    // second while something runs; this answer then stays the same.
-    for job in &mut waiting {
-        job.progress = None;
-    }
-    let recent = list(&state, &page(Some(JobState::Succeeded), 10, true)).await?;
-    Ok(Json(serde_json::json!({
-        "status": status_value(&state).await?,
-        "failed": failed,
-        "waiting": waiting,
-        "recent": recent,
-    })))
 }
 
 async fn workers(

@@ -33,8 +33,7 @@ pub(crate) async fn conditional(
         )
             .into_response();
     };
-    let tag = format!("\"{}\"", &blake3::hash(&bytes).to_hex()[..32]);
-    let Ok(tag) = HeaderValue::from_str(&tag) else {
+    let Ok(tag) = HeaderValue::from_str(&tag_of(&bytes)) else {
         return Response::from_parts(parts, Body::from(bytes));
     };
     parts
@@ -51,6 +50,11 @@ pub(crate) async fn conditional(
     }
     parts.headers.insert(header::ETAG, tag);
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// The `ETag` of an answer whose body is `bytes`.
+pub(crate) fn tag_of(bytes: &[u8]) -> String {
+    format!("\"{}\"", &blake3::hash(bytes).to_hex()[..32])
 }
 
 /// Whether an `If-None-Match` value names `tag` (a list, or `*`).

@@ -43,6 +43,7 @@ pub async fn serve(settings: &Settings, args: ServeSettings) -> anyhow::Result<E
         roots: settings.paths.roots.clone(),
         token,
         tools: locate_tools(settings).ok(),
+        overviews: Default::default(),
     };
     let shutdown = CancellationToken::new();
     stop_on_signal(shutdown.clone());

@@ -47,6 +47,7 @@ pub fn api(token: Option<&str>) -> Api {
         roots: vec![dir.path().join("media")],
         token: token.map(str::to_owned),
         tools: None,
+        overviews: Default::default(),
     };
     Api { dir, queue, state }
 }
