@@ -2,7 +2,8 @@
 # What an open dashboard costs on the wire: the real page in headless Chromium, polling the
 # real server over a relay that counts every byte both ways. A library of JOBS queued jobs
 # (waiting for a tag no worker has) and FAILED failed ones; nothing changes while it is
-# measured (idle), then one worker encodes one job (busy).
+# measured (idle), then one worker encodes one job (busy), then short jobs start and end
+# all through the window (busy with changes).
 #
 #   bench/dashboard.sh        (JOBS=100000 FAILED=300 SECS=30; needs chromium)
 set -euo pipefail
@@ -90,3 +91,22 @@ b=$(count)
 printf 'busy page (one encode running): %.0f bytes/s\n' "$(echo "($b - $a) / ($secs / 2)" | bc -l)"
 tail -n +$((seen + 1)) "$work/bytes.requests" | sort | uniq -c | sort -rn | head -8
 vf status
+
+# Jobs starting and ending all through the window: short clips queued behind the long one,
+# run by a second worker (each start and end changes the overview's lists).
+for i in $(seq 1 40); do
+  ffmpeg -v error -f lavfi -i "testsrc2=size=352x288:rate=25" -t 1 -c:v mpeg2video "$work/short$i.mpg"
+done
+vf enqueue --out "$work/out" "$work"/short*.mpg >/dev/null
+"$bin" --broker "sqlite:$work/queue.db" worker --concurrency 1 >/dev/null 2>&1 &
+pids+=($!)
+sleep 2
+before=$(vf status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["succeeded"])')
+a=$(count)
+seen=$(wc -l <"$work/bytes.requests")
+sleep $((secs / 2))
+b=$(count)
+after=$(vf status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["succeeded"])')
+printf 'busy page (jobs starting and ending, %s finished in the window): %.0f bytes/s\n' \
+  "$((after - before))" "$(echo "($b - $a) / ($secs / 2)" | bc -l)"
+tail -n +$((seen + 1)) "$work/bytes.requests" | sort | uniq -c | sort -rn | head -8

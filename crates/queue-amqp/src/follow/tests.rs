@@ -273,6 +273,61 @@ async fn processes_sharing_a_records_file_follow_the_stream_once() {
         .unwrap();
 }
 
+/// The process holding the records file's lock stops following without letting go (stopped
+/// with SIGSTOP, say): a read waiting on it gives up after its 15 s without a move, as any read
+/// of a copy that does not move, and from then on this process follows the stream itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_by_a_process_that_does_not_follow_costs_one_read() {
+    let url = test_url();
+    let dir = std::env::temp_dir().join(format!("vftest-held-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let file = dir.join("records.db");
+    let mut settings = AmqpSettings::new(&url);
+    settings.prefix = format!("vftest-held-{}", std::process::id());
+    settings.queue_expires = Some(Duration::from_secs(600));
+    settings.records_file = Some(file.clone());
+    let prefix = settings.prefix.clone();
+    let queue = AmqpQueue::connect(settings, videofarm_core::QueueSettings::default())
+        .await
+        .expect("RabbitMQ must be running for this test");
+    // The stopped process: it holds the lock and never follows.
+    let stopped = records::RecordStore::open(
+        Some(&file),
+        videofarm_core::QueueSettings::default().budget(),
+    )
+    .unwrap();
+    let _held = stopped
+        .lead()
+        .unwrap()
+        .expect("nobody else holds the lock yet");
+    let spec = videofarm_core::JobSpec {
+        input: "/m/a.mpg".into(),
+        output: "/m/a.mkv".into(),
+        profile: "archive".into(),
+        key: "key-a".into(),
+        ..Default::default()
+    };
+    queue.enqueue(spec, false).await.unwrap();
+    let started = std::time::Instant::now();
+    let first = queue.counts().await;
+    assert!(
+        first.is_err() && started.elapsed() < Duration::from_secs(25),
+        "a read on a copy nobody moves: {first:?} after {:?}",
+        started.elapsed()
+    );
+    let counts = tokio::time::timeout(Duration::from_secs(20), queue.counts())
+        .await
+        .expect("the next read waited 20 s")
+        .unwrap();
+    assert_eq!(counts.queued, 1);
+    assert!(queue.inner.follower.consuming.load(Ordering::SeqCst));
+    drop(queue);
+    let _ = std::fs::remove_dir_all(&dir);
+    tokio::task::spawn_blocking(move || crate::delete_farm_blocking(&url, &prefix))
+        .await
+        .unwrap();
+}
+
 /// A dropped queue handle is not kept alive by its records follower (nor its connection).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_queue_is_not_kept_alive_by_its_follower() {
