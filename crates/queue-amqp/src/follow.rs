@@ -4,9 +4,11 @@
 //! connection of its own (its outages never touch the leases of a worker in the same process),
 //! from the offset after the last one its cache applied. Of the processes sharing a records
 //! file (one machine's workers, `serve` and commands), only the one holding the file's lock
-//! follows; the others read its progress from the file (see [`watch_file`]). A read waits until the cache holds
-//! everything this process wrote and, the first time after each (re)connection, until a mark
-//! it wrote has come back: then it has read everything anyone wrote before the question.
+//! follows; the others read its progress from the file (see [`watch_file`]).
+//!
+//! A read waits until the cache holds everything this process wrote and, the first time after
+//! each (re)connection, until a mark it wrote has come back: then it has read everything anyone
+//! wrote before the question.
 
 use super::*;
 use records::{Fact, RecordStore, Stamped};
@@ -279,25 +281,25 @@ impl Inner {
             let mut alone = false;
             loop {
                 let Some(inner) = weak.upgrade() else { return };
-                let lead = match std::mem::take(&mut alone) {
-                    true => Ok(Some(None)),
-                    false => inner.follower.store.lead().map(|l| l.map(Some)),
-                };
-                let result = match lead {
-                    // Held while following: the others sharing the file read its progress.
-                    Ok(Some(_held)) => follow(&inner).await,
-                    Ok(None) => match watch_file(&inner).await {
-                        // Let go: this process follows now.
-                        Ok(true) => continue,
-                        Ok(false) => Ok(()),
+                let result = if std::mem::take(&mut alone) {
+                    follow(&inner).await
+                } else {
+                    match inner.follower.store.lead() {
+                        // Held while following: the others sharing the file read its progress.
+                        Ok(Some(_held)) => follow(&inner).await,
+                        Ok(None) => match watch_file(&inner).await {
+                            // Let go: this process follows now.
+                            Ok(true) => continue,
+                            Ok(false) => Ok(()),
+                            Err(e) => {
+                                alone = true;
+                                Err(e)
+                            }
+                        },
                         Err(e) => {
-                            alone = true;
-                            Err(e)
+                            tracing::debug!(error = %e, "cannot share the records file's following; following it here");
+                            follow(&inner).await
                         }
-                    },
-                    Err(e) => {
-                        tracing::debug!(error = %e, "cannot share the records file's following; following it here");
-                        follow(&inner).await
                     }
                 };
                 inner.follower.caught_up.store(false, Ordering::SeqCst);
@@ -333,15 +335,17 @@ const LOCK_EVERY: u32 = 5;
 /// [`records::RecordStore::lead`]): read its progress from the file, as this process's own
 /// follower would report it, until that process lets go (`Ok(true)`: this one follows now),
 /// until nobody here has read for a while (`Ok(false)`), or until a read waited in vain for
-/// the file to move (an error: this process then follows the stream itself). Ten workers of a machine
-/// were ten followers of the whole stream into one file; after a `kill -9` of twenty workers
-/// of a 200-worker farm, every taker of a lost job started one from the start of the stream,
-/// and none got anywhere.
+/// the file to move (an error: this process then follows the stream itself). Before, ten
+/// workers of a machine were ten followers of the whole stream into one file; after a `kill -9`
+/// of twenty workers of a 200-worker farm, every taker of a lost job started one from the start
+/// of the stream, and none got anywhere.
 async fn watch_file(inner: &Arc<Inner>) -> Result<bool, QueueError> {
     let follower = &inner.follower;
     follower.stale.store(false, Ordering::SeqCst);
     let mut reached = None;
-    for look in 1u32.. {
+    let mut look = 0u32;
+    loop {
+        look = look.wrapping_add(1);
         let offset = follower.store.offset().map_err(backend)?;
         follower.notice_own_facts()?;
         if offset != reached {
@@ -356,12 +360,11 @@ async fn watch_file(inner: &Arc<Inner>) -> Result<bool, QueueError> {
                 "a read waited in vain for the process that follows the records into this file; following them here too",
             ));
         }
-        if look % LOCK_EVERY == 0 && matches!(follower.store.lead(), Ok(Some(_))) {
+        if look.is_multiple_of(LOCK_EVERY) && matches!(follower.store.lead(), Ok(Some(_))) {
             return Ok(true);
         }
         tokio::time::sleep(WATCH_EVERY).await;
     }
-    Ok(false)
 }
 
 /// `done`'s output, or `None` once `moved` has not changed for `stall`.
