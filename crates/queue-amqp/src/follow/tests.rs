@@ -40,18 +40,47 @@ fn test_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+/// The settings of a farm of its own on the test broker, named `name` and this process.
+fn settings(name: &str) -> AmqpSettings {
+    let mut settings = AmqpSettings::new(&test_url());
+    settings.prefix = format!("vftest-{name}-{}", std::process::id());
+    settings.queue_expires = Some(Duration::from_secs(600));
+    settings
+}
+
+async fn connect(settings: AmqpSettings) -> AmqpQueue {
+    AmqpQueue::connect(settings, videofarm_core::QueueSettings::default())
+        .await
+        .expect("RabbitMQ must be running for this test")
+}
+
 /// A farm of its own on the test broker, named `name` and this process: its queue handle, the
 /// broker's address and the farm's prefix (to delete it after).
 async fn own_farm(name: &str) -> (AmqpQueue, String, String) {
-    let url = test_url();
-    let mut settings = AmqpSettings::new(&url);
-    settings.prefix = format!("vftest-{name}-{}", std::process::id());
-    settings.queue_expires = Some(Duration::from_secs(600));
+    let settings = settings(name);
     let prefix = settings.prefix.clone();
-    let queue = AmqpQueue::connect(settings, videofarm_core::QueueSettings::default())
-        .await
-        .expect("RabbitMQ must be running for this test");
-    (queue, url, prefix)
+    (connect(settings).await, test_url(), prefix)
+}
+
+/// The settings of `name`'s farm with its records in a file that processes share (a
+/// machine's), in a fresh folder: the settings and the folder (to remove it after).
+fn sharing_a_file(name: &str) -> (AmqpSettings, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("vftest-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut settings = settings(name);
+    settings.records_file = Some(dir.join("records.db"));
+    (settings, dir)
+}
+
+/// A job queued from `/m/NAME.mpg`.
+fn spec(name: &str) -> videofarm_core::JobSpec {
+    videofarm_core::JobSpec {
+        input: format!("/m/{name}.mpg").into(),
+        output: format!("/m/{name}.mkv").into(),
+        profile: "archive".into(),
+        key: format!("key-{name}"),
+        ..Default::default()
+    }
 }
 
 /// A farm deleted and made again (a broker reinstalled) under the same name, read by a
@@ -61,26 +90,9 @@ async fn own_farm(name: &str) -> (AmqpQueue, String, String) {
 /// a job the old farm had not finished is failed with the reason, to be retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_made_anew_is_read_from_its_start() {
-    let url = test_url();
-    let dir = std::env::temp_dir().join(format!("vftest-anew-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let prefix = format!("vftest-anew-{}", std::process::id());
-    let open = || async {
-        let mut settings = AmqpSettings::new(&url);
-        settings.prefix = prefix.clone();
-        settings.queue_expires = Some(Duration::from_secs(600));
-        settings.records_file = Some(dir.join("records.db"));
-        AmqpQueue::connect(settings, videofarm_core::QueueSettings::default())
-            .await
-            .expect("RabbitMQ must be running for this test")
-    };
-    let spec = |name: &str| videofarm_core::JobSpec {
-        input: format!("/m/{name}.mpg").into(),
-        output: format!("/m/{name}.mkv").into(),
-        profile: "archive".into(),
-        key: format!("key-{name}"),
-        ..Default::default()
-    };
+    let (settings, dir) = sharing_a_file("anew");
+    let (url, prefix) = (test_url(), settings.prefix.clone());
+    let open = || connect(settings.clone());
     let first = open().await;
     for name in ["a", "b", "c"] {
         first.enqueue(spec(name), false).await.unwrap();
@@ -166,14 +178,7 @@ async fn sweeps_with_nothing_to_do_let_the_follower_rest() {
             .as_ref()
             .is_some_and(|t| !t.is_finished())
     };
-    let spec = videofarm_core::JobSpec {
-        input: "/m/a.mpg".into(),
-        output: "/m/a.mkv".into(),
-        profile: "archive".into(),
-        key: "key-a".into(),
-        ..Default::default()
-    };
-    let id = queue.enqueue(spec, false).await.unwrap().id().clone();
+    let id = queue.enqueue(spec("a"), false).await.unwrap().id().clone();
     let mut sweep = videofarm_core::sweep::CancelledSweep::default();
     let now = || queue.inner.now();
     // The first look, with nothing cancelled in the day it looks back, reads nothing: a
@@ -213,26 +218,9 @@ async fn sweeps_with_nothing_to_do_let_the_follower_rest() {
 /// once, and none got anywhere in minutes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_sharing_a_records_file_follow_the_stream_once() {
-    let url = test_url();
-    let dir = std::env::temp_dir().join(format!("vftest-share-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let prefix = format!("vftest-share-{}", std::process::id());
-    let open = || async {
-        let mut settings = AmqpSettings::new(&url);
-        settings.prefix = prefix.clone();
-        settings.queue_expires = Some(Duration::from_secs(600));
-        settings.records_file = Some(dir.join("records.db"));
-        AmqpQueue::connect(settings, videofarm_core::QueueSettings::default())
-            .await
-            .expect("RabbitMQ must be running for this test")
-    };
-    let spec = |name: &str| videofarm_core::JobSpec {
-        input: format!("/m/{name}.mpg").into(),
-        output: format!("/m/{name}.mkv").into(),
-        profile: "archive".into(),
-        key: format!("key-{name}"),
-        ..Default::default()
-    };
+    let (settings, dir) = sharing_a_file("share");
+    let (url, prefix) = (test_url(), settings.prefix.clone());
+    let open = || connect(settings.clone());
     let consuming = |q: &AmqpQueue| q.inner.follower.consuming.load(Ordering::SeqCst);
     let (first, second) = (open().await, open().await);
     first.enqueue(spec("a"), false).await.unwrap();
@@ -278,18 +266,10 @@ async fn processes_sharing_a_records_file_follow_the_stream_once() {
 /// of a copy that does not move, and from then on this process follows the stream itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_held_by_a_process_that_does_not_follow_costs_one_read() {
-    let url = test_url();
-    let dir = std::env::temp_dir().join(format!("vftest-held-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let (settings, dir) = sharing_a_file("held");
+    let (url, prefix) = (test_url(), settings.prefix.clone());
     let file = dir.join("records.db");
-    let mut settings = AmqpSettings::new(&url);
-    settings.prefix = format!("vftest-held-{}", std::process::id());
-    settings.queue_expires = Some(Duration::from_secs(600));
-    settings.records_file = Some(file.clone());
-    let prefix = settings.prefix.clone();
-    let queue = AmqpQueue::connect(settings, videofarm_core::QueueSettings::default())
-        .await
-        .expect("RabbitMQ must be running for this test");
+    let queue = connect(settings).await;
     // The stopped process: it holds the lock and never follows.
     let stopped = records::RecordStore::open(
         Some(&file),
@@ -300,14 +280,7 @@ async fn a_lock_held_by_a_process_that_does_not_follow_costs_one_read() {
         .lead()
         .unwrap()
         .expect("nobody else holds the lock yet");
-    let spec = videofarm_core::JobSpec {
-        input: "/m/a.mpg".into(),
-        output: "/m/a.mkv".into(),
-        profile: "archive".into(),
-        key: "key-a".into(),
-        ..Default::default()
-    };
-    queue.enqueue(spec, false).await.unwrap();
+    queue.enqueue(spec("a"), false).await.unwrap();
     let started = std::time::Instant::now();
     let first = queue.counts().await;
     assert!(
