@@ -14,7 +14,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use videofarm_core::{JobFilter, JobState};
 
@@ -106,8 +107,10 @@ async fn whole(state: &AppState) -> ApiResult<Value> {
             value
         })
         .collect();
-    let mut waiting = list(state, &page(Some(JobState::Running), PAGE, false)).await?;
-    waiting.extend(list(state, &page(Some(JobState::Queued), PAGE, false)).await?);
+    let running = list(state, &page(Some(JobState::Running), PAGE, false)).await?;
+    let queued = list(state, &page(Some(JobState::Queued), PAGE, false)).await?;
+    // Read one after the other, a job put back in the queue between the two reads is in both.
+    let mut waiting = first_of_each(running.into_iter().chain(queued), |job| job.id.clone());
     // How far a running job is comes with the workers (`/api/workers`), which change every
     // second while something runs; this answer then stays the same.
     for job in &mut waiting {
@@ -120,6 +123,17 @@ async fn whole(state: &AppState) -> ApiResult<Value> {
         "waiting": waiting,
         "recent": recent,
     }))
+}
+
+/// `rows` with each key once, where it first came.
+fn first_of_each<T, K: Eq + Hash>(
+    rows: impl IntoIterator<Item = T>,
+    key: impl Fn(&T) -> K,
+) -> Vec<T> {
+    let mut seen = HashSet::new();
+    rows.into_iter()
+        .filter(|row| seen.insert(key(row)))
+        .collect()
 }
 
 /// What changed from `held` (tagged `since`) to `now` (tagged `tag`): the status whole; of
@@ -181,6 +195,17 @@ mod tests {
                 .collect();
         }
         out
+    }
+
+    #[test]
+    fn a_job_read_as_running_and_then_as_queued_is_listed_once_as_running() {
+        let running = [("a", "running"), ("b", "running")];
+        let queued = [("b", "queued"), ("c", "queued")];
+        let waiting = first_of_each(running.into_iter().chain(queued), |job| job.0);
+        assert_eq!(
+            waiting,
+            [("a", "running"), ("b", "running"), ("c", "queued")]
+        );
     }
 
     #[test]
