@@ -132,17 +132,17 @@ impl Measure {
 
         let mut histogram = [0u64; 256];
         let mut brng = 0u64;
+        let in_range = |low: u8, high: u8, v: u8| (low..=high).contains(&v);
         for (r, row) in self.lines.chunks_exact(w).enumerate() {
-            // Its chroma line: the one of the picture line it is.
+            // Its chroma line: the one of the picture line it is; two luma samples a chroma one.
             let c = (r * LINE_STEP / 2) * cw;
-            let (u, v) = (&u[c..c + cw], &v[c..c + cw]);
-            for (x, &y) in row.iter().enumerate() {
-                histogram[usize::from(y)] += 1;
-                let (cu, cv) = (u[x / 2], v[x / 2]);
-                let out = !(16..=235).contains(&y)
-                    || !(16..=240).contains(&cu)
-                    || !(16..=240).contains(&cv);
-                brng += u64::from(out);
+            let chroma = u[c..c + cw].iter().zip(&v[c..c + cw]);
+            for (pair, (&cu, &cv)) in row.chunks(2).zip(chroma) {
+                let colour_out = !in_range(16, 240, cu) || !in_range(16, 240, cv);
+                for &y in pair {
+                    histogram[usize::from(y)] += 1;
+                    brng += u64::from(colour_out || !in_range(16, 235, y));
+                }
             }
         }
         let (ymin, ylow, yavg, yhigh, ymax) = levels(&histogram, count);
@@ -153,7 +153,7 @@ impl Measure {
             let (u, v) = (&u[c * cw..(c + 1) * cw], &v[c * cw..(c + 1) * cw]);
             for (&cu, &cv) in u.iter().zip(v) {
                 let (du, dv) = (f64::from(cu) - 128.0, f64::from(cv) - 128.0);
-                sat += du.hypot(dv);
+                sat += (du * du + dv * dv).sqrt();
             }
             sat_count += cw;
         }
@@ -230,16 +230,31 @@ fn outliers(lines: &[u8], w: usize, rows: usize) -> u64 {
         let (a, b, c) = (i32::from(a), i32::from(b), i32::from(c));
         ((a - b).abs() + (c - b).abs()) / 2 - (c - a).abs() > 4
     };
-    let at = |r: usize, x: usize| lines[r * w + x];
+    let row = |r: usize| &lines[r * w..(r + 1) * w];
+    // Whether each sample of line `r` breaks from the lines `j` above and below: each once.
+    let mut broken = vec![true; w];
+    let check = |r: usize, j: usize, broken: &mut [bool]| {
+        for (((b, &a), &m), &c) in broken
+            .iter_mut()
+            .zip(row(r - j))
+            .zip(row(r))
+            .zip(row(r + j))
+        {
+            *b &= breaks(a, m, c);
+        }
+    };
     let mut found = 0;
     for r in 1..rows.saturating_sub(1) {
+        broken.fill(true);
+        check(r, 1, &mut broken);
         // Next to the top and bottom edges, only the lines one away.
-        let far = if r >= 2 && r + 2 < rows { 2 } else { 1 };
-        for x in 1..w.saturating_sub(1) {
-            let speck = (1..=far)
-                .all(|j| (x - 1..=x + 1).all(|i| breaks(at(r - j, i), at(r, i), at(r + j, i))));
-            found += u64::from(speck);
+        if r >= 2 && r + 2 < rows {
+            check(r, 2, &mut broken);
         }
+        found += broken
+            .windows(3)
+            .filter(|three| three.iter().all(|&b| b))
+            .count() as u64;
     }
     found
 }
