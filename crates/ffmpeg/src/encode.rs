@@ -7,7 +7,7 @@ use crate::analyse::{Analyser, PICTURES};
 use crate::header::HeaderReader;
 use crate::picture;
 use crate::{file_url, progress::ProgressParser, tail::Tail, tools::Tools, MediaInfo};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::OnceLock;
@@ -18,6 +18,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use videofarm_core::report::Signal;
 use videofarm_core::Progress;
+
+/// What the measures' pictures pipe may hold: several frames' small pictures (the most an
+/// unprivileged process may ask for on Linux by default, `/proc/sys/fs/pipe-max-size`).
+const PICTURE_PIPE_BYTES: usize = 1 << 20;
 
 /// What ffmpeg prints when the output could not be written, whatever its exit status.
 const WRITE_FAILURES: &[&str] = &[
@@ -162,6 +166,12 @@ pub async fn encode(
         .map(|_| std::io::pipe())
         .transpose()
         .map_err(spawn_failed)?;
+    if let Some((_, to)) = &pictures {
+        // A frame's small picture is over 100 KB on SD: in a pipe of the usual 64 KiB, ffmpeg's
+        // one thread would wait on this process's reader at every frame.
+        let widened = crate::tools_sys::widen_pipe(to.as_fd(), PICTURE_PIPE_BYTES);
+        tracing::trace!(?widened, "the pictures' pipe");
+    }
     let mut child = spawn(req, pictures.as_ref().map(|(_, to)| to.as_raw_fd()))?;
     let analyser = pictures.map(|(from, to)| {
         drop(to);

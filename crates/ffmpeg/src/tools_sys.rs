@@ -48,3 +48,33 @@ pub fn keep_open(command: &mut tokio::process::Command, fd: std::os::fd::RawFd) 
         });
     }
 }
+
+/// Ask the kernel to let pipe `fd` hold `bytes` (Linux; elsewhere, or refused, it keeps its
+/// size). Whether it did is the returned size.
+pub fn widen_pipe(fd: std::os::fd::BorrowedFd<'_>, bytes: usize) -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let wanted = libc::c_int::try_from(bytes).ok()?;
+        // SAFETY: fcntl on a descriptor the borrow keeps open; F_SETPIPE_SZ takes an int and
+        // touches no memory of ours.
+        let got = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, wanted) };
+        usize::try_from(got).ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (fd, bytes);
+        None
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn a_pipe_is_widened_to_what_was_asked() {
+        let (_from, to) = std::io::pipe().expect("a pipe");
+        assert_eq!(super::widen_pipe(to.as_fd(), 1 << 20), Some(1 << 20));
+    }
+}
