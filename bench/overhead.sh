@@ -13,12 +13,7 @@ cargo build --release --quiet -p videofarm
 bin=target/release/videofarm
 
 mkdir -p "$work/in" "$work/plain"
-for i in $(seq 1 "$clips"); do
-  ffmpeg -v error -f lavfi -i "testsrc2=size=720x480:rate=30000/1001" \
-    -f lavfi -i "sine=frequency=$((300 + i * 50)):sample_rate=48000" -t "$secs" \
-    -vf "tinterlace=mode=interleave_top" -flags +ilme+ildct \
-    -c:v mpeg2video -b:v 8M -c:a mp2 -ac 2 -f mpeg "$work/in/clip$i.mpg"
-done
+bench/sd-clips.sh "$clips" "$secs" "$work/in"
 
 now() { date +%s.%N; }
 rounds=${ROUNDS:-3}

@@ -37,10 +37,7 @@ results="$work/results.jsonl"
 
 # Inputs: SD captures like a tape (720x480 interlaced MPEG-2 with stereo audio), and a tiny
 # Matroska clip copied many times for the per-job cost.
-for i in $(seq 1 "$clips"); do
-  ffmpeg -v error -f lavfi -i "testsrc2=size=720x480:rate=30000/1001" -f lavfi -i "sine=frequency=$((300 + i * 40)):sample_rate=48000" \
-    -t "$secs" -vf "tinterlace=mode=interleave_top" -flags +ilme+ildct -c:v mpeg2video -b:v 8M -c:a mp2 -ac 2 -f mpeg "$work/sd/clip$i.mpg"
-done
+bench/sd-clips.sh "$clips" "$secs" "$work/sd"
 ffmpeg -v error -f lavfi -i "testsrc=size=160x120:rate=25" -t 0.4 -c:v mpeg2video "$work/tiny.mkv"
 for i in $(seq 1 "$tiny"); do cp "$work/tiny.mkv" "$work/tiny/t$i.mkv"; done
 sd=("$work"/sd/*.mpg)
