@@ -163,8 +163,10 @@ fn the_archive_profile_keeps_every_audio_and_subtitle_stream() {
 }
 
 /// The input is described from ffmpeg's own header and a Matroska output is read back
-/// in-process, so an `archive` job starts no ffprobe at all; other containers (the `web`
-/// profile's MP4) are verified by ffprobe, once per job, on the encoded temporary file.
+/// in-process, so an `archive` job starts no ffprobe at all, nor does a short clip of many
+/// megabytes (too small to last the ten minutes `split = auto` splits at); other containers
+/// (the `web` profile's MP4) are verified by ffprobe, once per job, on the encoded temporary
+/// file.
 #[test]
 fn ffprobe_runs_only_to_verify_outputs_that_are_not_matroska() {
     let staging = tempfile::tempdir().unwrap();
@@ -190,6 +192,12 @@ fn ffprobe_runs_only_to_verify_outputs_that_are_not_matroska() {
     let farm = Farm::with_config(&format!("ffprobe = \"{}\"", wrapper.display()));
     clip(&farm.input.join("tape.mpg"), 1);
     multi_stream_clip(&farm.input.join("multi.mkv"), farm.root());
+    // 5 s of noise: over 8 MiB, which was once enough to be probed for a split.
+    let large = farm.root().join("large");
+    std::fs::create_dir(&large).unwrap();
+    noise_clip(&large.join("noise.mpg"), 5);
+    let size = std::fs::metadata(large.join("noise.mpg")).unwrap().len();
+    assert!(size > 8 << 20, "a clip of {size} bytes");
     let calls = || -> Vec<String> {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
@@ -205,6 +213,18 @@ fn ffprobe_runs_only_to_verify_outputs_that_are_not_matroska() {
         calls(),
         Vec::<String>::new(),
         "no ffprobe for Matroska outputs"
+    );
+    let out = farm
+        .cmd(["run", "--json", "--profile", "archive", "--out"])
+        .arg(farm.root().join("large-out"))
+        .arg(&large)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        calls(),
+        Vec::<String>::new(),
+        "no ffprobe for a 5 s clip of {size} bytes"
     );
 
     let web_out = farm.root().join("web");
