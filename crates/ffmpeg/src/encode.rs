@@ -20,7 +20,9 @@ use videofarm_core::report::Signal;
 use videofarm_core::Progress;
 
 /// What the measures' pictures pipe may hold: several frames' small pictures (the most an
-/// unprivileged process may ask for on Linux by default, `/proc/sys/fs/pipe-max-size`).
+/// unprivileged process may ask for on Linux by default, `/proc/sys/fs/pipe-max-size`). A
+/// user's pipes share 64 MiB by default (`pipe-user-pages-soft`): a machine's few encodes at
+/// once take a few of them, and a pipe that cannot be widened keeps its size.
 const PICTURE_PIPE_BYTES: usize = 1 << 20;
 
 /// What ffmpeg prints when the output could not be written, whatever its exit status.
