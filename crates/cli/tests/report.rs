@@ -187,6 +187,36 @@ fn on_rabbitmq_a_tapes_faults_are_reported_where_they_are_whole_and_split() {
     whole_and_split(with_quick(Farm::amqp("")));
 }
 
+/// `report = false`: the same tape through the same profile, whole and split, is encoded and
+/// not measured (README: the way to plain ffmpeg's speed).
+#[test]
+fn a_profile_that_does_not_report_measures_nothing_whole_or_split() {
+    let farm = with_quick(Farm::new());
+    let config = std::fs::read_to_string(&farm.config).unwrap();
+    let quiet = config.replacen(
+        "[profiles.quick]\n",
+        "[profiles.quick]\nreport = false\n",
+        1,
+    );
+    assert_ne!(quiet, config, "the quick profile is in the configuration");
+    std::fs::write(&farm.config, quiet).unwrap();
+    let tape = farm.input.join("capture.mpg");
+    faulty_tape(&tape, "mpeg");
+    for split in ["off", "3"] {
+        let (job, _) = run_one(&farm, &tape, "quick", split);
+        assert_eq!(job["state"], "succeeded", "split {split}: {job:#}");
+        assert!(job["result"]["tape"].is_null(), "split {split}: {job:#}");
+        let id = job["id"].as_str().unwrap();
+        let asked = farm.run(["report", id]);
+        assert!(!asked.status.success());
+        assert!(
+            text(&asked.stderr).contains("it was not measured"),
+            "{}",
+            text(&asked.stderr)
+        );
+    }
+}
+
 /// ffprobe's position (bytes) and time of the first video packet at or after `at` seconds from
 /// the first one.
 fn packet_at(path: &Path, at: f64) -> (u64, f64) {

@@ -288,9 +288,9 @@ impl Inner {
                         // Held while following: the others sharing the file read its progress.
                         Ok(Some(_held)) => follow(&inner).await,
                         Ok(None) => match watch_file(&inner).await {
-                            // Let go: this process follows now.
-                            Ok(true) => continue,
-                            Ok(false) => Ok(()),
+                            // Let go, and taken here: this process follows now.
+                            Ok(Watched::Lead(_held)) => follow(&inner).await,
+                            Ok(Watched::Rest) => Ok(()),
                             Err(e) => {
                                 alone = true;
                                 Err(e)
@@ -326,6 +326,14 @@ impl Inner {
     }
 }
 
+/// How watching another process follow the records into this file ended.
+enum Watched {
+    /// It let go, and this process holds the lock now: it follows.
+    Lead(records::Lead),
+    /// Nobody here has read for a while: the follower rests.
+    Rest,
+}
+
 /// How often a process that does not follow reads the file's progress.
 const WATCH_EVERY: Duration = Duration::from_millis(100);
 /// How many of those looks between two tries of the follower's lock.
@@ -333,13 +341,13 @@ const LOCK_EVERY: u32 = 5;
 
 /// Another process sharing the records file follows the stream into it (see
 /// [`records::RecordStore::lead`]): read its progress from the file, as this process's own
-/// follower would report it, until that process lets go (`Ok(true)`: this one follows now),
-/// until nobody here has read for a while (`Ok(false)`), or until a read waited in vain for
+/// follower would report it, until that process lets go (the lock, taken here: this one
+/// follows now), until nobody here has read for a while, or until a read waited in vain for
 /// the file to move (an error: this process then follows the stream itself). Before, ten
 /// workers of a machine were ten followers of the whole stream into one file; after a `kill -9`
 /// of twenty workers of a 200-worker farm, every taker of a lost job started one from the start
 /// of the stream, and none got anywhere.
-async fn watch_file(inner: &Arc<Inner>) -> Result<bool, QueueError> {
+async fn watch_file(inner: &Arc<Inner>) -> Result<Watched, QueueError> {
     let follower = &inner.follower;
     follower.stale.store(false, Ordering::SeqCst);
     let mut reached = None;
@@ -353,15 +361,17 @@ async fn watch_file(inner: &Arc<Inner>) -> Result<bool, QueueError> {
             follower.applied.send_modify(|n| *n = n.wrapping_add(1));
         }
         if Arc::strong_count(inner) <= 1 || follower.may_rest() {
-            return Ok(false);
+            return Ok(Watched::Rest);
         }
         if follower.stale.swap(false, Ordering::SeqCst) {
             return Err(backend(
                 "a read waited in vain for the process that follows the records into this file; following them here too",
             ));
         }
-        if look.is_multiple_of(LOCK_EVERY) && matches!(follower.store.lead(), Ok(Some(_))) {
-            return Ok(true);
+        if look.is_multiple_of(LOCK_EVERY) {
+            if let Ok(Some(held)) = follower.store.lead() {
+                return Ok(Watched::Lead(held));
+            }
         }
         tokio::time::sleep(WATCH_EVERY).await;
     }
